@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_POOL_H
+#define SHMRIG_POOL_H
+
+/*
+ * pool: blocks of shared memory that any process can attach by reference.
+ *
+ * A pool handle belongs to the process that opened it (a child after fork opens
+ * its own; the inherited handle answers -SHMRIG_EFORK). The pool creates arenas,
+ * segments of arena_size bytes (a multiple of 2 MiB) pre-faulted at creation,
+ * carved into 2 MiB chunks; each chunk serves one size class. Size classes are
+ * the powers of two from 64 B to 1 MiB (15 classes); a block above 1 MiB gets a
+ * segment of its own, with the payload at offset 0 (page-aligned). Payloads are
+ * aligned to min(class size, 4096); blocks of 2 MiB and more start on a page.
+ *
+ * Each block has a descriptor outside its payload, in shared memory: one atomic
+ * word (state, refcount, generation), the owner (pid + start time), the content
+ * size and a caller's tag. A ref names the segment, offset, size, content size,
+ * temporary flag and generation; a ref to a freed block is refused as stale.
+ *
+ * Ownership: a block is owned by one process. Only the owner frees (or hands it
+ * on with shmrig_pool_transfer()); any process can attach a block by ref. The
+ * per-class free lists live in the arena (lock-free, any process can push to
+ * them); each process keeps a small cache of free blocks in front of them so
+ * that the hot path takes no shared atomic. When the owner dies, any process's
+ * shmrig_pool_reap() returns its blocks (and the blocks in its cache).
+ *
+ * Thread safety: a pool handle may be used from several threads of its process.
+ */
+
+#include <shmrig/common.h>
+#include <shmrig/segment.h>
+#include <shmrig/topo.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct shmrig_pool shmrig_pool;
+
+#define SHMRIG_POOL_NUM_CLASSES 15
+#define SHMRIG_POOL_MIN_BLOCK 64u
+#define SHMRIG_POOL_MAX_CLASS_BLOCK (1u << 20)
+#define SHMRIG_POOL_CHUNK (2u << 20)
+
+/* What travels between processes to name a block: the seed's ShmRef plus the
+ * block's generation. Fixed layout, no pointers: it can be copied into frames. */
+struct shmrig_ref {
+	char name[SHMRIG_NAME_MAX]; /* segment name */
+	uint64_t offset;            /* byte offset of the data inside the segment (64-aligned) */
+	uint64_t size;              /* bytes usable at offset */
+	uint64_t content_size;      /* bytes actually used, <= size */
+	uint32_t generation;        /* of the block; a mismatch means stale */
+	uint8_t temporary;          /* receiver may free right after decoding */
+	uint8_t reserved[3];        /* zero */
+};
+
+/* Bind every segment to opts.numa_node. */
+#define SHMRIG_POOL_BIND_NODE (1u << 0)
+/* Do not print the leak report at close (shmrig_pool_close still returns -SHMRIG_ELEAK). */
+#define SHMRIG_POOL_QUIET (1u << 1)
+#define SHMRIG_POOL_FLAGS_ALL (SHMRIG_POOL_BIND_NODE | SHMRIG_POOL_QUIET)
+
+struct shmrig_pool_opts {
+	const char *prefix;   /* NULL: $SHMRIG_PREFIX, else "shmrig" */
+	size_t arena_size;    /* 0: $SHMRIG_ARENA_SIZE, else 64 MiB; rounded up to 2 MiB */
+	size_t max_bytes;     /* 0: $SHMRIG_POOL_MAX, else 1 GiB: cap on the segments this pool creates */
+	int backing;          /* enum shmrig_backing for every segment */
+	int numa_node;        /* with SHMRIG_POOL_BIND_NODE */
+	uint32_t flags;       /* SHMRIG_POOL_* */
+	uint32_t reserved[3]; /* must be zero */
+	shmrig_topo *topo;    /* NULL: shmrig_topo_system() */
+};
+
+/* Open a pool. No segment is created until the first allocation.
+ * Errors: -EINVAL bad options; -ENOMEM. */
+SHMRIG_API int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out);
+
+/*
+ * Close: reports every block still live that this process owns, or that lives
+ * in a segment this pool created (owner, size, tag; on stderr unless
+ * SHMRIG_POOL_QUIET), unmaps everything and unlinks the segments it created.
+ * Returns 0, or -SHMRIG_ELEAK if anything was live (everything is released anyway).
+ */
+SHMRIG_API int shmrig_pool_close(shmrig_pool *pool);
+
+/* Allocation flags. */
+#define SHMRIG_ALLOC_TEMPORARY (1u << 0) /* sets ref->temporary */
+
+/*
+ * Allocate `size` bytes (size 0 is a 64-byte block). The caller owns the block
+ * (refcount 1). While a slab is open, sizes that fit the slab come from it.
+ * Errors: -EINVAL unknown flags; -ENOMEM the pool is at max_bytes or the OS has
+ * no memory; -SHMRIG_EFORK.
+ */
+SHMRIG_API int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
+				 struct shmrig_ref *ref, void **data);
+
+/*
+ * Drop one reference to the block; at zero it is free (its generation moves on,
+ * so every ref to it is stale). Only the owner may free.
+ * Errors: -EINVAL/-SHMRIG_EBADREF bad ref; -SHMRIG_ESTALE; -SHMRIG_ENOTLIVE
+ * (double free); -EPERM not the owner; -SHMRIG_EFORK.
+ */
+SHMRIG_API int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref);
+
+/* Take one more reference (the owner only). Errors as shmrig_pool_free, -EOVERFLOW. */
+SHMRIG_API int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *ref);
+
+/*
+ * Map the block a ref names (reusing this process's mapping of its segment)
+ * and return a pointer to its data at ref->offset. Validates: prefix and name,
+ * the segment exists and is a shmrig segment, offset and size inside one block,
+ * content_size <= size, generation matches, the block is live.
+ * Errors: -EINVAL bad name or fields; -ENOENT no such segment;
+ * -SHMRIG_EBADREF; -SHMRIG_ESTALE; -SHMRIG_ENOTLIVE; -SHMRIG_ECORRUPT; -ENOMEM.
+ */
+SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **data);
+
+/*
+ * Hand the block to process `pid` (which must be alive): from now on it is the
+ * owner, and the caller must not touch the block. Call before publishing the
+ * ref to that process. Errors as shmrig_pool_free; -ESRCH no such process.
+ */
+SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid);
+
+/*
+ * Slab mode (the seed's): after shmrig_pool_slab_open(capacity), allocations
+ * of at most `capacity` bytes are bump-allocated, 64-byte aligned, from one
+ * block; when it is full it is sealed and a new one of the same capacity is
+ * opened. Every sub-allocation is a ref into the slab's block; the block is
+ * freed when the slab is sealed and every sub-allocation has been freed.
+ * Errors: -EINVAL capacity 0; -EBUSY a slab is already open (open);
+ * -ENOENT no slab open (seal); allocation errors.
+ */
+SHMRIG_API int shmrig_pool_slab_open(shmrig_pool *pool, size_t capacity);
+SHMRIG_API int shmrig_pool_slab_seal(shmrig_pool *pool);
+
+/* Block size (capacity) that a request of `size` bytes gets outside a slab. */
+SHMRIG_API size_t shmrig_pool_block_size(size_t size);
+
+struct shmrig_pool_class_stats {
+	uint64_t block_size;
+	uint64_t live_blocks;
+	uint64_t live_bytes; /* content bytes */
+};
+
+struct shmrig_pool_stats {
+	uint64_t live_blocks; /* every class and large blocks */
+	uint64_t live_bytes;
+	uint64_t large_live_blocks;
+	uint64_t large_live_bytes;
+	uint64_t segments;       /* mapped by this process: created + attached */
+	uint64_t created_bytes;  /* bytes of the segments this pool created (counts against max_bytes) */
+	uint64_t cached_blocks;  /* free blocks in this process's cache */
+	struct shmrig_pool_class_stats classes[SHMRIG_POOL_NUM_CLASSES];
+};
+
+/* Live blocks and bytes in every segment this process has mapped. 0 or -errno. */
+SHMRIG_API int shmrig_pool_stats(shmrig_pool *pool, struct shmrig_pool_stats *stats);
+
+struct shmrig_block_info {
+	struct shmrig_ref ref; /* temporary is not recorded: always 0 here */
+	pid_t owner;
+	uint32_t tag;
+	uint32_t refcount;
+	uint32_t reserved;
+};
+
+/*
+ * Call fn for every live block in every segment this process has mapped.
+ * Returns how many, or -errno. Per-owner accounting is built on this.
+ */
+SHMRIG_API int shmrig_pool_for_each_live(shmrig_pool *pool,
+					 void (*fn)(void *arg, const struct shmrig_block_info *info),
+					 void *arg);
+
+struct shmrig_owner_stats {
+	pid_t pid;
+	uint32_t reserved;
+	uint64_t live_blocks;
+	uint64_t live_bytes;
+};
+
+/* Live blocks and bytes per owner pid, up to `max` owners, sorted by pid.
+ * Returns the number of distinct owners (which may exceed max), or -errno. */
+SHMRIG_API int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_stats *out,
+				       size_t max);
+
+/*
+ * Free every block (live or in a process cache) whose owner process is dead,
+ * in every segment this process has mapped. Returns how many, or -errno.
+ */
+SHMRIG_API int shmrig_pool_reap(shmrig_pool *pool);
+
+/* Unlink every segment with this pool's prefix whose creator is dead.
+ * Returns how many, or -errno. */
+SHMRIG_API int shmrig_pool_sweep(shmrig_pool *pool);
+
+struct shmrig_pool_info {
+	const char *prefix;
+	size_t arena_size;
+	size_t max_bytes;
+	enum shmrig_backing backing; /* of the last segment created (requested one before any) */
+	size_t page_size;            /* of the last segment created, 0 before any */
+	int numa_node;               /* bound node of the last segment, -1 if none */
+	const char *reason;          /* why that backing */
+};
+
+/* Describe the pool. Strings stay valid until the next call on the pool. */
+SHMRIG_API int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_INTERNAL_H
+#define SHMRIG_INTERNAL_H
+
+/* Cross-file internals of libshmrig. Not installed. */
+
+#include <shmrig/common.h>
+
+#ifndef SHMRIG_DEBUG_CHECKS
+#define SHMRIG_DEBUG_CHECKS 1
+#endif
+
+#define SHMRIG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SHMRIG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define SHMRIG_CACHELINE 64
+
+/*
+ * Record a failure for shmrig_last_error() and return `err` (a negative code),
+ * so that a failing path reads `return shmrig__fail(-EINVAL, "...", ...);`.
+ */
+int shmrig__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Print "shmrig: warning: ..." to stderr once per `key` (a static flag) per process. */
+void shmrig__warn_once(int *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Option lookup (see shmrig/options.h): the API value if non-zero, else the
+ * environment variable if valid, else the fallback. */
+size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallback);
+const char *shmrig__option_string(const char *api_value, const char *env_name, const char *fallback);
+
+#endif

@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+#include "prim.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <mntent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+/*
+ * /proc/PID/stat is "pid (comm) state ppid ... starttime ...": comm may hold
+ * spaces and parentheses, so parse from the last ')'. starttime is field 22,
+ * i.e. the 20th after the state field.
+ */
+static int read_stat(pid_t pid, char *state, uint64_t *start)
+{
+	char path[64], buf[1024];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -ESRCH;
+	buf[n] = '\0';
+
+	char *p = strrchr(buf, ')');
+	if (!p || p[1] != ' ')
+		return -EIO;
+	p += 2;
+	*state = *p;
+	for (int field = 3; field < 22; field++) {
+		p = strchr(p, ' ');
+		if (!p)
+			return -EIO;
+		p++;
+	}
+	*start = strtoull(p, NULL, 10);
+	return 0;
+}
+
+int shmrig__proc_start_time(pid_t pid, uint64_t *start)
+{
+	char state;
+	int ret;
+
+	if (pid <= 0)
+		return -ESRCH;
+	ret = read_stat(pid, &state, start);
+	if (ret)
+		return ret;
+	/* A zombie has released everything it had; to us it is dead. */
+	if (state == 'Z' || state == 'X')
+		return -ESRCH;
+	return 0;
+}
+
+int shmrig__procid_of(pid_t pid, shmrig__procid *out)
+{
+	uint64_t start;
+	int ret = shmrig__proc_start_time(pid, &start);
+
+	if (ret)
+		return ret;
+	*out = shmrig__procid_make(pid, start);
+	return 0;
+}
+
+shmrig__procid shmrig__procid_self(void)
+{
+	static _Thread_local pid_t cached_pid;
+	static _Thread_local shmrig__procid cached_id;
+	pid_t pid = getpid();
+
+	if (SHMRIG_LIKELY(cached_pid == pid))
+		return cached_id;
+	if (shmrig__procid_of(pid, &cached_id))
+		cached_id = shmrig__procid_make(pid, 0);
+	cached_pid = pid;
+	return cached_id;
+}
+
+bool shmrig__proc_alive(shmrig__procid id)
+{
+	uint64_t start;
+
+	if (shmrig__proc_start_time(shmrig__procid_pid(id), &start))
+		return false;
+	return (uint32_t)start == (uint32_t)id;
+}
+
+int shmrig__random(void *buf, size_t len)
+{
+	unsigned char *p = buf;
+
+	while (len) {
+		ssize_t n = getrandom(p, len, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+size_t shmrig__page_size(void)
+{
+	static size_t page;
+
+	if (!page)
+		page = (size_t)sysconf(_SC_PAGESIZE);
+	return page;
+}
+
+long shmrig__hugepages_free(unsigned long page_kb)
+{
+	char path[128];
+	long count;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/hugepages-%lukB/free_hugepages",
+		 page_kb);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	if (fscanf(f, "%ld", &count) != 1)
+		count = -EIO;
+	fclose(f);
+	return count;
+}
+
+int shmrig__hugetlbfs_dir(unsigned long page_kb, char *dir, size_t dirlen)
+{
+	const char *env = getenv("SHMRIG_HUGETLBFS");
+	struct mntent ent;
+	char buf[1024];
+	int ret = -ENOENT;
+	FILE *f;
+
+	if (env && *env) {
+		if (strlen(env) >= dirlen)
+			return -ENAMETOOLONG;
+		strcpy(dir, env);
+		return 0;
+	}
+	f = setmntent("/proc/mounts", "re");
+	if (!f)
+		return -errno;
+	while (getmntent_r(f, &ent, buf, sizeof(buf))) {
+		unsigned long kb = 2048; /* hugetlbfs without pagesize= uses the default size */
+		const char *opt;
+
+		if (strcmp(ent.mnt_type, "hugetlbfs") != 0)
+			continue;
+		opt = hasmntopt(&ent, "pagesize");
+		if (opt) {
+			char unit = 'K';
+
+			if (sscanf(opt, "pagesize=%lu%c", &kb, &unit) >= 1) {
+				if (unit == 'M' || unit == 'm')
+					kb *= 1024;
+				else if (unit == 'G' || unit == 'g')
+					kb *= 1024 * 1024;
+			}
+		}
+		if (kb != page_kb || strlen(ent.mnt_dir) >= dirlen)
+			continue;
+		strcpy(dir, ent.mnt_dir);
+		ret = 0;
+		break;
+	}
+	endmntent(f);
+	return ret;
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_PRIM_H
+#define SHMRIG_PRIM_H
+
+/*
+ * The OS-primitives layer: everything Linux-specific that is not shared memory
+ * itself. Each function returns 0 (or a value) or -errno, never -1 + errno.
+ * Out-parameters must be non-NULL.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* A process identity that survives pid reuse: pid plus its start time in clock
+ * ticks since boot (field 22 of /proc/PID/stat). Packed in 64 bits so that it
+ * can be stored with one atomic write; the start time is truncated to 32 bits,
+ * which wraps after 497 days at 100 Hz - a reused pid must also hit the same
+ * tick modulo 2^32 to be confused. */
+typedef uint64_t shmrig__procid;
+
+static inline shmrig__procid shmrig__procid_make(pid_t pid, uint64_t start)
+{
+	return ((uint64_t)(uint32_t)pid << 32) | (uint32_t)start;
+}
+
+static inline pid_t shmrig__procid_pid(shmrig__procid id)
+{
+	return (pid_t)(id >> 32);
+}
+
+/* Start time of `pid`: 0, -ESRCH if there is no such process (or it is a zombie). */
+int shmrig__proc_start_time(pid_t pid, uint64_t *start);
+
+/* procid of `pid` now; -ESRCH if it does not exist. */
+int shmrig__procid_of(pid_t pid, shmrig__procid *out);
+
+/* procid of the calling process (cached per pid, so it is right after fork). */
+shmrig__procid shmrig__procid_self(void);
+
+/* Is the process named by `id` alive (exists, not a zombie, same start time)? */
+bool shmrig__proc_alive(shmrig__procid id);
+
+/* Fill `buf` with `len` random bytes (getrandom). 0 or -errno. */
+int shmrig__random(void *buf, size_t len);
+
+/* Base page size. */
+size_t shmrig__page_size(void);
+
+/* Free hugepages of `page_kb` kB (sysfs), or -errno if that size is absent. */
+long shmrig__hugepages_free(unsigned long page_kb);
+
+/*
+ * The mount point of a hugetlbfs with pages of `page_kb` kB, written into `dir`
+ * (size `dirlen`). The environment variable SHMRIG_HUGETLBFS overrides the
+ * search of /proc/mounts. -ENOENT if none is mounted.
+ */
+int shmrig__hugetlbfs_dir(unsigned long page_kb, char *dir, size_t dirlen);
+
+#endif

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <shmrig/segment.h>
+
+int th_count_fds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *ent;
+	int count = 0;
+
+	if (!dir)
+		return -1;
+	while ((ent = readdir(dir)))
+		if (ent->d_name[0] != '.')
+			count++;
+	closedir(dir);
+	return count - 1;
+}
+
+static void count_one(void *arg, const char *name)
+{
+	(void)name;
+	(*(int *)arg)++;
+}
+
+int th_count_segments(const char *prefix)
+{
+	int count = 0;
+
+	if (shmrig_segment_list(prefix, count_one, &count) < 0)
+		return -1;
+	return count;
+}
+
+const char *th_prefix(void)
+{
+	static char buf[32];
+	const char *env = getenv("SHMRIG_PREFIX");
+
+	if (env && *env)
+		return env;
+	snprintf(buf, sizeof(buf), "t_%d", (int)getpid());
+	return buf;
+}
+
+static int decode_status(int status)
+{
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return -1;
+}
+
+int th_wait_child(pid_t pid, unsigned timeout_ms)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int status;
+
+	if (pidfd >= 0) {
+		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+		int ready;
+
+		do
+			ready = poll(&pfd, 1, (int)timeout_ms);
+		while (ready < 0 && errno == EINTR);
+		close(pidfd);
+		if (ready == 0) {
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -1;
+		}
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return decode_status(status);
+}
+
+int th_run_child(int (*fn)(void *arg), void *arg, unsigned timeout_ms)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		setpgid(0, 0);
+		_exit(fn(arg) & 0xff);
+	}
+	setpgid(pid, pid);
+	return th_wait_child(pid, timeout_ms);
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_TEST_HELPERS_H
+#define SHMRIG_TEST_HELPERS_H
+
+/* Shared by the cmocka tests: leak checks by accounting and isolated children. */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <cmocka.h>
+
+/* Meson counts exit 77 as "skipped". */
+#define TEST_SKIP_EXIT 77
+
+/* Open fds of this process (entries of /proc/self/fd, minus the one used to read it). */
+int th_count_fds(void);
+
+/* Segments in /dev/shm and the hugetlbfs mount whose name starts with `prefix`-. */
+int th_count_segments(const char *prefix);
+
+/* The prefix the test runs under: $SHMRIG_PREFIX (set by meson), else "t_<pid>". */
+const char *th_prefix(void);
+
+/*
+ * Run fn(arg) in a forked child in its own process group, with a timeout.
+ * Returns the child's exit status (0..255), or 128+signal if a signal killed
+ * it, or -1 if it timed out (the group is killed and reaped).
+ */
+int th_run_child(int (*fn)(void *arg), void *arg, unsigned timeout_ms);
+
+/* Wait for `pid` for at most timeout_ms; same return convention as th_run_child. */
+int th_wait_child(pid_t pid, unsigned timeout_ms);
+
+#endif
