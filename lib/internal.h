@@ -8,6 +8,9 @@
 
 #ifndef SHMRIG_DEBUG_CHECKS
 #define SHMRIG_DEBUG_CHECKS 1
+/* 0 if `prefix` is a valid segment name prefix, else -EINVAL with a message. */
+int shmrig__check_prefix(const char *prefix);
+
 #endif
 
 #define SHMRIG_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -27,5 +30,8 @@ void shmrig__warn_once(int *key, const char *fmt, ...) __attribute__((format(pri
  * environment variable if valid, else the fallback. */
 size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallback);
 const char *shmrig__option_string(const char *api_value, const char *env_name, const char *fallback);
+
+/* 0 if `prefix` is a valid segment name prefix, else -EINVAL with a message. */
+int shmrig__check_prefix(const char *prefix);
 
 #endif

@@ -1,3 +1,1488 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
+/*
+ * pool: arenas of size-classed blocks and large blocks in segments of their own.
+ *
+ * Shared layout of an arena (every field two processes read is asserted below):
+ *
+ *   chunk 0: [arena_hdr][chunk_info x nchunks] [descriptors] [payload blocks]
+ *   chunk i: [descriptors] [payload blocks]
+ *
+ * A chunk is 2 MiB and serves one size class, chosen when the creator first
+ * needs it. Its layout (how many blocks, where descriptors and payloads start)
+ * is computed from the class and the header size, never read from shared
+ * memory, so a peer cannot make us index outside the segment.
+ *
+ * A large block's segment holds the payload at offset 0 and a large_hdr (with
+ * the block's one descriptor) in its last LARGE_TRAILER bytes.
+ *
+ * The segment's role letter ('a' arena, 'l' large) tells which layout to read
+ * before any byte of it is trusted.
+ */
+#include "internal.h"
+#include "prim.h"
+
 #include <shmrig/pool.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ARENA_MAGIC 0x414e455241524853ull /* "SHRARENA" */
+#define LARGE_MAGIC 0x454752414c524853ull /* "SHRLARGE" */
+#define LAYOUT_VERSION 1u
+#define ROLE_ARENA 'a'
+#define ROLE_LARGE 'l'
+#define CHUNK ((size_t)SHMRIG_POOL_CHUNK)
+#define NCLASS SHMRIG_POOL_NUM_CLASSES
+#define NIL UINT32_MAX
+#define SLOT_BITS 16
+#define MAX_CHUNKS 65535u
+#define LARGE_TRAILER 128u
+#define DEFAULT_ARENA_SIZE ((size_t)64 << 20)
+#define DEFAULT_MAX_BYTES ((size_t)1 << 30)
+/* Per-process cache of free blocks, per arena and class. */
+#define CACHE_CAP 64u
+#define CACHE_BATCH 32u
+/* Free large segments kept mapped for reuse by the process that made them. */
+#define LARGE_KEEP 4u
+
+/* Descriptor word: generation (bits 63..32) | refcount (31..8) | state (7..0). */
+enum { ST_FREE = 0, ST_CACHED = 1, ST_LIVE = 2 };
+#define REF_MAX ((1u << 24) - 1)
+
+static inline uint64_t word_make(uint32_t gen, uint32_t refs, unsigned state)
+{
+	return ((uint64_t)gen << 32) | ((uint64_t)refs << 8) | state;
+}
+static inline uint32_t word_gen(uint64_t w)
+{
+	return (uint32_t)(w >> 32);
+}
+static inline uint32_t word_refs(uint64_t w)
+{
+	return (uint32_t)(w >> 8) & REF_MAX;
+}
+static inline unsigned word_state(uint64_t w)
+{
+	return (unsigned)(w & 0xff);
+}
+
+/*
+ * Block descriptor, in shared memory. `word` changes by one atomic store or CAS
+ * per transition; `owner` is written by the owner only (or the reaper once the
+ * owner is dead), with one atomic store, before the block is published.
+ */
+struct desc {
+	_Atomic uint64_t word;
+	_Atomic uint64_t owner; /* shmrig__procid */
+	uint64_t content_size;
+	uint32_t tag;
+	_Atomic uint32_t next_free; /* block id of the next free block in the class list */
+};
+_Static_assert(sizeof(struct desc) == 32, "descriptor layout is shared");
+
+struct chunk_info {
+	_Atomic uint32_t class_plus1; /* 0: unassigned */
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct chunk_info) == 8, "chunk table layout is shared");
+
+struct arena_hdr {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t nchunks;
+	uint64_t arena_size;
+	uint64_t creator; /* shmrig__procid */
+	_Atomic uint32_t next_chunk;
+	uint32_t hdr_size;
+	uint8_t pad[24];
+	/* Free list heads {tag:32, block id:32}, one cache line each: pushes by one
+	 * process into one class do not slow another class. */
+	struct {
+		alignas(SHMRIG_CACHELINE) _Atomic uint64_t head;
+	} free_list[NCLASS];
+	struct chunk_info chunks[];
+};
+_Static_assert(offsetof(struct arena_hdr, free_list) == 64, "arena header layout is shared");
+_Static_assert(sizeof(struct arena_hdr) == 64 + 64 * NCLASS, "arena header layout is shared");
+
+struct large_hdr {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t reserved;
+	uint64_t capacity; /* payload bytes at offset 0 */
+	uint64_t creator;
+	struct desc desc;
+	uint8_t pad[LARGE_TRAILER - 64];
+};
+_Static_assert(sizeof(struct large_hdr) == LARGE_TRAILER, "large trailer layout is shared");
+
+struct layout {
+	uint32_t nblocks;
+	uint32_t desc_offset;    /* from the chunk's start */
+	uint32_t payload_offset; /* from the chunk's start */
+};
+
+/* This process's view of one mapped segment. */
+struct seg_local {
+	shmrig_segment *seg;
+	char *base;
+	size_t size;
+	bool created; /* by this pool: it unlinks it at close */
+	bool large;
+	struct seg_local *next;      /* all segments, newest first */
+	struct seg_local *hash_next; /* bucket chain */
+	/* arenas */
+	struct arena_hdr *hdr;
+	uint32_t nchunks;
+	struct layout layout0[NCLASS]; /* chunk 0, after the header */
+	struct layout layout[NCLASS];  /* other chunks */
+	uint32_t ncache[NCLASS];
+	uint32_t *cache; /* [NCLASS][CACHE_CAP], created arenas only */
+	/* large */
+	struct large_hdr *lhdr;
+};
+
+struct slab {
+	bool open;
+	size_t capacity;
+	struct shmrig_ref ref; /* the whole block */
+	char *data;
+	size_t used;
+};
+
+#define HASH_BUCKETS 64
+
+struct shmrig_pool {
+	pthread_mutex_t lock;
+	unsigned fork_epoch;
+	char prefix[SHMRIG_PREFIX_MAX + 1];
+	size_t arena_size;
+	size_t max_bytes;
+	size_t created_bytes;
+	int backing;
+	int numa_node;
+	uint32_t flags;
+	shmrig_topo *topo;
+	struct seg_local *segs;
+	struct seg_local *buckets[HASH_BUCKETS];
+	struct slab slab;
+	/* info of the last segment created */
+	enum shmrig_backing last_backing;
+	size_t last_page_size;
+	int last_node;
+	char last_reason[256];
+};
+
+static inline size_t class_size(unsigned c)
+{
+	return (size_t)SHMRIG_POOL_MIN_BLOCK << c;
+}
+
+static inline size_t round_up(size_t x, size_t align)
+{
+	return (x + align - 1) / align * align;
+}
+
+/* Smallest class holding `size`, or NCLASS for a large block. */
+static unsigned class_of(size_t size)
+{
+	if (size <= SHMRIG_POOL_MIN_BLOCK)
+		return 0;
+	if (size > SHMRIG_POOL_MAX_CLASS_BLOCK)
+		return NCLASS;
+	return (unsigned)(64 - __builtin_clzll((unsigned long long)size - 1)) - 6;
+}
+
+size_t shmrig_pool_block_size(size_t size)
+{
+	unsigned c = class_of(size);
+
+	if (c < NCLASS)
+		return class_size(c);
+	return round_up(size, SHMRIG_POOL_MIN_BLOCK);
+}
+
+/* Pack as many blocks of class c as fit after `header` bytes of a chunk. */
+static struct layout compute_layout(unsigned c, size_t header)
+{
+	size_t size = class_size(c), align = size < 4096 ? size : 4096;
+	size_t n = (CHUNK - header) / (size + sizeof(struct desc));
+	struct layout l;
+
+	while (n && round_up(header + n * sizeof(struct desc), align) + n * size > CHUNK)
+		n--;
+	l.nblocks = (uint32_t)n;
+	l.desc_offset = (uint32_t)header;
+	l.payload_offset = (uint32_t)round_up(header + n * sizeof(struct desc), align);
+	return l;
+}
+
+static size_t arena_hdr_size(uint32_t nchunks)
+{
+	return round_up(sizeof(struct arena_hdr) + nchunks * sizeof(struct chunk_info),
+			SHMRIG_CACHELINE);
+}
+
+static void init_layouts(struct seg_local *sl)
+{
+	for (unsigned c = 0; c < NCLASS; c++) {
+		sl->layout0[c] = compute_layout(c, sl->hdr->hdr_size);
+		sl->layout[c] = compute_layout(c, 0);
+	}
+}
+
+static inline uint32_t block_id(uint32_t chunk, uint32_t slot)
+{
+	return (chunk << SLOT_BITS) | slot;
+}
+
+static inline const struct layout *chunk_layout(const struct seg_local *sl, uint32_t chunk,
+						unsigned c)
+{
+	return chunk == 0 ? &sl->layout0[c] : &sl->layout[c];
+}
+
+static inline struct desc *id_desc(const struct seg_local *sl, uint32_t id, unsigned c)
+{
+	uint32_t chunk = id >> SLOT_BITS, slot = id & ((1u << SLOT_BITS) - 1);
+
+	return (struct desc *)(sl->base + chunk * CHUNK + chunk_layout(sl, chunk, c)->desc_offset) +
+	       slot;
+}
+
+static inline uint64_t id_offset(const struct seg_local *sl, uint32_t id, unsigned c)
+{
+	uint32_t chunk = id >> SLOT_BITS, slot = id & ((1u << SLOT_BITS) - 1);
+
+	return chunk * CHUNK + chunk_layout(sl, chunk, c)->payload_offset + slot * class_size(c);
+}
+
+/* Is `id` a block of a chunk of class c? (validates links read from shared memory) */
+static bool id_valid(const struct seg_local *sl, uint32_t id, unsigned c)
+{
+	uint32_t chunk = id >> SLOT_BITS, slot = id & ((1u << SLOT_BITS) - 1);
+
+	return chunk < sl->nchunks &&
+	       atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1, memory_order_acquire) ==
+		       c + 1 &&
+	       slot < chunk_layout(sl, chunk, c)->nblocks;
+}
+
+/* ---- shared free lists (Treiber stacks with an ABA tag) ---- */
+
+/* Push the chain first..last (already linked through next_free). */
+static void list_push(struct seg_local *sl, unsigned c, uint32_t first, struct desc *last)
+{
+	_Atomic uint64_t *head = &sl->hdr->free_list[c].head;
+	uint64_t old = atomic_load_explicit(head, memory_order_relaxed), new_head;
+
+	do {
+		atomic_store_explicit(&last->next_free, (uint32_t)old, memory_order_relaxed);
+		new_head = ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | first;
+		/* release: the pushed descriptors' FREE state is visible to the popper */
+	} while (!atomic_compare_exchange_weak_explicit(head, &old, new_head, memory_order_release,
+							memory_order_relaxed));
+}
+
+/* Pop one block id, NIL if the list is empty. A link that fails validation
+ * means the list is corrupt: report it as empty rather than follow it. */
+static uint32_t list_pop(struct seg_local *sl, unsigned c)
+{
+	_Atomic uint64_t *head = &sl->hdr->free_list[c].head;
+	uint64_t old = atomic_load_explicit(head, memory_order_acquire), new_head;
+	uint32_t id, next;
+
+	do {
+		id = (uint32_t)old;
+		if (id == NIL || !id_valid(sl, id, c))
+			return NIL;
+		next = atomic_load_explicit(&id_desc(sl, id, c)->next_free, memory_order_relaxed);
+		/* A stale `next` (another process popped `id` meanwhile) is harmless:
+		 * the head's tag has changed too, so the CAS fails and we retry. */
+		new_head = ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | next;
+	} while (!atomic_compare_exchange_weak_explicit(head, &old, new_head, memory_order_acquire,
+							memory_order_acquire));
+	return id;
+}
+
+/* ---- segment table ---- */
+
+static unsigned name_hash(const char *name)
+{
+	unsigned h = 2166136261u;
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 16777619u;
+	return h % HASH_BUCKETS;
+}
+
+static struct seg_local *lookup(shmrig_pool *pool, const char *name)
+{
+	for (struct seg_local *sl = pool->buckets[name_hash(name)]; sl; sl = sl->hash_next)
+		if (strcmp(shmrig_segment_name(sl->seg), name) == 0)
+			return sl;
+	return NULL;
+}
+
+static void insert(shmrig_pool *pool, struct seg_local *sl)
+{
+	unsigned h = name_hash(shmrig_segment_name(sl->seg));
+
+	sl->hash_next = pool->buckets[h];
+	pool->buckets[h] = sl;
+	sl->next = pool->segs;
+	pool->segs = sl;
+}
+
+static void remove_seg(shmrig_pool *pool, struct seg_local *sl)
+{
+	struct seg_local **pp = &pool->buckets[name_hash(shmrig_segment_name(sl->seg))];
+
+	for (; *pp; pp = &(*pp)->hash_next)
+		if (*pp == sl) {
+			*pp = sl->hash_next;
+			break;
+		}
+	for (pp = &pool->segs; *pp; pp = &(*pp)->next)
+		if (*pp == sl) {
+			*pp = sl->next;
+			break;
+		}
+}
+
+/* Unmap (and unlink, if ours) and forget a segment. */
+static void drop_seg(shmrig_pool *pool, struct seg_local *sl)
+{
+	remove_seg(pool, sl);
+	if (sl->created) {
+		shmrig_segment_unlink(sl->seg);
+		pool->created_bytes -= sl->size;
+	}
+	shmrig_segment_close(sl->seg);
+	free(sl->cache);
+	free(sl);
+}
+
+static int create_seg(shmrig_pool *pool, size_t size, char role, struct seg_local **out)
+{
+	struct shmrig_segment_opts so = {
+		.prefix = pool->prefix,
+		.size = size,
+		.backing = pool->backing,
+		.numa_node = pool->numa_node,
+		.flags = (pool->flags & SHMRIG_POOL_BIND_NODE) ? SHMRIG_SEG_BIND_NODE : 0,
+		.role = (uint32_t)role,
+		.topo = pool->topo,
+	};
+	struct seg_local *sl = calloc(1, sizeof(*sl));
+	int ret;
+
+	if (!sl)
+		return shmrig__fail(-ENOMEM, "pool: out of memory");
+	ret = shmrig_segment_create(&so, &sl->seg);
+	if (ret) {
+		free(sl);
+		return ret;
+	}
+	sl->base = shmrig_segment_base(sl->seg);
+	sl->size = shmrig_segment_size(sl->seg);
+	sl->created = true;
+	pool->created_bytes += sl->size;
+	pool->last_backing = shmrig_segment_backing(sl->seg);
+	pool->last_page_size = shmrig_segment_page_size(sl->seg);
+	pool->last_node = shmrig_segment_node(sl->seg);
+	snprintf(pool->last_reason, sizeof(pool->last_reason), "%s", shmrig_segment_reason(sl->seg));
+	*out = sl;
+	return 0;
+}
+
+static int new_arena(shmrig_pool *pool, struct seg_local **out)
+{
+	uint32_t nchunks = (uint32_t)(pool->arena_size / CHUNK);
+	struct seg_local *sl;
+	int ret;
+
+	if (pool->created_bytes + pool->arena_size > pool->max_bytes)
+		return shmrig__fail(-ENOMEM,
+				    "pool: a new %zu-byte arena would pass the limit of %zu bytes "
+				    "(%zu in use)",
+				    pool->arena_size, pool->max_bytes, pool->created_bytes);
+	ret = create_seg(pool, pool->arena_size, ROLE_ARENA, &sl);
+	if (ret)
+		return ret;
+	sl->cache = calloc(NCLASS * CACHE_CAP, sizeof(uint32_t));
+	if (!sl->cache) {
+		sl->next = sl->hash_next = NULL;
+		insert(pool, sl);
+		drop_seg(pool, sl);
+		return shmrig__fail(-ENOMEM, "pool: out of memory");
+	}
+	sl->hdr = (struct arena_hdr *)sl->base;
+	sl->nchunks = nchunks;
+	sl->hdr->version = LAYOUT_VERSION;
+	sl->hdr->nchunks = nchunks;
+	sl->hdr->arena_size = sl->size;
+	sl->hdr->creator = shmrig__procid_self();
+	sl->hdr->hdr_size = (uint32_t)arena_hdr_size(nchunks);
+	for (unsigned c = 0; c < NCLASS; c++)
+		atomic_store_explicit(&sl->hdr->free_list[c].head, NIL, memory_order_relaxed);
+	init_layouts(sl);
+	/* The magic last, with release: a peer that sees it sees a whole header. */
+	atomic_store_explicit((_Atomic uint64_t *)&sl->hdr->magic, ARENA_MAGIC,
+			      memory_order_release);
+	insert(pool, sl);
+	*out = sl;
+	return 0;
+}
+
+/* Validate the header of an arena or large segment mapped from elsewhere. */
+static int check_attached(struct seg_local *sl)
+{
+	const char *name = shmrig_segment_name(sl->seg);
+
+	if (shmrig_segment_role(sl->seg) == ROLE_LARGE) {
+		struct large_hdr *lh;
+
+		if (sl->size < LARGE_TRAILER)
+			goto corrupt;
+		lh = (struct large_hdr *)(sl->base + sl->size - LARGE_TRAILER);
+		if (atomic_load_explicit((_Atomic uint64_t *)&lh->magic, memory_order_acquire) !=
+			    LARGE_MAGIC ||
+		    lh->version != LAYOUT_VERSION || lh->capacity > sl->size - LARGE_TRAILER)
+			goto corrupt;
+		sl->large = true;
+		sl->lhdr = lh;
+		return 0;
+	}
+	if (shmrig_segment_role(sl->seg) != ROLE_ARENA || sl->size % CHUNK || sl->size < CHUNK)
+		goto corrupt;
+	sl->hdr = (struct arena_hdr *)sl->base;
+	sl->nchunks = (uint32_t)(sl->size / CHUNK);
+	if (atomic_load_explicit((_Atomic uint64_t *)&sl->hdr->magic, memory_order_acquire) !=
+		    ARENA_MAGIC ||
+	    sl->hdr->version != LAYOUT_VERSION || sl->hdr->nchunks != sl->nchunks ||
+	    sl->hdr->hdr_size != arena_hdr_size(sl->nchunks))
+		goto corrupt;
+	init_layouts(sl);
+	return 0;
+corrupt:
+	return shmrig__fail(-SHMRIG_ECORRUPT, "segment '%s' is not a valid shmrig pool segment",
+			    name);
+}
+
+static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **out)
+{
+	struct seg_local *sl = lookup(pool, name);
+	int ret;
+
+	if (sl) {
+		*out = sl;
+		return 0;
+	}
+	sl = calloc(1, sizeof(*sl));
+	if (!sl)
+		return shmrig__fail(-ENOMEM, "pool: out of memory");
+	ret = shmrig_segment_attach(pool->prefix, name, &sl->seg);
+	if (ret) {
+		free(sl);
+		return ret;
+	}
+	sl->base = shmrig_segment_base(sl->seg);
+	sl->size = shmrig_segment_size(sl->seg);
+	ret = check_attached(sl);
+	if (ret) {
+		shmrig_segment_close(sl->seg);
+		free(sl);
+		return ret;
+	}
+	insert(pool, sl);
+	*out = sl;
+	return 0;
+}
+
+/* ---- locating the block a ref names ---- */
+
+struct block {
+	struct seg_local *sl;
+	struct desc *desc;
+	uint64_t start; /* payload offset of the whole block */
+	uint64_t size;  /* block capacity */
+	unsigned cls;   /* NCLASS for large */
+	uint32_t id;
+};
+
+static int check_ref_fields(const struct shmrig_ref *ref)
+{
+	if (!ref)
+		return shmrig__fail(-EINVAL, "ref is NULL");
+	if (strnlen(ref->name, SHMRIG_NAME_MAX) == SHMRIG_NAME_MAX)
+		return shmrig__fail(-EINVAL, "ref name is not terminated");
+	if (ref->reserved[0] || ref->reserved[1] || ref->reserved[2] || ref->temporary > 1)
+		return shmrig__fail(-EINVAL, "ref '%s': reserved fields are not zero", ref->name);
+	if (ref->content_size > ref->size)
+		return shmrig__fail(-SHMRIG_EBADREF, "ref '%s': content_size %llu > size %llu",
+				    ref->name, (unsigned long long)ref->content_size,
+				    (unsigned long long)ref->size);
+	if (ref->offset % SHMRIG_POOL_MIN_BLOCK)
+		return shmrig__fail(-SHMRIG_EBADREF, "ref '%s': offset %llu is not 64-byte aligned",
+				    ref->name, (unsigned long long)ref->offset);
+	return 0;
+}
+
+/* Find the block holding [ref->offset, ref->offset + ref->size) in segment sl. */
+static int locate(struct seg_local *sl, const struct shmrig_ref *ref, struct block *b)
+{
+	uint64_t off = ref->offset, size = ref->size;
+
+	b->sl = sl;
+	if (sl->large) {
+		if (off > sl->lhdr->capacity || size > sl->lhdr->capacity - off)
+			goto bounds;
+		b->desc = &sl->lhdr->desc;
+		b->start = 0;
+		b->size = sl->lhdr->capacity;
+		b->cls = NCLASS;
+		b->id = 0;
+		return 0;
+	}
+	uint64_t chunk = off / CHUNK, rel = off % CHUNK;
+	uint32_t cp1;
+	const struct layout *l;
+	uint64_t slot, bsize;
+
+	if (chunk >= sl->nchunks)
+		goto bounds;
+	cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1, memory_order_acquire);
+	if (cp1 == 0 || cp1 > NCLASS)
+		goto bounds;
+	b->cls = cp1 - 1;
+	l = chunk_layout(sl, (uint32_t)chunk, b->cls);
+	bsize = class_size(b->cls);
+	if (rel < l->payload_offset)
+		goto bounds;
+	slot = (rel - l->payload_offset) / bsize;
+	if (slot >= l->nblocks)
+		goto bounds;
+	b->start = chunk * CHUNK + l->payload_offset + slot * bsize;
+	b->size = bsize;
+	if (size > b->start + bsize - off)
+		goto bounds;
+	b->id = block_id((uint32_t)chunk, (uint32_t)slot);
+	b->desc = id_desc(sl, b->id, b->cls);
+	return 0;
+bounds:
+	return shmrig__fail(-SHMRIG_EBADREF,
+			    "ref '%s': offset %llu size %llu is not inside one block of the segment",
+			    ref->name, (unsigned long long)off, (unsigned long long)size);
+}
+
+/* Validate a ref and find its block; the block must be live with the ref's generation. */
+static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block *b,
+		   uint64_t *word)
+{
+	struct seg_local *sl = NULL;
+	int ret = check_ref_fields(ref);
+
+	if (ret)
+		return ret;
+	ret = attach_seg(pool, ref->name, &sl);
+	if (ret)
+		return ret;
+	ret = locate(sl, ref, b);
+	if (ret)
+		return ret;
+	*word = atomic_load_explicit(&b->desc->word, memory_order_acquire);
+	if (word_gen(*word) != ref->generation)
+		return shmrig__fail(-SHMRIG_ESTALE,
+				    "ref '%s' offset %llu: generation %u, the block is at %u",
+				    ref->name, (unsigned long long)ref->offset, ref->generation,
+				    word_gen(*word));
+	if (word_state(*word) != ST_LIVE)
+		return shmrig__fail(-SHMRIG_ENOTLIVE, "ref '%s' offset %llu: block is not allocated",
+				    ref->name, (unsigned long long)ref->offset);
+	return 0;
+}
+
+static int check_owner(const struct shmrig_ref *ref, const struct block *b)
+{
+	uint64_t owner = atomic_load_explicit(&b->desc->owner, memory_order_acquire);
+
+	if (owner != shmrig__procid_self())
+		return shmrig__fail(-EPERM, "ref '%s' offset %llu: block is owned by pid %d",
+				    ref->name, (unsigned long long)ref->offset,
+				    (int)shmrig__procid_pid(owner));
+	return 0;
+}
+
+/* ---- pool ---- */
+
+static int check_pool(shmrig_pool *pool)
+{
+	if (!pool)
+		return shmrig__fail(-EINVAL, "pool is NULL");
+	if (SHMRIG_UNLIKELY(pool->fork_epoch != shmrig__fork_epoch()))
+		return shmrig__fail(-SHMRIG_EFORK,
+				    "pool handle was inherited through fork: open a new pool");
+	return 0;
+}
+
+int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out)
+{
+	static const struct shmrig_pool_opts defaults;
+	shmrig_pool *pool;
+	const char *prefix;
+	int ret;
+
+	if (!out)
+		return shmrig__fail(-EINVAL, "pool_open: NULL out");
+	if (!opts)
+		opts = &defaults;
+	if (opts->flags & ~SHMRIG_POOL_FLAGS_ALL)
+		return shmrig__fail(-EINVAL, "pool_open: unknown flags 0x%x",
+				    opts->flags & ~SHMRIG_POOL_FLAGS_ALL);
+	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
+		if (opts->reserved[i])
+			return shmrig__fail(-EINVAL, "pool_open: reserved[%zu] is not zero", i);
+	if (opts->backing < SHMRIG_BACKING_AUTO || opts->backing > SHMRIG_BACKING_PLAIN)
+		return shmrig__fail(-EINVAL, "pool_open: unknown backing %d", opts->backing);
+	prefix = shmrig__option_string(opts->prefix, "SHMRIG_PREFIX", SHMRIG_DEFAULT_PREFIX);
+	ret = shmrig__check_prefix(prefix);
+	if (ret)
+		return ret;
+	pool = calloc(1, sizeof(*pool));
+	if (!pool)
+		return shmrig__fail(-ENOMEM, "pool_open: out of memory");
+	pthread_mutex_init(&pool->lock, NULL);
+	pool->fork_epoch = shmrig__fork_epoch();
+	snprintf(pool->prefix, sizeof(pool->prefix), "%s", prefix);
+	pool->arena_size = round_up(shmrig__option_size(opts->arena_size, "SHMRIG_ARENA_SIZE",
+							DEFAULT_ARENA_SIZE),
+				    CHUNK);
+	if (pool->arena_size / CHUNK > MAX_CHUNKS)
+		pool->arena_size = MAX_CHUNKS * CHUNK;
+	pool->max_bytes = shmrig__option_size(opts->max_bytes, "SHMRIG_POOL_MAX", DEFAULT_MAX_BYTES);
+	pool->backing = opts->backing;
+	pool->numa_node = opts->numa_node;
+	pool->flags = opts->flags;
+	pool->topo = opts->topo;
+	pool->last_backing = (enum shmrig_backing)opts->backing;
+	pool->last_node = -1;
+	if ((opts->flags & SHMRIG_POOL_BIND_NODE) &&
+	    !shmrig_topo_node_exists(opts->topo ? opts->topo : shmrig_topo_system(),
+				     opts->numa_node)) {
+		free(pool);
+		return shmrig__fail(-EINVAL, "pool_open: no NUMA node %d", opts->numa_node);
+	}
+	*out = pool;
+	return 0;
+}
+
+/* Make block `id` of arena sl live for the caller. */
+static void give_block(struct seg_local *sl, unsigned c, uint32_t id, size_t content_size,
+		       uint32_t tag, uint32_t flags, struct shmrig_ref *ref, void **data)
+{
+	struct desc *d = id_desc(sl, id, c);
+	uint32_t gen = word_gen(atomic_load_explicit(&d->word, memory_order_relaxed));
+
+	d->content_size = content_size;
+	d->tag = tag;
+	atomic_store_explicit(&d->owner, shmrig__procid_self(), memory_order_relaxed);
+	/* We own it (cached) or just popped it (free, unreachable by others): a
+	 * plain store publishes it, no atomic read-modify-write needed. */
+	atomic_store_explicit(&d->word, word_make(gen, 1, ST_LIVE), memory_order_release);
+	memset(ref, 0, sizeof(*ref));
+	strcpy(ref->name, shmrig_segment_name(sl->seg));
+	ref->offset = id_offset(sl, id, c);
+	ref->size = class_size(c);
+	ref->content_size = content_size;
+	ref->generation = gen;
+	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
+	*data = sl->base + ref->offset;
+}
+
+/* Move a free block into this process's cache: owned by us, state CACHED,
+ * so that our death returns it through reap(). */
+static void cache_put(struct seg_local *sl, unsigned c, uint32_t id, uint32_t gen)
+{
+	struct desc *d = id_desc(sl, id, c);
+
+	atomic_store_explicit(&d->owner, shmrig__procid_self(), memory_order_relaxed);
+	atomic_store_explicit(&d->word, word_make(gen, 0, ST_CACHED), memory_order_release);
+	sl->cache[c * CACHE_CAP + sl->ncache[c]++] = id;
+}
+
+/* Hand the oldest CACHE_BATCH cached blocks back to the shared list (one CAS). */
+static void cache_flush(struct seg_local *sl, unsigned c, uint32_t count)
+{
+	uint32_t *cache = &sl->cache[c * CACHE_CAP];
+	struct desc *prev = NULL, *first_desc = NULL;
+	uint32_t first = NIL;
+
+	if (count > sl->ncache[c])
+		count = sl->ncache[c];
+	if (!count)
+		return;
+	for (uint32_t i = 0; i < count; i++) {
+		struct desc *d = id_desc(sl, cache[i], c);
+		uint64_t w = atomic_load_explicit(&d->word, memory_order_relaxed);
+
+		atomic_store_explicit(&d->word, word_make(word_gen(w), 0, ST_FREE),
+				      memory_order_relaxed);
+		if (prev)
+			atomic_store_explicit(&prev->next_free, cache[i], memory_order_relaxed);
+		else {
+			first = cache[i];
+			first_desc = d;
+		}
+		prev = d;
+	}
+	(void)first_desc;
+	list_push(sl, c, first, prev);
+	memmove(cache, cache + count, (sl->ncache[c] - count) * sizeof(*cache));
+	sl->ncache[c] -= count;
+}
+
+/* Assign the next unused chunk of arena sl to class c; its blocks go to our
+ * cache (up to a batch) and the shared list. false if the arena is full. */
+static bool claim_chunk(struct seg_local *sl, unsigned c)
+{
+	uint32_t chunk = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_relaxed);
+	const struct layout *l;
+	struct desc *descs;
+	uint32_t n, keep;
+
+	/* Only the creator claims chunks (and under its pool lock). */
+	if (chunk >= sl->nchunks)
+		return false;
+	l = chunk_layout(sl, chunk, c);
+	if (l->nblocks == 0) {
+		/* chunk 0 may be too small for the largest classes; skip it for them */
+		if (chunk != 0 || sl->nchunks == 1)
+			return false;
+		atomic_store_explicit(&sl->hdr->next_chunk, 1, memory_order_relaxed);
+		return false;
+	}
+	atomic_store_explicit(&sl->hdr->next_chunk, chunk + 1, memory_order_relaxed);
+	descs = (struct desc *)(sl->base + chunk * CHUNK + l->desc_offset);
+	n = l->nblocks;
+	/* Generations start at 1, so that a zeroed ref never matches a block. */
+	for (uint32_t i = 0; i < n; i++) {
+		atomic_store_explicit(&descs[i].word, word_make(1, 0, ST_FREE), memory_order_relaxed);
+		atomic_store_explicit(&descs[i].next_free, i + 1 < n ? block_id(chunk, i + 1) : NIL,
+				      memory_order_relaxed);
+	}
+	atomic_store_explicit(&sl->hdr->chunks[chunk].class_plus1, c + 1, memory_order_release);
+	keep = n < CACHE_BATCH ? n : CACHE_BATCH;
+	for (uint32_t i = 0; i < keep; i++)
+		cache_put(sl, c, block_id(chunk, i), 1);
+	if (keep < n)
+		list_push(sl, c, block_id(chunk, keep), &descs[n - 1]);
+	return true;
+}
+
+/* A block of class c from arena sl: cache, shared list, new chunk. */
+static uint32_t arena_take(struct seg_local *sl, unsigned c)
+{
+	uint32_t id;
+
+	if (!sl->ncache[c]) {
+		/* Refill: whatever the shared list has, up to a batch. */
+		while (sl->ncache[c] < CACHE_BATCH && (id = list_pop(sl, c)) != NIL) {
+			struct desc *d = id_desc(sl, id, c);
+
+			cache_put(sl, c, id,
+				  word_gen(atomic_load_explicit(&d->word, memory_order_relaxed)));
+		}
+		if (!sl->ncache[c] && !claim_chunk(sl, c))
+			return NIL;
+	}
+	return sl->cache[c * CACHE_CAP + --sl->ncache[c]];
+}
+
+static void large_fill_ref(struct seg_local *sl, size_t content_size, uint32_t flags,
+			   struct shmrig_ref *ref, void **data)
+{
+	memset(ref, 0, sizeof(*ref));
+	strcpy(ref->name, shmrig_segment_name(sl->seg));
+	ref->offset = 0;
+	ref->size = sl->lhdr->capacity;
+	ref->content_size = content_size;
+	ref->generation = word_gen(atomic_load_explicit(&sl->lhdr->desc.word, memory_order_relaxed));
+	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
+	*data = sl->base;
+}
+
+static void large_make_live(struct seg_local *sl, size_t content_size, uint32_t tag)
+{
+	struct desc *d = &sl->lhdr->desc;
+	uint32_t gen = word_gen(atomic_load_explicit(&d->word, memory_order_relaxed));
+
+	d->content_size = content_size;
+	d->tag = tag;
+	atomic_store_explicit(&d->owner, shmrig__procid_self(), memory_order_relaxed);
+	atomic_store_explicit(&d->word, word_make(gen, 1, ST_LIVE), memory_order_release);
+}
+
+/*
+ * Large segments we created whose block is free (we freed it, a peer freed it,
+ * or reap did): reuse one that fits, and unlink the rest beyond LARGE_KEEP or
+ * when `need_room` bytes must be freed for a new segment.
+ */
+static struct seg_local *large_recycle(shmrig_pool *pool, size_t want, size_t need_room)
+{
+	struct seg_local *found = NULL, *sl, *next;
+	unsigned kept = 0;
+
+	for (sl = pool->segs; sl; sl = next) {
+		next = sl->next;
+		if (!sl->large || !sl->created ||
+		    word_state(atomic_load_explicit(&sl->lhdr->desc.word, memory_order_acquire)) !=
+			    ST_FREE)
+			continue;
+		if (!found && want && sl->lhdr->capacity >= want && sl->lhdr->capacity / 2 < want) {
+			found = sl;
+			continue;
+		}
+		if (kept < LARGE_KEEP &&
+		    (!need_room || pool->created_bytes + need_room <= pool->max_bytes)) {
+			kept++;
+			continue;
+		}
+		drop_seg(pool, sl);
+	}
+	return found;
+}
+
+static int large_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
+		       struct shmrig_ref *ref, void **data)
+{
+	size_t capacity = round_up(size, SHMRIG_POOL_MIN_BLOCK), seg_size;
+	struct seg_local *sl = large_recycle(pool, capacity, 0);
+	int ret;
+
+	if (sl) {
+		large_make_live(sl, size, tag);
+		large_fill_ref(sl, size, flags, ref, data);
+		return 0;
+	}
+	seg_size = round_up(capacity + LARGE_TRAILER, shmrig__page_size());
+	large_recycle(pool, 0, seg_size);
+	if (pool->created_bytes + seg_size > pool->max_bytes)
+		return shmrig__fail(-ENOMEM,
+				    "pool: a %zu-byte block would pass the limit of %zu bytes "
+				    "(%zu in use)",
+				    size, pool->max_bytes, pool->created_bytes);
+	ret = create_seg(pool, seg_size, ROLE_LARGE, &sl);
+	if (ret)
+		return ret;
+	if (pool->created_bytes > pool->max_bytes) {
+		/* hugetlb rounded the segment up past the limit */
+		insert(pool, sl);
+		drop_seg(pool, sl);
+		return shmrig__fail(-ENOMEM, "pool: a %zu-byte block would pass the limit of %zu bytes",
+				    size, pool->max_bytes);
+	}
+	sl->large = true;
+	/* The trailer sits in the segment's last bytes, whatever the page size. */
+	sl->lhdr = (struct large_hdr *)(sl->base + sl->size - LARGE_TRAILER);
+	sl->lhdr->version = LAYOUT_VERSION;
+	sl->lhdr->capacity = (sl->size - LARGE_TRAILER) / SHMRIG_POOL_MIN_BLOCK *
+			     SHMRIG_POOL_MIN_BLOCK;
+	sl->lhdr->creator = shmrig__procid_self();
+	atomic_store_explicit(&sl->lhdr->desc.word, word_make(1, 0, ST_FREE), memory_order_relaxed);
+	atomic_store_explicit((_Atomic uint64_t *)&sl->lhdr->magic, LARGE_MAGIC,
+			      memory_order_release);
+	insert(pool, sl);
+	large_make_live(sl, size, tag);
+	large_fill_ref(sl, size, flags, ref, data);
+	return 0;
+}
+
+static int class_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
+		       struct shmrig_ref *ref, void **data)
+{
+	unsigned c = class_of(size);
+	struct seg_local *sl = NULL;
+	uint32_t id;
+	int ret;
+
+	if (c == NCLASS)
+		return large_alloc(pool, size, flags, tag, ref, data);
+	for (sl = pool->segs; sl; sl = sl->next) {
+		if (!sl->created || sl->large)
+			continue;
+		id = arena_take(sl, c);
+		if (id != NIL)
+			goto found;
+	}
+	ret = new_arena(pool, &sl);
+	if (ret)
+		return ret;
+	id = arena_take(sl, c);
+	if (id == NIL)
+		return shmrig__fail(-ENOMEM, "pool: a new arena has no room for a %zu-byte block",
+				    size);
+found:
+	give_block(sl, c, id, size, tag, flags, ref, data);
+	return 0;
+}
+
+/* Return a block whose last reference is gone. Caller checked state and gen. */
+static void release_block(shmrig_pool *pool, struct block *b, uint64_t word)
+{
+	uint32_t next_gen = word_gen(word) + 1;
+	struct seg_local *sl = b->sl;
+
+	if (next_gen == 0)
+		next_gen = 1;
+	if (sl->large) {
+		atomic_store_explicit(&b->desc->word, word_make(next_gen, 0, ST_FREE),
+				      memory_order_release);
+		if (sl->created)
+			large_recycle(pool, 0, 0);
+		else
+			drop_seg(pool, sl); /* the creator reuses or unlinks it */
+		return;
+	}
+	if (sl->created) {
+		if (sl->ncache[b->cls] == CACHE_CAP)
+			cache_flush(sl, b->cls, CACHE_BATCH);
+		cache_put(sl, b->cls, b->id, next_gen);
+		return;
+	}
+	/* Someone else's arena: straight back to its shared list. */
+	atomic_store_explicit(&b->desc->word, word_make(next_gen, 0, ST_FREE), memory_order_relaxed);
+	list_push(sl, b->cls, b->id, b->desc);
+}
+
+/* Drop one reference of a resolved, owned block. */
+static int unref(shmrig_pool *pool, struct block *b, uint64_t word)
+{
+	uint32_t refs = word_refs(word);
+
+	if (refs > 1) {
+		atomic_store_explicit(&b->desc->word,
+				      word_make(word_gen(word), refs - 1, ST_LIVE),
+				      memory_order_release);
+		return 0;
+	}
+	release_block(pool, b, word);
+	return 0;
+}
+
+static int slab_alloc(shmrig_pool *pool, size_t size, uint32_t flags, struct shmrig_ref *ref,
+		      void **data);
+
+int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
+		      struct shmrig_ref *ref, void **data)
+{
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	if (flags & ~SHMRIG_ALLOC_TEMPORARY)
+		return shmrig__fail(-EINVAL, "pool_alloc: unknown flags 0x%x",
+				    flags & ~SHMRIG_ALLOC_TEMPORARY);
+	if (!ref || !data)
+		return shmrig__fail(-EINVAL, "pool_alloc: NULL ref or data");
+	if (size > pool->max_bytes)
+		return shmrig__fail(-ENOMEM, "pool_alloc: %zu bytes is more than the pool's limit %zu",
+				    size, pool->max_bytes);
+	pthread_mutex_lock(&pool->lock);
+	if (pool->slab.open && size <= pool->slab.capacity)
+		ret = slab_alloc(pool, size, flags, ref, data);
+	else
+		ret = class_alloc(pool, size, flags, tag, ref, data);
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
+int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref)
+{
+	struct block b;
+	uint64_t word;
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&pool->lock);
+	ret = resolve(pool, ref, &b, &word);
+	if (!ret)
+		ret = check_owner(ref, &b);
+	if (!ret)
+		ret = unref(pool, &b, word);
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
+int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *ref)
+{
+	struct block b;
+	uint64_t word;
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&pool->lock);
+	ret = resolve(pool, ref, &b, &word);
+	if (!ret)
+		ret = check_owner(ref, &b);
+	if (!ret && word_refs(word) >= REF_MAX)
+		ret = shmrig__fail(-EOVERFLOW, "ref '%s': too many references", ref->name);
+	if (!ret)
+		atomic_store_explicit(&b.desc->word,
+				      word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
+				      memory_order_release);
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
+int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **data)
+{
+	struct block b;
+	uint64_t word;
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	if (!data)
+		return shmrig__fail(-EINVAL, "pool_attach: NULL data");
+	pthread_mutex_lock(&pool->lock);
+	ret = resolve(pool, ref, &b, &word);
+	if (!ret)
+		*data = b.sl->base + ref->offset;
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
+int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid)
+{
+	shmrig__procid target;
+	struct block b;
+	uint64_t word;
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	if (shmrig__procid_of(pid, &target))
+		return shmrig__fail(-ESRCH, "pool_transfer: no live process %d", (int)pid);
+	pthread_mutex_lock(&pool->lock);
+	ret = resolve(pool, ref, &b, &word);
+	if (!ret)
+		ret = check_owner(ref, &b);
+	if (!ret)
+		atomic_store_explicit(&b.desc->owner, target, memory_order_release);
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
+/* ---- slab ---- */
+
+static int slab_start(shmrig_pool *pool)
+{
+	void *data;
+	int ret = class_alloc(pool, pool->slab.capacity, 0, 0, &pool->slab.ref, &data);
+
+	if (ret)
+		return ret;
+	pool->slab.data = data;
+	pool->slab.used = 0;
+	pool->slab.open = true;
+	return 0;
+}
+
+/* Drop the slab's own reference; the block lives on while sub-blocks do. */
+static int slab_stop(shmrig_pool *pool)
+{
+	struct block b;
+	uint64_t word;
+	int ret;
+
+	pool->slab.open = false;
+	ret = resolve(pool, &pool->slab.ref, &b, &word);
+	if (!ret)
+		ret = unref(pool, &b, word);
+	return ret;
+}
+
+static int slab_alloc(shmrig_pool *pool, size_t size, uint32_t flags, struct shmrig_ref *ref,
+		      void **data)
+{
+	size_t need = round_up(size ? size : 1, SHMRIG_POOL_MIN_BLOCK);
+	struct block b;
+	uint64_t word;
+	int ret;
+
+	if (pool->slab.used + need > pool->slab.ref.size) {
+		ret = slab_stop(pool);
+		if (!ret)
+			ret = slab_start(pool);
+		if (ret)
+			return ret;
+	}
+	ret = resolve(pool, &pool->slab.ref, &b, &word);
+	if (ret)
+		return ret;
+	if (word_refs(word) >= REF_MAX)
+		return shmrig__fail(-EOVERFLOW, "slab: too many sub-allocations");
+	atomic_store_explicit(&b.desc->word, word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
+			      memory_order_release);
+	*ref = pool->slab.ref;
+	ref->offset += pool->slab.used;
+	ref->size = need;
+	ref->content_size = size;
+	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
+	*data = pool->slab.data + pool->slab.used;
+	pool->slab.used += need;
+	return 0;
+}
+
+int shmrig_pool_slab_open(shmrig_pool *pool, size_t capacity)
+{
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	if (capacity == 0 || capacity > pool->max_bytes)
+		return shmrig__fail(-EINVAL, "slab_open: capacity %zu is out of range", capacity);
+	pthread_mutex_lock(&pool->lock);
+	if (pool->slab.open) {
+		ret = shmrig__fail(-EBUSY, "slab_open: a slab is already open");
+	} else {
+		pool->slab.capacity = capacity;
+		ret = slab_start(pool);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
+int shmrig_pool_slab_seal(shmrig_pool *pool)
+{
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&pool->lock);
+	if (!pool->slab.open)
+		ret = shmrig__fail(-ENOENT, "slab_seal: no slab is open");
+	else
+		ret = slab_stop(pool);
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
+/* ---- walks: accounting, reap, leaks ---- */
+
+/*
+ * Call fn for every block of a segment in state LIVE or CACHED (with
+ * `cached`), giving its descriptor, class, id and payload offset.
+ */
+typedef void (*block_fn)(void *arg, struct seg_local *sl, struct desc *d, unsigned c,
+			 uint32_t id, uint64_t offset);
+
+static void walk_blocks(struct seg_local *sl, block_fn fn, void *arg)
+{
+	if (sl->large) {
+		if (word_state(atomic_load_explicit(&sl->lhdr->desc.word, memory_order_acquire)) !=
+		    ST_FREE)
+			fn(arg, sl, &sl->lhdr->desc, NCLASS, 0, 0);
+		return;
+	}
+	uint32_t used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
+
+	if (used > sl->nchunks)
+		used = sl->nchunks;
+	for (uint32_t chunk = 0; chunk < used; chunk++) {
+		uint32_t cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1,
+						    memory_order_acquire);
+		const struct layout *l;
+
+		if (cp1 == 0 || cp1 > NCLASS)
+			continue;
+		l = chunk_layout(sl, chunk, cp1 - 1);
+		for (uint32_t slot = 0; slot < l->nblocks; slot++) {
+			uint32_t id = block_id(chunk, slot);
+			struct desc *d = id_desc(sl, id, cp1 - 1);
+
+			if (word_state(atomic_load_explicit(&d->word, memory_order_acquire)) !=
+			    ST_FREE)
+				fn(arg, sl, d, cp1 - 1, id, id_offset(sl, id, cp1 - 1));
+		}
+	}
+}
+
+static void fill_info(struct shmrig_block_info *info, struct seg_local *sl, struct desc *d,
+		      unsigned c, uint64_t offset)
+{
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+
+	memset(info, 0, sizeof(*info));
+	strcpy(info->ref.name, shmrig_segment_name(sl->seg));
+	info->ref.offset = offset;
+	info->ref.size = c == NCLASS ? sl->lhdr->capacity : class_size(c);
+	info->ref.content_size = d->content_size;
+	info->ref.generation = word_gen(w);
+	info->owner = shmrig__procid_pid(atomic_load_explicit(&d->owner, memory_order_acquire));
+	info->tag = d->tag;
+	info->refcount = word_refs(w);
+}
+
+struct stats_ctx {
+	struct shmrig_pool_stats *stats;
+	void (*fn)(void *arg, const struct shmrig_block_info *info);
+	void *arg;
+	int count;
+};
+
+static void stats_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+		      uint64_t offset)
+{
+	struct stats_ctx *ctx = arg;
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+
+	(void)id;
+	if (word_state(w) != ST_LIVE)
+		return;
+	ctx->count++;
+	if (ctx->stats) {
+		ctx->stats->live_blocks++;
+		ctx->stats->live_bytes += d->content_size;
+		if (c == NCLASS) {
+			ctx->stats->large_live_blocks++;
+			ctx->stats->large_live_bytes += d->content_size;
+		} else {
+			ctx->stats->classes[c].live_blocks++;
+			ctx->stats->classes[c].live_bytes += d->content_size;
+		}
+	}
+	if (ctx->fn) {
+		struct shmrig_block_info info;
+
+		fill_info(&info, sl, d, c, offset);
+		ctx->fn(ctx->arg, &info);
+	}
+}
+
+int shmrig_pool_stats(shmrig_pool *pool, struct shmrig_pool_stats *stats)
+{
+	struct stats_ctx ctx = { .stats = stats };
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	if (!stats)
+		return shmrig__fail(-EINVAL, "pool_stats: NULL stats");
+	memset(stats, 0, sizeof(*stats));
+	for (unsigned c = 0; c < NCLASS; c++)
+		stats->classes[c].block_size = class_size(c);
+	pthread_mutex_lock(&pool->lock);
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next) {
+		stats->segments++;
+		walk_blocks(sl, stats_one, &ctx);
+		if (!sl->large && sl->cache)
+			for (unsigned c = 0; c < NCLASS; c++)
+				stats->cached_blocks += sl->ncache[c];
+	}
+	stats->created_bytes = pool->created_bytes;
+	pthread_mutex_unlock(&pool->lock);
+	return 0;
+}
+
+int shmrig_pool_for_each_live(shmrig_pool *pool,
+			      void (*fn)(void *arg, const struct shmrig_block_info *info), void *arg)
+{
+	struct stats_ctx ctx = { .fn = fn, .arg = arg };
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&pool->lock);
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
+		walk_blocks(sl, stats_one, &ctx);
+	pthread_mutex_unlock(&pool->lock);
+	return ctx.count;
+}
+
+struct owner_ctx {
+	struct shmrig_owner_stats *owners;
+	size_t max;
+	size_t count;
+	int err;
+};
+
+static void owner_one(void *arg, const struct shmrig_block_info *info)
+{
+	struct owner_ctx *ctx = arg;
+	size_t i;
+
+	for (i = 0; i < ctx->count; i++)
+		if (ctx->owners[i].pid == info->owner)
+			break;
+	if (i == ctx->count) {
+		struct shmrig_owner_stats *grown;
+
+		grown = realloc(ctx->owners, (ctx->count + 1) * sizeof(*grown));
+		if (!grown) {
+			ctx->err = -ENOMEM;
+			return;
+		}
+		ctx->owners = grown;
+		memset(&ctx->owners[ctx->count++], 0, sizeof(*grown));
+		ctx->owners[i].pid = info->owner;
+	}
+	ctx->owners[i].live_blocks++;
+	ctx->owners[i].live_bytes += info->ref.content_size;
+}
+
+static int by_pid(const void *a, const void *b)
+{
+	pid_t x = ((const struct shmrig_owner_stats *)a)->pid;
+	pid_t y = ((const struct shmrig_owner_stats *)b)->pid;
+
+	return (x > y) - (x < y);
+}
+
+int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_stats *out, size_t max)
+{
+	struct owner_ctx ctx = { 0 };
+	int ret;
+
+	if (max && !out)
+		return shmrig__fail(-EINVAL, "pool_owner_stats: NULL out");
+	ret = shmrig_pool_for_each_live(pool, owner_one, &ctx);
+	if (ret >= 0 && ctx.err)
+		ret = shmrig__fail(ctx.err, "pool_owner_stats: out of memory");
+	if (ret >= 0) {
+		qsort(ctx.owners, ctx.count, sizeof(*ctx.owners), by_pid);
+		memcpy(out, ctx.owners, (ctx.count < max ? ctx.count : max) * sizeof(*out));
+		ret = (int)ctx.count;
+	}
+	free(ctx.owners);
+	return ret;
+}
+
+static void reap_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+		     uint64_t offset)
+{
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+	uint64_t owner = atomic_load_explicit(&d->owner, memory_order_acquire);
+	uint32_t next_gen = word_gen(w) + 1;
+
+	(void)offset;
+	if (word_state(w) == ST_FREE || shmrig__proc_alive(owner))
+		return;
+	if (next_gen == 0)
+		next_gen = 1;
+	/* The owner is dead, so nobody else writes this descriptor but another
+	 * reaper: the CAS makes sure only one of us returns the block. */
+	if (!atomic_compare_exchange_strong_explicit(&d->word, &w, word_make(next_gen, 0, ST_FREE),
+						     memory_order_acq_rel, memory_order_relaxed))
+		return;
+	if (c < NCLASS)
+		list_push(sl, c, id, d);
+	(*(int *)arg)++;
+}
+
+int shmrig_pool_reap(shmrig_pool *pool)
+{
+	int count = 0, ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&pool->lock);
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
+		walk_blocks(sl, reap_one, &count);
+	large_recycle(pool, 0, 0);
+	pthread_mutex_unlock(&pool->lock);
+	return count;
+}
+
+int shmrig_pool_sweep(shmrig_pool *pool)
+{
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	return shmrig_segment_sweep(pool->prefix);
+}
+
+int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info)
+{
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	if (!info)
+		return shmrig__fail(-EINVAL, "pool_info: NULL info");
+	pthread_mutex_lock(&pool->lock);
+	info->prefix = pool->prefix;
+	info->arena_size = pool->arena_size;
+	info->max_bytes = pool->max_bytes;
+	info->backing = pool->last_backing;
+	info->page_size = pool->last_page_size;
+	info->numa_node = pool->last_node;
+	info->reason = pool->last_reason;
+	pthread_mutex_unlock(&pool->lock);
+	return 0;
+}
+
+struct leak_ctx {
+	shmrig__procid self;
+	bool quiet;
+	int count;
+};
+
+static void leak_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+		     uint64_t offset)
+{
+	struct leak_ctx *ctx = arg;
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+	uint64_t owner = atomic_load_explicit(&d->owner, memory_order_acquire);
+	struct shmrig_block_info info;
+
+	(void)id;
+	if (word_state(w) != ST_LIVE || (!sl->created && owner != ctx->self))
+		return;
+	ctx->count++;
+	if (ctx->quiet)
+		return;
+	fill_info(&info, sl, d, c, offset);
+	fprintf(stderr,
+		"shmrig: leak: block %s+%llu size %llu content %llu tag %u owner pid %d refs %u\n",
+		info.ref.name, (unsigned long long)info.ref.offset,
+		(unsigned long long)info.ref.size, (unsigned long long)info.ref.content_size,
+		info.tag, (int)info.owner, info.refcount);
+}
+
+int shmrig_pool_close(shmrig_pool *pool)
+{
+	struct leak_ctx ctx;
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&pool->lock);
+	if (pool->slab.open)
+		slab_stop(pool);
+	ctx.self = shmrig__procid_self();
+	ctx.quiet = pool->flags & SHMRIG_POOL_QUIET;
+	ctx.count = 0;
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
+		walk_blocks(sl, leak_one, &ctx);
+	while (pool->segs)
+		drop_seg(pool, pool->segs);
+	pthread_mutex_unlock(&pool->lock);
+	pthread_mutex_destroy(&pool->lock);
+	free(pool);
+	if (ctx.count)
+		return shmrig__fail(-SHMRIG_ELEAK, "pool_close: %d live block%s at close", ctx.count,
+				    ctx.count == 1 ? "" : "s");
+	return 0;
+}

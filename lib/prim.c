@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <mntent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,17 +76,36 @@ int shmrig__procid_of(pid_t pid, shmrig__procid *out)
 	return 0;
 }
 
+static unsigned fork_epoch = 1;
+
+static void bump_fork_epoch(void)
+{
+	__atomic_add_fetch(&fork_epoch, 1, __ATOMIC_RELAXED);
+}
+
+__attribute__((constructor)) static void register_atfork(void)
+{
+	pthread_atfork(NULL, NULL, bump_fork_epoch);
+}
+
+unsigned shmrig__fork_epoch(void)
+{
+	return __atomic_load_n(&fork_epoch, __ATOMIC_RELAXED);
+}
+
 shmrig__procid shmrig__procid_self(void)
 {
-	static _Thread_local pid_t cached_pid;
+	static _Thread_local unsigned cached_epoch;
 	static _Thread_local shmrig__procid cached_id;
-	pid_t pid = getpid();
+	unsigned epoch = shmrig__fork_epoch();
+	pid_t pid;
 
-	if (SHMRIG_LIKELY(cached_pid == pid))
+	if (SHMRIG_LIKELY(cached_epoch == epoch))
 		return cached_id;
+	pid = getpid();
 	if (shmrig__procid_of(pid, &cached_id))
 		cached_id = shmrig__procid_make(pid, 0);
-	cached_pid = pid;
+	cached_epoch = epoch;
 	return cached_id;
 }
 

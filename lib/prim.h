@@ -36,7 +36,13 @@ int shmrig__proc_start_time(pid_t pid, uint64_t *start);
 /* procid of `pid` now; -ESRCH if it does not exist. */
 int shmrig__procid_of(pid_t pid, shmrig__procid *out);
 
-/* procid of the calling process (cached per pid, so it is right after fork). */
+/*
+ * Bumped in the child at every fork() (pthread_atfork), so that per-process
+ * state can tell it was inherited without a getpid() syscall per call.
+ */
+unsigned shmrig__fork_epoch(void);
+
+/* procid of the calling process (cached per fork epoch, so it is right after fork). */
 shmrig__procid shmrig__procid_self(void);
 
 /* Is the process named by `id` alive (exists, not a zombie, same start time)? */

@@ -5,10 +5,12 @@
 /*
  * segment: one named shared-memory segment.
  *
- * Names are "<prefix>-<pid>-<start>-<kind><random>": the creator's pid and
- * start time (hex clock ticks since boot, so a reused pid is not mistaken for
- * the creator), a kind letter ('s': POSIX shm in /dev/shm, 'h': a file on a
- * hugetlbfs mount) and 16 hex digits from getrandom(). Any process that knows a
+ * Names are "<prefix>-<pid>-<start>-<kind><role><random>": the creator's pid
+ * and start time (hex clock ticks since boot, so a reused pid is not mistaken
+ * for the creator), a kind letter ('s': POSIX shm in /dev/shm, 'h': a file on a
+ * hugetlbfs mount), the creator's role letter (what the segment holds, so that
+ * a peer knows how to read it before trusting its contents) and 16 hex digits
+ * from getrandom(). Any process that knows a
  * name can attach it, whatever the backing: hugetlb segments are files on a
  * hugetlbfs mount (found in /proc/mounts, or $SHMRIG_HUGETLBFS), not memfds,
  * precisely so that a name is all a peer needs.
@@ -58,7 +60,8 @@ struct shmrig_segment_opts {
 	int backing;          /* enum shmrig_backing */
 	int numa_node;        /* OS node index, used with SHMRIG_SEG_BIND_NODE */
 	uint32_t flags;       /* SHMRIG_SEG_* */
-	uint32_t reserved[3]; /* must be zero */
+	uint32_t role;        /* 'a'..'z' recorded in the name; 0: 'g' (generic) */
+	uint32_t reserved[2]; /* must be zero */
 	shmrig_topo *topo;    /* NULL: shmrig_topo_system() */
 };
 
@@ -96,6 +99,8 @@ SHMRIG_API size_t shmrig_segment_page_size(const shmrig_segment *seg);
 SHMRIG_API const char *shmrig_segment_reason(const shmrig_segment *seg);
 /* NUMA node the segment was bound to, -1 if not bound. */
 SHMRIG_API int shmrig_segment_node(const shmrig_segment *seg);
+/* The role letter from the segment's name. */
+SHMRIG_API char shmrig_segment_role(const shmrig_segment *seg);
 /* The file descriptor (owned by the segment). */
 SHMRIG_API int shmrig_segment_fd(const shmrig_segment *seg);
 
@@ -103,8 +108,8 @@ SHMRIG_API int shmrig_segment_fd(const shmrig_segment *seg);
 SHMRIG_API const char *shmrig_backing_name(enum shmrig_backing backing);
 
 /*
- * Check a name received from elsewhere: our prefix, then "-pid-start-" and a
- * kind letter and 16 hex digits; no '/', bounded length. 0 or -EINVAL (message
+ * Check a name received from elsewhere: our prefix, then "-pid-start-", the
+ * kind and role letters and 16 hex digits; no '/', bounded length. 0 or -EINVAL (message
  * says what is wrong). With non-NULL pid/start, returns the creator's identity.
  */
 SHMRIG_API int shmrig_segment_parse_name(const char *prefix, const char *name, pid_t *pid,
