@@ -61,7 +61,8 @@ size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallba
 	if (!env || !*env)
 		return fallback;
 	if (shmrig_parse_size(env, &value) || value == 0) {
-		shmrig__warn_once(&warned, "%s='%s' is not a size; using the default", env_name, env);
+		shmrig__warn_once(&warned, "%s='%s' is not a size; using the default", env_name,
+				  env);
 		return fallback;
 	}
 	return value;

@@ -53,7 +53,11 @@
 #define LARGE_KEEP 4u
 
 /* Descriptor word: generation (bits 63..32) | refcount (31..8) | state (7..0). */
-enum { ST_FREE = 0, ST_CACHED = 1, ST_LIVE = 2 };
+enum {
+	ST_FREE = 0,
+	ST_CACHED = 1,
+	ST_LIVE = 2
+};
 #define REF_MAX ((1u << 24) - 1)
 
 static inline uint64_t word_make(uint32_t gen, uint32_t refs, unsigned state)
@@ -398,7 +402,8 @@ static int create_seg(shmrig_pool *pool, size_t size, char role, struct seg_loca
 	pool->last_backing = shmrig_segment_backing(sl->seg);
 	pool->last_page_size = shmrig_segment_page_size(sl->seg);
 	pool->last_node = shmrig_segment_node(sl->seg);
-	snprintf(pool->last_reason, sizeof(pool->last_reason), "%s", shmrig_segment_reason(sl->seg));
+	snprintf(pool->last_reason, sizeof(pool->last_reason), "%s",
+		 shmrig_segment_reason(sl->seg));
 	*out = sl;
 	return 0;
 }
@@ -584,8 +589,7 @@ bounds:
 }
 
 /* Validate a ref and find its block; the block must be live with the ref's generation. */
-static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block *b,
-		   uint64_t *word)
+static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block *b, uint64_t *word)
 {
 	struct seg_local *sl = NULL;
 	int ret = check_ref_fields(ref);
@@ -605,8 +609,9 @@ static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block
 				    ref->name, (unsigned long long)ref->offset, ref->generation,
 				    word_gen(*word));
 	if (word_state(*word) != ST_LIVE)
-		return shmrig__fail(-SHMRIG_ENOTLIVE, "ref '%s' offset %llu: block is not allocated",
-				    ref->name, (unsigned long long)ref->offset);
+		return shmrig__fail(-SHMRIG_ENOTLIVE,
+				    "ref '%s' offset %llu: block is not allocated", ref->name,
+				    (unsigned long long)ref->offset);
 	return 0;
 }
 
@@ -667,7 +672,8 @@ int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out)
 				    CHUNK);
 	if (pool->arena_size / CHUNK > MAX_CHUNKS)
 		pool->arena_size = MAX_CHUNKS * CHUNK;
-	pool->max_bytes = shmrig__option_size(opts->max_bytes, "SHMRIG_POOL_MAX", DEFAULT_MAX_BYTES);
+	pool->max_bytes =
+		shmrig__option_size(opts->max_bytes, "SHMRIG_POOL_MAX", DEFAULT_MAX_BYTES);
 	pool->backing = opts->backing;
 	pool->numa_node = opts->numa_node;
 	pool->flags = opts->flags;
@@ -774,7 +780,8 @@ static bool claim_chunk(struct seg_local *sl, unsigned c)
 	n = l->nblocks;
 	/* Generations start at 1, so that a zeroed ref never matches a block. */
 	for (uint32_t i = 0; i < n; i++) {
-		atomic_store_explicit(&descs[i].word, word_make(1, 0, ST_FREE), memory_order_relaxed);
+		atomic_store_explicit(&descs[i].word, word_make(1, 0, ST_FREE),
+				      memory_order_relaxed);
 		atomic_store_explicit(&descs[i].next_free, i + 1 < n ? block_id(chunk, i + 1) : NIL,
 				      memory_order_relaxed);
 	}
@@ -814,7 +821,8 @@ static void large_fill_ref(struct seg_local *sl, size_t content_size, uint32_t f
 	ref->offset = 0;
 	ref->size = sl->lhdr->capacity;
 	ref->content_size = content_size;
-	ref->generation = word_gen(atomic_load_explicit(&sl->lhdr->desc.word, memory_order_relaxed));
+	ref->generation =
+		word_gen(atomic_load_explicit(&sl->lhdr->desc.word, memory_order_relaxed));
 	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
 	*data = sl->base;
 }
@@ -886,15 +894,16 @@ static int large_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t 
 		/* hugetlb rounded the segment up past the limit */
 		insert(pool, sl);
 		drop_seg(pool, sl);
-		return shmrig__fail(-ENOMEM, "pool: a %zu-byte block would pass the limit of %zu bytes",
+		return shmrig__fail(-ENOMEM,
+				    "pool: a %zu-byte block would pass the limit of %zu bytes",
 				    size, pool->max_bytes);
 	}
 	sl->large = true;
 	/* The trailer sits in the segment's last bytes, whatever the page size. */
 	sl->lhdr = (struct large_hdr *)(sl->base + sl->size - LARGE_TRAILER);
 	sl->lhdr->version = LAYOUT_VERSION;
-	sl->lhdr->capacity = (sl->size - LARGE_TRAILER) / SHMRIG_POOL_MIN_BLOCK *
-			     SHMRIG_POOL_MIN_BLOCK;
+	sl->lhdr->capacity =
+		(sl->size - LARGE_TRAILER) / SHMRIG_POOL_MIN_BLOCK * SHMRIG_POOL_MIN_BLOCK;
 	sl->lhdr->creator = shmrig__procid_self();
 	atomic_store_explicit(&sl->lhdr->desc.word, word_make(1, 0, ST_FREE), memory_order_relaxed);
 	atomic_store_explicit((_Atomic uint64_t *)&sl->lhdr->magic, LARGE_MAGIC,
@@ -958,7 +967,8 @@ static void release_block(shmrig_pool *pool, struct block *b, uint64_t word)
 		return;
 	}
 	/* Someone else's arena: straight back to its shared list. */
-	atomic_store_explicit(&b->desc->word, word_make(next_gen, 0, ST_FREE), memory_order_relaxed);
+	atomic_store_explicit(&b->desc->word, word_make(next_gen, 0, ST_FREE),
+			      memory_order_relaxed);
 	list_push(sl, b->cls, b->id, b->desc);
 }
 
@@ -968,8 +978,7 @@ static int unref(shmrig_pool *pool, struct block *b, uint64_t word)
 	uint32_t refs = word_refs(word);
 
 	if (refs > 1) {
-		atomic_store_explicit(&b->desc->word,
-				      word_make(word_gen(word), refs - 1, ST_LIVE),
+		atomic_store_explicit(&b->desc->word, word_make(word_gen(word), refs - 1, ST_LIVE),
 				      memory_order_release);
 		return 0;
 	}
@@ -993,8 +1002,9 @@ int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t t
 	if (!ref || !data)
 		return shmrig__fail(-EINVAL, "pool_alloc: NULL ref or data");
 	if (size > pool->max_bytes)
-		return shmrig__fail(-ENOMEM, "pool_alloc: %zu bytes is more than the pool's limit %zu",
-				    size, pool->max_bytes);
+		return shmrig__fail(-ENOMEM,
+				    "pool_alloc: %zu bytes is more than the pool's limit %zu", size,
+				    pool->max_bytes);
 	pthread_mutex_lock(&pool->lock);
 	if (pool->slab.open && size <= pool->slab.capacity)
 		ret = slab_alloc(pool, size, flags, ref, data);
@@ -1132,7 +1142,8 @@ static int slab_alloc(shmrig_pool *pool, size_t size, uint32_t flags, struct shm
 		return ret;
 	if (word_refs(word) >= REF_MAX)
 		return shmrig__fail(-EOVERFLOW, "slab: too many sub-allocations");
-	atomic_store_explicit(&b.desc->word, word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
+	atomic_store_explicit(&b.desc->word,
+			      word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
 			      memory_order_release);
 	*ref = pool->slab.ref;
 	ref->offset += pool->slab.used;
@@ -1184,8 +1195,8 @@ int shmrig_pool_slab_seal(shmrig_pool *pool)
  * Call fn for every block of a segment in state LIVE or CACHED (with
  * `cached`), giving its descriptor, class, id and payload offset.
  */
-typedef void (*block_fn)(void *arg, struct seg_local *sl, struct desc *d, unsigned c,
-			 uint32_t id, uint64_t offset);
+typedef void (*block_fn)(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+			 uint64_t offset);
 
 static void walk_blocks(struct seg_local *sl, block_fn fn, void *arg)
 {
@@ -1296,7 +1307,8 @@ int shmrig_pool_stats(shmrig_pool *pool, struct shmrig_pool_stats *stats)
 }
 
 int shmrig_pool_for_each_live(shmrig_pool *pool,
-			      void (*fn)(void *arg, const struct shmrig_block_info *info), void *arg)
+			      void (*fn)(void *arg, const struct shmrig_block_info *info),
+			      void *arg)
 {
 	struct stats_ctx ctx = { .fn = fn, .arg = arg };
 	int ret = check_pool(pool);
@@ -1482,7 +1494,7 @@ int shmrig_pool_close(shmrig_pool *pool)
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);
 	if (ctx.count)
-		return shmrig__fail(-SHMRIG_ELEAK, "pool_close: %d live block%s at close", ctx.count,
-				    ctx.count == 1 ? "" : "s");
+		return shmrig__fail(-SHMRIG_ELEAK, "pool_close: %d live block%s at close",
+				    ctx.count, ctx.count == 1 ? "" : "s");
 	return 0;
 }

@@ -152,7 +152,8 @@ static int name_path(const char *name, char *path, size_t len)
 		int ret = shmrig__hugetlbfs_dir(HUGE_KB, dir, sizeof(dir));
 
 		if (ret)
-			return shmrig__fail(ret, "segment '%s' is hugetlb, but no hugetlbfs is mounted",
+			return shmrig__fail(ret,
+					    "segment '%s' is hugetlb, but no hugetlbfs is mounted",
 					    name);
 		if ((size_t)snprintf(path, len, "%s/%s", dir, name) >= len)
 			return shmrig__fail(-ENAMETOOLONG, "hugetlbfs path too long");
@@ -259,13 +260,24 @@ static int bind_node(struct shmrig_segment *seg, shmrig_topo *topo, int node)
 		return 0;
 	ret = shmrig_topo_bind_area(topo, seg->base, seg->size, node);
 	if (ret) {
-		shmrig__warn_once(&warned, "binding segment memory to NUMA node %d failed: %s", node,
-				  shmrig_strerror(ret));
+		shmrig__warn_once(&warned, "binding segment memory to NUMA node %d failed: %s",
+				  node, shmrig_strerror(ret));
 		add_reason(seg, "node %d: bind failed (%s)", node, shmrig_strerror(ret));
 		return 0;
 	}
 	seg->node = node;
 	return 0;
+}
+
+/*
+ * The mapping keeps the memory; the name lets anyone reopen it. Holding the fd
+ * would only cost one descriptor per segment (the seed's fd exhaustion) and
+ * leak it into every forked child.
+ */
+static void close_fd(struct shmrig_segment *seg)
+{
+	close(seg->fd);
+	seg->fd = -1;
 }
 
 /* Undo a half-made segment: unmap, close, unlink. */
@@ -424,9 +436,11 @@ int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment
 				    opts->flags & ~SHMRIG_SEG_FLAGS_ALL);
 	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
 		if (opts->reserved[i])
-			return shmrig__fail(-EINVAL, "segment_create: reserved[%zu] is not zero", i);
+			return shmrig__fail(-EINVAL, "segment_create: reserved[%zu] is not zero",
+					    i);
 	if (opts->size == 0 || opts->size > (SIZE_MAX >> 2))
-		return shmrig__fail(-EINVAL, "segment_create: size %zu is out of range", opts->size);
+		return shmrig__fail(-EINVAL, "segment_create: size %zu is out of range",
+				    opts->size);
 	if (opts->role && (opts->role < 'a' || opts->role > 'z'))
 		return shmrig__fail(-EINVAL, "segment_create: role must be a letter a-z");
 	if (opts->backing < SHMRIG_BACKING_AUTO || opts->backing > SHMRIG_BACKING_PLAIN)
@@ -475,11 +489,13 @@ int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment
 		free(seg);
 		return ret;
 	}
-	if (opts->backing != SHMRIG_BACKING_AUTO && seg->backing != (enum shmrig_backing)opts->backing)
+	if (opts->backing != SHMRIG_BACKING_AUTO &&
+	    seg->backing != (enum shmrig_backing)opts->backing)
 		shmrig__warn_once(&warned_degraded, "asked for %s pages, got %s (%s)",
 				  shmrig_backing_name(opts->backing),
 				  shmrig_backing_name(seg->backing), seg->reason);
 	add_reason(seg, "got %s", shmrig_backing_name(seg->backing));
+	close_fd(seg);
 	*out = seg;
 	return 0;
 }
@@ -523,8 +539,8 @@ int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment *
 	seg->size = (size_t)st.st_size;
 	/* MAP_POPULATE maps the creator's already-faulted pages now, so that the
 	 * first access from this process takes no fault either. */
-	seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, seg->fd,
-			 0);
+	seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+			 seg->fd, 0);
 	if (seg->base == MAP_FAILED) {
 		ret = -errno;
 		goto fail;
@@ -537,6 +553,7 @@ int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment *
 		seg->page_size = shmrig__page_size();
 	}
 	snprintf(seg->reason, sizeof(seg->reason), "attached");
+	close_fd(seg);
 	*out = seg;
 	return 0;
 fail:
@@ -630,11 +647,6 @@ int shmrig_segment_node(const shmrig_segment *seg)
 char shmrig_segment_role(const shmrig_segment *seg)
 {
 	return seg->role;
-}
-
-int shmrig_segment_fd(const shmrig_segment *seg)
-{
-	return seg->fd;
 }
 
 /* Call fn(arg, name) for each valid segment name with this prefix in `dir`. */

@@ -44,6 +44,30 @@ int th_count_segments(const char *prefix)
 	return count;
 }
 
+struct count_of {
+	const char *prefix;
+	pid_t pid;
+	int count;
+};
+
+static void count_of_one(void *arg, const char *name)
+{
+	struct count_of *ctx = arg;
+	pid_t pid;
+
+	if (shmrig_segment_parse_name(ctx->prefix, name, &pid, NULL) == 0 && pid == ctx->pid)
+		ctx->count++;
+}
+
+int th_count_segments_of(const char *prefix, pid_t pid)
+{
+	struct count_of ctx = { prefix, pid, 0 };
+
+	if (shmrig_segment_list(prefix, count_of_one, &ctx) < 0)
+		return -1;
+	return ctx.count;
+}
+
 const char *th_prefix(void)
 {
 	static char buf[32];

@@ -21,6 +21,9 @@ int th_count_fds(void);
 /* Segments in /dev/shm and the hugetlbfs mount whose name starts with `prefix`-. */
 int th_count_segments(const char *prefix);
 
+/* Of those, the segments created by process `pid`. */
+int th_count_segments_of(const char *prefix, pid_t pid);
+
 /* The prefix the test runs under: $SHMRIG_PREFIX (set by meson), else "t_<pid>". */
 const char *th_prefix(void);
 

@@ -59,7 +59,8 @@ static void test_alloc_every_class(void **state)
 		size_t size = c < SHMRIG_POOL_NUM_CLASSES ? (size_t)64 << c : 3 * MiB + 5;
 		unsigned char *data;
 
-		assert_int_equal(shmrig_pool_alloc(pool, size, 0, 100 + c, &refs[c], (void **)&data),
+		assert_int_equal(shmrig_pool_alloc(pool, size, 0, 100 + c, &refs[c],
+						   (void **)&data),
 				 0);
 		assert_int_equal(refs[c].offset % 64, 0);
 		assert_int_equal((uintptr_t)data % 64, 0);
@@ -205,7 +206,8 @@ static void test_bad_refs(void **state)
 /* A segment of our prefix that is not a pool segment (wrong role, or garbage). */
 static void test_foreign_segment(void **state)
 {
-	struct shmrig_segment_opts so = { .size = 2 * MiB, .backing = SHMRIG_BACKING_PLAIN,
+	struct shmrig_segment_opts so = { .size = 2 * MiB,
+					  .backing = SHMRIG_BACKING_PLAIN,
 					  .role = 'a' };
 	shmrig_pool *pool = open_pool(4 * MiB, 64 * MiB);
 	shmrig_segment *seg;
@@ -254,7 +256,9 @@ static void test_limit(void **state)
 /* Many blocks of one class: the cache spills to the shared list and back. */
 static void test_many_blocks(void **state)
 {
-	enum { N = 5000 };
+	enum {
+		N = 5000
+	};
 	shmrig_pool *pool = open_pool(4 * MiB, 64 * MiB);
 	struct shmrig_ref *refs = calloc(N, sizeof(*refs));
 	void *p;
@@ -437,6 +441,13 @@ static void test_env_options(void **state)
 	unsetenv("SHMRIG_POOL_MAX");
 }
 
+/* Leftovers of an earlier, killed run would skew the segment counts. */
+static int sweep_leftovers(void **state)
+{
+	(void)state;
+	return shmrig_segment_sweep(th_prefix()) < 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,5 +467,5 @@ int main(void)
 		cmocka_unit_test(test_env_options),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
 }

@@ -1,4 +1,436 @@
+/* SPDX-License-Identifier: MIT */
+/* Pool across processes: attach by ref, ownership hand-off, a peer killed
+ * while it owns blocks, concurrent frees into one arena, inherited handles. */
+#include "helpers.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <shmrig/pool.h>
+
+#define MiB ((size_t)1 << 20)
+#define TIMEOUT_MS 60000
+
+static shmrig_pool *open_pool(void)
+{
+	struct shmrig_pool_opts opts = {
+		.arena_size = 4 * MiB,
+		.max_bytes = 128 * MiB,
+		.backing = SHMRIG_BACKING_PLAIN,
+		.flags = SHMRIG_POOL_QUIET,
+	};
+	shmrig_pool *pool = NULL;
+
+	if (shmrig_pool_open(&opts, &pool))
+		return NULL;
+	return pool;
+}
+
+static uint64_t live_blocks(shmrig_pool *pool)
+{
+	struct shmrig_pool_stats st;
+
+	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
+	return st.live_blocks;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static unsigned char pattern(unsigned block, size_t i)
+{
+	return (unsigned char)(block * 31 + i * 7 + (i >> 12));
+}
+
+/* ---- a second process attaches by ref and sees the bytes ---- */
+
+enum {
+	NREFS = 8
+};
+static const size_t sizes[NREFS] = { 1, 64, 100, 4096, 65536, 700000, MiB, 3 * MiB + 17 };
+
+struct refs_arg {
+	struct shmrig_ref refs[NREFS];
+};
+
+static int child_verify(void *varg)
+{
+	struct refs_arg *arg = varg;
+	shmrig_pool *pool = open_pool();
+	int bad = 0;
+
+	if (!pool)
+		return 10;
+	for (unsigned b = 0; b < NREFS; b++) {
+		unsigned char *data;
+
+		if (shmrig_pool_attach(pool, &arg->refs[b], (void **)&data))
+			return 11;
+		for (size_t i = 0; i < arg->refs[b].content_size; i++)
+			bad += data[i] != pattern(b, i);
+		data[0] = 0xee; /* a reply the parent checks */
+		/* not the owner: may look, may not free */
+		if (shmrig_pool_free(pool, &arg->refs[b]) != -EPERM)
+			return 12;
+	}
+	if (bad)
+		return 13;
+	/* it owns nothing, so its close has nothing to report */
+	return shmrig_pool_close(pool) == 0 ? 0 : 14;
+}
+
+static void test_attach_across(void **state)
+{
+	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
+	struct refs_arg arg;
+	int fds = th_count_fds();
+
+	(void)state;
+	pool = open_pool();
+	assert_non_null(pool);
+	for (unsigned b = 0; b < NREFS; b++) {
+		unsigned char *data;
+
+		assert_int_equal(shmrig_pool_alloc(pool, sizes[b], 0, b, &arg.refs[b],
+						   (void **)&data),
+				 0);
+		for (size_t i = 0; i < sizes[b]; i++)
+			data[i] = pattern(b, i);
+	}
+	assert_int_equal(th_run_child(child_verify, &arg, TIMEOUT_MS), 0);
+	for (unsigned b = 0; b < NREFS; b++) {
+		unsigned char *data;
+
+		assert_int_equal(shmrig_pool_attach(pool, &arg.refs[b], (void **)&data), 0);
+		assert_int_equal(data[0], 0xee);
+		assert_int_equal(shmrig_pool_free(pool, &arg.refs[b]), 0);
+	}
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+	assert_int_equal(th_count_fds(), fds);
+}
+
+/* ---- ownership moves to the receiver, who frees into our arena ---- */
+
+struct peer {
+	pid_t pid;
+	int to_child;   /* parent writes refs */
+	int from_child; /* child writes status */
+};
+
+/*
+ * Fork a child that opens its own pool, then runs fn(pool, in, out). The
+ * child never returns; its exit status is fn's.
+ */
+static struct peer spawn_peer(int (*fn)(shmrig_pool *pool, int in, int out))
+{
+	int down[2], up[2];
+	struct peer p;
+
+	assert_int_equal(pipe2(down, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(up, O_CLOEXEC), 0);
+	fflush(NULL);
+	p.pid = fork();
+	assert_true(p.pid >= 0);
+	if (p.pid == 0) {
+		shmrig_pool *pool;
+
+		/* no stray fds: a sibling's pipe end held here would keep it from EOF */
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != down[0] && fd != up[1])
+				close(fd);
+		pool = open_pool();
+		_exit(pool ? fn(pool, down[0], up[1]) : 99);
+	}
+	close(down[0]);
+	close(up[1]);
+	p.to_child = down[1];
+	p.from_child = up[0];
+	return p;
+}
+
+static int finish_peer(struct peer *p)
+{
+	if (p->to_child >= 0)
+		close(p->to_child);
+	close(p->from_child);
+	return th_wait_child(p->pid, TIMEOUT_MS);
+}
+
+/* Read refs until EOF, free each (we own them after the transfer). */
+static int child_free_all(shmrig_pool *pool, int in, int out)
+{
+	struct shmrig_ref ref;
+	int freed = 0;
+
+	while (read_all(in, &ref, sizeof(ref)) == 0) {
+		if (shmrig_pool_free(pool, &ref))
+			return 20;
+		freed++;
+	}
+	if (write_all(out, &freed, sizeof(freed)))
+		return 21;
+	return shmrig_pool_close(pool) == 0 ? 0 : 22;
+}
+
+static void test_transfer(void **state)
+{
+	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
+	struct shmrig_ref ref;
+	struct peer peer;
+	void *data;
+	int freed = 0;
+
+	(void)state;
+	pool = open_pool();
+	assert_non_null(pool);
+	peer = spawn_peer(child_free_all);
+	assert_int_equal(shmrig_pool_alloc(pool, 5000, 0, 1, &ref, &data), 0);
+	/* a stranger cannot take it, and no one can give it to a dead pid */
+	assert_int_equal(shmrig_pool_transfer(pool, &ref, 0), -ESRCH);
+	assert_int_equal(shmrig_pool_transfer(pool, &ref, peer.pid), 0);
+	/* it is the child's now: we may not free it */
+	assert_int_equal(shmrig_pool_free(pool, &ref), -EPERM);
+	assert_int_equal(shmrig_pool_transfer(pool, &ref, getpid()), -EPERM);
+	assert_int_equal(write_all(peer.to_child, &ref, sizeof(ref)), 0);
+	close(peer.to_child);
+	peer.to_child = -1;
+	assert_int_equal(read_all(peer.from_child, &freed, sizeof(freed)), 0);
+	assert_int_equal(freed, 1);
+	assert_int_equal(finish_peer(&peer), 0);
+	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_attach(pool, &ref, &data), -SHMRIG_ESTALE);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+/* ---- a child killed with SIGKILL while it owns blocks ---- */
+
+enum {
+	GIVEN = 6,
+	KEPT = 4,
+	CHILD_OWN = 5
+};
+
+/* Take refs handed over, allocate some of its own, say so, then wait to die. */
+static int child_hold(shmrig_pool *pool, int in, int out)
+{
+	struct shmrig_ref refs[GIVEN], mine;
+	void *data;
+	char ready = 'r';
+
+	if (read_all(in, refs, sizeof(refs)))
+		return 30;
+	for (unsigned i = 0; i < GIVEN; i++)
+		if (shmrig_pool_attach(pool, &refs[i], &data))
+			return 31;
+	for (unsigned i = 0; i < CHILD_OWN; i++)
+		if (shmrig_pool_alloc(pool, 1000 * (i + 1), 0, i, &mine, &data))
+			return 32;
+	if (write_all(out, &ready, 1))
+		return 33;
+	/* Block until killed: the parent closes nothing before it kills us. */
+	read_all(in, &ready, 1);
+	return 34;
+}
+
+static void test_reap_killed_child(void **state)
+{
+	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
+	struct shmrig_ref refs[GIVEN + KEPT];
+	struct shmrig_owner_stats owners[4];
+	int child_segments, our_segments;
+	struct peer peer;
+	char ready;
+	void *data;
+
+	(void)state;
+	pool = open_pool();
+	assert_non_null(pool);
+	peer = spawn_peer(child_hold);
+	for (unsigned i = 0; i < GIVEN + KEPT; i++) {
+		assert_int_equal(shmrig_pool_alloc(pool, 64 << i, 0, i, &refs[i], &data), 0);
+		if (i < GIVEN)
+			assert_int_equal(shmrig_pool_transfer(pool, &refs[i], peer.pid), 0);
+	}
+	assert_int_equal(write_all(peer.to_child, refs, GIVEN * sizeof(refs[0])), 0);
+	assert_int_equal(read_all(peer.from_child, &ready, 1), 0);
+
+	assert_int_equal(shmrig_pool_owner_stats(pool, owners, 4), 2);
+	assert_int_equal(shmrig_pool_reap(pool), 0); /* everyone is alive */
+
+	assert_int_equal(kill(peer.pid, SIGKILL), 0);
+	assert_int_equal(finish_peer(&peer), 128 + SIGKILL);
+
+	assert_int_equal(live_blocks(pool), GIVEN + KEPT);
+	assert_int_equal(shmrig_pool_reap(pool), GIVEN);
+	assert_int_equal(live_blocks(pool), KEPT);
+	assert_int_equal(shmrig_pool_owner_stats(pool, owners, 4), 1);
+	assert_int_equal(owners[0].pid, getpid());
+	for (unsigned i = 0; i < GIVEN; i++)
+		assert_int_equal(shmrig_pool_attach(pool, &refs[i], &data), -SHMRIG_ESTALE);
+
+	/* The child's own arenas are still in /dev/shm; sweep removes them, ours stays. */
+	child_segments = th_count_segments_of(th_prefix(), peer.pid);
+	our_segments = th_count_segments_of(th_prefix(), getpid());
+	assert_true(child_segments >= 1);
+	assert_int_equal(shmrig_pool_sweep(pool), child_segments);
+	assert_int_equal(shmrig_pool_sweep(pool), 0);
+	assert_int_equal(th_count_segments_of(th_prefix(), peer.pid), 0);
+	assert_int_equal(th_count_segments_of(th_prefix(), getpid()), our_segments);
+	for (unsigned i = GIVEN; i < GIVEN + KEPT; i++)
+		assert_int_equal(shmrig_pool_free(pool, &refs[i]), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+/* ---- two processes free into one arena while its creator allocates ---- */
+
+enum {
+	PER_CHILD = 3000,
+	CLASS_SIZE = 200
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void test_concurrent_frees(void **state)
+{
+	/* static: forked children inherit these, and valgrind must find them reachable */
+	static shmrig_pool *pool;
+	static struct shmrig_ref *refs;
+	static uint64_t *offsets;
+	struct peer peers[2];
+	void *data;
+
+	(void)state;
+	pool = open_pool();
+	refs = calloc(2 * PER_CHILD, sizeof(*refs));
+	offsets = calloc(2 * PER_CHILD, sizeof(*offsets));
+	assert_non_null(pool);
+	peers[0] = spawn_peer(child_free_all);
+	peers[1] = spawn_peer(child_free_all);
+	for (unsigned i = 0; i < 2 * PER_CHILD; i++) {
+		assert_int_equal(shmrig_pool_alloc(pool, CLASS_SIZE, 0, i, &refs[i], &data), 0);
+		assert_int_equal(shmrig_pool_transfer(pool, &refs[i], peers[i % 2].pid), 0);
+	}
+	/* hand them out; the children free while we churn the same class */
+	for (unsigned i = 0; i < 2 * PER_CHILD; i++) {
+		struct shmrig_ref mine;
+
+		assert_int_equal(write_all(peers[i % 2].to_child, &refs[i], sizeof(refs[i])), 0);
+		assert_int_equal(shmrig_pool_alloc(pool, CLASS_SIZE, 0, 0, &mine, &data), 0);
+		assert_int_equal(shmrig_pool_free(pool, &mine), 0);
+	}
+	for (unsigned c = 0; c < 2; c++) {
+		int freed = 0;
+
+		close(peers[c].to_child);
+		peers[c].to_child = -1;
+		assert_int_equal(read_all(peers[c].from_child, &freed, sizeof(freed)), 0);
+		assert_int_equal(freed, PER_CHILD);
+		assert_int_equal(finish_peer(&peers[c]), 0);
+	}
+	assert_int_equal(live_blocks(pool), 0);
+	/* The shared list is intact: every block comes back exactly once. */
+	for (unsigned i = 0; i < 2 * PER_CHILD; i++) {
+		assert_int_equal(shmrig_pool_alloc(pool, CLASS_SIZE, 0, i, &refs[i], &data), 0);
+		offsets[i] = refs[i].offset;
+	}
+	qsort(offsets, 2 * PER_CHILD, sizeof(*offsets), cmp_u64);
+	for (unsigned i = 1; i < 2 * PER_CHILD; i++)
+		assert_true(offsets[i] != offsets[i - 1]);
+	for (unsigned i = 0; i < 2 * PER_CHILD; i++)
+		assert_int_equal(shmrig_pool_free(pool, &refs[i]), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	free(refs);
+	free(offsets);
+}
+
+/* ---- a handle inherited through fork refuses to work ---- */
+
+static int child_use_inherited(void *arg)
+{
+	struct shmrig_ref ref;
+	void *data;
+
+	if (shmrig_pool_alloc(arg, 64, 0, 0, &ref, &data) != -SHMRIG_EFORK)
+		return 40;
+	if (shmrig_pool_close(arg) != -SHMRIG_EFORK)
+		return 41;
+	return 0;
+}
+
+static void test_inherited_handle(void **state)
+{
+	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
+	struct shmrig_ref ref;
+	void *data;
+
+	(void)state;
+	pool = open_pool();
+	assert_non_null(pool);
+	assert_int_equal(shmrig_pool_alloc(pool, 64, 0, 0, &ref, &data), 0);
+	assert_int_equal(th_run_child(child_use_inherited, pool, TIMEOUT_MS), 0);
+	assert_int_equal(shmrig_pool_free(pool, &ref), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
+/* Leftovers of an earlier, killed run would skew the segment counts. */
+static int sweep_leftovers(void **state)
+{
+	(void)state;
+	return shmrig_segment_sweep(th_prefix()) < 0;
+}
+
 int main(void)
 {
-	return 77;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_attach_across),     cmocka_unit_test(test_transfer),
+		cmocka_unit_test(test_reap_killed_child), cmocka_unit_test(test_concurrent_frees),
+		cmocka_unit_test(test_inherited_handle),
+	};
+
+	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
 }

@@ -101,8 +101,6 @@ SHMRIG_API const char *shmrig_segment_reason(const shmrig_segment *seg);
 SHMRIG_API int shmrig_segment_node(const shmrig_segment *seg);
 /* The role letter from the segment's name. */
 SHMRIG_API char shmrig_segment_role(const shmrig_segment *seg);
-/* The file descriptor (owned by the segment). */
-SHMRIG_API int shmrig_segment_fd(const shmrig_segment *seg);
 
 /* "hugetlb", "thp", "plain" or "auto". */
 SHMRIG_API const char *shmrig_backing_name(enum shmrig_backing backing);
