@@ -1425,6 +1425,83 @@ int shmrig_pool_sweep(shmrig_pool *pool)
 	return shmrig_segment_sweep(pool->prefix);
 }
 
+static int audit_arena(struct seg_local *sl)
+{
+	const char *name = shmrig_segment_name(sl->seg);
+	uint64_t blocks[NCLASS] = { 0 }, accounted[NCLASS] = { 0 };
+	uint32_t used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
+
+	if (used > sl->nchunks)
+		return shmrig__fail(-SHMRIG_ECORRUPT, "audit %s: next_chunk %u > %u chunks", name,
+				    used, sl->nchunks);
+	for (uint32_t chunk = 0; chunk < used; chunk++) {
+		uint32_t cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1,
+						    memory_order_acquire);
+
+		if (cp1 > NCLASS)
+			return shmrig__fail(-SHMRIG_ECORRUPT, "audit %s: chunk %u has class %u",
+					    name, chunk, cp1);
+		if (!cp1)
+			continue;
+		blocks[cp1 - 1] += chunk_layout(sl, chunk, cp1 - 1)->nblocks;
+		for (uint32_t slot = 0; slot < chunk_layout(sl, chunk, cp1 - 1)->nblocks; slot++) {
+			struct desc *d = id_desc(sl, block_id(chunk, slot), cp1 - 1);
+			unsigned st =
+				word_state(atomic_load_explicit(&d->word, memory_order_acquire));
+
+			if (st == ST_LIVE || st == ST_CACHED)
+				accounted[cp1 - 1]++;
+			else if (st != ST_FREE)
+				return shmrig__fail(-SHMRIG_ECORRUPT,
+						    "audit %s: block %u.%u state %u", name, chunk,
+						    slot, st);
+		}
+	}
+	for (unsigned c = 0; c < NCLASS; c++) {
+		uint64_t head =
+			atomic_load_explicit(&sl->hdr->free_list[c].head, memory_order_acquire);
+		uint32_t id = (uint32_t)head;
+
+		for (uint64_t steps = 0; id != NIL; steps++) {
+			struct desc *d;
+
+			if (!id_valid(sl, id, c) || steps >= blocks[c])
+				return shmrig__fail(-SHMRIG_ECORRUPT,
+						    "audit %s: class %u free list is broken at %u "
+						    "(step %llu)",
+						    name, c, id, (unsigned long long)steps);
+			d = id_desc(sl, id, c);
+			if (word_state(atomic_load_explicit(&d->word, memory_order_acquire)) !=
+			    ST_FREE)
+				return shmrig__fail(-SHMRIG_ECORRUPT,
+						    "audit %s: class %u free list holds a used block",
+						    name, c);
+			accounted[c]++;
+			id = atomic_load_explicit(&d->next_free, memory_order_relaxed);
+		}
+		if (accounted[c] != blocks[c])
+			return shmrig__fail(-SHMRIG_ECORRUPT,
+					    "audit %s: class %u has %llu blocks, %llu accounted for",
+					    name, c, (unsigned long long)blocks[c],
+					    (unsigned long long)accounted[c]);
+	}
+	return 0;
+}
+
+int shmrig_pool_audit(shmrig_pool *pool)
+{
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&pool->lock);
+	for (struct seg_local *sl = pool->segs; sl && !ret; sl = sl->next)
+		if (!sl->large)
+			ret = audit_arena(sl);
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
 int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info)
 {
 	int ret = check_pool(pool);

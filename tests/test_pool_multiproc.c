@@ -302,6 +302,7 @@ static void test_reap_killed_child(void **state)
 	assert_int_equal(live_blocks(pool), GIVEN + KEPT);
 	assert_int_equal(shmrig_pool_reap(pool), GIVEN);
 	assert_int_equal(live_blocks(pool), KEPT);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
 	assert_int_equal(shmrig_pool_owner_stats(pool, owners, 4), 1);
 	assert_int_equal(owners[0].pid, getpid());
 	for (unsigned i = 0; i < GIVEN; i++)
@@ -373,6 +374,7 @@ static void test_concurrent_frees(void **state)
 		assert_int_equal(finish_peer(&peers[c]), 0);
 	}
 	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
 	/* The shared list is intact: every block comes back exactly once. */
 	for (unsigned i = 0; i < 2 * PER_CHILD; i++) {
 		assert_int_equal(shmrig_pool_alloc(pool, CLASS_SIZE, 0, i, &refs[i], &data), 0);

@@ -198,6 +198,15 @@ SHMRIG_API int shmrig_pool_reap(shmrig_pool *pool);
  * Returns how many, or -errno. */
 SHMRIG_API int shmrig_pool_sweep(shmrig_pool *pool);
 
+/*
+ * Check the shared metadata of every arena this process has mapped: each free
+ * list holds only free blocks of its class, has no cycle, and free lists plus
+ * caches plus live blocks account for every block. Meant for tests and debug
+ * builds (it walks everything); only meaningful while no other process is
+ * changing these arenas. 0 or -SHMRIG_ECORRUPT (the message says where).
+ */
+SHMRIG_API int shmrig_pool_audit(shmrig_pool *pool);
+
 struct shmrig_pool_info {
 	const char *prefix;
 	size_t arena_size;
