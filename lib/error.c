@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,8 @@ static const char *const lib_messages[] = {
 
 const char *shmrig_strerror(int err)
 {
+	if (err == INT_MIN)
+		return "unknown shmrig error";
 	if (err < 0)
 		err = -err;
 	if (err == 0)

@@ -6,11 +6,10 @@
 
 #include <shmrig/common.h>
 
+/* Graded checks (meson option debug_checks): 0 cheap ones only, 1 + sanity
+ * checks of shared metadata, 2 + an audit walk of every arena at pool close. */
 #ifndef SHMRIG_DEBUG_CHECKS
 #define SHMRIG_DEBUG_CHECKS 1
-/* 0 if `prefix` is a valid segment name prefix, else -EINVAL with a message. */
-int shmrig__check_prefix(const char *prefix);
-
 #endif
 
 #define SHMRIG_LIKELY(x) __builtin_expect(!!(x), 1)

@@ -14,7 +14,7 @@ int shmrig_parse_size(const char *text, size_t *out)
 	char *end;
 
 	if (!text || !out)
-		return -EINVAL;
+		return shmrig__fail(-EINVAL, "parse_size: NULL argument");
 	while (isspace((unsigned char)*text))
 		text++;
 	if (!isdigit((unsigned char)*text))

@@ -1560,6 +1560,11 @@ int shmrig_pool_close(shmrig_pool *pool)
 	pthread_mutex_lock(&pool->lock);
 	if (pool->slab.open)
 		slab_stop(pool);
+	if (SHMRIG_DEBUG_CHECKS >= 2) {
+		for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
+			if (!sl->large && audit_arena(sl))
+				fprintf(stderr, "shmrig: %s\n", shmrig_last_error());
+	}
 	ctx.self = shmrig__procid_self();
 	ctx.quiet = pool->flags & SHMRIG_POOL_QUIET;
 	ctx.count = 0;

@@ -20,8 +20,9 @@
 #define HUGE_KB 2048ul
 #define HUGE_SIZE (HUGE_KB * 1024)
 #define RANDOM_HEX 16
-#define KIND_SHM 's'
-#define KIND_HUGETLB 'h'
+#define KIND_SHM 's'     /* shm_open, base pages */
+#define KIND_THP 't'     /* shm_open, advised MADV_HUGEPAGE (attach advises too) */
+#define KIND_HUGETLB 'h' /* file on a hugetlbfs mount */
 #define SHM_DIR "/dev/shm"
 
 struct shmrig_segment {
@@ -116,7 +117,7 @@ int shmrig_segment_parse_name(const char *prefix, const char *name, pid_t *pid, 
 			goto malformed;
 		start_value = start_value * 16 + (unsigned)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
 	}
-	if (*p++ != '-' || (*p != KIND_SHM && *p != KIND_HUGETLB))
+	if (*p++ != '-' || (*p != KIND_SHM && *p != KIND_THP && *p != KIND_HUGETLB))
 		goto malformed;
 	p++;
 	if (*p < 'a' || *p > 'z')
@@ -380,7 +381,7 @@ static int try_shmem(struct shmrig_segment *seg, const char *prefix, size_t size
 		}
 	}
 	seg->size = (size + page - 1) / page * page;
-	ret = create_file(seg, prefix, KIND_SHM, path, sizeof(path));
+	ret = create_file(seg, prefix, thp ? KIND_THP : KIND_SHM, path, sizeof(path));
 	if (ret) {
 		add_reason(seg, "shm: create: %s", strerror(-ret));
 		return ret;
@@ -413,7 +414,7 @@ static int try_shmem(struct shmrig_segment *seg, const char *prefix, size_t size
 		goto fail;
 	seg->backing = thp ? SHMRIG_BACKING_THP : SHMRIG_BACKING_PLAIN;
 	seg->page_size = page;
-	seg->kind = KIND_SHM;
+	seg->kind = thp ? KIND_THP : KIND_SHM;
 	return 0;
 fail:
 	add_reason(seg, "%s: %s", thp ? "thp" : "shm", strerror(-ret));
@@ -548,6 +549,11 @@ int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment *
 	if (seg->kind == KIND_HUGETLB) {
 		seg->backing = SHMRIG_BACKING_HUGETLB;
 		seg->page_size = HUGE_SIZE;
+	} else if (seg->kind == KIND_THP) {
+		/* our mapping needs its own advice to get huge PMDs */
+		madvise(seg->base, seg->size, MADV_HUGEPAGE);
+		seg->backing = SHMRIG_BACKING_THP;
+		seg->page_size = HUGE_SIZE;
 	} else {
 		seg->backing = SHMRIG_BACKING_PLAIN;
 		seg->page_size = shmrig__page_size();
@@ -654,18 +660,25 @@ static int scan_dir(const char *dir, const char *prefix,
 		    int (*fn)(void *arg, const char *name, pid_t pid, uint64_t start), void *arg)
 {
 	DIR *d = opendir(dir);
+	char saved_error[256];
 	struct dirent *ent;
 	int count = 0;
 
 	if (!d)
 		return errno == ENOENT ? 0 : -errno;
+	snprintf(saved_error, sizeof(saved_error), "%s", shmrig_last_error());
 	while ((ent = readdir(d))) {
 		pid_t pid;
 		uint64_t start;
 
 		if (strncmp(ent->d_name, prefix, strlen(prefix)) != 0 ||
-		    shmrig_segment_parse_name(prefix, ent->d_name, &pid, &start))
+		    ent->d_name[strlen(prefix)] != '-')
 			continue;
+		/* A stray file with our prefix is skipped; its parse error is not ours. */
+		if (shmrig_segment_parse_name(prefix, ent->d_name, &pid, &start)) {
+			shmrig__fail(0, "%s", saved_error);
+			continue;
+		}
 		count += fn(arg, ent->d_name, pid, start);
 	}
 	closedir(d);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <shmrig/segment.h>
@@ -88,6 +89,15 @@ static int decode_status(int status)
 	return -1;
 }
 
+static void kill_and_reap(pid_t pid)
+{
+	int status;
+
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+}
+
 int th_wait_child(pid_t pid, unsigned timeout_ms)
 {
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -102,10 +112,26 @@ int th_wait_child(pid_t pid, unsigned timeout_ms)
 		while (ready < 0 && errno == EINTR);
 		close(pidfd);
 		if (ready == 0) {
-			kill(-pid, SIGKILL);
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
+			kill_and_reap(pid);
 			return -1;
+		}
+	} else {
+		/* No pidfd (valgrind 3.19 lacks pidfd_open): poll the exit status
+		 * every millisecond up to the deadline, so a hung child still ends. */
+		struct timespec tick = { 0, 1000000 };
+
+		for (unsigned waited = 0;; waited++) {
+			pid_t done = waitpid(pid, &status, WNOHANG);
+
+			if (done == pid)
+				return decode_status(status);
+			if (done < 0 && errno != EINTR)
+				return -1;
+			if (waited >= timeout_ms) {
+				kill_and_reap(pid);
+				return -1;
+			}
+			nanosleep(&tick, NULL);
 		}
 	}
 	while (waitpid(pid, &status, 0) < 0)

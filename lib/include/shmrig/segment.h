@@ -7,8 +7,8 @@
  *
  * Names are "<prefix>-<pid>-<start>-<kind><role><random>": the creator's pid
  * and start time (hex clock ticks since boot, so a reused pid is not mistaken
- * for the creator), a kind letter ('s': POSIX shm in /dev/shm, 'h': a file on a
- * hugetlbfs mount), the creator's role letter (what the segment holds, so that
+ * for the creator), a kind letter ('s': POSIX shm in /dev/shm, 't': the same advised
+ * for transparent hugepages, 'h': a file on a hugetlbfs mount), the creator's role letter (what the segment holds, so that
  * a peer knows how to read it before trusting its contents) and 16 hex digits
  * from getrandom(). Any process that knows a
  * name can attach it, whatever the backing: hugetlb segments are files on a
