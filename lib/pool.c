@@ -482,6 +482,24 @@ corrupt:
 			    name);
 }
 
+/*
+ * Unmap large segments of other processes whose block has been freed: a
+ * consumer that only looks at large blocks would otherwise keep every one of
+ * them mapped (and their memory alive after the creator unlinks them).
+ */
+static void prune_foreign_large(shmrig_pool *pool)
+{
+	struct seg_local *sl, *next;
+
+	for (sl = pool->segs; sl; sl = next) {
+		next = sl->next;
+		if (sl->large && !sl->created &&
+		    word_state(atomic_load_explicit(&sl->lhdr->desc.word, memory_order_acquire)) ==
+			    ST_FREE)
+			drop_seg(pool, sl);
+	}
+}
+
 static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **out)
 {
 	struct seg_local *sl = lookup(pool, name);
@@ -491,6 +509,7 @@ static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **ou
 		*out = sl;
 		return 0;
 	}
+	prune_foreign_large(pool);
 	sl = calloc(1, sizeof(*sl));
 	if (!sl)
 		return shmrig__fail(-ENOMEM, "pool: out of memory");
@@ -728,7 +747,7 @@ static void cache_put(struct seg_local *sl, unsigned c, uint32_t id, uint32_t ge
 static void cache_flush(struct seg_local *sl, unsigned c, uint32_t count)
 {
 	uint32_t *cache = &sl->cache[c * CACHE_CAP];
-	struct desc *prev = NULL, *first_desc = NULL;
+	struct desc *prev = NULL;
 	uint32_t first = NIL;
 
 	if (count > sl->ncache[c])
@@ -743,13 +762,10 @@ static void cache_flush(struct seg_local *sl, unsigned c, uint32_t count)
 				      memory_order_relaxed);
 		if (prev)
 			atomic_store_explicit(&prev->next_free, cache[i], memory_order_relaxed);
-		else {
+		else
 			first = cache[i];
-			first_desc = d;
-		}
 		prev = d;
 	}
-	(void)first_desc;
 	list_push(sl, c, first, prev);
 	memmove(cache, cache + count, (sl->ncache[c] - count) * sizeof(*cache));
 	sl->ncache[c] -= count;
@@ -1412,6 +1428,7 @@ int shmrig_pool_reap(shmrig_pool *pool)
 	for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
 		walk_blocks(sl, reap_one, &count);
 	large_recycle(pool, 0, 0);
+	prune_foreign_large(pool);
 	pthread_mutex_unlock(&pool->lock);
 	return count;
 }

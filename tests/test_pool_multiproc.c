@@ -390,6 +390,65 @@ static void test_concurrent_frees(void **state)
 	free(offsets);
 }
 
+/* ---- a consumer that only attaches large blocks does not hoard mappings ---- */
+
+enum {
+	LARGE_ROUNDS = 20
+};
+
+static int child_attach_large(shmrig_pool *pool, int in, int out)
+{
+	struct shmrig_pool_stats st;
+	struct shmrig_ref ref;
+	uint64_t most = 0;
+	void *data;
+	char ack = 'a';
+
+	while (read_all(in, &ref, sizeof(ref)) == 0) {
+		if (shmrig_pool_attach(pool, &ref, &data) || *(unsigned char *)data != 0x5a)
+			return 50;
+		if (shmrig_pool_stats(pool, &st))
+			return 51;
+		if (st.segments > most)
+			most = st.segments;
+		if (write_all(out, &ack, 1))
+			return 52;
+	}
+	/* the parent freed each block before sending the next: at most two mapped */
+	if (most > 2)
+		return 53;
+	return shmrig_pool_close(pool) == 0 ? 0 : 54;
+}
+
+static void test_large_mappings_pruned(void **state)
+{
+	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
+	struct shmrig_ref ref;
+	struct peer peer;
+	void *data;
+	char ack;
+
+	(void)state;
+	pool = open_pool();
+	assert_non_null(pool);
+	peer = spawn_peer(child_attach_large);
+	for (unsigned i = 0; i < LARGE_ROUNDS; i++) {
+		/* distinct sizes so that no segment is recycled */
+		assert_int_equal(shmrig_pool_alloc(pool, 2 * MiB + (i + 1) * 512 * 1024, 0, i, &ref,
+						   &data),
+				 0);
+		*(unsigned char *)data = 0x5a;
+		assert_int_equal(write_all(peer.to_child, &ref, sizeof(ref)), 0);
+		assert_int_equal(read_all(peer.from_child, &ack, 1), 0);
+		assert_int_equal(shmrig_pool_free(pool, &ref), 0);
+	}
+	close(peer.to_child);
+	peer.to_child = -1;
+	assert_int_equal(finish_peer(&peer), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
 /* ---- a handle inherited through fork refuses to work ---- */
 
 static int child_use_inherited(void *arg)
@@ -429,8 +488,11 @@ static int sweep_leftovers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_attach_across),     cmocka_unit_test(test_transfer),
-		cmocka_unit_test(test_reap_killed_child), cmocka_unit_test(test_concurrent_frees),
+		cmocka_unit_test(test_attach_across),
+		cmocka_unit_test(test_transfer),
+		cmocka_unit_test(test_reap_killed_child),
+		cmocka_unit_test(test_concurrent_frees),
+		cmocka_unit_test(test_large_mappings_pruned),
 		cmocka_unit_test(test_inherited_handle),
 	};
 
