@@ -4,8 +4,14 @@
  *
  * Shared layout of an arena (every field two processes read is asserted below):
  *
- *   chunk 0: [arena_hdr][chunk_info x nchunks] [descriptors] [payload blocks]
+ *   chunk 0: [arena_hdr][chunk_info x nchunks][big-class descriptors x nchunks x 32]
+ *            [descriptors] [payload blocks]
  *   chunk i: [descriptors] [payload blocks]
+ *
+ * Classes of 64 KiB and more have at most 32 blocks a chunk; their descriptors
+ * live in the header's table (32 a chunk) so that the payload can start at the
+ * chunk's first byte: a 1 MiB chunk-mate of an in-chunk descriptor array would
+ * waste half the chunk.
  *
  * A chunk is 2 MiB and serves one size class, chosen when the creator first
  * needs it. Its layout (how many blocks, where descriptors and payloads start)
@@ -42,7 +48,8 @@
 #define NCLASS SHMRIG_POOL_NUM_CLASSES
 #define NIL UINT32_MAX
 #define SLOT_BITS 16
-#define MAX_CHUNKS 65535u
+/* 1 GiB arenas at most: the header (about 1 KiB a chunk) then stays inside chunk 0. */
+#define MAX_CHUNKS 512u
 #define LARGE_TRAILER 128u
 #define DEFAULT_ARENA_SIZE ((size_t)64 << 20)
 #define DEFAULT_MAX_BYTES ((size_t)1 << 30)
@@ -129,9 +136,18 @@ _Static_assert(sizeof(struct large_hdr) == LARGE_TRAILER, "large trailer layout 
 
 struct layout {
 	uint32_t nblocks;
-	uint32_t desc_offset;    /* from the chunk's start */
+	uint32_t desc_offset;    /* from the chunk's start, unless external */
 	uint32_t payload_offset; /* from the chunk's start */
+	bool external;           /* descriptors in the header's table */
 };
+
+/* Header table slots a chunk, for classes with at most this many blocks a chunk. */
+#define EXT_DESCS 32u
+_Static_assert(sizeof(struct arena_hdr) + SHMRIG_CACHELINE +
+			       MAX_CHUNKS * (sizeof(struct chunk_info) +
+					     EXT_DESCS * sizeof(struct desc)) <
+		       CHUNK / 2,
+	       "the largest arena's header must leave chunk 0 usable");
 
 /* This process's view of one mapped segment. */
 struct seg_local {
@@ -220,6 +236,14 @@ static struct layout compute_layout(unsigned c, size_t header)
 	size_t n = (CHUNK - header) / (size + sizeof(struct desc));
 	struct layout l;
 
+	if (CHUNK / size <= EXT_DESCS) {
+		l.external = true;
+		l.desc_offset = 0;
+		l.payload_offset = (uint32_t)round_up(header, align);
+		l.nblocks = (uint32_t)((CHUNK - l.payload_offset) / size);
+		return l;
+	}
+	l.external = false;
 	while (n && round_up(header + n * sizeof(struct desc), align) + n * size > CHUNK)
 		n--;
 	l.nblocks = (uint32_t)n;
@@ -228,10 +252,16 @@ static struct layout compute_layout(unsigned c, size_t header)
 	return l;
 }
 
-static size_t arena_hdr_size(uint32_t nchunks)
+/* Where the header's descriptor table starts, and where the header ends. */
+static size_t ext_desc_offset(uint32_t nchunks)
 {
 	return round_up(sizeof(struct arena_hdr) + nchunks * sizeof(struct chunk_info),
 			SHMRIG_CACHELINE);
+}
+
+static size_t arena_hdr_size(uint32_t nchunks)
+{
+	return ext_desc_offset(nchunks) + (size_t)nchunks * EXT_DESCS * sizeof(struct desc);
 }
 
 static void init_layouts(struct seg_local *sl)
@@ -253,12 +283,20 @@ static inline const struct layout *chunk_layout(const struct seg_local *sl, uint
 	return chunk == 0 ? &sl->layout0[c] : &sl->layout[c];
 }
 
+/* The descriptor array of a chunk of class c. */
+static inline struct desc *chunk_descs(const struct seg_local *sl, uint32_t chunk, unsigned c)
+{
+	const struct layout *l = chunk_layout(sl, chunk, c);
+
+	if (l->external)
+		return (struct desc *)(sl->base + ext_desc_offset(sl->nchunks)) +
+		       (size_t)chunk * EXT_DESCS;
+	return (struct desc *)(sl->base + (size_t)chunk * CHUNK + l->desc_offset);
+}
+
 static inline struct desc *id_desc(const struct seg_local *sl, uint32_t id, unsigned c)
 {
-	uint32_t chunk = id >> SLOT_BITS, slot = id & ((1u << SLOT_BITS) - 1);
-
-	return (struct desc *)(sl->base + chunk * CHUNK + chunk_layout(sl, chunk, c)->desc_offset) +
-	       slot;
+	return chunk_descs(sl, id >> SLOT_BITS, c) + (id & ((1u << SLOT_BITS) - 1));
 }
 
 static inline uint64_t id_offset(const struct seg_local *sl, uint32_t id, unsigned c)
@@ -792,7 +830,7 @@ static bool claim_chunk(struct seg_local *sl, unsigned c)
 		return false;
 	}
 	atomic_store_explicit(&sl->hdr->next_chunk, chunk + 1, memory_order_relaxed);
-	descs = (struct desc *)(sl->base + chunk * CHUNK + l->desc_offset);
+	descs = chunk_descs(sl, chunk, c);
 	n = l->nblocks;
 	/* Generations start at 1, so that a zeroed ref never matches a block. */
 	for (uint32_t i = 0; i < n; i++) {

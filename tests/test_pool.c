@@ -255,6 +255,29 @@ static void test_limit(void **state)
 	assert_int_equal(shmrig_pool_close(pool), 0);
 }
 
+/* Big classes fill their chunks: 1 MiB blocks two a chunk (one in chunk 0,
+ * beside the header), not one a chunk beside an in-chunk descriptor array. */
+static void test_big_class_packing(void **state)
+{
+	shmrig_pool *pool = open_pool(8 * MiB, 64 * MiB);
+	struct shmrig_ref refs[8];
+	struct shmrig_pool_stats st;
+	void *p;
+
+	(void)state;
+	for (unsigned i = 0; i < 7; i++)
+		assert_int_equal(shmrig_pool_alloc(pool, MiB, 0, i, &refs[i], &p), 0);
+	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
+	assert_int_equal(st.created_bytes, 8 * MiB); /* still one arena */
+	assert_int_equal(shmrig_pool_alloc(pool, MiB, 0, 7, &refs[7], &p), 0);
+	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
+	assert_int_equal(st.created_bytes, 16 * MiB);
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(shmrig_pool_free(pool, &refs[i]), 0);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 /* Many blocks of one class: the cache spills to the shared list and back. */
 static void test_many_blocks(void **state)
 {
@@ -494,6 +517,7 @@ int main(void)
 		cmocka_unit_test(test_bad_refs),
 		cmocka_unit_test(test_foreign_segment),
 		cmocka_unit_test(test_limit),
+		cmocka_unit_test(test_big_class_packing),
 		cmocka_unit_test(test_many_blocks),
 		cmocka_unit_test(test_no_page_faults),
 		cmocka_unit_test(test_retain),

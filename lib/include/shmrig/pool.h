@@ -64,7 +64,7 @@ struct shmrig_ref {
 
 struct shmrig_pool_opts {
 	const char *prefix;   /* NULL: $SHMRIG_PREFIX, else "shmrig" */
-	size_t arena_size;    /* 0: $SHMRIG_ARENA_SIZE, else 64 MiB; rounded up to 2 MiB */
+	size_t arena_size;    /* 0: $SHMRIG_ARENA_SIZE, else 64 MiB; rounded up to 2 MiB, at most 1 GiB */
 	size_t max_bytes;     /* 0: $SHMRIG_POOL_MAX, else 1 GiB: cap on the segments this pool creates */
 	int backing;          /* enum shmrig_backing for every segment */
 	int numa_node;        /* with SHMRIG_POOL_BIND_NODE */
