@@ -154,7 +154,8 @@ struct seg_local {
 	shmrig_segment *seg;
 	char *base;
 	size_t size;
-	bool created; /* by this pool: it unlinks it at close */
+	bool created;        /* by this pool: it unlinks it at close */
+	shmrig__procid self; /* this process: cached, as a pool does not outlive a fork */
 	bool large;
 	struct seg_local *next;      /* all segments, newest first */
 	struct seg_local *hash_next; /* bucket chain */
@@ -356,13 +357,14 @@ static uint32_t list_pop(struct seg_local *sl, unsigned c)
 
 /* ---- segment table ---- */
 
+/* Names end in 16 random hex digits: hashing their last 8 bytes is enough. */
 static unsigned name_hash(const char *name)
 {
-	unsigned h = 2166136261u;
+	size_t len = strlen(name);
+	uint64_t tail = 0;
 
-	for (; *name; name++)
-		h = (h ^ (unsigned char)*name) * 16777619u;
-	return h % HASH_BUCKETS;
+	memcpy(&tail, name + (len > 8 ? len - 8 : 0), len > 8 ? 8 : len);
+	return (unsigned)((tail * 0x9e3779b97f4a7c15ull) >> 58) % HASH_BUCKETS;
 }
 
 static struct seg_local *lookup(shmrig_pool *pool, const char *name)
@@ -435,6 +437,7 @@ static int create_seg(shmrig_pool *pool, size_t size, char role, struct seg_loca
 	}
 	sl->base = shmrig_segment_base(sl->seg);
 	sl->size = shmrig_segment_size(sl->seg);
+	sl->self = shmrig__procid_self();
 	sl->created = true;
 	pool->created_bytes += sl->size;
 	pool->last_backing = shmrig_segment_backing(sl->seg);
@@ -472,7 +475,7 @@ static int new_arena(shmrig_pool *pool, struct seg_local **out)
 	sl->hdr->version = LAYOUT_VERSION;
 	sl->hdr->nchunks = nchunks;
 	sl->hdr->arena_size = sl->size;
-	sl->hdr->creator = shmrig__procid_self();
+	sl->hdr->creator = sl->self;
 	sl->hdr->hdr_size = (uint32_t)arena_hdr_size(nchunks);
 	for (unsigned c = 0; c < NCLASS; c++)
 		atomic_store_explicit(&sl->hdr->free_list[c].head, NIL, memory_order_relaxed);
@@ -558,6 +561,7 @@ static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **ou
 	}
 	sl->base = shmrig_segment_base(sl->seg);
 	sl->size = shmrig_segment_size(sl->seg);
+	sl->self = shmrig__procid_self();
 	ret = check_attached(sl);
 	if (ret) {
 		shmrig_segment_close(sl->seg);
@@ -676,7 +680,7 @@ static int check_owner(const struct shmrig_ref *ref, const struct block *b)
 {
 	uint64_t owner = atomic_load_explicit(&b->desc->owner, memory_order_acquire);
 
-	if (owner != shmrig__procid_self())
+	if (owner != b->sl->self)
 		return shmrig__fail(-EPERM, "ref '%s' offset %llu: block is owned by pid %d",
 				    ref->name, (unsigned long long)ref->offset,
 				    (int)shmrig__procid_pid(owner));
@@ -756,7 +760,7 @@ static void give_block(struct seg_local *sl, unsigned c, uint32_t id, size_t con
 
 	d->content_size = content_size;
 	d->tag = tag;
-	atomic_store_explicit(&d->owner, shmrig__procid_self(), memory_order_relaxed);
+	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
 	/* We own it (cached) or just popped it (free, unreachable by others): a
 	 * plain store publishes it, no atomic read-modify-write needed. */
 	atomic_store_explicit(&d->word, word_make(gen, 1, ST_LIVE), memory_order_release);
@@ -776,7 +780,7 @@ static void cache_put(struct seg_local *sl, unsigned c, uint32_t id, uint32_t ge
 {
 	struct desc *d = id_desc(sl, id, c);
 
-	atomic_store_explicit(&d->owner, shmrig__procid_self(), memory_order_relaxed);
+	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
 	atomic_store_explicit(&d->word, word_make(gen, 0, ST_CACHED), memory_order_release);
 	sl->cache[c * CACHE_CAP + sl->ncache[c]++] = id;
 }
@@ -888,7 +892,7 @@ static void large_make_live(struct seg_local *sl, size_t content_size, uint32_t 
 
 	d->content_size = content_size;
 	d->tag = tag;
-	atomic_store_explicit(&d->owner, shmrig__procid_self(), memory_order_relaxed);
+	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
 	atomic_store_explicit(&d->word, word_make(gen, 1, ST_LIVE), memory_order_release);
 }
 
@@ -958,7 +962,7 @@ static int large_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t 
 	sl->lhdr->version = LAYOUT_VERSION;
 	sl->lhdr->capacity =
 		(sl->size - LARGE_TRAILER) / SHMRIG_POOL_MIN_BLOCK * SHMRIG_POOL_MIN_BLOCK;
-	sl->lhdr->creator = shmrig__procid_self();
+	sl->lhdr->creator = sl->self;
 	atomic_store_explicit(&sl->lhdr->desc.word, word_make(1, 0, ST_FREE), memory_order_relaxed);
 	atomic_store_explicit((_Atomic uint64_t *)&sl->lhdr->magic, LARGE_MAGIC,
 			      memory_order_release);
