@@ -6,8 +6,9 @@
 
 #include <shmrig/common.h>
 
-/* Graded checks (meson option debug_checks): 0 cheap ones only, 1 + sanity
- * checks of shared metadata, 2 + an audit walk of every arena at pool close. */
+/* Graded checks (meson option debug_checks): 0 bounds checks of everything
+ * read from shared memory only; 1 + each block handed out from a process cache
+ * is checked to be still ours; 2 + an audit walk of every arena at pool close. */
 #ifndef SHMRIG_DEBUG_CHECKS
 #define SHMRIG_DEBUG_CHECKS 1
 #endif

@@ -853,22 +853,49 @@ static bool claim_chunk(struct seg_local *sl, unsigned c)
 }
 
 /* A block of class c from arena sl: cache, shared list, new chunk. */
+/*
+ * Debug level 1: a block in our cache is ours alone; if its descriptor says
+ * otherwise, another process wrote where it must not. Leave the block alone
+ * (a leak is better than handing out memory someone else uses) and say so.
+ */
+static bool cached_block_intact(struct seg_local *sl, unsigned c, uint32_t id)
+{
+	static int warned;
+	struct desc *d = id_desc(sl, id, c);
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+
+	if (SHMRIG_LIKELY(word_state(w) == ST_CACHED &&
+			  atomic_load_explicit(&d->owner, memory_order_relaxed) == sl->self))
+		return true;
+	shmrig__warn_once(&warned,
+			  "segment %s: cached block %u.%u was changed by another process "
+			  "(state %u); dropped",
+			  shmrig_segment_name(sl->seg), id >> SLOT_BITS,
+			  id & ((1u << SLOT_BITS) - 1), word_state(w));
+	return false;
+}
+
 static uint32_t arena_take(struct seg_local *sl, unsigned c)
 {
 	uint32_t id;
 
-	if (!sl->ncache[c]) {
-		/* Refill: whatever the shared list has, up to a batch. */
-		while (sl->ncache[c] < CACHE_BATCH && (id = list_pop(sl, c)) != NIL) {
-			struct desc *d = id_desc(sl, id, c);
+	for (;;) {
+		if (!sl->ncache[c]) {
+			/* Refill: whatever the shared list has, up to a batch. */
+			while (sl->ncache[c] < CACHE_BATCH && (id = list_pop(sl, c)) != NIL) {
+				struct desc *d = id_desc(sl, id, c);
 
-			cache_put(sl, c, id,
-				  word_gen(atomic_load_explicit(&d->word, memory_order_relaxed)));
+				cache_put(sl, c, id,
+					  word_gen(atomic_load_explicit(&d->word,
+									memory_order_relaxed)));
+			}
+			if (!sl->ncache[c] && !claim_chunk(sl, c))
+				return NIL;
 		}
-		if (!sl->ncache[c] && !claim_chunk(sl, c))
-			return NIL;
+		id = sl->cache[c * CACHE_CAP + --sl->ncache[c]];
+		if (SHMRIG_DEBUG_CHECKS < 1 || cached_block_intact(sl, c, id))
+			return id;
 	}
-	return sl->cache[c * CACHE_CAP + --sl->ncache[c]];
 }
 
 static void large_fill_ref(struct seg_local *sl, size_t content_size, uint32_t flags,
