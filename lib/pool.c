@@ -676,10 +676,16 @@ static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block
 	return 0;
 }
 
-static int check_owner(const struct shmrig_ref *ref, const struct block *b)
+/* resolve(), and the block must be ours: what free, retain and transfer need. */
+static int resolve_owned(shmrig_pool *pool, const struct shmrig_ref *ref, struct block *b,
+			 uint64_t *word)
 {
-	uint64_t owner = atomic_load_explicit(&b->desc->owner, memory_order_acquire);
+	int ret = resolve(pool, ref, b, word);
+	uint64_t owner;
 
+	if (ret)
+		return ret;
+	owner = atomic_load_explicit(&b->desc->owner, memory_order_acquire);
 	if (owner != b->sl->self)
 		return shmrig__fail(-EPERM, "ref '%s' offset %llu: block is owned by pid %d",
 				    ref->name, (unsigned long long)ref->offset,
@@ -1108,9 +1114,7 @@ int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&pool->lock);
-	ret = resolve(pool, ref, &b, &word);
-	if (!ret)
-		ret = check_owner(ref, &b);
+	ret = resolve_owned(pool, ref, &b, &word);
 	if (!ret)
 		ret = unref(pool, &b, word);
 	pthread_mutex_unlock(&pool->lock);
@@ -1126,9 +1130,7 @@ int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *ref)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&pool->lock);
-	ret = resolve(pool, ref, &b, &word);
-	if (!ret)
-		ret = check_owner(ref, &b);
+	ret = resolve_owned(pool, ref, &b, &word);
 	if (!ret && word_refs(word) >= REF_MAX)
 		ret = shmrig__fail(-EOVERFLOW, "ref '%s': too many references", ref->name);
 	if (!ret)
@@ -1169,9 +1171,7 @@ int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t 
 	if (shmrig__procid_of(pid, &target))
 		return shmrig__fail(-ESRCH, "pool_transfer: no live process %d", (int)pid);
 	pthread_mutex_lock(&pool->lock);
-	ret = resolve(pool, ref, &b, &word);
-	if (!ret)
-		ret = check_owner(ref, &b);
+	ret = resolve_owned(pool, ref, &b, &word);
 	if (!ret)
 		atomic_store_explicit(&b.desc->owner, target, memory_order_release);
 	pthread_mutex_unlock(&pool->lock);

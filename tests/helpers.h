@@ -15,6 +15,23 @@
 /* Meson counts exit 77 as "skipped". */
 #define TEST_SKIP_EXIT 77
 
+#define MiB ((size_t)1 << 20)
+#define HUGE_PAGE (2 * MiB)
+#define FREE_HUGEPAGES "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+
+/*
+ * In a forked child a cmocka assert would longjmp into the parent's copy of the
+ * test runner: children check with this instead and exit with 1.
+ */
+#define CHILD_CHECK(cond)                                                                     \
+	do {                                                                                  \
+		if (!(cond)) {                                                                \
+			fprintf(stderr, "child %d: %s:%d: check failed: %s\n", (int)getpid(), \
+				__FILE__, __LINE__, #cond);                                   \
+			return 1;                                                             \
+		}                                                                             \
+	} while (0)
+
 /* Open fds of this process (entries of /proc/self/fd, minus the one used to read it). */
 int th_count_fds(void);
 

@@ -23,22 +23,9 @@
 #include <shmrig/pool.h>
 #include <shmrig/segment.h>
 
-#define MiB ((size_t)1 << 20)
-#define HUGE_PAGE (2 * MiB)
 #define RESERVE 8
 #define CHILD_TIMEOUT_MS 60000
 #define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
-#define FREE_HUGEPAGES "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
-
-/* A cmocka assert in a forked child would run the parent's remaining tests there. */
-#define CHILD_CHECK(cond)                                                                     \
-	do {                                                                                  \
-		if (!(cond)) {                                                                \
-			fprintf(stderr, "child %d: %s:%d: check failed: %s\n", (int)getpid(), \
-				__FILE__, __LINE__, #cond);                                   \
-			return 1;                                                             \
-		}                                                                             \
-	} while (0)
 
 /* What main() changed, to be undone by restore(). */
 static pid_t main_pid;

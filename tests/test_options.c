@@ -11,7 +11,6 @@
 #include <shmrig/options.h>
 
 #define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
 #define GiB ((size_t)1 << 30)
 
 /* A value parse_size must not leave behind on failure. */

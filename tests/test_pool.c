@@ -11,8 +11,6 @@
 
 #include <shmrig/pool.h>
 
-#define MiB ((size_t)1 << 20)
-
 static shmrig_pool *open_pool(size_t arena, size_t max)
 {
 	struct shmrig_pool_opts opts = {

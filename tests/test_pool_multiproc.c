@@ -14,7 +14,6 @@
 
 #include <shmrig/pool.h>
 
-#define MiB ((size_t)1 << 20)
 #define TIMEOUT_MS 60000
 
 static shmrig_pool *open_pool(void)

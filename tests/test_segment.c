@@ -23,24 +23,8 @@
 #include <shmrig/options.h>
 #include <shmrig/segment.h>
 
-#define MiB ((size_t)1 << 20)
-#define HUGE_PAGE (2 * MiB)
 #define CHILD_TIMEOUT_MS 60000
-#define FREE_HUGEPAGES "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
 #define SHMEM_THP "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
-
-/*
- * In a forked child a cmocka assert would longjmp into the parent's copy of the
- * test runner: children check with this instead and exit with 1.
- */
-#define CHILD_CHECK(cond)                                                                     \
-	do {                                                                                  \
-		if (!(cond)) {                                                                \
-			fprintf(stderr, "child %d: %s:%d: check failed: %s\n", (int)getpid(), \
-				__FILE__, __LINE__, #cond);                                   \
-			return 1;                                                             \
-		}                                                                             \
-	} while (0)
 
 static size_t page_size(void)
 {
