@@ -15,6 +15,25 @@
 
 #include <shmrig/segment.h>
 
+static unsigned char fill_byte(size_t i, unsigned seed)
+{
+	return (unsigned char)(i * 131 + seed + (i >> 12));
+}
+
+void th_fill(unsigned char *p, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		p[i] = fill_byte(i, seed);
+}
+
+size_t th_first_mismatch(const unsigned char *p, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != fill_byte(i, seed))
+			return i;
+	return len;
+}
+
 int th_count_fds(void)
 {
 	DIR *dir = opendir("/proc/self/fd");

@@ -32,6 +32,11 @@
 		}                                                                             \
 	} while (0)
 
+/* Deterministic bytes for seed; th_first_mismatch gives the index of the first
+ * byte that differs from th_fill(seed), or len. */
+void th_fill(unsigned char *p, size_t len, unsigned seed);
+size_t th_first_mismatch(const unsigned char *p, size_t len, unsigned seed);
+
 /* Open fds of this process (entries of /proc/self/fd, minus the one used to read it). */
 int th_count_fds(void);
 

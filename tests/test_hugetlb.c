@@ -142,20 +142,6 @@ static int group_teardown(void **state)
 	return 0;
 }
 
-static void fill(unsigned char *p, size_t len, unsigned seed)
-{
-	for (size_t i = 0; i < len; i++)
-		p[i] = (unsigned char)(i * 131 + seed + (i >> 12));
-}
-
-static size_t first_mismatch(const unsigned char *p, size_t len, unsigned seed)
-{
-	for (size_t i = 0; i < len; i++)
-		if (p[i] != (unsigned char)(i * 131 + seed + (i >> 12)))
-			return i;
-	return len;
-}
-
 static char name_kind(const char *name)
 {
 	return name[strlen(name) - 18];
@@ -194,8 +180,8 @@ static int child_attach_hugetlb(void *arg)
 	CHILD_CHECK(shmrig_segment_page_size(seg) == HUGE_PAGE);
 	CHILD_CHECK(shmrig_segment_size(seg) == share->size);
 	CHILD_CHECK((uintptr_t)base % HUGE_PAGE == 0);
-	CHILD_CHECK(first_mismatch(base, share->size, 5) == share->size);
-	fill(base, share->size, 77);
+	CHILD_CHECK(th_first_mismatch(base, share->size, 5) == share->size);
+	th_fill(base, share->size, 77);
 	shmrig_segment_close(seg);
 	return 0;
 }
@@ -236,11 +222,11 @@ static void test_segment_hugetlb(void **state)
 	assert_int_equal(st.st_size, 4 * MiB);
 	assert_int_equal(th_count_fds(), fds);
 
-	fill(base, 4 * MiB, 5);
+	th_fill(base, 4 * MiB, 5);
 	snprintf(share.name, sizeof(share.name), "%s", name);
 	share.size = 4 * MiB;
 	assert_int_equal(th_run_child(child_attach_hugetlb, &share, CHILD_TIMEOUT_MS), 0);
-	assert_int_equal(first_mismatch(base, 4 * MiB, 77), 4 * MiB);
+	assert_int_equal(th_first_mismatch(base, 4 * MiB, 77), 4 * MiB);
 	/* the peer mapped the same pages, it took none of its own */
 	assert_int_equal(free_hugepages(), free0 - 2);
 
@@ -334,7 +320,7 @@ static int child_read_pool(void *arg)
 		if (ret)
 			fprintf(stderr, "child: attach block %u: %s\n", i, shmrig_last_error());
 		CHILD_CHECK(ret == 0);
-		CHILD_CHECK(first_mismatch(data, block_sizes[i], i + 1) == block_sizes[i]);
+		CHILD_CHECK(th_first_mismatch(data, block_sizes[i], i + 1) == block_sizes[i]);
 	}
 	CHILD_CHECK(shmrig_pool_stats(pool, &stats) == 0);
 	CHILD_CHECK(stats.live_blocks == NBLOCKS);
@@ -373,7 +359,7 @@ static void test_pool_hugetlb(void **state)
 			print_error("alloc %zu: %s\n", block_sizes[i], shmrig_last_error());
 		assert_int_equal(ret, 0);
 		assert_int_equal(name_kind(share->refs[i].name), 'h');
-		fill(data, block_sizes[i], i + 1);
+		th_fill(data, block_sizes[i], i + 1);
 	}
 	assert_int_equal(shmrig_pool_info(pool, &info), 0);
 	printf("# reason: %s\n", info.reason);

@@ -92,21 +92,6 @@ static bool shmem_thp_enabled(void)
 	return buf[0] && !strstr(buf, "[never]") && !strstr(buf, "[deny]");
 }
 
-static void fill(unsigned char *p, size_t len, unsigned seed)
-{
-	for (size_t i = 0; i < len; i++)
-		p[i] = (unsigned char)(i * 131 + seed + (i >> 12));
-}
-
-/* Index of the first byte that differs from fill(seed), or len. */
-static size_t first_mismatch(const unsigned char *p, size_t len, unsigned seed)
-{
-	for (size_t i = 0; i < len; i++)
-		if (p[i] != (unsigned char)(i * 131 + seed + (i >> 12)))
-			return i;
-	return len;
-}
-
 /* Leak check by accounting: what a case starts with, compared at its end. */
 struct account {
 	int fds;
@@ -223,14 +208,14 @@ static void test_create_plain(void **state)
 			print_error("byte %zu is %u, not 0\n", i, base[i]);
 			fail();
 		}
-	fill(base, want, 3);
-	assert_int_equal(first_mismatch(base, want, 3), want);
+	th_fill(base, want, 3);
+	assert_int_equal(th_first_mismatch(base, want, 3), want);
 
 	assert_int_equal(shmrig_segment_unlink(seg), 0);
 	assert_int_equal(access(path, F_OK), -1);
 	assert_int_equal(shmrig_segment_unlink(seg), -ENOENT);
 	/* unlinked, still mapped */
-	assert_int_equal(first_mismatch(base, want, 3), want);
+	assert_int_equal(th_first_mismatch(base, want, 3), want);
 	shmrig_segment_close(seg);
 	shmrig_segment_close(NULL);
 	account_end(&acct);
@@ -353,8 +338,8 @@ static int child_attach_and_reply(void *arg)
 	CHILD_CHECK(strcmp(shmrig_segment_name(seg), share->name) == 0);
 	CHILD_CHECK(shmrig_segment_backing(seg) == SHMRIG_BACKING_PLAIN);
 	CHILD_CHECK(shmrig_segment_role(seg) == 'm');
-	CHILD_CHECK(first_mismatch(base, share->size, 11) == share->size);
-	fill(base, share->size, 29);
+	CHILD_CHECK(th_first_mismatch(base, share->size, 11) == share->size);
+	th_fill(base, share->size, 29);
 	shmrig_segment_close(seg);
 	return 0;
 }
@@ -370,9 +355,9 @@ static void test_second_process(void **state)
 	(void)state;
 	snprintf(share.name, sizeof(share.name), "%s", shmrig_segment_name(seg));
 	share.size = shmrig_segment_size(seg);
-	fill(base, share.size, 11);
+	th_fill(base, share.size, 11);
 	assert_int_equal(th_run_child(child_attach_and_reply, &share, CHILD_TIMEOUT_MS), 0);
-	assert_int_equal(first_mismatch(base, share.size, 29), share.size);
+	assert_int_equal(th_first_mismatch(base, share.size, 29), share.size);
 	destroy(seg);
 	account_end(&acct);
 }
