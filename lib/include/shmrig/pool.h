@@ -131,6 +131,8 @@ SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *
  * block; when it is full it is sealed and a new one of the same capacity is
  * opened. Every sub-allocation is a ref into the slab's block; the block is
  * freed when the slab is sealed and every sub-allocation has been freed.
+ * A sub-allocation's ref can be freed and retained like any other; transferring
+ * one hands the whole slab block (all its sub-allocations) to the new owner.
  * Errors: -EINVAL capacity 0; -EBUSY a slab is already open (open);
  * -ENOENT no slab open (seal); allocation errors.
  */
