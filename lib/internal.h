@@ -29,7 +29,8 @@ void shmrig__warn_once(int *key, const char *fmt, ...) __attribute__((format(pri
 /* Option lookup (see shmrig/options.h): the API value if non-zero, else the
  * environment variable if valid, else the fallback. */
 size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallback);
-const char *shmrig__option_string(const char *api_value, const char *env_name, const char *fallback);
+const char *shmrig__option_string(const char *api_value, const char *env_name,
+				  const char *fallback);
 
 /* 0 if `prefix` is a valid segment name prefix, else -EINVAL with a message. */
 int shmrig__check_prefix(const char *prefix);

@@ -64,8 +64,8 @@ struct shmrig_ref {
 
 struct shmrig_pool_opts {
 	const char *prefix;   /* NULL: $SHMRIG_PREFIX, else "shmrig" */
-	size_t arena_size;    /* 0: $SHMRIG_ARENA_SIZE, else 64 MiB; rounded up to 2 MiB, at most 1 GiB */
-	size_t max_bytes;     /* 0: $SHMRIG_POOL_MAX, else 1 GiB: cap on the segments this pool creates */
+	size_t arena_size;    /* 0: $SHMRIG_ARENA_SIZE or 64 MiB; 2 MiB multiple, <= 1 GiB */
+	size_t max_bytes;     /* 0: $SHMRIG_POOL_MAX or 1 GiB; cap on segments created */
 	int backing;          /* enum shmrig_backing for every segment */
 	int numa_node;        /* with SHMRIG_POOL_BIND_NODE */
 	uint32_t flags;       /* SHMRIG_POOL_* */
@@ -153,9 +153,9 @@ struct shmrig_pool_stats {
 	uint64_t live_bytes;
 	uint64_t large_live_blocks;
 	uint64_t large_live_bytes;
-	uint64_t segments;       /* mapped by this process: created + attached */
-	uint64_t created_bytes;  /* bytes of the segments this pool created (counts against max_bytes) */
-	uint64_t cached_blocks;  /* free blocks in this process's cache */
+	uint64_t segments;      /* mapped by this process: created + attached */
+	uint64_t created_bytes; /* bytes of the segments this pool created (counts against max_bytes) */
+	uint64_t cached_blocks; /* free blocks in this process's cache */
 	struct shmrig_pool_class_stats classes[SHMRIG_POOL_NUM_CLASSES];
 };
 
@@ -174,9 +174,8 @@ struct shmrig_block_info {
  * Call fn for every live block in every segment this process has mapped.
  * Returns how many, or -errno. Per-owner accounting is built on this.
  */
-SHMRIG_API int shmrig_pool_for_each_live(shmrig_pool *pool,
-					 void (*fn)(void *arg, const struct shmrig_block_info *info),
-					 void *arg);
+SHMRIG_API int shmrig_pool_for_each_live(
+	shmrig_pool *pool, void (*fn)(void *arg, const struct shmrig_block_info *info), void *arg);
 
 struct shmrig_owner_stats {
 	pid_t pid;
