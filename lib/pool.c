@@ -1207,12 +1207,57 @@ static int slab_stop(shmrig_pool *pool)
 	return ret;
 }
 
+/* A ref to [offset, offset + size) of an owned block, holding one more reference on it. */
+static int subref_locked(shmrig_pool *pool, const struct shmrig_ref *block, uint64_t offset,
+			 uint64_t size, uint64_t content_size, uint32_t flags, struct shmrig_ref *out)
+{
+	struct block b;
+	uint64_t word;
+	int ret = resolve_owned(pool, block, &b, &word);
+
+	if (ret)
+		return ret;
+	if (offset % SHMRIG_POOL_MIN_BLOCK || offset > block->size ||
+	    size > block->size - offset || content_size > size)
+		return shmrig__fail(-EINVAL,
+				    "subref: [%llu, +%llu) content %llu is not a 64-aligned part "
+				    "of the %llu-byte block",
+				    (unsigned long long)offset, (unsigned long long)size,
+				    (unsigned long long)content_size, (unsigned long long)block->size);
+	if (word_refs(word) >= REF_MAX)
+		return shmrig__fail(-EOVERFLOW, "ref '%s': too many references", block->name);
+	atomic_store_explicit(&b.desc->word, word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
+			      memory_order_release);
+	*out = *block;
+	out->offset += offset;
+	out->size = size;
+	out->content_size = content_size;
+	out->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
+	return 0;
+}
+
+int shmrig_pool_subref(shmrig_pool *pool, const struct shmrig_ref *block, uint64_t offset,
+		       uint64_t size, uint64_t content_size, uint32_t flags, struct shmrig_ref *out)
+{
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	if (flags & ~SHMRIG_ALLOC_TEMPORARY)
+		return shmrig__fail(-EINVAL, "subref: unknown flags 0x%x",
+				    flags & ~SHMRIG_ALLOC_TEMPORARY);
+	if (!out)
+		return shmrig__fail(-EINVAL, "subref: NULL out");
+	pthread_mutex_lock(&pool->lock);
+	ret = subref_locked(pool, block, offset, size, content_size, flags, out);
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
 static int slab_alloc(shmrig_pool *pool, size_t size, uint32_t flags, struct shmrig_ref *ref,
 		      void **data)
 {
 	size_t need = round_up(size ? size : 1, SHMRIG_POOL_MIN_BLOCK);
-	struct block b;
-	uint64_t word;
 	int ret;
 
 	if (pool->slab.used + need > pool->slab.ref.size) {
@@ -1222,19 +1267,9 @@ static int slab_alloc(shmrig_pool *pool, size_t size, uint32_t flags, struct shm
 		if (ret)
 			return ret;
 	}
-	ret = resolve(pool, &pool->slab.ref, &b, &word);
+	ret = subref_locked(pool, &pool->slab.ref, pool->slab.used, need, size, flags, ref);
 	if (ret)
 		return ret;
-	if (word_refs(word) >= REF_MAX)
-		return shmrig__fail(-EOVERFLOW, "slab: too many sub-allocations");
-	atomic_store_explicit(&b.desc->word,
-			      word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
-			      memory_order_release);
-	*ref = pool->slab.ref;
-	ref->offset += pool->slab.used;
-	ref->size = need;
-	ref->content_size = size;
-	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
 	*data = pool->slab.data + pool->slab.used;
 	pool->slab.used += need;
 	return 0;

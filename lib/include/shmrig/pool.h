@@ -126,6 +126,18 @@ SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *re
 SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid);
 
 /*
+ * A ref to the part [offset, offset + size) of a block the caller owns, with
+ * content_size bytes used, holding one more reference on the block: the block
+ * lives until this ref and the others are all freed. offset is relative to the
+ * block's ref and 64-byte aligned. This is how a codec packs many buffers in
+ * one block without a pool-wide slab. Flags: SHMRIG_ALLOC_TEMPORARY.
+ * Errors: as shmrig_pool_retain; -EINVAL the part is not inside the block.
+ */
+SHMRIG_API int shmrig_pool_subref(shmrig_pool *pool, const struct shmrig_ref *block,
+				  uint64_t offset, uint64_t size, uint64_t content_size,
+				  uint32_t flags, struct shmrig_ref *out);
+
+/*
  * Slab mode (the seed's): after shmrig_pool_slab_open(capacity), allocations
  * of at most `capacity` bytes are bump-allocated, 64-byte aligned, from one
  * block; when it is full it is sealed and a new one of the same capacity is

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_FRAME_H
+#define SHMRIG_FRAME_H
+
+/*
+ * frame: the wire form of the seed's PayloadRef, what crosses a channel.
+ *
+ *   [header: 24 bytes][struct shmrig_ref x nbuffers][meta: meta_len bytes]
+ *
+ * The header holds a magic, the version, the codec id, the buffer count and
+ * the meta length; the meta is MessagePack restricted to the JSON data model.
+ * Both ends are on one host: integers are in host byte order. A frame buffer
+ * must be 8-byte aligned (the refs hold 64-bit fields).
+ */
+
+#include <shmrig/common.h>
+#include <shmrig/pool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHMRIG_FRAME_MAGIC 0x4d524853u /* "SHRM" */
+#define SHMRIG_FRAME_VERSION 1u
+#define SHMRIG_FRAME_MAX_BUFFERS 65536u
+#define SHMRIG_FRAME_MAX_META (256u << 20)
+
+struct shmrig_frame_header {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t codec_id;
+	uint32_t nbuffers;
+	uint32_t meta_len;
+	uint64_t reserved; /* zero */
+};
+
+/* A parsed frame: pointers into the frame buffer. */
+struct shmrig_frame {
+	uint16_t codec_id;
+	uint32_t nbuffers;
+	const struct shmrig_ref *buffers;
+	const void *meta;
+	uint32_t meta_len;
+};
+
+/* Bytes of a frame with these counts; 0 if over the limits. */
+SHMRIG_API size_t shmrig_frame_size(uint32_t nbuffers, size_t meta_len);
+
+/*
+ * Check a frame's structure and return views into it: length, magic,
+ * version, reserved fields, counts against the limits and against `len`, and
+ * each ref's fields (name terminated, reserved zero, content_size <= size,
+ * offset 64-aligned, temporary 0 or 1). It does not look at the meta bytes
+ * or at the pool. Errors: -EINVAL NULL or misaligned buffer; -EBADMSG (the
+ * message says which field and why).
+ */
+SHMRIG_API int shmrig_frame_parse(const void *buf, size_t len, struct shmrig_frame *out);
+
+/*
+ * Hand every block of a frame to process `pid` before sending it there
+ * (shmrig_pool_transfer per buffer). Errors: as shmrig_frame_parse and
+ * shmrig_pool_transfer; on error the blocks already handed over stay handed.
+ */
+SHMRIG_API int shmrig_frame_transfer(shmrig_pool *pool, const void *buf, size_t len, pid_t pid);
+
+/* Free every block of a frame that will not be sent. Returns the first error; frees all it can. */
+SHMRIG_API int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len);
+
+/*
+ * Render a frame as JSON for people and tools: {"codec": id, "codec_name": ...,
+ * "buffers": [{"name", "offset", "size", "content_size", "generation",
+ * "temporary"}...], "meta": ...}. `reg` may be NULL (no codec_name). The
+ * string is malloc'd; free() it.
+ * Errors: the errors of shmrig_frame_parse; -EBADMSG meta not MessagePack or
+ * not JSON-compatible; -ENOMEM.
+ */
+struct shmrig_registry;
+SHMRIG_API int shmrig_frame_to_json(const void *buf, size_t len, const struct shmrig_registry *reg,
+				    char **json);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_REGISTRY_H
+#define SHMRIG_REGISTRY_H
+
+/*
+ * registry: the ordered codecs that turn values into frames and back.
+ *
+ * The seed's CodecRegistry, tuned: each codec gets a small integer id at
+ * registration, and the frame carries the id, so decode dispatches by index
+ * (no string compare per message). Codecs declare the kinds they take, and
+ * encode asks only those, in registration order: the first whose can_encode
+ * accepts the value encodes it; if none does, the fallback codec does; with
+ * no fallback, that is an error.
+ *
+ * Register everything first: the first encode or decode freezes the registry
+ * (a later register is -EBUSY). Frozen, it is safe for concurrent encode and
+ * decode from any number of threads.
+ */
+
+#include <shmrig/codec.h>
+#include <shmrig/common.h>
+#include <shmrig/pool.h>
+#include <shmrig/value.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct shmrig_registry shmrig_registry;
+
+/* At most this many codecs (ids 0..SHMRIG_MAX_CODECS-1). */
+#define SHMRIG_MAX_CODECS 1024
+
+/* An empty registry. -EINVAL, -ENOMEM. */
+SHMRIG_API int shmrig_registry_create(shmrig_registry **out);
+SHMRIG_API void shmrig_registry_free(shmrig_registry *reg);
+
+/*
+ * Append a codec (the struct is copied; name and ctx must outlive the
+ * registry). Returns its id (>= 0).
+ * Errors: -EINVAL bad name, no kinds, no encode/decode, unknown flags, reserved
+ * fields set; -EEXIST a codec of that name, or a second fallback; -EBUSY the
+ * registry is frozen; -ENOSPC SHMRIG_MAX_CODECS reached.
+ */
+SHMRIG_API int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *codec);
+
+/*
+ * Register the built-in codecs, in this order: "ndarray", "table", "dataset",
+ * and "bytes" (the fallback). Errors as shmrig_registry_register.
+ */
+SHMRIG_API int shmrig_registry_add_builtins(shmrig_registry *reg);
+
+/* A tag for a user kind (SHMRIG_KIND_USER values carry it); the same name gives the same tag. */
+SHMRIG_API int shmrig_registry_user_type(shmrig_registry *reg, const char *name);
+
+/* Id of the codec named `name`; -ENOENT (the message lists the codecs there are). */
+SHMRIG_API int shmrig_registry_lookup(const shmrig_registry *reg, const char *name);
+/* Name of codec `id`; NULL if there is none. */
+SHMRIG_API const char *shmrig_registry_codec_name(const shmrig_registry *reg, int id);
+SHMRIG_API int shmrig_registry_count(const shmrig_registry *reg);
+
+/* XXH3-64 of the codec names in order: two processes with the same registry agree. */
+SHMRIG_API uint64_t shmrig_registry_fingerprint(const shmrig_registry *reg);
+
+/*
+ * Encode `value` into pool blocks and build its frame in `*frame` (malloc'd,
+ * 8-byte aligned, `*len` bytes; the caller frees it with free()). The blocks
+ * are owned by the caller until the frame is decoded, transferred
+ * (shmrig_frame_transfer) or discarded (shmrig_frame_discard).
+ * Errors: -EINVAL bad value; -ENOTSUP no codec takes it; the codec's errors;
+ * -ENOMEM. On error nothing is allocated.
+ */
+SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
+				      const struct shmrig_value *value, void **frame, size_t *len);
+
+/*
+ * Decode a frame into `out`. The frame's blocks must be owned by the caller:
+ * persistent ones become leases of `out`, temporary ones are freed before this
+ * returns. On any error after the frame's header and refs parsed, the blocks
+ * are freed (nothing leaks); a frame that does not parse touches nothing.
+ * Errors: the errors of shmrig_frame_parse; -ENOENT unknown codec id (the
+ * message lists the codecs); -EBADMSG metadata not MessagePack or not
+ * JSON-compatible, a buffer asked twice or never, out of range; the pool's
+ * attach errors; the codec's errors.
+ */
+SHMRIG_API int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *frame,
+				      size_t len, struct shmrig_value *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
