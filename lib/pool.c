@@ -1209,7 +1209,8 @@ static int slab_stop(shmrig_pool *pool)
 
 /* A ref to [offset, offset + size) of an owned block, holding one more reference on it. */
 static int subref_locked(shmrig_pool *pool, const struct shmrig_ref *block, uint64_t offset,
-			 uint64_t size, uint64_t content_size, uint32_t flags, struct shmrig_ref *out)
+			 uint64_t size, uint64_t content_size, uint32_t flags,
+			 struct shmrig_ref *out)
 {
 	struct block b;
 	uint64_t word;
@@ -1217,16 +1218,18 @@ static int subref_locked(shmrig_pool *pool, const struct shmrig_ref *block, uint
 
 	if (ret)
 		return ret;
-	if (offset % SHMRIG_POOL_MIN_BLOCK || offset > block->size ||
-	    size > block->size - offset || content_size > size)
+	if (offset % SHMRIG_POOL_MIN_BLOCK || offset > block->size || size > block->size - offset ||
+	    content_size > size)
 		return shmrig__fail(-EINVAL,
 				    "subref: [%llu, +%llu) content %llu is not a 64-aligned part "
 				    "of the %llu-byte block",
 				    (unsigned long long)offset, (unsigned long long)size,
-				    (unsigned long long)content_size, (unsigned long long)block->size);
+				    (unsigned long long)content_size,
+				    (unsigned long long)block->size);
 	if (word_refs(word) >= REF_MAX)
 		return shmrig__fail(-EOVERFLOW, "ref '%s': too many references", block->name);
-	atomic_store_explicit(&b.desc->word, word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
+	atomic_store_explicit(&b.desc->word,
+			      word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
 			      memory_order_release);
 	*out = *block;
 	out->offset += offset;

@@ -97,8 +97,8 @@ SHMRIG_API uint32_t shmrig_decoder_nbuffers(struct shmrig_decoder *dec);
  * Errors: -EBADMSG index out of range or asked twice (the message says which);
  * the pool's attach errors (-SHMRIG_ESTALE, -SHMRIG_EBADREF, ...).
  */
-SHMRIG_API int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index,
-				     const void **data, uint64_t *len);
+SHMRIG_API int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, const void **data,
+				     uint64_t *len);
 
 /* Zeroed host memory owned by the output value (freed by shmrig_value_release). NULL: ENOMEM. */
 SHMRIG_API void *shmrig_decoder_alloc(struct shmrig_decoder *dec, size_t size);

@@ -2,10 +2,14 @@
 #ifndef SHMRIG_H
 #define SHMRIG_H
 
+#include <shmrig/codec.h>
 #include <shmrig/common.h>
+#include <shmrig/frame.h>
 #include <shmrig/options.h>
 #include <shmrig/pool.h>
+#include <shmrig/registry.h>
 #include <shmrig/segment.h>
 #include <shmrig/topo.h>
+#include <shmrig/value.h>
 
 #endif

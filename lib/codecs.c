@@ -1,0 +1,412 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The built-in codecs, the seed's set in C:
+ *   ndarray  one persistent buffer; meta {dtype, shape, order}; decode is a view
+ *   table    every column in one pack; meta {rows, columns: [{name, dtype, buffer}]}
+ *   dataset  every variable in one pack;
+ *            meta {groups: [{name, variables: [{name, buffer, array: {...}}]}]}
+ *   bytes    the fallback: one temporary buffer; meta {len}; decode copies out
+ * Arrays of objects, not maps, keep the order of columns and variables.
+ */
+#include "internal.h"
+
+#include <shmrig/registry.h>
+
+#include <errno.h>
+#include <string.h>
+
+/* ---- shared pieces ---- */
+
+/* nbytes of an array the caller gave us, with its data pointer checked. */
+static int input_nbytes(const struct shmrig_array *array, uint64_t *nbytes)
+{
+	int ret = shmrig_array_nbytes(array, nbytes);
+
+	if (ret)
+		return ret;
+	if (*nbytes && !array->data)
+		return shmrig__fail(-EINVAL, "array: %llu bytes but no data",
+				    (unsigned long long)*nbytes);
+	if (*nbytes > SIZE_MAX)
+		return shmrig__fail(-EOVERFLOW, "array: too large for this machine");
+	return 0;
+}
+
+/* Copy an array's bytes into a new buffer of the encode; returns the buffer index. */
+static int put_array(struct shmrig_encoder *enc, const struct shmrig_array *array, uint64_t nbytes)
+{
+	void *data;
+	int index = shmrig_encoder_buffer(enc, (size_t)nbytes, 0, &data);
+
+	if (index >= 0 && nbytes)
+		memcpy(data, array->data, (size_t)nbytes);
+	return index;
+}
+
+/* View buffer `index` as the data of `array` (whose description came from meta). */
+static int get_array(struct shmrig_decoder *dec, const msgpack_object *index_obj,
+		     struct shmrig_array *array)
+{
+	uint64_t index, nbytes, len;
+	const void *data;
+	int ret;
+
+	if (shmrig_meta_uint(index_obj, &index) || index > UINT32_MAX)
+		return shmrig__fail(-EBADMSG, "metadata: buffer index missing or out of range");
+	ret = shmrig_array_nbytes(array, &nbytes);
+	if (ret)
+		return shmrig__fail(-EBADMSG, "metadata: bad array description");
+	ret = shmrig_decoder_buffer(dec, (uint32_t)index, &data, &len);
+	if (ret)
+		return ret;
+	if (len != nbytes)
+		return shmrig__fail(-EBADMSG, "buffer %llu holds %llu bytes, its array needs %llu",
+				    (unsigned long long)index, (unsigned long long)len,
+				    (unsigned long long)nbytes);
+	array->data = (void *)data; /* a view: the value leases the block */
+	return 0;
+}
+
+static int pack_key(msgpack_packer *pk, const char *key)
+{
+	return shmrig_meta_pack_str(pk, key);
+}
+
+/* Sum of the pack sizes of named arrays, for one pack holding them all. */
+static int pack_total(const struct shmrig_named_array *arrays, uint32_t n, size_t *total)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t nbytes;
+		int ret;
+
+		if (!arrays[i].name)
+			return shmrig__fail(-EINVAL, "array %u has no name", i);
+		ret = input_nbytes(&arrays[i].array, &nbytes);
+		if (ret)
+			return ret;
+		if (__builtin_add_overflow(*total, shmrig_pack_size(nbytes ? nbytes : 1), total))
+			return shmrig__fail(-EOVERFLOW, "arrays too large to pack");
+	}
+	return 0;
+}
+
+/* ---- ndarray ---- */
+
+static int ndarray_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	uint64_t nbytes;
+	int ret;
+
+	(void)ctx;
+	ret = input_nbytes(&value->array, &nbytes);
+	if (ret)
+		return ret;
+	ret = put_array(enc, &value->array, nbytes);
+	if (ret < 0)
+		return ret;
+	return shmrig_meta_pack_array(shmrig_encoder_meta(enc), &value->array);
+}
+
+static int ndarray_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	static const msgpack_object zero = { .type = MSGPACK_OBJECT_POSITIVE_INTEGER };
+	int ret;
+
+	(void)ctx;
+	out->kind = SHMRIG_KIND_NDARRAY;
+	ret = shmrig_meta_read_array(shmrig_decoder_meta(dec), &out->array);
+	if (ret)
+		return ret;
+	return get_array(dec, &zero, &out->array);
+}
+
+/* ---- table ---- */
+
+static int table_check(const struct shmrig_table *t)
+{
+	if (t->ncolumns && !t->columns)
+		return shmrig__fail(-EINVAL, "table: %u columns but no column array", t->ncolumns);
+	for (uint32_t i = 0; i < t->ncolumns; i++) {
+		const struct shmrig_array *a = &t->columns[i].array;
+
+		if (a->ndim != 1 || a->shape[0] != t->nrows)
+			return shmrig__fail(-EINVAL, "table: column %u is not 1-d of %llu rows", i,
+					    (unsigned long long)t->nrows);
+	}
+	return 0;
+}
+
+static int table_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	const struct shmrig_table *t = &value->table;
+	msgpack_packer *pk = shmrig_encoder_meta(enc);
+	size_t total = 0;
+	int ret = table_check(t);
+
+	(void)ctx;
+	if (!ret)
+		ret = pack_total(t->columns, t->ncolumns, &total);
+	if (!ret && total)
+		ret = shmrig_encoder_pack(enc, total);
+	if (ret)
+		return ret;
+	ret |= msgpack_pack_map(pk, 2);
+	ret |= pack_key(pk, "rows");
+	ret |= msgpack_pack_uint64(pk, t->nrows);
+	ret |= pack_key(pk, "columns");
+	ret |= msgpack_pack_array(pk, t->ncolumns);
+	for (uint32_t i = 0; i < t->ncolumns && ret == 0; i++) {
+		const struct shmrig_named_array *col = &t->columns[i];
+		uint64_t nbytes;
+		int index;
+
+		shmrig_array_nbytes(&col->array, &nbytes);
+		index = put_array(enc, &col->array, nbytes);
+		if (index < 0)
+			return index;
+		ret |= msgpack_pack_map(pk, 3);
+		ret |= pack_key(pk, "name");
+		ret |= shmrig_meta_pack_str(pk, col->name);
+		ret |= pack_key(pk, "dtype");
+		ret |= shmrig_meta_pack_str(pk, shmrig_dtype_name(col->array.dtype));
+		ret |= pack_key(pk, "buffer");
+		ret |= msgpack_pack_uint32(pk, (uint32_t)index);
+	}
+	return ret ? shmrig__fail(-ENOMEM, "table: out of memory packing metadata") : 0;
+}
+
+static int table_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	const msgpack_object *meta = shmrig_decoder_meta(dec);
+	const msgpack_object_array *columns;
+	struct shmrig_table *t = &out->table;
+
+	(void)ctx;
+	out->kind = SHMRIG_KIND_TABLE;
+	if (shmrig_meta_uint(shmrig_meta_get(meta, "rows"), &t->nrows) ||
+	    shmrig_meta_array(shmrig_meta_get(meta, "columns"), &columns))
+		return shmrig__fail(-EBADMSG, "table metadata needs rows and columns");
+	t->columns = shmrig_decoder_alloc(dec, (columns->size ? columns->size : 1) *
+						       sizeof(*t->columns));
+	if (!t->columns)
+		return shmrig__fail(-ENOMEM, "table: out of memory");
+	for (uint32_t i = 0; i < columns->size; i++) {
+		const msgpack_object *col = &columns->ptr[i];
+		struct shmrig_named_array *dst = &t->columns[i];
+		const msgpack_object_str *name, *dtype;
+		int ret;
+
+		if (shmrig_meta_str(shmrig_meta_get(col, "name"), &name) ||
+		    shmrig_meta_str(shmrig_meta_get(col, "dtype"), &dtype))
+			return shmrig__fail(-EBADMSG,
+					    "table metadata: column %u needs name and dtype", i);
+		dst->name = shmrig_decoder_strdup(dec, name);
+		if (!dst->name)
+			return shmrig__fail(-ENOMEM, "table: out of memory");
+		dst->array.dtype = shmrig_dtype_from_name(dtype->ptr, dtype->size);
+		dst->array.ndim = 1;
+		dst->array.shape[0] = t->nrows;
+		dst->array.order = 'C';
+		ret = get_array(dec, shmrig_meta_get(col, "buffer"), &dst->array);
+		if (ret)
+			return ret;
+		t->ncolumns = i + 1;
+	}
+	return 0;
+}
+
+/* ---- dataset ---- */
+
+static int dataset_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	const struct shmrig_dataset *ds = &value->dataset;
+	msgpack_packer *pk = shmrig_encoder_meta(enc);
+	size_t total = 0;
+	int ret = 0;
+
+	(void)ctx;
+	if (ds->ngroups && !ds->groups)
+		return shmrig__fail(-EINVAL, "dataset: %u groups but no group array", ds->ngroups);
+	for (uint32_t g = 0; g < ds->ngroups && !ret; g++) {
+		if (!ds->groups[g].name || (ds->groups[g].nvariables && !ds->groups[g].variables))
+			return shmrig__fail(-EINVAL, "dataset: group %u has no name or variables",
+					    g);
+		ret = pack_total(ds->groups[g].variables, ds->groups[g].nvariables, &total);
+	}
+	if (!ret && total)
+		ret = shmrig_encoder_pack(enc, total);
+	if (ret)
+		return ret;
+	ret |= msgpack_pack_map(pk, 1);
+	ret |= pack_key(pk, "groups");
+	ret |= msgpack_pack_array(pk, ds->ngroups);
+	for (uint32_t g = 0; g < ds->ngroups && ret == 0; g++) {
+		const struct shmrig_group *group = &ds->groups[g];
+
+		ret |= msgpack_pack_map(pk, 2);
+		ret |= pack_key(pk, "name");
+		ret |= shmrig_meta_pack_str(pk, group->name);
+		ret |= pack_key(pk, "variables");
+		ret |= msgpack_pack_array(pk, group->nvariables);
+		for (uint32_t v = 0; v < group->nvariables && ret == 0; v++) {
+			const struct shmrig_named_array *var = &group->variables[v];
+			uint64_t nbytes;
+			int index;
+
+			shmrig_array_nbytes(&var->array, &nbytes);
+			index = put_array(enc, &var->array, nbytes);
+			if (index < 0)
+				return index;
+			ret |= msgpack_pack_map(pk, 3);
+			ret |= pack_key(pk, "name");
+			ret |= shmrig_meta_pack_str(pk, var->name);
+			ret |= pack_key(pk, "buffer");
+			ret |= msgpack_pack_uint32(pk, (uint32_t)index);
+			ret |= pack_key(pk, "array");
+			ret |= shmrig_meta_pack_array(pk, &var->array);
+		}
+	}
+	return ret ? shmrig__fail(-ENOMEM, "dataset: out of memory packing metadata") : 0;
+}
+
+static int dataset_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	const msgpack_object_array *groups;
+	struct shmrig_dataset *ds = &out->dataset;
+
+	(void)ctx;
+	out->kind = SHMRIG_KIND_DATASET;
+	if (shmrig_meta_array(shmrig_meta_get(shmrig_decoder_meta(dec), "groups"), &groups))
+		return shmrig__fail(-EBADMSG, "dataset metadata needs groups");
+	ds->groups =
+		shmrig_decoder_alloc(dec, (groups->size ? groups->size : 1) * sizeof(*ds->groups));
+	if (!ds->groups)
+		return shmrig__fail(-ENOMEM, "dataset: out of memory");
+	for (uint32_t g = 0; g < groups->size; g++) {
+		const msgpack_object_array *vars;
+		const msgpack_object_str *name;
+		struct shmrig_group *group = &ds->groups[g];
+
+		if (shmrig_meta_str(shmrig_meta_get(&groups->ptr[g], "name"), &name) ||
+		    shmrig_meta_array(shmrig_meta_get(&groups->ptr[g], "variables"), &vars))
+			return shmrig__fail(-EBADMSG,
+					    "dataset metadata: group %u needs name and variables",
+					    g);
+		group->name = shmrig_decoder_strdup(dec, name);
+		group->variables = shmrig_decoder_alloc(dec, (vars->size ? vars->size : 1) *
+								     sizeof(*group->variables));
+		if (!group->name || !group->variables)
+			return shmrig__fail(-ENOMEM, "dataset: out of memory");
+		ds->ngroups = g + 1;
+		for (uint32_t v = 0; v < vars->size; v++) {
+			const msgpack_object *var = &vars->ptr[v];
+			struct shmrig_named_array *dst = &group->variables[v];
+			const msgpack_object_str *vname;
+			int ret;
+
+			if (shmrig_meta_str(shmrig_meta_get(var, "name"), &vname))
+				return shmrig__fail(-EBADMSG,
+						    "dataset metadata: variable %u.%u needs a name",
+						    g, v);
+			dst->name = shmrig_decoder_strdup(dec, vname);
+			if (!dst->name)
+				return shmrig__fail(-ENOMEM, "dataset: out of memory");
+			ret = shmrig_meta_read_array(shmrig_meta_get(var, "array"), &dst->array);
+			if (!ret)
+				ret = get_array(dec, shmrig_meta_get(var, "buffer"), &dst->array);
+			if (ret)
+				return ret;
+			group->nvariables = v + 1;
+		}
+	}
+	return 0;
+}
+
+/* ---- bytes: the fallback ---- */
+
+static int bytes_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	msgpack_packer *pk = shmrig_encoder_meta(enc);
+	void *data;
+	int ret;
+
+	(void)ctx;
+	if (value->kind != SHMRIG_KIND_BYTES)
+		return shmrig__fail(-ENOTSUP,
+				    "no codec takes this %s value, and the fallback 'bytes' encodes "
+				    "only bytes",
+				    shmrig_kind_name(value->kind));
+	if (value->bytes.len && !value->bytes.data)
+		return shmrig__fail(-EINVAL, "bytes: %llu bytes but no data",
+				    (unsigned long long)value->bytes.len);
+	if (value->bytes.len > SIZE_MAX)
+		return shmrig__fail(-EOVERFLOW, "bytes: too large for this machine");
+	ret = shmrig_encoder_buffer(enc, (size_t)value->bytes.len, SHMRIG_BUF_TEMPORARY, &data);
+	if (ret < 0)
+		return ret;
+	if (value->bytes.len)
+		memcpy(data, value->bytes.data, (size_t)value->bytes.len);
+	ret = msgpack_pack_map(pk, 1);
+	ret |= pack_key(pk, "len");
+	ret |= msgpack_pack_uint64(pk, value->bytes.len);
+	return ret ? shmrig__fail(-ENOMEM, "bytes: out of memory packing metadata") : 0;
+}
+
+static int bytes_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	const void *data;
+	uint64_t len, meta_len;
+	void *copy;
+	int ret;
+
+	(void)ctx;
+	out->kind = SHMRIG_KIND_BYTES;
+	if (shmrig_meta_uint(shmrig_meta_get(shmrig_decoder_meta(dec), "len"), &meta_len))
+		return shmrig__fail(-EBADMSG, "bytes metadata needs len");
+	ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+	if (ret)
+		return ret;
+	if (len != meta_len)
+		return shmrig__fail(-EBADMSG, "bytes: buffer holds %llu bytes, metadata says %llu",
+				    (unsigned long long)len, (unsigned long long)meta_len);
+	/* The buffer is temporary: freed when decode returns, so copy out. */
+	copy = shmrig_decoder_alloc(dec, len ? (size_t)len : 1);
+	if (!copy)
+		return shmrig__fail(-ENOMEM, "bytes: out of memory for %llu bytes",
+				    (unsigned long long)len);
+	memcpy(copy, data, (size_t)len);
+	out->bytes.data = copy;
+	out->bytes.len = len;
+	return 0;
+}
+
+int shmrig_registry_add_builtins(shmrig_registry *reg)
+{
+	static const struct shmrig_codec builtins[] = {
+		{ .name = "ndarray",
+		  .kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_NDARRAY),
+		  .encode = ndarray_encode,
+		  .decode = ndarray_decode },
+		{ .name = "table",
+		  .kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_TABLE),
+		  .encode = table_encode,
+		  .decode = table_decode },
+		{ .name = "dataset",
+		  .kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_DATASET),
+		  .encode = dataset_encode,
+		  .decode = dataset_decode },
+		{ .name = "bytes",
+		  .kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_BYTES),
+		  .flags = SHMRIG_CODEC_FALLBACK,
+		  .encode = bytes_encode,
+		  .decode = bytes_decode },
+	};
+
+	for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
+		int ret = shmrig_registry_register(reg, &builtins[i]);
+
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}

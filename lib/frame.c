@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+#include "internal.h"
+#include "meta.h"
+
+#include <shmrig/frame.h>
+#include <shmrig/registry.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(sizeof(struct shmrig_frame_header) == 24, "frame header is wire format");
+_Static_assert(sizeof(struct shmrig_ref) == 96, "ref is wire format");
+_Static_assert(sizeof(struct shmrig_frame_header) % 8 == 0, "refs follow 8-aligned");
+
+size_t shmrig_frame_size(uint32_t nbuffers, size_t meta_len)
+{
+	if (nbuffers > SHMRIG_FRAME_MAX_BUFFERS || meta_len > SHMRIG_FRAME_MAX_META)
+		return 0;
+	return sizeof(struct shmrig_frame_header) + (size_t)nbuffers * sizeof(struct shmrig_ref) +
+	       meta_len;
+}
+
+static int check_ref(const struct shmrig_ref *ref, uint32_t i)
+{
+	if (strnlen(ref->name, SHMRIG_NAME_MAX) == SHMRIG_NAME_MAX)
+		return shmrig__fail(-EBADMSG, "frame: buffer %u: name is not terminated", i);
+	if (ref->reserved[0] || ref->reserved[1] || ref->reserved[2] || ref->temporary > 1)
+		return shmrig__fail(-EBADMSG, "frame: buffer %u: reserved fields are not zero", i);
+	if (ref->content_size > ref->size)
+		return shmrig__fail(-EBADMSG, "frame: buffer %u: content_size %llu > size %llu", i,
+				    (unsigned long long)ref->content_size,
+				    (unsigned long long)ref->size);
+	if (ref->offset % SHMRIG_POOL_MIN_BLOCK)
+		return shmrig__fail(-EBADMSG,
+				    "frame: buffer %u: offset %llu is not 64-byte aligned", i,
+				    (unsigned long long)ref->offset);
+	return 0;
+}
+
+int shmrig_frame_parse(const void *buf, size_t len, struct shmrig_frame *out)
+{
+	struct shmrig_frame_header h;
+	size_t need;
+
+	if (!buf || !out)
+		return shmrig__fail(-EINVAL, "frame: NULL argument");
+	if ((uintptr_t)buf % 8)
+		return shmrig__fail(-EINVAL, "frame: buffer is not 8-byte aligned");
+	if (len < sizeof(h))
+		return shmrig__fail(-EBADMSG, "frame: %zu bytes, shorter than the %zu-byte header",
+				    len, sizeof(h));
+	memcpy(&h, buf, sizeof(h));
+	if (h.magic != SHMRIG_FRAME_MAGIC)
+		return shmrig__fail(-EBADMSG, "frame: bad magic 0x%08x", h.magic);
+	if (h.version != SHMRIG_FRAME_VERSION)
+		return shmrig__fail(-EBADMSG, "frame: version %u, this library reads version %u",
+				    h.version, SHMRIG_FRAME_VERSION);
+	if (h.reserved)
+		return shmrig__fail(-EBADMSG, "frame: reserved header field is not zero");
+	need = shmrig_frame_size(h.nbuffers, h.meta_len);
+	if (!need)
+		return shmrig__fail(-EBADMSG, "frame: %u buffers / %u meta bytes exceed the limits",
+				    h.nbuffers, h.meta_len);
+	if (need != len)
+		return shmrig__fail(-EBADMSG, "frame: %zu bytes, its header says %zu", len, need);
+	out->codec_id = h.codec_id;
+	out->nbuffers = h.nbuffers;
+	out->buffers = (const struct shmrig_ref *)((const char *)buf + sizeof(h));
+	out->meta = (const char *)buf + len - h.meta_len;
+	out->meta_len = h.meta_len;
+	for (uint32_t i = 0; i < h.nbuffers; i++) {
+		int ret = check_ref(&out->buffers[i], i);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int shmrig_frame_transfer(shmrig_pool *pool, const void *buf, size_t len, pid_t pid)
+{
+	struct shmrig_frame f;
+	int ret = shmrig_frame_parse(buf, len, &f);
+
+	for (uint32_t i = 0; !ret && i < f.nbuffers; i++)
+		ret = shmrig_pool_transfer(pool, &f.buffers[i], pid);
+	return ret;
+}
+
+int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len)
+{
+	struct shmrig_frame f;
+	int first = shmrig_frame_parse(buf, len, &f);
+
+	if (first)
+		return first;
+	for (uint32_t i = 0; i < f.nbuffers; i++) {
+		int ret = shmrig_pool_free(pool, &f.buffers[i]);
+
+		if (ret && !first)
+			first = ret;
+	}
+	return first;
+}
+
+static json_t *ref_to_json(const struct shmrig_ref *ref)
+{
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:b}", "name", ref->name, "offset",
+			 (json_int_t)ref->offset, "size", (json_int_t)ref->size, "content_size",
+			 (json_int_t)ref->content_size, "generation", (json_int_t)ref->generation,
+			 "temporary", ref->temporary);
+}
+
+int shmrig_frame_to_json(const void *buf, size_t len, const struct shmrig_registry *reg,
+			 char **json)
+{
+	const char *codec_name;
+	json_t *root = NULL, *buffers, *meta;
+	msgpack_unpacked unpacked;
+	struct shmrig_frame f;
+	int ret;
+
+	if (!json)
+		return shmrig__fail(-EINVAL, "frame_to_json: NULL json");
+	ret = shmrig_frame_parse(buf, len, &f);
+	if (ret)
+		return ret;
+	ret = shmrig__meta_unpack(f.meta, f.meta_len, &unpacked);
+	if (ret)
+		return ret;
+	codec_name = reg ? shmrig_registry_codec_name(reg, f.codec_id) : NULL;
+	meta = shmrig__meta_to_json(&unpacked.data);
+	msgpack_unpacked_destroy(&unpacked);
+	buffers = json_array();
+	root = json_object();
+	ret = -ENOMEM;
+	if (!meta || !buffers || !root)
+		goto out;
+	for (uint32_t i = 0; i < f.nbuffers; i++)
+		if (json_array_append_new(buffers, ref_to_json(&f.buffers[i])))
+			goto out;
+	if (json_object_set_new(root, "codec", json_integer(f.codec_id)) ||
+	    (codec_name && json_object_set_new(root, "codec_name", json_string(codec_name))) ||
+	    json_object_set(root, "buffers", buffers) || json_object_set(root, "meta", meta))
+		goto out;
+	*json = json_dumps(root, JSON_COMPACT | JSON_ENSURE_ASCII);
+	ret = *json ? 0 : -ENOMEM;
+out:
+	json_decref(meta);
+	json_decref(buffers);
+	json_decref(root);
+	return ret ? shmrig__fail(ret, "frame_to_json: out of memory") : 0;
+}

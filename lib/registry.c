@@ -1,0 +1,571 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * registry: ordered codecs, first-match encode, id-dispatched decode, and the
+ * per-call encoder and decoder state that codecs see.
+ */
+#include "internal.h"
+#include "meta.h"
+#include "storage.h"
+
+#include <shmrig/frame.h>
+#include <shmrig/registry.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define NAME_MAX_LEN 31
+#define MAX_USER_TYPES 256
+
+struct shmrig_registry {
+	struct shmrig_codec codecs[SHMRIG_MAX_CODECS];
+	int count;
+	int fallback; /* id, or -1 */
+	atomic_bool frozen;
+	/* Per kind, the ids of the codecs that take it, in registration order:
+	 * encode asks these only. Built when the registry freezes. */
+	uint16_t *candidates[SHMRIG_KIND_COUNT];
+	uint32_t ncandidates[SHMRIG_KIND_COUNT];
+	char *user_types[MAX_USER_TYPES];
+	int nuser_types;
+	pthread_mutex_t freeze_lock;
+};
+
+struct shmrig_encoder {
+	shmrig_pool *pool;
+	const char *codec_name;
+	struct shmrig_ref *refs;
+	uint32_t nrefs;
+	uint32_t cap;
+	msgpack_sbuffer meta;
+	msgpack_packer packer;
+	/* the pack: a block the following buffers are carved from */
+	bool packing;
+	struct shmrig_ref pack_ref;
+	char *pack_data;
+	size_t pack_used;
+};
+
+struct shmrig_decoder {
+	shmrig_pool *pool;
+	const char *codec_name;
+	const struct shmrig_frame *frame;
+	const msgpack_object *meta;
+	uint8_t *asked; /* per buffer: 0 not yet, 1 handed out */
+	struct shmrig_value_storage *storage;
+};
+
+static bool valid_name(const char *name)
+{
+	size_t len;
+
+	if (!name)
+		return false;
+	len = strlen(name);
+	if (len == 0 || len > NAME_MAX_LEN)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-'))
+			return false;
+	return true;
+}
+
+int shmrig_registry_create(shmrig_registry **out)
+{
+	shmrig_registry *reg;
+
+	if (!out)
+		return shmrig__fail(-EINVAL, "registry_create: NULL out");
+	reg = calloc(1, sizeof(*reg));
+	if (!reg)
+		return shmrig__fail(-ENOMEM, "registry_create: out of memory");
+	reg->fallback = -1;
+	pthread_mutex_init(&reg->freeze_lock, NULL);
+	*out = reg;
+	return 0;
+}
+
+void shmrig_registry_free(shmrig_registry *reg)
+{
+	if (!reg)
+		return;
+	for (int k = 0; k < SHMRIG_KIND_COUNT; k++)
+		free(reg->candidates[k]);
+	for (int i = 0; i < reg->nuser_types; i++)
+		free(reg->user_types[i]);
+	pthread_mutex_destroy(&reg->freeze_lock);
+	free(reg);
+}
+
+int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *codec)
+{
+	if (!reg || !codec)
+		return shmrig__fail(-EINVAL, "register: NULL argument");
+	if (atomic_load(&reg->frozen))
+		return shmrig__fail(-EBUSY, "register '%s': the registry is in use (frozen)",
+				    codec->name ? codec->name : "?");
+	if (!valid_name(codec->name))
+		return shmrig__fail(-EINVAL, "register: codec name must be 1..%d of [A-Za-z0-9_.-]",
+				    NAME_MAX_LEN);
+	if (!codec->kinds || codec->kinds >> SHMRIG_KIND_COUNT)
+		return shmrig__fail(-EINVAL,
+				    "register '%s': kinds 0x%x is not a set of value kinds",
+				    codec->name, codec->kinds);
+	if (!codec->encode || !codec->decode)
+		return shmrig__fail(-EINVAL, "register '%s': encode and decode are required",
+				    codec->name);
+	if (codec->flags & ~SHMRIG_CODEC_FLAGS_ALL)
+		return shmrig__fail(-EINVAL, "register '%s': unknown flags 0x%x", codec->name,
+				    codec->flags & ~SHMRIG_CODEC_FLAGS_ALL);
+	for (size_t i = 0; i < sizeof(codec->reserved) / sizeof(codec->reserved[0]); i++)
+		if (codec->reserved[i])
+			return shmrig__fail(-EINVAL, "register '%s': reserved[%zu] is not zero",
+					    codec->name, i);
+	if (find(reg, codec->name) >= 0)
+		return shmrig__fail(-EEXIST, "register: a codec named '%s' is registered already",
+				    codec->name);
+	if ((codec->flags & SHMRIG_CODEC_FALLBACK) && reg->fallback >= 0)
+		return shmrig__fail(-EEXIST, "register '%s': '%s' is the fallback already",
+				    codec->name, reg->codecs[reg->fallback].name);
+	if (reg->count == SHMRIG_MAX_CODECS)
+		return shmrig__fail(-ENOSPC, "register '%s': %d codecs is the limit", codec->name,
+				    SHMRIG_MAX_CODECS);
+	reg->codecs[reg->count] = *codec;
+	if (codec->flags & SHMRIG_CODEC_FALLBACK)
+		reg->fallback = reg->count;
+	return reg->count++;
+}
+
+int shmrig_registry_user_type(shmrig_registry *reg, const char *name)
+{
+	if (!reg || !valid_name(name))
+		return shmrig__fail(-EINVAL, "user_type: bad registry or name");
+	for (int i = 0; i < reg->nuser_types; i++)
+		if (strcmp(reg->user_types[i], name) == 0)
+			return i + 1;
+	if (atomic_load(&reg->frozen))
+		return shmrig__fail(-EBUSY, "user_type '%s': the registry is in use (frozen)",
+				    name);
+	if (reg->nuser_types == MAX_USER_TYPES)
+		return shmrig__fail(-ENOSPC, "user_type '%s': %d types is the limit", name,
+				    MAX_USER_TYPES);
+	reg->user_types[reg->nuser_types] = strdup(name);
+	if (!reg->user_types[reg->nuser_types])
+		return shmrig__fail(-ENOMEM, "user_type: out of memory");
+	return ++reg->nuser_types;
+}
+
+/* Write "'a', 'b', ..." into buf: the codecs there are, for error messages. */
+static const char *codec_list(const shmrig_registry *reg, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < reg->count && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s'%s'", i ? ", " : "",
+					 reg->codecs[i].name);
+	if (!reg->count)
+		snprintf(buf, len, "none");
+	return buf;
+}
+
+static int find(const shmrig_registry *reg, const char *name)
+{
+	for (int i = 0; i < reg->count; i++)
+		if (strcmp(reg->codecs[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+int shmrig_registry_lookup(const shmrig_registry *reg, const char *name)
+{
+	char list[512];
+	int id;
+
+	if (!reg || !name)
+		return shmrig__fail(-EINVAL, "lookup: NULL argument");
+	id = find(reg, name);
+	if (id >= 0)
+		return id;
+	return shmrig__fail(-ENOENT, "no codec named '%s' (registered: %s)", name,
+			    codec_list(reg, list, sizeof(list)));
+}
+
+const char *shmrig_registry_codec_name(const shmrig_registry *reg, int id)
+{
+	return reg && id >= 0 && id < reg->count ? reg->codecs[id].name : NULL;
+}
+
+int shmrig_registry_count(const shmrig_registry *reg)
+{
+	return reg ? reg->count : 0;
+}
+
+uint64_t shmrig_registry_fingerprint(const shmrig_registry *reg)
+{
+	XXH3_state_t *state = XXH3_createState();
+	uint64_t hash;
+
+	if (!reg || !state) {
+		XXH3_freeState(state);
+		return 0;
+	}
+	XXH3_64bits_reset(state);
+	/* the NUL separates the names: ("ab", "c") and ("a", "bc") differ */
+	for (int i = 0; i < reg->count; i++)
+		XXH3_64bits_update(state, reg->codecs[i].name, strlen(reg->codecs[i].name) + 1);
+	hash = XXH3_64bits_digest(state);
+	XXH3_freeState(state);
+	return hash;
+}
+
+/* Build the per-kind candidate lists once; after this the registry is read-only. */
+static int freeze(shmrig_registry *reg)
+{
+	int ret = 0;
+
+	if (SHMRIG_LIKELY(atomic_load_explicit(&reg->frozen, memory_order_acquire)))
+		return 0;
+	pthread_mutex_lock(&reg->freeze_lock);
+	if (!atomic_load_explicit(&reg->frozen, memory_order_relaxed)) {
+		for (int k = 0; k < SHMRIG_KIND_COUNT && !ret; k++) {
+			reg->candidates[k] = malloc(((size_t)reg->count + 1) * sizeof(uint16_t));
+			if (!reg->candidates[k]) {
+				ret = shmrig__fail(-ENOMEM, "registry: out of memory");
+				break;
+			}
+			for (int i = 0; i < reg->count; i++)
+				if (reg->codecs[i].kinds & SHMRIG_KIND_BIT(k))
+					reg->candidates[k][reg->ncandidates[k]++] = (uint16_t)i;
+		}
+		if (!ret)
+			atomic_store_explicit(&reg->frozen, true, memory_order_release);
+	}
+	pthread_mutex_unlock(&reg->freeze_lock);
+	return ret;
+}
+
+/* ---- encode ---- */
+
+size_t shmrig_pack_size(size_t size)
+{
+	return (size + SHMRIG_POOL_MIN_BLOCK - 1) / SHMRIG_POOL_MIN_BLOCK * SHMRIG_POOL_MIN_BLOCK;
+}
+
+static int add_ref(struct shmrig_encoder *enc, const struct shmrig_ref *ref)
+{
+	if (enc->nrefs == SHMRIG_FRAME_MAX_BUFFERS)
+		return shmrig__fail(-ENOSPC, "codec '%s': more than %u buffers", enc->codec_name,
+				    SHMRIG_FRAME_MAX_BUFFERS);
+	if (enc->nrefs == enc->cap) {
+		uint32_t cap = enc->cap ? enc->cap * 2 : 4;
+		struct shmrig_ref *grown = realloc(enc->refs, cap * sizeof(*grown));
+
+		if (!grown)
+			return shmrig__fail(-ENOMEM, "encode: out of memory");
+		enc->refs = grown;
+		enc->cap = cap;
+	}
+	enc->refs[enc->nrefs] = *ref;
+	return (int)enc->nrefs++;
+}
+
+int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flags, void **data)
+{
+	uint32_t alloc_flags = (flags & SHMRIG_BUF_TEMPORARY) ? SHMRIG_ALLOC_TEMPORARY : 0;
+	struct shmrig_ref ref;
+	void *p;
+	int ret;
+
+	if (!enc || !data)
+		return shmrig__fail(-EINVAL, "encoder_buffer: NULL argument");
+	if (flags & ~SHMRIG_BUF_TEMPORARY)
+		return shmrig__fail(-EINVAL, "encoder_buffer: unknown flags 0x%x", flags);
+	if (enc->nrefs == SHMRIG_FRAME_MAX_BUFFERS)
+		return add_ref(enc, NULL);
+	if (enc->packing) {
+		size_t need = shmrig_pack_size(size ? size : 1);
+
+		if (need > enc->pack_ref.size - enc->pack_used)
+			return shmrig__fail(-ENOSPC,
+					    "codec '%s': a %zu-byte buffer does not fit the pack "
+					    "(%zu of %llu bytes used)",
+					    enc->codec_name, size, enc->pack_used,
+					    (unsigned long long)enc->pack_ref.size);
+		ret = shmrig_pool_subref(enc->pool, &enc->pack_ref, enc->pack_used, need, size,
+					 alloc_flags, &ref);
+		if (ret)
+			return ret;
+		p = enc->pack_data + enc->pack_used;
+		enc->pack_used += need;
+	} else {
+		ret = shmrig_pool_alloc(enc->pool, size, alloc_flags, 0, &ref, &p);
+		if (ret)
+			return ret;
+	}
+	ret = add_ref(enc, &ref);
+	if (ret < 0) {
+		shmrig_pool_free(enc->pool, &ref);
+		return ret;
+	}
+	*data = p;
+	return ret;
+}
+
+int shmrig_encoder_pack(struct shmrig_encoder *enc, size_t capacity)
+{
+	void *data;
+	int ret;
+
+	if (!enc || capacity == 0)
+		return shmrig__fail(-EINVAL, "encoder_pack: NULL encoder or capacity 0");
+	if (enc->packing)
+		return shmrig__fail(-EBUSY, "codec '%s': a pack is open already", enc->codec_name);
+	ret = shmrig_pool_alloc(enc->pool, capacity, 0, 0, &enc->pack_ref, &data);
+	if (ret)
+		return ret;
+	enc->pack_data = data;
+	enc->pack_used = 0;
+	enc->packing = true;
+	return 0;
+}
+
+msgpack_packer *shmrig_encoder_meta(struct shmrig_encoder *enc)
+{
+	return &enc->packer;
+}
+
+/* Pick the codec for a value: the first candidate of its kind that accepts it, else the fallback. */
+static int choose(const shmrig_registry *reg, const struct shmrig_value *value)
+{
+	uint32_t n = reg->ncandidates[value->kind];
+	const uint16_t *ids = reg->candidates[value->kind];
+
+	for (uint32_t i = 0; i < n; i++) {
+		const struct shmrig_codec *c = &reg->codecs[ids[i]];
+
+		if (!c->can_encode || c->can_encode(c->ctx, value))
+			return ids[i];
+	}
+	if (reg->fallback >= 0)
+		return reg->fallback;
+	return shmrig__fail(-ENOTSUP, "no codec takes this %s value and there is no fallback",
+			    shmrig_kind_name(value->kind));
+}
+
+static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len)
+{
+	struct shmrig_frame_header h = {
+		.magic = SHMRIG_FRAME_MAGIC,
+		.version = SHMRIG_FRAME_VERSION,
+		.codec_id = (uint16_t)id,
+		.nbuffers = enc->nrefs,
+		.meta_len = (uint32_t)enc->meta.size,
+	};
+	size_t size = shmrig_frame_size(enc->nrefs, enc->meta.size);
+	char *frame;
+
+	if (!size) {
+		shmrig__fail(-E2BIG, "codec '%s': %zu bytes of metadata is over the frame limit",
+			     enc->codec_name, enc->meta.size);
+		return NULL;
+	}
+	/* 8-aligned, as frames must be; the size rounded up as aligned_alloc wants */
+	frame = aligned_alloc(8, (size + 7) & ~(size_t)7);
+	if (!frame) {
+		shmrig__fail(-ENOMEM, "encode: out of memory for a %zu-byte frame", size);
+		return NULL;
+	}
+	memcpy(frame, &h, sizeof(h));
+	if (enc->nrefs)
+		memcpy(frame + sizeof(h), enc->refs, enc->nrefs * sizeof(*enc->refs));
+	memcpy(frame + size - enc->meta.size, enc->meta.data, enc->meta.size);
+	*len = size;
+	return frame;
+}
+
+int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
+			   const struct shmrig_value *value, void **frame, size_t *len)
+{
+	struct shmrig_encoder enc = { .pool = pool };
+	const struct shmrig_codec *codec;
+	int id, ret;
+
+	if (!reg || !pool || !value || !frame || !len)
+		return shmrig__fail(-EINVAL, "encode: NULL argument");
+	if ((unsigned)value->kind >= SHMRIG_KIND_COUNT)
+		return shmrig__fail(-EINVAL, "encode: unknown value kind %d", (int)value->kind);
+	ret = freeze(reg);
+	if (ret)
+		return ret;
+	id = choose(reg, value);
+	if (id < 0)
+		return id;
+	codec = &reg->codecs[id];
+	enc.codec_name = codec->name;
+	msgpack_sbuffer_init(&enc.meta);
+	msgpack_packer_init(&enc.packer, &enc.meta, msgpack_sbuffer_write);
+
+	ret = codec->encode(codec->ctx, &enc, value);
+	/* The pack's own reference goes: its buffers hold the block from now on. */
+	if (enc.packing)
+		shmrig_pool_free(pool, &enc.pack_ref);
+	if (!ret) {
+		ret = shmrig__meta_check(enc.meta.data, enc.meta.size);
+		if (ret)
+			shmrig__fail(ret, "codec '%s' wrote bad metadata: %s", codec->name,
+				     shmrig_last_error());
+	}
+	if (!ret) {
+		*frame = build_frame(&enc, id, len);
+		if (!*frame)
+			ret = -ENOMEM;
+	}
+	if (ret)
+		for (uint32_t i = 0; i < enc.nrefs; i++)
+			shmrig_pool_free(pool, &enc.refs[i]);
+	msgpack_sbuffer_destroy(&enc.meta);
+	free(enc.refs);
+	return ret;
+}
+
+/* ---- decode ---- */
+
+const msgpack_object *shmrig_decoder_meta(struct shmrig_decoder *dec)
+{
+	return dec->meta;
+}
+
+uint32_t shmrig_decoder_nbuffers(struct shmrig_decoder *dec)
+{
+	return dec->frame->nbuffers;
+}
+
+int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, const void **data,
+			  uint64_t *len)
+{
+	const struct shmrig_ref *ref;
+	void *p;
+	int ret;
+
+	if (!dec || !data || !len)
+		return shmrig__fail(-EINVAL, "decoder_buffer: NULL argument");
+	if (index >= dec->frame->nbuffers)
+		return shmrig__fail(-EBADMSG, "codec '%s': buffer %u asked, the frame has %u",
+				    dec->codec_name, index, dec->frame->nbuffers);
+	if (dec->asked[index])
+		return shmrig__fail(-EBADMSG, "codec '%s': buffer %u asked twice", dec->codec_name,
+				    index);
+	ref = &dec->frame->buffers[index];
+	ret = shmrig_pool_attach(dec->pool, ref, &p);
+	if (ret)
+		return ret;
+	if (!ref->temporary) {
+		ret = shmrig__storage_lease(dec->storage, ref);
+		if (ret)
+			return shmrig__fail(ret, "decode: out of memory");
+	}
+	dec->asked[index] = 1;
+	*data = p;
+	*len = ref->content_size;
+	return 0;
+}
+
+void *shmrig_decoder_alloc(struct shmrig_decoder *dec, size_t size)
+{
+	return shmrig__storage_alloc(dec->storage, size);
+}
+
+char *shmrig_decoder_strdup(struct shmrig_decoder *dec, const msgpack_object_str *str)
+{
+	char *copy = shmrig__storage_alloc(dec->storage, (size_t)str->size + 1);
+
+	if (copy)
+		memcpy(copy, str->ptr, str->size);
+	return copy;
+}
+
+/*
+ * After the codec: free the temporary buffers it was handed and every buffer
+ * it was not (a buffer not asked for is nobody's: free it rather than leak it).
+ * Persistent buffers handed out are the value's leases now.
+ */
+static void settle_buffers(struct shmrig_decoder *dec)
+{
+	for (uint32_t i = 0; i < dec->frame->nbuffers; i++) {
+		const struct shmrig_ref *ref = &dec->frame->buffers[i];
+
+		if (!dec->asked[i] || ref->temporary)
+			shmrig_pool_free(dec->pool, ref);
+	}
+}
+
+int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *frame, size_t len,
+			   struct shmrig_value *out)
+{
+	struct shmrig_decoder dec = { .pool = pool };
+	const struct shmrig_codec *codec;
+	msgpack_unpacked unpacked;
+	struct shmrig_frame f;
+	uint8_t asked_small[64];
+	char list[512];
+	int ret;
+
+	if (!reg || !pool || !out)
+		return shmrig__fail(-EINVAL, "decode: NULL argument");
+	memset(out, 0, sizeof(*out));
+	ret = freeze(reg);
+	if (ret)
+		return ret;
+	ret = shmrig_frame_parse(frame, len, &f);
+	if (ret)
+		return ret;
+	dec.frame = &f;
+	dec.asked = f.nbuffers <= sizeof(asked_small) ? asked_small : malloc(f.nbuffers);
+	if (!dec.asked)
+		return shmrig__fail(-ENOMEM, "decode: out of memory");
+	memset(dec.asked, 0, f.nbuffers < sizeof(asked_small) ? sizeof(asked_small) : f.nbuffers);
+	if (f.codec_id >= reg->count) {
+		ret = shmrig__fail(-ENOENT, "frame: codec id %u is unknown (registered: %s)",
+				   f.codec_id, codec_list(reg, list, sizeof(list)));
+		goto settle;
+	}
+	codec = &reg->codecs[f.codec_id];
+	dec.codec_name = codec->name;
+	ret = shmrig__meta_unpack(f.meta, f.meta_len, &unpacked);
+	if (ret)
+		goto settle;
+	dec.meta = &unpacked.data;
+	dec.storage = shmrig__storage_new(pool);
+	if (!dec.storage) {
+		ret = shmrig__fail(-ENOMEM, "decode: out of memory");
+		goto unpacked;
+	}
+	out->storage = dec.storage;
+	ret = codec->decode(codec->ctx, &dec, out);
+	/* the storage is the registry's, whatever the codec did to `out` */
+	out->storage = dec.storage;
+	for (uint32_t i = 0; !ret && i < f.nbuffers; i++)
+		if (!dec.asked[i])
+			ret = shmrig__fail(-EBADMSG, "codec '%s' left buffer %u of %u unread",
+					   codec->name, i, f.nbuffers);
+	if (ret) {
+		/* frees the leases taken; keep the codec's words for the caller */
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		shmrig_value_release(out);
+		shmrig__fail(ret, "%s", why);
+	}
+unpacked:
+	msgpack_unpacked_destroy(&unpacked);
+settle:
+	settle_buffers(&dec);
+	if (dec.asked != asked_small)
+		free(dec.asked);
+	return ret;
+}

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+#include "internal.h"
+#include "storage.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+	const char *name;
+	size_t size;
+} dtypes[SHMRIG_DTYPE_COUNT] = {
+	[SHMRIG_DTYPE_INT8] = { "int8", 1 },       [SHMRIG_DTYPE_INT16] = { "int16", 2 },
+	[SHMRIG_DTYPE_INT32] = { "int32", 4 },     [SHMRIG_DTYPE_INT64] = { "int64", 8 },
+	[SHMRIG_DTYPE_UINT8] = { "uint8", 1 },     [SHMRIG_DTYPE_UINT16] = { "uint16", 2 },
+	[SHMRIG_DTYPE_UINT32] = { "uint32", 4 },   [SHMRIG_DTYPE_UINT64] = { "uint64", 8 },
+	[SHMRIG_DTYPE_FLOAT32] = { "float32", 4 }, [SHMRIG_DTYPE_FLOAT64] = { "float64", 8 },
+	[SHMRIG_DTYPE_BOOL] = { "bool", 1 },
+};
+
+size_t shmrig_dtype_size(enum shmrig_dtype dtype)
+{
+	return dtype > SHMRIG_DTYPE_INVALID && dtype < SHMRIG_DTYPE_COUNT ? dtypes[dtype].size : 0;
+}
+
+const char *shmrig_dtype_name(enum shmrig_dtype dtype)
+{
+	return dtype > SHMRIG_DTYPE_INVALID && dtype < SHMRIG_DTYPE_COUNT ? dtypes[dtype].name :
+									    NULL;
+}
+
+enum shmrig_dtype shmrig_dtype_from_name(const char *name, size_t len)
+{
+	for (int d = SHMRIG_DTYPE_INVALID + 1; d < SHMRIG_DTYPE_COUNT; d++)
+		if (strlen(dtypes[d].name) == len && memcmp(dtypes[d].name, name, len) == 0)
+			return (enum shmrig_dtype)d;
+	return SHMRIG_DTYPE_INVALID;
+}
+
+int shmrig_array_nbytes(const struct shmrig_array *array, uint64_t *nbytes)
+{
+	uint64_t n = shmrig_dtype_size(array->dtype);
+	bool empty = false;
+
+	if (!n)
+		return shmrig__fail(-EINVAL, "array: invalid dtype %d", (int)array->dtype);
+	if (array->ndim > SHMRIG_MAX_DIMS)
+		return shmrig__fail(-EINVAL, "array: %u dimensions (at most %d)", array->ndim,
+				    SHMRIG_MAX_DIMS);
+	if (array->order != 'C' && array->order != 'F')
+		return shmrig__fail(-EINVAL, "array: order must be 'C' or 'F'");
+	/* Strides of a shape with a 0 in it are still computed by consumers: the
+	 * other dimensions must not overflow either. */
+	for (uint32_t d = 0; d < array->ndim; d++) {
+		if (array->shape[d] == 0) {
+			empty = true;
+			continue;
+		}
+		if (__builtin_mul_overflow(n, array->shape[d], &n))
+			return shmrig__fail(-EOVERFLOW, "array: the size of shape[%u] overflows",
+					    d);
+	}
+	if (empty)
+		n = 0;
+	*nbytes = n;
+	return 0;
+}
+
+const char *shmrig_kind_name(enum shmrig_kind kind)
+{
+	static const char *const names[SHMRIG_KIND_COUNT] = { "bytes", "ndarray", "table",
+							      "dataset", "user" };
+
+	return kind < SHMRIG_KIND_COUNT ? names[kind] : NULL;
+}
+
+/* ---- what a decoded value owns ---- */
+
+struct alloc_hdr {
+	struct alloc_hdr *next;
+	max_align_t payload[];
+};
+
+struct shmrig_value_storage {
+	shmrig_pool *pool;
+	struct shmrig_ref *leases;
+	uint32_t nleases;
+	uint32_t cap;
+	struct alloc_hdr *allocs;
+};
+
+struct shmrig_value_storage *shmrig__storage_new(shmrig_pool *pool)
+{
+	struct shmrig_value_storage *st = calloc(1, sizeof(*st));
+
+	if (st)
+		st->pool = pool;
+	return st;
+}
+
+int shmrig__storage_lease(struct shmrig_value_storage *st, const struct shmrig_ref *ref)
+{
+	if (st->nleases == st->cap) {
+		uint32_t cap = st->cap ? st->cap * 2 : 4;
+		struct shmrig_ref *grown = realloc(st->leases, cap * sizeof(*grown));
+
+		if (!grown)
+			return -ENOMEM;
+		st->leases = grown;
+		st->cap = cap;
+	}
+	st->leases[st->nleases++] = *ref;
+	return 0;
+}
+
+void *shmrig__storage_alloc(struct shmrig_value_storage *st, size_t size)
+{
+	struct alloc_hdr *h;
+
+	if (size > SIZE_MAX - sizeof(*h))
+		return NULL;
+	h = calloc(1, sizeof(*h) + size);
+	if (!h)
+		return NULL;
+	h->next = st->allocs;
+	st->allocs = h;
+	return h->payload;
+}
+
+int shmrig_value_release(struct shmrig_value *value)
+{
+	struct shmrig_value_storage *st;
+	int first = 0;
+
+	if (!value)
+		return 0;
+	st = value->storage;
+	if (st) {
+		for (uint32_t i = 0; i < st->nleases; i++) {
+			int ret = shmrig_pool_free(st->pool, &st->leases[i]);
+
+			if (ret && !first)
+				first = ret;
+		}
+		while (st->allocs) {
+			struct alloc_hdr *next = st->allocs->next;
+
+			free(st->allocs);
+			st->allocs = next;
+		}
+		free(st->leases);
+		free(st);
+	}
+	memset(value, 0, sizeof(*value));
+	return first;
+}
+
+uint32_t shmrig_value_leases(const struct shmrig_value *value)
+{
+	return value && value->storage ? value->storage->nleases : 0;
+}
