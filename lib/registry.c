@@ -101,6 +101,15 @@ void shmrig_registry_free(shmrig_registry *reg)
 	free(reg);
 }
 
+/* Id of a codec by name, -1 if none (no error recorded: register uses it). */
+static int find(const shmrig_registry *reg, const char *name)
+{
+	for (int i = 0; i < reg->count; i++)
+		if (strcmp(reg->codecs[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
 int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *codec)
 {
 	if (!reg || !codec)
@@ -171,14 +180,6 @@ static const char *codec_list(const shmrig_registry *reg, char *buf, size_t len)
 	if (!reg->count)
 		snprintf(buf, len, "none");
 	return buf;
-}
-
-static int find(const shmrig_registry *reg, const char *name)
-{
-	for (int i = 0; i < reg->count; i++)
-		if (strcmp(reg->codecs[i].name, name) == 0)
-			return i;
-	return -1;
 }
 
 int shmrig_registry_lookup(const shmrig_registry *reg, const char *name)
