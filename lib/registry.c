@@ -34,13 +34,25 @@ struct shmrig_registry {
 	pthread_mutex_t freeze_lock;
 };
 
+/* Growable bytes that start in place: most metadata and ref lists are small,
+ * and a malloc per encode would cost more than the rest of a small encode. */
+struct meta_buf {
+	char *data;
+	size_t size;
+	size_t cap;
+	char inline_data[256];
+};
+
+#define INLINE_REFS 4
+
 struct shmrig_encoder {
 	shmrig_pool *pool;
 	const char *codec_name;
 	struct shmrig_ref *refs;
 	uint32_t nrefs;
 	uint32_t cap;
-	msgpack_sbuffer meta;
+	struct shmrig_ref inline_refs[INLINE_REFS];
+	struct meta_buf meta;
 	msgpack_packer packer;
 	/* the pack: a block the following buffers are carved from */
 	bool packing;
@@ -263,11 +275,14 @@ static int add_ref(struct shmrig_encoder *enc, const struct shmrig_ref *ref)
 		return shmrig__fail(-ENOSPC, "codec '%s': more than %u buffers", enc->codec_name,
 				    SHMRIG_FRAME_MAX_BUFFERS);
 	if (enc->nrefs == enc->cap) {
-		uint32_t cap = enc->cap ? enc->cap * 2 : 4;
-		struct shmrig_ref *grown = realloc(enc->refs, cap * sizeof(*grown));
+		uint32_t cap = enc->cap * 2;
+		struct shmrig_ref *grown = malloc(cap * sizeof(*grown));
 
 		if (!grown)
 			return shmrig__fail(-ENOMEM, "encode: out of memory");
+		memcpy(grown, enc->refs, enc->nrefs * sizeof(*grown));
+		if (enc->refs != enc->inline_refs)
+			free(enc->refs);
 		enc->refs = grown;
 		enc->cap = cap;
 	}
@@ -335,6 +350,27 @@ int shmrig_encoder_pack(struct shmrig_encoder *enc, size_t capacity)
 	return 0;
 }
 
+/* msgpack write callback: 0, or -1 when out of memory (msgpack's convention). */
+static int meta_write(void *data, const char *buf, size_t len)
+{
+	struct meta_buf *m = data;
+
+	if (len > m->cap - m->size) {
+		size_t cap = m->cap * 2 > m->size + len ? m->cap * 2 : m->size + len;
+		char *grown = m->data == m->inline_data ? malloc(cap) : realloc(m->data, cap);
+
+		if (!grown)
+			return -1;
+		if (m->data == m->inline_data)
+			memcpy(grown, m->data, m->size);
+		m->data = grown;
+		m->cap = cap;
+	}
+	memcpy(m->data + m->size, buf, len);
+	m->size += len;
+	return 0;
+}
+
 msgpack_packer *shmrig_encoder_meta(struct shmrig_encoder *enc)
 {
 	return &enc->packer;
@@ -392,7 +428,7 @@ static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len)
 int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 			   const struct shmrig_value *value, void **frame, size_t *len)
 {
-	struct shmrig_encoder enc = { .pool = pool };
+	struct shmrig_encoder enc;
 	const struct shmrig_codec *codec;
 	int id, ret;
 
@@ -407,9 +443,17 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 	if (id < 0)
 		return id;
 	codec = &reg->codecs[id];
+	/* not zeroed whole: the inline buffers need no clearing */
+	enc.pool = pool;
+	enc.nrefs = 0;
+	enc.packing = false;
+	enc.meta.size = 0;
 	enc.codec_name = codec->name;
-	msgpack_sbuffer_init(&enc.meta);
-	msgpack_packer_init(&enc.packer, &enc.meta, msgpack_sbuffer_write);
+	enc.refs = enc.inline_refs;
+	enc.cap = INLINE_REFS;
+	enc.meta.data = enc.meta.inline_data;
+	enc.meta.cap = sizeof(enc.meta.inline_data);
+	msgpack_packer_init(&enc.packer, &enc.meta, meta_write);
 
 	ret = codec->encode(codec->ctx, &enc, value);
 	/* The pack's own reference goes: its buffers hold the block from now on. */
@@ -429,8 +473,10 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 	if (ret)
 		for (uint32_t i = 0; i < enc.nrefs; i++)
 			shmrig_pool_free(pool, &enc.refs[i]);
-	msgpack_sbuffer_destroy(&enc.meta);
-	free(enc.refs);
+	if (enc.meta.data != enc.meta.inline_data)
+		free(enc.meta.data);
+	if (enc.refs != enc.inline_refs)
+		free(enc.refs);
 	return ret;
 }
 

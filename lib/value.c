@@ -3,6 +3,7 @@
 #include "storage.h"
 
 #include <errno.h>
+#include <stdalign.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -83,31 +84,48 @@ struct alloc_hdr {
 	max_align_t payload[];
 };
 
+/* Small decoded values (a few leases, a few hundred bytes of description)
+ * live in the storage itself: one malloc per decode. */
+#define INLINE_LEASES 2
+#define INLINE_BYTES 256
+
 struct shmrig_value_storage {
 	shmrig_pool *pool;
 	struct shmrig_ref *leases;
 	uint32_t nleases;
 	uint32_t cap;
 	struct alloc_hdr *allocs;
+	size_t bump_used;
+	struct shmrig_ref inline_leases[INLINE_LEASES];
+	alignas(max_align_t) unsigned char bump[INLINE_BYTES];
 };
 
 struct shmrig_value_storage *shmrig__storage_new(shmrig_pool *pool)
 {
-	struct shmrig_value_storage *st = calloc(1, sizeof(*st));
+	struct shmrig_value_storage *st = malloc(sizeof(*st));
 
-	if (st)
-		st->pool = pool;
+	if (!st)
+		return NULL;
+	st->pool = pool;
+	st->leases = st->inline_leases;
+	st->nleases = 0;
+	st->cap = INLINE_LEASES;
+	st->allocs = NULL;
+	st->bump_used = 0;
 	return st;
 }
 
 int shmrig__storage_lease(struct shmrig_value_storage *st, const struct shmrig_ref *ref)
 {
 	if (st->nleases == st->cap) {
-		uint32_t cap = st->cap ? st->cap * 2 : 4;
-		struct shmrig_ref *grown = realloc(st->leases, cap * sizeof(*grown));
+		uint32_t cap = st->cap * 2;
+		struct shmrig_ref *grown = malloc(cap * sizeof(*grown));
 
 		if (!grown)
 			return -ENOMEM;
+		memcpy(grown, st->leases, st->nleases * sizeof(*grown));
+		if (st->leases != st->inline_leases)
+			free(st->leases);
 		st->leases = grown;
 		st->cap = cap;
 	}
@@ -117,8 +135,17 @@ int shmrig__storage_lease(struct shmrig_value_storage *st, const struct shmrig_r
 
 void *shmrig__storage_alloc(struct shmrig_value_storage *st, size_t size)
 {
+	size_t rounded =
+		(size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
 	struct alloc_hdr *h;
 
+	if (size <= INLINE_BYTES && rounded <= INLINE_BYTES - st->bump_used) {
+		void *p = st->bump + st->bump_used;
+
+		st->bump_used += rounded;
+		memset(p, 0, size);
+		return p;
+	}
 	if (size > SIZE_MAX - sizeof(*h))
 		return NULL;
 	h = calloc(1, sizeof(*h) + size);
@@ -150,7 +177,8 @@ int shmrig_value_release(struct shmrig_value *value)
 			free(st->allocs);
 			st->allocs = next;
 		}
-		free(st->leases);
+		if (st->leases != st->inline_leases)
+			free(st->leases);
 		free(st);
 	}
 	memset(value, 0, sizeof(*value));
