@@ -40,11 +40,16 @@ const char *shmrig_last_error(void)
 
 int shmrig__fail(int err, const char *fmt, ...)
 {
+	/* Formatted aside first: callers may pass shmrig_last_error() itself as
+	 * an argument (adding context to an inner failure's words), and
+	 * vsnprintf into the buffer it reads from is undefined. */
+	char message[sizeof(last_error)];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
+	memcpy(last_error, message, sizeof(last_error));
 	return err;
 }
 

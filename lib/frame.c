@@ -63,7 +63,9 @@ int shmrig_frame_parse(const void *buf, size_t len, struct shmrig_frame *out)
 		return shmrig__fail(-EBADMSG, "frame: %u buffers / %u meta bytes exceed the limits",
 				    h.nbuffers, h.meta_len);
 	if (need != len)
-		return shmrig__fail(-EBADMSG, "frame: %zu bytes, its header says %zu", len, need);
+		return shmrig__fail(-EBADMSG,
+				    "frame: %zu bytes, its header says %zu (%u buffers, %u meta bytes)",
+				    len, need, h.nbuffers, h.meta_len);
 	out->codec_id = h.codec_id;
 	out->nbuffers = h.nbuffers;
 	out->buffers = (const struct shmrig_ref *)((const char *)buf + sizeof(h));

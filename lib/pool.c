@@ -1159,6 +1159,22 @@ int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **d
 	return ret;
 }
 
+int shmrig__pool_attach_owned(shmrig_pool *pool, const struct shmrig_ref *ref, void **data)
+{
+	struct block b;
+	uint64_t word;
+	int ret = check_pool(pool);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&pool->lock);
+	ret = resolve_owned(pool, ref, &b, &word);
+	if (!ret)
+		*data = b.sl->base + ref->offset;
+	pthread_mutex_unlock(&pool->lock);
+	return ret;
+}
+
 int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid)
 {
 	shmrig__procid target;
@@ -1171,9 +1187,20 @@ int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t 
 	if (shmrig__procid_of(pid, &target))
 		return shmrig__fail(-ESRCH, "pool_transfer: no live process %d", (int)pid);
 	pthread_mutex_lock(&pool->lock);
-	ret = resolve_owned(pool, ref, &b, &word);
-	if (!ret)
-		atomic_store_explicit(&b.desc->owner, target, memory_order_release);
+	ret = resolve(pool, ref, &b, &word);
+	if (!ret) {
+		uint64_t owner = atomic_load_explicit(&b.desc->owner, memory_order_acquire);
+
+		/* A part of a block (a pack's buffer, a slab's sub-allocation) whose
+		 * block went to pid with another part is handed over already: a
+		 * frame of several parts of one block transfers part by part. */
+		if (owner == b.sl->self)
+			atomic_store_explicit(&b.desc->owner, target, memory_order_release);
+		else if (owner != target)
+			ret = shmrig__fail(-EPERM, "ref '%s' offset %llu: block is owned by pid %d",
+					   ref->name, (unsigned long long)ref->offset,
+					   (int)shmrig__procid_pid(owner));
+	}
 	pthread_mutex_unlock(&pool->lock);
 	return ret;
 }

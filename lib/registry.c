@@ -394,7 +394,7 @@ static int choose(const shmrig_registry *reg, const struct shmrig_value *value)
 			    shmrig_kind_name(value->kind));
 }
 
-static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len)
+static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len, int *err)
 {
 	struct shmrig_frame_header h = {
 		.magic = SHMRIG_FRAME_MAGIC,
@@ -407,14 +407,15 @@ static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len)
 	char *frame;
 
 	if (!size) {
-		shmrig__fail(-E2BIG, "codec '%s': %zu bytes of metadata is over the frame limit",
-			     enc->codec_name, enc->meta.size);
+		*err = shmrig__fail(-E2BIG,
+				    "codec '%s': %zu bytes of metadata is over the frame limit",
+				    enc->codec_name, enc->meta.size);
 		return NULL;
 	}
 	/* 8-aligned, as frames must be; the size rounded up as aligned_alloc wants */
 	frame = aligned_alloc(8, (size + 7) & ~(size_t)7);
 	if (!frame) {
-		shmrig__fail(-ENOMEM, "encode: out of memory for a %zu-byte frame", size);
+		*err = shmrig__fail(-ENOMEM, "encode: out of memory for a %zu-byte frame", size);
 		return NULL;
 	}
 	memcpy(frame, &h, sizeof(h));
@@ -466,9 +467,7 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 				     shmrig_last_error());
 	}
 	if (!ret) {
-		*frame = build_frame(&enc, id, len);
-		if (!*frame)
-			ret = -ENOMEM;
+		*frame = build_frame(&enc, id, len, &ret);
 	}
 	if (ret)
 		for (uint32_t i = 0; i < enc.nrefs; i++)
@@ -508,7 +507,9 @@ int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, const void
 		return shmrig__fail(-EBADMSG, "codec '%s': buffer %u asked twice", dec->codec_name,
 				    index);
 	ref = &dec->frame->buffers[index];
-	ret = shmrig_pool_attach(dec->pool, ref, &p);
+	/* The frame's blocks must have been handed to us: a view of a block its
+	 * owner may free at any time would be no value at all. */
+	ret = shmrig__pool_attach_owned(dec->pool, ref, &p);
 	if (ret)
 		return ret;
 	if (!ref->temporary) {
@@ -559,7 +560,7 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	msgpack_unpacked unpacked;
 	struct shmrig_frame f;
 	uint8_t asked_small[64];
-	char list[512];
+	char list[512], why[512];
 	int ret;
 
 	if (!reg || !pool || !out)
@@ -602,8 +603,6 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 					   codec->name, i, f.nbuffers);
 	if (ret) {
 		/* frees the leases taken; keep the codec's words for the caller */
-		char why[512];
-
 		snprintf(why, sizeof(why), "%s", shmrig_last_error());
 		shmrig_value_release(out);
 		shmrig__fail(ret, "%s", why);
@@ -611,7 +610,13 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 unpacked:
 	msgpack_unpacked_destroy(&unpacked);
 settle:
+	/* frees that fail here (refs naming no block of ours) must not replace
+	 * the reason decode failed */
+	if (ret)
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
 	settle_buffers(&dec);
+	if (ret)
+		shmrig__fail(ret, "%s", why);
 	if (dec.asked != asked_small)
 		free(dec.asked);
 	return ret;

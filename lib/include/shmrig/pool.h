@@ -121,7 +121,9 @@ SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *re
 /*
  * Hand the block to process `pid` (which must be alive): from now on it is the
  * owner, and the caller must not touch the block. Call before publishing the
- * ref to that process. Errors as shmrig_pool_free; -ESRCH no such process.
+ * ref to that process. A part of a block (shmrig_pool_subref) hands over the
+ * whole block; handing another part of it to the same pid is then a no-op.
+ * Errors as shmrig_pool_free; -ESRCH no such process.
  */
 SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid);
 

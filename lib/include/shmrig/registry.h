@@ -80,8 +80,9 @@ SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
  * are freed (nothing leaks); a frame that does not parse touches nothing.
  * Errors: the errors of shmrig_frame_parse; -ENOENT unknown codec id (the
  * message lists the codecs); -EBADMSG metadata not MessagePack or not
- * JSON-compatible, a buffer asked twice or never, out of range; the pool's
- * attach errors; the codec's errors.
+ * JSON-compatible, a buffer asked twice or never, out of range; -EPERM a
+ * block is not the caller's (not transferred to it); the pool's attach
+ * errors; the codec's errors.
  */
 SHMRIG_API int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *frame,
 				      size_t len, struct shmrig_value *out);

@@ -1,0 +1,1458 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Codec registry in one process: every built-in codec round-trips every kind of
+ * value bit-exactly (fixed edge cases and seeded random values), block
+ * lifetimes proved by the pool's live count, first-match dispatch and the
+ * registration rules, a user codec end to end, encoders and decoders that fail
+ * without leaking, and one registry shared by threads.
+ */
+#include "helpers.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <shmrig/frame.h>
+#include <shmrig/registry.h>
+
+/* ---- pool, registry and accounting ---- */
+
+static shmrig_pool *open_pool(void)
+{
+	struct shmrig_pool_opts opts = {
+		.arena_size = 8 * MiB,
+		.max_bytes = 512 * MiB,
+		.backing = SHMRIG_BACKING_PLAIN,
+		.flags = SHMRIG_POOL_QUIET,
+	};
+	shmrig_pool *pool = NULL;
+
+	assert_int_equal(shmrig_pool_open(&opts, &pool), 0);
+	return pool;
+}
+
+static uint64_t live_blocks(shmrig_pool *pool)
+{
+	struct shmrig_pool_stats st;
+
+	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
+	return st.live_blocks;
+}
+
+/* Every test ends here: nothing live, metadata intact, no leak, no segment left. */
+static void close_pool(shmrig_pool *pool)
+{
+	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+static shmrig_registry *builtin_registry(void)
+{
+	shmrig_registry *reg = NULL;
+
+	assert_int_equal(shmrig_registry_create(&reg), 0);
+	assert_int_equal(shmrig_registry_add_builtins(reg), 0);
+	return reg;
+}
+
+/* Codec id a frame carries. */
+static int frame_codec(const void *frame, size_t len)
+{
+	struct shmrig_frame f;
+
+	assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
+	return f.codec_id;
+}
+
+/* ---- deterministic random values ---- */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t rand_below(uint64_t *state, uint64_t n)
+{
+	return splitmix64(state) % n;
+}
+
+/* Random bits, NaN payloads included (compared bit-exactly); bools are 0 or 1. */
+static void rand_fill(uint64_t *state, enum shmrig_dtype dtype, void *data, size_t nbytes)
+{
+	unsigned char *p = data;
+
+	for (size_t i = 0; i < nbytes; i += 8) {
+		uint64_t bits = splitmix64(state);
+
+		memcpy(p + i, &bits, nbytes - i < 8 ? nbytes - i : 8);
+	}
+	if (dtype == SHMRIG_DTYPE_BOOL)
+		for (size_t i = 0; i < nbytes; i++)
+			p[i] &= 1;
+}
+
+enum {
+	SCRATCH_MAX = 64
+};
+
+/* Host memory of the values a test builds, freed all at once. */
+struct scratch {
+	void *ptrs[SCRATCH_MAX];
+	unsigned n;
+};
+
+static void *scratch_alloc(struct scratch *sc, size_t size)
+{
+	void *p = calloc(1, size ? size : 1);
+
+	if (!p || sc->n == SCRATCH_MAX) {
+		/* the generators stay far below SCRATCH_MAX: only malloc can fail */
+		fprintf(stderr, "scratch_alloc: out of memory or slots\n");
+		exit(1);
+	}
+	sc->ptrs[sc->n++] = p;
+	return p;
+}
+
+static void scratch_free(struct scratch *sc)
+{
+	while (sc->n)
+		free(sc->ptrs[--sc->n]);
+}
+
+static const char *rand_name(uint64_t *state, struct scratch *sc)
+{
+	size_t len = (size_t)rand_below(state, 13);
+	char *name = scratch_alloc(sc, len + 1);
+
+	for (size_t i = 0; i < len; i++)
+		name[i] = (char)('a' + rand_below(state, 26));
+	return name;
+}
+
+/* An array of ndim <= max_ndim, dims <= max_dim (0 included: empty arrays). */
+static void rand_array(uint64_t *state, struct scratch *sc, struct shmrig_array *a,
+		       uint32_t max_ndim, uint64_t max_dim, bool any_order)
+{
+	uint64_t nbytes;
+
+	memset(a, 0, sizeof(*a));
+	a->dtype = (enum shmrig_dtype)(1 + rand_below(state, SHMRIG_DTYPE_COUNT - 1));
+	a->ndim = (uint32_t)rand_below(state, max_ndim + 1);
+	for (uint32_t d = 0; d < a->ndim; d++)
+		a->shape[d] = rand_below(state, max_dim + 1);
+	a->order = any_order && rand_below(state, 2) ? 'F' : 'C';
+	if (shmrig_array_nbytes(a, &nbytes))
+		return;
+	/* an empty array may come with or without a data pointer */
+	if (nbytes || rand_below(state, 2)) {
+		a->data = scratch_alloc(sc, (size_t)nbytes);
+		rand_fill(state, a->dtype, a->data, (size_t)nbytes);
+	}
+}
+
+static void rand_value(uint64_t *state, struct scratch *sc, enum shmrig_kind kind,
+		       struct shmrig_value *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->kind = kind;
+	switch (kind) {
+	case SHMRIG_KIND_BYTES: {
+		void *data;
+
+		v->bytes.len = rand_below(state, 4097);
+		data = v->bytes.len || rand_below(state, 2) ? scratch_alloc(sc, v->bytes.len) :
+							      NULL;
+		if (data)
+			rand_fill(state, SHMRIG_DTYPE_UINT8, data, v->bytes.len);
+		v->bytes.data = data;
+		break;
+	}
+	case SHMRIG_KIND_NDARRAY:
+		rand_array(state, sc, &v->array, 4, 5, true);
+		break;
+	case SHMRIG_KIND_TABLE: {
+		struct shmrig_table *t = &v->table;
+
+		t->nrows = rand_below(state, 41);
+		t->ncolumns = (uint32_t)rand_below(state, 7);
+		t->columns = t->ncolumns ? scratch_alloc(sc, t->ncolumns * sizeof(*t->columns)) :
+					   NULL;
+		for (uint32_t i = 0; i < t->ncolumns; i++) {
+			struct shmrig_array *a = &t->columns[i].array;
+			uint64_t nbytes;
+
+			t->columns[i].name = rand_name(state, sc);
+			a->dtype =
+				(enum shmrig_dtype)(1 + rand_below(state, SHMRIG_DTYPE_COUNT - 1));
+			a->ndim = 1;
+			a->shape[0] = t->nrows;
+			a->order = 'C'; /* columns are 1-d: decode says 'C' */
+			shmrig_array_nbytes(a, &nbytes);
+			a->data = scratch_alloc(sc, (size_t)nbytes);
+			rand_fill(state, a->dtype, a->data, (size_t)nbytes);
+		}
+		break;
+	}
+	case SHMRIG_KIND_DATASET: {
+		struct shmrig_dataset *ds = &v->dataset;
+
+		ds->ngroups = (uint32_t)rand_below(state, 4);
+		ds->groups = ds->ngroups ? scratch_alloc(sc, ds->ngroups * sizeof(*ds->groups)) :
+					   NULL;
+		for (uint32_t g = 0; g < ds->ngroups; g++) {
+			struct shmrig_group *group = &ds->groups[g];
+
+			group->name = rand_name(state, sc);
+			group->nvariables = (uint32_t)rand_below(state, 5);
+			group->variables =
+				group->nvariables ?
+					scratch_alloc(sc, group->nvariables *
+								  sizeof(*group->variables)) :
+					NULL;
+			for (uint32_t i = 0; i < group->nvariables; i++) {
+				group->variables[i].name = rand_name(state, sc);
+				rand_array(state, sc, &group->variables[i].array, 3, 4, true);
+			}
+		}
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+/* ---- comparison (no cmocka asserts: threads use it too) ---- */
+
+static bool same_array(const struct shmrig_array *a, const struct shmrig_array *b)
+{
+	uint64_t na, nb;
+
+	if (a->dtype != b->dtype || a->ndim != b->ndim || a->order != b->order)
+		return false;
+	for (uint32_t d = 0; d < a->ndim; d++)
+		if (a->shape[d] != b->shape[d])
+			return false;
+	if (shmrig_array_nbytes(a, &na) || shmrig_array_nbytes(b, &nb) || na != nb)
+		return false;
+	return na == 0 || memcmp(a->data, b->data, (size_t)na) == 0;
+}
+
+static bool same_name(const char *a, const char *b)
+{
+	return a && b && strcmp(a, b) == 0;
+}
+
+static bool same_named(const struct shmrig_named_array *a, const struct shmrig_named_array *b,
+		       uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (!same_name(a[i].name, b[i].name) || !same_array(&a[i].array, &b[i].array))
+			return false;
+	return true;
+}
+
+static bool same_value(const struct shmrig_value *a, const struct shmrig_value *b)
+{
+	if (a->kind != b->kind)
+		return false;
+	switch (a->kind) {
+	case SHMRIG_KIND_BYTES:
+		return a->bytes.len == b->bytes.len &&
+		       (a->bytes.len == 0 ||
+			memcmp(a->bytes.data, b->bytes.data, (size_t)a->bytes.len) == 0);
+	case SHMRIG_KIND_NDARRAY:
+		return same_array(&a->array, &b->array);
+	case SHMRIG_KIND_TABLE:
+		return a->table.nrows == b->table.nrows && a->table.ncolumns == b->table.ncolumns &&
+		       same_named(a->table.columns, b->table.columns, a->table.ncolumns);
+	case SHMRIG_KIND_DATASET:
+		if (a->dataset.ngroups != b->dataset.ngroups)
+			return false;
+		for (uint32_t g = 0; g < a->dataset.ngroups; g++) {
+			const struct shmrig_group *ga = &a->dataset.groups[g];
+			const struct shmrig_group *gb = &b->dataset.groups[g];
+
+			if (!same_name(ga->name, gb->name) || ga->nvariables != gb->nvariables ||
+			    !same_named(ga->variables, gb->variables, ga->nvariables))
+				return false;
+		}
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* ---- round trips ---- */
+
+/* Encode with the codec named `codec`, decode, compare, release: nothing left live. */
+static void check_roundtrip(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_value *in,
+			    const char *codec)
+{
+	uint64_t before = live_blocks(pool);
+	struct shmrig_value out;
+	void *frame;
+	size_t len;
+
+	assert_int_equal(shmrig_registry_encode(reg, pool, in, &frame, &len), 0);
+	assert_int_equal(frame_codec(frame, len), shmrig_registry_lookup(reg, codec));
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	free(frame);
+	assert_non_null(out.storage);
+	assert_true(same_value(in, &out));
+	assert_int_equal(shmrig_value_release(&out), 0);
+	assert_null(out.storage);
+	assert_int_equal(live_blocks(pool), before);
+}
+
+static struct shmrig_value ndarray_value(enum shmrig_dtype dtype, char order, uint32_t ndim,
+					 const uint64_t *shape, void *data)
+{
+	struct shmrig_value v = { .kind = SHMRIG_KIND_NDARRAY };
+
+	v.array.dtype = dtype;
+	v.array.order = order;
+	v.array.ndim = ndim;
+	if (ndim)
+		memcpy(v.array.shape, shape, ndim * sizeof(*shape));
+	v.array.data = data;
+	return v;
+}
+
+/* Every dtype, both orders; a scalar, 1-d, 3-d and SHMRIG_MAX_DIMS dimensions. */
+static void test_ndarray_every_dtype(void **state)
+{
+	static unsigned char data[24 * 8];
+	static const uint64_t shape1[] = { 7 }, shape3[] = { 2, 3, 4 };
+	uint64_t shape_max[SHMRIG_MAX_DIMS];
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+
+	(void)state;
+	for (uint32_t d = 0; d < SHMRIG_MAX_DIMS; d++)
+		shape_max[d] = d % 5 == 3 ? 2 : 1; /* 2 at 3, 8 and 13: 8 elements */
+	for (int dtype = SHMRIG_DTYPE_INT8; dtype < SHMRIG_DTYPE_COUNT; dtype++) {
+		for (int o = 0; o < 2; o++) {
+			char order = o ? 'F' : 'C';
+			struct shmrig_value v;
+
+			th_fill(data, sizeof(data), (unsigned)dtype * 2 + (unsigned)o);
+			if (dtype == SHMRIG_DTYPE_BOOL)
+				for (size_t i = 0; i < sizeof(data); i++)
+					data[i] &= 1;
+			v = ndarray_value(dtype, order, 0, NULL, data);
+			check_roundtrip(reg, pool, &v, "ndarray");
+			v = ndarray_value(dtype, order, 1, shape1, data);
+			check_roundtrip(reg, pool, &v, "ndarray");
+			v = ndarray_value(dtype, order, 3, shape3, data);
+			check_roundtrip(reg, pool, &v, "ndarray");
+			v = ndarray_value(dtype, order, SHMRIG_MAX_DIMS, shape_max, data);
+			check_roundtrip(reg, pool, &v, "ndarray");
+		}
+	}
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* Empty arrays (with and without data), and a 3 MiB array in a block of its own. */
+static void test_ndarray_empty_and_large(void **state)
+{
+	static const uint64_t empty1[] = { 0 }, empty3[] = { 3, 0, 2 };
+	static const uint64_t large[] = { 384, 1024 }; /* float64: 3 MiB */
+	uint64_t empty_max[SHMRIG_MAX_DIMS];
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	struct shmrig_pool_stats st;
+	struct shmrig_value v, out;
+	unsigned char one;
+	void *frame, *data;
+	size_t len;
+
+	(void)state;
+	for (uint32_t d = 0; d < SHMRIG_MAX_DIMS; d++)
+		empty_max[d] = d == SHMRIG_MAX_DIMS - 1 ? 0 : 3;
+	v = ndarray_value(SHMRIG_DTYPE_FLOAT32, 'C', 1, empty1, NULL);
+	check_roundtrip(reg, pool, &v, "ndarray");
+	v = ndarray_value(SHMRIG_DTYPE_INT64, 'F', 3, empty3, NULL);
+	check_roundtrip(reg, pool, &v, "ndarray");
+	v = ndarray_value(SHMRIG_DTYPE_UINT8, 'C', 3, empty3, &one);
+	check_roundtrip(reg, pool, &v, "ndarray");
+	v = ndarray_value(SHMRIG_DTYPE_BOOL, 'F', SHMRIG_MAX_DIMS, empty_max, NULL);
+	check_roundtrip(reg, pool, &v, "ndarray");
+
+	data = malloc(3 * MiB);
+	assert_non_null(data);
+	th_fill(data, 3 * MiB, 77);
+	v = ndarray_value(SHMRIG_DTYPE_FLOAT64, 'F', 2, large, data);
+	check_roundtrip(reg, pool, &v, "ndarray");
+	/* decoded, it is a view of a large block with its payload on a page */
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	free(frame);
+	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
+	assert_int_equal(st.large_live_blocks, 1);
+	assert_int_equal((uintptr_t)out.array.data % (uintptr_t)sysconf(_SC_PAGESIZE), 0);
+	assert_true(out.array.data != data);
+	assert_int_equal(th_first_mismatch(out.array.data, 3 * MiB, 77), 3 * MiB);
+	assert_int_equal(shmrig_value_release(&out), 0);
+	free(data);
+
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+static void test_table(void **state)
+{
+	static int32_t ids[10];
+	static double temps[10];
+	static bool flags[10];
+	static uint16_t counts[10];
+	struct shmrig_named_array columns[] = {
+		{ "id", { .dtype = SHMRIG_DTYPE_INT32, .ndim = 1, .shape = { 10 }, .order = 'C' } },
+		{ "temp\xc3\xa9rature", /* a UTF-8 name */
+		  { .dtype = SHMRIG_DTYPE_FLOAT64, .ndim = 1, .shape = { 10 }, .order = 'C' } },
+		{ "flag",
+		  { .dtype = SHMRIG_DTYPE_BOOL, .ndim = 1, .shape = { 10 }, .order = 'C' } },
+		{ "", { .dtype = SHMRIG_DTYPE_UINT16, .ndim = 1, .shape = { 10 }, .order = 'C' } },
+	};
+	struct shmrig_named_array empty_columns[3];
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	struct shmrig_value v = { .kind = SHMRIG_KIND_TABLE };
+
+	(void)state;
+	for (int i = 0; i < 10; i++) {
+		ids[i] = -i * 1000;
+		temps[i] = i ? 1.0 / i : NAN;
+		flags[i] = i % 3 == 0;
+		counts[i] = (uint16_t)(65535 - i);
+	}
+	columns[0].array.data = ids;
+	columns[1].array.data = temps;
+	columns[2].array.data = flags;
+	columns[3].array.data = counts;
+	v.table.nrows = 10;
+	v.table.ncolumns = 4;
+	v.table.columns = columns;
+	check_roundtrip(reg, pool, &v, "table");
+
+	/* 0 rows: the columns are there, empty */
+	memcpy(empty_columns, columns, sizeof(empty_columns));
+	for (int i = 0; i < 3; i++) {
+		empty_columns[i].array.shape[0] = 0;
+		empty_columns[i].array.data = i == 1 ? NULL : empty_columns[i].array.data;
+	}
+	v.table.nrows = 0;
+	v.table.ncolumns = 3;
+	v.table.columns = empty_columns;
+	check_roundtrip(reg, pool, &v, "table");
+
+	/* 0 columns, with and without rows: a frame without buffers */
+	v.table.ncolumns = 0;
+	v.table.columns = NULL;
+	check_roundtrip(reg, pool, &v, "table");
+	v.table.nrows = 7;
+	check_roundtrip(reg, pool, &v, "table");
+
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+static void test_dataset(void **state)
+{
+	static float grid[4][5];
+	static int8_t scalar = -5;
+	static uint64_t series[6];
+	static double cube[2][3][2];
+	struct shmrig_named_array first[] = {
+		{ "grid",
+		  { .dtype = SHMRIG_DTYPE_FLOAT32, .ndim = 2, .shape = { 4, 5 }, .order = 'C' } },
+		{ "scalar", { .dtype = SHMRIG_DTYPE_INT8, .ndim = 0, .order = 'C' } },
+	};
+	struct shmrig_named_array second[] = {
+		{ "series",
+		  { .dtype = SHMRIG_DTYPE_UINT64, .ndim = 1, .shape = { 6 }, .order = 'C' } },
+		{ "cube",
+		  { .dtype = SHMRIG_DTYPE_FLOAT64, .ndim = 3, .shape = { 2, 3, 2 }, .order = 'F' } },
+		{ "nothing",
+		  { .dtype = SHMRIG_DTYPE_INT16, .ndim = 2, .shape = { 0, 9 }, .order = 'F' } },
+	};
+	struct shmrig_group groups[] = {
+		{ .name = "surface", .nvariables = 2, .variables = first },
+		{ .name = "depth", .nvariables = 3, .variables = second },
+		{ .name = "no variables" },
+	};
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	struct shmrig_value v = { .kind = SHMRIG_KIND_DATASET };
+
+	(void)state;
+	th_fill((unsigned char *)grid, sizeof(grid), 1);
+	th_fill((unsigned char *)series, sizeof(series), 2);
+	th_fill((unsigned char *)cube, sizeof(cube), 3);
+	first[0].array.data = grid;
+	first[1].array.data = &scalar;
+	second[0].array.data = series;
+	second[1].array.data = cube;
+	v.dataset.ngroups = 3;
+	v.dataset.groups = groups;
+	check_roundtrip(reg, pool, &v, "dataset");
+
+	v.dataset.ngroups = 0;
+	v.dataset.groups = NULL;
+	check_roundtrip(reg, pool, &v, "dataset");
+
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+static void test_bytes(void **state)
+{
+	static const size_t lengths[] = { 0, 1, 63, 64, 65, 4096, MiB };
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	unsigned char *data = malloc(MiB);
+	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES };
+
+	(void)state;
+	assert_non_null(data);
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		th_fill(data, lengths[i], (unsigned)i);
+		v.bytes.data = data;
+		v.bytes.len = lengths[i];
+		check_roundtrip(reg, pool, &v, "bytes");
+	}
+	v.bytes.data = NULL;
+	v.bytes.len = 0;
+	check_roundtrip(reg, pool, &v, "bytes");
+	free(data);
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* Values the built-in codecs refuse, before allocating anything. */
+static void test_bad_values(void **state)
+{
+	static const uint64_t shape[] = { 4 };
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	struct shmrig_named_array column = {
+		"c", { .dtype = SHMRIG_DTYPE_INT8, .ndim = 2, .shape = { 4, 1 }, .order = 'C' }
+	};
+	struct shmrig_group group = { .name = NULL, .nvariables = 1, .variables = &column };
+	struct shmrig_value v;
+	char data[4] = { 0 };
+	void *frame;
+	size_t len;
+
+	(void)state;
+	v = ndarray_value(SHMRIG_DTYPE_INT8, 'C', 1, shape, NULL); /* 4 bytes, no data */
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	v = ndarray_value(SHMRIG_DTYPE_INVALID, 'C', 1, shape, data);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	v = ndarray_value(SHMRIG_DTYPE_INT8, 'X', 1, shape, data);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	v = ndarray_value(SHMRIG_DTYPE_INT8, 'C', 1, shape, data);
+	v.array.ndim = SHMRIG_MAX_DIMS + 1;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	v.array.ndim = 2;
+	v.array.shape[0] = v.array.shape[1] = UINT64_MAX / 2;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EOVERFLOW);
+
+	memset(&v, 0, sizeof(v));
+	v.kind = SHMRIG_KIND_TABLE; /* a 2-d column */
+	v.table.nrows = 4;
+	v.table.ncolumns = 1;
+	v.table.columns = &column;
+	column.array.data = data;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	v.table.columns = NULL;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+
+	memset(&v, 0, sizeof(v));
+	v.kind = SHMRIG_KIND_DATASET; /* a group without a name */
+	v.dataset.ngroups = 1;
+	v.dataset.groups = &group;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+
+	memset(&v, 0, sizeof(v));
+	v.kind = SHMRIG_KIND_BYTES;
+	v.bytes.len = 3;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	v.kind = SHMRIG_KIND_COUNT;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	assert_int_equal(shmrig_registry_encode(reg, pool, NULL, &frame, &len), -EINVAL);
+
+	assert_int_equal(live_blocks(pool), 0);
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* ---- seeded random values ---- */
+
+enum {
+	RANDOM_PER_CODEC = 2000
+};
+
+static void test_random_values(void **state)
+{
+	static const enum shmrig_kind kinds[] = { SHMRIG_KIND_NDARRAY, SHMRIG_KIND_TABLE,
+						  SHMRIG_KIND_DATASET, SHMRIG_KIND_BYTES };
+	static const char *const codecs[] = { "ndarray", "table", "dataset", "bytes" };
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	uint64_t seed = 0x5eed5eed12345678ull;
+	struct scratch sc = { .n = 0 };
+
+	(void)state;
+	for (int k = 0; k < 4; k++) {
+		int id = shmrig_registry_lookup(reg, codecs[k]);
+
+		for (int i = 0; i < RANDOM_PER_CODEC; i++) {
+			struct shmrig_value in, out;
+			void *frame;
+			size_t len;
+
+			rand_value(&seed, &sc, kinds[k], &in);
+			assert_int_equal(shmrig_registry_encode(reg, pool, &in, &frame, &len), 0);
+			assert_int_equal(frame_codec(frame, len), id);
+			assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+			free(frame);
+			if (!same_value(&in, &out))
+				fail_msg("%s value %d does not round-trip", codecs[k], i);
+			assert_int_equal(shmrig_value_release(&out), 0);
+			scratch_free(&sc);
+		}
+		assert_int_equal(live_blocks(pool), 0);
+	}
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* ---- lifetimes ---- */
+
+static void test_lifetimes(void **state)
+{
+	static unsigned char bytes[5000];
+	static int64_t a[100], b[100], c[100];
+	struct shmrig_named_array columns[] = {
+		{ "a", { .dtype = SHMRIG_DTYPE_INT64, .ndim = 1, .shape = { 100 }, .order = 'C' } },
+		{ "b", { .dtype = SHMRIG_DTYPE_INT64, .ndim = 1, .shape = { 100 }, .order = 'C' } },
+		{ "c", { .dtype = SHMRIG_DTYPE_INT64, .ndim = 1, .shape = { 100 }, .order = 'C' } },
+	};
+	static const uint64_t shape[] = { 100 };
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	struct shmrig_value v, out, out2;
+	uint64_t before;
+	void *frame, *frame2;
+	size_t len, len2;
+
+	(void)state;
+	/* bytes: one temporary block, freed inside decode; the value is a copy */
+	th_fill(bytes, sizeof(bytes), 9);
+	v = (struct shmrig_value){ .kind = SHMRIG_KIND_BYTES };
+	v.bytes.data = bytes;
+	v.bytes.len = sizeof(bytes);
+	before = live_blocks(pool);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(live_blocks(pool), before + 1);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	assert_int_equal(live_blocks(pool), before);
+	assert_int_equal(shmrig_value_leases(&out), 0);
+	/* the block is reused by the next allocation; the copy is not touched */
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame2, &len2), 0);
+	assert_int_equal(shmrig_frame_discard(pool, frame2, len2), 0);
+	free(frame2);
+	assert_int_equal(out.bytes.len, sizeof(bytes));
+	assert_int_equal(th_first_mismatch(out.bytes.data, sizeof(bytes), 9), sizeof(bytes));
+	assert_int_equal(shmrig_value_release(&out), 0);
+	free(frame);
+
+	/* ndarray: one persistent block, live until the value is released */
+	for (int i = 0; i < 100; i++)
+		a[i] = b[i] = c[i] = i;
+	v = ndarray_value(SHMRIG_DTYPE_INT64, 'C', 1, shape, a);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame2, &len2), 0);
+	assert_int_equal(live_blocks(pool), before + 2);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame2, len2, &out2), 0);
+	free(frame);
+	free(frame2);
+	assert_int_equal(shmrig_value_leases(&out), 1);
+	assert_int_equal(live_blocks(pool), before + 2);
+	/* each value frees exactly its own block */
+	assert_int_equal(shmrig_value_release(&out), 0);
+	assert_int_equal(live_blocks(pool), before + 1);
+	assert_memory_equal(out2.array.data, a, sizeof(a));
+	assert_int_equal(shmrig_value_release(&out2), 0);
+	assert_int_equal(live_blocks(pool), before);
+	/* releasing twice, or a value the caller built, only zeroes */
+	assert_int_equal(shmrig_value_release(&out2), 0);
+	assert_int_equal(shmrig_value_release(&v), 0);
+	assert_int_equal(shmrig_value_leases(&v), 0);
+
+	/* table: the columns are parts of one pack block, one lease each */
+	columns[0].array.data = a;
+	columns[1].array.data = b;
+	columns[2].array.data = c;
+	v = (struct shmrig_value){ .kind = SHMRIG_KIND_TABLE };
+	v.table.nrows = 100;
+	v.table.ncolumns = 3;
+	v.table.columns = columns;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(live_blocks(pool), before + 1);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	free(frame);
+	assert_int_equal(shmrig_value_leases(&out), 3);
+	assert_int_equal(live_blocks(pool), before + 1);
+	assert_true(same_value(&v, &out));
+	assert_int_equal(shmrig_value_release(&out), 0);
+	assert_int_equal(live_blocks(pool), before);
+
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* ---- user codecs ---- */
+
+struct point {
+	double x, y, z;
+};
+
+/* ctx of the point codecs: the user type, and which points it takes. */
+struct point_ctx {
+	uint32_t tag;
+	double max_x; /* takes points with x < max_x */
+	atomic_int asked;
+};
+
+static bool point_can_encode(void *ctx, const struct shmrig_value *value)
+{
+	struct point_ctx *pc = ctx;
+	const struct point *p = value->user;
+
+	atomic_fetch_add(&pc->asked, 1);
+	return value->user_type == pc->tag && p->x < pc->max_x;
+}
+
+/* One persistent buffer holding the struct; meta {"n": 3}. */
+static int point_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	msgpack_packer *pk = shmrig_encoder_meta(enc);
+	void *data;
+	int index;
+
+	(void)ctx;
+	index = shmrig_encoder_buffer(enc, sizeof(struct point), 0, &data);
+	if (index < 0)
+		return index;
+	memcpy(data, value->user, sizeof(struct point));
+	if (msgpack_pack_map(pk, 1) || shmrig_meta_pack_str(pk, "n") || msgpack_pack_uint32(pk, 3))
+		return -ENOMEM;
+	return 0;
+}
+
+/* A view: the value's pointer is the buffer in the pool. */
+static int point_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	const struct point_ctx *pc = ctx;
+	const void *data;
+	uint64_t n, len;
+	int ret;
+
+	if (shmrig_meta_uint(shmrig_meta_get(shmrig_decoder_meta(dec), "n"), &n) || n != 3 ||
+	    shmrig_decoder_nbuffers(dec) != 1)
+		return -EBADMSG;
+	ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+	if (ret)
+		return ret;
+	if (len != sizeof(struct point))
+		return -EBADMSG;
+	out->kind = SHMRIG_KIND_USER;
+	out->user_type = pc->tag;
+	out->user = (void *)data;
+	return 0;
+}
+
+static struct shmrig_codec point_codec(const char *name, struct point_ctx *ctx, bool choosy)
+{
+	struct shmrig_codec codec = {
+		.name = name,
+		.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_USER),
+		.can_encode = choosy ? point_can_encode : NULL,
+		.encode = point_encode,
+		.decode = point_decode,
+		.ctx = ctx,
+	};
+
+	return codec;
+}
+
+static struct shmrig_value point_value(uint32_t tag, struct point *p)
+{
+	struct shmrig_value v = { .kind = SHMRIG_KIND_USER, .user_type = tag, .user = p };
+
+	return v;
+}
+
+/* A user type end to end: encode in one persistent buffer, decode as a view. */
+static void test_user_codec(void **state)
+{
+	struct point_ctx ctx = { .max_x = INFINITY };
+	struct point p = { 1.5, -2.25, 1e300 };
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	struct shmrig_codec codec;
+	struct shmrig_value v, out;
+	const struct point *got;
+	void *frame;
+	size_t len;
+	int id;
+
+	(void)state;
+	ctx.tag = (uint32_t)shmrig_registry_user_type(reg, "point");
+	assert_true(ctx.tag > 0);
+	codec = point_codec("point", &ctx, true);
+	id = shmrig_registry_register(reg, &codec);
+	assert_int_equal(id, 4); /* after the four builtins */
+	v = point_value(ctx.tag, &p);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(frame_codec(frame, len), id);
+	assert_int_equal(live_blocks(pool), 1);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	free(frame);
+	assert_int_equal(out.kind, SHMRIG_KIND_USER);
+	assert_int_equal(out.user_type, ctx.tag);
+	assert_true(out.user != (void *)&p);
+	got = out.user;
+	assert_memory_equal(got, &p, sizeof(p));
+	assert_int_equal(shmrig_value_leases(&out), 1);
+	assert_int_equal(live_blocks(pool), 1);
+	assert_int_equal(shmrig_value_release(&out), 0);
+	assert_int_equal(live_blocks(pool), 0);
+
+	/* a point of another user type: no codec takes it, the fallback refuses it */
+	v.user_type = (uint32_t)shmrig_registry_user_type(reg, "point");
+	assert_int_equal(v.user_type, ctx.tag); /* the same name gives the same tag */
+	v.user_type = ctx.tag + 1;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -ENOTSUP);
+	assert_int_equal(live_blocks(pool), 0);
+
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* First match in registration order; refusals are skipped; fallback or -ENOTSUP. */
+static void test_dispatch(void **state)
+{
+	struct point_ctx never = { .max_x = -INFINITY }, negative = { .max_x = 0 }, any = { 0 };
+	struct point left = { -1, 0, 0 }, right = { 1, 0, 0 };
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg, *builtins = builtin_registry();
+	struct shmrig_codec codec;
+	struct shmrig_value v, out;
+	void *frame;
+	size_t len;
+	int tag;
+
+	(void)state;
+	assert_int_equal(shmrig_registry_create(&reg), 0);
+	tag = shmrig_registry_user_type(reg, "point");
+	assert_true(tag > 0);
+	never.tag = negative.tag = any.tag = (uint32_t)tag;
+	codec = point_codec("never", &never, true);
+	assert_int_equal(shmrig_registry_register(reg, &codec), 0);
+	codec = point_codec("negative", &negative, true);
+	assert_int_equal(shmrig_registry_register(reg, &codec), 1);
+	codec = point_codec("any", &any, false);
+	assert_int_equal(shmrig_registry_register(reg, &codec), 2);
+
+	v = point_value((uint32_t)tag, &left);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(frame_codec(frame, len), 1);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	free(frame);
+	assert_memory_equal(out.user, &left, sizeof(left));
+	assert_int_equal(shmrig_value_release(&out), 0);
+
+	v = point_value((uint32_t)tag, &right);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(frame_codec(frame, len), 2);
+	assert_int_equal(shmrig_frame_discard(pool, frame, len), 0);
+	free(frame);
+	/* "never" was asked both times and said no; "negative" was asked both times */
+	assert_int_equal(atomic_load(&never.asked), 2);
+	assert_int_equal(atomic_load(&negative.asked), 2);
+
+	/* a kind no codec takes, and no fallback */
+	v = (struct shmrig_value){ .kind = SHMRIG_KIND_BYTES, .bytes = { "x", 1 } };
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -ENOTSUP);
+	assert_non_null(strstr(shmrig_last_error(), "no fallback"));
+
+	/* the builtins: a user value goes to the fallback 'bytes', which refuses it */
+	v = point_value((uint32_t)tag, &left);
+	assert_int_equal(shmrig_registry_encode(builtins, pool, &v, &frame, &len), -ENOTSUP);
+	assert_non_null(strstr(shmrig_last_error(), "'bytes'"));
+
+	/* a frame naming a codec id the decoding registry does not have */
+	v = (struct shmrig_value){ .kind = SHMRIG_KIND_BYTES, .bytes = { "xyz", 3 } };
+	assert_int_equal(shmrig_registry_encode(builtins, pool, &v, &frame, &len), 0);
+	assert_int_equal(frame_codec(frame, len), 3);
+	assert_int_equal(live_blocks(pool), 1);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), -ENOENT);
+	assert_non_null(strstr(shmrig_last_error(), "'never', 'negative', 'any'"));
+	assert_null(out.storage);
+	assert_int_equal(live_blocks(pool), 0); /* its blocks were freed */
+	free(frame);
+
+	shmrig_registry_free(reg);
+	shmrig_registry_free(builtins);
+	close_pool(pool);
+}
+
+static int dummy_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	(void)ctx;
+	(void)enc;
+	(void)value;
+	return -ENOSYS;
+}
+
+static int dummy_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	(void)ctx;
+	(void)dec;
+	(void)out;
+	return -ENOSYS;
+}
+
+static struct shmrig_codec dummy_codec(const char *name)
+{
+	struct shmrig_codec codec = {
+		.name = name,
+		.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_USER),
+		.encode = dummy_encode,
+		.decode = dummy_decode,
+	};
+
+	return codec;
+}
+
+static void test_register_errors(void **state)
+{
+	static const char *const bad_names[] = {
+		"",
+		"a b",
+		"slash/",
+		"tab\t",
+		"caf\xc3\xa9",
+		"colon:",
+		"0123456789012345678901234567890x", /* 32 bytes */
+	};
+	struct point_ctx ctx = { .max_x = INFINITY };
+	struct point p = { 0, 0, 0 };
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg;
+	struct shmrig_codec good = point_codec("good", &ctx, false), c;
+	struct shmrig_value v, out;
+	static char names[SHMRIG_MAX_CODECS][16]; /* a registry keeps the name pointers */
+	void *frame;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(shmrig_registry_create(NULL), -EINVAL);
+	assert_int_equal(shmrig_registry_create(&reg), 0);
+	assert_int_equal(shmrig_registry_register(reg, &good), 0);
+	assert_int_equal(shmrig_registry_register(NULL, &good), -EINVAL);
+	assert_int_equal(shmrig_registry_register(reg, NULL), -EINVAL);
+
+	c = good;
+	c.name = NULL;
+	assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+		c.name = bad_names[i];
+		assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
+	}
+	c.name = "A-Za-z_0.9-abcdefghijklmnopqrst"; /* 31 bytes, every kind of character */
+	assert_int_equal(shmrig_registry_register(reg, &c), 1);
+
+	c = good;
+	c.name = "k";
+	c.kinds = 0;
+	assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
+	c.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_COUNT);
+	assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
+	c = good;
+	c.name = "k";
+	c.encode = NULL;
+	assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
+	c = good;
+	c.name = "k";
+	c.decode = NULL;
+	assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
+	c = good;
+	c.name = "k";
+	c.flags = SHMRIG_CODEC_FALLBACK << 1;
+	assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
+	for (int r = 0; r < 4; r++) {
+		c = good;
+		c.name = "k";
+		c.reserved[r] = 1;
+		assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
+	}
+
+	assert_int_equal(shmrig_registry_register(reg, &good), -EEXIST);
+	c = good;
+	c.name = "fallback1";
+	c.flags = SHMRIG_CODEC_FALLBACK;
+	assert_int_equal(shmrig_registry_register(reg, &c), 2);
+	c.name = "fallback2";
+	assert_int_equal(shmrig_registry_register(reg, &c), -EEXIST);
+	assert_non_null(strstr(shmrig_last_error(), "'fallback1'"));
+	assert_int_equal(shmrig_registry_count(reg), 3);
+
+	/* the first encode freezes it */
+	v = point_value(1, &p);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	c = dummy_codec("late");
+	assert_int_equal(shmrig_registry_register(reg, &c), -EBUSY);
+	assert_int_equal(shmrig_registry_user_type(reg, "late"), -EBUSY);
+	assert_int_equal(shmrig_registry_count(reg), 3);
+	shmrig_registry_free(reg);
+
+	/* so does the first decode */
+	assert_int_equal(shmrig_registry_create(&reg), 0);
+	assert_int_equal(shmrig_registry_register(reg, &good), 0);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	free(frame);
+	assert_int_equal(shmrig_value_release(&out), 0);
+	assert_int_equal(shmrig_registry_register(reg, &c), -EBUSY);
+	shmrig_registry_free(reg);
+
+	/* the builtins once only; then up to SHMRIG_MAX_CODECS */
+	assert_int_equal(shmrig_registry_create(&reg), 0);
+	assert_int_equal(shmrig_registry_add_builtins(reg), 0);
+	assert_int_equal(shmrig_registry_add_builtins(reg), -EEXIST);
+	for (int i = shmrig_registry_count(reg); i < SHMRIG_MAX_CODECS; i++) {
+		snprintf(names[i], sizeof(names[i]), "c%d", i);
+		c = dummy_codec(names[i]);
+		assert_int_equal(shmrig_registry_register(reg, &c), i);
+	}
+	c = dummy_codec("one-too-many");
+	assert_int_equal(shmrig_registry_register(reg, &c), -ENOSPC);
+	shmrig_registry_free(reg);
+	shmrig_registry_free(NULL);
+	close_pool(pool);
+}
+
+/* Lookup, names, fingerprints, user types. */
+static void test_lookup_and_fingerprint(void **state)
+{
+	static const char *const names[] = { "ndarray", "table", "dataset", "bytes" };
+	static const char *const swapped[] = { "table", "ndarray", "dataset", "bytes" };
+	shmrig_registry *reg = builtin_registry(), *same = builtin_registry();
+	shmrig_registry *lookalike, *reordered, *split1, *split2, *empty1, *empty2;
+	struct shmrig_codec c;
+	int point, vector;
+
+	(void)state;
+	assert_int_equal(shmrig_registry_count(reg), 4);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(shmrig_registry_lookup(reg, names[i]), i);
+		assert_string_equal(shmrig_registry_codec_name(reg, i), names[i]);
+	}
+	assert_null(shmrig_registry_codec_name(reg, 4));
+	assert_null(shmrig_registry_codec_name(reg, -1));
+	assert_null(shmrig_registry_codec_name(NULL, 0));
+	assert_int_equal(shmrig_registry_lookup(reg, "Ndarray"), -ENOENT);
+	assert_non_null(strstr(shmrig_last_error(), "'Ndarray'"));
+	assert_non_null(strstr(shmrig_last_error(), "'ndarray', 'table', 'dataset', 'bytes'"));
+	assert_int_equal(shmrig_registry_lookup(reg, NULL), -EINVAL);
+	assert_int_equal(shmrig_registry_count(NULL), 0);
+
+	/* the fingerprint is of the names, in order */
+	assert_int_equal(shmrig_registry_create(&lookalike), 0);
+	assert_int_equal(shmrig_registry_create(&reordered), 0);
+	for (int i = 0; i < 4; i++) {
+		c = dummy_codec(names[i]);
+		assert_int_equal(shmrig_registry_register(lookalike, &c), i);
+		c = dummy_codec(swapped[i]);
+		assert_int_equal(shmrig_registry_register(reordered, &c), i);
+	}
+	assert_true(shmrig_registry_fingerprint(reg) == shmrig_registry_fingerprint(same));
+	assert_true(shmrig_registry_fingerprint(reg) == shmrig_registry_fingerprint(lookalike));
+	assert_true(shmrig_registry_fingerprint(reg) != shmrig_registry_fingerprint(reordered));
+	assert_int_equal(shmrig_registry_create(&split1), 0);
+	assert_int_equal(shmrig_registry_create(&split2), 0);
+	c = dummy_codec("ab");
+	assert_int_equal(shmrig_registry_register(split1, &c), 0);
+	c = dummy_codec("c");
+	assert_int_equal(shmrig_registry_register(split1, &c), 1);
+	c = dummy_codec("a");
+	assert_int_equal(shmrig_registry_register(split2, &c), 0);
+	c = dummy_codec("bc");
+	assert_int_equal(shmrig_registry_register(split2, &c), 1);
+	assert_true(shmrig_registry_fingerprint(split1) != shmrig_registry_fingerprint(split2));
+	assert_int_equal(shmrig_registry_create(&empty1), 0);
+	assert_int_equal(shmrig_registry_create(&empty2), 0);
+	assert_true(shmrig_registry_fingerprint(empty1) == shmrig_registry_fingerprint(empty2));
+	assert_true(shmrig_registry_fingerprint(empty1) != shmrig_registry_fingerprint(reg));
+	assert_int_equal(shmrig_registry_lookup(empty1, "bytes"), -ENOENT);
+	assert_non_null(strstr(shmrig_last_error(), "none"));
+
+	/* user types: the same name, the same tag; names checked like codec names */
+	point = shmrig_registry_user_type(reg, "point");
+	vector = shmrig_registry_user_type(reg, "vector");
+	assert_true(point > 0 && vector > 0 && point != vector);
+	assert_int_equal(shmrig_registry_user_type(reg, "point"), point);
+	assert_int_equal(shmrig_registry_user_type(reg, "vector"), vector);
+	assert_int_equal(shmrig_registry_user_type(same, "point"), point); /* same order */
+	assert_int_equal(shmrig_registry_user_type(reg, "bad name"), -EINVAL);
+	assert_int_equal(shmrig_registry_user_type(reg, NULL), -EINVAL);
+	assert_int_equal(shmrig_registry_user_type(NULL, "point"), -EINVAL);
+
+	shmrig_registry_free(reg);
+	shmrig_registry_free(same);
+	shmrig_registry_free(lookalike);
+	shmrig_registry_free(reordered);
+	shmrig_registry_free(split1);
+	shmrig_registry_free(split2);
+	shmrig_registry_free(empty1);
+	shmrig_registry_free(empty2);
+}
+
+/* ---- codecs that fail ---- */
+
+enum fault {
+	FAULT_NONE,
+	/* encode */
+	FAULT_TWO_THEN_FAIL,
+	FAULT_BIN_META,
+	FAULT_NO_META,
+	FAULT_PACK_OVERFLOW,
+	FAULT_BAD_ARGS,
+	/* decode */
+	FAULT_ASK_5,
+	FAULT_NEVER_ASK,
+	FAULT_ASK_TWICE,
+	FAULT_ASK_THEN_FAIL,
+};
+
+struct faulty {
+	enum fault fault;
+	bool temporary; /* the buffer of a good encode */
+	int seen[3];    /* what the services answered */
+};
+
+static int faulty_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	struct faulty *f = ctx;
+	msgpack_packer *pk = shmrig_encoder_meta(enc);
+	void *data;
+	int ret;
+
+	switch (f->fault) {
+	case FAULT_TWO_THEN_FAIL:
+		/* a class block and a large one, then an error */
+		if (shmrig_encoder_buffer(enc, 100, 0, &data) != 0 ||
+		    shmrig_encoder_buffer(enc, 3 * MiB, SHMRIG_BUF_TEMPORARY, &data) != 1)
+			return -EPROTO;
+		memset(data, 1, 3 * MiB);
+		return -EIO;
+	case FAULT_BIN_META:
+		if (shmrig_encoder_buffer(enc, 8, 0, &data) != 0)
+			return -EPROTO;
+		msgpack_pack_map(pk, 1);
+		shmrig_meta_pack_str(pk, "blob");
+		msgpack_pack_bin(pk, 4);
+		msgpack_pack_bin_body(pk, "abcd", 4);
+		return 0;
+	case FAULT_NO_META:
+		return shmrig_encoder_buffer(enc, 8, 0, &data) == 0 ? 0 : -EPROTO;
+	case FAULT_PACK_OVERFLOW:
+		f->seen[0] = shmrig_encoder_pack(enc, 256);
+		f->seen[1] = shmrig_encoder_buffer(enc, 100, 0, &data); /* takes 128 */
+		f->seen[2] = shmrig_encoder_pack(enc, 64);
+		return shmrig_encoder_buffer(enc, 200, 0, &data); /* needs 256: full */
+	case FAULT_BAD_ARGS:
+		f->seen[0] = shmrig_encoder_buffer(enc, 8, SHMRIG_BUF_TEMPORARY << 1, &data);
+		f->seen[1] = shmrig_encoder_pack(enc, 0);
+		f->seen[2] = shmrig_encoder_buffer(enc, 8, 0, NULL);
+		return f->seen[0];
+	default:
+		ret = shmrig_encoder_buffer(enc, sizeof(struct point),
+					    f->temporary ? SHMRIG_BUF_TEMPORARY : 0, &data);
+		if (ret < 0)
+			return ret;
+		memcpy(data, value->user, sizeof(struct point));
+		if (msgpack_pack_map(pk, 1) || shmrig_meta_pack_str(pk, "n") ||
+		    msgpack_pack_uint32(pk, 3))
+			return -ENOMEM;
+		return 0;
+	}
+}
+
+static int faulty_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	struct faulty *f = ctx;
+	const void *data;
+	uint64_t len;
+	int ret;
+
+	out->kind = SHMRIG_KIND_USER;
+	switch (f->fault) {
+	case FAULT_ASK_5:
+		return shmrig_decoder_buffer(dec, 5, &data, &len);
+	case FAULT_NEVER_ASK:
+		return 0;
+	case FAULT_ASK_TWICE:
+		ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+		if (ret)
+			return -EPROTO;
+		return shmrig_decoder_buffer(dec, 0, &data, &len);
+	case FAULT_ASK_THEN_FAIL:
+		ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+		/* host memory the registry must free with the failed value */
+		if (ret || !shmrig_decoder_alloc(dec, 100) || !shmrig_decoder_alloc(dec, 10000))
+			return -EPROTO;
+		return -EIO;
+	default:
+		ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+		if (ret)
+			return ret;
+		out->user = (void *)data;
+		return 0;
+	}
+}
+
+static shmrig_registry *faulty_registry(struct faulty *f)
+{
+	struct shmrig_codec codec = {
+		.name = "faulty",
+		.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_USER),
+		.encode = faulty_encode,
+		.decode = faulty_decode,
+		.ctx = f,
+	};
+	shmrig_registry *reg = builtin_registry();
+
+	assert_int_equal(shmrig_registry_register(reg, &codec), 4);
+	return reg;
+}
+
+/* The registry frees whatever a failed encode allocated. */
+static void test_encoder_errors(void **state)
+{
+	struct faulty f = { .fault = FAULT_NONE };
+	struct point p = { 1, 2, 3 };
+	struct shmrig_value v = point_value(1, &p);
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = faulty_registry(&f);
+	void *frame = NULL;
+	size_t len;
+
+	(void)state;
+	f.fault = FAULT_TWO_THEN_FAIL;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EIO);
+	assert_int_equal(live_blocks(pool), 0);
+
+	f.fault = FAULT_BIN_META;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EBADMSG);
+	/* the registry's words, then the metadata check's */
+	assert_non_null(
+		strstr(shmrig_last_error(), "'faulty' wrote bad metadata: metadata is not"));
+	assert_non_null(strstr(shmrig_last_error(), "binary and extension types have no JSON"));
+	assert_int_equal(live_blocks(pool), 0);
+
+	f.fault = FAULT_NO_META;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EBADMSG);
+	assert_int_equal(live_blocks(pool), 0);
+
+	f.fault = FAULT_PACK_OVERFLOW;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -ENOSPC);
+	assert_int_equal(f.seen[0], 0);
+	assert_int_equal(f.seen[1], 0);
+	assert_int_equal(f.seen[2], -EBUSY);
+	assert_int_equal(live_blocks(pool), 0);
+
+	f.fault = FAULT_BAD_ARGS;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	assert_int_equal(f.seen[1], -EINVAL);
+	assert_int_equal(f.seen[2], -EINVAL);
+	assert_int_equal(live_blocks(pool), 0);
+	assert_null(frame); /* never set on failure */
+
+	f.fault = FAULT_NONE; /* and the codec still works */
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(shmrig_frame_discard(pool, frame, len), 0);
+	free(frame);
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* A failed decode frees the frame's blocks and the value's host memory. */
+static void test_decoder_errors(void **state)
+{
+	static const struct {
+		enum fault fault;
+		int ret;
+		const char *words;
+	} cases[] = {
+		{ FAULT_ASK_5, -EBADMSG, "buffer 5 asked, the frame has 1" },
+		{ FAULT_NEVER_ASK, -EBADMSG, "'faulty' left buffer 0 of 1 unread" },
+		{ FAULT_ASK_TWICE, -EBADMSG, "buffer 0 asked twice" },
+		{ FAULT_ASK_THEN_FAIL, -EIO, NULL },
+	};
+	struct faulty f = { .fault = FAULT_NONE };
+	struct point p = { 1, 2, 3 };
+	struct shmrig_value v = point_value(1, &p), out;
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = faulty_registry(&f);
+	unsigned char garbage[64] __attribute__((aligned(8)));
+	void *frame;
+	size_t len;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		for (int temporary = 0; temporary < 2; temporary++) {
+			f.fault = FAULT_NONE;
+			f.temporary = temporary;
+			assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+			assert_int_equal(live_blocks(pool), 1);
+			f.fault = cases[i].fault;
+			assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out),
+					 cases[i].ret);
+			if (cases[i].words)
+				assert_non_null(strstr(shmrig_last_error(), cases[i].words));
+			assert_null(out.storage);
+			assert_int_equal(live_blocks(pool), 0);
+			free(frame);
+		}
+	}
+
+	/* a frame that does not parse touches nothing */
+	f.fault = FAULT_NONE;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len - 1, &out), -EBADMSG);
+	memset(garbage, 0xab, sizeof(garbage));
+	assert_int_equal(shmrig_registry_decode(reg, pool, garbage, sizeof(garbage), &out),
+			 -EBADMSG);
+	assert_int_equal(shmrig_registry_decode(reg, pool, (char *)frame + 1, len - 1, &out),
+			 -EINVAL); /* misaligned */
+	assert_int_equal(live_blocks(pool), 1);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	assert_memory_equal(out.user, &p, sizeof(p));
+	assert_int_equal(shmrig_value_release(&out), 0);
+	free(frame);
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* ---- threads ---- */
+
+enum {
+	THREADS = 4,
+	PER_THREAD = 500
+};
+
+struct worker {
+	shmrig_registry *reg;
+	shmrig_pool *pool;
+	uint64_t seed;
+	int failures;
+};
+
+static void *worker_run(void *arg)
+{
+	struct worker *w = arg;
+	struct scratch sc = { .n = 0 };
+
+	for (int i = 0; i < PER_THREAD; i++) {
+		enum shmrig_kind kind = i % 2 ? SHMRIG_KIND_NDARRAY : SHMRIG_KIND_BYTES;
+		struct shmrig_value in, out;
+		void *frame;
+		size_t len;
+
+		rand_value(&w->seed, &sc, kind, &in);
+		if (shmrig_registry_encode(w->reg, w->pool, &in, &frame, &len)) {
+			w->failures++;
+		} else {
+			if (shmrig_registry_decode(w->reg, w->pool, frame, len, &out)) {
+				w->failures++;
+			} else {
+				w->failures += !same_value(&in, &out);
+				w->failures += shmrig_value_release(&out) != 0;
+			}
+			free(frame);
+		}
+		scratch_free(&sc);
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	struct worker workers[THREADS];
+	pthread_t threads[THREADS];
+
+	(void)state;
+	for (int t = 0; t < THREADS; t++) {
+		workers[t] = (struct worker){ reg, pool, 1000 + (uint64_t)t, 0 };
+		assert_int_equal(pthread_create(&threads[t], NULL, worker_run, &workers[t]), 0);
+	}
+	for (int t = 0; t < THREADS; t++) {
+		assert_int_equal(pthread_join(threads[t], NULL), 0);
+		assert_int_equal(workers[t].failures, 0);
+	}
+	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* Leftovers of an earlier, killed run would skew the segment counts. */
+static int sweep_leftovers(void **state)
+{
+	(void)state;
+	return shmrig_segment_sweep(th_prefix()) < 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ndarray_every_dtype),
+		cmocka_unit_test(test_ndarray_empty_and_large),
+		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_dataset),
+		cmocka_unit_test(test_bytes),
+		cmocka_unit_test(test_bad_values),
+		cmocka_unit_test(test_random_values),
+		cmocka_unit_test(test_lifetimes),
+		cmocka_unit_test(test_user_codec),
+		cmocka_unit_test(test_dispatch),
+		cmocka_unit_test(test_register_errors),
+		cmocka_unit_test(test_lookup_and_fingerprint),
+		cmocka_unit_test(test_encoder_errors),
+		cmocka_unit_test(test_decoder_errors),
+		cmocka_unit_test(test_threads),
+	};
+
+	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
+}
