@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <shmrig/pool.h>
 #include <shmrig/segment.h>
 
 static unsigned char fill_byte(size_t i, unsigned seed)
@@ -173,4 +174,46 @@ int th_run_child(int (*fn)(void *arg), void *arg, unsigned timeout_ms)
 	}
 	setpgid(pid, pid);
 	return th_wait_child(pid, timeout_ms);
+}
+
+int th_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int th_read_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+uint64_t th_live_blocks(struct shmrig_pool *pool)
+{
+	struct shmrig_pool_stats st;
+
+	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
+	return st.live_blocks;
 }

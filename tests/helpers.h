@@ -37,6 +37,14 @@
 void th_fill(unsigned char *p, size_t len, unsigned seed);
 size_t th_first_mismatch(const unsigned char *p, size_t len, unsigned seed);
 
+/* Write / read exactly len bytes (retrying EINTR): 0, or -1 on error or EOF. */
+int th_write_all(int fd, const void *buf, size_t len);
+int th_read_all(int fd, void *buf, size_t len);
+
+/* Live blocks the pool accounts for (fails the test if stats fail). */
+struct shmrig_pool;
+uint64_t th_live_blocks(struct shmrig_pool *pool);
+
 /* Open fds of this process (entries of /proc/self/fd, minus the one used to read it). */
 int th_count_fds(void);
 

@@ -52,48 +52,6 @@ static shmrig_registry *builtin_registry(void)
 	return reg;
 }
 
-static uint64_t live_blocks(shmrig_pool *pool)
-{
-	struct shmrig_pool_stats st;
-
-	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
-	return st.live_blocks;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int read_all(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = read(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* ---- a checksum of everything a value says: description and bytes ---- */
 
 static void hash_u64(XXH3_state_t *st, uint64_t x)
@@ -365,12 +323,12 @@ static int finish_peer(struct peer *p)
 /* Read one message into a malloc'd frame (8-aligned, as malloc is). */
 static int receive(int in, struct message *msg, void **frame)
 {
-	if (read_all(in, msg, sizeof(*msg)))
+	if (th_read_all(in, msg, sizeof(*msg)))
 		return -1;
 	*frame = malloc(msg->len ? msg->len : 1);
 	if (!*frame)
 		return -1;
-	if (read_all(in, *frame, msg->len)) {
+	if (th_read_all(in, *frame, msg->len)) {
 		free(*frame);
 		return -1;
 	}
@@ -396,7 +354,7 @@ static int child_decode_all(shmrig_pool *pool, shmrig_registry *reg, int in, int
 			r.leases = shmrig_value_leases(&value);
 			r.release = shmrig_value_release(&value);
 		}
-		if (write_all(out, &r, sizeof(r)))
+		if (th_write_all(out, &r, sizeof(r)))
 			return 20;
 	}
 	return 0;
@@ -425,8 +383,8 @@ static void send_sample(shmrig_registry *reg, shmrig_pool *pool, struct peer *pe
 		if (parsed.nbuffers)
 			assert_int_equal(shmrig_frame_discard(pool, *frame, *len), -EPERM);
 	}
-	assert_int_equal(write_all(peer->to_child, &msg, sizeof(msg)), 0);
-	assert_int_equal(write_all(peer->to_child, *frame, *len), 0);
+	assert_int_equal(th_write_all(peer->to_child, &msg, sizeof(msg)), 0);
+	assert_int_equal(th_write_all(peer->to_child, *frame, *len), 0);
 }
 
 /* ---- every built-in codec across two processes ---- */
@@ -452,7 +410,7 @@ static void test_roundtrip_across(void **state)
 
 		send_sample(reg, pool, &peer, &samples[i], true, &frame, &len);
 		free(frame);
-		assert_int_equal(read_all(peer.from_child, &r, sizeof(r)), 0);
+		assert_int_equal(th_read_all(peer.from_child, &r, sizeof(r)), 0);
 		assert_int_equal(r.decode, 0);
 		assert_true(r.same_registry);
 		assert_int_equal(r.kind, samples[i].value.kind);
@@ -460,10 +418,10 @@ static void test_roundtrip_across(void **state)
 		assert_int_equal(r.leases, samples[i].leases);
 		assert_int_equal(r.release, 0);
 		/* the child freed them into our arenas */
-		assert_int_equal(live_blocks(pool), 0);
+		assert_int_equal(th_live_blocks(pool), 0);
 	}
 	assert_int_equal(finish_peer(&peer), 0);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_audit(pool), 0);
 	shmrig_registry_free(reg);
 	assert_int_equal(shmrig_pool_close(pool), 0);
@@ -498,12 +456,12 @@ static void test_decode_not_transferred(void **state)
 		size_t len;
 
 		send_sample(reg, pool, &peer, s, false, &frame, &len);
-		assert_int_equal(read_all(peer.from_child, &r, sizeof(r)), 0);
+		assert_int_equal(th_read_all(peer.from_child, &r, sizeof(r)), 0);
 		assert_int_equal(r.decode, -EPERM);
 		/* still live, still ours */
-		assert_int_equal(live_blocks(pool), 1);
+		assert_int_equal(th_live_blocks(pool), 1);
 		assert_int_equal(shmrig_frame_discard(pool, frame, len), 0);
-		assert_int_equal(live_blocks(pool), 0);
+		assert_int_equal(th_live_blocks(pool), 0);
 		free(frame);
 	}
 	assert_int_equal(finish_peer(&peer), 0);
@@ -533,9 +491,9 @@ static int child_hold(shmrig_pool *pool, shmrig_registry *reg, int in, int out)
 	for (int i = 0; i < HELD; i++)
 		if (receive(in, &msg, &frames[i]))
 			return 30;
-	if (write_all(out, &ready, 1))
+	if (th_write_all(out, &ready, 1))
 		return 31;
-	read_all(in, &ready, 1); /* until killed: the parent closes nothing before */
+	th_read_all(in, &ready, 1); /* until killed: the parent closes nothing before */
 	return 32;
 }
 
@@ -557,15 +515,15 @@ static void test_reap_killed_receiver(void **state)
 	peer = spawn_peer(child_hold);
 	for (int i = 0; i < HELD; i++)
 		send_sample(reg, pool, &peer, &samples[held[i]], true, &frames[i], &lens[i]);
-	assert_int_equal(read_all(peer.from_child, &ready, 1), 0);
-	assert_int_equal(live_blocks(pool), HELD);
+	assert_int_equal(th_read_all(peer.from_child, &ready, 1), 0);
+	assert_int_equal(th_live_blocks(pool), HELD);
 	assert_int_equal(shmrig_pool_reap(pool), 0); /* the owner is alive */
 
 	assert_int_equal(kill(peer.pid, SIGKILL), 0);
 	assert_int_equal(finish_peer(&peer), 128 + SIGKILL);
-	assert_int_equal(live_blocks(pool), HELD);
+	assert_int_equal(th_live_blocks(pool), HELD);
 	assert_int_equal(shmrig_pool_reap(pool), HELD);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_audit(pool), 0);
 	for (int i = 0; i < HELD; i++) {
 		struct shmrig_value value;
@@ -576,7 +534,7 @@ static void test_reap_killed_receiver(void **state)
 				 -SHMRIG_ESTALE);
 		free(frames[i]);
 	}
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	shmrig_registry_free(reg);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 	assert_int_equal(th_count_segments(th_prefix()), 0);

@@ -63,14 +63,6 @@ static void fx_close(struct fx *fx)
 	assert_int_equal(th_count_segments(th_prefix()), 0);
 }
 
-static uint64_t live_blocks(shmrig_pool *pool)
-{
-	struct shmrig_pool_stats st;
-
-	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
-	return st.live_blocks;
-}
-
 /* ---- valid frames ---- */
 
 static const double nd_data[3][4] = { { 0.5, 1.5, 2.5, 3.5 },
@@ -268,9 +260,9 @@ static void test_valid(void **state)
 		assert_int_equal((uintptr_t)frame % 8, 0);
 		assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
 		assert_int_equal(len, shmrig_frame_size(f.nbuffers, f.meta_len));
-		assert_int_equal(live_blocks(fx.pool), 1);
+		assert_int_equal(th_live_blocks(fx.pool), 1);
 		decode_check(&fx, frame, len, cases[c].kind);
-		assert_int_equal(live_blocks(fx.pool), 0);
+		assert_int_equal(th_live_blocks(fx.pool), 0);
 		free(frame);
 	}
 	fx_close(&fx);
@@ -292,7 +284,7 @@ static void test_truncated(void **state)
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		size_t len;
 		void *frame = cases[c].encode(&fx, &len);
-		uint64_t live = live_blocks(fx.pool);
+		uint64_t live = th_live_blocks(fx.pool);
 
 		for (size_t cut = 0; cut < len; cut++) {
 			void *part = copy_frame(frame, cut);
@@ -308,11 +300,11 @@ static void test_truncated(void **state)
 			assert_error(shmrig_frame_to_json(part, cut, fx.reg, &json), -EBADMSG,
 				     "frame: ");
 			assert_null(json);
-			assert_int_equal(live_blocks(fx.pool), live);
+			assert_int_equal(th_live_blocks(fx.pool), live);
 			free(part);
 		}
 		decode_check(&fx, frame, len, cases[c].kind);
-		assert_int_equal(live_blocks(fx.pool), 0);
+		assert_int_equal(th_live_blocks(fx.pool), 0);
 		free(frame);
 	}
 	fx_close(&fx);
@@ -321,7 +313,7 @@ static void test_truncated(void **state)
 /* A header field wrong: parse, decode and to_json each say which, and nothing is freed. */
 static void check_bad_header(struct fx *fx, const void *frame, size_t len, const char *word)
 {
-	uint64_t live = live_blocks(fx->pool);
+	uint64_t live = th_live_blocks(fx->pool);
 	struct shmrig_value v;
 	struct shmrig_frame f;
 	char *json = NULL;
@@ -330,7 +322,7 @@ static void check_bad_header(struct fx *fx, const void *frame, size_t len, const
 	assert_error(shmrig_registry_decode(fx->reg, fx->pool, frame, len, &v), -EBADMSG, word);
 	assert_error(shmrig_frame_to_json(frame, len, fx->reg, &json), -EBADMSG, word);
 	assert_error(shmrig_frame_discard(fx->pool, frame, len), -EBADMSG, word);
-	assert_int_equal(live_blocks(fx->pool), live);
+	assert_int_equal(th_live_blocks(fx->pool), live);
 }
 
 static void test_bad_header(void **state)
@@ -426,11 +418,11 @@ static void test_bad_header(void **state)
 	assert_int_equal(shmrig_frame_discard(fx.pool, NULL, len), -EINVAL);
 	assert_int_equal(shmrig_frame_transfer(fx.pool, NULL, len, getpid()), -EINVAL);
 	assert_null(json);
-	assert_int_equal(live_blocks(fx.pool), 1);
+	assert_int_equal(th_live_blocks(fx.pool), 1);
 
 	/* none of it touched the frame's block */
 	decode_check(&fx, frame, len, SHMRIG_KIND_NDARRAY);
-	assert_int_equal(live_blocks(fx.pool), 0);
+	assert_int_equal(th_live_blocks(fx.pool), 0);
 	free(shifted);
 	free(bad);
 	free(frame);
@@ -464,7 +456,7 @@ static void test_unknown_codec(void **state)
 		json_decref(root);
 		free(json);
 
-		assert_int_equal(live_blocks(fx.pool), 1);
+		assert_int_equal(th_live_blocks(fx.pool), 1);
 		assert_error(shmrig_registry_decode(fx.reg, fx.pool, frame, len, &v), -ENOENT,
 			     "codec id");
 		assert_non_null(strstr(shmrig_last_error(), "'ndarray'"));
@@ -473,7 +465,7 @@ static void test_unknown_codec(void **state)
 		assert_non_null(strstr(shmrig_last_error(), "'bytes'"));
 		assert_null(v.storage);
 		/* both refs of the table's pack block were dropped */
-		assert_int_equal(live_blocks(fx.pool), 0);
+		assert_int_equal(th_live_blocks(fx.pool), 0);
 		/* and they are stale now */
 		assert_int_equal(shmrig_frame_discard(fx.pool, frame, len), -SHMRIG_ESTALE);
 		free(frame);
@@ -517,10 +509,10 @@ static void check_table_buffers(struct fx *fx, uint32_t b0, uint32_t b1, const c
 	table_meta(&sb, b0, b1);
 	bad = with_meta(frame, len, sb.data, (uint32_t)sb.size, &bad_len);
 	msgpack_sbuffer_destroy(&sb);
-	assert_int_equal(live_blocks(fx->pool), 1);
+	assert_int_equal(th_live_blocks(fx->pool), 1);
 	assert_error(shmrig_registry_decode(fx->reg, fx->pool, bad, bad_len, &v), -EBADMSG, word);
 	assert_null(v.storage);
-	assert_int_equal(live_blocks(fx->pool), 0);
+	assert_int_equal(th_live_blocks(fx->pool), 0);
 	free(bad);
 	free(frame);
 }
@@ -548,11 +540,11 @@ static void test_buffer_mismatch(void **state)
 		assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
 		bad = build_frame(f.codec_id, refs, 2, f.meta, f.meta_len, &bad_len);
 	}
-	assert_int_equal(live_blocks(fx.pool), 2);
+	assert_int_equal(th_live_blocks(fx.pool), 2);
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG,
 		     "left buffer 1 of 2 unread");
 	assert_null(v.storage);
-	assert_int_equal(live_blocks(fx.pool), 0);
+	assert_int_equal(th_live_blocks(fx.pool), 0);
 	free(bad);
 	free(other);
 	free(frame);
@@ -568,9 +560,9 @@ static void test_buffer_mismatch(void **state)
 		assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
 		bad = build_frame(f.codec_id, refs, 2, f.meta, f.meta_len, &bad_len);
 	}
-	assert_int_equal(live_blocks(fx.pool), 2);
+	assert_int_equal(th_live_blocks(fx.pool), 2);
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG, "unread");
-	assert_int_equal(live_blocks(fx.pool), 0);
+	assert_int_equal(th_live_blocks(fx.pool), 0);
 	free(bad);
 	free(other);
 	free(frame);
@@ -591,7 +583,7 @@ static void test_buffer_mismatch(void **state)
 	}
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG,
 		     "left buffer 1 of 2 unread");
-	assert_int_equal(live_blocks(fx.pool), 0);
+	assert_int_equal(th_live_blocks(fx.pool), 0);
 	free(bad);
 	free(frame);
 
@@ -606,9 +598,9 @@ static void test_buffer_mismatch(void **state)
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG,
 		     "buffer 0 asked, the frame has 0");
 	/* that frame named no block: the real one is still ours */
-	assert_int_equal(live_blocks(fx.pool), 1);
+	assert_int_equal(th_live_blocks(fx.pool), 1);
 	assert_int_equal(shmrig_frame_discard(fx.pool, frame, len), 0);
-	assert_int_equal(live_blocks(fx.pool), 0);
+	assert_int_equal(th_live_blocks(fx.pool), 0);
 	free(bad);
 	free(frame);
 
@@ -636,10 +628,10 @@ static void test_buffer_mismatch(void **state)
 							   &many[i], &p),
 					 0);
 		bad = build_frame(f.codec_id, many, N, f.meta, f.meta_len, &bad_len);
-		assert_int_equal(live_blocks(fx.pool), N);
+		assert_int_equal(th_live_blocks(fx.pool), N);
 		assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG,
 			     "left buffer 1 of 100 unread");
-		assert_int_equal(live_blocks(fx.pool), 0);
+		assert_int_equal(th_live_blocks(fx.pool), 0);
 		free(bad);
 		free(frame);
 	}
@@ -676,10 +668,10 @@ static void check_bad_meta(struct fx *fx, const void *meta, uint32_t meta_len, c
 	assert_error(shmrig_frame_to_json(bad, bad_len, fx->reg, &json), -EBADMSG, word);
 	assert_null(json);
 	assert_error(shmrig_frame_to_json(bad, bad_len, NULL, &json), -EBADMSG, word);
-	assert_int_equal(live_blocks(fx->pool), 1);
+	assert_int_equal(th_live_blocks(fx->pool), 1);
 	assert_error(shmrig_registry_decode(fx->reg, fx->pool, bad, bad_len, &v), -EBADMSG, word);
 	assert_null(v.storage);
-	assert_int_equal(live_blocks(fx->pool), 0);
+	assert_int_equal(th_live_blocks(fx->pool), 0);
 	free(bad);
 	free(frame);
 }
@@ -746,7 +738,7 @@ static void test_bad_meta(void **state)
 		free(json);
 		assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG,
 			     "array metadata needs");
-		assert_int_equal(live_blocks(fx.pool), 0);
+		assert_int_equal(th_live_blocks(fx.pool), 0);
 		free(bad);
 		free(frame);
 	}
@@ -807,9 +799,9 @@ static void check_bad_ref(struct fx *fx, const struct shmrig_ref *ref, int code,
 	assert_error(shmrig_registry_decode(fx->reg, fx->pool, bad, bad_len, &v), code, word);
 	assert_null(v.storage);
 	/* the bad ref named no block of ours: the real one is still live, and still decodes */
-	assert_int_equal(live_blocks(fx->pool), 1);
+	assert_int_equal(th_live_blocks(fx->pool), 1);
 	decode_check(fx, frame, len, SHMRIG_KIND_NDARRAY);
-	assert_int_equal(live_blocks(fx->pool), 0);
+	assert_int_equal(th_live_blocks(fx->pool), 0);
 	free(bad);
 	free(frame);
 }
@@ -822,7 +814,7 @@ static void check_malformed_ref(struct fx *fx, const struct shmrig_ref *ref, con
 
 	set_ref(bad, 0, ref);
 	check_bad_header(fx, bad, len, word);
-	assert_int_equal(live_blocks(fx->pool), 1);
+	assert_int_equal(th_live_blocks(fx->pool), 1);
 	decode_check(fx, frame, len, SHMRIG_KIND_NDARRAY);
 	free(bad);
 	free(frame);
@@ -881,7 +873,7 @@ static void test_bad_refs(void **state)
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, frame, len, &v), -SHMRIG_ESTALE,
 		     "generation");
 	/* the block that took the slot is not freed through the stale ref */
-	assert_int_equal(live_blocks(fx.pool), 1);
+	assert_int_equal(th_live_blocks(fx.pool), 1);
 	assert_int_equal(shmrig_pool_free(fx.pool, &fresh), 0);
 	free(frame);
 
@@ -890,7 +882,7 @@ static void test_bad_refs(void **state)
 	assert_int_equal(shmrig_frame_discard(fx.pool, frame, len), 0);
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, frame, len, &v), -SHMRIG_ESTALE,
 		     "generation");
-	assert_int_equal(live_blocks(fx.pool), 0);
+	assert_int_equal(th_live_blocks(fx.pool), 0);
 	free(frame);
 
 	/* malformed in themselves: frame_parse refuses them */
@@ -909,7 +901,7 @@ static void test_bad_refs(void **state)
 	ref = good;
 	ref.temporary = 2;
 	check_malformed_ref(&fx, &ref, "reserved");
-	assert_int_equal(live_blocks(fx.pool), 0);
+	assert_int_equal(th_live_blocks(fx.pool), 0);
 	fx_close(&fx);
 }
 
@@ -997,7 +989,7 @@ static void test_to_json(void **state)
 	json_decref(root);
 	decode_check(&fx, frame, len, SHMRIG_KIND_TABLE);
 	free(frame);
-	assert_int_equal(live_blocks(fx.pool), 0);
+	assert_int_equal(th_live_blocks(fx.pool), 0);
 	fx_close(&fx);
 }
 
@@ -1012,7 +1004,7 @@ static void test_transfer_discard(void **state)
 	(void)state;
 	fx_open(&fx);
 	frame = encode_table(&fx, &len);
-	assert_int_equal(live_blocks(fx.pool), 1);
+	assert_int_equal(th_live_blocks(fx.pool), 1);
 	/* to ourselves: still ours after, so it can be discarded */
 	assert_int_equal(shmrig_frame_transfer(fx.pool, frame, len, getpid()), 0);
 	/* no such process (above any pid_max) */
@@ -1021,9 +1013,9 @@ static void test_transfer_discard(void **state)
 	assert_error(shmrig_frame_transfer(fx.pool, part, len - 1, getpid()), -EBADMSG, "frame: ");
 	assert_error(shmrig_frame_discard(fx.pool, part, len - 1), -EBADMSG, "frame: ");
 	free(part);
-	assert_int_equal(live_blocks(fx.pool), 1);
+	assert_int_equal(th_live_blocks(fx.pool), 1);
 	assert_int_equal(shmrig_frame_discard(fx.pool, frame, len), 0);
-	assert_int_equal(live_blocks(fx.pool), 0);
+	assert_int_equal(th_live_blocks(fx.pool), 0);
 	/* a second discard: every ref is stale; a decode too */
 	assert_int_equal(shmrig_frame_discard(fx.pool, frame, len), -SHMRIG_ESTALE);
 	assert_int_equal(shmrig_registry_decode(fx.reg, fx.pool, frame, len, &v), -SHMRIG_ESTALE);
@@ -1041,9 +1033,9 @@ static void test_transfer_discard(void **state)
 		refs[1].offset = 64ull << 30;
 		refs[2] = get_ref(b, 0);
 		bad = build_frame(0, refs, 3, "\xc0", 1, &bad_len);
-		assert_int_equal(live_blocks(fx.pool), 2);
+		assert_int_equal(th_live_blocks(fx.pool), 2);
 		assert_int_equal(shmrig_frame_discard(fx.pool, bad, bad_len), -SHMRIG_EBADREF);
-		assert_int_equal(live_blocks(fx.pool), 0);
+		assert_int_equal(th_live_blocks(fx.pool), 0);
 		free(bad);
 		free(a);
 		free(b);

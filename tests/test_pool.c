@@ -25,14 +25,6 @@ static shmrig_pool *open_pool(size_t arena, size_t max)
 	return pool;
 }
 
-static uint64_t live_blocks(shmrig_pool *pool)
-{
-	struct shmrig_pool_stats st;
-
-	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
-	return st.live_blocks;
-}
-
 static void test_block_sizes(void **state)
 {
 	(void)state;
@@ -85,7 +77,7 @@ static void test_alloc_every_class(void **state)
 		assert_int_equal(data[refs[c].content_size - 1], c + 1);
 		assert_int_equal(shmrig_pool_free(pool, &refs[c]), 0);
 	}
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_true(th_count_segments(th_prefix()) > 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 	assert_int_equal(th_count_segments(th_prefix()), 0);
@@ -198,7 +190,7 @@ static void test_bad_refs(void **state)
 
 	assert_int_equal(shmrig_pool_attach(pool, NULL, &p), -EINVAL);
 	assert_int_equal(shmrig_pool_attach(pool, &good, NULL), -EINVAL);
-	assert_int_equal(live_blocks(pool), 1);
+	assert_int_equal(th_live_blocks(pool), 1);
 	assert_int_equal(shmrig_pool_free(pool, &good), 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 }
@@ -292,7 +284,7 @@ static void test_many_blocks(void **state)
 			assert_int_equal(shmrig_pool_alloc(pool, 100, 0, i, &refs[i], &p), 0);
 			memcpy(p, &i, sizeof(i));
 		}
-		assert_int_equal(live_blocks(pool), N);
+		assert_int_equal(th_live_blocks(pool), N);
 		for (unsigned i = 0; i < N; i++) {
 			unsigned v;
 
@@ -301,7 +293,7 @@ static void test_many_blocks(void **state)
 			assert_int_equal(v, i);
 			assert_int_equal(shmrig_pool_free(pool, &refs[i]), 0);
 		}
-		assert_int_equal(live_blocks(pool), 0);
+		assert_int_equal(th_live_blocks(pool), 0);
 		assert_int_equal(shmrig_pool_audit(pool), 0);
 	}
 	free(refs);
@@ -351,10 +343,10 @@ static void test_retain(void **state)
 	assert_int_equal(shmrig_pool_alloc(pool, 64, 0, 0, &a, &p), 0);
 	assert_int_equal(shmrig_pool_retain(pool, &a), 0);
 	assert_int_equal(shmrig_pool_free(pool, &a), 0);
-	assert_int_equal(live_blocks(pool), 1); /* one reference left */
+	assert_int_equal(th_live_blocks(pool), 1); /* one reference left */
 	assert_int_equal(shmrig_pool_attach(pool, &a, &p), 0);
 	assert_int_equal(shmrig_pool_free(pool, &a), 0);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_retain(pool, &a), -SHMRIG_ESTALE);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 }
@@ -385,7 +377,7 @@ static void test_slab(void **state)
 	assert_int_equal(shmrig_pool_alloc(pool, 4096, 0, 0, &big, &p), 0);
 	assert_int_equal(big.size, 4096);
 	assert_int_equal(shmrig_pool_slab_seal(pool), 0);
-	assert_int_equal(live_blocks(pool), 6);
+	assert_int_equal(th_live_blocks(pool), 6);
 	/* the slab outlives sealing: its bytes are intact */
 	for (unsigned i = 0; i < 40; i++) {
 		unsigned char *d;
@@ -395,11 +387,11 @@ static void test_slab(void **state)
 	}
 	for (unsigned i = 0; i < 39; i++)
 		assert_int_equal(shmrig_pool_free(pool, &subs[i]), 0);
-	assert_int_equal(live_blocks(pool), 2); /* last slab + big */
+	assert_int_equal(th_live_blocks(pool), 2); /* last slab + big */
 	assert_int_equal(shmrig_pool_free(pool, &subs[39]), 0);
 	assert_int_equal(shmrig_pool_free(pool, &subs[39]), -SHMRIG_ESTALE);
 	assert_int_equal(shmrig_pool_free(pool, &big), 0);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 }
 

@@ -31,48 +31,6 @@ static shmrig_pool *open_pool(void)
 	return pool;
 }
 
-static uint64_t live_blocks(shmrig_pool *pool)
-{
-	struct shmrig_pool_stats st;
-
-	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
-	return st.live_blocks;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int read_all(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = read(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static unsigned char pattern(unsigned block, size_t i)
 {
 	return (unsigned char)(block * 31 + i * 7 + (i >> 12));
@@ -199,12 +157,12 @@ static int child_free_all(shmrig_pool *pool, int in, int out)
 	struct shmrig_ref ref;
 	int freed = 0;
 
-	while (read_all(in, &ref, sizeof(ref)) == 0) {
+	while (th_read_all(in, &ref, sizeof(ref)) == 0) {
 		if (shmrig_pool_free(pool, &ref))
 			return 20;
 		freed++;
 	}
-	if (write_all(out, &freed, sizeof(freed)))
+	if (th_write_all(out, &freed, sizeof(freed)))
 		return 21;
 	return shmrig_pool_close(pool) == 0 ? 0 : 22;
 }
@@ -228,13 +186,13 @@ static void test_transfer(void **state)
 	/* it is the child's now: we may not free it */
 	assert_int_equal(shmrig_pool_free(pool, &ref), -EPERM);
 	assert_int_equal(shmrig_pool_transfer(pool, &ref, getpid()), -EPERM);
-	assert_int_equal(write_all(peer.to_child, &ref, sizeof(ref)), 0);
+	assert_int_equal(th_write_all(peer.to_child, &ref, sizeof(ref)), 0);
 	close(peer.to_child);
 	peer.to_child = -1;
-	assert_int_equal(read_all(peer.from_child, &freed, sizeof(freed)), 0);
+	assert_int_equal(th_read_all(peer.from_child, &freed, sizeof(freed)), 0);
 	assert_int_equal(freed, 1);
 	assert_int_equal(finish_peer(&peer), 0);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_attach(pool, &ref, &data), -SHMRIG_ESTALE);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 	assert_int_equal(th_count_segments(th_prefix()), 0);
@@ -255,7 +213,7 @@ static int child_hold(shmrig_pool *pool, int in, int out)
 	void *data;
 	char ready = 'r';
 
-	if (read_all(in, refs, sizeof(refs)))
+	if (th_read_all(in, refs, sizeof(refs)))
 		return 30;
 	for (unsigned i = 0; i < GIVEN; i++)
 		if (shmrig_pool_attach(pool, &refs[i], &data))
@@ -263,10 +221,10 @@ static int child_hold(shmrig_pool *pool, int in, int out)
 	for (unsigned i = 0; i < CHILD_OWN; i++)
 		if (shmrig_pool_alloc(pool, 1000 * (i + 1), 0, i, &mine, &data))
 			return 32;
-	if (write_all(out, &ready, 1))
+	if (th_write_all(out, &ready, 1))
 		return 33;
 	/* Block until killed: the parent closes nothing before it kills us. */
-	read_all(in, &ready, 1);
+	th_read_all(in, &ready, 1);
 	return 34;
 }
 
@@ -289,8 +247,8 @@ static void test_reap_killed_child(void **state)
 		if (i < GIVEN)
 			assert_int_equal(shmrig_pool_transfer(pool, &refs[i], peer.pid), 0);
 	}
-	assert_int_equal(write_all(peer.to_child, refs, GIVEN * sizeof(refs[0])), 0);
-	assert_int_equal(read_all(peer.from_child, &ready, 1), 0);
+	assert_int_equal(th_write_all(peer.to_child, refs, GIVEN * sizeof(refs[0])), 0);
+	assert_int_equal(th_read_all(peer.from_child, &ready, 1), 0);
 
 	assert_int_equal(shmrig_pool_owner_stats(pool, owners, 4), 2);
 	assert_int_equal(shmrig_pool_reap(pool), 0); /* everyone is alive */
@@ -298,9 +256,9 @@ static void test_reap_killed_child(void **state)
 	assert_int_equal(kill(peer.pid, SIGKILL), 0);
 	assert_int_equal(finish_peer(&peer), 128 + SIGKILL);
 
-	assert_int_equal(live_blocks(pool), GIVEN + KEPT);
+	assert_int_equal(th_live_blocks(pool), GIVEN + KEPT);
 	assert_int_equal(shmrig_pool_reap(pool), GIVEN);
-	assert_int_equal(live_blocks(pool), KEPT);
+	assert_int_equal(th_live_blocks(pool), KEPT);
 	assert_int_equal(shmrig_pool_audit(pool), 0);
 	assert_int_equal(shmrig_pool_owner_stats(pool, owners, 4), 1);
 	assert_int_equal(owners[0].pid, getpid());
@@ -359,7 +317,7 @@ static void test_concurrent_frees(void **state)
 	for (unsigned i = 0; i < 2 * PER_CHILD; i++) {
 		struct shmrig_ref mine;
 
-		assert_int_equal(write_all(peers[i % 2].to_child, &refs[i], sizeof(refs[i])), 0);
+		assert_int_equal(th_write_all(peers[i % 2].to_child, &refs[i], sizeof(refs[i])), 0);
 		assert_int_equal(shmrig_pool_alloc(pool, CLASS_SIZE, 0, 0, &mine, &data), 0);
 		assert_int_equal(shmrig_pool_free(pool, &mine), 0);
 	}
@@ -368,11 +326,11 @@ static void test_concurrent_frees(void **state)
 
 		close(peers[c].to_child);
 		peers[c].to_child = -1;
-		assert_int_equal(read_all(peers[c].from_child, &freed, sizeof(freed)), 0);
+		assert_int_equal(th_read_all(peers[c].from_child, &freed, sizeof(freed)), 0);
 		assert_int_equal(freed, PER_CHILD);
 		assert_int_equal(finish_peer(&peers[c]), 0);
 	}
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_audit(pool), 0);
 	/* The shared list is intact: every block comes back exactly once. */
 	for (unsigned i = 0; i < 2 * PER_CHILD; i++) {
@@ -403,14 +361,14 @@ static int child_attach_large(shmrig_pool *pool, int in, int out)
 	void *data;
 	char ack = 'a';
 
-	while (read_all(in, &ref, sizeof(ref)) == 0) {
+	while (th_read_all(in, &ref, sizeof(ref)) == 0) {
 		if (shmrig_pool_attach(pool, &ref, &data) || *(unsigned char *)data != 0x5a)
 			return 50;
 		if (shmrig_pool_stats(pool, &st))
 			return 51;
 		if (st.segments > most)
 			most = st.segments;
-		if (write_all(out, &ack, 1))
+		if (th_write_all(out, &ack, 1))
 			return 52;
 	}
 	/* the parent freed each block before sending the next: at most two mapped */
@@ -437,8 +395,8 @@ static void test_large_mappings_pruned(void **state)
 						   &data),
 				 0);
 		*(unsigned char *)data = 0x5a;
-		assert_int_equal(write_all(peer.to_child, &ref, sizeof(ref)), 0);
-		assert_int_equal(read_all(peer.from_child, &ack, 1), 0);
+		assert_int_equal(th_write_all(peer.to_child, &ref, sizeof(ref)), 0);
+		assert_int_equal(th_read_all(peer.from_child, &ack, 1), 0);
 		assert_int_equal(shmrig_pool_free(pool, &ref), 0);
 	}
 	close(peer.to_child);

@@ -37,18 +37,10 @@ static shmrig_pool *open_pool(void)
 	return pool;
 }
 
-static uint64_t live_blocks(shmrig_pool *pool)
-{
-	struct shmrig_pool_stats st;
-
-	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
-	return st.live_blocks;
-}
-
 /* Every test ends here: nothing live, metadata intact, no leak, no segment left. */
 static void close_pool(shmrig_pool *pool)
 {
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_audit(pool), 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 	assert_int_equal(th_count_segments(th_prefix()), 0);
@@ -301,7 +293,7 @@ static bool same_value(const struct shmrig_value *a, const struct shmrig_value *
 static void check_roundtrip(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_value *in,
 			    const char *codec)
 {
-	uint64_t before = live_blocks(pool);
+	uint64_t before = th_live_blocks(pool);
 	struct shmrig_value out;
 	void *frame;
 	size_t len;
@@ -314,7 +306,7 @@ static void check_roundtrip(shmrig_registry *reg, shmrig_pool *pool, const struc
 	assert_true(same_value(in, &out));
 	assert_int_equal(shmrig_value_release(&out), 0);
 	assert_null(out.storage);
-	assert_int_equal(live_blocks(pool), before);
+	assert_int_equal(th_live_blocks(pool), before);
 }
 
 static struct shmrig_value ndarray_value(enum shmrig_dtype dtype, char order, uint32_t ndim,
@@ -595,7 +587,7 @@ static void test_bad_values(void **state)
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
 	assert_int_equal(shmrig_registry_encode(reg, pool, NULL, &frame, &len), -EINVAL);
 
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	shmrig_registry_free(reg);
 	close_pool(pool);
 }
@@ -635,7 +627,7 @@ static void test_random_values(void **state)
 			assert_int_equal(shmrig_value_release(&out), 0);
 			scratch_free(&sc);
 		}
-		assert_int_equal(live_blocks(pool), 0);
+		assert_int_equal(th_live_blocks(pool), 0);
 	}
 	assert_int_equal(shmrig_pool_audit(pool), 0);
 	shmrig_registry_free(reg);
@@ -667,11 +659,11 @@ static void test_lifetimes(void **state)
 	v = (struct shmrig_value){ .kind = SHMRIG_KIND_BYTES };
 	v.bytes.data = bytes;
 	v.bytes.len = sizeof(bytes);
-	before = live_blocks(pool);
+	before = th_live_blocks(pool);
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
-	assert_int_equal(live_blocks(pool), before + 1);
+	assert_int_equal(th_live_blocks(pool), before + 1);
 	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
-	assert_int_equal(live_blocks(pool), before);
+	assert_int_equal(th_live_blocks(pool), before);
 	assert_int_equal(shmrig_value_leases(&out), 0);
 	/* the block is reused by the next allocation; the copy is not touched */
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame2, &len2), 0);
@@ -688,19 +680,19 @@ static void test_lifetimes(void **state)
 	v = ndarray_value(SHMRIG_DTYPE_INT64, 'C', 1, shape, a);
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame2, &len2), 0);
-	assert_int_equal(live_blocks(pool), before + 2);
+	assert_int_equal(th_live_blocks(pool), before + 2);
 	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
 	assert_int_equal(shmrig_registry_decode(reg, pool, frame2, len2, &out2), 0);
 	free(frame);
 	free(frame2);
 	assert_int_equal(shmrig_value_leases(&out), 1);
-	assert_int_equal(live_blocks(pool), before + 2);
+	assert_int_equal(th_live_blocks(pool), before + 2);
 	/* each value frees exactly its own block */
 	assert_int_equal(shmrig_value_release(&out), 0);
-	assert_int_equal(live_blocks(pool), before + 1);
+	assert_int_equal(th_live_blocks(pool), before + 1);
 	assert_memory_equal(out2.array.data, a, sizeof(a));
 	assert_int_equal(shmrig_value_release(&out2), 0);
-	assert_int_equal(live_blocks(pool), before);
+	assert_int_equal(th_live_blocks(pool), before);
 	/* releasing twice, or a value the caller built, only zeroes */
 	assert_int_equal(shmrig_value_release(&out2), 0);
 	assert_int_equal(shmrig_value_release(&v), 0);
@@ -715,14 +707,14 @@ static void test_lifetimes(void **state)
 	v.table.ncolumns = 3;
 	v.table.columns = columns;
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
-	assert_int_equal(live_blocks(pool), before + 1);
+	assert_int_equal(th_live_blocks(pool), before + 1);
 	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
 	free(frame);
 	assert_int_equal(shmrig_value_leases(&out), 3);
-	assert_int_equal(live_blocks(pool), before + 1);
+	assert_int_equal(th_live_blocks(pool), before + 1);
 	assert_true(same_value(&v, &out));
 	assert_int_equal(shmrig_value_release(&out), 0);
-	assert_int_equal(live_blocks(pool), before);
+	assert_int_equal(th_live_blocks(pool), before);
 
 	shmrig_registry_free(reg);
 	close_pool(pool);
@@ -833,7 +825,7 @@ static void test_user_codec(void **state)
 	v = point_value(ctx.tag, &p);
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
 	assert_int_equal(frame_codec(frame, len), id);
-	assert_int_equal(live_blocks(pool), 1);
+	assert_int_equal(th_live_blocks(pool), 1);
 	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
 	free(frame);
 	assert_int_equal(out.kind, SHMRIG_KIND_USER);
@@ -842,16 +834,16 @@ static void test_user_codec(void **state)
 	got = out.user;
 	assert_memory_equal(got, &p, sizeof(p));
 	assert_int_equal(shmrig_value_leases(&out), 1);
-	assert_int_equal(live_blocks(pool), 1);
+	assert_int_equal(th_live_blocks(pool), 1);
 	assert_int_equal(shmrig_value_release(&out), 0);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 
 	/* a point of another user type: no codec takes it, the fallback refuses it */
 	v.user_type = (uint32_t)shmrig_registry_user_type(reg, "point");
 	assert_int_equal(v.user_type, ctx.tag); /* the same name gives the same tag */
 	v.user_type = ctx.tag + 1;
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -ENOTSUP);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 
 	shmrig_registry_free(reg);
 	close_pool(pool);
@@ -913,11 +905,11 @@ static void test_dispatch(void **state)
 	v = (struct shmrig_value){ .kind = SHMRIG_KIND_BYTES, .bytes = { "xyz", 3 } };
 	assert_int_equal(shmrig_registry_encode(builtins, pool, &v, &frame, &len), 0);
 	assert_int_equal(frame_codec(frame, len), 3);
-	assert_int_equal(live_blocks(pool), 1);
+	assert_int_equal(th_live_blocks(pool), 1);
 	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), -ENOENT);
 	assert_non_null(strstr(shmrig_last_error(), "'never', 'negative', 'any'"));
 	assert_null(out.storage);
-	assert_int_equal(live_blocks(pool), 0); /* its blocks were freed */
+	assert_int_equal(th_live_blocks(pool), 0); /* its blocks were freed */
 	free(frame);
 
 	shmrig_registry_free(reg);
@@ -1269,7 +1261,7 @@ static void test_encoder_errors(void **state)
 	(void)state;
 	f.fault = FAULT_TWO_THEN_FAIL;
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EIO);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 
 	f.fault = FAULT_BIN_META;
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EBADMSG);
@@ -1277,24 +1269,24 @@ static void test_encoder_errors(void **state)
 	assert_non_null(
 		strstr(shmrig_last_error(), "'faulty' wrote bad metadata: metadata is not"));
 	assert_non_null(strstr(shmrig_last_error(), "binary and extension types have no JSON"));
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 
 	f.fault = FAULT_NO_META;
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EBADMSG);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 
 	f.fault = FAULT_PACK_OVERFLOW;
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -ENOSPC);
 	assert_int_equal(f.seen[0], 0);
 	assert_int_equal(f.seen[1], 0);
 	assert_int_equal(f.seen[2], -EBUSY);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 
 	f.fault = FAULT_BAD_ARGS;
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
 	assert_int_equal(f.seen[1], -EINVAL);
 	assert_int_equal(f.seen[2], -EINVAL);
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_null(frame); /* never set on failure */
 
 	f.fault = FAULT_NONE; /* and the codec still works */
@@ -1333,14 +1325,14 @@ static void test_decoder_errors(void **state)
 			f.fault = FAULT_NONE;
 			f.temporary = temporary;
 			assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
-			assert_int_equal(live_blocks(pool), 1);
+			assert_int_equal(th_live_blocks(pool), 1);
 			f.fault = cases[i].fault;
 			assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out),
 					 cases[i].ret);
 			if (cases[i].words)
 				assert_non_null(strstr(shmrig_last_error(), cases[i].words));
 			assert_null(out.storage);
-			assert_int_equal(live_blocks(pool), 0);
+			assert_int_equal(th_live_blocks(pool), 0);
 			free(frame);
 		}
 	}
@@ -1354,7 +1346,7 @@ static void test_decoder_errors(void **state)
 			 -EBADMSG);
 	assert_int_equal(shmrig_registry_decode(reg, pool, (char *)frame + 1, len - 1, &out),
 			 -EINVAL); /* misaligned */
-	assert_int_equal(live_blocks(pool), 1);
+	assert_int_equal(th_live_blocks(pool), 1);
 	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
 	assert_memory_equal(out.user, &p, sizeof(p));
 	assert_int_equal(shmrig_value_release(&out), 0);
@@ -1421,7 +1413,7 @@ static void test_threads(void **state)
 		assert_int_equal(pthread_join(threads[t], NULL), 0);
 		assert_int_equal(workers[t].failures, 0);
 	}
-	assert_int_equal(live_blocks(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_audit(pool), 0);
 	shmrig_registry_free(reg);
 	close_pool(pool);
