@@ -2,6 +2,7 @@
 #ifndef SHMRIG_H
 #define SHMRIG_H
 
+#include <shmrig/channel.h>
 #include <shmrig/codec.h>
 #include <shmrig/common.h>
 #include <shmrig/frame.h>

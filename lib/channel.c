@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: MIT */
+/* channel: pairs, ends, the hello, and dispatch to a backend. */
+#include "channel_internal.h"
+#include "internal.h"
+
+#include <shmrig/frame.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HELLO_MAGIC 0x4f4c4548u /* "HELO" */
+#define DEFAULT_OPEN_TIMEOUT_MS 5000
+
+struct hello {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t fingerprint;
+	int32_t pid;
+	uint32_t reserved;
+};
+
+static const struct channel_ops *const backends[] = {
+	&shmrig__channel_pipe,
+	&shmrig__channel_uring,
+	&shmrig__channel_ring,
+};
+
+int64_t shmrig__now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int shmrig__remaining_ms(int64_t start, int timeout_ms)
+{
+	int64_t left;
+
+	if (timeout_ms < 0)
+		return -1;
+	left = start + timeout_ms - shmrig__now_ms();
+	return left > 0 ? (int)left : 0;
+}
+
+void *shmrig__msg_alloc(size_t len)
+{
+	size_t size = len < 8 ? 8 : (len + 7) & ~(size_t)7;
+
+	return aligned_alloc(8, size);
+}
+
+bool shmrig__channel_peer_alive(const struct shmrig_channel *ch)
+{
+	return shmrig__proc_alive(ch->peer_id);
+}
+
+int shmrig_channel_pair_create(const struct shmrig_channel_opts *opts, shmrig_channel_pair **out)
+{
+	static const struct shmrig_channel_opts defaults;
+	const struct channel_ops *ops = NULL;
+	struct shmrig_channel_pair *pair;
+	const char *name;
+	int ret;
+
+	if (!out)
+		return shmrig__fail(-EINVAL, "channel_pair_create: NULL out");
+	if (!opts)
+		opts = &defaults;
+	if (opts->flags)
+		return shmrig__fail(-EINVAL, "channel: unknown flags 0x%x", opts->flags);
+	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
+		if (opts->reserved[i])
+			return shmrig__fail(-EINVAL, "channel: reserved[%zu] is not zero", i);
+	name = opts->backend ? opts->backend : "pipe";
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+		if (strcmp(backends[i]->name, name) == 0)
+			ops = backends[i];
+	if (!ops)
+		return shmrig__fail(-EINVAL, "channel: no backend '%s' (pipe, uring, ring)", name);
+	pair = calloc(1, sizeof(*pair));
+	if (!pair)
+		return shmrig__fail(-ENOMEM, "channel: out of memory");
+	pair->ops = ops;
+	pair->opts = *opts;
+	pair->opts.backend = ops->name;
+	if (!pair->opts.open_timeout_ms)
+		pair->opts.open_timeout_ms = DEFAULT_OPEN_TIMEOUT_MS;
+	pair->fds[0] = pair->fds[1] = -1;
+	ret = ops->pair_create(pair);
+	if (ret) {
+		free(pair);
+		return ret;
+	}
+	*out = pair;
+	return 0;
+}
+
+void shmrig_channel_pair_free(shmrig_channel_pair *pair)
+{
+	if (!pair)
+		return;
+	for (int i = 0; i < 2; i++)
+		if (pair->fds[i] >= 0)
+			close(pair->fds[i]);
+	pair->ops->pair_free(pair);
+	free(pair);
+}
+
+/* Both sides send their hello, then read the other's: neither waits on the other to go first. */
+static int exchange_hello(struct shmrig_channel *ch)
+{
+	struct hello mine = {
+		.magic = HELLO_MAGIC,
+		.version = SHMRIG_CHANNEL_VERSION,
+		.fingerprint = ch->fingerprint,
+		.pid = (int32_t)getpid(),
+	};
+	const void *msg = &mine;
+	size_t len = sizeof(mine);
+	struct hello theirs;
+	void *buf;
+	size_t got;
+	int ret;
+
+	ret = ch->ops->sendv(ch, &msg, &len, 1, ch->opts.open_timeout_ms);
+	if (ret)
+		return ret;
+	ret = ch->ops->recv(ch, &buf, &got, ch->opts.open_timeout_ms);
+	if (ret)
+		return ret == -ETIMEDOUT ?
+			       shmrig__fail(ret, "channel: no hello from pid %d in %d ms",
+					    (int)ch->peer, ch->opts.open_timeout_ms) :
+			       ret;
+	if (got != sizeof(theirs)) {
+		free(buf);
+		return shmrig__fail(-EPROTO, "channel: the peer's hello is %zu bytes, not %zu", got,
+				    sizeof(theirs));
+	}
+	memcpy(&theirs, buf, sizeof(theirs));
+	free(buf);
+	if (theirs.magic != HELLO_MAGIC || theirs.version != SHMRIG_CHANNEL_VERSION)
+		return shmrig__fail(-EPROTO, "channel: peer speaks version %u, we speak %u",
+				    theirs.version, SHMRIG_CHANNEL_VERSION);
+	if (theirs.fingerprint != ch->fingerprint)
+		return shmrig__fail(-EPROTO,
+				    "channel: registry fingerprint differs: ours %016llx, pid %d has "
+				    "%016llx",
+				    (unsigned long long)ch->fingerprint, (int)theirs.pid,
+				    (unsigned long long)theirs.fingerprint);
+	if (theirs.pid != ch->peer)
+		return shmrig__fail(-EPROTO, "channel: hello from pid %d, expected pid %d",
+				    (int)theirs.pid, (int)ch->peer);
+	return 0;
+}
+
+int shmrig_channel_open(shmrig_channel_pair *pair, int end, pid_t peer, shmrig_pool *pool,
+			uint64_t fingerprint, shmrig_channel **out)
+{
+	struct shmrig_channel *ch;
+	int ret;
+
+	if (!pair || !out || (end != 0 && end != 1))
+		return shmrig__fail(-EINVAL, "channel_open: bad pair, end or out");
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return shmrig__fail(-ENOMEM, "channel: out of memory");
+	ch->ops = pair->ops;
+	ch->opts = pair->opts;
+	ch->end = end;
+	ch->pool = pool;
+	ch->fingerprint = fingerprint;
+	ch->peer = peer;
+	ch->fd = -1;
+	ret = shmrig__procid_of(peer, &ch->peer_id);
+	if (ret) {
+		free(ch);
+		return shmrig__fail(-EPIPE, "channel_open: peer pid %d is not alive", (int)peer);
+	}
+	/* Our socket end moves into the channel; the peer's is closed here so
+	 * that its death is an EOF to us. */
+	if (pair->fds[end] >= 0) {
+		ch->fd = pair->fds[end];
+		pair->fds[end] = -1;
+		close(pair->fds[!end]);
+		pair->fds[!end] = -1;
+	}
+	ret = ch->ops->open(ch, pair);
+	if (!ret)
+		ret = exchange_hello(ch);
+	if (ret) {
+		shmrig_channel_close(ch);
+		return ret;
+	}
+	*out = ch;
+	return 0;
+}
+
+void shmrig_channel_close(shmrig_channel *ch)
+{
+	if (!ch)
+		return;
+	ch->ops->close(ch);
+	if (ch->fd >= 0)
+		close(ch->fd);
+	free(ch);
+}
+
+const char *shmrig_channel_backend(const shmrig_channel *ch)
+{
+	return ch->ops->name;
+}
+
+const char *shmrig_channel_notes(const shmrig_channel *ch)
+{
+	return ch->notes;
+}
+
+int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+			 uint32_t n, int timeout_ms)
+{
+	if (!ch || (n && (!msgs || !lens)))
+		return shmrig__fail(-EINVAL, "channel_send: NULL argument");
+	for (uint32_t i = 0; i < n; i++) {
+		if (!msgs[i] && lens[i])
+			return shmrig__fail(-EINVAL, "channel_send: message %u is NULL", i);
+		if (lens[i] > SHMRIG_CHANNEL_MAX_MSG)
+			return shmrig__fail(-EMSGSIZE,
+					    "channel_send: message %u is %zu bytes (max %zu)", i,
+					    lens[i], SHMRIG_CHANNEL_MAX_MSG);
+	}
+	return n ? ch->ops->sendv(ch, msgs, lens, n, timeout_ms) : 0;
+}
+
+int shmrig_channel_send(shmrig_channel *ch, const void *msg, size_t len, int timeout_ms)
+{
+	return shmrig_channel_sendv(ch, &msg, &len, 1, timeout_ms);
+}
+
+int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len, int timeout_ms)
+{
+	if (!ch || !msg || !len)
+		return shmrig__fail(-EINVAL, "channel_recv: NULL argument");
+	return ch->ops->recv(ch, msg, len, timeout_ms);
+}
+
+int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len, int timeout_ms)
+{
+	int ret;
+
+	if (!ch || !ch->pool)
+		return shmrig__fail(-EINVAL, "channel_send_frame: the channel has no pool");
+	ret = shmrig_frame_transfer(ch->pool, frame, len, ch->peer);
+	if (ret)
+		return ret;
+	return shmrig_channel_send(ch, frame, len, timeout_ms);
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_CHANNEL_INTERNAL_H
+#define SHMRIG_CHANNEL_INTERNAL_H
+
+/*
+ * What channel.c shares with its backends (channel_pipe.c, channel_uring.c,
+ * channel_ring.c). channel.c owns the pair, the hello and the liveness of the
+ * peer; a backend moves bytes.
+ */
+
+#include <shmrig/channel.h>
+#include <shmrig/segment.h>
+
+#include "prim.h"
+
+struct shmrig_channel;
+struct shmrig_channel_pair;
+
+struct channel_ops {
+	const char *name;
+	/* before fork: make what both ends share; state goes in pair->backend */
+	int (*pair_create)(struct shmrig_channel_pair *pair);
+	void (*pair_free)(struct shmrig_channel_pair *pair);
+	/* after fork: take end ch->end; state goes in ch->backend */
+	int (*open)(struct shmrig_channel *ch, struct shmrig_channel_pair *pair);
+	void (*close)(struct shmrig_channel *ch);
+	/* all n messages in order, or an error */
+	int (*sendv)(struct shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+		     uint32_t n, int timeout_ms);
+	/* the next message, malloc'd 8-aligned */
+	int (*recv)(struct shmrig_channel *ch, void **msg, size_t *len, int timeout_ms);
+};
+
+struct shmrig_channel_pair {
+	const struct channel_ops *ops;
+	struct shmrig_channel_opts opts;
+	int fds[2]; /* socketpair for pipe and uring; -1 if unused */
+	void *backend;
+};
+
+struct shmrig_channel {
+	const struct channel_ops *ops;
+	struct shmrig_channel_opts opts;
+	int end;
+	shmrig_pool *pool;
+	uint64_t fingerprint;
+	pid_t peer;
+	shmrig__procid peer_id; /* pid + start time: a reused pid is not our peer */
+	int fd;                 /* our socket end (pipe, uring); -1 otherwise */
+	void *backend;
+	char notes[256];
+};
+
+extern const struct channel_ops shmrig__channel_pipe;
+extern const struct channel_ops shmrig__channel_uring;
+extern const struct channel_ops shmrig__channel_ring;
+
+/* Is the peer still alive? (its pid exists, not a zombie, same start time) */
+bool shmrig__channel_peer_alive(const struct shmrig_channel *ch);
+
+/* Milliseconds on a monotonic clock, and what is left of a timeout from `start`
+ * (timeout < 0: forever, returns -1). */
+int64_t shmrig__now_ms(void);
+int shmrig__remaining_ms(int64_t start, int timeout_ms);
+
+/* An 8-aligned buffer of len bytes (at least 8): malloc'd, free() it. NULL: ENOMEM. */
+void *shmrig__msg_alloc(size_t len);
+
+/* Wait until ch->fd is ready for `events`, in slices that each end with a
+ * check of the peer's life. 0, -ETIMEDOUT, -EPIPE (peer gone) or -errno. */
+int shmrig__channel_wait_fd(struct shmrig_channel *ch, short events, int64_t start, int timeout_ms);
+
+/* pair->fds = a SOCK_STREAM socketpair (pipe and uring). */
+int shmrig__channel_socketpair(struct shmrig_channel_pair *pair);
+
+/* Stream framing shared by pipe and uring: each message is a header then the bytes. */
+struct stream_hdr {
+	uint32_t magic;
+	uint32_t reserved;
+	uint64_t len;
+};
+#define STREAM_MAGIC 0x4d534853u /* "SHSM" */
+
+#endif

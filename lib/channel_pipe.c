@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The "pipe" backend: a socketpair, one sendmsg and one kernel copy per
+ * message. Each message is a stream_hdr then its bytes. The socket is
+ * non-blocking; waits are poll()s in slices, each slice ending with a check
+ * that the peer still lives, so a wedged or dead peer is an error in bounded
+ * time even if some other process holds a copy of its socket.
+ *
+ * A recv that times out in the middle of a message keeps what it has and the
+ * next recv goes on from there; a send that times out in the middle of a
+ * message keeps the rest and the next send (or recv) finishes it first.
+ */
+#include "channel_internal.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define SLICE_MS 100
+
+struct pipe_state {
+	/* a message being received */
+	struct stream_hdr hdr;
+	size_t hdr_got;
+	char *body;
+	size_t body_got;
+	/* the rest of a message whose send timed out */
+	char *pending;
+	size_t pending_len;
+	size_t pending_off;
+};
+
+int shmrig__channel_wait_fd(struct shmrig_channel *ch, short events, int64_t start, int timeout_ms)
+{
+	for (;;) {
+		int left = shmrig__remaining_ms(start, timeout_ms);
+		int slice = left < 0 || left > SLICE_MS ? SLICE_MS : left;
+		struct pollfd pfd = { .fd = ch->fd, .events = events };
+		int ready = poll(&pfd, 1, slice);
+
+		if (ready > 0)
+			return 0; /* readable, writable, or hung up: the I/O call tells which */
+		if (ready < 0 && errno != EINTR)
+			return shmrig__fail(-errno, "channel: poll: %s", strerror(errno));
+		if (!shmrig__channel_peer_alive(ch))
+			return shmrig__fail(-EPIPE, "channel: peer pid %d is gone", (int)ch->peer);
+		if (left == 0)
+			return shmrig__fail(-ETIMEDOUT, "channel: timed out after %d ms",
+					    timeout_ms);
+	}
+}
+
+static int set_nonblocking(int fd)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+int shmrig__channel_socketpair(struct shmrig_channel_pair *pair)
+{
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair->fds))
+		return shmrig__fail(-errno, "channel: socketpair: %s", strerror(errno));
+	return 0;
+}
+
+static int pipe_pair_create(struct shmrig_channel_pair *pair)
+{
+	return shmrig__channel_socketpair(pair);
+}
+
+static void pipe_pair_free(struct shmrig_channel_pair *pair)
+{
+	(void)pair;
+}
+
+static int pipe_open(struct shmrig_channel *ch, struct shmrig_channel_pair *pair)
+{
+	int ret;
+
+	(void)pair;
+	ret = set_nonblocking(ch->fd);
+	if (ret)
+		return shmrig__fail(ret, "channel: fcntl: %s", strerror(-ret));
+	ch->backend = calloc(1, sizeof(struct pipe_state));
+	if (!ch->backend)
+		return shmrig__fail(-ENOMEM, "channel: out of memory");
+	return 0;
+}
+
+static void pipe_close(struct shmrig_channel *ch)
+{
+	struct pipe_state *st = ch->backend;
+
+	if (!st)
+		return;
+	free(st->body);
+	free(st->pending);
+	free(st);
+}
+
+static int io_error(struct shmrig_channel *ch, int err)
+{
+	if (err == EPIPE || err == ECONNRESET)
+		return shmrig__fail(-EPIPE, "channel: peer pid %d closed its end", (int)ch->peer);
+	return shmrig__fail(-err, "channel: %s", strerror(err));
+}
+
+/* Write the iovecs in full, waiting as needed. Returns bytes written when the
+ * wait timed out part-way (*partial set), 0 when all went, or -errno. */
+static int write_all(struct shmrig_channel *ch, struct iovec *iov, int iovcnt, int64_t start,
+		     int timeout_ms, size_t *written)
+{
+	*written = 0;
+	while (iovcnt) {
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
+		ssize_t n = sendmsg(ch->fd, &mh, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			int ret;
+
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return io_error(ch, errno);
+			ret = shmrig__channel_wait_fd(ch, POLLOUT, start, timeout_ms);
+			if (ret)
+				return ret;
+			continue;
+		}
+		*written += (size_t)n;
+		while (iovcnt && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			iovcnt--;
+		}
+		if (iovcnt) {
+			iov->iov_base = (char *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+/* Finish a message a timed-out send left half-written. */
+static int flush_pending(struct shmrig_channel *ch, int64_t start, int timeout_ms)
+{
+	struct pipe_state *st = ch->backend;
+	struct iovec iov;
+	size_t written;
+	int ret;
+
+	if (!st->pending)
+		return 0;
+	iov.iov_base = st->pending + st->pending_off;
+	iov.iov_len = st->pending_len - st->pending_off;
+	ret = write_all(ch, &iov, 1, start, timeout_ms, &written);
+	st->pending_off += written;
+	if (ret)
+		return ret;
+	free(st->pending);
+	st->pending = NULL;
+	return 0;
+}
+
+/* Keep the unwritten rest of a message (header and body) for the next call. */
+static int keep_rest(struct shmrig_channel *ch, const struct stream_hdr *hdr, const void *msg,
+		     size_t len, size_t written)
+{
+	struct pipe_state *st = ch->backend;
+	size_t total = sizeof(*hdr) + len;
+
+	st->pending = malloc(total);
+	if (!st->pending)
+		return -ENOMEM;
+	memcpy(st->pending, hdr, sizeof(*hdr));
+	memcpy(st->pending + sizeof(*hdr), msg, len);
+	st->pending_len = total;
+	st->pending_off = written;
+	return 0;
+}
+
+static int pipe_sendv(struct shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+		      uint32_t n, int timeout_ms)
+{
+	int64_t start = shmrig__now_ms();
+	int ret = flush_pending(ch, start, timeout_ms);
+
+	for (uint32_t i = 0; !ret && i < n; i++) {
+		struct stream_hdr hdr = { .magic = STREAM_MAGIC, .len = lens[i] };
+		struct iovec iov[2] = { { &hdr, sizeof(hdr) }, { (void *)msgs[i], lens[i] } };
+		size_t written;
+
+		ret = write_all(ch, iov, 2, start, timeout_ms, &written);
+		if (ret == -ETIMEDOUT && written && keep_rest(ch, &hdr, msgs[i], lens[i], written))
+			ret = shmrig__fail(-ENOMEM,
+					   "channel: out of memory keeping a half-sent message");
+	}
+	return ret;
+}
+
+/* Read into buf until `want` bytes are there; *got counts across calls. */
+static int read_some(struct shmrig_channel *ch, void *buf, size_t want, size_t *got, int64_t start,
+		     int timeout_ms)
+{
+	while (*got < want) {
+		ssize_t n = read(ch->fd, (char *)buf + *got, want - *got);
+
+		if (n > 0) {
+			*got += (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return shmrig__fail(-EPIPE, "channel: peer pid %d closed its end",
+					    (int)ch->peer);
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return io_error(ch, errno);
+		n = shmrig__channel_wait_fd(ch, POLLIN, start, timeout_ms);
+		if (n)
+			return (int)n;
+	}
+	return 0;
+}
+
+static int pipe_recv(struct shmrig_channel *ch, void **msg, size_t *len, int timeout_ms)
+{
+	struct pipe_state *st = ch->backend;
+	int64_t start = shmrig__now_ms();
+	int ret = flush_pending(ch, start, timeout_ms);
+
+	if (ret)
+		return ret;
+	ret = read_some(ch, &st->hdr, sizeof(st->hdr), &st->hdr_got, start, timeout_ms);
+	if (ret)
+		return ret;
+	if (st->hdr.magic != STREAM_MAGIC || st->hdr.len > SHMRIG_CHANNEL_MAX_MSG)
+		return shmrig__fail(-EBADMSG, "channel: corrupt stream (magic %08x, length %llu)",
+				    st->hdr.magic, (unsigned long long)st->hdr.len);
+	if (!st->body) {
+		st->body = shmrig__msg_alloc(st->hdr.len);
+		if (!st->body)
+			return shmrig__fail(-ENOMEM, "channel: out of memory for %llu bytes",
+					    (unsigned long long)st->hdr.len);
+		st->body_got = 0;
+	}
+	ret = read_some(ch, st->body, st->hdr.len, &st->body_got, start, timeout_ms);
+	if (ret)
+		return ret;
+	*msg = st->body;
+	*len = st->hdr.len;
+	st->body = NULL;
+	st->hdr_got = 0;
+	return 0;
+}
+
+const struct channel_ops shmrig__channel_pipe = {
+	.name = "pipe",
+	.pair_create = pipe_pair_create,
+	.pair_free = pipe_pair_free,
+	.open = pipe_open,
+	.close = pipe_close,
+	.sendv = pipe_sendv,
+	.recv = pipe_recv,
+};

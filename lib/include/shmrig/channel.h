@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_CHANNEL_H
+#define SHMRIG_CHANNEL_H
+
+/*
+ * channel: moves messages (usually frames) between two processes.
+ *
+ * Backends, chosen by name, behind one API:
+ *   "pipe"   a socketpair: one syscall and one kernel copy per message (the
+ *            seed's way, and the baseline)
+ *   "uring"  io_uring (liburing) over a socketpair: a batch of messages is one
+ *            submission, completions are reaped many per wait; the socket is a
+ *            registered file, SQPOLL when the kernel allows it
+ *   "ring"   single-producer single-consumer rings in a shared-memory segment:
+ *            spin briefly, then futex-wait; the peer is woken only when it
+ *            sleeps, so with both sides busy no syscall is made at all. A
+ *            message larger than a slot spills into a temporary pool block.
+ *
+ * Use: create a pair before fork(); after it, each process opens its end
+ * (0 or 1) naming its peer's pid. Open exchanges a hello (protocol version and
+ * registry fingerprint); a mismatch is -EPROTO on both sides. Then send and
+ * recv. A dead peer makes send and recv fail within a bounded time (EOF on the
+ * socket, or a futex timeout and a liveness check of the peer's pid and start
+ * time), never hang.
+ *
+ * Frames and their blocks: shmrig_channel_send_frame() hands a frame's blocks
+ * to the peer (shmrig_frame_transfer) before publishing it, so a frame in
+ * flight belongs to its receiver; if the receiver dies, any survivor's
+ * shmrig_pool_reap() frees them.
+ *
+ * A channel end is used by one thread at a time.
+ */
+
+#include <shmrig/common.h>
+#include <shmrig/pool.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct shmrig_channel shmrig_channel;
+typedef struct shmrig_channel_pair shmrig_channel_pair;
+
+#define SHMRIG_CHANNEL_VERSION 1u
+/* Largest message any backend carries. */
+#define SHMRIG_CHANNEL_MAX_MSG ((size_t)1 << 30)
+
+struct shmrig_channel_opts {
+	const char *backend;  /* "pipe", "uring" or "ring"; NULL: "pipe" */
+	uint32_t slot_size;   /* ring: bytes per slot (0: 4096), a multiple of 64 */
+	uint32_t slots;       /* ring: slots per direction (0: 256), a power of two */
+	int open_timeout_ms;  /* hello exchange (0: 5000) */
+	uint32_t flags;       /* none yet: must be 0 */
+	uint32_t reserved[4]; /* must be zero */
+};
+
+/*
+ * Make the resources both ends share (socketpair, ring segment), before fork.
+ * Errors: -EINVAL bad options or unknown backend (the message lists them);
+ * -ENOMEM; -errno from the OS.
+ */
+SHMRIG_API int shmrig_channel_pair_create(const struct shmrig_channel_opts *opts,
+					  shmrig_channel_pair **out);
+
+/* Release this process's copy of a pair (after both opens, or if fork failed). */
+SHMRIG_API void shmrig_channel_pair_free(shmrig_channel_pair *pair);
+
+/*
+ * Open end 0 or 1 of a pair in this process; `peer` is the pid of the process
+ * that opens the other end. `pool` is this process's pool (frames' blocks are
+ * handed over through it; the ring spills through it; may be NULL for a
+ * channel that carries no frames and uses no ring spills). `fingerprint` is
+ * compared with the peer's (shmrig_registry_fingerprint(), or any value both
+ * sides agree on). Blocks until the peer's hello arrives.
+ * Errors: -EINVAL; -EPROTO version or fingerprint mismatch (the message has
+ * both values); -ETIMEDOUT no hello in time; -EPIPE the peer is gone.
+ */
+SHMRIG_API int shmrig_channel_open(shmrig_channel_pair *pair, int end, pid_t peer,
+				   shmrig_pool *pool, uint64_t fingerprint, shmrig_channel **out);
+
+/* Close this end (the peer's recv then sees -EPIPE). NULL is ignored. */
+SHMRIG_API void shmrig_channel_close(shmrig_channel *ch);
+
+/* The backend's name, and what it had to do without (e.g. "SQPOLL refused: EPERM"). */
+SHMRIG_API const char *shmrig_channel_backend(const shmrig_channel *ch);
+SHMRIG_API const char *shmrig_channel_notes(const shmrig_channel *ch);
+
+/*
+ * Send `n` messages in order, as one batch where the backend can (one
+ * submission for uring, one publish and at most one wake for ring).
+ * timeout_ms < 0 waits as long as the peer lives.
+ * Errors: -EINVAL; -EMSGSIZE a message over SHMRIG_CHANNEL_MAX_MSG; -EPIPE the
+ * peer is gone; -ETIMEDOUT; -ENOMEM (ring spill). On error, some of the
+ * batch may have been sent.
+ */
+SHMRIG_API int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+				    uint32_t n, int timeout_ms);
+SHMRIG_API int shmrig_channel_send(shmrig_channel *ch, const void *msg, size_t len, int timeout_ms);
+
+/*
+ * Receive the next message into a new 8-byte aligned buffer (free() it).
+ * Errors: -ETIMEDOUT nothing arrived in time; -EPIPE the peer is gone (its
+ * messages sent before that are still delivered first); -EBADMSG the stream is
+ * corrupt; -ENOMEM.
+ */
+SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len, int timeout_ms);
+
+/*
+ * Hand the frame's blocks to the peer (needs the pool given at open), then send it.
+ * Errors: as shmrig_frame_transfer and shmrig_channel_send.
+ */
+SHMRIG_API int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len,
+					 int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,552 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Channels, every backend over the same cases: hello and fingerprints, 100,000
+ * messages in order, sizes around a ring slot and 16 MiB, both directions at
+ * once, timeouts, frames whose blocks move to the receiver, and a peer killed
+ * while we wait in recv or in send.
+ */
+#include "helpers.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <shmrig/channel.h>
+#include <shmrig/frame.h>
+#include <shmrig/registry.h>
+
+#define TIMEOUT_MS 30000
+#define SLOT 4096
+#define FINGERPRINT 0x5eed5eed12345678ull
+/* A dead peer must be noticed within this (slices of 100 ms plus slack). */
+#define DEAD_PEER_BOUND_MS 3000
+
+static const char *backend; /* the one the current case runs over */
+
+static shmrig_pool *open_pool(void)
+{
+	struct shmrig_pool_opts opts = {
+		.arena_size = 8 * MiB,
+		.max_bytes = 256 * MiB,
+		.backing = SHMRIG_BACKING_PLAIN,
+		.flags = SHMRIG_POOL_QUIET,
+	};
+	shmrig_pool *pool = NULL;
+
+	return shmrig_pool_open(&opts, &pool) ? NULL : pool;
+}
+
+struct peer {
+	pid_t pid;
+	shmrig_channel *ch;
+	int open_ret;
+};
+
+/* Child side: run fn on end 1 with its own pool; the exit status is fn's. */
+typedef int (*child_fn)(shmrig_channel *ch, shmrig_pool *pool);
+
+/*
+ * Fork a peer that opens end 1 (fingerprint child_fp) and runs fn; open end 0
+ * here (fingerprint FINGERPRINT, our pool). p.open_ret is our open's result.
+ */
+static struct peer start_peer(child_fn fn, shmrig_pool *pool, uint64_t child_fp)
+{
+	/* static: the child inherits these, and valgrind must find them reachable */
+	static shmrig_channel_pair *pair;
+	static shmrig_pool *child_pool;
+	static shmrig_channel *child_ch;
+	struct shmrig_channel_opts opts = { .backend = backend, .slot_size = SLOT };
+	struct peer p = { 0 };
+
+	assert_int_equal(shmrig_channel_pair_create(&opts, &pair), 0);
+	fflush(NULL);
+	p.pid = fork();
+	assert_true(p.pid >= 0);
+	if (p.pid == 0) {
+		int ret;
+
+		child_pool = open_pool();
+		if (!child_pool)
+			_exit(90);
+		ret = shmrig_channel_open(pair, 1, getppid(), child_pool, child_fp, &child_ch);
+		shmrig_channel_pair_free(pair);
+		if (ret)
+			_exit(ret == -EPROTO ? 91 : 92);
+		ret = fn(child_ch, child_pool);
+		shmrig_channel_close(child_ch);
+		if (shmrig_pool_close(child_pool))
+			_exit(93);
+		_exit(ret);
+	}
+	p.open_ret = shmrig_channel_open(pair, 0, p.pid, pool, FINGERPRINT, &p.ch);
+	shmrig_channel_pair_free(pair);
+	return p;
+}
+
+static int finish_peer(struct peer *p)
+{
+	shmrig_channel_close(p->ch);
+	p->ch = NULL;
+	return th_wait_child(p->pid, TIMEOUT_MS);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- hello ---- */
+
+static int child_idle(shmrig_channel *ch, shmrig_pool *pool)
+{
+	(void)ch;
+	(void)pool;
+	return 0;
+}
+
+static void test_hello(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	struct peer p;
+
+	(void)state;
+	p = start_peer(child_idle, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	assert_string_equal(shmrig_channel_backend(p.ch), backend);
+	assert_int_equal(finish_peer(&p), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
+static void test_fingerprint_mismatch(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	struct peer p;
+
+	(void)state;
+	p = start_peer(child_idle, pool, FINGERPRINT ^ 1);
+	assert_int_equal(p.open_ret, -EPROTO);
+	assert_non_null(strstr(shmrig_last_error(), "fingerprint"));
+	assert_int_equal(finish_peer(&p), 91); /* the child saw -EPROTO too */
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
+/* ---- 100,000 messages in order, batches of 64 ---- */
+
+enum {
+	COUNT = 100000,
+	BATCH = 64
+};
+
+static int child_check_order(shmrig_channel *ch, shmrig_pool *pool)
+{
+	uint64_t expect = 0;
+
+	(void)pool;
+	while (expect < COUNT) {
+		void *msg;
+		size_t len;
+		uint64_t seq;
+
+		if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+			return 10;
+		memcpy(&seq, msg, sizeof(seq));
+		free(msg);
+		if (len != 8 + seq % 100 || seq != expect)
+			return 11;
+		expect++;
+	}
+	return shmrig_channel_send(ch, &expect, sizeof(expect), TIMEOUT_MS) ? 12 : 0;
+}
+
+static void test_in_order(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	static unsigned char bufs[BATCH][128];
+	const void *msgs[BATCH];
+	size_t lens[BATCH];
+	uint64_t count = 0;
+	struct peer p;
+	void *msg;
+	size_t len;
+
+	(void)state;
+	p = start_peer(child_check_order, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	for (uint64_t seq = 0; seq < COUNT;) {
+		uint32_t n = 0;
+
+		for (; n < BATCH && seq < COUNT; n++, seq++) {
+			memcpy(bufs[n], &seq, sizeof(seq));
+			msgs[n] = bufs[n];
+			lens[n] = 8 + seq % 100;
+		}
+		assert_int_equal(shmrig_channel_sendv(p.ch, msgs, lens, n, TIMEOUT_MS), 0);
+	}
+	assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, TIMEOUT_MS), 0);
+	memcpy(&count, msg, sizeof(count));
+	free(msg);
+	assert_int_equal(count, COUNT);
+	assert_int_equal(finish_peer(&p), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+/* ---- sizes around a slot, and 16 MiB ---- */
+
+static const size_t sizes[] = { 0, 1, SLOT - 1, SLOT, SLOT + 1, 3 * SLOT + 7, 16 * MiB };
+#define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
+
+static int child_echo_sizes(shmrig_channel *ch, shmrig_pool *pool)
+{
+	(void)pool;
+	for (size_t i = 0; i < NSIZES; i++) {
+		void *msg;
+		size_t len;
+		int ret;
+
+		if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+			return 20;
+		if (len != sizes[i] || th_first_mismatch(msg, len, (unsigned)i) != len) {
+			free(msg);
+			return 21;
+		}
+		ret = shmrig_channel_send(ch, msg, len, TIMEOUT_MS);
+		free(msg);
+		if (ret)
+			return 22;
+	}
+	return 0;
+}
+
+static void test_sizes(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	unsigned char *buf = malloc(16 * MiB);
+	struct peer p;
+
+	(void)state;
+	p = start_peer(child_echo_sizes, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	for (size_t i = 0; i < NSIZES; i++) {
+		void *msg;
+		size_t len;
+
+		th_fill(buf, sizes[i], (unsigned)i);
+		assert_int_equal(shmrig_channel_send(p.ch, buf, sizes[i], TIMEOUT_MS), 0);
+		assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, TIMEOUT_MS), 0);
+		assert_int_equal(len, sizes[i]);
+		assert_int_equal((uintptr_t)msg % 8, 0);
+		assert_int_equal(th_first_mismatch(msg, len, (unsigned)i), len);
+		free(msg);
+	}
+	assert_int_equal(finish_peer(&p), 0);
+	free(buf);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+/* ---- both directions at once ---- */
+
+enum {
+	BOTH_ROUNDS = 300
+};
+
+/* Each round: send a batch, then take the other side's batch. */
+static int exchange(shmrig_channel *ch, uint64_t tag)
+{
+	static unsigned char bufs[BATCH][64];
+	const void *msgs[BATCH];
+	size_t lens[BATCH];
+
+	for (uint64_t round = 0; round < BOTH_ROUNDS; round++) {
+		for (uint32_t i = 0; i < BATCH; i++) {
+			uint64_t v = tag ^ (round * BATCH + i);
+
+			memcpy(bufs[i], &v, sizeof(v));
+			msgs[i] = bufs[i];
+			lens[i] = 8 + i % 50;
+		}
+		if (shmrig_channel_sendv(ch, msgs, lens, BATCH, TIMEOUT_MS))
+			return 30;
+		for (uint32_t i = 0; i < BATCH; i++) {
+			void *msg;
+			size_t len;
+			uint64_t v;
+
+			if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+				return 31;
+			memcpy(&v, msg, sizeof(v));
+			free(msg);
+			if (len != 8 + i % 50 || v != (~tag ^ (round * BATCH + i)))
+				return 32;
+		}
+	}
+	return 0;
+}
+
+static int child_exchange(shmrig_channel *ch, shmrig_pool *pool)
+{
+	(void)pool;
+	return exchange(ch, ~0ull);
+}
+
+static void test_both_directions(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	struct peer p;
+
+	(void)state;
+	p = start_peer(child_exchange, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	assert_int_equal(exchange(p.ch, 0), 0);
+	assert_int_equal(finish_peer(&p), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
+/* ---- timeouts and bad arguments ---- */
+
+static int child_wait_for_word(shmrig_channel *ch, shmrig_pool *pool)
+{
+	void *msg;
+	size_t len;
+
+	(void)pool;
+	if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+		return 40;
+	free(msg);
+	return 0;
+}
+
+static void test_timeout(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	struct peer p;
+	int64_t t0;
+	void *msg;
+	size_t len;
+
+	(void)state;
+	p = start_peer(child_wait_for_word, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	t0 = now_ms();
+	assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, 50), -ETIMEDOUT);
+	assert_true(now_ms() - t0 >= 50);
+	assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, 0), -ETIMEDOUT);
+	assert_int_equal(shmrig_channel_recv(p.ch, NULL, &len, 0), -EINVAL);
+	assert_int_equal(shmrig_channel_send(p.ch, NULL, 5, 0), -EINVAL);
+	assert_int_equal(shmrig_channel_send(p.ch, "x", SHMRIG_CHANNEL_MAX_MSG + 1, 0), -EMSGSIZE);
+	assert_int_equal(shmrig_channel_send(p.ch, "go", 2, TIMEOUT_MS), 0);
+	assert_int_equal(finish_peer(&p), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
+static void test_bad_options(void **state)
+{
+	struct shmrig_channel_opts opts = { .backend = "carrier-pigeon" };
+	shmrig_channel_pair *pair;
+
+	(void)state;
+	assert_int_equal(shmrig_channel_pair_create(&opts, &pair), -EINVAL);
+	assert_non_null(strstr(shmrig_last_error(), "pipe"));
+	opts.backend = backend;
+	opts.flags = 1;
+	assert_int_equal(shmrig_channel_pair_create(&opts, &pair), -EINVAL);
+	opts.flags = 0;
+	opts.reserved[3] = 1;
+	assert_int_equal(shmrig_channel_pair_create(&opts, &pair), -EINVAL);
+	assert_int_equal(shmrig_channel_pair_create(NULL, NULL), -EINVAL);
+}
+
+/* ---- frames: their blocks go with them ---- */
+
+static int child_decode(shmrig_channel *ch, shmrig_pool *pool)
+{
+	shmrig_registry *reg;
+	struct shmrig_value value;
+	int ok = 0;
+	void *frame;
+	size_t len;
+
+	if (shmrig_registry_create(&reg) || shmrig_registry_add_builtins(reg))
+		return 50;
+	if (shmrig_channel_recv(ch, &frame, &len, TIMEOUT_MS))
+		return 51;
+	if (shmrig_registry_decode(reg, pool, frame, len, &value) == 0) {
+		ok = value.kind == SHMRIG_KIND_NDARRAY && value.array.shape[0] == 1000 &&
+		     ((const double *)value.array.data)[999] == 999.0;
+		shmrig_value_release(&value);
+	}
+	free(frame);
+	shmrig_registry_free(reg);
+	return ok ? 0 : 52;
+}
+
+static void test_send_frame(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	static double data[1000];
+	struct shmrig_value v = { .kind = SHMRIG_KIND_NDARRAY,
+				  .array = { .dtype = SHMRIG_DTYPE_FLOAT64,
+					     .ndim = 1,
+					     .shape = { 1000 },
+					     .order = 'C',
+					     .data = data } };
+	shmrig_registry *reg;
+	struct peer p;
+	void *frame;
+	size_t len;
+
+	(void)state;
+	for (int i = 0; i < 1000; i++)
+		data[i] = i;
+	assert_int_equal(shmrig_registry_create(&reg), 0);
+	assert_int_equal(shmrig_registry_add_builtins(reg), 0);
+	p = start_peer(child_decode, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(shmrig_channel_send_frame(p.ch, frame, len, TIMEOUT_MS), 0);
+	/* the blocks are the child's now */
+	assert_int_equal(shmrig_frame_discard(pool, frame, len), -EPERM);
+	free(frame);
+	assert_int_equal(finish_peer(&p), 0);
+	/* it freed them into our arena */
+	assert_int_equal(th_live_blocks(pool), 0);
+	shmrig_registry_free(reg);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
+/* ---- a peer killed while we wait ---- */
+
+static int child_sleep(shmrig_channel *ch, shmrig_pool *pool)
+{
+	(void)pool;
+	/* say we are ready, then neither read nor write until killed */
+	if (shmrig_channel_send(ch, "r", 1, TIMEOUT_MS))
+		return 60;
+	for (;;)
+		pause();
+}
+
+/* Kill the peer from a helper process after `delay_ms`, while we are blocked. */
+static pid_t kill_later(pid_t victim, int delay_ms)
+{
+	pid_t killer = fork();
+
+	if (killer == 0) {
+		struct timespec ts = { delay_ms / 1000, (long)(delay_ms % 1000) * 1000000 };
+
+		/* a delay, not a synchronisation: the test holds whether or not we
+		 * are blocked yet when it fires */
+		nanosleep(&ts, NULL);
+		kill(victim, SIGKILL);
+		_exit(0);
+	}
+	return killer;
+}
+
+static void wait_ready(struct peer *p)
+{
+	void *msg;
+	size_t len;
+
+	assert_int_equal(shmrig_channel_recv(p->ch, &msg, &len, TIMEOUT_MS), 0);
+	free(msg);
+}
+
+static void test_peer_killed_in_recv(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	struct peer p;
+	pid_t killer;
+	int64_t t0;
+	void *msg;
+	size_t len;
+
+	(void)state;
+	p = start_peer(child_sleep, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	wait_ready(&p);
+	killer = kill_later(p.pid, 200);
+	t0 = now_ms();
+	assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, -1), -EPIPE);
+	assert_true(now_ms() - t0 < DEAD_PEER_BOUND_MS);
+	assert_int_equal(th_wait_child(killer, TIMEOUT_MS), 0);
+	assert_int_equal(finish_peer(&p), 128 + SIGKILL);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
+static void test_peer_killed_in_send(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	static unsigned char chunk[64 * 1024];
+	struct peer p;
+	pid_t killer;
+	int64_t t0;
+	int ret = 0;
+
+	(void)state;
+	p = start_peer(child_sleep, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	wait_ready(&p);
+	killer = kill_later(p.pid, 300);
+	t0 = now_ms();
+	/* the peer never reads: we block once its buffers are full, until it dies */
+	for (int i = 0; i < 100000 && ret == 0; i++)
+		ret = shmrig_channel_send(p.ch, chunk, sizeof(chunk), -1);
+	assert_int_equal(ret, -EPIPE);
+	assert_true(now_ms() - t0 < DEAD_PEER_BOUND_MS + 300);
+	assert_int_equal(th_wait_child(killer, TIMEOUT_MS), 0);
+	assert_int_equal(finish_peer(&p), 128 + SIGKILL);
+	/* spills to the dead peer (ring) were handed to it: reap returns them */
+	shmrig_pool_reap(pool);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	shmrig_pool_sweep(pool = open_pool());
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+/* ---- the table of backends ---- */
+
+static int use_pipe(void **state)
+{
+	(void)state;
+	backend = "pipe";
+	return 0;
+}
+
+#define CASES(setup)                                                      \
+	cmocka_unit_test_setup(test_hello, setup),                        \
+		cmocka_unit_test_setup(test_fingerprint_mismatch, setup), \
+		cmocka_unit_test_setup(test_in_order, setup),             \
+		cmocka_unit_test_setup(test_sizes, setup),                \
+		cmocka_unit_test_setup(test_both_directions, setup),      \
+		cmocka_unit_test_setup(test_timeout, setup),              \
+		cmocka_unit_test_setup(test_bad_options, setup),          \
+		cmocka_unit_test_setup(test_send_frame, setup),           \
+		cmocka_unit_test_setup(test_peer_killed_in_recv, setup),  \
+		cmocka_unit_test_setup(test_peer_killed_in_send, setup)
+
+static int sweep_leftovers(void **state)
+{
+	(void)state;
+	return shmrig_segment_sweep(th_prefix()) < 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		CASES(use_pipe),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
+}
