@@ -24,12 +24,19 @@
 
 #define SLICE_MS 100
 
+/* Received bytes are read in chunks of up to this, so that a burst of small
+ * messages costs one read, not two per message. */
+#define RBUF_SIZE (64 * 1024)
+
 struct pipe_state {
-	/* a message being received */
+	/* a message larger than the buffer, read straight into its own memory */
 	struct stream_hdr hdr;
-	size_t hdr_got;
 	char *body;
 	size_t body_got;
+	/* bytes read but not yet delivered: rbuf[rstart, rend) */
+	size_t rstart;
+	size_t rend;
+	char rbuf[RBUF_SIZE];
 	/* the rest of a message whose send timed out */
 	char *pending;
 	size_t pending_len;
@@ -232,6 +239,14 @@ static int read_some(struct shmrig_channel *ch, void *buf, size_t want, size_t *
 	return 0;
 }
 
+static int deliver(struct pipe_state *st, void **msg, size_t *len)
+{
+	*msg = st->body;
+	*len = st->hdr.len;
+	st->body = NULL;
+	return 0;
+}
+
 static int pipe_recv(struct shmrig_channel *ch, void **msg, size_t *len, int timeout_ms)
 {
 	struct pipe_state *st = ch->backend;
@@ -240,27 +255,60 @@ static int pipe_recv(struct shmrig_channel *ch, void **msg, size_t *len, int tim
 
 	if (ret)
 		return ret;
-	ret = read_some(ch, &st->hdr, sizeof(st->hdr), &st->hdr_got, start, timeout_ms);
-	if (ret)
-		return ret;
-	if (st->hdr.magic != STREAM_MAGIC || st->hdr.len > SHMRIG_CHANNEL_MAX_MSG)
-		return shmrig__fail(-EBADMSG, "channel: corrupt stream (magic %08x, length %llu)",
-				    st->hdr.magic, (unsigned long long)st->hdr.len);
-	if (!st->body) {
-		st->body = shmrig__msg_alloc(st->hdr.len);
-		if (!st->body)
-			return shmrig__fail(-ENOMEM, "channel: out of memory for %llu bytes",
-					    (unsigned long long)st->hdr.len);
-		st->body_got = 0;
+	for (;;) {
+		size_t have = st->rend - st->rstart;
+		ssize_t n;
+
+		if (st->body) {
+			ret = read_some(ch, st->body, st->hdr.len, &st->body_got, start,
+					timeout_ms);
+			return ret ? ret : deliver(st, msg, len);
+		}
+		if (have >= sizeof(st->hdr)) {
+			memcpy(&st->hdr, st->rbuf + st->rstart, sizeof(st->hdr));
+			if (st->hdr.magic != STREAM_MAGIC || st->hdr.len > SHMRIG_CHANNEL_MAX_MSG)
+				return shmrig__fail(-EBADMSG,
+						    "channel: corrupt stream (magic %08x, length %llu)",
+						    st->hdr.magic, (unsigned long long)st->hdr.len);
+			if (have - sizeof(st->hdr) >= st->hdr.len ||
+			    sizeof(st->hdr) + st->hdr.len > RBUF_SIZE) {
+				size_t in_buf = have - sizeof(st->hdr);
+
+				if (in_buf > st->hdr.len)
+					in_buf = st->hdr.len;
+				st->body = shmrig__msg_alloc(st->hdr.len);
+				if (!st->body)
+					return shmrig__fail(-ENOMEM,
+							    "channel: out of memory for %llu bytes",
+							    (unsigned long long)st->hdr.len);
+				memcpy(st->body, st->rbuf + st->rstart + sizeof(st->hdr), in_buf);
+				st->body_got = in_buf;
+				st->rstart += sizeof(st->hdr) + in_buf;
+				continue; /* complete, or the rest is read straight into body */
+			}
+		}
+		/* need more bytes */
+		if (st->rstart) {
+			memmove(st->rbuf, st->rbuf + st->rstart, have);
+			st->rstart = 0;
+			st->rend = have;
+		}
+		n = read(ch->fd, st->rbuf + st->rend, RBUF_SIZE - st->rend);
+		if (n > 0) {
+			st->rend += (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return shmrig__fail(-EPIPE, "channel: peer pid %d closed its end",
+					    (int)ch->peer);
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return io_error(ch, errno);
+		ret = shmrig__channel_wait_fd(ch, POLLIN, start, timeout_ms);
+		if (ret)
+			return ret;
 	}
-	ret = read_some(ch, st->body, st->hdr.len, &st->body_got, start, timeout_ms);
-	if (ret)
-		return ret;
-	*msg = st->body;
-	*len = st->hdr.len;
-	st->body = NULL;
-	st->hdr_got = 0;
-	return 0;
 }
 
 const struct channel_ops shmrig__channel_pipe = {
