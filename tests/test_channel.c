@@ -514,12 +514,342 @@ static void test_peer_killed_in_send(void **state)
 	assert_int_equal(th_count_segments(th_prefix()), 0);
 }
 
+/* ---- ring only: slots, spills, and peers that die around them ---- */
+
+/* The largest message a SLOT-byte slot holds after its 8-byte header. */
+#define RING_INLINE_MAX (SLOT - 8)
+
+static const size_t ring_sizes[] = { RING_INLINE_MAX, RING_INLINE_MAX + 1, 0, 2 * SLOT,
+				     RING_INLINE_MAX };
+#define RING_NSIZES (sizeof(ring_sizes) / sizeof(ring_sizes[0]))
+
+static int child_echo_ring_sizes(shmrig_channel *ch, shmrig_pool *pool)
+{
+	(void)pool;
+	for (size_t i = 0; i < RING_NSIZES; i++) {
+		void *msg;
+		size_t len;
+		int ret;
+
+		if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+			return 100;
+		if (len != ring_sizes[i] || th_first_mismatch(msg, len, (unsigned)i) != len) {
+			free(msg);
+			return 101;
+		}
+		ret = shmrig_channel_send(ch, msg, len, TIMEOUT_MS);
+		free(msg);
+		if (ret)
+			return 102;
+	}
+	return 0;
+}
+
+/* slot_size - 8 bytes fit a slot, one more spills: both round-trip intact. */
+static void test_ring_slot_boundary(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	static unsigned char buf[2 * SLOT];
+	struct peer p;
+
+	(void)state;
+	p = start_peer(child_echo_ring_sizes, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	assert_non_null(strstr(shmrig_channel_notes(p.ch), "spills above 4088 bytes"));
+	for (size_t i = 0; i < RING_NSIZES; i++) {
+		void *msg;
+		size_t len;
+
+		th_fill(buf, ring_sizes[i], (unsigned)i);
+		assert_int_equal(shmrig_channel_send(p.ch, buf, ring_sizes[i], TIMEOUT_MS), 0);
+		assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, TIMEOUT_MS), 0);
+		assert_int_equal(len, ring_sizes[i]);
+		assert_int_equal(th_first_mismatch(msg, len, (unsigned)i), len);
+		free(msg);
+	}
+	assert_int_equal(finish_peer(&p), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+static int child_expect_inline_then_done(shmrig_channel *ch, shmrig_pool *pool)
+{
+	void *msg;
+	size_t len;
+	int ok;
+
+	(void)pool;
+	if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+		return 110;
+	ok = len == RING_INLINE_MAX && th_first_mismatch(msg, len, 7) == len;
+	free(msg);
+	if (!ok)
+		return 111;
+	/* nothing of the refused batch came through */
+	if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+		return 112;
+	ok = len == 4 && memcmp(msg, "done", 4) == 0;
+	free(msg);
+	return ok ? 0 : 113;
+}
+
+/* Without a pool nothing can spill: one byte over the slot is -EMSGSIZE, and
+ * a batch holding such a message is refused whole. */
+static void test_ring_spill_needs_pool(void **state)
+{
+	static unsigned char buf[SLOT];
+	const void *msgs[2] = { buf, buf };
+	size_t lens[2] = { 8, RING_INLINE_MAX + 1 };
+	struct peer p;
+
+	(void)state;
+	p = start_peer(child_expect_inline_then_done, NULL, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	assert_non_null(strstr(shmrig_channel_notes(p.ch), "no pool"));
+	th_fill(buf, RING_INLINE_MAX, 7);
+	assert_int_equal(shmrig_channel_send(p.ch, buf, RING_INLINE_MAX, TIMEOUT_MS), 0);
+	assert_int_equal(shmrig_channel_send(p.ch, buf, RING_INLINE_MAX + 1, TIMEOUT_MS),
+			 -EMSGSIZE);
+	assert_non_null(strstr(shmrig_last_error(), "no pool"));
+	assert_int_equal(shmrig_channel_sendv(p.ch, msgs, lens, 2, TIMEOUT_MS), -EMSGSIZE);
+	assert_int_equal(shmrig_channel_send(p.ch, "done", 4, TIMEOUT_MS), 0);
+	assert_int_equal(finish_peer(&p), 0);
+}
+
+static void test_ring_bad_options(void **state)
+{
+	static const struct {
+		uint32_t slot_size, slots;
+	} bad[] = {
+		{ 100, 0 },         /* not a multiple of 64 */
+		{ 64, 0 },          /* below 128 */
+		{ 0, 3 },           /* not a power of two */
+		{ 1u << 20, 1024 }, /* 1 GiB a direction */
+	};
+	shmrig_channel_pair *pair;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct shmrig_channel_opts opts = { .backend = backend,
+						    .slot_size = bad[i].slot_size,
+						    .slots = bad[i].slots };
+
+		assert_int_equal(shmrig_channel_pair_create(&opts, &pair), -EINVAL);
+	}
+}
+
+struct owner_count {
+	pid_t pid;
+	uint64_t blocks;
+};
+
+static void count_owned(void *arg, const struct shmrig_block_info *info)
+{
+	struct owner_count *oc = arg;
+
+	if (info->owner == oc->pid)
+		oc->blocks++;
+}
+
+/* Spills sent to a peer that never reads belong to it: when it is killed,
+ * reap returns them; a spill sent after that is -EPIPE and leaks nothing. */
+static void test_ring_spill_to_killed_peer(void **state)
+{
+	static const size_t spill_sizes[] = { RING_INLINE_MAX + 1, 64 * 1024, 2 * MiB };
+	static unsigned char buf[2 * MiB];
+	shmrig_pool *pool = open_pool();
+	struct owner_count oc;
+	struct peer p;
+	int64_t t0;
+	void *msg;
+	size_t len;
+
+	(void)state;
+	p = start_peer(child_sleep, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	wait_ready(&p);
+	assert_int_equal(shmrig_channel_send(p.ch, buf, RING_INLINE_MAX, TIMEOUT_MS), 0);
+	assert_int_equal(th_live_blocks(pool), 0); /* it fit the slot */
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(shmrig_channel_send(p.ch, buf, spill_sizes[i], TIMEOUT_MS), 0);
+	oc = (struct owner_count){ .pid = p.pid };
+	assert_int_equal(shmrig_pool_for_each_live(pool, count_owned, &oc), 3);
+	assert_int_equal(oc.blocks, 3); /* handed over before they were published */
+	kill(p.pid, SIGKILL);
+	assert_int_equal(th_wait_child(p.pid, TIMEOUT_MS), 128 + SIGKILL);
+	assert_int_equal(shmrig_pool_reap(pool), 3);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_channel_send(p.ch, buf, 64 * 1024, TIMEOUT_MS), -EPIPE);
+	assert_int_equal(th_live_blocks(pool), 0);
+	t0 = now_ms();
+	assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, -1), -EPIPE);
+	assert_true(now_ms() - t0 < DEAD_PEER_BOUND_MS);
+	shmrig_channel_close(p.ch);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+/* Spill sizes that a streaming child cycles through (all in pool arenas). */
+static size_t stream_len(uint64_t seq)
+{
+	return RING_INLINE_MAX + 1 + (size_t)(seq * 7919 % (256 * 1024));
+}
+
+static int child_stream_spills(shmrig_channel *ch, shmrig_pool *pool)
+{
+	unsigned char *buf = malloc(RING_INLINE_MAX + 1 + 256 * 1024);
+
+	(void)pool;
+	if (!buf)
+		return 120;
+	for (uint64_t seq = 0;; seq++) {
+		th_fill(buf, stream_len(seq), (unsigned)seq);
+		if (shmrig_channel_send(ch, buf, stream_len(seq), TIMEOUT_MS)) {
+			free(buf);
+			return 121;
+		}
+	}
+}
+
+/* A peer killed while it streams spills, most likely in the middle of one
+ * (allocating, copying, handing over, publishing): we get every message it
+ * published, intact and in order, then -EPIPE in bounded time, and after reap
+ * and sweep nothing of its is left. */
+static void test_ring_killed_mid_spill(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	uint64_t seq = 0;
+	struct peer p;
+	pid_t killer;
+	int64_t t0;
+	int ret;
+
+	(void)state;
+	p = start_peer(child_stream_spills, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	t0 = now_ms();
+	killer = kill_later(p.pid, 200);
+	for (;; seq++) {
+		void *msg;
+		size_t len;
+
+		ret = shmrig_channel_recv(p.ch, &msg, &len, -1);
+		if (ret)
+			break;
+		assert_int_equal(len, stream_len(seq));
+		assert_int_equal(th_first_mismatch(msg, len, (unsigned)seq), len);
+		free(msg);
+	}
+	assert_int_equal(ret, -EPIPE);
+	assert_true(seq > 0);
+	assert_true(now_ms() - t0 < 200 + DEAD_PEER_BOUND_MS);
+	assert_int_equal(th_wait_child(killer, TIMEOUT_MS), 0);
+	assert_int_equal(finish_peer(&p), 128 + SIGKILL);
+	/* what it held (a block it was filling, its cache) goes back */
+	assert_true(shmrig_pool_reap(pool) >= 0);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	shmrig_pool_sweep(pool = open_pool());
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+static int drain_signal[2] = { -1, -1 }; /* parent -> child: "the spills are sent" */
+
+static int child_close_unread(shmrig_channel *ch, shmrig_pool *pool)
+{
+	char byte;
+
+	(void)ch;
+	(void)pool;
+	close(drain_signal[1]);
+	/* returning closes our end with the spills unread: close frees them */
+	return th_read_all(drain_signal[0], &byte, 1) ? 130 : 0;
+}
+
+/* A receiver that closes with spills unread frees them (no reap needed), and
+ * its pool closes without a leak. */
+static void test_ring_close_frees_unread_spills(void **state)
+{
+	static unsigned char buf[64 * 1024];
+	shmrig_pool *pool = open_pool();
+	struct peer p;
+
+	(void)state;
+	assert_int_equal(pipe(drain_signal), 0);
+	p = start_peer(child_close_unread, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	close(drain_signal[0]);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(shmrig_channel_send(p.ch, buf, sizeof(buf), TIMEOUT_MS), 0);
+	assert_int_equal(th_write_all(drain_signal[1], "x", 1), 0);
+	close(drain_signal[1]);
+	assert_int_equal(finish_peer(&p), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
+static int child_send_then_close(shmrig_channel *ch, shmrig_pool *pool)
+{
+	static unsigned char buf[64 * 1024];
+
+	(void)pool;
+	for (int i = 0; i < 8; i++) {
+		size_t len = i % 2 ? sizeof(buf) : 16;
+
+		th_fill(buf, len, (unsigned)i);
+		if (shmrig_channel_send(ch, buf, len, TIMEOUT_MS))
+			return 140;
+	}
+	/* returning closes the channel, then the pool: the close waits until
+	 * our spills are taken, or the pool would count them as leaks */
+	return 0;
+}
+
+/* A sender that closes right after sending: every message still arrives,
+ * then -EPIPE; its pool closes clean. */
+static void test_ring_close_after_send(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	struct peer p;
+	void *msg;
+	size_t len;
+
+	(void)state;
+	p = start_peer(child_send_then_close, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, TIMEOUT_MS), 0);
+		assert_int_equal(len, i % 2 ? 64 * 1024 : 16);
+		assert_int_equal(th_first_mismatch(msg, len, (unsigned)i), len);
+		free(msg);
+	}
+	assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, TIMEOUT_MS), -EPIPE);
+	assert_int_equal(finish_peer(&p), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 /* ---- the table of backends ---- */
 
 static int use_pipe(void **state)
 {
 	(void)state;
 	backend = "pipe";
+	return 0;
+}
+
+static int use_uring(void **state)
+{
+	(void)state;
+	backend = "uring";
+	return 0;
+}
+
+static int use_ring(void **state)
+{
+	(void)state;
+	backend = "ring";
 	return 0;
 }
 
@@ -545,6 +875,15 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		CASES(use_pipe),
+		CASES(use_uring),
+		CASES(use_ring),
+		cmocka_unit_test_setup(test_ring_slot_boundary, use_ring),
+		cmocka_unit_test_setup(test_ring_spill_needs_pool, use_ring),
+		cmocka_unit_test_setup(test_ring_bad_options, use_ring),
+		cmocka_unit_test_setup(test_ring_spill_to_killed_peer, use_ring),
+		cmocka_unit_test_setup(test_ring_killed_mid_spill, use_ring),
+		cmocka_unit_test_setup(test_ring_close_frees_unread_spills, use_ring),
+		cmocka_unit_test_setup(test_ring_close_after_send, use_ring),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -10,6 +10,7 @@
 #include <shmrig/pool.h>
 #include <shmrig/registry.h>
 #include <shmrig/segment.h>
+#include <shmrig/session.h>
 #include <shmrig/topo.h>
 #include <shmrig/value.h>
 
