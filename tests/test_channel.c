@@ -380,8 +380,16 @@ static int child_decode(shmrig_channel *ch, shmrig_pool *pool)
 	if (shmrig_channel_recv(ch, &frame, &len, TIMEOUT_MS))
 		return 51;
 	if (shmrig_registry_decode(reg, pool, frame, len, &value) == 0) {
+		void *go;
+		size_t go_len;
+
 		ok = value.kind == SHMRIG_KIND_NDARRAY && value.array.shape[0] == 1000 &&
 		     ((const double *)value.array.data)[999] == 999.0;
+		/* hold the blocks until the parent has seen they are ours */
+		if (shmrig_channel_recv(ch, &go, &go_len, TIMEOUT_MS) == 0)
+			free(go);
+		else
+			ok = 0;
 		shmrig_value_release(&value);
 	}
 	free(frame);
@@ -415,6 +423,7 @@ static void test_send_frame(void **state)
 	assert_int_equal(shmrig_channel_send_frame(p.ch, frame, len, TIMEOUT_MS), 0);
 	/* the blocks are the child's now */
 	assert_int_equal(shmrig_frame_discard(pool, frame, len), -EPERM);
+	assert_int_equal(shmrig_channel_send(p.ch, "go", 2, TIMEOUT_MS), 0);
 	free(frame);
 	assert_int_equal(finish_peer(&p), 0);
 	/* it freed them into our arena */

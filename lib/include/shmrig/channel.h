@@ -10,7 +10,9 @@
  *            seed's way, and the baseline)
  *   "uring"  io_uring (liburing) over a socketpair: a batch of messages is one
  *            submission, completions are reaped many per wait; the socket is a
- *            registered file, SQPOLL when the kernel allows it
+ *            registered file and reads go to a registered buffer; SQPOLL on
+ *            request (SHMRIG_URING_SQPOLL=1): on 2 CPUs its kernel threads cost
+ *            more throughput than they save latency
  *   "ring"   single-producer single-consumer rings in a shared-memory segment:
  *            spin briefly, then futex-wait; the peer is woken only when it
  *            sleeps, so with both sides busy no syscall is made at all. A
