@@ -31,12 +31,15 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define ARENA_MAGIC 0x414e455241524853ull /* "SHRARENA" */
@@ -194,6 +197,14 @@ struct shmrig_pool {
 	struct seg_local *segs;
 	struct seg_local *buckets[HASH_BUCKETS];
 	struct slab slab;
+	/* Identities of recent transfer targets: reading /proc/PID/stat costs
+	 * ~9 us, more than the rest of a small message's round trip. */
+	struct {
+		pid_t pid;
+		int pidfd; /* -1: empty */
+		shmrig__procid id;
+	} targets[4];
+	unsigned next_target;
 	/* info of the last segment created */
 	enum shmrig_backing last_backing;
 	size_t last_page_size;
@@ -747,6 +758,8 @@ int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out)
 	pool->topo = opts->topo;
 	pool->last_backing = (enum shmrig_backing)opts->backing;
 	pool->last_node = -1;
+	for (unsigned i = 0; i < sizeof(pool->targets) / sizeof(pool->targets[0]); i++)
+		pool->targets[i].pidfd = -1;
 	if ((opts->flags & SHMRIG_POOL_BIND_NODE) &&
 	    !shmrig_topo_node_exists(opts->topo ? opts->topo : shmrig_topo_system(),
 				     opts->numa_node)) {
@@ -1175,6 +1188,61 @@ int shmrig__pool_attach_owned(shmrig_pool *pool, const struct shmrig_ref *ref, v
 	return ret;
 }
 
+/*
+ * The identity (pid + start time) of a transfer target. Reading it from
+ * /proc/PID/stat costs ~9 us, more than the rest of a small message's round
+ * trip, so recent targets are cached with a pidfd: a pidfd names one process,
+ * never a later one that reuses its pid, and polling it says at once whether
+ * that process has exited. Without pidfds (old kernels, valgrind) every
+ * transfer reads /proc.
+ */
+static int target_id(shmrig_pool *pool, pid_t pid, shmrig__procid *id)
+{
+	const unsigned n = sizeof(pool->targets) / sizeof(pool->targets[0]);
+	unsigned slot;
+	int pidfd;
+
+	if (pid <= 0)
+		return shmrig__fail(-ESRCH, "pool_transfer: no process %d", (int)pid);
+	for (slot = 0; slot < n; slot++) {
+		struct pollfd pfd = { .fd = pool->targets[slot].pidfd, .events = POLLIN };
+
+		if (pool->targets[slot].pid != pid)
+			continue;
+		if (poll(&pfd, 1, 0) == 0) {
+			*id = pool->targets[slot].id;
+			return 0;
+		}
+		/* it exited: forget it */
+		close(pool->targets[slot].pidfd);
+		pool->targets[slot].pid = 0;
+		pool->targets[slot].pidfd = -1;
+		break;
+	}
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (shmrig__procid_of(pid, id)) {
+		if (pidfd >= 0)
+			close(pidfd);
+		return shmrig__fail(-ESRCH, "pool_transfer: no live process %d", (int)pid);
+	}
+	if (pidfd < 0)
+		return 0;
+	slot = pool->next_target++ % n;
+	if (pool->targets[slot].pidfd >= 0)
+		close(pool->targets[slot].pidfd);
+	pool->targets[slot].pid = pid;
+	pool->targets[slot].pidfd = pidfd;
+	pool->targets[slot].id = *id;
+	return 0;
+}
+
+static void forget_targets(shmrig_pool *pool)
+{
+	for (unsigned i = 0; i < sizeof(pool->targets) / sizeof(pool->targets[0]); i++)
+		if (pool->targets[i].pidfd >= 0)
+			close(pool->targets[i].pidfd);
+}
+
 int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid)
 {
 	shmrig__procid target;
@@ -1184,10 +1252,10 @@ int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t 
 
 	if (ret)
 		return ret;
-	if (shmrig__procid_of(pid, &target))
-		return shmrig__fail(-ESRCH, "pool_transfer: no live process %d", (int)pid);
 	pthread_mutex_lock(&pool->lock);
-	ret = resolve(pool, ref, &b, &word);
+	ret = target_id(pool, pid, &target);
+	if (!ret)
+		ret = resolve(pool, ref, &b, &word);
 	if (!ret) {
 		uint64_t owner = atomic_load_explicit(&b.desc->owner, memory_order_acquire);
 
@@ -1723,6 +1791,7 @@ int shmrig_pool_close(shmrig_pool *pool)
 		walk_blocks(sl, leak_one, &ctx);
 	while (pool->segs)
 		drop_seg(pool, pool->segs);
+	forget_targets(pool);
 	pthread_mutex_unlock(&pool->lock);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);

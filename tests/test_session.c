@@ -6,7 +6,8 @@
  * handlers; a call that times out and whose late answer is discarded; a
  * worker killed by a signal mid-request (the error names the signal, its
  * blocks are reaped, its segments removed, restart works); a wedged worker
- * killed at shutdown; a worker that leaks. Each case ends with no zombie, no
+ * killed at shutdown; a worker that cannot start; a caller that dies (its
+ * worker follows); a worker that leaks. Each case ends with no zombie, no
  * live block, no segment and no fd left.
  */
 #include "helpers.h"
@@ -800,6 +801,59 @@ static void test_killed_between_calls(void **state)
 	finish();
 }
 
+/* ---- a caller that dies takes its worker with it ---- */
+
+static shmrig_pool *child_pool;
+static shmrig_registry *child_reg;
+static shmrig_session *child_sess;
+
+/* Start a worker, use it, tell the test its pid, and die without a word. */
+static int child_dies_with_worker(void *arg)
+{
+	struct shmrig_pool_opts pool_opts = { .arena_size = 8 * MiB,
+					      .backing = SHMRIG_BACKING_PLAIN,
+					      .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES, .bytes = { "x", 1 } }, out;
+	pid_t worker;
+
+	CHILD_CHECK(shmrig_pool_open(&pool_opts, &child_pool) == 0);
+	CHILD_CHECK(shmrig_registry_create(&child_reg) == 0);
+	CHILD_CHECK(shmrig_registry_add_builtins(child_reg) == 0);
+	CHILD_CHECK(shmrig_session_create(NULL, child_reg, child_pool, &child_sess) == 0);
+	CHILD_CHECK(shmrig_session_add_builtin_handlers(child_sess) == 0);
+	CHILD_CHECK(shmrig_session_start(child_sess) == 0);
+	CHILD_CHECK(shmrig_session_call(child_sess, "echo", 0, &v, &out, TIMEOUT_MS) == 0);
+	worker = shmrig_session_worker_pid(child_sess);
+	CHILD_CHECK(th_write_all(*(int *)arg, &worker, sizeof(worker)) == 0);
+	raise(SIGKILL);
+	return 1;
+}
+
+static void test_caller_dies(void **state)
+{
+	struct pollfd pfd = { .events = POLLIN };
+	int fds[2];
+	pid_t worker;
+	char byte;
+
+	(void)state;
+	begin(NULL);
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(th_run_child(child_dies_with_worker, &fds[1], TIMEOUT_MS), 128 + SIGKILL);
+	assert_int_equal(th_read_all(fds[0], &worker, sizeof(worker)), 0);
+	assert_true(worker > 0);
+	/* The worker is not our child, but it holds the last copy of the pipe's
+	 * write end (inherited from its caller): end of file means it has exited. */
+	close(fds[1]);
+	pfd.fd = fds[0];
+	assert_int_equal(poll(&pfd, 1, TIMEOUT_MS), 1);
+	assert_int_equal(read(fds[0], &byte, 1), 0);
+	close(fds[0]);
+	/* the worker closed its pool; what the dead caller created is swept */
+	assert_true(shmrig_segment_sweep(th_prefix()) >= 1);
+	finish();
+}
+
 /* ---- a worker that leaks says so at shutdown ---- */
 
 static void test_worker_leak(void **state)
@@ -843,6 +897,7 @@ int main(void)
 		cmocka_unit_test(test_crash_sigkill),
 		cmocka_unit_test(test_crash_sigsegv),
 		cmocka_unit_test(test_killed_between_calls),
+		cmocka_unit_test(test_caller_dies),
 		cmocka_unit_test(test_worker_leak),
 	};
 
