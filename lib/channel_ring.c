@@ -143,27 +143,6 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Sleep while *word == expected, at most timeout_ms. Not FUTEX_PRIVATE_FLAG:
- * the word lives in memory shared with another process, and a private futex
- * is keyed by this process's address space. 0 (woken, value changed, timed
- * out or interrupted: the caller re-checks) or -errno. */
-static int futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms)
-{
-	struct timespec rel = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000 };
-
-	if (syscall(SYS_futex, word, FUTEX_WAIT, expected, &rel, NULL, 0) == 0)
-		return 0;
-	if (errno == EAGAIN || errno == ETIMEDOUT || errno == EINTR)
-		return 0;
-	return shmrig__fail(-errno, "channel: futex wait: %s", strerror(errno));
-}
-
-static void futex_wake(_Atomic uint32_t *word)
-{
-	/* one waiter at most: each word has one reader */
-	syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
-}
-
 static unsigned char *slot_at(const struct ring_end *re, const struct ring_dir *d, uint32_t index)
 {
 	return d->slots + (size_t)(index & (re->slots - 1)) * re->slot_size;
@@ -204,7 +183,7 @@ static void store_and_wake(_Atomic uint32_t *word, uint32_t value, _Atomic uint3
 	atomic_store_explicit(word, value, memory_order_release);
 	atomic_thread_fence(memory_order_seq_cst);
 	if (atomic_load_explicit(peer_sleeping, memory_order_relaxed))
-		futex_wake(word);
+		shmrig__futex_wake(word, 1); /* one reader per word */
 }
 
 /*
@@ -239,8 +218,13 @@ static int wait_change(struct shmrig_channel *ch, _Atomic uint32_t *word, uint32
 		if (left != 0) {
 			/* The kernel re-compares *word with `seen` under its own
 			 * lock: a store made since our load fails the wait at once. */
-			ret = futex_wait(word, seen, left < 0 || left > SLICE_MS ? SLICE_MS : left);
-			if (ret || atomic_load_explicit(word, memory_order_acquire) != seen)
+			ret = shmrig__futex_wait(word, seen,
+						 left < 0 || left > SLICE_MS ? SLICE_MS : left);
+			if (ret) {
+				ret = shmrig__fail(ret, "channel: futex wait: %s", strerror(-ret));
+				break;
+			}
+			if (atomic_load_explicit(word, memory_order_acquire) != seen)
 				break;
 		}
 		if (!shmrig__channel_peer_alive(ch)) {

@@ -11,12 +11,6 @@
  * is checked to be still ours; 2 + an audit walk of every arena at pool close. */
 #ifndef SHMRIG_DEBUG_CHECKS
 #define SHMRIG_DEBUG_CHECKS 1
-struct shmrig_pool;
-struct shmrig_ref;
-/* shmrig_pool_attach, and the block must be the caller's (-EPERM otherwise):
- * what decode needs before it leases or frees a frame's blocks. */
-int shmrig__pool_attach_owned(struct shmrig_pool *pool, const struct shmrig_ref *ref, void **data);
-
 #endif
 
 #define SHMRIG_LIKELY(x) __builtin_expect(!!(x), 1)

@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -204,4 +207,22 @@ int shmrig__hugetlbfs_dir(unsigned long page_kb, char *dir, size_t dirlen)
 	}
 	endmntent(f);
 	return ret;
+}
+
+int shmrig__futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms)
+{
+	struct timespec rel = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000 };
+
+	/* Not FUTEX_PRIVATE_FLAG: the word lives in memory shared with another
+	 * process, and a private futex is keyed by this process's address space. */
+	if (syscall(SYS_futex, word, FUTEX_WAIT, expected, &rel, NULL, 0) == 0)
+		return 0;
+	if (errno == EAGAIN || errno == ETIMEDOUT || errno == EINTR)
+		return 0;
+	return -errno;
+}
+
+void shmrig__futex_wake(_Atomic uint32_t *word, int waiters)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE, waiters, NULL, NULL, 0);
 }

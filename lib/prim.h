@@ -8,6 +8,7 @@
  * Out-parameters must be non-NULL.
  */
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,5 +64,14 @@ long shmrig__hugepages_free(unsigned long page_kb);
  * search of /proc/mounts. -ENOENT if none is mounted.
  */
 int shmrig__hugetlbfs_dir(unsigned long page_kb, char *dir, size_t dirlen);
+
+/*
+ * Futexes on 32-bit words in memory shared between processes. Wait sleeps
+ * while *word == expected, at most timeout_ms; returns 0 when woken, when the
+ * value had changed, on timeout or interruption (the caller re-checks), or
+ * -errno. Wake wakes up to `waiters` sleepers.
+ */
+int shmrig__futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms);
+void shmrig__futex_wake(_Atomic uint32_t *word, int waiters);
 
 #endif

@@ -81,7 +81,12 @@ SHMRIG_API void shmrig_channel_pair_free(shmrig_channel_pair *pair);
 SHMRIG_API int shmrig_channel_open(shmrig_channel_pair *pair, int end, pid_t peer,
 				   shmrig_pool *pool, uint64_t fingerprint, shmrig_channel **out);
 
-/* Close this end (the peer's recv then sees -EPIPE). NULL is ignored. */
+/*
+ * Close this end (the peer's recv then sees -EPIPE, after the messages sent
+ * before). A ring end that sent spills waits, at most the open timeout, until
+ * the peer has taken them, closed or died, so that a sender may close and exit
+ * at once; it frees the spills it never read. NULL is ignored.
+ */
 SHMRIG_API void shmrig_channel_close(shmrig_channel *ch);
 
 /* The backend's name, and what it had to do without (e.g. "SQPOLL refused: EPERM"). */
@@ -92,9 +97,12 @@ SHMRIG_API const char *shmrig_channel_notes(const shmrig_channel *ch);
  * Send `n` messages in order, as one batch where the backend can (one
  * submission for uring, one publish and at most one wake for ring).
  * timeout_ms < 0 waits as long as the peer lives.
- * Errors: -EINVAL; -EMSGSIZE a message over SHMRIG_CHANNEL_MAX_MSG; -EPIPE the
- * peer is gone; -ETIMEDOUT; -ENOMEM (ring spill). On error, some of the
- * batch may have been sent.
+ * Errors: -EINVAL; -EMSGSIZE a message over SHMRIG_CHANNEL_MAX_MSG, or a ring
+ * spill with no pool; -EPIPE the peer is gone (the ring notices when it must
+ * wait or spill: small messages to a dead peer may be accepted until the ring
+ * is full); -ETIMEDOUT; -ENOMEM (ring spill); -EBADMSG the peer corrupted the
+ * shared ring; -SHMRIG_EFORK an end inherited through fork. On error, some of
+ * the batch may have been sent.
  */
 SHMRIG_API int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
 				    uint32_t n, int timeout_ms);
