@@ -397,6 +397,60 @@ static int child_decode(shmrig_channel *ch, shmrig_pool *pool)
 	return ok ? 0 : 52;
 }
 
+/* ---- a frame with 16 MiB of metadata ---- */
+
+enum {
+	BIG_META = 16 << 20
+};
+
+static int child_big_meta(shmrig_channel *ch, shmrig_pool *pool)
+{
+	struct shmrig_frame f;
+	char *json = NULL;
+	void *frame;
+	size_t len;
+	int ok;
+
+	(void)pool;
+	if (shmrig_channel_recv(ch, &frame, &len, TIMEOUT_MS))
+		return 70;
+	ok = shmrig_frame_parse(frame, len, &f) == 0 && f.meta_len == BIG_META &&
+	     shmrig_frame_to_json(frame, len, NULL, &json) == 0 && strlen(json) > BIG_META;
+	free(json);
+	free(frame);
+	return ok ? 0 : 71;
+}
+
+static void test_big_meta_frame(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	size_t len = shmrig_frame_size(0, BIG_META);
+	struct shmrig_frame_header h = { .magic = SHMRIG_FRAME_MAGIC,
+					 .version = SHMRIG_FRAME_VERSION,
+					 .meta_len = BIG_META };
+	unsigned char *frame = aligned_alloc(8, (len + 7) & ~(size_t)7);
+	unsigned char *meta = frame + sizeof(h);
+	uint32_t str_len = BIG_META - 5;
+	struct peer p;
+
+	(void)state;
+	/* the meta: one MessagePack str32 of 16 MiB - 5 bytes of 'a' */
+	memcpy(frame, &h, sizeof(h));
+	meta[0] = 0xdb;
+	meta[1] = (unsigned char)(str_len >> 24);
+	meta[2] = (unsigned char)(str_len >> 16);
+	meta[3] = (unsigned char)(str_len >> 8);
+	meta[4] = (unsigned char)str_len;
+	memset(meta + 5, 'a', str_len);
+	p = start_peer(child_big_meta, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	assert_int_equal(shmrig_channel_send_frame(p.ch, frame, len, TIMEOUT_MS), 0);
+	assert_int_equal(finish_peer(&p), 0);
+	free(frame);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 static void test_send_frame(void **state)
 {
 	shmrig_pool *pool = open_pool();
@@ -871,6 +925,7 @@ static int use_ring(void **state)
 		cmocka_unit_test_setup(test_timeout, setup),              \
 		cmocka_unit_test_setup(test_bad_options, setup),          \
 		cmocka_unit_test_setup(test_send_frame, setup),           \
+		cmocka_unit_test_setup(test_big_meta_frame, setup),       \
 		cmocka_unit_test_setup(test_peer_killed_in_recv, setup),  \
 		cmocka_unit_test_setup(test_peer_killed_in_send, setup)
 
