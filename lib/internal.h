@@ -6,6 +6,8 @@
 
 #include <shmrig/common.h>
 
+#include <stdbool.h>
+
 /* Graded checks (meson option debug_checks): 0 bounds checks of everything
  * read from shared memory only; 1 + each block handed out from a process cache
  * is checked to be still ours; 2 + an audit walk of every arena at pool close. */
@@ -31,6 +33,9 @@ void shmrig__warn_once(int *key, const char *fmt, ...) __attribute__((format(pri
 size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallback);
 const char *shmrig__option_string(const char *api_value, const char *env_name,
 				  const char *fallback);
+
+/* A name of codecs, handlers, user types: 1..max_len of [A-Za-z0-9_.-]. */
+bool shmrig__valid_name(const char *name, size_t max_len);
 
 /* 0 if `prefix` is a valid segment name prefix, else -EINVAL with a message. */
 int shmrig__check_prefix(const char *prefix);

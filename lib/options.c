@@ -77,3 +77,19 @@ const char *shmrig__option_string(const char *api_value, const char *env_name, c
 	env = getenv(env_name);
 	return env && *env ? env : fallback;
 }
+
+bool shmrig__valid_name(const char *name, size_t max_len)
+{
+	size_t len;
+
+	if (!name)
+		return false;
+	len = strlen(name);
+	if (len == 0 || len > max_len)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-'))
+			return false;
+	return true;
+}

@@ -70,22 +70,6 @@ struct shmrig_decoder {
 	struct shmrig_value_storage *storage;
 };
 
-static bool valid_name(const char *name)
-{
-	size_t len;
-
-	if (!name)
-		return false;
-	len = strlen(name);
-	if (len == 0 || len > NAME_MAX_LEN)
-		return false;
-	for (const char *p = name; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-'))
-			return false;
-	return true;
-}
-
 int shmrig_registry_create(shmrig_registry **out)
 {
 	shmrig_registry *reg;
@@ -129,7 +113,7 @@ int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *co
 	if (atomic_load(&reg->frozen))
 		return shmrig__fail(-EBUSY, "register '%s': the registry is in use (frozen)",
 				    codec->name ? codec->name : "?");
-	if (!valid_name(codec->name))
+	if (!shmrig__valid_name(codec->name, NAME_MAX_LEN))
 		return shmrig__fail(-EINVAL, "register: codec name must be 1..%d of [A-Za-z0-9_.-]",
 				    NAME_MAX_LEN);
 	if (!codec->kinds || codec->kinds >> SHMRIG_KIND_COUNT)
@@ -163,7 +147,7 @@ int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *co
 
 int shmrig_registry_user_type(shmrig_registry *reg, const char *name)
 {
-	if (!reg || !valid_name(name))
+	if (!reg || !shmrig__valid_name(name, NAME_MAX_LEN))
 		return shmrig__fail(-EINVAL, "user_type: bad registry or name");
 	for (int i = 0; i < reg->nuser_types; i++)
 		if (strcmp(reg->user_types[i], name) == 0)

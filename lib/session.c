@@ -136,22 +136,6 @@ static struct shmrig_session *worker_session;
 
 /* ---- small pieces ---- */
 
-static bool valid_name(const char *name)
-{
-	size_t len;
-
-	if (!name)
-		return false;
-	len = strlen(name);
-	if (len == 0 || len > HANDLER_NAME_MAX)
-		return false;
-	for (const char *p = name; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-'))
-			return false;
-	return true;
-}
-
 static int check_session(const struct shmrig_session *sess)
 {
 	if (!sess)
@@ -454,7 +438,7 @@ int shmrig_session_handler(shmrig_session *sess, const char *name, shmrig_handle
 
 	if (ret)
 		return ret;
-	if (!valid_name(name) || !fn)
+	if (!shmrig__valid_name(name, HANDLER_NAME_MAX) || !fn)
 		return shmrig__fail(-EINVAL,
 				    "session_handler: the name must be 1..%d of [A-Za-z0-9_.-], "
 				    "and fn not NULL",
