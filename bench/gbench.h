@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_GBENCH_H
+#define SHMRIG_GBENCH_H
+
+/*
+ * gbench: Google Benchmark (1.7) for benchmark bodies written in C.
+ *
+ * bench/gbench_shim.cc is the only C++ in the project; it wraps
+ * benchmark::State and the registration API. A body is a C function that
+ * drives the loop itself:
+ *
+ *   static void bm_alloc(gbench_state *st, void *arg)
+ *   {
+ *           size_t size = (size_t)gbench_range(st, 0);
+ *           ... set up (not timed) ...
+ *           while (gbench_loop(st, 1000))      // batches of 1000 iterations
+ *                   for (int i = 0; i < 1000; i++)
+ *                           ... one operation ...
+ *           gbench_set_items_processed(st, gbench_iterations(st));
+ *   }
+ *   GBENCH_REGISTER(bm_alloc, NULL) with gbench_register() + gbench_arg() in a
+ *   constructor or in main before gbench_main().
+ *
+ * gbench_loop() runs Google Benchmark's KeepRunningBatch(batch): Debian's
+ * libbenchmark is a debug build, and a per-iteration KeepRunning() would put
+ * its overhead into the figures. Bodies run `batch` operations per true.
+ *
+ * Repetitions and min-time are set on the command line
+ * (--benchmark_repetitions, --benchmark_min_time), not per benchmark, so that
+ * names stay stable against a baseline.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct gbench_state gbench_state;         /* a benchmark::State */
+typedef struct gbench_benchmark gbench_benchmark; /* a registered benchmark */
+
+typedef void (*gbench_fn)(gbench_state *st, void *arg);
+
+/* Register fn under `name`; arg is passed to every run. NULL on failure. */
+gbench_benchmark *gbench_register(const char *name, gbench_fn fn, void *arg);
+
+/* Configure a registered benchmark (each returns b, for chaining). */
+gbench_benchmark *gbench_arg(gbench_benchmark *b, int64_t x);
+gbench_benchmark *gbench_args2(gbench_benchmark *b, int64_t x, int64_t y);
+/* Arguments lo, lo*mult, ... up to hi (RangeMultiplier + Range). */
+gbench_benchmark *gbench_range_mult(gbench_benchmark *b, int64_t lo, int64_t hi, int mult);
+gbench_benchmark *gbench_arg_name(gbench_benchmark *b, const char *name);
+gbench_benchmark *gbench_threads(gbench_benchmark *b, int threads);
+/* The body reports its own time per batch with gbench_set_iteration_time(). */
+gbench_benchmark *gbench_use_manual_time(gbench_benchmark *b);
+/* Unit of the reported time: 'n' ns, 'u' us, 'm' ms, 's' s. */
+gbench_benchmark *gbench_unit(gbench_benchmark *b, char unit);
+
+/* ---- inside a body ---- */
+
+/* Run another batch of `batch` iterations? (KeepRunningBatch) */
+bool gbench_loop(gbench_state *st, int64_t batch);
+int64_t gbench_range(const gbench_state *st, int index);
+int64_t gbench_iterations(const gbench_state *st);
+int gbench_thread_index(const gbench_state *st);
+int gbench_thread_count(const gbench_state *st);
+void gbench_pause(gbench_state *st);  /* PauseTiming */
+void gbench_resume(gbench_state *st); /* ResumeTiming */
+/* Manual time: seconds the last batch took (with gbench_use_manual_time). */
+void gbench_set_iteration_time(gbench_state *st, double seconds);
+void gbench_set_bytes_processed(gbench_state *st, int64_t bytes);
+void gbench_set_items_processed(gbench_state *st, int64_t items);
+void gbench_set_label(gbench_state *st, const char *label);
+
+/* User counters; flags combine: rate (per second), average over threads,
+ * inverted (1/x: seconds per unit). */
+#define GBENCH_COUNTER_RATE (1u << 0)
+#define GBENCH_COUNTER_AVG_THREADS (1u << 1)
+#define GBENCH_COUNTER_INVERT (1u << 2)
+void gbench_counter(gbench_state *st, const char *name, double value, unsigned flags);
+
+/* Stop this benchmark with an error message (SkipWithError); return from the body after. */
+void gbench_skip(gbench_state *st, const char *message);
+
+/* Context recorded in the JSON output ("context" object): key = value. */
+void gbench_add_context(const char *key, const char *value);
+
+/* Initialize (passes every --benchmark_* flag through), run the registered
+ * benchmarks, shut down. Returns the process exit status: 0, or 1 for an
+ * unrecognized argument (reported on stderr). */
+int gbench_main(int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
