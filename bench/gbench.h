@@ -18,8 +18,9 @@
  *                           ... one operation ...
  *           gbench_set_items_processed(st, gbench_iterations(st));
  *   }
- *   GBENCH_REGISTER(bm_alloc, NULL) with gbench_register() + gbench_arg() in a
- *   constructor or in main before gbench_main().
+ *
+ * Register it with gbench_register() (+ gbench_arg() ...) before gbench_main();
+ * in shmrig-bench, from the suite's bench_<name>_register() (suite.h).
  *
  * gbench_loop() runs Google Benchmark's KeepRunningBatch(batch): Debian's
  * libbenchmark is a debug build, and a per-iteration KeepRunning() would put
@@ -46,10 +47,14 @@ typedef void (*gbench_fn)(gbench_state *st, void *arg);
 /* Register fn under `name`; arg is passed to every run. NULL on failure. */
 gbench_benchmark *gbench_register(const char *name, gbench_fn fn, void *arg);
 
-/* Configure a registered benchmark (each returns b, for chaining). */
+/* Configure a registered benchmark (each returns b, for chaining). An invalid
+ * call (lo > hi, mult < 2, threads < 1, an unknown unit, argument lists of
+ * different lengths) returns NULL, and NULL b gives NULL: a chain stays safe.
+ * Either failure is reported on stderr and makes gbench_main() refuse to run. */
 gbench_benchmark *gbench_arg(gbench_benchmark *b, int64_t x);
 gbench_benchmark *gbench_args2(gbench_benchmark *b, int64_t x, int64_t y);
-/* Arguments lo, lo*mult, ... up to hi (RangeMultiplier + Range). */
+/* Arguments lo, the powers of mult between, and hi (RangeMultiplier + Range):
+ * 3..100 by 8 gives 3, 8, 64, 100. */
 gbench_benchmark *gbench_range_mult(gbench_benchmark *b, int64_t lo, int64_t hi, int mult);
 gbench_benchmark *gbench_arg_name(gbench_benchmark *b, const char *name);
 gbench_benchmark *gbench_threads(gbench_benchmark *b, int threads);
@@ -88,8 +93,9 @@ void gbench_skip(gbench_state *st, const char *message);
 void gbench_add_context(const char *key, const char *value);
 
 /* Initialize (passes every --benchmark_* flag through), run the registered
- * benchmarks, shut down. Returns the process exit status: 0, or 1 for an
- * unrecognized argument (reported on stderr). */
+ * benchmarks, shut down; once per process. Returns the process exit status:
+ * 0, or 1 for an unrecognized argument or a failed registration (both reported
+ * on stderr). A benchmark stopped by gbench_skip() does not change it. */
 int gbench_main(int argc, char **argv);
 
 #ifdef __cplusplus

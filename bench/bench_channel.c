@@ -1,0 +1,819 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Channels and sessions, each next to its physical-limit twin in the same run.
+ *
+ *   channel/<backend>/rtt        one 64-byte message to a forked echo peer and
+ *                                back (send + recv), for pipe, uring and ring
+ *   channel/pingpong_twin/rtt    the floor for a round trip: two processes
+ *                                bounce a counter on one cache line of shared
+ *                                memory, busy-waiting
+ *   channel/<backend>/batch64    messages per second, sent as sendv() batches
+ *                                of 64 messages of 64 bytes to a peer that
+ *                                drains them; every 16 batches the sender asks
+ *                                for an acknowledgement and waits for it, so
+ *                                the time covers messages delivered, not
+ *                                queued (items = messages)
+ *   session/<backend>/echo/<B>   shmrig_session_call("echo") with a float64
+ *                                ndarray of B bytes (64 B, 64 KiB, 1 MiB): encode
+ *                                into the pool, hand over, the worker decodes,
+ *                                re-encodes into its pool, the caller decodes
+ *                                and releases (bytes = B per call)
+ *   session/pipe_bytes_twin/<B>  the seed's way for the same bytes: B bytes
+ *                                written through a pipe(2) to a forked peer,
+ *                                which reads them all and writes them back
+ *
+ * Method. The caller runs on CPU 0 and its peer (echo peer, worker, twin
+ * peer) on CPU 1, both pinned with shmrig_topo_bind_thread(): a round trip
+ * between cores, never a context switch on one core. A session's worker is
+ * forked by the library, so the caller binds itself to CPU 1 across
+ * shmrig_session_start() (the worker inherits that) and then to CPU 0; the
+ * caller's affinity is restored after each run. With one CPU the benchmarks
+ * are skipped with the reason. Peers are set up before the timed loop of each
+ * run and torn down after it: no zombie, no /dev/shm entry (the pool closes
+ * with 0 or the run is an error), every payload checked once before timing.
+ * Time is manual, wall clock per batch (CLOCK_MONOTONIC): the work spans two
+ * processes, so this thread's CPU time would not say how long it took. The
+ * figures compare with their twins in the same run, which holds on a noisy
+ * machine where absolute figures do not. One-way latency is reported as
+ * RTT/2 (counter one_way_ns), as iceoryx publishes its figures.
+ */
+#include "gbench.h"
+#include "suite.h"
+
+#include <shmrig/shmrig.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SELF_CPU 0 /* topology index of the caller's CPU */
+#define PEER_CPU 1 /* and of the peer's */
+#define MSG_SIZE 64
+#define RTT_BATCH 64      /* round trips per timed batch */
+#define BATCH_MSGS 64     /* messages per sendv() */
+#define BATCHES_PER_ACK 16 /* sendv() calls per acknowledgement (one timed batch) */
+#define ACK_SIZE 8        /* the length that marks "acknowledge" and the answer */
+#define PEER_TIMEOUT_MS 10000
+#define FINGERPRINT 0x62656e6368ull /* both ends of a bare channel agree on it */
+#define POOL_PREFIX "b_channel"
+#define POOL_ARENA_SIZE ((size_t)16 << 20)
+#define ERROR_MAX 512
+
+static const char *const backends[] = { "pipe", "uring", "ring" };
+static const int64_t session_sizes[] = { 64, 64 << 10, 1 << 20 };
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Stop the benchmark with "<what>: <shmrig's words>" (err < 0) or "<what>". */
+static void fail(gbench_state *st, const char *what, int err)
+{
+	char message[ERROR_MAX];
+
+	if (err < 0)
+		snprintf(message, sizeof(message), "%s: %s (%s)", what, shmrig_strerror(err),
+			 shmrig_last_error());
+	else
+		snprintf(message, sizeof(message), "%s", what);
+	gbench_skip(st, message);
+}
+
+/* Write / read exactly len bytes, retrying EINTR: 0, or -errno (-EPIPE on EOF). */
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EPIPE;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* ---- pinning ---- */
+
+/* The caller's CPUs (OS indices) and the affinity to restore after the run. */
+struct pinning {
+	shmrig_topo *topo;
+	int self_cpu;
+	int peer_cpu;
+	cpu_set_t saved;
+};
+
+/* Bind this thread to CPU 0 (of the topology). false: the benchmark is skipped. */
+static bool pin_start(gbench_state *st, struct pinning *pin)
+{
+	int ret;
+
+	pin->topo = shmrig_topo_system();
+	if (!pin->topo) {
+		fail(st, "no topology", -ENODEV);
+		return false;
+	}
+	if (shmrig_topo_num_cpus(pin->topo) < 2) {
+		gbench_skip(st, "skipped: needs 2 CPUs, to pin the peer on another CPU than the "
+				"caller; this machine has 1");
+		return false;
+	}
+	pin->self_cpu = shmrig_topo_cpu_os_index(pin->topo, SELF_CPU);
+	pin->peer_cpu = shmrig_topo_cpu_os_index(pin->topo, PEER_CPU);
+	if (sched_getaffinity(0, sizeof(pin->saved), &pin->saved)) {
+		fail(st, "sched_getaffinity", -errno);
+		return false;
+	}
+	ret = shmrig_topo_bind_thread(pin->topo, pin->self_cpu);
+	if (ret) {
+		fail(st, "skipped: cannot pin the caller on CPU 0", ret);
+		return false;
+	}
+	return true;
+}
+
+static void pin_end(struct pinning *pin)
+{
+	sched_setaffinity(0, sizeof(pin->saved), &pin->saved);
+}
+
+/* ---- peers ---- */
+
+/* Wait for a child for at most PEER_TIMEOUT_MS, then kill it: never a zombie.
+ * Returns its wait status, or -1 if it had to be killed. */
+static int reap_child(pid_t pid)
+{
+	struct timespec tick = { .tv_nsec = 1000000 };
+	int status;
+
+	for (int waited_ms = 0; waited_ms < PEER_TIMEOUT_MS; waited_ms++) {
+		pid_t got = waitpid(pid, &status, WNOHANG);
+
+		if (got == pid)
+			return status;
+		if (got < 0 && errno != EINTR)
+			return -1;
+		nanosleep(&tick, NULL);
+	}
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return -1;
+}
+
+/* Check a peer's end: 0 if it exited with 0, else the benchmark is an error. */
+static void check_peer_exit(gbench_state *st, pid_t pid)
+{
+	char message[ERROR_MAX];
+	int status = reap_child(pid);
+
+	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return;
+	if (status < 0)
+		snprintf(message, sizeof(message), "peer %d did not end in time: killed", (int)pid);
+	else if (WIFSIGNALED(status))
+		snprintf(message, sizeof(message), "peer %d killed by signal %d", (int)pid,
+			 WTERMSIG(status));
+	else
+		snprintf(message, sizeof(message), "peer %d exited with %d", (int)pid,
+			 WEXITSTATUS(status));
+	gbench_skip(st, message);
+}
+
+enum peer_mode {
+	PEER_ECHO, /* send every message back */
+	PEER_SINK, /* drop messages; answer an ACK_SIZE message with one */
+};
+
+/* The channel peer (a forked child): its exit status. */
+static int channel_peer(shmrig_channel_pair *pair, pid_t parent, const struct pinning *pin,
+			enum peer_mode mode)
+{
+	shmrig_channel *ch;
+	int ret = shmrig_topo_bind_thread(pin->topo, pin->peer_cpu);
+
+	if (!ret)
+		ret = shmrig_channel_open(pair, 1, parent, NULL, FINGERPRINT, &ch);
+	shmrig_channel_pair_free(pair);
+	if (ret)
+		return 1;
+	for (;;) {
+		void *msg;
+		size_t len;
+
+		/* -EPIPE: the caller closed its end, the run is over */
+		ret = shmrig_channel_recv(ch, &msg, &len, -1);
+		if (ret)
+			break;
+		if (mode == PEER_ECHO || len == ACK_SIZE)
+			ret = shmrig_channel_send(ch, msg, len, PEER_TIMEOUT_MS);
+		free(msg);
+		if (ret)
+			break;
+	}
+	shmrig_channel_close(ch);
+	return ret == -EPIPE ? 0 : 1;
+}
+
+struct channel_run {
+	struct pinning pin;
+	shmrig_channel *ch;
+	pid_t peer;
+};
+
+/* Pin, fork the peer, open our end. false: the benchmark is stopped (and cleaned up). */
+static bool channel_start(gbench_state *st, struct channel_run *run, const char *backend,
+			  enum peer_mode mode)
+{
+	struct shmrig_channel_opts opts = { .backend = backend };
+	shmrig_channel_pair *pair;
+	int ret;
+
+	if (!pin_start(st, &run->pin))
+		return false;
+	ret = shmrig_channel_pair_create(&opts, &pair);
+	if (ret) {
+		fail(st, "channel_pair_create", ret);
+		pin_end(&run->pin);
+		return false;
+	}
+	fflush(NULL);
+	run->peer = fork();
+	if (run->peer < 0) {
+		fail(st, "fork", -errno);
+		shmrig_channel_pair_free(pair);
+		pin_end(&run->pin);
+		return false;
+	}
+	if (run->peer == 0)
+		_exit(channel_peer(pair, getppid(), &run->pin, mode));
+	ret = shmrig_channel_open(pair, 0, run->peer, NULL, FINGERPRINT, &run->ch);
+	shmrig_channel_pair_free(pair);
+	if (ret) {
+		fail(st, "channel_open", ret);
+		kill(run->peer, SIGKILL);
+		reap_child(run->peer);
+		pin_end(&run->pin);
+		return false;
+	}
+	gbench_set_label(st, shmrig_channel_notes(run->ch));
+	return true;
+}
+
+static void channel_end(gbench_state *st, struct channel_run *run)
+{
+	/* the peer sees -EPIPE after our last message and exits with 0 */
+	shmrig_channel_close(run->ch);
+	check_peer_exit(st, run->peer);
+	pin_end(&run->pin);
+}
+
+/* ---- channel/<backend>/rtt ---- */
+
+static void bm_channel_rtt(gbench_state *st, void *arg)
+{
+	unsigned char msg[MSG_SIZE];
+	struct channel_run run;
+	double total_s = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < sizeof(msg); i++)
+		msg[i] = (unsigned char)(i * 131 + 7);
+	if (!channel_start(st, &run, arg, PEER_ECHO))
+		return;
+	while (!ret && gbench_loop(st, RTT_BATCH)) {
+		double start = now_s(), batch_s;
+
+		for (int i = 0; i < RTT_BATCH; i++) {
+			void *back;
+			size_t len;
+
+			ret = shmrig_channel_send(run.ch, msg, sizeof(msg), PEER_TIMEOUT_MS);
+			if (!ret)
+				ret = shmrig_channel_recv(run.ch, &back, &len, PEER_TIMEOUT_MS);
+			if (ret) {
+				fail(st, "round trip", ret);
+				break;
+			}
+			/* the message came back whole: a wrong one is an error, not a figure */
+			if (len != sizeof(msg) || memcmp(back, msg, sizeof(msg))) {
+				ret = -EBADMSG;
+				fail(st, "the echo differs from the message", -1);
+			}
+			free(back);
+			if (ret)
+				break;
+		}
+		batch_s = now_s() - start;
+		total_s += batch_s;
+		if (!ret)
+			gbench_set_iteration_time(st, batch_s);
+	}
+	if (!ret && gbench_iterations(st))
+		gbench_counter(st, "one_way_ns", total_s * 1e9 / (double)gbench_iterations(st) / 2,
+			       0);
+	channel_end(st, &run);
+}
+
+/* ---- channel/pingpong_twin/rtt ---- */
+
+#define PINGPONG_STOP UINT64_MAX
+/* Spins between checks that the peer still lives: a dead peer is an error, not a hang. */
+#define PINGPONG_CHECK_SPINS (1u << 24)
+
+/* The counter alone on its cache line: the caller makes it odd, the peer even. */
+struct pingpong_line {
+	_Alignas(64) _Atomic uint64_t counter;
+	char pad[64 - sizeof(uint64_t)];
+};
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+static int pingpong_peer(struct pingpong_line *line, pid_t parent, const struct pinning *pin)
+{
+	uint32_t spins = 0;
+
+	if (shmrig_topo_bind_thread(pin->topo, pin->peer_cpu))
+		return 1;
+	for (;;) {
+		uint64_t v = atomic_load_explicit(&line->counter, memory_order_acquire);
+
+		if (v == PINGPONG_STOP)
+			return 0;
+		if (v & 1) {
+			atomic_store_explicit(&line->counter, v + 1, memory_order_release);
+			continue;
+		}
+		cpu_relax();
+		/* an orphan stops spinning */
+		if (++spins == PINGPONG_CHECK_SPINS) {
+			spins = 0;
+			if (getppid() != parent)
+				return 1;
+		}
+	}
+}
+
+static void bm_pingpong_rtt(gbench_state *st, void *arg)
+{
+	struct pingpong_line *line;
+	struct pinning pin;
+	uint64_t value = 0;
+	double total_s = 0;
+	bool ok = true;
+	pid_t peer;
+
+	(void)arg;
+	if (!pin_start(st, &pin))
+		return;
+	/* anonymous shared memory: inherited by the fork, no /dev/shm entry */
+	line = mmap(NULL, sizeof(*line), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+		    0);
+	if (line == MAP_FAILED) {
+		fail(st, "mmap", -errno);
+		pin_end(&pin);
+		return;
+	}
+	atomic_store(&line->counter, 0);
+	fflush(NULL);
+	peer = fork();
+	if (peer < 0) {
+		fail(st, "fork", -errno);
+		munmap(line, sizeof(*line));
+		pin_end(&pin);
+		return;
+	}
+	if (peer == 0)
+		_exit(pingpong_peer(line, getppid(), &pin));
+	gbench_set_label(st, "one 64-byte line, busy-wait both sides");
+	while (ok && gbench_loop(st, RTT_BATCH)) {
+		double start = now_s(), batch_s;
+
+		for (int i = 0; ok && i < RTT_BATCH; i++) {
+			uint32_t spins = 0;
+
+			atomic_store_explicit(&line->counter, ++value, memory_order_release);
+			while (atomic_load_explicit(&line->counter, memory_order_acquire) != value + 1) {
+				cpu_relax();
+				if (++spins == PINGPONG_CHECK_SPINS) {
+					spins = 0;
+					if (waitpid(peer, NULL, WNOHANG) != 0) {
+						fail(st, "the ping-pong peer died", -1);
+						ok = false;
+						break;
+					}
+				}
+			}
+			value++;
+		}
+		batch_s = now_s() - start;
+		total_s += batch_s;
+		if (ok)
+			gbench_set_iteration_time(st, batch_s);
+	}
+	if (ok && gbench_iterations(st))
+		gbench_counter(st, "one_way_ns", total_s * 1e9 / (double)gbench_iterations(st) / 2,
+			       0);
+	atomic_store_explicit(&line->counter, PINGPONG_STOP, memory_order_release);
+	if (ok)
+		check_peer_exit(st, peer);
+	else
+		reap_child(peer);
+	munmap(line, sizeof(*line));
+	pin_end(&pin);
+}
+
+/* ---- channel/<backend>/batch64 ---- */
+
+static void bm_channel_batch64(gbench_state *st, void *arg)
+{
+	static unsigned char bufs[BATCH_MSGS][MSG_SIZE];
+	static const uint64_t ack = 0x61636b; /* "ack" */
+	const void *msgs[BATCH_MSGS];
+	size_t lens[BATCH_MSGS];
+	struct channel_run run;
+	int ret = 0;
+
+	for (int i = 0; i < BATCH_MSGS; i++) {
+		memset(bufs[i], i, MSG_SIZE);
+		msgs[i] = bufs[i];
+		lens[i] = MSG_SIZE;
+	}
+	if (!channel_start(st, &run, arg, PEER_SINK))
+		return;
+	while (!ret && gbench_loop(st, BATCHES_PER_ACK)) {
+		double start = now_s();
+		void *answer;
+		size_t len;
+
+		for (int i = 0; !ret && i < BATCHES_PER_ACK; i++)
+			ret = shmrig_channel_sendv(run.ch, msgs, lens, BATCH_MSGS, PEER_TIMEOUT_MS);
+		/* everything sent is taken once the acknowledgement is back */
+		if (!ret)
+			ret = shmrig_channel_send(run.ch, &ack, sizeof(ack), PEER_TIMEOUT_MS);
+		if (!ret)
+			ret = shmrig_channel_recv(run.ch, &answer, &len, PEER_TIMEOUT_MS);
+		if (ret) {
+			fail(st, "batch", ret);
+			break;
+		}
+		free(answer);
+		if (len != sizeof(ack)) {
+			ret = -EBADMSG;
+			fail(st, "the acknowledgement has the wrong length", -1);
+			break;
+		}
+		gbench_set_iteration_time(st, now_s() - start);
+	}
+	if (!ret)
+		gbench_set_items_processed(st, gbench_iterations(st) * BATCH_MSGS);
+	channel_end(st, &run);
+}
+
+/* ---- session/<backend>/echo/<bytes> ---- */
+
+/* Calls per timed batch: enough to amortize reading the clock, few for large payloads. */
+static int64_t calls_per_batch(int64_t bytes)
+{
+	return bytes >= (1 << 20) ? 1 : bytes >= (64 << 10) ? 4 : 64;
+}
+
+struct session_run {
+	struct pinning pin;
+	shmrig_pool *pool;
+	shmrig_registry *reg;
+	shmrig_session *sess;
+	double *elements;
+	struct shmrig_value request;
+};
+
+static void session_end(gbench_state *st, struct session_run *run)
+{
+	struct shmrig_pool_stats stats;
+	int ret;
+
+	if (run->sess) {
+		ret = shmrig_session_shutdown(run->sess, 0);
+		if (ret)
+			fail(st, "session_shutdown", ret);
+		shmrig_session_free(run->sess);
+	}
+	shmrig_registry_free(run->reg);
+	if (run->pool) {
+		if (shmrig_pool_stats(run->pool, &stats) == 0 && stats.live_blocks)
+			fail(st, "blocks left live in the caller's pool after the run", -1);
+		ret = shmrig_pool_close(run->pool);
+		if (ret)
+			fail(st, "pool_close", ret);
+	}
+	free(run->elements);
+	pin_end(&run->pin);
+}
+
+/* Call echo once and compare the answer with the request. 0 or -errno. */
+static int echo_check(gbench_state *st, struct session_run *run, size_t bytes)
+{
+	struct shmrig_value back;
+	uint64_t nbytes;
+	int ret = shmrig_session_call(run->sess, "echo", 0, &run->request, &back, 0);
+
+	if (ret) {
+		fail(st, "session_call", ret);
+		return ret;
+	}
+	if (back.kind != SHMRIG_KIND_NDARRAY || back.array.dtype != SHMRIG_DTYPE_FLOAT64 ||
+	    shmrig_array_nbytes(&back.array, &nbytes) || nbytes != bytes ||
+	    memcmp(back.array.data, run->elements, bytes)) {
+		fail(st, "the echo differs from the request", -1);
+		ret = -EBADMSG;
+	}
+	shmrig_value_release(&back);
+	return ret;
+}
+
+static bool session_start(gbench_state *st, struct session_run *run, const char *backend,
+			  size_t bytes)
+{
+	struct shmrig_channel_opts channel = { .backend = backend };
+	struct shmrig_session_opts opts = { .channel = &channel };
+	struct shmrig_pool_opts pool_opts = {
+		.prefix = POOL_PREFIX,
+		.arena_size = POOL_ARENA_SIZE,
+	};
+	struct shmrig_pool_stats stats;
+	size_t count = bytes / sizeof(double);
+	int ret;
+
+	memset(run, 0, sizeof(*run));
+	if (!pin_start(st, &run->pin))
+		return false;
+	run->elements = malloc(bytes);
+	if (!run->elements) {
+		fail(st, "out of memory", -ENOMEM);
+		pin_end(&run->pin);
+		return false;
+	}
+	for (size_t i = 0; i < count; i++)
+		run->elements[i] = (double)i * 0.5 + 1.0;
+	run->request = (struct shmrig_value){
+		.kind = SHMRIG_KIND_NDARRAY,
+		.array = { .dtype = SHMRIG_DTYPE_FLOAT64,
+			   .ndim = 1,
+			   .shape = { count },
+			   .order = 'C',
+			   .data = run->elements },
+	};
+	ret = shmrig_pool_open(&pool_opts, &run->pool);
+	if (!ret)
+		ret = shmrig_registry_create(&run->reg);
+	if (!ret)
+		ret = shmrig_registry_add_builtins(run->reg);
+	if (!ret)
+		ret = shmrig_session_create(&opts, run->reg, run->pool, &run->sess);
+	if (!ret)
+		ret = shmrig_session_add_builtin_handlers(run->sess);
+	if (ret) {
+		fail(st, "session setup", ret);
+		session_end(st, run);
+		return false;
+	}
+	/* The worker inherits the affinity of the thread that forks it. */
+	ret = shmrig_topo_bind_thread(run->pin.topo, run->pin.peer_cpu);
+	if (!ret)
+		ret = shmrig_session_start(run->sess);
+	if (!ret)
+		ret = shmrig_topo_bind_thread(run->pin.topo, run->pin.self_cpu);
+	if (ret) {
+		fail(st, "session_start", ret);
+		session_end(st, run);
+		return false;
+	}
+	/* Checked before timing: the answer is right, and nothing is left live. */
+	ret = echo_check(st, run, bytes);
+	if (!ret && (shmrig_pool_stats(run->pool, &stats) || stats.live_blocks)) {
+		fail(st, "blocks live in the caller's pool before timing", -1);
+		ret = -EBADMSG;
+	}
+	if (ret) {
+		session_end(st, run);
+		return false;
+	}
+	return true;
+}
+
+static void bm_session_echo(gbench_state *st, void *arg)
+{
+	size_t bytes = (size_t)gbench_range(st, 0);
+	int64_t batch = calls_per_batch((int64_t)bytes);
+	struct session_run run;
+	char label[128];
+	int ret = 0;
+
+	if (!session_start(st, &run, arg, bytes))
+		return;
+	snprintf(label, sizeof(label), "float64 ndarray, %zu B each way, worker on cpu %d",
+		 bytes, run.pin.peer_cpu);
+	gbench_set_label(st, label);
+	while (!ret && gbench_loop(st, batch)) {
+		double start = now_s();
+
+		for (int64_t i = 0; i < batch; i++) {
+			struct shmrig_value back;
+
+			ret = shmrig_session_call(run.sess, "echo", 0, &run.request, &back, 0);
+			if (ret) {
+				fail(st, "session_call", ret);
+				break;
+			}
+			shmrig_value_release(&back);
+		}
+		if (!ret)
+			gbench_set_iteration_time(st, now_s() - start);
+	}
+	if (!ret)
+		gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)bytes);
+	session_end(st, &run);
+}
+
+/* ---- session/pipe_bytes_twin/<bytes> ---- */
+
+/* Read `bytes` from `in`, write them back to `out`, until EOF. */
+static int pipe_twin_peer(int in, int out, size_t bytes, const struct pinning *pin)
+{
+	char *buf = malloc(bytes);
+	int ret;
+
+	if (!buf || shmrig_topo_bind_thread(pin->topo, pin->peer_cpu))
+		return 1;
+	while ((ret = read_all(in, buf, bytes)) == 0)
+		if (write_all(out, buf, bytes))
+			return 1;
+	free(buf);
+	return ret == -EPIPE ? 0 : 1;
+}
+
+static void bm_pipe_bytes_twin(gbench_state *st, void *arg)
+{
+	size_t bytes = (size_t)gbench_range(st, 0);
+	int64_t batch = calls_per_batch((int64_t)bytes);
+	struct sigaction ignore = { .sa_handler = SIG_IGN }, saved_sigpipe;
+	unsigned char *out = malloc(bytes), *back = malloc(bytes);
+	int to_peer[2] = { -1, -1 }, from_peer[2] = { -1, -1 };
+	struct pinning pin;
+	pid_t peer = -1;
+	int ret = 0;
+
+	(void)arg;
+	if (!out || !back) {
+		fail(st, "out of memory", -ENOMEM);
+		goto out;
+	}
+	for (size_t i = 0; i < bytes; i++)
+		out[i] = (unsigned char)(i * 131 + 7);
+	if (!pin_start(st, &pin))
+		goto out;
+	/* A dead peer is an EPIPE to report, not a SIGPIPE that ends the suite. */
+	sigaction(SIGPIPE, &ignore, &saved_sigpipe);
+	if (pipe2(to_peer, O_CLOEXEC) || pipe2(from_peer, O_CLOEXEC)) {
+		fail(st, "pipe", -errno);
+		goto unpin;
+	}
+	fflush(NULL);
+	peer = fork();
+	if (peer < 0) {
+		fail(st, "fork", -errno);
+		goto unpin;
+	}
+	if (peer == 0) {
+		close(to_peer[1]);
+		close(from_peer[0]);
+		_exit(pipe_twin_peer(to_peer[0], from_peer[1], bytes, &pin));
+	}
+	close(to_peer[0]);
+	close(from_peer[1]);
+	to_peer[0] = from_peer[1] = -1;
+	/* Checked before timing: the bytes come back unchanged. */
+	ret = write_all(to_peer[1], out, bytes);
+	if (!ret)
+		ret = read_all(from_peer[0], back, bytes);
+	if (ret || memcmp(out, back, bytes)) {
+		fail(st, "the pipe peer did not echo the bytes", ret ? ret : -1);
+		ret = ret ? ret : -EBADMSG;
+	}
+	gbench_set_label(st, "pipe(2) each way, the default 64 KiB pipe buffer");
+	while (!ret && gbench_loop(st, batch)) {
+		double start = now_s();
+
+		for (int64_t i = 0; !ret && i < batch; i++) {
+			ret = write_all(to_peer[1], out, bytes);
+			if (!ret)
+				ret = read_all(from_peer[0], back, bytes);
+		}
+		if (ret) {
+			fail(st, "pipe round trip", ret);
+			break;
+		}
+		gbench_set_iteration_time(st, now_s() - start);
+	}
+	if (!ret)
+		gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)bytes);
+	/* EOF ends the peer */
+	close(to_peer[1]);
+	to_peer[1] = -1;
+	check_peer_exit(st, peer);
+unpin:
+	for (int i = 0; i < 2; i++) {
+		if (to_peer[i] >= 0)
+			close(to_peer[i]);
+		if (from_peer[i] >= 0)
+			close(from_peer[i]);
+	}
+	sigaction(SIGPIPE, &saved_sigpipe, NULL);
+	pin_end(&pin);
+out:
+	free(out);
+	free(back);
+}
+
+/* ---- registration ---- */
+
+static void register_manual(const char *name, gbench_fn fn, void *arg, char unit,
+			    const int64_t *sizes, size_t nsizes)
+{
+	gbench_benchmark *b = gbench_unit(gbench_use_manual_time(gbench_register(name, fn, arg)),
+					  unit);
+
+	for (size_t i = 0; i < nsizes; i++)
+		b = gbench_arg(b, sizes[i]);
+}
+
+void bench_channel_register(void)
+{
+	const size_t nsizes = sizeof(session_sizes) / sizeof(session_sizes[0]);
+	char name[64];
+
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		/* the names are copied by Google Benchmark; arg must live on */
+		void *backend = (void *)backends[i];
+
+		snprintf(name, sizeof(name), "channel/%s/rtt", backends[i]);
+		register_manual(name, bm_channel_rtt, backend, 'n', NULL, 0);
+	}
+	register_manual("channel/pingpong_twin/rtt", bm_pingpong_rtt, NULL, 'n', NULL, 0);
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		snprintf(name, sizeof(name), "channel/%s/batch64", backends[i]);
+		register_manual(name, bm_channel_batch64, (void *)backends[i], 'u', NULL, 0);
+	}
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		snprintf(name, sizeof(name), "session/%s/echo", backends[i]);
+		register_manual(name, bm_session_echo, (void *)backends[i], 'u', session_sizes,
+				nsizes);
+	}
+	register_manual("session/pipe_bytes_twin", bm_pipe_bytes_twin, NULL, 'u', session_sizes,
+			nsizes);
+}

@@ -1,0 +1,401 @@
+// SPDX-License-Identifier: MIT
+//
+// gbench_shim.cc: gbench.h over Google Benchmark 1.7, the only C++ in shmrig.
+//
+// A gbench_state is the benchmark::State the runner hands a body, a
+// gbench_benchmark the CBenchmark (a benchmark::internal::Benchmark) that
+// gbench_register() created: both are pointer casts.
+//
+// No C++ exception may unwind through a C frame: the bodies are C, compiled
+// without -fexceptions, so nothing in them would run on the way out. Every
+// entry point therefore catches: inside a body an exception (bad_alloc from a
+// counter's map node, a label's string) becomes SkipWithError, and a
+// registration call returns NULL.
+//
+// Google Benchmark checks misuse with BM_CHECK, which aborts the process, or
+// with assert(). Arguments a C caller can get wrong are checked here first:
+// inside a body they stop the benchmark with an error, at registration they
+// return NULL and make gbench_main() refuse to run, so a mistyped setup never
+// produces a partial set of results that could pass for a complete one.
+
+#include "gbench.h"
+
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdio>
+#include <exception>
+
+namespace {
+
+using benchmark::State;
+using benchmark::internal::Benchmark;
+
+// A benchmark whose body is a C function. A class of its own, rather than
+// RegisterBenchmark() with a lambda, reaches the protected ArgsCnt(): Google
+// Benchmark aborts when one benchmark gets argument lists of different
+// lengths, the shim refuses the call first.
+struct CBenchmark final : Benchmark {
+	CBenchmark(const char *name, gbench_fn body_fn, void *body_arg)
+	    : Benchmark(name), fn(body_fn), arg(body_arg)
+	{
+	}
+
+	void Run(State &st) override
+	{
+		fn(reinterpret_cast<gbench_state *>(&st), arg);
+	}
+
+	// May argument lists of `count` values be added? (none added yet: any)
+	bool takes_args(int count) const
+	{
+		return ArgsCnt() == -1 || ArgsCnt() == count;
+	}
+
+	gbench_fn fn;
+	void *arg;
+};
+
+// Set by a registration or configuration call that failed; gbench_main() then
+// refuses to run. Registration happens on one thread, before gbench_main().
+bool registration_failed = false;
+
+State &state_of(gbench_state *st)
+{
+	return *reinterpret_cast<State *>(st);
+}
+
+const State &state_of(const gbench_state *st)
+{
+	return *reinterpret_cast<const State *>(st);
+}
+
+CBenchmark *benchmark_of(gbench_benchmark *b)
+{
+	return reinterpret_cast<CBenchmark *>(b);
+}
+
+gbench_benchmark *handle_of(CBenchmark *b)
+{
+	return reinterpret_cast<gbench_benchmark *>(b);
+}
+
+gbench_benchmark *registration_error(const char *function, const char *why)
+{
+	std::fprintf(stderr, "gbench: %s: %s\n", function, why);
+	registration_failed = true;
+	return nullptr;
+}
+
+// Stop the running benchmark with `message`. Google Benchmark requires that
+// SkipWithError is called at most once per thread; the first message is the
+// one reported.
+void skip(State &st, const char *message) noexcept
+{
+	if (st.error_occurred())
+		return;
+	try {
+		st.SkipWithError(message);
+	} catch (...) {
+		// It copies the message into a std::string: without memory even for
+		// that, the benchmark runs on and only stderr has the error.
+		std::fprintf(stderr, "gbench: cannot record the error: %s\n", message);
+	}
+}
+
+// Run f inside a body; an exception stops the benchmark instead of reaching C.
+template <typename F> void in_body(State &st, F f) noexcept
+{
+	try {
+		f();
+	} catch (const std::exception &e) {
+		skip(st, e.what());
+	} catch (...) {
+		skip(st, "unknown C++ exception");
+	}
+}
+
+// Run f on a registered benchmark, unless the call is invalid: `invalid` says
+// why (nullptr: valid), and a call that adds argument lists of `arg_count`
+// values must match the lists added before. NULL in gives NULL out, so a failed
+// call early in a chain (already reported) does not crash the rest of it.
+template <typename F>
+gbench_benchmark *configure(gbench_benchmark *b, const char *function, int arg_count,
+			    const char *invalid, F f)
+{
+	if (!b) {
+		registration_failed = true;
+		return nullptr;
+	}
+	if (invalid)
+		return registration_error(function, invalid);
+	if (arg_count && !benchmark_of(b)->takes_args(arg_count))
+		return registration_error(function, "argument lists of different lengths");
+	try {
+		f(benchmark_of(b));
+		return b;
+	} catch (const std::exception &e) {
+		return registration_error(function, e.what());
+	} catch (...) {
+		return registration_error(function, "unknown C++ exception");
+	}
+}
+
+} // namespace
+
+extern "C" {
+
+gbench_benchmark *gbench_register(const char *name, gbench_fn fn, void *arg)
+{
+	if (!name || !*name || !fn)
+		return registration_error("gbench_register", "needs a name and a function");
+	try {
+		CBenchmark *b = new CBenchmark(name, fn, arg);
+
+		// Takes ownership; the registry lives until the process exits.
+		benchmark::internal::RegisterBenchmarkInternal(b);
+		return handle_of(b);
+	} catch (const std::exception &e) {
+		return registration_error("gbench_register", e.what());
+	} catch (...) {
+		return registration_error("gbench_register", "unknown C++ exception");
+	}
+}
+
+gbench_benchmark *gbench_arg(gbench_benchmark *b, int64_t x)
+{
+	return configure(b, "gbench_arg", 1, nullptr, [x](Benchmark *bm) { bm->Arg(x); });
+}
+
+gbench_benchmark *gbench_args2(gbench_benchmark *b, int64_t x, int64_t y)
+{
+	return configure(b, "gbench_args2", 2, nullptr, [x, y](Benchmark *bm) {
+		bm->Args({ x, y });
+	});
+}
+
+gbench_benchmark *gbench_range_mult(gbench_benchmark *b, int64_t lo, int64_t hi, int mult)
+{
+	const char *invalid = lo > hi || mult < 2 ? "needs lo <= hi and mult >= 2" : nullptr;
+
+	return configure(b, "gbench_range_mult", 1, invalid, [lo, hi, mult](Benchmark *bm) {
+		bm->RangeMultiplier(mult)->Range(lo, hi);
+	});
+}
+
+// Names the one argument: Google Benchmark allows it only with single-value lists.
+gbench_benchmark *gbench_arg_name(gbench_benchmark *b, const char *name)
+{
+	return configure(b, "gbench_arg_name", 1, name ? nullptr : "needs a name",
+			 [name](Benchmark *bm) { bm->ArgName(name); });
+}
+
+gbench_benchmark *gbench_threads(gbench_benchmark *b, int threads)
+{
+	return configure(b, "gbench_threads", 0, threads < 1 ? "needs threads >= 1" : nullptr,
+			 [threads](Benchmark *bm) { bm->Threads(threads); });
+}
+
+gbench_benchmark *gbench_use_manual_time(gbench_benchmark *b)
+{
+	return configure(b, "gbench_use_manual_time", 0, nullptr,
+			 [](Benchmark *bm) { bm->UseManualTime(); });
+}
+
+gbench_benchmark *gbench_unit(gbench_benchmark *b, char unit)
+{
+	const char *invalid = nullptr;
+	benchmark::TimeUnit time_unit = benchmark::kNanosecond;
+
+	switch (unit) {
+	case 'n':
+		break;
+	case 'u':
+		time_unit = benchmark::kMicrosecond;
+		break;
+	case 'm':
+		time_unit = benchmark::kMillisecond;
+		break;
+	case 's':
+		time_unit = benchmark::kSecond;
+		break;
+	default:
+		invalid = "unit must be 'n', 'u', 'm' or 's'";
+	}
+	return configure(b, "gbench_unit", 0, invalid,
+			 [time_unit](Benchmark *bm) { bm->Unit(time_unit); });
+}
+
+bool gbench_loop(gbench_state *st, int64_t batch)
+{
+	State &state = state_of(st);
+
+	// KeepRunningBatch asserts batch > 0; without assertions it would never stop.
+	if (batch < 1) {
+		skip(state, "gbench_loop: batch must be >= 1");
+		return false;
+	}
+	try {
+		return state.KeepRunningBatch(batch);
+	} catch (const std::exception &e) {
+		skip(state, e.what());
+	} catch (...) {
+		skip(state, "unknown C++ exception");
+	}
+	return false;
+}
+
+int64_t gbench_range(const gbench_state *st, int index)
+{
+	const State &state = state_of(st);
+
+	if (index < 0) {
+		// The runner's State is not const: only this interface says so.
+		skip(const_cast<State &>(state), "gbench_range: negative index");
+		return 0;
+	}
+	return state.range(static_cast<std::size_t>(index));
+}
+
+int64_t gbench_iterations(const gbench_state *st)
+{
+	return state_of(st).iterations();
+}
+
+int gbench_thread_index(const gbench_state *st)
+{
+	return state_of(st).thread_index();
+}
+
+int gbench_thread_count(const gbench_state *st)
+{
+	return state_of(st).threads();
+}
+
+// After SkipWithError the timer is stopped and Pause/ResumeTiming would abort:
+// a body's error path may still reach these, so they do nothing then.
+void gbench_pause(gbench_state *st)
+{
+	State &state = state_of(st);
+
+	if (!state.error_occurred())
+		in_body(state, [&state] { state.PauseTiming(); });
+}
+
+void gbench_resume(gbench_state *st)
+{
+	State &state = state_of(st);
+
+	if (!state.error_occurred())
+		in_body(state, [&state] { state.ResumeTiming(); });
+}
+
+void gbench_set_iteration_time(gbench_state *st, double seconds)
+{
+	State &state = state_of(st);
+
+	if (!std::isfinite(seconds) || seconds < 0) {
+		skip(state, "gbench_set_iteration_time: seconds must be finite and >= 0");
+		return;
+	}
+	state.SetIterationTime(seconds);
+}
+
+void gbench_set_bytes_processed(gbench_state *st, int64_t bytes)
+{
+	State &state = state_of(st);
+
+	in_body(state, [&state, bytes] { state.SetBytesProcessed(bytes); });
+}
+
+void gbench_set_items_processed(gbench_state *st, int64_t items)
+{
+	State &state = state_of(st);
+
+	in_body(state, [&state, items] { state.SetItemsProcessed(items); });
+}
+
+void gbench_set_label(gbench_state *st, const char *label)
+{
+	State &state = state_of(st);
+
+	if (!label) {
+		skip(state, "gbench_set_label: NULL label");
+		return;
+	}
+	in_body(state, [&state, label] { state.SetLabel(label); });
+}
+
+void gbench_counter(gbench_state *st, const char *name, double value, unsigned flags)
+{
+	const unsigned known = GBENCH_COUNTER_RATE | GBENCH_COUNTER_AVG_THREADS |
+			       GBENCH_COUNTER_INVERT;
+	State &state = state_of(st);
+	int counter_flags = benchmark::Counter::kDefaults;
+
+	if (!name || !*name) {
+		skip(state, "gbench_counter: needs a name");
+		return;
+	}
+	if (flags & ~known) {
+		skip(state, "gbench_counter: unknown flag bits");
+		return;
+	}
+	if (flags & GBENCH_COUNTER_RATE)
+		counter_flags |= benchmark::Counter::kIsRate;
+	if (flags & GBENCH_COUNTER_AVG_THREADS)
+		counter_flags |= benchmark::Counter::kAvgThreads;
+	if (flags & GBENCH_COUNTER_INVERT)
+		counter_flags |= benchmark::Counter::kInvert;
+	in_body(state, [&state, name, value, counter_flags] {
+		state.counters[name] =
+			benchmark::Counter(value,
+					   static_cast<benchmark::Counter::Flags>(counter_flags));
+	});
+}
+
+void gbench_skip(gbench_state *st, const char *message)
+{
+	skip(state_of(st), message ? message : "gbench_skip: no message");
+}
+
+void gbench_add_context(const char *key, const char *value)
+{
+	if (!key || !*key || !value) {
+		registration_error("gbench_add_context", "needs a key and a value");
+		return;
+	}
+	try {
+		// A key added twice keeps its first value; Google Benchmark says so on stderr.
+		benchmark::AddCustomContext(key, value);
+	} catch (const std::exception &e) {
+		registration_error("gbench_add_context", e.what());
+	} catch (...) {
+		registration_error("gbench_add_context", "unknown C++ exception");
+	}
+}
+
+int gbench_main(int argc, char **argv)
+{
+	try {
+		// Consumes every --benchmark_* flag (and exits after --help).
+		benchmark::Initialize(&argc, argv);
+		if (benchmark::ReportUnrecognizedArguments(argc, argv))
+			return 1;
+		if (registration_failed) {
+			std::fprintf(stderr, "gbench: a benchmark failed to register (see above); "
+					     "not running\n");
+			return 1;
+		}
+		benchmark::RunSpecifiedBenchmarks();
+		benchmark::Shutdown();
+		return 0;
+	} catch (const std::exception &e) {
+		std::fprintf(stderr, "gbench: %s\n", e.what());
+	} catch (...) {
+		std::fprintf(stderr, "gbench: unknown C++ exception\n");
+	}
+	return 1;
+}
+
+} // extern "C"
