@@ -60,10 +60,10 @@
 #define SELF_CPU 0 /* topology index of the caller's CPU */
 #define PEER_CPU 1 /* and of the peer's */
 #define MSG_SIZE 64
-#define RTT_BATCH 64      /* round trips per timed batch */
-#define BATCH_MSGS 64     /* messages per sendv() */
+#define RTT_BATCH 64       /* round trips per timed batch */
+#define BATCH_MSGS 64      /* messages per sendv() */
 #define BATCHES_PER_ACK 16 /* sendv() calls per acknowledgement (one timed batch) */
-#define ACK_SIZE 8        /* the length that marks "acknowledge" and the answer */
+#define ACK_SIZE 8         /* the length that marks "acknowledge" and the answer */
 #define PEER_TIMEOUT_MS 10000
 #define FINGERPRINT 0x62656e6368ull /* both ends of a bare channel agree on it */
 #define POOL_PREFIX "b_channel"
@@ -412,8 +412,7 @@ static void bm_pingpong_rtt(gbench_state *st, void *arg)
 	if (!pin_start(st, &pin))
 		return;
 	/* anonymous shared memory: inherited by the fork, no /dev/shm entry */
-	line = mmap(NULL, sizeof(*line), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
-		    0);
+	line = mmap(NULL, sizeof(*line), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (line == MAP_FAILED) {
 		fail(st, "mmap", -errno);
 		pin_end(&pin);
@@ -438,7 +437,8 @@ static void bm_pingpong_rtt(gbench_state *st, void *arg)
 			uint32_t spins = 0;
 
 			atomic_store_explicit(&line->counter, ++value, memory_order_release);
-			while (atomic_load_explicit(&line->counter, memory_order_acquire) != value + 1) {
+			while (atomic_load_explicit(&line->counter, memory_order_acquire) !=
+			       value + 1) {
 				cpu_relax();
 				if (++spins == PINGPONG_CHECK_SPINS) {
 					spins = 0;
@@ -656,8 +656,8 @@ static void bm_session_echo(gbench_state *st, void *arg)
 
 	if (!session_start(st, &run, arg, bytes))
 		return;
-	snprintf(label, sizeof(label), "float64 ndarray, %zu B each way, worker on cpu %d",
-		 bytes, run.pin.peer_cpu);
+	snprintf(label, sizeof(label), "float64 ndarray, %zu B each way, worker on cpu %d", bytes,
+		 run.pin.peer_cpu);
 	gbench_set_label(st, label);
 	while (!ret && gbench_loop(st, batch)) {
 		double start = now_s();
@@ -785,8 +785,8 @@ out:
 static void register_manual(const char *name, gbench_fn fn, void *arg, char unit,
 			    const int64_t *sizes, size_t nsizes)
 {
-	gbench_benchmark *b = gbench_unit(gbench_use_manual_time(gbench_register(name, fn, arg)),
-					  unit);
+	gbench_benchmark *b =
+		gbench_unit(gbench_use_manual_time(gbench_register(name, fn, arg)), unit);
 
 	for (size_t i = 0; i < nsizes; i++)
 		b = gbench_arg(b, sizes[i]);

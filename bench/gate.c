@@ -49,6 +49,7 @@
 #include <shmrig/shmrig.h>
 
 #include <alloca.h>
+#include <stdalign.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -71,7 +72,7 @@
 #define RING_SLOT_SIZE 128u
 #define TIMEOUT_MS 10000
 #define STACK_PAGE 4096u
-#define STACK_PHASE 2048u /* main's callee frames start here in their page */
+#define STACK_PHASE 2048u /* the measured loop's frames start here in their page */
 
 struct gate {
 	shmrig_pool *pool;
@@ -89,11 +90,19 @@ struct gate {
 	int release_fd; /* closing it lets the peer go */
 };
 
+/*
+ * The workload's own buffers (the payload, the frame) sit at a fixed offset
+ * in a page of their own: glibc's copy and string routines take other paths
+ * for other alignments and near a page's end, so an edit elsewhere in this
+ * file must not move them.
+ */
+static alignas(4096) struct gate gate_state = { .release_fd = -1 };
+
 struct op {
 	const char *name;
 	int (*setup)(struct gate *g, unsigned long total);
 	int (*run)(struct gate *g);
-	void (*teardown)(struct gate *g);
+	int (*teardown)(struct gate *g); /* NULL: nothing to do; 0 or 1 */
 };
 
 /* The slowdown: stores the compiler may not drop. */
@@ -392,19 +401,21 @@ static int ring_run(struct gate *g)
 	return len == MSG_SIZE ? 0 : fail("recv: wrong length", -EBADMSG);
 }
 
-static void ring_teardown(struct gate *g)
+static int ring_teardown(struct gate *g)
 {
-	int status;
+	int status = 0;
 
 	shmrig_channel_close(g->ch);
 	g->ch = NULL;
 	if (g->peer <= 0)
-		return;
+		return 0;
 	close(g->release_fd);
 	while (waitpid(g->peer, &status, 0) < 0 && errno == EINTR)
 		;
-	if (!WIFEXITED(status) || WEXITSTATUS(status))
-		fprintf(stderr, "shmrig-gate: the ring peer ended with status 0x%x\n", status);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	fprintf(stderr, "shmrig-gate: the ring peer ended with status 0x%x\n", status);
+	return 1;
 }
 
 static const struct op ops[] = {
@@ -415,8 +426,8 @@ static const struct op ops[] = {
 	{ "ring_send_recv", ring_setup, ring_run, ring_teardown },
 };
 
-/* Run n iterations; the only code between the client requests. */
-static int run_region(const struct op *op, struct gate *g, unsigned long n, unsigned long spins)
+static __attribute__((noinline)) int run_loop(const struct op *op, struct gate *g, unsigned long n,
+					      unsigned long spins)
 {
 	for (unsigned long i = 0; i < n; i++) {
 		if (op->run(g))
@@ -425,6 +436,27 @@ static int run_region(const struct op *op, struct gate *g, unsigned long n, unsi
 			spin(spins);
 	}
 	return 0;
+}
+
+/*
+ * Run n iterations: the only code between the client requests.
+ *
+ * Where the stack is depends on the environment's size and argv (a longer
+ * checkout path, one more variable in CI) and on the callers' frames. glibc's
+ * copy and string routines take other paths for other alignments and near a
+ * page's end, so a buffer on the stack (a ref, an encoder) at another offset
+ * costs other counts. So the loop runs on a stack moved to the same offset in
+ * its page every time, whoever calls.
+ */
+static __attribute__((noinline)) int run_region(const struct op *op, struct gate *g,
+						unsigned long n, unsigned long spins)
+{
+	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+	/* + 16: never an empty allocation; a constant shift changes no phase */
+	volatile char *pad = alloca((sp - STACK_PHASE) % STACK_PAGE + 16);
+
+	pad[0] = 0;
+	return run_loop(op, g, n, spins);
 }
 
 static void usage(FILE *out)
@@ -448,13 +480,13 @@ static bool parse_count(const char *s, unsigned long max, unsigned long *out)
 	return true;
 }
 
-static __attribute__((noinline)) int gate_main(int argc, char **argv)
+int main(int argc, char **argv)
 {
 	const char *spin_op = NULL;
 	unsigned long spins = 0, counts[MAX_REGIONS], total = WARMUP;
 	const struct op *op = NULL;
-	struct gate g = { .release_fd = -1 };
-	int nregions = 0, argi = 1, ret = 0, close_ret = 0;
+	struct gate *g = &gate_state;
+	int nregions = 0, argi = 1, ret = 0;
 
 	if (argi + 1 < argc && strcmp(argv[argi], "--spin") == 0) {
 		char *colon = strchr(argv[argi + 1], ':');
@@ -494,7 +526,7 @@ static __attribute__((noinline)) int gate_main(int argc, char **argv)
 	if (!spin_op || strcmp(spin_op, op->name) != 0)
 		spins = 0;
 
-	if (op->setup(&g, total) || run_region(op, &g, WARMUP, spins)) {
+	if (op->setup(g, total) || run_region(op, g, WARMUP, spins)) {
 		ret = 1;
 		goto out;
 	}
@@ -503,40 +535,25 @@ static __attribute__((noinline)) int gate_main(int argc, char **argv)
 
 		snprintf(label, sizeof(label), "%s %lu", op->name, counts[r]);
 		CALLGRIND_ZERO_STATS;
-		if (run_region(op, &g, counts[r], spins)) {
+		if (run_region(op, g, counts[r], spins)) {
 			ret = 1;
 			goto out;
 		}
 		CALLGRIND_DUMP_STATS_AT(label);
-		printf("shmrig-gate: %s: %lu iterations measured (stack phase %#lx)%s\n", op->name,
-		       counts[r], (unsigned long)((uintptr_t)__builtin_frame_address(0) % STACK_PAGE),
-		       RUNNING_ON_VALGRIND ? "" : ", not under callgrind: nothing counted");
+		printf("shmrig-gate: %s: %lu iterations measured%s\n", op->name, counts[r],
+		       RUNNING_ON_VALGRIND ? "" : " (not under callgrind: nothing counted)");
 	}
 out:
-	if (op->teardown)
-		op->teardown(&g);
-	shmrig_registry_free(g.reg);
-	if (g.pool) {
-		close_ret = shmrig_pool_close(g.pool);
-		if (close_ret)
-			ret = fail("pool_close", close_ret) ? 1 : ret;
+	if (op->teardown && op->teardown(g))
+		ret = 1;
+	shmrig_registry_free(g->reg);
+	if (g->pool) {
+		int close_ret = shmrig_pool_close(g->pool);
+
+		if (close_ret) {
+			fail("pool_close", close_ret);
+			ret = 1;
+		}
 	}
 	return ret;
-}
-
-/*
- * Where the stack starts depends on the size of the environment and of argv
- * (a longer checkout path, one more variable in CI). glibc's string functions
- * take other paths for other alignments and near page ends, so a buffer on
- * the stack (a ref, an encoder) at another offset costs other counts. Move
- * the stack down to the same offset in its page every time, then run.
- */
-int main(int argc, char **argv)
-{
-	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
-	/* + 16: never an empty allocation, and a constant shift changes no phase */
-	volatile char *pad = alloca((sp - STACK_PHASE) % STACK_PAGE + 16);
-
-	pad[0] = 0;
-	return gate_main(argc, argv);
 }

@@ -546,7 +546,7 @@ static int ring_sendv(struct shmrig_channel *ch, const void *const *msgs, const 
 						    "holds %u, and this end has no pool to spill to",
 						    i, lens[i], inline_max(re));
 	for (uint32_t i = 0; i < n;) {
-		uint32_t head_word;
+		uint32_t head_word = 0;
 
 		if (((d->mine - d->peers) & IDX_MASK) == re->slots) {
 			ret = read_head(ch, re, &head_word);
