@@ -903,6 +903,58 @@ static void size_classes(gbench_benchmark *b)
 	gbench_range_mult(b, SHMRIG_POOL_MIN_BLOCK, SHMRIG_POOL_MAX_CLASS_BLOCK, 2);
 }
 
+/* ---- NUMA: writing a block on the local node vs a remote one ---- */
+
+/*
+ * 1 MiB written per iteration into a block of a pool bound to the node of the
+ * benchmark's CPU (local) or to another node (remote). On a machine with one
+ * node there is nothing to compare: skipped, saying so.
+ */
+static void bm_numa_write(gbench_state *st, void *arg)
+{
+	const bool remote = arg != NULL;
+	shmrig_topo *topo = shmrig_topo_system();
+	struct shmrig_pool_opts opts = { .prefix = PREFIX, .flags = SHMRIG_POOL_BIND_NODE };
+	const size_t size = (size_t)1 << 20;
+	struct shmrig_ref ref;
+	shmrig_pool *pool;
+	int cpu_node, ret;
+	void *data;
+
+	if (!topo || shmrig_topo_num_nodes(topo) < 2) {
+		gbench_skip(st, "one NUMA node here: no remote memory to compare with");
+		return;
+	}
+	if (!pin(st))
+		return;
+	cpu_node = shmrig_topo_cpu_node(topo, shmrig_topo_current_cpu());
+	opts.numa_node = cpu_node;
+	if (remote)
+		for (int i = 0; i < shmrig_topo_num_nodes(topo); i++)
+			if (shmrig_topo_node_os_index(topo, i) != cpu_node) {
+				opts.numa_node = shmrig_topo_node_os_index(topo, i);
+				break;
+			}
+	ret = shmrig_pool_open(&opts, &pool);
+	if (ret) {
+		fail(st, "pool_open bound to a node", ret);
+		return;
+	}
+	ret = shmrig_pool_alloc(pool, size, 0, 0, &ref, &data);
+	if (ret) {
+		fail(st, "pool_alloc", ret);
+		shmrig_pool_close(pool);
+		return;
+	}
+	while (gbench_loop(st, 1))
+		memset(data, (int)gbench_iterations(st), size);
+	gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)size);
+	ret = shmrig_pool_free(pool, &ref);
+	if (ret)
+		fail(st, "pool_free", ret);
+	close_pool(st, pool);
+}
+
 void bench_pool_register(void)
 {
 	size_classes(gbench_register("pool/alloc_free", bm_alloc_free, NULL));
@@ -924,4 +976,7 @@ void bench_pool_register(void)
 	gbench_unit(gbench_register("pool/arena_create_twin_shm/2m", bm_arena_create_twin,
 				    &page_2m),
 		    'u');
+	/* arg NULL: local; non-NULL: remote */
+	gbench_register("pool/numa_write/local", bm_numa_write, NULL);
+	gbench_register("pool/numa_write/remote", bm_numa_write, (void *)1);
 }
