@@ -85,9 +85,7 @@ int shmrig_frame_transfer(shmrig_pool *pool, const void *buf, size_t len, pid_t 
 	struct shmrig_frame f;
 	int ret = shmrig_frame_parse(buf, len, &f);
 
-	for (uint32_t i = 0; !ret && i < f.nbuffers; i++)
-		ret = shmrig_pool_transfer(pool, &f.buffers[i], pid);
-	return ret;
+	return ret ? ret : shmrig__pool_transfer_refs(pool, f.buffers, f.nbuffers, pid);
 }
 
 int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len)

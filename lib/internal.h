@@ -7,6 +7,7 @@
 #include <shmrig/common.h>
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 /* Graded checks (meson option debug_checks): 0 bounds checks of everything
  * read from shared memory only; 1 + each block handed out from a process cache
@@ -45,5 +46,10 @@ struct shmrig_ref;
 /* shmrig_pool_attach, and the block must be the caller's (-EPERM otherwise):
  * what decode needs before it leases or frees a frame's blocks. */
 int shmrig__pool_attach_owned(struct shmrig_pool *pool, const struct shmrig_ref *ref, void **data);
+
+/* shmrig_pool_transfer of n refs under one lock, the target looked up once:
+ * a frame's buffers. Stops at the first error (those before stay handed). */
+int shmrig__pool_transfer_refs(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
+			       pid_t pid);
 
 #endif

@@ -1134,6 +1134,17 @@ int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref)
 	return ret;
 }
 
+/* One more reference on a resolved live block. */
+static int take_ref(const struct block *b, uint64_t word, const char *name)
+{
+	if (word_refs(word) >= REF_MAX)
+		return shmrig__fail(-EOVERFLOW, "ref '%s': too many references", name);
+	atomic_store_explicit(&b->desc->word,
+			      word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
+			      memory_order_release);
+	return 0;
+}
+
 int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *ref)
 {
 	struct block b;
@@ -1144,17 +1155,13 @@ int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *ref)
 		return ret;
 	pthread_mutex_lock(&pool->lock);
 	ret = resolve_owned(pool, ref, &b, &word);
-	if (!ret && word_refs(word) >= REF_MAX)
-		ret = shmrig__fail(-EOVERFLOW, "ref '%s': too many references", ref->name);
 	if (!ret)
-		atomic_store_explicit(&b.desc->word,
-				      word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
-				      memory_order_release);
+		ret = take_ref(&b, word, ref->name);
 	pthread_mutex_unlock(&pool->lock);
 	return ret;
 }
 
-int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **data)
+static int attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **data, bool owned)
 {
 	struct block b;
 	uint64_t word;
@@ -1165,27 +1172,21 @@ int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **d
 	if (!data)
 		return shmrig__fail(-EINVAL, "pool_attach: NULL data");
 	pthread_mutex_lock(&pool->lock);
-	ret = resolve(pool, ref, &b, &word);
+	ret = owned ? resolve_owned(pool, ref, &b, &word) : resolve(pool, ref, &b, &word);
 	if (!ret)
 		*data = b.sl->base + ref->offset;
 	pthread_mutex_unlock(&pool->lock);
 	return ret;
 }
 
+int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **data)
+{
+	return attach(pool, ref, data, false);
+}
+
 int shmrig__pool_attach_owned(shmrig_pool *pool, const struct shmrig_ref *ref, void **data)
 {
-	struct block b;
-	uint64_t word;
-	int ret = check_pool(pool);
-
-	if (ret)
-		return ret;
-	pthread_mutex_lock(&pool->lock);
-	ret = resolve_owned(pool, ref, &b, &word);
-	if (!ret)
-		*data = b.sl->base + ref->offset;
-	pthread_mutex_unlock(&pool->lock);
-	return ret;
+	return attach(pool, ref, data, true);
 }
 
 /*
@@ -1243,22 +1244,26 @@ static void forget_targets(shmrig_pool *pool)
 			close(pool->targets[i].pidfd);
 }
 
-int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid)
+int shmrig__pool_transfer_refs(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
+			       pid_t pid)
 {
 	shmrig__procid target;
-	struct block b;
-	uint64_t word;
 	int ret = check_pool(pool);
 
-	if (ret)
+	if (ret || n == 0)
 		return ret;
 	pthread_mutex_lock(&pool->lock);
+	/* once per frame, not per buffer: it costs a syscall */
 	ret = target_id(pool, pid, &target);
-	if (!ret)
-		ret = resolve(pool, ref, &b, &word);
-	if (!ret) {
-		uint64_t owner = atomic_load_explicit(&b.desc->owner, memory_order_acquire);
+	for (uint32_t i = 0; !ret && i < n; i++) {
+		const struct shmrig_ref *ref = &refs[i];
+		struct block b;
+		uint64_t word, owner;
 
+		ret = resolve(pool, ref, &b, &word);
+		if (ret)
+			break;
+		owner = atomic_load_explicit(&b.desc->owner, memory_order_acquire);
 		/* A part of a block (a pack's buffer, a slab's sub-allocation) whose
 		 * block went to pid with another part is handed over already: a
 		 * frame of several parts of one block transfers part by part. */
@@ -1271,6 +1276,11 @@ int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t 
 	}
 	pthread_mutex_unlock(&pool->lock);
 	return ret;
+}
+
+int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid)
+{
+	return shmrig__pool_transfer_refs(pool, ref, 1, pid);
 }
 
 /* ---- slab ---- */
@@ -1321,11 +1331,9 @@ static int subref_locked(shmrig_pool *pool, const struct shmrig_ref *block, uint
 				    (unsigned long long)offset, (unsigned long long)size,
 				    (unsigned long long)content_size,
 				    (unsigned long long)block->size);
-	if (word_refs(word) >= REF_MAX)
-		return shmrig__fail(-EOVERFLOW, "ref '%s': too many references", block->name);
-	atomic_store_explicit(&b.desc->word,
-			      word_make(word_gen(word), word_refs(word) + 1, ST_LIVE),
-			      memory_order_release);
+	ret = take_ref(&b, word, block->name);
+	if (ret)
+		return ret;
 	*out = *block;
 	out->offset += offset;
 	out->size = size;
