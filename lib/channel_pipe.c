@@ -214,17 +214,16 @@ static int pipe_sendv(struct shmrig_channel *ch, const void *const *msgs, const 
 	return ret;
 }
 
-/* Read into buf until `want` bytes are there; *got counts across calls. */
-static int read_some(struct shmrig_channel *ch, void *buf, size_t want, size_t *got, int64_t start,
-		     int timeout_ms)
+/* One read of at most len bytes, waiting until some arrive: the count (> 0) or -errno. */
+static ssize_t read_ready(struct shmrig_channel *ch, void *buf, size_t len, int64_t start,
+			  int timeout_ms)
 {
-	while (*got < want) {
-		ssize_t n = read(ch->fd, (char *)buf + *got, want - *got);
+	for (;;) {
+		ssize_t n = read(ch->fd, buf, len);
+		int ret;
 
-		if (n > 0) {
-			*got += (size_t)n;
-			continue;
-		}
+		if (n > 0)
+			return n;
 		if (n == 0)
 			return shmrig__fail(-EPIPE, "channel: peer pid %d closed its end",
 					    (int)ch->peer);
@@ -232,9 +231,22 @@ static int read_some(struct shmrig_channel *ch, void *buf, size_t want, size_t *
 			continue;
 		if (errno != EAGAIN)
 			return io_error(ch, errno);
-		n = shmrig__channel_wait_fd(ch, POLLIN, start, timeout_ms);
-		if (n)
+		ret = shmrig__channel_wait_fd(ch, POLLIN, start, timeout_ms);
+		if (ret)
+			return ret;
+	}
+}
+
+/* Read into buf until `want` bytes are there; *got counts across calls. */
+static int read_some(struct shmrig_channel *ch, void *buf, size_t want, size_t *got, int64_t start,
+		     int timeout_ms)
+{
+	while (*got < want) {
+		ssize_t n = read_ready(ch, (char *)buf + *got, want - *got, start, timeout_ms);
+
+		if (n < 0)
 			return (int)n;
+		*got += (size_t)n;
 	}
 	return 0;
 }
@@ -293,21 +305,10 @@ static int pipe_recv(struct shmrig_channel *ch, void **msg, size_t *len, int tim
 			st->rstart = 0;
 			st->rend = have;
 		}
-		n = read(ch->fd, st->rbuf + st->rend, RBUF_SIZE - st->rend);
-		if (n > 0) {
-			st->rend += (size_t)n;
-			continue;
-		}
-		if (n == 0)
-			return shmrig__fail(-EPIPE, "channel: peer pid %d closed its end",
-					    (int)ch->peer);
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return io_error(ch, errno);
-		ret = shmrig__channel_wait_fd(ch, POLLIN, start, timeout_ms);
-		if (ret)
-			return ret;
+		n = read_ready(ch, st->rbuf + st->rend, RBUF_SIZE - st->rend, start, timeout_ms);
+		if (n < 0)
+			return (int)n;
+		st->rend += (size_t)n;
 	}
 }
 
