@@ -203,17 +203,17 @@ static void test_in_order(void **state)
 static const size_t sizes[] = { 0, 1, SLOT - 1, SLOT, SLOT + 1, 3 * SLOT + 7, 16 * MiB };
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
 
-static int child_echo_sizes(shmrig_channel *ch, shmrig_pool *pool)
+/* Child: take n messages of these sizes (th_fill(i)), check, send each back. */
+static int echo_sizes(shmrig_channel *ch, const size_t *want, size_t n)
 {
-	(void)pool;
-	for (size_t i = 0; i < NSIZES; i++) {
+	for (size_t i = 0; i < n; i++) {
 		void *msg;
 		size_t len;
 		int ret;
 
 		if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
 			return 20;
-		if (len != sizes[i] || th_first_mismatch(msg, len, (unsigned)i) != len) {
+		if (len != want[i] || th_first_mismatch(msg, len, (unsigned)i) != len) {
 			free(msg);
 			return 21;
 		}
@@ -225,6 +225,29 @@ static int child_echo_sizes(shmrig_channel *ch, shmrig_pool *pool)
 	return 0;
 }
 
+/* Parent: send n messages of these sizes through buf and check what comes back. */
+static void roundtrip_sizes(shmrig_channel *ch, const size_t *want, size_t n, unsigned char *buf)
+{
+	for (size_t i = 0; i < n; i++) {
+		void *msg;
+		size_t len;
+
+		th_fill(buf, want[i], (unsigned)i);
+		assert_int_equal(shmrig_channel_send(ch, buf, want[i], TIMEOUT_MS), 0);
+		assert_int_equal(shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS), 0);
+		assert_int_equal(len, want[i]);
+		assert_int_equal((uintptr_t)msg % 8, 0);
+		assert_int_equal(th_first_mismatch(msg, len, (unsigned)i), len);
+		free(msg);
+	}
+}
+
+static int child_echo_sizes(shmrig_channel *ch, shmrig_pool *pool)
+{
+	(void)pool;
+	return echo_sizes(ch, sizes, NSIZES);
+}
+
 static void test_sizes(void **state)
 {
 	shmrig_pool *pool = open_pool();
@@ -234,18 +257,7 @@ static void test_sizes(void **state)
 	(void)state;
 	p = start_peer(child_echo_sizes, pool, FINGERPRINT);
 	assert_int_equal(p.open_ret, 0);
-	for (size_t i = 0; i < NSIZES; i++) {
-		void *msg;
-		size_t len;
-
-		th_fill(buf, sizes[i], (unsigned)i);
-		assert_int_equal(shmrig_channel_send(p.ch, buf, sizes[i], TIMEOUT_MS), 0);
-		assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, TIMEOUT_MS), 0);
-		assert_int_equal(len, sizes[i]);
-		assert_int_equal((uintptr_t)msg % 8, 0);
-		assert_int_equal(th_first_mismatch(msg, len, (unsigned)i), len);
-		free(msg);
-	}
+	roundtrip_sizes(p.ch, sizes, NSIZES, buf);
 	assert_int_equal(finish_peer(&p), 0);
 	free(buf);
 	assert_int_equal(th_live_blocks(pool), 0);
@@ -589,23 +601,7 @@ static const size_t ring_sizes[] = { RING_INLINE_MAX, RING_INLINE_MAX + 1, 0, 2 
 static int child_echo_ring_sizes(shmrig_channel *ch, shmrig_pool *pool)
 {
 	(void)pool;
-	for (size_t i = 0; i < RING_NSIZES; i++) {
-		void *msg;
-		size_t len;
-		int ret;
-
-		if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
-			return 100;
-		if (len != ring_sizes[i] || th_first_mismatch(msg, len, (unsigned)i) != len) {
-			free(msg);
-			return 101;
-		}
-		ret = shmrig_channel_send(ch, msg, len, TIMEOUT_MS);
-		free(msg);
-		if (ret)
-			return 102;
-	}
-	return 0;
+	return echo_sizes(ch, ring_sizes, RING_NSIZES);
 }
 
 /* slot_size - 8 bytes fit a slot, one more spills: both round-trip intact. */
@@ -619,17 +615,7 @@ static void test_ring_slot_boundary(void **state)
 	p = start_peer(child_echo_ring_sizes, pool, FINGERPRINT);
 	assert_int_equal(p.open_ret, 0);
 	assert_non_null(strstr(shmrig_channel_notes(p.ch), "spills above 4088 bytes"));
-	for (size_t i = 0; i < RING_NSIZES; i++) {
-		void *msg;
-		size_t len;
-
-		th_fill(buf, ring_sizes[i], (unsigned)i);
-		assert_int_equal(shmrig_channel_send(p.ch, buf, ring_sizes[i], TIMEOUT_MS), 0);
-		assert_int_equal(shmrig_channel_recv(p.ch, &msg, &len, TIMEOUT_MS), 0);
-		assert_int_equal(len, ring_sizes[i]);
-		assert_int_equal(th_first_mismatch(msg, len, (unsigned)i), len);
-		free(msg);
-	}
+	roundtrip_sizes(p.ch, ring_sizes, RING_NSIZES, buf);
 	assert_int_equal(finish_peer(&p), 0);
 	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
