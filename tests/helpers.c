@@ -217,3 +217,22 @@ uint64_t th_live_blocks(struct shmrig_pool *pool)
 	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
 	return st.live_blocks;
 }
+
+struct shmrig_pool *th_open_pool(size_t arena_size, size_t max_bytes)
+{
+	struct shmrig_pool_opts opts = {
+		.arena_size = arena_size,
+		.max_bytes = max_bytes,
+		.backing = SHMRIG_BACKING_PLAIN,
+		.flags = SHMRIG_POOL_QUIET,
+	};
+	shmrig_pool *pool = NULL;
+
+	return shmrig_pool_open(&opts, &pool) ? NULL : pool;
+}
+
+int th_sweep_leftovers(void **state)
+{
+	(void)state;
+	return shmrig_segment_sweep(th_prefix()) < 0;
+}

@@ -41,6 +41,14 @@ size_t th_first_mismatch(const unsigned char *p, size_t len, unsigned seed);
 int th_write_all(int fd, const void *buf, size_t len);
 int th_read_all(int fd, void *buf, size_t len);
 
+/* A pool for tests: plain pages, quiet leak report, these sizes; NULL on failure
+ * (usable in forked children, where cmocka asserts must not run). */
+struct shmrig_pool *th_open_pool(size_t arena_size, size_t max_bytes);
+
+/* cmocka group setup/teardown: remove segments of dead processes (an earlier
+ * killed run, a failed case) with our prefix. */
+int th_sweep_leftovers(void **state);
+
 /* Live blocks the pool accounts for (fails the test if stats fail). */
 struct shmrig_pool;
 uint64_t th_live_blocks(struct shmrig_pool *pool);

@@ -29,15 +29,7 @@ static const char *backend; /* the one the current case runs over */
 
 static shmrig_pool *open_pool(void)
 {
-	struct shmrig_pool_opts opts = {
-		.arena_size = 8 * MiB,
-		.max_bytes = 256 * MiB,
-		.backing = SHMRIG_BACKING_PLAIN,
-		.flags = SHMRIG_POOL_QUIET,
-	};
-	shmrig_pool *pool = NULL;
-
-	return shmrig_pool_open(&opts, &pool) ? NULL : pool;
+	return th_open_pool(8 * MiB, 256 * MiB);
 }
 
 struct peer {
@@ -915,12 +907,6 @@ static int use_ring(void **state)
 		cmocka_unit_test_setup(test_peer_killed_in_recv, setup),  \
 		cmocka_unit_test_setup(test_peer_killed_in_send, setup)
 
-static int sweep_leftovers(void **state)
-{
-	(void)state;
-	return shmrig_segment_sweep(th_prefix()) < 0;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -937,5 +923,5 @@ int main(void)
 	};
 
 	signal(SIGPIPE, SIG_IGN);
-	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
+	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);
 }

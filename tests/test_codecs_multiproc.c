@@ -26,17 +26,7 @@
 
 static shmrig_pool *open_pool(void)
 {
-	struct shmrig_pool_opts opts = {
-		.arena_size = 8 * MiB,
-		.max_bytes = 512 * MiB,
-		.backing = SHMRIG_BACKING_PLAIN,
-		.flags = SHMRIG_POOL_QUIET,
-	};
-	shmrig_pool *pool = NULL;
-
-	if (shmrig_pool_open(&opts, &pool))
-		return NULL;
-	return pool;
+	return th_open_pool(8 * MiB, 512 * MiB);
 }
 
 static shmrig_registry *builtin_registry(void)
@@ -541,13 +531,6 @@ static void test_reap_killed_receiver(void **state)
 	free_samples();
 }
 
-/* Leftovers of an earlier, killed run would skew the segment counts. */
-static int sweep_leftovers(void **state)
-{
-	(void)state;
-	return shmrig_segment_sweep(th_prefix()) < 0;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -556,5 +539,5 @@ int main(void)
 		cmocka_unit_test(test_reap_killed_receiver),
 	};
 
-	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
+	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);
 }

@@ -1043,13 +1043,6 @@ static void test_transfer_discard(void **state)
 	fx_close(&fx);
 }
 
-/* Leftovers of an earlier, killed run would skew the segment counts. */
-static int sweep_leftovers(void **state)
-{
-	(void)state;
-	return shmrig_segment_sweep(th_prefix()) < 0;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1060,5 +1053,5 @@ int main(void)
 		cmocka_unit_test(test_to_json),         cmocka_unit_test(test_transfer_discard),
 	};
 
-	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
+	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);
 }

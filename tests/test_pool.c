@@ -13,15 +13,9 @@
 
 static shmrig_pool *open_pool(size_t arena, size_t max)
 {
-	struct shmrig_pool_opts opts = {
-		.arena_size = arena,
-		.max_bytes = max,
-		.backing = SHMRIG_BACKING_PLAIN,
-		.flags = SHMRIG_POOL_QUIET,
-	};
-	shmrig_pool *pool = NULL;
+	shmrig_pool *pool = th_open_pool(arena, max);
 
-	assert_int_equal(shmrig_pool_open(&opts, &pool), 0);
+	assert_non_null(pool);
 	return pool;
 }
 
@@ -490,13 +484,6 @@ static void test_env_options(void **state)
 	unsetenv("SHMRIG_POOL_MAX");
 }
 
-/* Leftovers of an earlier, killed run would skew the segment counts. */
-static int sweep_leftovers(void **state)
-{
-	(void)state;
-	return shmrig_segment_sweep(th_prefix()) < 0;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -518,5 +505,5 @@ int main(void)
 		cmocka_unit_test(test_env_options),
 	};
 
-	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
+	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);
 }

@@ -18,17 +18,7 @@
 
 static shmrig_pool *open_pool(void)
 {
-	struct shmrig_pool_opts opts = {
-		.arena_size = 4 * MiB,
-		.max_bytes = 128 * MiB,
-		.backing = SHMRIG_BACKING_PLAIN,
-		.flags = SHMRIG_POOL_QUIET,
-	};
-	shmrig_pool *pool = NULL;
-
-	if (shmrig_pool_open(&opts, &pool))
-		return NULL;
-	return pool;
+	return th_open_pool(4 * MiB, 128 * MiB);
 }
 
 static unsigned char pattern(unsigned block, size_t i)
@@ -435,13 +425,6 @@ static void test_inherited_handle(void **state)
 	assert_int_equal(shmrig_pool_close(pool), 0);
 }
 
-/* Leftovers of an earlier, killed run would skew the segment counts. */
-static int sweep_leftovers(void **state)
-{
-	(void)state;
-	return shmrig_segment_sweep(th_prefix()) < 0;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -453,5 +436,5 @@ int main(void)
 		cmocka_unit_test(test_inherited_handle),
 	};
 
-	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
+	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);
 }

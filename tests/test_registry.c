@@ -25,16 +25,7 @@
 
 static shmrig_pool *open_pool(void)
 {
-	struct shmrig_pool_opts opts = {
-		.arena_size = 8 * MiB,
-		.max_bytes = 512 * MiB,
-		.backing = SHMRIG_BACKING_PLAIN,
-		.flags = SHMRIG_POOL_QUIET,
-	};
-	shmrig_pool *pool = NULL;
-
-	assert_int_equal(shmrig_pool_open(&opts, &pool), 0);
-	return pool;
+	return th_open_pool(8 * MiB, 512 * MiB);
 }
 
 /* Every test ends here: nothing live, metadata intact, no leak, no segment left. */
@@ -1419,13 +1410,6 @@ static void test_threads(void **state)
 	close_pool(pool);
 }
 
-/* Leftovers of an earlier, killed run would skew the segment counts. */
-static int sweep_leftovers(void **state)
-{
-	(void)state;
-	return shmrig_segment_sweep(th_prefix()) < 0;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1446,5 +1430,5 @@ int main(void)
 		cmocka_unit_test(test_threads),
 	};
 
-	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
+	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);
 }

@@ -119,13 +119,6 @@ static void unlink_one(void *arg, const char *name)
 	shmrig_segment_unlink_name(th_prefix(), name);
 }
 
-/* Before the cases: leftovers of an earlier, killed run would skew the counts. */
-static int sweep_leftovers(void **state)
-{
-	(void)state;
-	return shmrig_segment_sweep(th_prefix()) < 0;
-}
-
 /* After each case: a failed case must not leave segments that fail the next one. */
 static int remove_leftovers(void **state)
 {
@@ -783,5 +776,5 @@ int main(void)
 	setenv("SHMRIG_PREFIX", th_prefix(), 0);
 	/* The system topology stays loaded for the process: load it before fds are counted. */
 	shmrig_topo_system();
-	return cmocka_run_group_tests(tests, sweep_leftovers, NULL);
+	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);
 }
