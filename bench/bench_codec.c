@@ -83,39 +83,12 @@
 
 static const int64_t sizes[] = { 64, 1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20 };
 
-static inline void escape(const void *p)
-{
-	__asm__ volatile("" : : "g"(p) : "memory");
-}
-
 static uint64_t splitmix64(uint64_t x)
 {
 	x += 0x9e3779b97f4a7c15ull;
 	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
 	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
 	return x ^ (x >> 31);
-}
-
-/* Stop the benchmark after a shmrig call failed: "what: words (what went wrong)". */
-static void fail(gbench_state *st, const char *what, int err)
-{
-	char message[512];
-
-	snprintf(message, sizeof(message), "%s: %s (%s)", what, shmrig_strerror(err),
-		 shmrig_last_error());
-	gbench_skip(st, message);
-}
-
-static bool pin(gbench_state *st)
-{
-	shmrig_topo *topo = shmrig_topo_system();
-	int ret = topo ? shmrig_topo_cpu_os_index(topo, 0) : -ENODEV;
-
-	if (ret >= 0)
-		ret = shmrig_topo_bind_thread(topo, ret);
-	if (ret)
-		fail(st, "pin the benchmark thread to the first CPU", ret);
-	return ret == 0;
 }
 
 static int64_t batch_for(size_t size)
@@ -160,7 +133,7 @@ static bool bench_open(gbench_state *st, struct bench *b, size_t size)
 	int ret;
 
 	memset(b, 0, sizeof(*b));
-	if (!pin(st))
+	if (!bench_pin(st))
 		return false;
 	b->input = make_input(size);
 	ret = b->input ? 0 : -ENOMEM;
@@ -171,7 +144,7 @@ static bool bench_open(gbench_state *st, struct bench *b, size_t size)
 	if (!ret)
 		ret = shmrig_registry_add_builtins(b->reg);
 	if (ret) {
-		fail(st, "set up", ret);
+		bench_fail(st, "set up", ret);
 		shmrig_registry_free(b->reg);
 		if (b->pool)
 			shmrig_pool_close(b->pool);
@@ -190,7 +163,7 @@ static bool check_no_live(gbench_state *st, struct bench *b, const char *when)
 	if (!ret && stats.live_blocks)
 		ret = -SHMRIG_ELEAK;
 	if (ret)
-		fail(st, when, ret);
+		bench_fail(st, when, ret);
 	return ret == 0;
 }
 
@@ -199,7 +172,7 @@ static void bench_close(gbench_state *st, struct bench *b)
 	int ret = shmrig_pool_close(b->pool);
 
 	if (ret)
-		fail(st, "pool_close", ret);
+		bench_fail(st, "pool_close", ret);
 	shmrig_registry_free(b->reg);
 	free(b->input);
 }
@@ -307,13 +280,13 @@ static void bm_encode(gbench_state *st, void *arg)
 	build_value(&in, c, b.input, size);
 	ret = encode_discard(&b, &in.value);
 	if (ret)
-		fail(st, "encode (warm-up)", ret);
+		bench_fail(st, "encode (warm-up)", ret);
 	else if (check_no_live(st, &b, "live blocks after the warm-up"))
 		while (gbench_loop(st, batch)) {
 			for (int64_t i = 0; i < batch && !ret; i++)
 				ret = encode_discard(&b, &in.value);
 			if (ret) {
-				fail(st, "encode", ret);
+				bench_fail(st, "encode", ret);
 				break;
 			}
 		}
@@ -342,7 +315,7 @@ static int decode_release(struct bench *b, const void *frame, size_t len)
 
 	if (ret)
 		return ret;
-	escape(&out);
+	bench_escape(&out);
 	return shmrig_value_release(&out);
 }
 
@@ -377,12 +350,12 @@ static void bm_decode(gbench_state *st, void *arg)
 			ret = decode_release(&b, frame, len);
 	}
 	if (ret)
-		fail(st, "decode", ret);
+		bench_fail(st, "decode", ret);
 	if (frame) {
 		/* a failed decode freed the frame's blocks, so only the first error counts */
 		ret = shmrig_frame_discard(b.pool, frame, len);
 		if (ret)
-			fail(st, "discard the frame", ret);
+			bench_fail(st, "discard the frame", ret);
 		free(frame);
 		check_no_live(st, &b, "live blocks after the frame was discarded");
 	}
@@ -409,7 +382,7 @@ static void bm_memcpy(gbench_state *st, void *arg)
 		return;
 	ret = shmrig_pool_alloc(b.pool, size, 0, 0, &ref, &dst);
 	if (ret) {
-		fail(st, "alloc the destination", ret);
+		bench_fail(st, "alloc the destination", ret);
 		bench_close(st, &b);
 		return;
 	}
@@ -417,44 +390,15 @@ static void bm_memcpy(gbench_state *st, void *arg)
 	while (gbench_loop(st, batch)) {
 		for (int64_t i = 0; i < batch; i++) {
 			memcpy(dst, b.input, size);
-			escape(dst);
+			bench_escape(dst);
 		}
 	}
 	ret = shmrig_pool_free(b.pool, &ref);
 	if (ret)
-		fail(st, "free the destination", ret);
+		bench_fail(st, "free the destination", ret);
 	bench_close(st, &b);
 	gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)size);
 	gbench_set_items_processed(st, gbench_iterations(st));
-}
-
-/* The seed's encode of one message: a fresh segment, the copy, unmap, unlink. 0 or -errno. */
-static int seed_encode(const void *src, size_t size, unsigned long serial)
-{
-	char name[64];
-	void *p;
-	int fd, ret = 0;
-
-	snprintf(name, sizeof(name), "/" PREFIX "-seedcodec-%d-%lu", (int)getpid(), serial);
-	fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)size)) {
-		ret = -errno;
-		goto out;
-	}
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED) {
-		ret = -errno;
-		goto out;
-	}
-	memcpy(p, src, size);
-	escape(p);
-	munmap(p, size);
-out:
-	close(fd);
-	shm_unlink(name);
-	return ret;
 }
 
 static void bm_seed_fresh_segment(gbench_state *st, void *arg)
@@ -465,16 +409,16 @@ static void bm_seed_fresh_segment(gbench_state *st, void *arg)
 	int ret;
 
 	(void)arg;
-	if (!pin(st))
+	if (!bench_pin(st))
 		return;
 	input = make_input(size);
 	if (!input) {
 		gbench_skip(st, "out of memory for the input");
 		return;
 	}
-	ret = seed_encode(input, size, serial++);
+	ret = bench_seed_segment("seedcodec", size, input, serial++);
 	while (!ret && gbench_loop(st, 1))
-		ret = seed_encode(input, size, serial++);
+		ret = bench_seed_segment("seedcodec", size, input, serial++);
 	if (ret) {
 		char message[256];
 
@@ -591,7 +535,7 @@ static void bm_dispatch(gbench_state *st, void *arg)
 		return;
 	ret = dispatch_registry(n, &reg);
 	if (ret) {
-		fail(st, "register the codecs", ret);
+		bench_fail(st, "register the codecs", ret);
 		bench_close(st, &b);
 		return;
 	}
@@ -603,13 +547,13 @@ static void bm_dispatch(gbench_state *st, void *arg)
 	if (!ret && shmrig_registry_count(reg) != n)
 		ret = -EINVAL;
 	if (ret)
-		fail(st, "round trip (warm-up)", ret);
+		bench_fail(st, "round trip (warm-up)", ret);
 	else if (check_no_live(st, &b, "live blocks after the warm-up"))
 		while (gbench_loop(st, MAX_BATCH)) {
 			for (int i = 0; i < MAX_BATCH && !ret; i++)
 				ret = round_trip(&b, &value);
 			if (ret) {
-				fail(st, "round trip", ret);
+				bench_fail(st, "round trip", ret);
 				break;
 			}
 		}

@@ -77,12 +77,6 @@
 #define HUGE_PAGE ((size_t)2 << 20)
 #define FREE_HUGEPAGES "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
 
-/* Keep the compiler from dropping a malloc/free pair or a store nobody reads. */
-static inline void escape(const void *p)
-{
-	__asm__ volatile("" : : "g"(p) : "memory");
-}
-
 static uint64_t splitmix64(uint64_t *state)
 {
 	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
@@ -90,48 +84,6 @@ static uint64_t splitmix64(uint64_t *state)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
-}
-
-/* Stop the benchmark after a shmrig call failed: "what: words (what went wrong)". */
-static void fail(gbench_state *st, const char *what, int err)
-{
-	char message[512];
-
-	snprintf(message, sizeof(message), "%s: %s (%s)", what, shmrig_strerror(err),
-		 shmrig_last_error());
-	gbench_skip(st, message);
-}
-
-/* The same after an OS call of ours failed: shmrig's last error would be unrelated. */
-static void fail_os(gbench_state *st, const char *what, int err)
-{
-	char message[512];
-
-	snprintf(message, sizeof(message), "%s: %s", what, strerror(-err));
-	gbench_skip(st, message);
-}
-
-/* Pin the calling thread to the index-th CPU of the machine (modulo their count). */
-static int pin_cpu_index(int index)
-{
-	shmrig_topo *topo = shmrig_topo_system();
-	int cpu;
-
-	if (!topo)
-		return -ENODEV;
-	cpu = shmrig_topo_cpu_os_index(topo, index % shmrig_topo_num_cpus(topo));
-	if (cpu < 0)
-		return cpu;
-	return shmrig_topo_bind_thread(topo, cpu);
-}
-
-static bool pin(gbench_state *st)
-{
-	int ret = pin_cpu_index(0);
-
-	if (ret)
-		fail(st, "pin the benchmark thread to the first CPU", ret);
-	return ret == 0;
 }
 
 static int open_pool(size_t arena_size, size_t max_bytes, int backing, shmrig_pool **pool)
@@ -160,7 +112,7 @@ static shmrig_pool *warm_pool(gbench_state *st, size_t size, size_t max_bytes)
 	int ret = open_pool(0, max_bytes, SHMRIG_BACKING_AUTO, &pool);
 
 	if (ret) {
-		fail(st, "pool_open", ret);
+		bench_fail(st, "pool_open", ret);
 		return NULL;
 	}
 	ret = shmrig_pool_alloc(pool, size, 0, 0, &ref, &data);
@@ -171,7 +123,7 @@ static shmrig_pool *warm_pool(gbench_state *st, size_t size, size_t max_bytes)
 	if (!ret && (stats.live_blocks != 0 || stats.cached_blocks == 0))
 		ret = -SHMRIG_ECORRUPT;
 	if (ret) {
-		fail(st, "warm the pool", ret);
+		bench_fail(st, "warm the pool", ret);
 		shmrig_pool_close(pool);
 		return NULL;
 	}
@@ -183,7 +135,7 @@ static void close_pool(gbench_state *st, shmrig_pool *pool)
 	int ret = shmrig_pool_close(pool);
 
 	if (ret)
-		fail(st, "pool_close", ret);
+		bench_fail(st, "pool_close", ret);
 }
 
 /* ---- alloc + free, one process ---- */
@@ -197,7 +149,7 @@ static void bm_alloc_free(gbench_state *st, void *arg)
 	int ret = 0;
 
 	(void)arg;
-	if (!pin(st) || !(pool = warm_pool(st, size, 0)))
+	if (!bench_pin(st) || !(pool = warm_pool(st, size, 0)))
 		return;
 	while (gbench_loop(st, SMALL_BATCH)) {
 		for (int i = 0; i < SMALL_BATCH && !ret; i++) {
@@ -206,7 +158,7 @@ static void bm_alloc_free(gbench_state *st, void *arg)
 				ret = shmrig_pool_free(pool, &ref);
 		}
 		if (ret) {
-			fail(st, "alloc/free", ret);
+			bench_fail(st, "alloc/free", ret);
 			break;
 		}
 	}
@@ -219,53 +171,18 @@ static void bm_alloc_free_twin_malloc(gbench_state *st, void *arg)
 	size_t size = (size_t)gbench_range(st, 0);
 
 	(void)arg;
-	if (!pin(st))
+	if (!bench_pin(st))
 		return;
 	free(malloc(size)); /* warm: malloc's arena and, for large sizes, its mmap threshold */
 	while (gbench_loop(st, SMALL_BATCH)) {
 		for (int i = 0; i < SMALL_BATCH; i++) {
 			void *p = malloc(size);
 
-			escape(p);
+			bench_escape(p);
 			free(p);
 		}
 	}
 	gbench_set_items_processed(st, gbench_iterations(st));
-}
-
-/*
- * The seed's allocation, one message: a fresh POSIX shm segment, sized, mapped
- * and first touched (one byte a page, or the copy of src), then unmapped and
- * removed. 0 or -errno.
- */
-static int seed_segment_cycle(size_t size, unsigned long serial)
-{
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	char name[64];
-	char *p;
-	int fd, ret = 0;
-
-	snprintf(name, sizeof(name), "/" PREFIX "-seed-%d-%lu", (int)getpid(), serial);
-	fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)size)) {
-		ret = -errno;
-		goto out;
-	}
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED) {
-		ret = -errno;
-		goto out;
-	}
-	for (size_t off = 0; off < size; off += page)
-		p[off] = 1;
-	escape(p);
-	munmap(p, size);
-out:
-	close(fd);
-	shm_unlink(name);
-	return ret;
 }
 
 static void bm_seed_fresh_segment(gbench_state *st, void *arg)
@@ -275,17 +192,17 @@ static void bm_seed_fresh_segment(gbench_state *st, void *arg)
 	int ret;
 
 	(void)arg;
-	if (!pin(st))
+	if (!bench_pin(st))
 		return;
-	ret = seed_segment_cycle(size, serial++);
+	ret = bench_seed_segment("seed", size, NULL, serial++);
 	if (ret) {
-		fail_os(st, "seed segment (warm-up)", ret);
+		bench_fail_os(st, "seed segment (warm-up)", ret);
 		return;
 	}
 	while (gbench_loop(st, 1)) {
-		ret = seed_segment_cycle(size, serial++);
+		ret = bench_seed_segment("seed", size, NULL, serial++);
 		if (ret) {
-			fail_os(st, "seed segment", ret);
+			bench_fail_os(st, "seed segment", ret);
 			break;
 		}
 	}
@@ -294,7 +211,7 @@ static void bm_seed_fresh_segment(gbench_state *st, void *arg)
 
 /* ---- with many blocks live ---- */
 
-/* n live 64-byte blocks; their refs in a malloc'd array. NULL after fail(). */
+/* n live 64-byte blocks; their refs in a malloc'd array. NULL after bench_fail(). */
 static struct shmrig_ref *alloc_live(gbench_state *st, shmrig_pool *pool, size_t n)
 {
 	struct shmrig_ref *refs = malloc(n * sizeof(*refs));
@@ -317,7 +234,7 @@ static struct shmrig_ref *alloc_live(gbench_state *st, shmrig_pool *pool, size_t
 			shmrig_pool_free(pool, &refs[i]);
 	}
 	if (ret) {
-		fail(st, "allocate the live blocks", ret);
+		bench_fail(st, "allocate the live blocks", ret);
 		free(refs);
 		return NULL;
 	}
@@ -336,7 +253,7 @@ static void free_live(gbench_state *st, shmrig_pool *pool, struct shmrig_ref *re
 	}
 	free(refs);
 	if (ret)
-		fail(st, "free the live blocks", ret);
+		bench_fail(st, "free the live blocks", ret);
 }
 
 /* The hot alloc+free beside n live blocks, or churn among them. */
@@ -349,7 +266,7 @@ static void live(gbench_state *st, bool churn)
 	void *data;
 	int ret = 0;
 
-	if (!pin(st) || !(pool = warm_pool(st, LIVE_BLOCK, 0)))
+	if (!bench_pin(st) || !(pool = warm_pool(st, LIVE_BLOCK, 0)))
 		return;
 	refs = alloc_live(st, pool, n);
 	if (!refs) {
@@ -374,7 +291,7 @@ static void live(gbench_state *st, bool churn)
 			}
 		}
 		if (ret) {
-			fail(st, churn ? "churn" : "alloc/free", ret);
+			bench_fail(st, churn ? "churn" : "alloc/free", ret);
 			break;
 		}
 	}
@@ -448,7 +365,7 @@ static int consumer(struct ref_ring *ring, bool use_pool, pid_t parent)
 	unsigned spins = 0;
 
 	/* pinned to the second CPU when there is one; a failure only costs accuracy */
-	pin_cpu_index(1);
+	bench_pin_cpu_index(1);
 	if (use_pool && open_pool(0, 0, SHMRIG_BACKING_AUTO, &pool))
 		return 2;
 	atomic_store_explicit(&ring->ready, 1, memory_order_release);
@@ -475,7 +392,7 @@ static int consumer(struct ref_ring *ring, bool use_pool, pid_t parent)
 		}
 		atomic_store_explicit(&ring->head, head, memory_order_release);
 	}
-	escape(&checksum);
+	bench_escape(&checksum);
 	if (use_pool && shmrig_pool_close(pool))
 		return 5;
 	return 0;
@@ -653,7 +570,7 @@ static void two_proc(gbench_state *st, bool use_pool)
 	void *data;
 	int ret = 0;
 
-	if (!pin(st))
+	if (!bench_pin(st))
 		return;
 	if (use_pool) {
 		pool = warm_pool(st, size, (size_t)2 << 30);
@@ -661,7 +578,7 @@ static void two_proc(gbench_state *st, bool use_pool)
 			return;
 		ret = prewarm(pool, size, capacity + 256);
 		if (ret) {
-			fail(st, "prewarm the pool", ret);
+			bench_fail(st, "prewarm the pool", ret);
 			close_pool(st, pool);
 			return;
 		}
@@ -669,7 +586,7 @@ static void two_proc(gbench_state *st, bool use_pool)
 	memset(&ref, 0, sizeof(ref));
 	ret = start_consumer(&tp, capacity, use_pool);
 	if (ret) {
-		fail_os(st, "start the child", ret);
+		bench_fail_os(st, "start the child", ret);
 		if (pool)
 			close_pool(st, pool);
 		return;
@@ -689,23 +606,23 @@ static void two_proc(gbench_state *st, bool use_pool)
 		if (!ret)
 			ret = ring_drain(&tp);
 		if (ret == -ECHILD) {
-			fail_os(st, "the child died", ret);
+			bench_fail_os(st, "the child died", ret);
 			break;
 		}
 		if (ret) {
-			fail(st, "alloc/transfer", ret);
+			bench_fail(st, "alloc/transfer", ret);
 			break;
 		}
 	}
 	ret = finish_consumer(&tp);
 	if (ret)
-		fail_os(st, "the child failed (or was killed after 10 s)", ret);
+		bench_fail_os(st, "the child failed (or was killed after 10 s)", ret);
 	if (use_pool) {
 		ret = shmrig_pool_stats(pool, &stats);
 		if (!ret && stats.live_blocks)
 			ret = -SHMRIG_ELEAK;
 		if (ret)
-			fail(st, "blocks left live after the child freed", ret);
+			bench_fail(st, "blocks left live after the child freed", ret);
 		close_pool(st, pool);
 	}
 	gbench_set_items_processed(st, gbench_iterations(st));
@@ -733,7 +650,7 @@ static void bm_attach_cached(gbench_state *st, void *arg)
 	int ret;
 
 	(void)arg;
-	if (!pin(st) || !(pool = warm_pool(st, LIVE_BLOCK, 0)))
+	if (!bench_pin(st) || !(pool = warm_pool(st, LIVE_BLOCK, 0)))
 		return;
 	ret = shmrig_pool_alloc(pool, LIVE_BLOCK, 0, 0, &ref, &data);
 	if (!ret)
@@ -741,13 +658,13 @@ static void bm_attach_cached(gbench_state *st, void *arg)
 	while (!ret && gbench_loop(st, SMALL_BATCH)) {
 		for (int i = 0; i < SMALL_BATCH && !ret; i++) {
 			ret = shmrig_pool_attach(pool, &ref, &data);
-			escape(data);
+			bench_escape(data);
 		}
 	}
 	if (ret)
-		fail(st, "attach", ret);
+		bench_fail(st, "attach", ret);
 	else if ((ret = shmrig_pool_free(pool, &ref)))
-		fail(st, "free", ret);
+		bench_fail(st, "free", ret);
 	close_pool(st, pool);
 	gbench_set_items_processed(st, gbench_iterations(st));
 }
@@ -828,7 +745,7 @@ static void bm_arena_create(gbench_state *st, void *arg)
 	char why[512] = "";
 	int ret;
 
-	if (!pin(st) || skip_without_hugepages(st, pc))
+	if (!bench_pin(st) || skip_without_hugepages(st, pc))
 		return;
 	ret = arena_cycle(pc, why, sizeof(why));
 	while (!ret && gbench_loop(st, 1))
@@ -836,7 +753,7 @@ static void bm_arena_create(gbench_state *st, void *arg)
 	if (ret == -ENOTSUP)
 		gbench_skip(st, why);
 	else if (ret)
-		fail(st, "arena cycle", ret);
+		bench_fail(st, "arena cycle", ret);
 	gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)ARENA_BYTES);
 	gbench_set_items_processed(st, gbench_iterations(st));
 }
@@ -869,7 +786,7 @@ static int fresh_segment_cycle(const struct page_case *pc, unsigned long serial)
 	}
 	for (size_t off = 0; off < ARENA_BYTES; off += pc->page_size)
 		p[off] = 1;
-	escape(p);
+	bench_escape(p);
 	munmap(p, ARENA_BYTES);
 out:
 	close(fd);
@@ -884,13 +801,13 @@ static void bm_arena_create_twin(gbench_state *st, void *arg)
 	unsigned long serial = 0;
 	int ret;
 
-	if (!pin(st) || skip_without_hugepages(st, pc))
+	if (!bench_pin(st) || skip_without_hugepages(st, pc))
 		return;
 	ret = fresh_segment_cycle(pc, serial++);
 	while (!ret && gbench_loop(st, 1))
 		ret = fresh_segment_cycle(pc, serial++);
 	if (ret)
-		fail_os(st, "fresh segment", ret);
+		bench_fail_os(st, "fresh segment", ret);
 	gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)ARENA_BYTES);
 	gbench_set_items_processed(st, gbench_iterations(st));
 }
@@ -925,7 +842,7 @@ static void bm_numa_write(gbench_state *st, void *arg)
 		gbench_skip(st, "one NUMA node here: no remote memory to compare with");
 		return;
 	}
-	if (!pin(st))
+	if (!bench_pin(st))
 		return;
 	cpu_node = shmrig_topo_cpu_node(topo, shmrig_topo_current_cpu());
 	opts.numa_node = cpu_node;
@@ -937,12 +854,12 @@ static void bm_numa_write(gbench_state *st, void *arg)
 			}
 	ret = shmrig_pool_open(&opts, &pool);
 	if (ret) {
-		fail(st, "pool_open bound to a node", ret);
+		bench_fail(st, "pool_open bound to a node", ret);
 		return;
 	}
 	ret = shmrig_pool_alloc(pool, size, 0, 0, &ref, &data);
 	if (ret) {
-		fail(st, "pool_alloc", ret);
+		bench_fail(st, "pool_alloc", ret);
 		shmrig_pool_close(pool);
 		return;
 	}
@@ -951,7 +868,7 @@ static void bm_numa_write(gbench_state *st, void *arg)
 	gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)size);
 	ret = shmrig_pool_free(pool, &ref);
 	if (ret)
-		fail(st, "pool_free", ret);
+		bench_fail(st, "pool_free", ret);
 	close_pool(st, pool);
 }
 

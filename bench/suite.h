@@ -9,8 +9,36 @@
  * bench/meson.build found the file and defined HAVE_BENCH_<NAME>.
  */
 
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "gbench.h"
+
 void bench_pool_register(void);
 void bench_codec_register(void);
 void bench_channel_register(void);
+
+/* ---- shared by the suite files (common.c) ---- */
+
+/* Keep the compiler from dropping a store or a malloc/free pair nobody reads. */
+static inline void bench_escape(const void *p)
+{
+	__asm__ volatile("" : : "g"(p) : "memory");
+}
+
+/* Stop the benchmark after a shmrig call failed: "what: words (what went wrong)". */
+void bench_fail(gbench_state *st, const char *what, int err);
+/* The same after an OS call failed (shmrig's last error would be unrelated). */
+void bench_fail_os(gbench_state *st, const char *what, int err);
+/* Pin the calling thread to the index-th CPU (modulo their count): 0 or -errno. */
+int bench_pin_cpu_index(int index);
+/* Pin to the first CPU; on failure the benchmark is stopped and false returned. */
+bool bench_pin(gbench_state *st);
+/*
+ * The seed's way, one message: a fresh POSIX shm segment of size bytes, mapped,
+ * written (a copy of src, or one byte a page if src is NULL), unmapped and
+ * removed. tag and serial make the name unique. 0 or -errno.
+ */
+int bench_seed_segment(const char *tag, size_t size, const void *src, unsigned long serial);
 
 #endif
