@@ -236,3 +236,17 @@ int th_sweep_leftovers(void **state)
 	(void)state;
 	return shmrig_segment_sweep(th_prefix()) < 0;
 }
+
+static void unlink_one(void *arg, const char *name)
+{
+	(void)arg;
+	fprintf(stderr, "# removing leftover segment %s\n", name);
+	shmrig_segment_unlink_name(th_prefix(), name);
+}
+
+int th_remove_leftovers(void **state)
+{
+	(void)state;
+	shmrig_segment_list(th_prefix(), unlink_one, NULL);
+	return 0;
+}

@@ -49,6 +49,10 @@ struct shmrig_pool *th_open_pool(size_t arena_size, size_t max_bytes);
  * killed run, a failed case) with our prefix. */
 int th_sweep_leftovers(void **state);
 
+/* cmocka teardown: unlink every segment with our prefix, live creator or not, so
+ * that a failed case does not fail the next one (each is reported on stderr). */
+int th_remove_leftovers(void **state);
+
 /* Live blocks the pool accounts for (fails the test if stats fail). */
 struct shmrig_pool;
 uint64_t th_live_blocks(struct shmrig_pool *pool);

@@ -120,24 +120,9 @@ static bool hugetlbfs_2m_mounted(char *dir, size_t len)
 	return found;
 }
 
-static void unlink_one(void *arg, const char *name)
-{
-	(void)arg;
-	fprintf(stderr, "# removing leftover segment %s\n", name);
-	shmrig_segment_unlink_name(th_prefix(), name);
-}
-
-/* After each case: nothing of ours holds hugepages into the next one. */
-static int remove_leftovers(void **state)
-{
-	(void)state;
-	shmrig_segment_list(th_prefix(), unlink_one, NULL);
-	return 0;
-}
-
 static int group_teardown(void **state)
 {
-	remove_leftovers(state);
+	th_remove_leftovers(state);
 	restore();
 	return 0;
 }
@@ -446,9 +431,9 @@ static int reserve_hugepages(void)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_segment_hugetlb, remove_leftovers),
-		cmocka_unit_test_teardown(test_not_enough_pages, remove_leftovers),
-		cmocka_unit_test_teardown(test_pool_hugetlb, remove_leftovers),
+		cmocka_unit_test_teardown(test_segment_hugetlb, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_not_enough_pages, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_pool_hugetlb, th_remove_leftovers),
 	};
 	FILE *meminfo;
 	char line[128];

@@ -112,21 +112,6 @@ static void account_end(const struct account *a)
 	assert_int_equal(th_count_fds(), a->fds);
 }
 
-static void unlink_one(void *arg, const char *name)
-{
-	(void)arg;
-	fprintf(stderr, "# removing leftover segment %s\n", name);
-	shmrig_segment_unlink_name(th_prefix(), name);
-}
-
-/* After each case: a failed case must not leave segments that fail the next one. */
-static int remove_leftovers(void **state)
-{
-	(void)state;
-	shmrig_segment_list(th_prefix(), unlink_one, NULL);
-	return 0;
-}
-
 static shmrig_segment *create_ok(size_t size, int backing, uint32_t flags, uint32_t role)
 {
 	struct shmrig_segment_opts opts = {
@@ -761,15 +746,15 @@ static void test_full_devshm(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_create_plain, remove_leftovers),
-		cmocka_unit_test_teardown(test_create_role, remove_leftovers),
-		cmocka_unit_test_teardown(test_thp, remove_leftovers),
-		cmocka_unit_test_teardown(test_hugetlb_degrades, remove_leftovers),
-		cmocka_unit_test_teardown(test_second_process, remove_leftovers),
-		cmocka_unit_test_teardown(test_attach_errors, remove_leftovers),
-		cmocka_unit_test_teardown(test_bad_options, remove_leftovers),
-		cmocka_unit_test_teardown(test_sweep, remove_leftovers),
-		cmocka_unit_test_teardown(test_full_devshm, remove_leftovers),
+		cmocka_unit_test_teardown(test_create_plain, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_create_role, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_thp, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_hugetlb_degrades, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_second_process, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_attach_errors, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_bad_options, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_sweep, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_full_devshm, th_remove_leftovers),
 	};
 
 	/* The library's default prefix is the one the helpers count (also outside meson). */
