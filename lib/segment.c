@@ -314,6 +314,15 @@ static int create_file(struct shmrig_segment *seg, const char *prefix, char kind
 	return -EEXIST;
 }
 
+/* Give the new file its size and map it shared, without populating. 0 or -errno. */
+static int size_and_map(struct shmrig_segment *seg)
+{
+	if (ftruncate(seg->fd, (off_t)seg->size))
+		return -errno;
+	seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED, seg->fd, 0);
+	return seg->base == MAP_FAILED ? -errno : 0;
+}
+
 static int try_hugetlb(struct shmrig_segment *seg, const char *prefix, size_t size,
 		       shmrig_topo *topo, int node)
 {
@@ -338,17 +347,11 @@ static int try_hugetlb(struct shmrig_segment *seg, const char *prefix, size_t si
 		add_reason(seg, "hugetlb: create in %s: %s", dir, strerror(-ret));
 		return ret;
 	}
-	if (ftruncate(seg->fd, (off_t)seg->size)) {
-		ret = -errno;
-		goto fail;
-	}
 	/* A shared hugetlb mapping reserves its pages at mmap time: with too few
 	 * free pages, this is where ENOMEM comes, not a SIGBUS later. */
-	seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED, seg->fd, 0);
-	if (seg->base == MAP_FAILED) {
-		ret = -errno;
+	ret = size_and_map(seg);
+	if (ret)
 		goto fail;
-	}
 	bind_node(seg, topo, node);
 	ret = prefault(seg->base, seg->size, HUGE_SIZE);
 	if (ret)
@@ -386,15 +389,9 @@ static int try_shmem(struct shmrig_segment *seg, const char *prefix, size_t size
 		add_reason(seg, "shm: create: %s", strerror(-ret));
 		return ret;
 	}
-	if (ftruncate(seg->fd, (off_t)seg->size)) {
-		ret = -errno;
+	ret = size_and_map(seg);
+	if (ret)
 		goto fail;
-	}
-	seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED, seg->fd, 0);
-	if (seg->base == MAP_FAILED) {
-		ret = -errno;
-		goto fail;
-	}
 	if (thp && madvise(seg->base, seg->size, MADV_HUGEPAGE)) {
 		ret = -errno;
 		goto fail;
