@@ -1109,6 +1109,11 @@ int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t t
 		return shmrig__fail(-ENOMEM,
 				    "pool_alloc: %zu bytes is more than the pool's limit %zu", size,
 				    pool->max_bytes);
+#if SHMRIG_PROOF_SLOWDOWN > 0
+	/* -Dproof_slowdown: the deliberate regression scripts/compare must flag. */
+	for (volatile unsigned long spin = 0; spin < SHMRIG_PROOF_SLOWDOWN; spin++)
+		;
+#endif
 	pthread_mutex_lock(&pool->lock);
 	if (pool->slab.open && size <= pool->slab.capacity)
 		ret = slab_alloc(pool, size, flags, ref, data);
