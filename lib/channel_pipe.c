@@ -103,12 +103,17 @@ static int pipe_open(struct shmrig_channel *ch, struct shmrig_channel_pair *pair
 	return 0;
 }
 
+static int flush_pending(struct shmrig_channel *ch, int64_t start, int timeout_ms);
+
 static void pipe_close(struct shmrig_channel *ch)
 {
 	struct pipe_state *st = ch->backend;
 
 	if (!st)
 		return;
+	/* A taken message goes out in full (the peer waits for it), for at most
+	 * the open timeout; if even that fails, the peer sees a cut stream. */
+	flush_pending(ch, shmrig__now_ms(), ch->opts.open_timeout_ms);
 	free(st->body);
 	free(st->pending);
 	free(st);
@@ -207,9 +212,14 @@ static int pipe_sendv(struct shmrig_channel *ch, const void *const *msgs, const 
 		size_t written;
 
 		ret = write_all(ch, iov, 2, start, timeout_ms, &written);
-		if (ret == -ETIMEDOUT && written && keep_rest(ch, &hdr, msgs[i], lens[i], written))
+		if (ret != -ETIMEDOUT || !written)
+			continue;
+		/* Part of it went: it is taken, the rest goes first next time. */
+		if (keep_rest(ch, &hdr, msgs[i], lens[i], written))
 			ret = shmrig__fail(-ENOMEM,
 					   "channel: out of memory keeping a half-sent message");
+		else if (i == n - 1)
+			ret = 0;
 	}
 	return ret;
 }

@@ -369,6 +369,8 @@ static int forked_error(void)
 			    "opened it");
 }
 
+static int flush_pending(struct shmrig_channel *ch, int64_t start, int timeout_ms);
+
 static void uring_close(struct shmrig_channel *ch)
 {
 	struct uring_state *st = ch->backend;
@@ -377,6 +379,8 @@ static void uring_close(struct shmrig_channel *ch)
 		return;
 	/* a forked copy only unmaps the ring and closes its descriptor */
 	if (st->ring_up && !forked(st)) {
+		/* A taken message goes out in full, for at most the open timeout. */
+		flush_pending(ch, shmrig__now_ms(), ch->opts.open_timeout_ms);
 		/* The ring's teardown would cancel the read too, but asynchronously:
 		 * wait for it here, before its buffer is freed. If even that fails,
 		 * leak the buffers rather than free memory the kernel may write. */
@@ -522,8 +526,13 @@ static int uring_sendv(struct shmrig_channel *ch, const void *const *msgs, const
 				int kept = keep_rest(ch, &st->hdrs[i], msgs[first + i],
 						     lens[first + i], written);
 
+				/* Part of it went: it is taken, the rest goes
+				 * first next time; the whole batch is taken if
+				 * it was the last. */
 				if (kept)
 					ret = kept;
+				else if (first + i == n - 1)
+					ret = 0;
 				break;
 			}
 			written -= size;

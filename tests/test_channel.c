@@ -352,6 +352,85 @@ static void test_timeout(void **state)
 	assert_int_equal(shmrig_pool_close(pool), 0);
 }
 
+/* ---- backpressure: a receiver that stops reading ---- */
+
+#define BP_LEN (48 * 1024) /* several fill a socket buffer; a ring spills them */
+#define BP_SLICE_MS 20
+static int bp_go[2]; /* the parent writes a byte when the child may read */
+
+/* Wait for the go, then take messages seq 0, 1, ... each exactly once, until
+ * the 8-byte end message that says how many the sender had taken. */
+static int child_read_after_go(shmrig_channel *ch, shmrig_pool *pool)
+{
+	uint64_t seq = 0;
+	char go;
+
+	(void)pool;
+	if (th_read_all(bp_go[0], &go, 1))
+		return 50;
+	for (;;) {
+		void *msg;
+		size_t len;
+		uint64_t got;
+
+		if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+			return 51;
+		memcpy(&got, msg, sizeof(got));
+		if (len == sizeof(got)) {
+			free(msg);
+			return got == seq ? 0 : 52;
+		}
+		if (len != BP_LEN || got != seq ||
+		    th_first_mismatch((unsigned char *)msg + 8, len - 8, (unsigned)seq) != len - 8) {
+			free(msg);
+			return 53;
+		}
+		free(msg);
+		seq++;
+	}
+}
+
+static int bp_send(shmrig_channel *ch, unsigned char *msg, uint64_t seq, int timeout_ms)
+{
+	memcpy(msg, &seq, sizeof(seq));
+	th_fill(msg + 8, BP_LEN - 8, (unsigned)seq);
+	return shmrig_channel_send(ch, msg, BP_LEN, timeout_ms);
+}
+
+/*
+ * The sender sees -ETIMEDOUT, not a hang, and a timed-out message was not
+ * taken: sending it again later delivers it once (a message part of which went
+ * counts as taken, and the next call finishes it first).
+ */
+static void test_send_backpressure(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	unsigned char *msg = malloc(BP_LEN);
+	uint64_t seq = 0;
+	struct peer p;
+	int ret;
+
+	(void)state;
+	assert_non_null(msg);
+	assert_int_equal(pipe(bp_go), 0);
+	p = start_peer(child_read_after_go, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	while ((ret = bp_send(p.ch, msg, seq, BP_SLICE_MS)) == 0 && seq < 100000)
+		seq++;
+	assert_int_equal(ret, -ETIMEDOUT);
+	/* still not reading: the same message times out again */
+	assert_int_equal(bp_send(p.ch, msg, seq, BP_SLICE_MS), -ETIMEDOUT);
+	assert_int_equal(th_write_all(bp_go[1], "g", 1), 0);
+	for (uint64_t end = seq + 4; seq < end; seq++)
+		assert_int_equal(bp_send(p.ch, msg, seq, TIMEOUT_MS), 0);
+	assert_int_equal(shmrig_channel_send(p.ch, &seq, sizeof(seq), TIMEOUT_MS), 0);
+	assert_int_equal(finish_peer(&p), 0);
+	close(bp_go[0]);
+	close(bp_go[1]);
+	free(msg);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 static void test_bad_options(void **state)
 {
 	struct shmrig_channel_opts opts = { .backend = "carrier-pigeon" };
@@ -901,6 +980,7 @@ static int use_ring(void **state)
 		cmocka_unit_test_setup(test_sizes, setup),                \
 		cmocka_unit_test_setup(test_both_directions, setup),      \
 		cmocka_unit_test_setup(test_timeout, setup),              \
+		cmocka_unit_test_setup(test_send_backpressure, setup),    \
 		cmocka_unit_test_setup(test_bad_options, setup),          \
 		cmocka_unit_test_setup(test_send_frame, setup),           \
 		cmocka_unit_test_setup(test_big_meta_frame, setup),       \

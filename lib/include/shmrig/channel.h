@@ -103,6 +103,11 @@ SHMRIG_API const char *shmrig_channel_notes(const shmrig_channel *ch);
  * is full); -ETIMEDOUT; -ENOMEM (ring spill); -EBADMSG the peer corrupted the
  * shared ring; -SHMRIG_EFORK an end inherited through fork. On error, some of
  * the batch may have been sent.
+ * -ETIMEDOUT and a single message (shmrig_channel_send): the message was not
+ * taken; send it again later, it is delivered once. A message part of which
+ * went before the time ran out counts as taken (the call returns 0): the next
+ * send finishes it first, and close does, waiting at most the open timeout.
+ * In a batch, -ETIMEDOUT means a prefix of it was taken.
  */
 SHMRIG_API int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
 				    uint32_t n, int timeout_ms);
@@ -118,7 +123,11 @@ SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len, 
 
 /*
  * Hand the frame's blocks to the peer (needs the pool given at open), then send it.
- * Errors: as shmrig_frame_transfer and shmrig_channel_send.
+ * Errors: as shmrig_frame_transfer and shmrig_channel_send. After -ETIMEDOUT
+ * the blocks are the peer's already but the frame was not taken: send it
+ * again (handing blocks to the same peer twice is a no-op) until it goes or
+ * the peer is gone (-EPIPE: then reap() frees them); a frame given up while
+ * the peer lives leaves its blocks to the peer, who never learns of them.
  */
 SHMRIG_API int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len,
 					 int timeout_ms);
