@@ -21,8 +21,14 @@
  * spaces and parentheses, so parse from the last ')'. starttime is field 22,
  * i.e. the 20th after the state field.
  */
-static int read_stat(pid_t pid, char *state, uint64_t *start)
+#define STAT_FLAGS 9
+#define STAT_NUM_THREADS 20
+#define STAT_STARTTIME 22
+#define PF_EXITING 0x4u /* the kernel's: set as exit begins, before the files close */
+
+static int read_stat(pid_t pid, char *state, uint64_t *start, bool *exiting)
 {
+	unsigned long flags = 0, threads = 0;
 	char path[64], buf[1024];
 	ssize_t n;
 	int fd;
@@ -42,28 +48,38 @@ static int read_stat(pid_t pid, char *state, uint64_t *start)
 		return -EIO;
 	p += 2;
 	*state = *p;
-	for (int field = 3; field < 22; field++) {
+	for (int field = 3; field < STAT_STARTTIME; field++) {
 		p = strchr(p, ' ');
 		if (!p)
 			return -EIO;
 		p++;
+		if (field + 1 == STAT_FLAGS)
+			flags = strtoul(p, NULL, 10);
+		else if (field + 1 == STAT_NUM_THREADS)
+			threads = strtoul(p, NULL, 10);
 	}
 	*start = strtoull(p, NULL, 10);
+	/* The last thread of a process that is exiting (killed, or exit()) has
+	 * run its last instruction: its sockets close while it still has a pid
+	 * and is not yet a zombie, so a peer that sees EOF must see it dead. */
+	*exiting = (flags & PF_EXITING) && threads == 1;
 	return 0;
 }
 
 int shmrig__proc_start_time(pid_t pid, uint64_t *start)
 {
 	char state;
+	bool exiting;
 	int ret;
 
 	if (pid <= 0)
 		return -ESRCH;
-	ret = read_stat(pid, &state, start);
+	ret = read_stat(pid, &state, start, &exiting);
 	if (ret)
 		return ret;
-	/* A zombie has released everything it had; to us it is dead. */
-	if (state == 'Z' || state == 'X')
+	/* A zombie has released everything it had, one exiting will hold
+	 * nothing new: to us both are dead. */
+	if (state == 'Z' || state == 'X' || exiting)
 		return -ESRCH;
 	return 0;
 }

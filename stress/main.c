@@ -1,0 +1,743 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shmrig-stress: the driver. Starts the pairs, kills and stalls workers on
+ * schedule, restarts a pair whose epoch ended, adds up each epoch's ledger,
+ * checks what must be zero, and reports (a table, and JSON with --json).
+ */
+#include "stress.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DEFAULT_SIZES "80:16-4K,17:4K-1M,3:1M-4M"
+#define FINISH_TIMEOUT_S 60
+#define MAX_FAILURES 16
+
+static const char usage[] =
+	"usage: shmrig-stress [options]\n"
+	"\n"
+	"Runs pairs of producer and consumer processes over one pool prefix and one\n"
+	"channel backend. Every payload is checksummed (XXH3) end to end; every epoch\n"
+	"of a pair ends with leak checks; killed workers are reaped and restarted.\n"
+	"\n"
+	"  --backend NAME        pipe, uring or ring (default ring)\n"
+	"  --pairs N             producer/consumer pairs, 2 processes each (default 2)\n"
+	"  --duration SECONDS    run time (default 10; 0 with --messages: until then)\n"
+	"  --messages N          stop after N messages received in all (default: no limit)\n"
+	"  --sizes SPEC          weight:min-max,... log-uniform within each (default\n"
+	"                        " DEFAULT_SIZES ")\n"
+	"  --window N            messages in flight per pair, 1..128 (default 8)\n"
+	"  --hold N              persistent values a consumer holds at most (default 16)\n"
+	"  --hold-ms MS          each held for a random time up to MS (default 20)\n"
+	"  --kill-rate R         SIGKILL a random worker R times a second (default 0)\n"
+	"  --stall-rate R        SIGSTOP a random consumer R times a second (default 0)\n"
+	"  --stall-ms MS         for MS milliseconds (default 500)\n"
+	"  --send-timeout-ms MS  a send waits this long, then counts a timeout and\n"
+	"                        tries again (default 100)\n"
+	"  --pool-limit SIZE     each worker's pool max_bytes, e.g. 16M (default: the\n"
+	"                        pool's own; sizes above a quarter of it are clamped)\n"
+	"  --seed N              the run's values, sizes and schedule (default 1)\n"
+	"  --prefix NAME         segment prefix (default stress<pid>)\n"
+	"  --json FILE           write the report as JSON\n"
+	"  --quiet               no progress line (it is shown on a terminal only)\n"
+	"  -h, --help\n"
+	"\n"
+	"Exit status: 0 clean; 1 a message lost or corrupted, a leaked block, fd or\n"
+	"segment, or a worker that failed; 2 bad usage or a setup error.\n";
+
+/* A pair's processes in the driver's view. */
+struct member {
+	pid_t pid;
+	bool alive, killed;
+	int status;
+};
+
+struct pair {
+	unsigned epoch;
+	struct member prod, cons;
+	bool running;        /* started and not ended */
+	uint64_t stalled_until; /* consumer SIGSTOPped until then (0: not) */
+};
+
+/* The run's totals, added up over epochs. */
+struct totals {
+	uint64_t messages, bytes, sent, lost, corrupted, gaps, dups, temporary, reverified;
+	uint64_t dropped_in_kill, enomem, skipped, timeouts, reaped, orphans, leaked_blocks;
+	uint64_t stale_segments, swept_segments, leaked_fds, epochs, kills, stalls;
+	uint64_t kills_by_phase[2][PH_COUNT];
+	uint64_t hist[HIST_BUCKETS], max_latency_ns;
+	unsigned nfailures;
+	char failures[MAX_FAILURES][256];
+};
+
+static struct stress_opts opts;
+static struct slot *slots;
+static struct pair pairs[STRESS_MAX_PAIRS];
+static struct totals tot;
+static uint64_t drng; /* the driver's schedule */
+
+__attribute__((format(printf, 1, 2))) static void failure(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (tot.nfailures == MAX_FAILURES)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(tot.failures[tot.nfailures++], sizeof(tot.failures[0]), fmt, ap);
+	va_end(ap);
+}
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "shmrig-stress: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+/* ---- options ---- */
+
+static double parse_number(const char *name, const char *text, double min, double max)
+{
+	char *end;
+	double v = strtod(text, &end);
+
+	if (*end || end == text || !(v >= min && v <= max))
+		die("--%s: '%s' is not a number in [%g, %g]", name, text, min, max);
+	return v;
+}
+
+static void parse_args(int argc, char **argv)
+{
+	static const struct option longs[] = {
+		{ "backend", required_argument, 0, 'b' },   { "pairs", required_argument, 0, 'p' },
+		{ "duration", required_argument, 0, 'd' },  { "messages", required_argument, 0, 'm' },
+		{ "sizes", required_argument, 0, 'z' },     { "window", required_argument, 0, 'w' },
+		{ "hold", required_argument, 0, 'H' },      { "hold-ms", required_argument, 0, 'M' },
+		{ "kill-rate", required_argument, 0, 'k' }, { "stall-rate", required_argument, 0, 's' },
+		{ "stall-ms", required_argument, 0, 'S' },  { "send-timeout-ms", required_argument, 0, 't' },
+		{ "pool-limit", required_argument, 0, 'l' }, { "seed", required_argument, 0, 'r' },
+		{ "prefix", required_argument, 0, 'P' },    { "json", required_argument, 0, 'j' },
+		{ "quiet", no_argument, 0, 'q' },           { "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 },
+	};
+	const char *sizes = DEFAULT_SIZES;
+	int c;
+
+	opts = (struct stress_opts){ .backend = "ring", .pairs = 2, .duration_s = 10, .window = 8,
+				     .hold_max = 16, .hold_ms = 20, .stall_ms = 500,
+				     .send_timeout_ms = 100, .seed = 1, .progress = isatty(2) };
+	snprintf(opts.prefix, sizeof(opts.prefix), "stress%d", (int)getpid());
+	while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+		switch (c) {
+		case 'b': opts.backend = optarg; break;
+		case 'p': opts.pairs = (unsigned)parse_number("pairs", optarg, 1, STRESS_MAX_PAIRS); break;
+		case 'd': opts.duration_s = parse_number("duration", optarg, 0, 1e6); break;
+		case 'm': opts.messages = (uint64_t)parse_number("messages", optarg, 0, 1e15); break;
+		case 'z': sizes = optarg; break;
+		case 'w': opts.window = (unsigned)parse_number("window", optarg, 1, 128); break;
+		case 'H': opts.hold_max = (unsigned)parse_number("hold", optarg, 0, STRESS_MAX_HOLD); break;
+		case 'M': opts.hold_ms = (int)parse_number("hold-ms", optarg, 0, 60000); break;
+		case 'k': opts.kill_rate = parse_number("kill-rate", optarg, 0, 1000); break;
+		case 's': opts.stall_rate = parse_number("stall-rate", optarg, 0, 1000); break;
+		case 'S': opts.stall_ms = (int)parse_number("stall-ms", optarg, 1, 60000); break;
+		case 't': opts.send_timeout_ms = (int)parse_number("send-timeout-ms", optarg, 1, 60000); break;
+		case 'l':
+			if (shmrig_parse_size(optarg, &opts.pool_limit))
+				die("--pool-limit: '%s' is not a size (e.g. 16M)", optarg);
+			break;
+		case 'r': opts.seed = (uint64_t)parse_number("seed", optarg, 0, 1e18); break;
+		case 'P': snprintf(opts.prefix, sizeof(opts.prefix), "%s", optarg); break;
+		case 'j': opts.json_path = optarg; break;
+		case 'q': opts.progress = false; break;
+		case 'h': fputs(usage, stdout); exit(0);
+		default: fputs(usage, stderr); exit(2);
+		}
+	}
+	if (optind < argc)
+		die("unexpected argument '%s' (see --help)", argv[optind]);
+	if (!opts.duration_s && !opts.messages)
+		die("--duration 0 needs --messages");
+	if (parse_sizes(sizes, &opts))
+		die("--sizes: '%s' is not weight:min-max[,...] (e.g. %s)", sizes, DEFAULT_SIZES);
+	if (opts.pool_limit)
+		for (unsigned i = 0; i < opts.nsizes; i++) {
+			/* one value must fit with others in flight */
+			size_t cap = opts.pool_limit / 4;
+
+			opts.sizes[i].max = opts.sizes[i].max < cap ? opts.sizes[i].max : cap;
+			opts.sizes[i].min = opts.sizes[i].min < opts.sizes[i].max ? opts.sizes[i].min
+										  : opts.sizes[i].max;
+		}
+}
+
+/* ---- the pairs ---- */
+
+static void child_exit(int status)
+{
+	fflush(NULL);
+	_exit(status);
+}
+
+/* Start epoch pairs[i].epoch: a channel pair, the producer, then the consumer. */
+static int start_pair(unsigned i)
+{
+	struct shmrig_channel_opts co = { .backend = opts.backend };
+	struct pair *pr = &pairs[i];
+	shmrig_channel_pair *chp;
+	int pidpipe[2];
+	pid_t prod, cons;
+	int ret;
+
+	memset(&slots[i], 0, sizeof(slots[i]));
+	ret = shmrig_channel_pair_create(&co, &chp);
+	if (ret) {
+		failure("pair %u: channel: %s", i, shmrig_last_error());
+		return ret;
+	}
+	if (pipe(pidpipe)) {
+		shmrig_channel_pair_free(chp);
+		return -errno;
+	}
+	fflush(NULL);
+	prod = fork();
+	if (prod == 0) {
+		pid_t peer = 0;
+
+		close(pidpipe[1]);
+		if (read(pidpipe[0], &peer, sizeof(peer)) != sizeof(peer))
+			child_exit(3); /* the consumer never started */
+		close(pidpipe[0]);
+		child_exit(producer_main(&opts, &slots[i], i, pr->epoch, chp, peer));
+	}
+	cons = prod > 0 ? fork() : -1;
+	if (cons == 0) {
+		close(pidpipe[0]);
+		close(pidpipe[1]);
+		child_exit(consumer_main(&opts, &slots[i], i, pr->epoch, chp, prod));
+	}
+	close(pidpipe[0]);
+	if (cons > 0 && write(pidpipe[1], &cons, sizeof(cons)) != sizeof(cons))
+		kill(cons, SIGKILL);
+	close(pidpipe[1]);
+	shmrig_channel_pair_free(chp);
+	pr->prod = (struct member){ .pid = prod, .alive = prod > 0 };
+	pr->cons = (struct member){ .pid = cons, .alive = cons > 0 };
+	pr->running = prod > 0;
+	if (cons < 0) {
+		failure("pair %u: fork: %s", i, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+struct seg_check {
+	const struct pair *pr;
+	unsigned stale, swept;
+};
+
+static void check_segment(void *arg, const char *name)
+{
+	struct seg_check *sc = arg;
+	pid_t pid;
+	uint64_t start;
+
+	if (shmrig_segment_parse_name(opts.prefix, name, &pid, &start))
+		return;
+	/* a worker that ended cleanly must have unlinked its segments */
+	if (pid != sc->pr->prod.pid && pid != sc->pr->cons.pid)
+		return;
+	/* a worker that ended cleanly must have unlinked its segments; a killed
+	 * one's are removed here (not by a sweep of every dead creator's: a
+	 * survivor of another pair may not have mapped its peer's yet) */
+	if ((pid == sc->pr->prod.pid && !sc->pr->prod.killed) ||
+	    (pid == sc->pr->cons.pid && !sc->pr->cons.killed)) {
+		sc->stale++;
+		failure("segment %s of a worker that exited cleanly is still there", name);
+	} else if (shmrig_segment_unlink_name(opts.prefix, name) == 0) {
+		sc->swept++;
+	}
+}
+
+static void add_side(const struct member *m, const struct side *s, const char *role, unsigned i)
+{
+	tot.enomem += s->enomem;
+	tot.skipped += s->skipped;
+	tot.timeouts += s->timeouts;
+	tot.corrupted += s->corrupted;
+	tot.gaps += s->gaps;
+	tot.dups += s->dups;
+	if (m->killed)
+		return;
+	if (!WIFEXITED(m->status) || WEXITSTATUS(m->status) != 0 || !s->done) {
+		char how[64];
+
+		if (WIFSIGNALED(m->status))
+			snprintf(how, sizeof(how), "died of signal %d", WTERMSIG(m->status));
+		else
+			snprintf(how, sizeof(how), "exited with %d", WEXITSTATUS(m->status));
+		failure("pair %u %s (pid %d) %s: %s", i, role, (int)m->pid, how,
+			s->error[0] ? s->error : "no words");
+		return;
+	}
+	tot.reaped += (uint64_t)s->reaped;
+	tot.leaked_blocks += (uint64_t)(s->live_end > 0 ? s->live_end : 0);
+	if (s->live_end)
+		failure("pair %u %s: %lld blocks live at its end", i, role, (long long)s->live_end);
+	tot.leaked_fds += (uint64_t)s->fds_leaked;
+}
+
+/* Both processes of pair i are gone: add up the epoch and check it. */
+static void end_epoch(unsigned i)
+{
+	struct pair *pr = &pairs[i];
+	struct slot *sl = &slots[i];
+	struct seg_check sc = { .pr = pr };
+	uint64_t taken = sl->prod.messages, got = sl->cons.messages;
+
+	pr->running = false;
+	tot.epochs++;
+	tot.messages += got;
+	tot.bytes += sl->cons.bytes;
+	tot.sent += taken;
+	tot.temporary += sl->cons.temporary;
+	tot.reverified += sl->cons.reverified;
+	if (pr->cons.killed)
+		tot.dropped_in_kill += taken > got ? taken - got : 0;
+	else if (taken > got) {
+		tot.lost += taken - got;
+		failure("pair %u epoch %u: %llu messages taken, %llu received", i, pr->epoch,
+			(unsigned long long)taken, (unsigned long long)got);
+	}
+	/* orphans are expected only when the producer died between hand-over and send */
+	if (pr->prod.killed)
+		tot.orphans += (uint64_t)sl->cons.orphans;
+	else if (sl->cons.orphans > 0) {
+		tot.leaked_blocks += (uint64_t)sl->cons.orphans;
+		failure("pair %u epoch %u: the consumer owned %lld blocks it never received", i,
+			pr->epoch, (long long)sl->cons.orphans);
+	}
+	add_side(&pr->prod, &sl->prod, "producer", i);
+	add_side(&pr->cons, &sl->cons, "consumer", i);
+	if (sl->cons.gaps || sl->cons.dups)
+		failure("pair %u epoch %u: %llu sequence gaps, %llu duplicates", i, pr->epoch,
+			(unsigned long long)sl->cons.gaps, (unsigned long long)sl->cons.dups);
+	if (sl->cons.corrupted)
+		failure("pair %u epoch %u: %llu corrupted: %s", i, pr->epoch,
+			(unsigned long long)sl->cons.corrupted, sl->cons.error);
+	for (unsigned b = 0; b < HIST_BUCKETS; b++)
+		tot.hist[b] += sl->hist[b];
+	if (sl->max_latency_ns > tot.max_latency_ns)
+		tot.max_latency_ns = sl->max_latency_ns;
+	shmrig_segment_list(opts.prefix, check_segment, &sc);
+	tot.stale_segments += sc.stale;
+	tot.swept_segments += sc.swept;
+	pr->epoch++;
+}
+
+static struct member *find_member(pid_t pid, unsigned *pair)
+{
+	for (unsigned i = 0; i < opts.pairs; i++) {
+		*pair = i;
+		if (pairs[i].prod.pid == pid && pairs[i].prod.alive)
+			return &pairs[i].prod;
+		if (pairs[i].cons.pid == pid && pairs[i].cons.alive)
+			return &pairs[i].cons;
+	}
+	return NULL;
+}
+
+/* Collect exited children; end the epochs whose both processes are gone. */
+static void collect(bool restart)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		unsigned i;
+		struct member *m = find_member(pid, &i);
+
+		if (!m)
+			continue;
+		m->alive = false;
+		m->status = status;
+		if (!pairs[i].prod.alive && !pairs[i].cons.alive) {
+			end_epoch(i);
+			if (restart)
+				start_pair(i);
+		}
+	}
+}
+
+/* ---- faults ---- */
+
+static double exp_interval(double rate)
+{
+	return rate > 0 ? -log(1 - rng_unit(&drng)) / rate : INFINITY;
+}
+
+/* A random running pair with both processes alive, or -1. */
+static int pick_pair(void)
+{
+	unsigned start = (unsigned)(rng_next(&drng) % opts.pairs);
+
+	for (unsigned k = 0; k < opts.pairs; k++) {
+		unsigned i = (start + k) % opts.pairs;
+
+		if (pairs[i].running && pairs[i].prod.alive && pairs[i].cons.alive)
+			return (int)i;
+	}
+	return -1;
+}
+
+static void kill_one(void)
+{
+	int i = pick_pair();
+	int role = (int)(rng_next(&drng) % 2);
+	struct member *m;
+	struct side *s;
+	int phase;
+
+	if (i < 0)
+		return;
+	m = role ? &pairs[i].cons : &pairs[i].prod;
+	s = role ? &slots[i].cons : &slots[i].prod;
+	phase = atomic_load(&s->phase);
+	if (kill(m->pid, SIGKILL) == 0) {
+		m->killed = true;
+		tot.kills++;
+		tot.kills_by_phase[role][phase >= 0 && phase < PH_COUNT ? phase : 0]++;
+	}
+}
+
+static void stall_one(uint64_t now)
+{
+	int i = pick_pair();
+
+	if (i < 0 || pairs[i].stalled_until)
+		return;
+	if (kill(pairs[i].cons.pid, SIGSTOP) == 0) {
+		pairs[i].stalled_until = now + (uint64_t)opts.stall_ms * 1000000u;
+		tot.stalls++;
+	}
+}
+
+static void resume_stalled(uint64_t now, bool all)
+{
+	for (unsigned i = 0; i < opts.pairs; i++)
+		if (pairs[i].stalled_until && (all || pairs[i].stalled_until <= now)) {
+			if (pairs[i].cons.alive)
+				kill(pairs[i].cons.pid, SIGCONT);
+			pairs[i].stalled_until = 0;
+		}
+}
+
+/* ---- progress and report ---- */
+
+static uint64_t live_messages(void)
+{
+	uint64_t n = tot.messages;
+
+	for (unsigned i = 0; i < opts.pairs; i++)
+		if (pairs[i].running)
+			n += slots[i].cons.messages;
+	return n;
+}
+
+static void progress(uint64_t t0, uint64_t now)
+{
+	uint64_t bytes = tot.bytes, inflight = 0, held = 0;
+	double secs = (double)(now - t0) / 1e9;
+
+	for (unsigned i = 0; i < opts.pairs; i++) {
+		if (!pairs[i].running)
+			continue;
+		bytes += slots[i].cons.bytes;
+		if (slots[i].prod.messages > slots[i].cons.messages)
+			inflight += slots[i].prod.messages - slots[i].cons.messages;
+		held += slots[i].cons.held_blocks;
+	}
+	fprintf(stderr,
+		"\r%6.1fs  %10llu msgs  %6.2f GB/s  in flight %3llu  held blocks %4llu  "
+		"kills %llu  ",
+		secs, (unsigned long long)live_messages(), secs > 0 ? (double)bytes / secs / 1e9 : 0,
+		(unsigned long long)inflight, (unsigned long long)held,
+		(unsigned long long)tot.kills);
+}
+
+static uint64_t percentile_ns(double q)
+{
+	uint64_t total = 0, seen = 0;
+
+	for (unsigned b = 0; b < HIST_BUCKETS; b++)
+		total += tot.hist[b];
+	for (unsigned b = 0; b < HIST_BUCKETS && total; b++) {
+		seen += tot.hist[b];
+		if ((double)seen >= q * (double)total) {
+			uint64_t up = hist_upper_ns(b);
+
+			return up < tot.max_latency_ns ? up : tot.max_latency_ns;
+		}
+	}
+	return 0;
+}
+
+static json_t *report_json(double secs, bool pass)
+{
+	json_t *kills = json_object(), *failures = json_array(), *sizes = json_array();
+	static const char *const roles[2] = { "producer", "consumer" };
+
+	for (int r = 0; r < 2; r++) {
+		json_t *by = json_object();
+
+		for (int p = 0; p < PH_COUNT; p++)
+			if (tot.kills_by_phase[r][p])
+				json_object_set_new(by, phase_names[p],
+						    json_integer((json_int_t)tot.kills_by_phase[r][p]));
+		json_object_set_new(kills, roles[r], by);
+	}
+	for (unsigned i = 0; i < tot.nfailures; i++)
+		json_array_append_new(failures, json_string(tot.failures[i]));
+	for (unsigned i = 0; i < opts.nsizes; i++)
+		json_array_append_new(sizes, json_pack("{s:f,s:I,s:I}", "weight", opts.sizes[i].weight,
+						       "min", (json_int_t)opts.sizes[i].min, "max",
+						       (json_int_t)opts.sizes[i].max));
+	json_t *config = json_pack(
+		"{s:s,s:i,s:i,s:f,s:I,s:o,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:I,s:I,s:s}", "backend",
+		opts.backend, "pairs", (int)opts.pairs, "processes", (int)(2 * opts.pairs),
+		"duration_s", opts.duration_s, "messages_limit", (json_int_t)opts.messages, "sizes",
+		sizes, "window", (int)opts.window, "hold", (int)opts.hold_max, "hold_ms",
+		opts.hold_ms, "kill_rate", opts.kill_rate, "stall_rate", opts.stall_rate, "stall_ms",
+		opts.stall_ms, "send_timeout_ms", opts.send_timeout_ms, "pool_limit",
+		(json_int_t)opts.pool_limit, "seed", (json_int_t)opts.seed, "prefix", opts.prefix);
+	json_t *res = json_object();
+	const struct {
+		const char *key;
+		uint64_t value;
+	} counts[] = {
+		{ "messages", tot.messages },
+		{ "bytes", tot.bytes },
+		{ "lost", tot.lost },
+		{ "corrupted", tot.corrupted },
+		{ "sequence_gaps", tot.gaps },
+		{ "duplicates", tot.dups },
+		{ "leaked_blocks", tot.leaked_blocks },
+		{ "stale_segments", tot.stale_segments },
+		{ "leaked_fds", tot.leaked_fds },
+		{ "kills", tot.kills },
+		{ "kills_survived", tot.kills },
+		{ "epochs", tot.epochs },
+		{ "dropped_with_killed_consumer", tot.dropped_in_kill },
+		{ "orphans_freed", tot.orphans },
+		{ "blocks_reaped", tot.reaped },
+		{ "segments_swept", tot.swept_segments },
+		{ "stalls", tot.stalls },
+		{ "send_timeouts", tot.timeouts },
+		{ "enomem_backoffs", tot.enomem },
+		{ "values_given_up", tot.skipped },
+		{ "temporary_messages", tot.temporary },
+		{ "held_values_reverified", tot.reverified },
+	};
+
+	json_object_set_new(res, "seconds", json_real(secs));
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+		json_object_set_new(res, counts[i].key, json_integer((json_int_t)counts[i].value));
+	json_object_set_new(res, "gb_per_s", json_real(secs > 0 ? (double)tot.bytes / secs / 1e9 : 0));
+	json_object_set_new(res, "messages_per_s",
+			    json_real(secs > 0 ? (double)tot.messages / secs : 0));
+	json_object_set_new(res, "latency_ns",
+			    json_pack("{s:I,s:I,s:I}", "p50", (json_int_t)percentile_ns(0.50), "p99",
+				      (json_int_t)percentile_ns(0.99), "max",
+				      (json_int_t)tot.max_latency_ns));
+	json_object_set_new(res, "kills_by_phase", kills);
+	return json_pack("{s:s,s:o,s:o,s:o,s:b}", "schema", "shmrig-stress/1", "config", config,
+			 "results", res, "failures", failures, "pass", pass);
+}
+
+static void print_table(json_t *report)
+{
+	json_t *res = json_object_get(report, "results");
+	const char *key;
+	json_t *v;
+
+	printf("\n%-30s %s\n", "shmrig-stress", json_is_true(json_object_get(report, "pass")) ?
+							 "PASS" : "FAIL");
+	json_object_foreach(res, key, v) {
+		if (json_is_integer(v))
+			printf("  %-28s %lld\n", key, (long long)json_integer_value(v));
+		else if (json_is_real(v))
+			printf("  %-28s %.3f\n", key, json_real_value(v));
+	}
+	v = json_object_get(res, "latency_ns");
+	printf("  %-28s p50 %.1f us, p99 %.1f us, max %.1f us\n", "latency (encode to verified)",
+	       (double)json_integer_value(json_object_get(v, "p50")) / 1e3,
+	       (double)json_integer_value(json_object_get(v, "p99")) / 1e3,
+	       (double)json_integer_value(json_object_get(v, "max")) / 1e3);
+	v = json_object_get(report, "failures");
+	for (size_t i = 0; i < json_array_size(v); i++)
+		printf("  FAILURE: %s\n", json_string_value(json_array_get(v, i)));
+}
+
+struct seg_count {
+	unsigned n;
+};
+
+static void count_segment(void *arg, const char *name)
+{
+	(void)name;
+	((struct seg_count *)arg)->n++;
+}
+
+/* ---- the run ---- */
+
+static void run(void)
+{
+	uint64_t t0 = now_ns(), next_kill, next_stall, next_progress = t0, deadline = 0;
+	uint64_t end_at = opts.duration_s > 0 ? t0 + (uint64_t)(opts.duration_s * 1e9) : UINT64_MAX;
+	bool stopping = false;
+	sigset_t chld;
+
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	next_kill = t0 + (uint64_t)fmin(exp_interval(opts.kill_rate) * 1e9, 1e18);
+	next_stall = t0 + (uint64_t)fmin(exp_interval(opts.stall_rate) * 1e9, 1e18);
+	for (unsigned i = 0; i < opts.pairs; i++)
+		if (start_pair(i))
+			die("pair %u would not start: %s", i, tot.failures[tot.nfailures - 1]);
+	for (;;) {
+		uint64_t now = now_ns(), wake = now + 100000000u;
+		struct timespec ts;
+		bool any = false;
+
+		if (!stopping && (now >= end_at || (opts.messages && live_messages() >= opts.messages))) {
+			stopping = true;
+			deadline = now + (uint64_t)FINISH_TIMEOUT_S * 1000000000u;
+			resume_stalled(now, true);
+			for (unsigned i = 0; i < opts.pairs; i++)
+				atomic_store(&slots[i].stop, 1);
+		}
+		if (!stopping && now >= next_kill) {
+			kill_one();
+			next_kill = now + (uint64_t)fmin(exp_interval(opts.kill_rate) * 1e9, 1e18);
+		}
+		if (!stopping && now >= next_stall) {
+			stall_one(now);
+			next_stall = now + (uint64_t)fmin(exp_interval(opts.stall_rate) * 1e9, 1e18);
+		}
+		resume_stalled(now, false);
+		if (opts.progress && now >= next_progress) {
+			progress(t0, now);
+			next_progress = now + 250000000u;
+		}
+		collect(!stopping);
+		for (unsigned i = 0; i < opts.pairs; i++)
+			any |= pairs[i].running;
+		if (stopping && !any)
+			break;
+		if (stopping && now > deadline) {
+			for (unsigned i = 0; i < opts.pairs; i++) {
+				if (pairs[i].prod.alive)
+					kill(pairs[i].prod.pid, SIGKILL);
+				if (pairs[i].cons.alive)
+					kill(pairs[i].cons.pid, SIGKILL);
+				if (pairs[i].running)
+					failure("pair %u did not finish in %d s: killed", i,
+						FINISH_TIMEOUT_S);
+			}
+			deadline = UINT64_MAX;
+		}
+		if (!stopping) {
+			wake = next_kill < wake ? next_kill : wake;
+			wake = next_stall < wake ? next_stall : wake;
+		}
+		wake = wake > now ? wake - now : 0;
+		ts.tv_sec = (time_t)(wake / 1000000000u);
+		ts.tv_nsec = (long)(wake % 1000000000u);
+		sigtimedwait(&chld, NULL, &ts);
+	}
+	if (opts.progress) {
+		progress(t0, now_ns());
+		fputc('\n', stderr);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct seg_count left = { 0 };
+	sigset_t chld;
+	struct fd_set_bits fds;
+	int ret, fds_left;
+	uint64_t t0;
+	double secs;
+	json_t *report;
+	bool pass;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	parse_args(argc, argv);
+	drng = opts.seed ^ 0x5eedull;
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+	fds_snapshot(&fds);
+
+	ret = shmrig_registry_create(&opts.registry);
+	if (!ret)
+		ret = shmrig_registry_add_builtins(opts.registry);
+	if (ret)
+		die("registry: %s", shmrig_last_error());
+	opts.fingerprint = shmrig_registry_fingerprint(opts.registry);
+	slots = mmap(NULL, sizeof(*slots) * opts.pairs, PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (slots == MAP_FAILED)
+		die("mmap of the ledger: %s", strerror(errno));
+	if (opts.progress)
+		fprintf(stderr, "shmrig-stress: %u pairs over %s, prefix %s, seed %llu\n", opts.pairs,
+			opts.backend, opts.prefix, (unsigned long long)opts.seed);
+
+	t0 = now_ns();
+	run();
+	secs = (double)(now_ns() - t0) / 1e9;
+
+	shmrig_segment_sweep(opts.prefix);
+	shmrig_segment_list(opts.prefix, count_segment, &left);
+	if (left.n) {
+		tot.stale_segments += left.n;
+		failure("%u segments with prefix %s remain after the run", left.n, opts.prefix);
+	}
+	munmap(slots, sizeof(*slots) * opts.pairs);
+	shmrig_registry_free(opts.registry);
+	fds_left = fds_new_since(&fds);
+	if (fds_left) {
+		tot.leaked_fds += (uint64_t)fds_left;
+		failure("the driver has %d descriptors open that it did not have at the start",
+			fds_left);
+	}
+	pass = tot.nfailures == 0 && !tot.lost && !tot.corrupted && !tot.leaked_blocks &&
+	       !tot.stale_segments && !tot.leaked_fds && tot.messages > 0;
+	if (tot.messages == 0)
+		failure("no message went through");
+	report = report_json(secs, pass);
+	if (!report)
+		die("out of memory for the report");
+	print_table(report);
+	if (opts.json_path && json_dump_file(report, opts.json_path, JSON_INDENT(2)))
+		die("cannot write %s", opts.json_path);
+	json_decref(report);
+	return pass ? 0 : 1;
+}

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shmrig-stress: what the driver (main.c), the workers (worker.c) and the
+ * payloads (payload.c) share.
+ *
+ * Each pair is a producer and a consumer over one channel. The driver maps a
+ * ledger (MAP_SHARED, before any fork) with one slot per pair; each worker
+ * writes only its own side of its pair's slot, the driver reads them. A slot
+ * describes one epoch of its pair (one producer and one consumer process): it
+ * is zeroed before the pair is started again, after the driver has added its
+ * figures to the run's totals.
+ */
+#ifndef SHMRIG_STRESS_H
+#define SHMRIG_STRESS_H
+
+#include <shmrig/shmrig.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define STRESS_MAX_PAIRS 64
+#define STRESS_MAX_SIZE_CLASSES 8
+#define STRESS_MAX_HOLD 64
+
+/* Latency histogram: 4 buckets per power of two of nanoseconds. */
+#define HIST_SUB 4
+#define HIST_BUCKETS (64 * HIST_SUB)
+
+/* One entry of the size distribution: weight, then bytes in [min, max], log-uniform. */
+struct size_class {
+	double weight;
+	size_t min, max;
+};
+
+struct stress_opts {
+	const char *backend;
+	unsigned pairs;
+	double duration_s;  /* 0: until `messages` */
+	uint64_t messages;  /* 0: until `duration_s` */
+	struct size_class sizes[STRESS_MAX_SIZE_CLASSES];
+	unsigned nsizes;
+	size_t max_size;    /* largest size any class can draw */
+	unsigned window;    /* messages in flight per pair */
+	unsigned hold_max;  /* persistent values a consumer holds at most */
+	int hold_ms;        /* held for a random time in [0, hold_ms] */
+	double kill_rate;   /* SIGKILLs per second, of a random worker */
+	double stall_rate;  /* SIGSTOPs per second, of a random consumer */
+	int stall_ms;       /* how long a stalled consumer stays stopped */
+	int send_timeout_ms;
+	size_t pool_limit;  /* each worker's pool max_bytes; 0: the pool's default */
+	uint64_t seed;
+	const char *json_path;
+	char prefix[32];
+	bool progress;
+	uint64_t fingerprint;
+	shmrig_registry *registry;
+};
+
+/* What a worker is doing; read by the driver when it kills it. */
+enum phase {
+	PH_START = 0,
+	PH_IDLE,      /* between messages */
+	PH_GENERATE,  /* building a value in host memory */
+	PH_ENCODE,    /* registry encode: blocks being allocated and written */
+	PH_SEND,      /* blocks handed over, frame being sent */
+	PH_WAIT,      /* waiting for an ack (window full) or a message */
+	PH_BACKOFF,   /* the pool said -ENOMEM */
+	PH_DECODE,    /* registry decode */
+	PH_VERIFY,    /* checksumming a decoded value */
+	PH_RELEASE,   /* releasing a held value */
+	PH_FINISH,    /* the epoch's end: reap, checks, close */
+	PH_COUNT
+};
+
+extern const char *const phase_names[PH_COUNT];
+
+/* One worker's side of a slot. Counters: that worker writes, the driver reads. */
+struct side {
+	_Atomic int phase;
+	_Atomic int pid;
+	_Atomic uint32_t held;      /* consumer: decoded values held (persistent) */
+	_Atomic uint32_t held_blocks;
+	_Atomic uint64_t messages;  /* producer: taken by the channel; consumer: received */
+	_Atomic uint64_t bytes;     /* payload bytes of those */
+	_Atomic uint64_t enomem;    /* producer: encodes refused with -ENOMEM (backed off) */
+	_Atomic uint64_t skipped;   /* producer: values given up after backing off too long */
+	_Atomic uint64_t timeouts;  /* producer: sends that timed out (sent again) */
+	_Atomic uint64_t corrupted; /* consumer: checksum or shape mismatch */
+	_Atomic uint64_t reverified; /* consumer: held values checked again at release */
+	_Atomic uint64_t gaps;      /* consumer: sequence numbers skipped */
+	_Atomic uint64_t dups;      /* consumer: sequence numbers seen twice */
+	_Atomic uint64_t temporary; /* consumer: messages whose buffers were all temporary */
+	/* written once, at the end of the epoch, by a worker that was not killed */
+	_Atomic int done;           /* 1: the fields below are final */
+	int64_t reaped;             /* blocks shmrig_pool_reap() returned */
+	int64_t orphans;            /* consumer: blocks it owned but no value held (freed) */
+	int64_t live_end;           /* blocks live in the segments it mapped, after its clean-up */
+	int64_t own_end;            /* blocks it owned after its clean-up */
+	int close_ret;              /* shmrig_pool_close() */
+	int audit_ret;              /* producer: shmrig_pool_audit() of its arenas */
+	int fds_leaked;             /* descriptors open at its end that were not at its start */
+	char error[200];            /* the first failure, in words */
+};
+
+struct slot {
+	struct side prod, cons;
+	_Atomic int stop;           /* driver: finish the epoch in order */
+	_Atomic uint64_t hist[HIST_BUCKETS]; /* consumer: latency encode -> verified */
+	_Atomic uint64_t max_latency_ns;
+};
+
+/* What travels before each frame (and alone for END and DONE). */
+#define MSG_DATA 0x41544144u /* "DATA" */
+#define MSG_END 0x21444e45u  /* "END!": the producer sent its last message */
+#define MSG_DONE 0x454e4f44u /* "DONE": the consumer released everything */
+#define MSG_ACK 0x214b4341u  /* "ACK!": one message taken by the consumer */
+
+struct msg_hdr {
+	uint32_t magic;
+	uint32_t kind;     /* enum shmrig_kind of the value */
+	uint64_t seq;
+	uint64_t checksum; /* shmrig_session_checksum() of the value */
+	uint64_t nbytes;   /* payload bytes */
+	uint64_t t0_ns;    /* CLOCK_MONOTONIC before encode */
+	uint64_t reserved;
+};
+
+/* payload.c */
+struct payload {
+	struct shmrig_value value;
+	uint64_t nbytes;
+	/* storage behind value */
+	unsigned char *buf;
+	size_t cap;
+	struct shmrig_named_array arrays[8];
+	struct shmrig_group groups[2];
+};
+
+uint64_t rng_next(uint64_t *state);
+double rng_unit(uint64_t *state);
+size_t draw_size(const struct stress_opts *o, uint64_t *rng);
+/* A random value of about `size` payload bytes in p (reusing p's buffer). 0 or -ENOMEM. */
+int payload_make(struct payload *p, size_t size, uint64_t *rng);
+void payload_free(struct payload *p);
+int parse_sizes(const char *spec, struct stress_opts *o);
+
+/* worker.c: run one side of a pair in a forked child; returns the exit status. */
+int producer_main(const struct stress_opts *o, struct slot *slot, unsigned pair, unsigned epoch,
+		  shmrig_channel_pair *chp, pid_t consumer);
+int consumer_main(const struct stress_opts *o, struct slot *slot, unsigned pair, unsigned epoch,
+		  shmrig_channel_pair *chp, pid_t producer);
+
+uint64_t now_ns(void);
+/* The descriptors open now (below FD_SET_MAX), and how many are open now that were not then. */
+#define FD_SET_MAX 1024
+struct fd_set_bits {
+	uint64_t bits[FD_SET_MAX / 64];
+};
+void fds_snapshot(struct fd_set_bits *set);
+int fds_new_since(const struct fd_set_bits *then);
+unsigned hist_bucket(uint64_t ns);
+uint64_t hist_upper_ns(unsigned bucket);
+
+#endif
