@@ -38,6 +38,8 @@ static const char usage[] =
 	"  --sizes SPEC          weight:min-max,... log-uniform within each (default\n"
 	"                        " DEFAULT_SIZES ")\n"
 	"  --window N            messages in flight per pair, 1..128 (default 8)\n"
+	"  --slots N             ring: slots per direction, a power of two (default:\n"
+	"                        the channel's); fewer than --window shows backpressure\n"
 	"  --hold N              persistent values a consumer holds at most (default 16)\n"
 	"  --hold-ms MS          each held for a random time up to MS (default 20)\n"
 	"  --kill-rate R         SIGKILL a random worker R times a second (default 0)\n"
@@ -50,6 +52,12 @@ static const char usage[] =
 	"  --seed N              the run's values, sizes and schedule (default 1)\n"
 	"  --prefix NAME         segment prefix (default stress<pid>)\n"
 	"  --json FILE           write the report as JSON\n"
+	"  --require COUNTER     fail unless this result counter is above zero, e.g.\n"
+	"                        kills, send_timeouts, enomem_backoffs (repeatable)\n"
+	"  --inject FAULT        the proof that the checks work: corrupt (flip a bit\n"
+	"                        of every 64th payload after its checksum) or leak (a\n"
+	"                        consumer allocates a block it never frees); the exit\n"
+	"                        status is then 0 only if the fault was caught\n"
 	"  --quiet               no progress line (it is shown on a terminal only)\n"
 	"  -h, --help\n"
 	"\n"
@@ -128,12 +136,13 @@ static void parse_args(int argc, char **argv)
 		{ "backend", required_argument, 0, 'b' },   { "pairs", required_argument, 0, 'p' },
 		{ "duration", required_argument, 0, 'd' },  { "messages", required_argument, 0, 'm' },
 		{ "sizes", required_argument, 0, 'z' },     { "window", required_argument, 0, 'w' },
-		{ "hold", required_argument, 0, 'H' },      { "hold-ms", required_argument, 0, 'M' },
+		{ "hold", required_argument, 0, 'H' },      { "slots", required_argument, 0, 'L' },      { "hold-ms", required_argument, 0, 'M' },
 		{ "kill-rate", required_argument, 0, 'k' }, { "stall-rate", required_argument, 0, 's' },
 		{ "stall-ms", required_argument, 0, 'S' },  { "send-timeout-ms", required_argument, 0, 't' },
 		{ "pool-limit", required_argument, 0, 'l' }, { "seed", required_argument, 0, 'r' },
 		{ "prefix", required_argument, 0, 'P' },    { "json", required_argument, 0, 'j' },
-		{ "quiet", no_argument, 0, 'q' },           { "help", no_argument, 0, 'h' },
+		{ "quiet", no_argument, 0, 'q' },           { "require", required_argument, 0, 'R' },
+		{ "inject", required_argument, 0, 'I' },           { "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
 	const char *sizes = DEFAULT_SIZES;
@@ -151,6 +160,7 @@ static void parse_args(int argc, char **argv)
 		case 'm': opts.messages = (uint64_t)parse_number("messages", optarg, 0, 1e15); break;
 		case 'z': sizes = optarg; break;
 		case 'w': opts.window = (unsigned)parse_number("window", optarg, 1, 128); break;
+		case 'L': opts.slots = (unsigned)parse_number("slots", optarg, 1, 65536); break;
 		case 'H': opts.hold_max = (unsigned)parse_number("hold", optarg, 0, STRESS_MAX_HOLD); break;
 		case 'M': opts.hold_ms = (int)parse_number("hold-ms", optarg, 0, 60000); break;
 		case 'k': opts.kill_rate = parse_number("kill-rate", optarg, 0, 1000); break;
@@ -165,6 +175,19 @@ static void parse_args(int argc, char **argv)
 		case 'P': snprintf(opts.prefix, sizeof(opts.prefix), "%s", optarg); break;
 		case 'j': opts.json_path = optarg; break;
 		case 'q': opts.progress = false; break;
+		case 'R':
+			if (opts.nrequire == sizeof(opts.require) / sizeof(opts.require[0]))
+				die("--require: at most %zu", sizeof(opts.require) / sizeof(opts.require[0]));
+			opts.require[opts.nrequire++] = optarg;
+			break;
+		case 'I':
+			if (strcmp(optarg, "corrupt") == 0)
+				opts.inject = INJECT_CORRUPT;
+			else if (strcmp(optarg, "leak") == 0)
+				opts.inject = INJECT_LEAK;
+			else
+				die("--inject: '%s' is not corrupt or leak", optarg);
+			break;
 		case 'h': fputs(usage, stdout); exit(0);
 		default: fputs(usage, stderr); exit(2);
 		}
@@ -197,7 +220,7 @@ static void child_exit(int status)
 /* Start epoch pairs[i].epoch: a channel pair, the producer, then the consumer. */
 static int start_pair(unsigned i)
 {
-	struct shmrig_channel_opts co = { .backend = opts.backend };
+	struct shmrig_channel_opts co = { .backend = opts.backend, .slots = opts.slots };
 	struct pair *pr = &pairs[i];
 	shmrig_channel_pair *chp;
 	int pidpipe[2];
@@ -378,7 +401,8 @@ static void collect(bool restart)
 		m->status = status;
 		if (!pairs[i].prod.alive && !pairs[i].cons.alive) {
 			end_epoch(i);
-			if (restart)
+			/* after a failure the run winds down: its report is what counts */
+			if (restart && !tot.nfailures)
 				start_pair(i);
 		}
 	}
@@ -518,10 +542,10 @@ static json_t *report_json(double secs, bool pass)
 						       "min", (json_int_t)opts.sizes[i].min, "max",
 						       (json_int_t)opts.sizes[i].max));
 	json_t *config = json_pack(
-		"{s:s,s:i,s:i,s:f,s:I,s:o,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:I,s:I,s:s}", "backend",
+		"{s:s,s:i,s:i,s:f,s:I,s:o,s:i,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:I,s:I,s:s}", "backend",
 		opts.backend, "pairs", (int)opts.pairs, "processes", (int)(2 * opts.pairs),
 		"duration_s", opts.duration_s, "messages_limit", (json_int_t)opts.messages, "sizes",
-		sizes, "window", (int)opts.window, "hold", (int)opts.hold_max, "hold_ms",
+		sizes, "window", (int)opts.window, "slots", (int)opts.slots, "hold", (int)opts.hold_max, "hold_ms",
 		opts.hold_ms, "kill_rate", opts.kill_rate, "stall_rate", opts.stall_rate, "stall_ms",
 		opts.stall_ms, "send_timeout_ms", opts.send_timeout_ms, "pool_limit",
 		(json_int_t)opts.pool_limit, "seed", (json_int_t)opts.seed, "prefix", opts.prefix);
@@ -601,6 +625,46 @@ static void count_segment(void *arg, const char *name)
 {
 	(void)name;
 	((struct seg_count *)arg)->n++;
+}
+
+/* Every --require counter is above zero (says which is not). */
+static bool required(json_t *results)
+{
+	bool ok = true;
+
+	for (unsigned i = 0; i < opts.nrequire; i++) {
+		json_t *v = json_object_get(results, opts.require[i]);
+
+		if (!json_is_integer(v)) {
+			printf("  REQUIRED: %s is no counter of the results\n", opts.require[i]);
+			ok = false;
+		} else if (json_integer_value(v) <= 0) {
+			printf("  REQUIRED: %s is 0: the run did not exercise it\n", opts.require[i]);
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+static bool injected_fault_caught(void)
+{
+	bool caught = opts.inject == INJECT_CORRUPT ? tot.corrupted > 0 : tot.leaked_blocks > 0;
+
+	printf("  injected %s: %s\n", opts.inject == INJECT_CORRUPT ? "corruption" : "leak",
+	       caught ? "caught (exit 0)" : "NOT CAUGHT (exit 1)");
+	return caught;
+}
+
+/* The workers' pools will take the prefix: try it here (no segment is made). */
+static int check_prefix(void)
+{
+	struct shmrig_pool_opts po = { .prefix = opts.prefix, .flags = SHMRIG_POOL_QUIET };
+	shmrig_pool *pool;
+	int ret = shmrig_pool_open(&po, &pool);
+
+	if (ret)
+		die("--prefix: %s", shmrig_last_error());
+	return shmrig_pool_close(pool);
 }
 
 /* ---- the run ---- */
@@ -696,7 +760,9 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	fds_snapshot(&fds);
 
-	ret = shmrig_registry_create(&opts.registry);
+	ret = check_prefix();
+	if (!ret)
+		ret = shmrig_registry_create(&opts.registry);
 	if (!ret)
 		ret = shmrig_registry_add_builtins(opts.registry);
 	if (ret)
@@ -728,14 +794,17 @@ int main(int argc, char **argv)
 		failure("the driver has %d descriptors open that it did not have at the start",
 			fds_left);
 	}
-	pass = tot.nfailures == 0 && !tot.lost && !tot.corrupted && !tot.leaked_blocks &&
-	       !tot.stale_segments && !tot.leaked_fds && tot.messages > 0;
 	if (tot.messages == 0)
 		failure("no message went through");
+	pass = tot.nfailures == 0 && !tot.lost && !tot.corrupted && !tot.leaked_blocks &&
+	       !tot.stale_segments && !tot.leaked_fds;
 	report = report_json(secs, pass);
 	if (!report)
 		die("out of memory for the report");
 	print_table(report);
+	pass = pass && required(json_object_get(report, "results"));
+	if (opts.inject)
+		pass = injected_fault_caught();
 	if (opts.json_path && json_dump_file(report, opts.json_path, JSON_INDENT(2)))
 		die("cannot write %s", opts.json_path);
 	json_decref(report);

@@ -44,6 +44,7 @@ struct stress_opts {
 	unsigned nsizes;
 	size_t max_size;    /* largest size any class can draw */
 	unsigned window;    /* messages in flight per pair */
+	unsigned slots;     /* ring: slots per direction (0: the channel's default) */
 	unsigned hold_max;  /* persistent values a consumer holds at most */
 	int hold_ms;        /* held for a random time in [0, hold_ms] */
 	double kill_rate;   /* SIGKILLs per second, of a random worker */
@@ -53,6 +54,11 @@ struct stress_opts {
 	size_t pool_limit;  /* each worker's pool max_bytes; 0: the pool's default */
 	uint64_t seed;
 	const char *json_path;
+	/* --require: counters that must not be zero (the scenario did what it claims) */
+	const char *require[8];
+	unsigned nrequire;
+	/* --inject: a fault the checks must catch */
+	enum { INJECT_NONE, INJECT_CORRUPT, INJECT_LEAK } inject;
 	char prefix[32];
 	bool progress;
 	uint64_t fingerprint;

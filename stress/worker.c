@@ -104,6 +104,8 @@ struct worker {
 	shmrig_pool *pool;
 	shmrig_channel *ch;
 	pid_t peer;
+	unsigned inflight; /* producer: sent, not acked yet */
+	bool done;         /* producer: the consumer's DONE arrived */
 	struct fd_set_bits fds;
 	uint64_t rng;
 	bool peer_gone;
@@ -142,6 +144,12 @@ static int start(struct worker *w, const struct stress_opts *o, struct slot *slo
 {
 	struct shmrig_pool_opts po = { .prefix = o->prefix, .max_bytes = o->pool_limit,
 				       .flags = SHMRIG_POOL_QUIET };
+	/* under a limit, arenas of half of it leave room for blocks over 1 MiB,
+	 * which get segments of their own */
+	if (o->pool_limit)
+		po.arena_size = o->pool_limit / 2 / SHMRIG_POOL_CHUNK * SHMRIG_POOL_CHUNK;
+	if (o->pool_limit && po.arena_size < SHMRIG_POOL_CHUNK)
+		po.arena_size = SHMRIG_POOL_CHUNK;
 	sigset_t none;
 	int ret;
 
@@ -155,12 +163,20 @@ static int start(struct worker *w, const struct stress_opts *o, struct slot *slo
 		return fail(w, "pool_open: %s", shmrig_last_error());
 	ret = shmrig_channel_open(chp, end, peer, w->pool, o->fingerprint, &w->ch);
 	shmrig_channel_pair_free(chp);
-	if (ret)
+	if (ret == -EPIPE)
+		w->peer_gone = true; /* killed while we said hello: the epoch ends here */
+	else if (ret)
 		return fail(w, "channel_open: %s", shmrig_last_error());
 	return 0;
 }
 
-/* Send a message, again after each timeout, until it is taken or the peer is gone. */
+static int take_acks(struct worker *w, int timeout_ms);
+
+/*
+ * Send a message, again after each timeout, until it is taken or the peer is
+ * gone. Between tries a producer takes the acks there are: a consumer blocked
+ * on acks it cannot send would never read on.
+ */
 static int send_msg(struct worker *w, const void *msg, size_t len)
 {
 	for (;;) {
@@ -169,6 +185,8 @@ static int send_msg(struct worker *w, const void *msg, size_t len)
 		if (ret != -ETIMEDOUT)
 			return ret;
 		count(&w->me->timeouts, 1);
+		if (w->me == &w->slot->prod && take_acks(w, 0))
+			return w->peer_gone ? -EPIPE : -1;
 	}
 }
 
@@ -218,7 +236,7 @@ static int finish(struct worker *w, bool audit)
 /* ---- producer ---- */
 
 /* Take the acks there are, waiting up to timeout_ms for the first. */
-static int take_acks(struct worker *w, unsigned *inflight, int timeout_ms, bool *done)
+static int take_acks(struct worker *w, int timeout_ms)
 {
 	for (;;) {
 		void *msg;
@@ -239,19 +257,16 @@ static int take_acks(struct worker *w, unsigned *inflight, int timeout_ms, bool 
 		if (len != sizeof(hdr) || (hdr.magic != MSG_ACK && hdr.magic != MSG_DONE))
 			return fail(w, "a reply of %zu bytes that is no ack", len);
 		if (hdr.magic == MSG_DONE)
-			*done = true;
-		else if (*inflight)
-			(*inflight)--;
+			w->done = true;
+		else if (w->inflight)
+			w->inflight--;
 		timeout_ms = 0;
 	}
 }
 
 /* Encode, backing off on -ENOMEM. 0, 1 (given up), -EPIPE, or -1 (failure). */
-static int encode(struct worker *w, const struct payload *p, void **frame, size_t *len,
-		  unsigned *inflight)
+static int encode(struct worker *w, const struct payload *p, void **frame, size_t *len)
 {
-	bool done = false;
-
 	for (int tries = 0;; tries++) {
 		int ret = shmrig_registry_encode(w->o->registry, w->pool, &p->value, frame, len);
 
@@ -263,7 +278,7 @@ static int encode(struct worker *w, const struct payload *p, void **frame, size_
 			return 1;
 		}
 		set_phase(w, PH_BACKOFF);
-		ret = take_acks(w, inflight, BACKOFF_MS, &done);
+		ret = take_acks(w, BACKOFF_MS);
 		set_phase(w, PH_ENCODE);
 		if (ret)
 			return ret;
@@ -271,7 +286,7 @@ static int encode(struct worker *w, const struct payload *p, void **frame, size_
 }
 
 /* One value: 0 taken, 1 given up, -EPIPE, -1 failure. */
-static int produce(struct worker *w, struct payload *p, uint64_t seq, unsigned *inflight)
+static int produce(struct worker *w, struct payload *p, uint64_t seq)
 {
 	struct msg_hdr hdr = { .magic = MSG_DATA, .seq = seq };
 	size_t size = draw_size(w->o, &w->rng), flen;
@@ -286,9 +301,11 @@ static int produce(struct worker *w, struct payload *p, uint64_t seq, unsigned *
 	hdr.nbytes = p->nbytes;
 	if (shmrig_session_checksum(&p->value, &hdr.checksum))
 		return fail(w, "checksum: %s", shmrig_last_error());
+	if (w->o->inject == INJECT_CORRUPT && seq % 64 == 63 && p->nbytes)
+		p->buf[rng_next(&w->rng) % p->nbytes] ^= 0x10; /* after the checksum */
 	set_phase(w, PH_ENCODE);
 	hdr.t0_ns = now_ns();
-	ret = encode(w, p, &frame, &flen, inflight);
+	ret = encode(w, p, &frame, &flen);
 	if (ret)
 		return ret;
 	msg = malloc(sizeof(hdr) + flen);
@@ -318,7 +335,7 @@ static int produce(struct worker *w, struct payload *p, uint64_t seq, unsigned *
 		return fail(w, "send: %s", shmrig_last_error());
 	count(&w->me->messages, 1);
 	count(&w->me->bytes, p->nbytes);
-	(*inflight)++;
+	w->inflight++;
 	return 0;
 }
 
@@ -327,8 +344,6 @@ int producer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 {
 	struct worker w;
 	struct payload p = { 0 };
-	unsigned inflight = 0;
-	bool done = false;
 	uint64_t seq = 0;
 
 	if (start(&w, o, slot, &slot->prod, chp, 0, consumer,
@@ -337,12 +352,14 @@ int producer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 	while (!stopping(&w) && !w.peer_gone && !w.me->error[0]) {
 		int ret;
 
-		set_phase(&w, inflight >= o->window ? PH_WAIT : PH_IDLE);
-		if (take_acks(&w, &inflight, inflight >= o->window ? WAIT_SLICE_MS : 0, &done))
+		bool full = w.inflight >= o->window;
+
+		set_phase(&w, full ? PH_WAIT : PH_IDLE);
+		if (take_acks(&w, full ? WAIT_SLICE_MS : 0))
 			break;
-		if (inflight >= o->window)
+		if (w.inflight >= o->window)
 			continue;
-		ret = produce(&w, &p, seq, &inflight);
+		ret = produce(&w, &p, seq);
 		if (ret < 0)
 			break;
 		seq += ret == 0;
@@ -354,9 +371,9 @@ int producer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 
 		set_phase(&w, PH_WAIT);
 		send_word(&w, MSG_END, seq);
-		while (!done && !w.peer_gone && !w.me->error[0] && now_ns() < deadline)
-			take_acks(&w, &inflight, WAIT_SLICE_MS, &done);
-		if (!done && !w.peer_gone)
+		while (!w.done && !w.peer_gone && !w.me->error[0] && now_ns() < deadline)
+			take_acks(&w, WAIT_SLICE_MS);
+		if (!w.done && !w.peer_gone)
 			fail(&w, "no DONE from the consumer in %d ms", FINISH_TIMEOUT_MS);
 	}
 	/* The consumer is done or dead: nobody else changes our arenas. */
@@ -539,7 +556,7 @@ int consumer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 		free(c);
 		return 2;
 	}
-	while (!ended && !w->me->error[0]) {
+	while (!ended && !w->peer_gone && !w->me->error[0]) {
 		struct msg_hdr hdr;
 		void *msg;
 		size_t len;
@@ -568,6 +585,12 @@ int consumer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 		free(msg);
 	}
 	release_due(c, true);
+	if (w->o->inject == INJECT_LEAK) {
+		struct shmrig_ref ref;
+		void *data;
+
+		shmrig_pool_alloc(w->pool, 64, 0, 0, &ref, &data); /* never freed */
+	}
 	w->me->orphans = free_orphans(w);
 	if (ended)
 		send_word(w, MSG_DONE, c->expected);
