@@ -55,7 +55,7 @@ static const char usage[] =
 	"  --require COUNTER     fail unless this result counter is above zero, e.g.\n"
 	"                        kills, send_timeouts, enomem_backoffs (repeatable)\n"
 	"  --inject FAULT        the proof that the checks work: corrupt (flip a bit\n"
-	"                        of every 64th payload after its checksum) or leak (a\n"
+	"                        of every 16th payload after its checksum) or leak (a\n"
 	"                        consumer allocates a block it never frees); the exit\n"
 	"                        status is then 0 only if the fault was caught\n"
 	"  --quiet               no progress line (it is shown on a terminal only)\n"

@@ -301,7 +301,7 @@ static int produce(struct worker *w, struct payload *p, uint64_t seq)
 	hdr.nbytes = p->nbytes;
 	if (shmrig_session_checksum(&p->value, &hdr.checksum))
 		return fail(w, "checksum: %s", shmrig_last_error());
-	if (w->o->inject == INJECT_CORRUPT && seq % 64 == 63 && p->nbytes)
+	if (w->o->inject == INJECT_CORRUPT && seq % 16 == 3 && p->nbytes)
 		p->buf[rng_next(&w->rng) % p->nbytes] ^= 0x10; /* after the checksum */
 	set_phase(w, PH_ENCODE);
 	hdr.t0_ns = now_ns();
