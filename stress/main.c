@@ -42,7 +42,8 @@ static const char usage[] =
 	"                        the channel's); fewer than --window shows backpressure\n"
 	"  --hold N              persistent values a consumer holds at most (default 16)\n"
 	"  --hold-ms MS          each held for a random time up to MS (default 20)\n"
-	"  --kill-rate R         SIGKILL a random worker R times a second (default 0)\n"
+	"  --kill-rate R         SIGKILL a random worker R times a second (default 0),\n"
+	"                        aimed at a random phase (encode, send, decode...)\n"
 	"  --stall-rate R        SIGSTOP a random consumer R times a second (default 0)\n"
 	"  --stall-ms MS         for MS milliseconds (default 500)\n"
 	"  --send-timeout-ms MS  a send waits this long, then counts a timeout and\n"
@@ -429,6 +430,29 @@ static int pick_pair(void)
 	return -1;
 }
 
+/*
+ * Wait (busy, at most KILL_AIM_NS) until the worker is in a phase drawn at
+ * random among those where a death hurts most: holding blocks it is encoding,
+ * frames handed over but not sent, a decode half done. Returns the phase it is
+ * in when we give up waiting or it gets there.
+ */
+#define KILL_AIM_NS 20000000u
+static int aim(struct side *s, int role)
+{
+	static const enum phase targets[2][4] = {
+		{ PH_ENCODE, PH_SEND, PH_GENERATE, PH_WAIT },
+		{ PH_DECODE, PH_VERIFY, PH_RELEASE, PH_WAIT },
+	};
+	enum phase want = targets[role][rng_next(&drng) % 4];
+	uint64_t until = now_ns() + KILL_AIM_NS;
+	int phase;
+
+	do
+		phase = atomic_load_explicit(&s->phase, memory_order_relaxed);
+	while (phase != (int)want && now_ns() < until);
+	return phase;
+}
+
 static void kill_one(void)
 {
 	int i = pick_pair();
@@ -441,7 +465,7 @@ static void kill_one(void)
 		return;
 	m = role ? &pairs[i].cons : &pairs[i].prod;
 	s = role ? &slots[i].cons : &slots[i].prod;
-	phase = atomic_load(&s->phase);
+	phase = aim(s, role);
 	if (kill(m->pid, SIGKILL) == 0) {
 		m->killed = true;
 		tot.kills++;
