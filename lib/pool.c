@@ -1602,11 +1602,13 @@ int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_stats *out, s
 	ret = shmrig_pool_for_each_live(pool, owner_one, &ctx);
 	if (ret >= 0 && ctx.err)
 		ret = shmrig__fail(ctx.err, "pool_owner_stats: out of memory");
-	if (ret >= 0) {
+	if (ret >= 0 && ctx.count) {
 		qsort(ctx.owners, ctx.count, sizeof(*ctx.owners), by_pid);
-		memcpy(out, ctx.owners, (ctx.count < max ? ctx.count : max) * sizeof(*out));
-		ret = (int)ctx.count;
+		if (max)
+			memcpy(out, ctx.owners, (ctx.count < max ? ctx.count : max) * sizeof(*out));
 	}
+	if (ret >= 0)
+		ret = (int)ctx.count;
 	free(ctx.owners);
 	return ret;
 }
