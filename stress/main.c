@@ -57,7 +57,9 @@ static const char usage[] =
 	"                        kills, send_timeouts, enomem_backoffs (repeatable)\n"
 	"  --inject FAULT        the proof that the checks work: corrupt (flip a bit\n"
 	"                        of every 16th payload after its checksum) or leak (a\n"
-	"                        consumer allocates a block it never frees); the exit\n"
+	"                        consumer allocates a block it never frees) or orphan (a\n"
+	"                        producer kills itself after handing a frame's blocks\n"
+	"                        over, before sending it: they must be freed); the exit\n"
 	"                        status is then 0 only if the fault was caught\n"
 	"  --quiet               no progress line (it is shown on a terminal only)\n"
 	"  -h, --help\n"
@@ -186,8 +188,10 @@ static void parse_args(int argc, char **argv)
 				opts.inject = INJECT_CORRUPT;
 			else if (strcmp(optarg, "leak") == 0)
 				opts.inject = INJECT_LEAK;
+			else if (strcmp(optarg, "orphan") == 0)
+				opts.inject = INJECT_ORPHAN;
 			else
-				die("--inject: '%s' is not corrupt or leak", optarg);
+				die("--inject: '%s' is not corrupt, leak or orphan", optarg);
 			break;
 		case 'h': fputs(usage, stdout); exit(0);
 		default: fputs(usage, stderr); exit(2);
@@ -400,6 +404,8 @@ static void collect(bool restart)
 			continue;
 		m->alive = false;
 		m->status = status;
+		if (m == &pairs[i].prod && atomic_load(&slots[i].prod.self_killed))
+			m->killed = true; /* --inject orphan */
 		if (!pairs[i].prod.alive && !pairs[i].cons.alive) {
 			end_epoch(i);
 			/* after a failure the run winds down: its report is what counts */
@@ -670,12 +676,18 @@ static bool required(json_t *results)
 	return ok;
 }
 
-static bool injected_fault_caught(void)
+/* --inject: corruption and leaks must be caught; orphans freed, nothing else wrong. */
+static bool injected_fault_caught(bool clean)
 {
-	bool caught = opts.inject == INJECT_CORRUPT ? tot.corrupted > 0 : tot.leaked_blocks > 0;
+	static const char *const names[] = { "", "corruption", "leak", "orphans" };
+	bool caught = opts.inject == INJECT_CORRUPT ? tot.corrupted > 0 :
+		      opts.inject == INJECT_LEAK    ? tot.leaked_blocks > 0 :
+						      tot.orphans > 0 && clean;
 
-	printf("  injected %s: %s\n", opts.inject == INJECT_CORRUPT ? "corruption" : "leak",
-	       caught ? "caught (exit 0)" : "NOT CAUGHT (exit 1)");
+	printf("  injected %s: %s\n", names[opts.inject],
+	       caught ? (opts.inject == INJECT_ORPHAN ? "freed, nothing lost (exit 0)" :
+							"caught (exit 0)") :
+			"NOT CAUGHT (exit 1)");
 	return caught;
 }
 
@@ -828,7 +840,7 @@ int main(int argc, char **argv)
 	print_table(report);
 	pass = pass && required(json_object_get(report, "results"));
 	if (opts.inject)
-		pass = injected_fault_caught();
+		pass = injected_fault_caught(pass);
 	if (opts.json_path && json_dump_file(report, opts.json_path, JSON_INDENT(2)))
 		die("cannot write %s", opts.json_path);
 	json_decref(report);

@@ -58,7 +58,7 @@ struct stress_opts {
 	const char *require[8];
 	unsigned nrequire;
 	/* --inject: a fault the checks must catch */
-	enum { INJECT_NONE, INJECT_CORRUPT, INJECT_LEAK } inject;
+	enum { INJECT_NONE, INJECT_CORRUPT, INJECT_LEAK, INJECT_ORPHAN } inject;
 	char prefix[32];
 	bool progress;
 	uint64_t fingerprint;
@@ -100,6 +100,7 @@ struct side {
 	_Atomic uint64_t dups;      /* consumer: sequence numbers seen twice */
 	_Atomic uint64_t temporary; /* consumer: messages whose buffers were all temporary */
 	/* written once, at the end of the epoch, by a worker that was not killed */
+	_Atomic int self_killed;    /* --inject orphan: the producer killed itself */
 	_Atomic int done;           /* 1: the fields below are final */
 	int64_t reaped;             /* blocks shmrig_pool_reap() returned */
 	int64_t orphans;            /* consumer: blocks it owned but no value held (freed) */

@@ -324,6 +324,12 @@ static int produce(struct worker *w, struct payload *p, uint64_t seq)
 		shmrig_frame_discard(w->pool, msg + sizeof(hdr), flen);
 		ret = ret == -ESRCH ? -EPIPE : ret;
 	} else {
+		if (w->o->inject == INJECT_ORPHAN && seq == 5) {
+			/* die between hand-over and send: the consumer owns blocks it
+			 * will never hear of */
+			atomic_store(&w->me->self_killed, 1);
+			raise(SIGKILL);
+		}
 		ret = send_msg(w, msg, sizeof(hdr) + flen);
 	}
 	free(msg);
