@@ -312,6 +312,14 @@ static void add_side(const struct member *m, const struct side *s, const char *r
 	tot.dups += s->dups;
 	if (m->killed)
 		return;
+	if (s->done) {
+		tot.reaped += (uint64_t)s->reaped;
+		tot.leaked_blocks += (uint64_t)(s->live_end > 0 ? s->live_end : 0);
+		tot.leaked_fds += (uint64_t)s->fds_leaked;
+		if (s->live_end)
+			failure("pair %u %s: %lld blocks live at its end", i, role,
+				(long long)s->live_end);
+	}
 	if (!WIFEXITED(m->status) || WEXITSTATUS(m->status) != 0 || !s->done) {
 		char how[64];
 
@@ -321,13 +329,7 @@ static void add_side(const struct member *m, const struct side *s, const char *r
 			snprintf(how, sizeof(how), "exited with %d", WEXITSTATUS(m->status));
 		failure("pair %u %s (pid %d) %s: %s", i, role, (int)m->pid, how,
 			s->error[0] ? s->error : "no words");
-		return;
 	}
-	tot.reaped += (uint64_t)s->reaped;
-	tot.leaked_blocks += (uint64_t)(s->live_end > 0 ? s->live_end : 0);
-	if (s->live_end)
-		failure("pair %u %s: %lld blocks live at its end", i, role, (long long)s->live_end);
-	tot.leaked_fds += (uint64_t)s->fds_leaked;
 }
 
 /* Both processes of pair i are gone: add up the epoch and check it. */

@@ -87,7 +87,6 @@ extern const char *const phase_names[PH_COUNT];
 struct side {
 	_Atomic int phase;
 	_Atomic int pid;
-	_Atomic uint32_t held;      /* consumer: decoded values held (persistent) */
 	_Atomic uint32_t held_blocks;
 	_Atomic uint64_t messages;  /* producer: taken by the channel; consumer: received */
 	_Atomic uint64_t bytes;     /* payload bytes of those */
@@ -105,7 +104,6 @@ struct side {
 	int64_t reaped;             /* blocks shmrig_pool_reap() returned */
 	int64_t orphans;            /* consumer: blocks it owned but no value held (freed) */
 	int64_t live_end;           /* blocks live in the segments it mapped, after its clean-up */
-	int64_t own_end;            /* blocks it owned after its clean-up */
 	int close_ret;              /* shmrig_pool_close() */
 	int audit_ret;              /* producer: shmrig_pool_audit() of its arenas */
 	int fds_leaked;             /* descriptors open at its end that were not at its start */

@@ -206,9 +206,7 @@ static int send_word(struct worker *w, uint32_t magic, uint64_t seq)
 static int finish(struct worker *w, bool audit)
 {
 	struct shmrig_pool_stats st;
-	struct shmrig_owner_stats own[1] = { 0 };
-	pid_t self = getpid();
-	int ret, owners;
+	int ret;
 
 	set_phase(w, PH_FINISH);
 	ret = shmrig_pool_reap(w->pool);
@@ -216,8 +214,6 @@ static int finish(struct worker *w, bool audit)
 	if (ret < 0)
 		fail(w, "reap: %s", shmrig_last_error());
 	w->me->live_end = shmrig_pool_stats(w->pool, &st) == 0 ? (int64_t)st.live_blocks : -1;
-	owners = shmrig_pool_owner_stats(w->pool, own, 1);
-	w->me->own_end = owners > 0 && own[0].pid == self ? (int64_t)own[0].live_blocks : 0;
 	if (audit)
 		w->me->audit_ret = shmrig_pool_audit(w->pool);
 	if (w->me->audit_ret)
@@ -427,7 +423,6 @@ static void release(struct consumer *c, unsigned i)
 		fail(&c->w, "release: %s", shmrig_last_error());
 	atomic_fetch_sub(&c->w.me->held_blocks, h->blocks);
 	*h = c->held[--c->nheld];
-	atomic_store_explicit(&c->w.me->held, c->nheld, memory_order_relaxed);
 }
 
 /* Release the held values whose time has come (all of them with `all`). */
@@ -499,7 +494,6 @@ static void consume(struct consumer *c, const struct msg_hdr *hdr, const void *f
 		h->checksum = hdr->checksum;
 		h->blocks = blocks;
 		h->until_ns = now_ns() + (uint64_t)(rng_unit(&w->rng) * w->o->hold_ms * 1e6);
-		atomic_store_explicit(&w->me->held, c->nheld, memory_order_relaxed);
 		atomic_fetch_add(&w->me->held_blocks, blocks);
 		return;
 	}
