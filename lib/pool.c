@@ -155,6 +155,8 @@ _Static_assert(sizeof(struct arena_hdr) + SHMRIG_CACHELINE +
 /* This process's view of one mapped segment. */
 struct seg_local {
 	shmrig_segment *seg;
+	const char *name; /* the segment's, and its length: refs are filled and matched by it */
+	size_t name_len;
 	char *base;
 	size_t size;
 	bool created;        /* by this pool: it unlinks it at close */
@@ -184,7 +186,11 @@ struct slab {
 #define HASH_BUCKETS 64
 
 struct shmrig_pool {
-	pthread_mutex_t lock;
+	/* Who may be inside the pool's process-local state: see pool_enter(). */
+	shmrig__lock lock;
+	const char *opener; /* thread_mark of the thread that opened it */
+	_Atomic bool shared; /* another thread came: everybody takes the lock */
+	_Atomic int busy;    /* the opener is inside without the lock */
 	unsigned fork_epoch;
 	char prefix[SHMRIG_PREFIX_MAX + 1];
 	size_t arena_size;
@@ -196,6 +202,7 @@ struct shmrig_pool {
 	shmrig_topo *topo;
 	struct seg_local *segs;
 	struct seg_local *buckets[HASH_BUCKETS];
+	struct seg_local *last; /* the segment the last ref resolved to */
 	struct slab slab;
 	/* Identities of recent transfer targets: reading /proc/PID/stat costs
 	 * ~9 us, more than the rest of a small message's round trip. */
@@ -211,6 +218,53 @@ struct shmrig_pool {
 	int last_node;
 	char last_reason[256];
 };
+
+/*
+ * The pool's process-local state (segment list, caches, slab) is used by one
+ * thread at a time. While only the thread that opened the pool has used it,
+ * that thread goes in without an atomic read-modify-write: it says it is busy
+ * and checks that nobody else came (an asymmetric Dekker: compiler barriers
+ * here, membarrier() on the rare side). The first other thread takes the
+ * lock, sets `shared`, makes every thread of the process pass a full barrier
+ * (membarrier), and waits until the opener is out; from then on everybody
+ * takes the lock. Without membarrier the pool is shared from the start.
+ */
+/* A thread's identity, cheaper than pthread_self(): the address of its own copy. */
+static _Thread_local char thread_mark;
+
+static void pool_enter_locked(shmrig_pool *pool)
+{
+	shmrig__lock_take(&pool->lock);
+	if (SHMRIG_UNLIKELY(!atomic_load_explicit(&pool->shared, memory_order_relaxed))) {
+		atomic_store_explicit(&pool->shared, true, memory_order_relaxed);
+		shmrig__membarrier();
+		while (atomic_load_explicit(&pool->busy, memory_order_acquire))
+			shmrig__cpu_relax();
+	}
+}
+
+static inline void pool_enter(shmrig_pool *pool)
+{
+	if (SHMRIG_LIKELY(pool->opener == &thread_mark)) {
+		atomic_store_explicit(&pool->busy, 1, memory_order_relaxed);
+		atomic_signal_fence(memory_order_seq_cst);
+		if (SHMRIG_LIKELY(!atomic_load_explicit(&pool->shared, memory_order_relaxed)))
+			return;
+		atomic_store_explicit(&pool->busy, 0, memory_order_release);
+	}
+	pool_enter_locked(pool);
+}
+
+static inline void pool_leave(shmrig_pool *pool)
+{
+	if (SHMRIG_LIKELY(pool->opener == &thread_mark) &&
+	    atomic_load_explicit(&pool->busy, memory_order_relaxed)) {
+		atomic_signal_fence(memory_order_seq_cst);
+		atomic_store_explicit(&pool->busy, 0, memory_order_release);
+		return;
+	}
+	shmrig__lock_give(&pool->lock);
+}
 
 static inline size_t class_size(unsigned c)
 {
@@ -390,6 +444,8 @@ static void insert(shmrig_pool *pool, struct seg_local *sl)
 {
 	unsigned h = name_hash(shmrig_segment_name(sl->seg));
 
+	sl->name = shmrig_segment_name(sl->seg);
+	sl->name_len = strlen(sl->name);
 	sl->hash_next = pool->buckets[h];
 	pool->buckets[h] = sl;
 	sl->next = pool->segs;
@@ -400,6 +456,8 @@ static void remove_seg(shmrig_pool *pool, struct seg_local *sl)
 {
 	struct seg_local **pp = &pool->buckets[name_hash(shmrig_segment_name(sl->seg))];
 
+	if (pool->last == sl)
+		pool->last = NULL;
 	for (; *pp; pp = &(*pp)->hash_next)
 		if (*pp == sl) {
 			*pp = sl->hash_next;
@@ -595,12 +653,9 @@ struct block {
 	uint32_t id;
 };
 
+/* The fields of a ref whose name is known to be terminated. */
 static int check_ref_fields(const struct shmrig_ref *ref)
 {
-	if (!ref)
-		return shmrig__fail(-EINVAL, "ref is NULL");
-	if (strnlen(ref->name, SHMRIG_NAME_MAX) == SHMRIG_NAME_MAX)
-		return shmrig__fail(-EINVAL, "ref name is not terminated");
 	if (ref->reserved[0] || ref->reserved[1] || ref->reserved[2] || ref->temporary > 1)
 		return shmrig__fail(-EINVAL, "ref '%s': reserved fields are not zero", ref->name);
 	if (ref->content_size > ref->size)
@@ -644,7 +699,7 @@ static int locate(struct seg_local *sl, const struct shmrig_ref *ref, struct blo
 	bsize = class_size(b->cls);
 	if (rel < l->payload_offset)
 		goto bounds;
-	slot = (rel - l->payload_offset) / bsize;
+	slot = (rel - l->payload_offset) >> (6 + b->cls); /* bsize is 64 << cls */
 	if (slot >= l->nblocks)
 		goto bounds;
 	b->start = chunk * CHUNK + l->payload_offset + slot * bsize;
@@ -663,14 +718,27 @@ bounds:
 /* Validate a ref and find its block; the block must be live with the ref's generation. */
 static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block *b, uint64_t *word)
 {
-	struct seg_local *sl = NULL;
-	int ret = check_ref_fields(ref);
+	struct seg_local *sl = pool->last;
+	int ret;
 
-	if (ret)
-		return ret;
-	ret = attach_seg(pool, ref->name, &sl);
-	if (ret)
-		return ret;
+	if (!ref)
+		return shmrig__fail(-EINVAL, "ref is NULL");
+	/* Most refs name the segment the one before named: equal to its
+	 * (terminated) name, this one is terminated too; no lookup. */
+	if (!sl || memcmp(ref->name, sl->name, sl->name_len + 1) != 0) {
+		if (strnlen(ref->name, SHMRIG_NAME_MAX) == SHMRIG_NAME_MAX)
+			return shmrig__fail(-EINVAL, "ref name is not terminated");
+		ret = check_ref_fields(ref);
+		if (!ret)
+			ret = attach_seg(pool, ref->name, &sl);
+		if (ret)
+			return ret;
+		pool->last = sl;
+	} else {
+		ret = check_ref_fields(ref);
+		if (ret)
+			return ret;
+	}
 	ret = locate(sl, ref, b);
 	if (ret)
 		return ret;
@@ -742,8 +810,9 @@ int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out)
 	pool = calloc(1, sizeof(*pool));
 	if (!pool)
 		return shmrig__fail(-ENOMEM, "pool_open: out of memory");
-	pthread_mutex_init(&pool->lock, NULL);
 	pool->fork_epoch = shmrig__fork_epoch();
+	pool->opener = &thread_mark;
+	pool->shared = shmrig__membarrier_register() != 0;
 	snprintf(pool->prefix, sizeof(pool->prefix), "%s", prefix);
 	pool->arena_size = round_up(shmrig__option_size(opts->arena_size, "SHMRIG_ARENA_SIZE",
 							DEFAULT_ARENA_SIZE),
@@ -784,7 +853,7 @@ static void give_block(struct seg_local *sl, unsigned c, uint32_t id, size_t con
 	 * plain store publishes it, no atomic read-modify-write needed. */
 	atomic_store_explicit(&d->word, word_make(gen, 1, ST_LIVE), memory_order_release);
 	memset(ref, 0, sizeof(*ref));
-	strcpy(ref->name, shmrig_segment_name(sl->seg));
+	memcpy(ref->name, sl->name, sl->name_len + 1);
 	ref->offset = id_offset(sl, id, c);
 	ref->size = class_size(c);
 	ref->content_size = content_size;
@@ -921,7 +990,7 @@ static void large_fill_ref(struct seg_local *sl, size_t content_size, uint32_t f
 			   struct shmrig_ref *ref, void **data)
 {
 	memset(ref, 0, sizeof(*ref));
-	strcpy(ref->name, shmrig_segment_name(sl->seg));
+	memcpy(ref->name, sl->name, sl->name_len + 1);
 	ref->offset = 0;
 	ref->size = sl->lhdr->capacity;
 	ref->content_size = content_size;
@@ -1114,12 +1183,12 @@ int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t t
 	for (volatile unsigned long spin = 0; spin < SHMRIG_PROOF_SLOWDOWN; spin++)
 		;
 #endif
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	if (pool->slab.open && size <= pool->slab.capacity)
 		ret = slab_alloc(pool, size, flags, ref, data);
 	else
 		ret = class_alloc(pool, size, flags, tag, ref, data);
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ret;
 }
 
@@ -1131,11 +1200,11 @@ int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref)
 
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	ret = resolve_owned(pool, ref, &b, &word);
 	if (!ret)
 		ret = unref(pool, &b, word);
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ret;
 }
 
@@ -1158,11 +1227,11 @@ int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *ref)
 
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	ret = resolve_owned(pool, ref, &b, &word);
 	if (!ret)
 		ret = take_ref(&b, word, ref->name);
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ret;
 }
 
@@ -1176,11 +1245,11 @@ static int attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **data, 
 		return ret;
 	if (!data)
 		return shmrig__fail(-EINVAL, "pool_attach: NULL data");
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	ret = owned ? resolve_owned(pool, ref, &b, &word) : resolve(pool, ref, &b, &word);
 	if (!ret)
 		*data = b.sl->base + ref->offset;
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ret;
 }
 
@@ -1257,7 +1326,7 @@ int shmrig__pool_transfer_refs(shmrig_pool *pool, const struct shmrig_ref *refs,
 
 	if (ret || n == 0)
 		return ret;
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	/* once per frame, not per buffer: it costs a syscall */
 	ret = target_id(pool, pid, &target);
 	for (uint32_t i = 0; !ret && i < n; i++) {
@@ -1279,7 +1348,7 @@ int shmrig__pool_transfer_refs(shmrig_pool *pool, const struct shmrig_ref *refs,
 					   ref->name, (unsigned long long)ref->offset,
 					   (int)shmrig__procid_pid(owner));
 	}
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ret;
 }
 
@@ -1359,9 +1428,9 @@ int shmrig_pool_subref(shmrig_pool *pool, const struct shmrig_ref *block, uint64
 				    flags & ~SHMRIG_ALLOC_TEMPORARY);
 	if (!out)
 		return shmrig__fail(-EINVAL, "subref: NULL out");
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	ret = subref_locked(pool, block, offset, size, content_size, flags, out);
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ret;
 }
 
@@ -1394,14 +1463,14 @@ int shmrig_pool_slab_open(shmrig_pool *pool, size_t capacity)
 		return ret;
 	if (capacity == 0 || capacity > pool->max_bytes)
 		return shmrig__fail(-EINVAL, "slab_open: capacity %zu is out of range", capacity);
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	if (pool->slab.open) {
 		ret = shmrig__fail(-EBUSY, "slab_open: a slab is already open");
 	} else {
 		pool->slab.capacity = capacity;
 		ret = slab_start(pool);
 	}
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ret;
 }
 
@@ -1411,12 +1480,12 @@ int shmrig_pool_slab_seal(shmrig_pool *pool)
 
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	if (!pool->slab.open)
 		ret = shmrig__fail(-ENOENT, "slab_seal: no slab is open");
 	else
 		ret = slab_stop(pool);
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ret;
 }
 
@@ -1524,7 +1593,7 @@ int shmrig_pool_stats(shmrig_pool *pool, struct shmrig_pool_stats *stats)
 	memset(stats, 0, sizeof(*stats));
 	for (unsigned c = 0; c < NCLASS; c++)
 		stats->classes[c].block_size = class_size(c);
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	for (struct seg_local *sl = pool->segs; sl; sl = sl->next) {
 		stats->segments++;
 		walk_blocks(sl, stats_one, &ctx);
@@ -1533,7 +1602,7 @@ int shmrig_pool_stats(shmrig_pool *pool, struct shmrig_pool_stats *stats)
 				stats->cached_blocks += sl->ncache[c];
 	}
 	stats->created_bytes = pool->created_bytes;
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return 0;
 }
 
@@ -1546,10 +1615,10 @@ int shmrig_pool_for_each_live(shmrig_pool *pool,
 
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
 		walk_blocks(sl, stats_one, &ctx);
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ctx.count;
 }
 
@@ -1641,12 +1710,12 @@ int shmrig_pool_reap(shmrig_pool *pool)
 
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
 		walk_blocks(sl, reap_one, &count);
 	large_recycle(pool, 0, 0);
 	prune_foreign_large(pool);
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return count;
 }
 
@@ -1728,11 +1797,11 @@ int shmrig_pool_audit(shmrig_pool *pool)
 
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	for (struct seg_local *sl = pool->segs; sl && !ret; sl = sl->next)
 		if (!sl->large)
 			ret = audit_arena(sl);
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return ret;
 }
 
@@ -1744,7 +1813,7 @@ int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info)
 		return ret;
 	if (!info)
 		return shmrig__fail(-EINVAL, "pool_info: NULL info");
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	info->prefix = pool->prefix;
 	info->arena_size = pool->arena_size;
 	info->max_bytes = pool->max_bytes;
@@ -1752,7 +1821,7 @@ int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info)
 	info->page_size = pool->last_page_size;
 	info->numa_node = pool->last_node;
 	info->reason = pool->last_reason;
-	pthread_mutex_unlock(&pool->lock);
+	pool_leave(pool);
 	return 0;
 }
 
@@ -1791,7 +1860,7 @@ int shmrig_pool_close(shmrig_pool *pool)
 
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&pool->lock);
+	pool_enter(pool);
 	if (pool->slab.open)
 		slab_stop(pool);
 	if (SHMRIG_DEBUG_CHECKS >= 2) {
@@ -1807,8 +1876,7 @@ int shmrig_pool_close(shmrig_pool *pool)
 	while (pool->segs)
 		drop_seg(pool, pool->segs);
 	forget_targets(pool);
-	pthread_mutex_unlock(&pool->lock);
-	pthread_mutex_destroy(&pool->lock);
+	pool_leave(pool);
 	free(pool);
 	if (ctx.count)
 		return shmrig__fail(-SHMRIG_ELEAK, "pool_close: %d live block%s at close",

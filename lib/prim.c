@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -241,4 +242,26 @@ int shmrig__futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms
 void shmrig__futex_wake(_Atomic uint32_t *word, int waiters)
 {
 	syscall(SYS_futex, word, FUTEX_WAKE, waiters, NULL, NULL, 0);
+}
+
+void shmrig__lock_wait(shmrig__lock *lock)
+{
+	/* Mark it contended; whoever gives it back wakes one of us. */
+	while (atomic_exchange_explicit(&lock->word, 2, memory_order_acquire) != 0)
+		shmrig__futex_wait(&lock->word, 2, 1000);
+}
+
+int shmrig__membarrier_register(void)
+{
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0)
+		return -errno;
+	return 0;
+}
+
+void shmrig__membarrier(void)
+{
+	/* Registered at pool open, so this cannot fail but for a broken kernel;
+	 * then a full barrier of our own is the best left to do. */
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+		atomic_thread_fence(memory_order_seq_cst);
 }

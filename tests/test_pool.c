@@ -3,6 +3,9 @@
 #include "helpers.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -484,6 +487,99 @@ static void test_env_options(void **state)
 	unsetenv("SHMRIG_POOL_MAX");
 }
 
+/* ---- threads: the opener's lock-free way in, and the switch to the lock ---- */
+
+#define THREADS 3
+#define ROUNDS 200000
+#define LIVE 8
+
+struct hammer {
+	shmrig_pool *pool;
+	uint64_t stamp;
+	_Atomic int *started;
+	int failures;
+};
+
+/* Alloc, stamp, check, free, keeping LIVE blocks at a time: a block handed to
+ * two threads at once shows as a stamp that changed under its owner. */
+static void *hammer_run(void *arg)
+{
+	struct hammer *h = arg;
+	struct shmrig_ref refs[LIVE];
+	uint64_t *data[LIVE];
+
+	memset(refs, 0, sizeof(refs));
+	for (int i = 0; i < ROUNDS && !h->failures; i++) {
+		int k = i % LIVE;
+
+		if (i >= LIVE) {
+			h->failures += *data[k] != h->stamp + (uint64_t)(i - LIVE);
+			h->failures += shmrig_pool_free(h->pool, &refs[k]) != 0;
+		}
+		if (shmrig_pool_alloc(h->pool, 64 << (i % 3), 0, 0, &refs[k], (void **)&data[k])) {
+			h->failures++;
+			break;
+		}
+		*data[k] = h->stamp + (uint64_t)i;
+		if (i == 1000)
+			atomic_fetch_add(h->started, 1);
+	}
+	for (int k = 0; k < LIVE && !h->failures; k++)
+		h->failures += shmrig_pool_free(h->pool, &refs[k]) != 0;
+	return NULL;
+}
+
+struct launcher {
+	struct hammer *hs;
+	pthread_t threads[THREADS];
+	int created;
+};
+
+/* Start the other threads one by one, each when the one before is well into
+ * its loop (the opener, hs[0], runs in the test's own thread). */
+static void *launch(void *arg)
+{
+	struct launcher *l = arg;
+
+	for (int t = 1; t <= THREADS; t++) {
+		while (atomic_load(l->hs[0].started) < t)
+			sched_yield();
+		if (pthread_create(&l->threads[t - 1], NULL, hammer_run, &l->hs[t]) != 0)
+			break;
+		l->created++;
+	}
+	for (int t = 0; t < l->created; t++)
+		pthread_join(l->threads[t], NULL);
+	return NULL;
+}
+
+/*
+ * The opener works the pool alone (its way in takes no lock), then other
+ * threads join while it is in the middle of its loop: the first of them must
+ * switch everybody to the lock without a block going to two threads.
+ */
+static void test_threads_join_the_opener(void **state)
+{
+	shmrig_pool *pool = th_open_pool(8 * MiB, 256 * MiB);
+	_Atomic int started = 0;
+	struct hammer hs[THREADS + 1];
+	struct launcher l = { .hs = hs };
+	pthread_t launcher;
+
+	(void)state;
+	for (int t = 0; t <= THREADS; t++)
+		hs[t] = (struct hammer){ pool, (uint64_t)(t + 1) << 40, &started, 0 };
+	assert_int_equal(pthread_create(&launcher, NULL, launch, &l), 0);
+	hammer_run(&hs[0]);
+	assert_int_equal(pthread_join(launcher, NULL), 0);
+	assert_int_equal(l.created, THREADS);
+	for (int t = 0; t <= THREADS; t++)
+		assert_int_equal(hs[t].failures, 0);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -503,6 +599,7 @@ int main(void)
 		cmocka_unit_test(test_owner_stats_and_leaks),
 		cmocka_unit_test(test_bad_options),
 		cmocka_unit_test(test_env_options),
+		cmocka_unit_test(test_threads_join_the_opener),
 	};
 
 	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);
