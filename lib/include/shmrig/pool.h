@@ -210,7 +210,11 @@ SHMRIG_API int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_st
 SHMRIG_API int shmrig_pool_reap(shmrig_pool *pool);
 
 /* Unlink every segment with this pool's prefix whose creator is dead.
- * Returns how many, or -errno. */
+ * Returns how many, or -errno. Mappings stay valid, but a process that still
+ * has to attach one (it holds refs into it it has not mapped yet, e.g. frames
+ * a dead sender published that it has not read) can no longer: sweep when no
+ * survivor needs a dead creator's segments, or remove only those of the dead
+ * processes whose peers are done (shmrig_segment_unlink_name). */
 SHMRIG_API int shmrig_pool_sweep(shmrig_pool *pool);
 
 /*
