@@ -134,15 +134,6 @@ struct ring_end {
 	uint32_t spill_end;
 };
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
 static unsigned char *slot_at(const struct ring_end *re, const struct ring_dir *d, uint32_t index)
 {
 	return d->slots + (size_t)(index & (re->slots - 1)) * re->slot_size;
@@ -202,7 +193,7 @@ static int wait_change(struct shmrig_channel *ch, _Atomic uint32_t *word, uint32
 	for (int i = 0; i < SPIN_ITERATIONS; i++) {
 		if (atomic_load_explicit(word, memory_order_acquire) != seen)
 			return 0;
-		cpu_relax();
+		shmrig__cpu_relax();
 	}
 	if (*start < 0)
 		*start = shmrig__now_ms();

@@ -99,10 +99,13 @@ int shmrig__membarrier_register(void);
 /* Every running thread of this process passes a full memory barrier. */
 void shmrig__membarrier(void);
 
+/* A spin-wait's pause: kinder to the sibling hyperthread and the power budget. */
 static inline void shmrig__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
 #endif
 }
 
