@@ -86,6 +86,7 @@ struct totals {
 	uint64_t messages, bytes, sent, lost, corrupted, gaps, dups, temporary, reverified;
 	uint64_t dropped_in_kill, enomem, skipped, timeouts, reaped, orphans, leaked_blocks;
 	uint64_t stale_segments, swept_segments, leaked_fds, epochs, kills, stalls;
+	uint64_t kills_survived; /* kills in epochs whose checks all passed */
 	uint64_t kills_by_phase[2][PH_COUNT];
 	uint64_t hist[HIST_BUCKETS], max_latency_ns;
 	unsigned nfailures;
@@ -339,6 +340,7 @@ static void end_epoch(unsigned i)
 	struct slot *sl = &slots[i];
 	struct seg_check sc = { .pr = pr };
 	uint64_t taken = sl->prod.messages, got = sl->cons.messages;
+	unsigned failures_before = tot.nfailures;
 
 	pr->running = false;
 	tot.epochs++;
@@ -377,6 +379,8 @@ static void end_epoch(unsigned i)
 	shmrig_segment_list(opts.prefix, check_segment, &sc);
 	tot.stale_segments += sc.stale;
 	tot.swept_segments += sc.swept;
+	if (tot.nfailures == failures_before)
+		tot.kills_survived += (uint64_t)pr->prod.killed + (uint64_t)pr->cons.killed;
 	pr->epoch++;
 }
 
@@ -406,8 +410,11 @@ static void collect(bool restart)
 			continue;
 		m->alive = false;
 		m->status = status;
-		if (m == &pairs[i].prod && atomic_load(&slots[i].prod.self_killed))
-			m->killed = true; /* --inject orphan */
+		if (m == &pairs[i].prod && atomic_load(&slots[i].prod.self_killed)) {
+			m->killed = true; /* --inject orphan: it killed itself in send */
+			tot.kills++;
+			tot.kills_by_phase[0][PH_SEND]++;
+		}
 		if (!pairs[i].prod.alive && !pairs[i].cons.alive) {
 			end_epoch(i);
 			/* after a failure the run winds down: its report is what counts */
@@ -596,7 +603,7 @@ static json_t *report_json(double secs, bool pass)
 		{ "stale_segments", tot.stale_segments },
 		{ "leaked_fds", tot.leaked_fds },
 		{ "kills", tot.kills },
-		{ "kills_survived", tot.kills },
+		{ "kills_survived", tot.kills_survived },
 		{ "epochs", tot.epochs },
 		{ "dropped_with_killed_consumer", tot.dropped_in_kill },
 		{ "orphans_freed", tot.orphans },
@@ -649,14 +656,10 @@ static void print_table(json_t *report)
 		printf("  FAILURE: %s\n", json_string_value(json_array_get(v, i)));
 }
 
-struct seg_count {
-	unsigned n;
-};
-
 static void count_segment(void *arg, const char *name)
 {
 	(void)name;
-	((struct seg_count *)arg)->n++;
+	(*(unsigned *)arg)++;
 }
 
 /* Every --require counter is above zero (says which is not). */
@@ -780,7 +783,7 @@ static void run(void)
 
 int main(int argc, char **argv)
 {
-	struct seg_count left = { 0 };
+	unsigned left = 0;
 	sigset_t chld;
 	struct fd_set_bits fds;
 	int ret, fds_left;
@@ -820,9 +823,9 @@ int main(int argc, char **argv)
 
 	shmrig_segment_sweep(opts.prefix);
 	shmrig_segment_list(opts.prefix, count_segment, &left);
-	if (left.n) {
-		tot.stale_segments += left.n;
-		failure("%u segments with prefix %s remain after the run", left.n, opts.prefix);
+	if (left) {
+		tot.stale_segments += left;
+		failure("%u segments with prefix %s remain after the run", left, opts.prefix);
 	}
 	munmap(slots, sizeof(*slots) * opts.pairs);
 	shmrig_registry_free(opts.registry);
