@@ -54,9 +54,9 @@ void *shmrig__msg_alloc(size_t len)
 	return aligned_alloc(8, size);
 }
 
-bool shmrig__channel_peer_alive(const struct shmrig_channel *ch)
+bool shmrig__channel_peer_alive(struct shmrig_channel *ch)
 {
-	return shmrig__proc_alive(ch->peer_id);
+	return shmrig__watch_life(&ch->peer_watch, 0) != SHMRIG__DEAD;
 }
 
 int shmrig_channel_pair_create(const struct shmrig_channel_opts *opts, shmrig_channel_pair **out)
@@ -176,11 +176,18 @@ int shmrig_channel_open(shmrig_channel_pair *pair, int end, pid_t peer, shmrig_p
 	ch->fingerprint = fingerprint;
 	ch->peer = peer;
 	ch->fd = -1;
-	ret = shmrig__procid_of(peer, &ch->peer_id);
+	/* Bound now, while the peer is known to be there (it is our child or
+	 * parent): each later liveness check is one poll of the pidfd. */
+	ret = shmrig__watch_open(&ch->peer_watch, peer);
 	if (ret) {
 		free(ch);
-		return shmrig__fail(-EPIPE, "channel_open: peer pid %d is not alive", (int)peer);
+		if (ret == -ESRCH)
+			return shmrig__fail(-EPIPE, "channel_open: peer pid %d is not alive",
+					    (int)peer);
+		return shmrig__fail(ret, "channel_open: cannot tell whether peer pid %d lives: %s",
+				    (int)peer, strerror(-ret));
 	}
+	ch->peer_id = ch->peer_watch.id;
 	/* Our socket end moves into the channel; the peer's is closed here so
 	 * that its death is an EOF to us. */
 	if (pair->fds[end] >= 0) {
@@ -207,6 +214,7 @@ void shmrig_channel_close(shmrig_channel *ch)
 	ch->ops->close(ch);
 	if (ch->fd >= 0)
 		close(ch->fd);
+	shmrig__watch_close(&ch->peer_watch);
 	free(ch);
 }
 

@@ -11,7 +11,7 @@
 #include <shmrig/channel.h>
 #include <shmrig/segment.h>
 
-#include "prim.h"
+#include "liveness.h"
 
 struct shmrig_channel;
 struct shmrig_channel_pair;
@@ -45,8 +45,10 @@ struct shmrig_channel {
 	shmrig_pool *pool;
 	uint64_t fingerprint;
 	pid_t peer;
-	shmrig__procid peer_id; /* pid + start time: a reused pid is not our peer */
-	int fd;                 /* our socket end (pipe, uring); -1 otherwise */
+	struct shmrig__watch peer_watch; /* a pidfd on the peer, held while the channel is open */
+	shmrig__procid peer_id;          /* = peer_watch.id: pid + start time (a reused pid is
+					  * not our peer) */
+	int fd;                          /* our socket end (pipe, uring); -1 otherwise */
 	void *backend;
 	char notes[256];
 };
@@ -55,8 +57,9 @@ extern const struct channel_ops shmrig__channel_pipe;
 extern const struct channel_ops shmrig__channel_uring;
 extern const struct channel_ops shmrig__channel_ring;
 
-/* Is the peer still alive? (its pid exists, not a zombie, same start time) */
-bool shmrig__channel_peer_alive(const struct shmrig_channel *ch);
+/* Is the peer still alive? One poll of its pidfd: false only when it is known
+ * dead (its whole thread group is gone); "unknown" counts as alive. */
+bool shmrig__channel_peer_alive(struct shmrig_channel *ch);
 
 /* Milliseconds on a monotonic clock, and what is left of a timeout from `start`
  * (timeout < 0: forever, returns -1). */

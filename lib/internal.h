@@ -41,6 +41,11 @@ bool shmrig__valid_name(const char *name, size_t max_len);
 /* 0 if `prefix` is a valid segment name prefix, else -EINVAL with a message. */
 int shmrig__check_prefix(const char *prefix);
 
+/* shmrig_segment_parse_name, and the low 32 bits of the creator's pid
+ * namespace inode from the name (any out-parameter may be NULL). */
+int shmrig__segment_parse_name(const char *prefix, const char *name, pid_t *pid, uint64_t *start,
+			       uint32_t *pidns);
+
 struct shmrig_pool;
 struct shmrig_ref;
 /* shmrig_pool_attach, and the block must be the caller's (-EPERM otherwise):

@@ -17,85 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/*
- * /proc/PID/stat is "pid (comm) state ppid ... starttime ...": comm may hold
- * spaces and parentheses, so parse from the last ')'. starttime is field 22,
- * i.e. the 20th after the state field.
- */
-#define STAT_FLAGS 9
-#define STAT_NUM_THREADS 20
-#define STAT_STARTTIME 22
-#define PF_EXITING 0x4u /* the kernel's: set as exit begins, before the files close */
-
-static int read_stat(pid_t pid, char *state, uint64_t *start, bool *exiting)
-{
-	unsigned long flags = 0, threads = 0;
-	char path[64], buf[1024];
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ESRCH : -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -ESRCH;
-	buf[n] = '\0';
-
-	char *p = strrchr(buf, ')');
-	if (!p || p[1] != ' ')
-		return -EIO;
-	p += 2;
-	*state = *p;
-	for (int field = 3; field < STAT_STARTTIME; field++) {
-		p = strchr(p, ' ');
-		if (!p)
-			return -EIO;
-		p++;
-		if (field + 1 == STAT_FLAGS)
-			flags = strtoul(p, NULL, 10);
-		else if (field + 1 == STAT_NUM_THREADS)
-			threads = strtoul(p, NULL, 10);
-	}
-	*start = strtoull(p, NULL, 10);
-	/* The last thread of a process that is exiting (killed, or exit()) has
-	 * run its last instruction: its sockets close while it still has a pid
-	 * and is not yet a zombie, so a peer that sees EOF must see it dead. */
-	*exiting = (flags & PF_EXITING) && threads == 1;
-	return 0;
-}
-
-int shmrig__proc_start_time(pid_t pid, uint64_t *start)
-{
-	char state;
-	bool exiting;
-	int ret;
-
-	if (pid <= 0)
-		return -ESRCH;
-	ret = read_stat(pid, &state, start, &exiting);
-	if (ret)
-		return ret;
-	/* A zombie has released everything it had, one exiting will hold
-	 * nothing new: to us both are dead. */
-	if (state == 'Z' || state == 'X' || exiting)
-		return -ESRCH;
-	return 0;
-}
-
-int shmrig__procid_of(pid_t pid, shmrig__procid *out)
-{
-	uint64_t start;
-	int ret = shmrig__proc_start_time(pid, &start);
-
-	if (ret)
-		return ret;
-	*out = shmrig__procid_make(pid, start);
-	return 0;
-}
-
 static unsigned fork_epoch = 1;
 
 static void bump_fork_epoch(void)
@@ -111,31 +32,6 @@ __attribute__((constructor)) static void register_atfork(void)
 unsigned shmrig__fork_epoch(void)
 {
 	return __atomic_load_n(&fork_epoch, __ATOMIC_RELAXED);
-}
-
-shmrig__procid shmrig__procid_self(void)
-{
-	static _Thread_local unsigned cached_epoch;
-	static _Thread_local shmrig__procid cached_id;
-	unsigned epoch = shmrig__fork_epoch();
-	pid_t pid;
-
-	if (SHMRIG_LIKELY(cached_epoch == epoch))
-		return cached_id;
-	pid = getpid();
-	if (shmrig__procid_of(pid, &cached_id))
-		cached_id = shmrig__procid_make(pid, 0);
-	cached_epoch = epoch;
-	return cached_id;
-}
-
-bool shmrig__proc_alive(shmrig__procid id)
-{
-	uint64_t start;
-
-	if (shmrig__proc_start_time(shmrig__procid_pid(id), &start))
-		return false;
-	return (uint32_t)start == (uint32_t)id;
 }
 
 int shmrig__random(void *buf, size_t len)

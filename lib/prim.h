@@ -31,23 +31,23 @@ static inline pid_t shmrig__procid_pid(shmrig__procid id)
 	return (pid_t)(id >> 32);
 }
 
-/* Start time of `pid`: 0, -ESRCH if there is no such process (or it is a zombie). */
-int shmrig__proc_start_time(pid_t pid, uint64_t *start);
-
-/* procid of `pid` now; -ESRCH if it does not exist. */
-int shmrig__procid_of(pid_t pid, shmrig__procid *out);
-
 /*
  * Bumped in the child at every fork() (pthread_atfork), so that per-process
  * state can tell it was inherited without a getpid() syscall per call.
  */
 unsigned shmrig__fork_epoch(void);
 
-/* procid of the calling process (cached per fork epoch, so it is right after fork). */
+/*
+ * Process identity lives in liveness.h/liveness.c. These three remain here,
+ * defined there, for pool.c until it uses liveness.h; new code must not.
+ *   procid_self: shmrig__self(), or (pid, start 0) when that fails (not cached).
+ *   proc_alive:  shmrig__life_of(id) != SHMRIG__DEAD (alive or unknown).
+ *   procid_of:   the identity of `pid` now (shmrig__watch_open); -ESRCH if
+ *                no live process has it, other -errno if it cannot be told.
+ */
 shmrig__procid shmrig__procid_self(void);
-
-/* Is the process named by `id` alive (exists, not a zombie, same start time)? */
 bool shmrig__proc_alive(shmrig__procid id);
+int shmrig__procid_of(pid_t pid, shmrig__procid *out);
 
 /* Fill `buf` with `len` random bytes (getrandom). 0 or -errno. */
 int shmrig__random(void *buf, size_t len);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "internal.h"
+#include "liveness.h"
 #include "prim.h"
 
 #include <shmrig/segment.h>
@@ -19,7 +20,9 @@
 
 #define HUGE_KB 2048ul
 #define HUGE_SIZE (HUGE_KB * 1024)
+/* The name's last 16 hex digits: 8 of the creator's pid namespace, then 8 random. */
 #define RANDOM_HEX 16
+#define PIDNS_HEX 8
 #define KIND_SHM 's'     /* shm_open, base pages */
 #define KIND_THP 't'     /* shm_open, advised MADV_HUGEPAGE (attach advises too) */
 #define KIND_HUGETLB 'h' /* file on a hugetlbfs mount */
@@ -34,6 +37,8 @@ struct shmrig_segment {
 	enum shmrig_backing backing;
 	char kind;
 	char role;
+	shmrig__procid creator; /* create only: the identity its name carries */
+	uint32_t creator_ns;    /* create only: the pid namespace its name carries */
 	char name[SHMRIG_NAME_MAX];
 	char reason[256];
 };
@@ -78,9 +83,16 @@ static bool is_hex(char c)
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
 
-int shmrig_segment_parse_name(const char *prefix, const char *name, pid_t *pid, uint64_t *start)
+static unsigned hex_value(char c)
+{
+	return c <= '9' ? (unsigned)(c - '0') : (unsigned)(c - 'a' + 10);
+}
+
+int shmrig__segment_parse_name(const char *prefix, const char *name, pid_t *pid, uint64_t *start,
+			       uint32_t *pidns)
 {
 	unsigned long long pid_value = 0, start_value = 0;
+	uint32_t ns_value = 0;
 	const char *p;
 	size_t plen, len;
 	int ret;
@@ -102,7 +114,7 @@ int shmrig_segment_parse_name(const char *prefix, const char *name, pid_t *pid, 
 		return shmrig__fail(-EINVAL, "segment name '%s' does not carry the prefix '%s-'",
 				    name, prefix);
 	p = name + plen + 1;
-	/* "<pid>-<start hex>-<kind><16 hex>" */
+	/* "<pid>-<start hex>-<kind><role><8 hex pid ns><8 hex random>" */
 	if (*p < '1' || *p > '9')
 		goto malformed;
 	for (; *p >= '0' && *p <= '9'; p++) {
@@ -115,7 +127,7 @@ int shmrig_segment_parse_name(const char *prefix, const char *name, pid_t *pid, 
 	for (int digits = 0; is_hex(*p); p++, digits++) {
 		if (digits == 16)
 			goto malformed;
-		start_value = start_value * 16 + (unsigned)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+		start_value = start_value * 16 + hex_value(*p);
 	}
 	if (*p++ != '-' || (*p != KIND_SHM && *p != KIND_THP && *p != KIND_HUGETLB))
 		goto malformed;
@@ -123,20 +135,31 @@ int shmrig_segment_parse_name(const char *prefix, const char *name, pid_t *pid, 
 	if (*p < 'a' || *p > 'z')
 		goto malformed;
 	p++;
-	for (int digits = 0; digits < RANDOM_HEX; digits++, p++)
+	for (int digits = 0; digits < RANDOM_HEX; digits++, p++) {
 		if (!is_hex(*p))
 			goto malformed;
+		if (digits < PIDNS_HEX)
+			ns_value = ns_value * 16 + hex_value(*p);
+	}
 	if (*p != '\0')
 		goto malformed;
 	if (pid)
 		*pid = (pid_t)pid_value;
 	if (start)
 		*start = start_value;
+	if (pidns)
+		*pidns = ns_value;
 	return 0;
 malformed:
 	return shmrig__fail(-EINVAL,
-			    "segment name '%s' is not <prefix>-<pid>-<start>-<kind><role><random>",
+			    "segment name '%s' is not "
+			    "<prefix>-<pid>-<start>-<kind><role><pidns><random>",
 			    name);
+}
+
+int shmrig_segment_parse_name(const char *prefix, const char *name, pid_t *pid, uint64_t *start)
+{
+	return shmrig__segment_parse_name(prefix, name, pid, start, NULL);
 }
 
 static char name_kind(const char *name)
@@ -182,17 +205,20 @@ static int unlink_path(const char *name, const char *path)
 	return ret ? -errno : 0;
 }
 
-static int make_name(const char *prefix, char kind, char role, char *name)
+/* A new name for seg (its creator, pid namespace and role are set). The pid
+ * namespace takes 8 of what were 16 random digits, so that names keep their
+ * length; a collision of the 32 random bits left is an EEXIST that
+ * create_file() retries. */
+static int make_name(const char *prefix, char kind, struct shmrig_segment *seg)
 {
-	shmrig__procid self = shmrig__procid_self();
-	uint64_t rnd;
+	uint32_t rnd;
 	int ret = shmrig__random(&rnd, sizeof(rnd));
 
 	if (ret)
 		return shmrig__fail(ret, "getrandom: %s", strerror(-ret));
-	snprintf(name, SHMRIG_NAME_MAX, "%s-%d-%x-%c%c%016llx", prefix,
-		 (int)shmrig__procid_pid(self), (unsigned)(uint32_t)self, kind, role,
-		 (unsigned long long)rnd);
+	snprintf(seg->name, SHMRIG_NAME_MAX, "%s-%d-%x-%c%c%08x%08x", prefix,
+		 (int)shmrig__procid_pid(seg->creator), (unsigned)(uint32_t)seg->creator, kind,
+		 seg->role, (unsigned)seg->creator_ns, (unsigned)rnd);
 	return 0;
 }
 
@@ -298,7 +324,7 @@ static int create_file(struct shmrig_segment *seg, const char *prefix, char kind
 		       size_t path_len)
 {
 	for (int attempt = 0; attempt < 8; attempt++) {
-		int ret = make_name(prefix, kind, seg->role, seg->name);
+		int ret = make_name(prefix, kind, seg);
 
 		if (ret)
 			return ret;
@@ -425,6 +451,8 @@ int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment
 	struct shmrig_segment *seg;
 	const char *prefix;
 	shmrig_topo *topo;
+	shmrig__procid self;
+	uint32_t pidns;
 	int node = -1, ret;
 
 	if (!opts || !out)
@@ -454,6 +482,16 @@ int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment
 					    opts->numa_node);
 		node = opts->numa_node;
 	}
+	/* The name carries who created it: without a true identity (at the fd
+	 * limit, /proc/self/stat cannot be read) there is no name to give. */
+	ret = shmrig__self(&self);
+	if (ret == 0)
+		ret = shmrig__self_pidns(&pidns);
+	if (ret)
+		return shmrig__fail(ret,
+				    "segment_create: cannot read this process's identity "
+				    "from /proc/self: %s",
+				    strerror(-ret));
 
 	seg = calloc(1, sizeof(*seg));
 	if (!seg)
@@ -461,6 +499,8 @@ int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment
 	seg->fd = -1;
 	seg->node = -1;
 	seg->role = opts->role ? (char)opts->role : 'g';
+	seg->creator = self;
+	seg->creator_ns = pidns;
 
 	/* Degrade in order hugetlb -> thp -> plain, from the one asked for. */
 	ret = -ENOMEM;
@@ -502,14 +542,27 @@ int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment *
 {
 	struct shmrig_segment *seg;
 	char path[PATH_MAX];
+	uint32_t name_ns, our_ns;
 	struct stat st;
 	int ret;
 
 	if (!out)
 		return shmrig__fail(-EINVAL, "segment_attach: NULL out");
-	ret = shmrig_segment_parse_name(prefix, name, NULL, NULL);
+	ret = shmrig__segment_parse_name(prefix, name, NULL, NULL, &name_ns);
 	if (ret)
 		return ret;
+	ret = shmrig__self_pidns(&our_ns);
+	if (ret)
+		return shmrig__fail(ret, "segment '%s': cannot read our pid namespace: %s", name,
+				    strerror(-ret));
+	/* Sharing a pool means judging each other's liveness by pid, and a pid
+	 * names another process (or none) in another pid namespace. */
+	if (name_ns != our_ns)
+		return shmrig__fail(-EXDEV,
+				    "segment '%s' was created in another pid namespace (%08x, ours "
+				    "is %08x): processes in different pid namespaces cannot share a "
+				    "pool",
+				    name, (unsigned)name_ns, (unsigned)our_ns);
 	ret = name_path(name, path, sizeof(path));
 	if (ret)
 		return ret;
@@ -652,9 +705,19 @@ char shmrig_segment_role(const shmrig_segment *seg)
 	return seg->role;
 }
 
-/* Call fn(arg, name) for each valid segment name with this prefix in `dir`. */
-static int scan_dir(const char *dir, const char *prefix,
-		    int (*fn)(void *arg, const char *name, pid_t pid, uint64_t start), void *arg)
+/* A valid segment name found in a directory, with what its name says. */
+struct seg_entry {
+	int dirfd;
+	const char *name;
+	pid_t pid;
+	uint64_t start;
+	uint32_t pidns;
+};
+
+typedef int (*scan_fn)(void *arg, const struct seg_entry *entry);
+
+/* Call fn(arg, entry) for each valid segment name with this prefix in `dir`. */
+static int scan_dir(const char *dir, const char *prefix, scan_fn fn, void *arg)
 {
 	DIR *d = opendir(dir);
 	char saved_error[256];
@@ -665,25 +728,24 @@ static int scan_dir(const char *dir, const char *prefix,
 		return errno == ENOENT ? 0 : -errno;
 	snprintf(saved_error, sizeof(saved_error), "%s", shmrig_last_error());
 	while ((ent = readdir(d))) {
-		pid_t pid;
-		uint64_t start;
+		struct seg_entry entry = { .dirfd = dirfd(d), .name = ent->d_name };
 
 		if (strncmp(ent->d_name, prefix, strlen(prefix)) != 0 ||
 		    ent->d_name[strlen(prefix)] != '-')
 			continue;
 		/* A stray file with our prefix is skipped; its parse error is not ours. */
-		if (shmrig_segment_parse_name(prefix, ent->d_name, &pid, &start)) {
+		if (shmrig__segment_parse_name(prefix, ent->d_name, &entry.pid, &entry.start,
+					       &entry.pidns)) {
 			shmrig__fail(0, "%s", saved_error);
 			continue;
 		}
-		count += fn(arg, ent->d_name, pid, start);
+		count += fn(arg, &entry);
 	}
 	closedir(d);
 	return count;
 }
 
-static int scan_all(const char *prefix,
-		    int (*fn)(void *arg, const char *name, pid_t pid, uint64_t start), void *arg)
+static int scan_all(const char *prefix, scan_fn fn, void *arg)
 {
 	char dir[PATH_MAX];
 	int count, more;
@@ -699,17 +761,51 @@ static int scan_all(const char *prefix,
 	return more < 0 ? more : count + more;
 }
 
-static int sweep_one(void *arg, const char *name, pid_t pid, uint64_t start)
+struct sweep_ctx {
+	const char *prefix;
+	shmrig__procid self;
+	uint32_t pidns;
+	uid_t euid;
+};
+
+/* Unlink one segment if, and only if, it is ours to judge and its creator is dead. 1 if unlinked. */
+static int sweep_one(void *arg, const struct seg_entry *entry)
 {
-	if (shmrig__proc_alive(shmrig__procid_make(pid, start)))
+	const struct sweep_ctx *ctx = arg;
+	shmrig__procid creator = shmrig__procid_make(entry->pid, entry->start);
+	struct stat st;
+
+	/* Only a regular file of our own, not followed through a symlink: a
+	 * root sweep must not remove another user's file whose name claims a
+	 * dead pid (anyone may write any name into /dev/shm). */
+	if (fstatat(entry->dirfd, entry->name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode) ||
+	    st.st_uid != ctx->euid)
 		return 0;
-	return shmrig_segment_unlink_name(arg, name) == 0;
+	/* A pid of another pid namespace names another process here, or none. */
+	if (entry->pidns != ctx->pidns || creator == ctx->self)
+		return 0;
+	/* Only "dead" reclaims: a creator we cannot judge (at the fd limit, say) keeps its segment. */
+	if (shmrig__life_of(creator) != SHMRIG__DEAD)
+		return 0;
+	return shmrig_segment_unlink_name(ctx->prefix, entry->name) == 0;
 }
 
 int shmrig_segment_sweep(const char *prefix)
 {
-	prefix = resolve_prefix(prefix);
-	return scan_all(prefix, sweep_one, (void *)prefix);
+	struct sweep_ctx ctx = { .prefix = resolve_prefix(prefix), .euid = geteuid() };
+	int ret = shmrig__check_prefix(ctx.prefix);
+
+	if (ret)
+		return ret;
+	ret = shmrig__self(&ctx.self);
+	if (ret == 0)
+		ret = shmrig__self_pidns(&ctx.pidns);
+	if (ret)
+		return shmrig__fail(ret,
+				    "segment_sweep: cannot read this process's identity "
+				    "from /proc/self, so cannot judge others: %s",
+				    strerror(-ret));
+	return scan_all(ctx.prefix, sweep_one, &ctx);
 }
 
 struct list_ctx {
@@ -717,14 +813,12 @@ struct list_ctx {
 	void *arg;
 };
 
-static int list_one(void *arg, const char *name, pid_t pid, uint64_t start)
+static int list_one(void *arg, const struct seg_entry *entry)
 {
 	struct list_ctx *ctx = arg;
 
-	(void)pid;
-	(void)start;
 	if (ctx->fn)
-		ctx->fn(ctx->arg, name);
+		ctx->fn(ctx->arg, entry->name);
 	return 1;
 }
 

@@ -25,6 +25,7 @@
  */
 #include "channel_internal.h"
 #include "internal.h"
+#include "liveness.h"
 #include "prim.h"
 
 #include <shmrig/frame.h>
@@ -686,10 +687,14 @@ static void count_own(void *arg, const struct shmrig_block_info *info)
 static int send_ready(shmrig_channel *ch)
 {
 	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_READY };
-	shmrig__procid self = shmrig__procid_self();
-	void *msg = msg_build(&hdr, &self, sizeof(self));
-	int ret;
+	shmrig__procid self;
+	void *msg;
+	int ret = shmrig__self(&self);
 
+	if (ret)
+		return shmrig__fail(ret, "session: cannot read the worker's identity: %s",
+				    strerror(-ret));
+	msg = msg_build(&hdr, &self, sizeof(self));
 	if (!msg)
 		return -ENOMEM;
 	ret = shmrig_channel_send(ch, msg, sizeof(hdr) + sizeof(self), -1);

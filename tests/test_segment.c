@@ -31,7 +31,8 @@ static size_t page_size(void)
 	return (size_t)sysconf(_SC_PAGESIZE);
 }
 
-/* The kind and role letters come right before the 16 random hex digits. */
+/* The kind and role letters come right before the 16 hex digits: 8 of the
+ * creator's pid namespace, 8 random. */
 static char name_kind(const char *name)
 {
 	return name[strlen(name) - 18];
@@ -60,6 +61,25 @@ static uint64_t self_start_time(void)
 		assert_non_null(p);
 	}
 	return strtoull(p + 1, NULL, 10);
+}
+
+/* The low 32 bits of our pid namespace's inode, as segment names carry it. */
+static uint32_t our_pidns(void)
+{
+	struct stat st;
+
+	assert_int_equal(stat("/proc/self/ns/pid", &st), 0);
+	return (uint32_t)st.st_ino;
+}
+
+/* The pid namespace digits of a valid name. */
+static uint32_t name_pidns(const char *name)
+{
+	char digits[9];
+
+	memcpy(digits, name + strlen(name) - 16, 8);
+	digits[8] = '\0';
+	return (uint32_t)strtoul(digits, NULL, 16);
 }
 
 /* First line of a sysfs file; "" if it cannot be read. */
@@ -169,6 +189,7 @@ static void test_create_plain(void **state)
 	assert_int_equal(shmrig_segment_role(seg), 'g');
 	assert_int_equal(name_role(name), 'g');
 	assert_int_equal(name_kind(name), 's');
+	assert_int_equal(name_pidns(name), our_pidns());
 
 	/* a private file in /dev/shm of exactly the segment's size */
 	snprintf(path, sizeof(path), "/dev/shm/%s", name);
@@ -377,20 +398,29 @@ static void test_attach_errors(void **state)
 	const char *prefix = th_prefix();
 	const char *hex16 = "0123456789abcdef";
 	shmrig_segment *seg = NULL, *good;
-	char name[2 * SHMRIG_NAME_MAX];
+	char name[2 * SHMRIG_NAME_MAX], ours16[17];
 
 	(void)state;
+	/* our pid namespace, then 8 "random" digits */
+	snprintf(ours16, sizeof(ours16), "%08x89abcdef", (unsigned)our_pidns());
 	/* well-formed, but nobody created it (both kinds) */
-	snprintf(name, sizeof(name), "%s-%d-1a2b-sg%s", prefix, (int)getpid(), hex16);
+	snprintf(name, sizeof(name), "%s-%d-1a2b-sg%s", prefix, (int)getpid(), ours16);
 	assert_int_equal(shmrig_segment_parse_name(NULL, name, NULL, NULL), 0);
 	mark_last_error();
 	assert_int_equal(shmrig_segment_attach(NULL, name, &seg), -ENOENT);
 	assert_null(seg);
 	assert_non_null(strstr(shmrig_last_error(), name));
 	assert_int_equal(shmrig_segment_unlink_name(NULL, name), -ENOENT);
-	snprintf(name, sizeof(name), "%s-%d-1a2b-hg%s", prefix, (int)getpid(), hex16);
+	snprintf(name, sizeof(name), "%s-%d-1a2b-hg%s", prefix, (int)getpid(), ours16);
 	assert_int_equal(shmrig_segment_attach(NULL, name, &seg), -ENOENT);
 	assert_int_equal(shmrig_segment_unlink_name(NULL, name), -ENOENT);
+	assert_null(seg);
+	/* well-formed, from another pid namespace: refused before any lookup */
+	snprintf(name, sizeof(name), "%s-%d-1a2b-sg%08x89abcdef", prefix, (int)getpid(),
+		 (unsigned)(our_pidns() ^ 1));
+	assert_int_equal(shmrig_segment_parse_name(NULL, name, NULL, NULL), 0);
+	assert_int_equal(shmrig_segment_attach(NULL, name, &seg), -EXDEV);
+	assert_non_null(strstr(shmrig_last_error(), "pid namespace"));
 	assert_null(seg);
 
 	snprintf(name, sizeof(name), "%s-1-1-sg0123456/89abcdef", prefix);
@@ -583,14 +613,15 @@ static int child_abandon(void *arg)
 	return 0;
 }
 
-/* A name of our live pid with another start time: a previous process that had our pid. */
-static void forge_reused_pid(char *name)
+/* A name of our live pid with another start time: a previous process that had
+ * our pid (in the pid namespace `pidns`). */
+static void forge_reused_pid(char *name, uint32_t pidns)
 {
 	uint32_t start = (uint32_t)self_start_time() + 1;
 	int fd;
 
-	snprintf(name, SHMRIG_NAME_MAX, "%s-%d-%x-sg0123456789abcdef", th_prefix(), (int)getpid(),
-		 (unsigned)start);
+	snprintf(name, SHMRIG_NAME_MAX, "%s-%d-%x-sg%08x89abcdef", th_prefix(), (int)getpid(),
+		 (unsigned)start, (unsigned)pidns);
 	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, 4096), 0);
@@ -634,10 +665,16 @@ static void test_sweep(void **state)
 	assert_int_equal(shmrig_segment_sweep(NULL), 0);
 
 	/* our pid, but another start time: a dead process whose pid we reuse */
-	forge_reused_pid(forged);
+	forge_reused_pid(forged, our_pidns());
 	assert_int_equal(shmrig_segment_list(NULL, NULL, NULL), 2);
 	assert_int_equal(shmrig_segment_sweep(th_prefix()), 1);
 	assert_int_equal(shmrig_segment_unlink_name(NULL, forged), -ENOENT);
+	assert_int_equal(shmrig_segment_list(NULL, NULL, NULL), 1);
+
+	/* the same from another pid namespace: its pid is not ours to judge */
+	forge_reused_pid(forged, our_pidns() ^ 1);
+	assert_int_equal(shmrig_segment_sweep(th_prefix()), 0);
+	assert_int_equal(shmrig_segment_unlink_name(NULL, forged), 0);
 	assert_int_equal(shmrig_segment_list(NULL, NULL, NULL), 1);
 
 	/* another prefix sees none of ours */

@@ -5,12 +5,14 @@
 /*
  * segment: one named shared-memory segment.
  *
- * Names are "<prefix>-<pid>-<start>-<kind><role><random>": the creator's pid
+ * Names are "<prefix>-<pid>-<start>-<kind><role><pidns><random>": the creator's pid
  * and start time (hex clock ticks since boot, so a reused pid is not mistaken
  * for the creator), a kind letter ('s': POSIX shm in /dev/shm, 't': the same advised
  * for transparent hugepages, 'h': a file on a hugetlbfs mount), the creator's role letter (what the segment holds, so that
- * a peer knows how to read it before trusting its contents) and 16 hex digits
- * from getrandom(). Any process that knows a
+ * a peer knows how to read it before trusting its contents), 8 hex digits of
+ * the creator's pid namespace (the low 32 bits of the inode of
+ * /proc/self/ns/pid: a pid is the creator's only in that namespace) and 8 hex
+ * digits from getrandom(). Any process in the same pid namespace that knows a
  * name can attach it, whatever the backing: hugetlb segments are files on a
  * hugetlbfs mount (found in /proc/mounts, or $SHMRIG_HUGETLBFS), not memfds,
  * precisely so that a name is all a peer needs.
@@ -69,14 +71,20 @@ struct shmrig_segment_opts {
  * Create a new segment (exclusive, mode 0600), reserve, bind and pre-fault it.
  * Errors: -EINVAL bad options (unknown flag, non-zero reserved, size 0, bad
  * prefix, no such node); -ENOMEM no space in /dev/shm or no hugepages (with
- * SHMRIG_SEG_STRICT); other -errno from the OS.
+ * SHMRIG_SEG_STRICT); -EMFILE, -ENFILE, -ENOENT... the creator's identity
+ * (/proc/self/stat, /proc/self/ns/pid) cannot be read, so no name can be
+ * given (at the fd limit, say: a later call tries again); other -errno from
+ * the OS.
  */
 SHMRIG_API int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment **out);
 
 /*
  * Attach an existing segment by name, mapped read-write. The name is validated
  * against `prefix` (NULL: the default) first.
- * Errors: -EINVAL bad name; -ENOENT no such segment; -ENOMEM; other -errno.
+ * Errors: -EINVAL bad name; -EXDEV the name was made in another pid namespace
+ * (processes in different pid namespaces cannot judge each other's liveness,
+ * so they cannot share a pool); -ENOENT no such segment; -ENOMEM; other -errno
+ * (that of /proc/self/ns/pid when it cannot be read).
  */
 SHMRIG_API int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment **out);
 
@@ -107,15 +115,23 @@ SHMRIG_API const char *shmrig_backing_name(enum shmrig_backing backing);
 
 /*
  * Check a name received from elsewhere: our prefix, then "-pid-start-", the
- * kind and role letters and 16 hex digits; no '/', bounded length. 0 or -EINVAL (message
- * says what is wrong). With non-NULL pid/start, returns the creator's identity.
+ * kind and role letters and 16 hex digits (pid namespace, random); no '/', bounded length.
+ * 0 or -EINVAL (message says what is wrong). With non-NULL pid/start, returns the
+ * creator's identity (a pid in the creator's pid namespace).
  */
 SHMRIG_API int shmrig_segment_parse_name(const char *prefix, const char *name, pid_t *pid,
 					 uint64_t *start);
 
 /*
  * Remove every segment with this prefix (in /dev/shm and the hugetlbfs mount)
- * whose creator is dead. Returns how many were removed, or -errno.
+ * whose creator is known to be dead. A file is removed only if all hold: it is
+ * a regular file (not a symlink, never followed) owned by our effective uid;
+ * its name carries our pid namespace; its creator is not us; and the creator
+ * is dead by a fact the kernel keeps (no process has its pid, the pid's holder
+ * has another start time, or its whole thread group has exited). A creator
+ * whose life cannot be told (at the fd limit, say) keeps its segment.
+ * Returns how many were removed, or -errno: of the directory scan, or that of
+ * reading our own identity (/proc/self), without which nobody can be judged.
  */
 SHMRIG_API int shmrig_segment_sweep(const char *prefix);
 
