@@ -498,7 +498,7 @@ int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment
 	return 0;
 }
 
-int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment **out)
+static int attach(const char *prefix, const char *name, bool populate, shmrig_segment **out)
 {
 	struct shmrig_segment *seg;
 	char path[PATH_MAX];
@@ -537,8 +537,8 @@ int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment *
 	seg->size = (size_t)st.st_size;
 	/* MAP_POPULATE maps the creator's already-faulted pages now, so that the
 	 * first access from this process takes no fault either. */
-	seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-			 seg->fd, 0);
+	seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | (populate ? MAP_POPULATE : 0), seg->fd, 0);
 	if (seg->base == MAP_FAILED) {
 		ret = -errno;
 		goto fail;
@@ -567,6 +567,27 @@ fail:
 	close(seg->fd);
 	free(seg);
 	return ret;
+}
+
+int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment **out)
+{
+	return attach(prefix, name, true, out);
+}
+
+int shmrig__segment_attach_lazy(const char *prefix, const char *name, shmrig_segment **out)
+{
+	return attach(prefix, name, false, out);
+}
+
+int shmrig__segment_populate(shmrig_segment *seg)
+{
+	int ret = prefault(seg->base, seg->size, seg->page_size);
+
+	if (ret)
+		return shmrig__fail(ret == -EFAULT || ret == -ENOMEM ? -ENOMEM : ret,
+				    "segment '%s': populate %zu bytes: %s", seg->name, seg->size,
+				    strerror(-ret));
+	return 0;
 }
 
 void shmrig_segment_close(shmrig_segment *seg)
@@ -699,17 +720,33 @@ static int scan_all(const char *prefix,
 	return more < 0 ? more : count + more;
 }
 
+struct sweep_ctx {
+	const char *prefix;
+	bool (*keep)(void *arg, const char *name);
+	void *arg;
+};
+
 static int sweep_one(void *arg, const char *name, pid_t pid, uint64_t start)
 {
+	struct sweep_ctx *ctx = arg;
+
 	if (shmrig__proc_alive(shmrig__procid_make(pid, start)))
 		return 0;
-	return shmrig_segment_unlink_name(arg, name) == 0;
+	if (ctx->keep && ctx->keep(ctx->arg, name))
+		return 0;
+	return shmrig_segment_unlink_name(ctx->prefix, name) == 0;
+}
+
+int shmrig__segment_sweep(const char *prefix, bool (*keep)(void *arg, const char *name), void *arg)
+{
+	struct sweep_ctx ctx = { resolve_prefix(prefix), keep, arg };
+
+	return scan_all(ctx.prefix, sweep_one, &ctx);
 }
 
 int shmrig_segment_sweep(const char *prefix)
 {
-	prefix = resolve_prefix(prefix);
-	return scan_all(prefix, sweep_one, (void *)prefix);
+	return shmrig__segment_sweep(prefix, NULL, NULL);
 }
 
 struct list_ctx {
