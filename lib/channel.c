@@ -260,7 +260,7 @@ int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len,
 	if (!ch || !ch->pool)
 		return shmrig__fail(-EINVAL, "channel_send_frame: the channel has no pool");
 	/* to the identity the hello verified: no syscall per frame */
-	ret = shmrig__frame_transfer_to(ch->pool, frame, len, ch->peer_id);
+	ret = shmrig_frame_transfer_peer(ch->pool, frame, len, ch->peer_id);
 	if (ret)
 		return ret;
 	return shmrig_channel_send(ch, frame, len, timeout_ms);

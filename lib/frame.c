@@ -88,7 +88,7 @@ int shmrig_frame_transfer(shmrig_pool *pool, const void *buf, size_t len, pid_t 
 	return ret ? ret : shmrig__pool_transfer_pid(pool, f.buffers, f.nbuffers, pid);
 }
 
-int shmrig__frame_transfer_to(shmrig_pool *pool, const void *buf, size_t len, uint64_t target)
+int shmrig_frame_transfer_peer(shmrig_pool *pool, const void *buf, size_t len, uint64_t target)
 {
 	struct shmrig_frame f;
 	int ret = shmrig_frame_parse(buf, len, &f);

@@ -61,9 +61,7 @@ int shmrig__pool_hand_out(struct shmrig_pool *pool, const struct shmrig_ref *ref
 /* The same, to a process named by pid (its identity looked up: a pidfd poll). */
 int shmrig__pool_transfer_pid(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
 			      pid_t pid);
-/* shmrig_frame_transfer to a verified identity (shmrig__pool_transfer_refs). */
-int shmrig__frame_transfer_to(struct shmrig_pool *pool, const void *buf, size_t len,
-			      uint64_t target);
+
 
 /* The identity (pid + start time) of a channel's peer, as its hello checked it. */
 struct shmrig_channel;

@@ -448,6 +448,7 @@ static int class_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t 
 		return shmrig__fail(-ENOMEM, "pool: a new arena has no room for a %zu-byte block",
 				    size);
 found:
+	DEATH_POINT("alloc"); /* taken from the cache, not yet ours in the descriptor */
 	shmrig__arena_give(sl, c, id, size, tag, flags, ref, data);
 	return 0;
 }
@@ -534,6 +535,7 @@ int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref)
 		return ret;
 	pool_enter(pool);
 	ret = resolve_usable(pool, ref, &b, &word);
+	DEATH_POINT("free");
 	if (!ret)
 		ret = unref(pool, &b, word);
 	pool_leave(pool);
@@ -714,6 +716,25 @@ int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t 
 		ret = transfer_locked(pool, ref, 1, target);
 	pool_leave(pool);
 	return ret;
+}
+
+int shmrig_pool_peer(shmrig_pool *pool, pid_t pid, uint64_t *peer)
+{
+	int ret = shmrig__pool_check(pool);
+
+	if (ret)
+		return ret;
+	if (!peer)
+		return shmrig__fail(-EINVAL, "pool_peer: NULL peer");
+	pool_enter(pool);
+	ret = target_id(pool, pid, peer);
+	pool_leave(pool);
+	return ret;
+}
+
+int shmrig_pool_transfer_peer(shmrig_pool *pool, const struct shmrig_ref *ref, uint64_t peer)
+{
+	return shmrig__pool_transfer_refs(pool, ref, 1, peer);
 }
 
 int shmrig__pool_hand_out(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n)

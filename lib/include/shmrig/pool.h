@@ -133,6 +133,20 @@ SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *re
 SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid);
 
 /*
+ * A process's identity for transfers: its pid and start time, checked now
+ * (a later process that reuses the pid is another peer). Look it up once per
+ * peer: shmrig_pool_transfer_peer() then costs no syscall; a peer that dies
+ * meanwhile is reap's business (blocks handed to it come back).
+ * Errors: -ESRCH no such live process; -EMFILE and the like: could not tell.
+ */
+SHMRIG_API int shmrig_pool_peer(shmrig_pool *pool, pid_t pid, uint64_t *peer);
+
+/* shmrig_pool_transfer to a peer identity from shmrig_pool_peer (or a channel's
+ * hello). Errors as shmrig_pool_transfer, but -ESRCH. */
+SHMRIG_API int shmrig_pool_transfer_peer(shmrig_pool *pool, const struct shmrig_ref *ref,
+					 uint64_t peer);
+
+/*
  * The receiver's side of a transfer: take one of the references a transfer
  * handed us, with one atomic step. Each reference is claimed once: a ref (a
  * frame) claimed a second time, or naming a block we hold for something else,
