@@ -470,7 +470,7 @@ static int dispatch_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_
 
 	(void)ctx;
 	out->kind = SHMRIG_KIND_USER;
-	ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+	ret = shmrig_decoder_buffer(dec, 0, 0, &data, &len);
 	if (ret)
 		return ret;
 	out->user = (void *)data; /* a view: the value leases the block */

@@ -314,6 +314,65 @@ static void bm_churn_live(gbench_state *st, void *arg)
 	live(st, true);
 }
 
+/* ---- reap over many live blocks of a live peer ---- */
+
+/*
+ * reap() with n blocks live, all handed to a child that is alive: it must
+ * return 0, asking the child's liveness once (not once a block). The figure
+ * is the time of one reap() over the n blocks; items = blocks walked.
+ */
+static void bm_reap_live(gbench_state *st, void *arg)
+{
+	size_t n = (size_t)gbench_range(st, 0);
+	struct shmrig_ref ref;
+	shmrig_pool *pool;
+	uint64_t peer;
+	int wake[2], ret;
+	pid_t child;
+	void *data;
+
+	(void)arg;
+	if (!bench_pin(st) || !(pool = warm_pool(st, 64, (size_t)2 << 30)))
+		return;
+	if (pipe(wake)) {
+		bench_fail_os(st, "pipe", -errno);
+		close_pool(st, pool);
+		return;
+	}
+	child = fork();
+	if (child == 0) {
+		char c;
+
+		close(wake[1]);
+		_exit(read(wake[0], &c, 1) < 0); /* alive until the parent closes its end */
+	}
+	close(wake[0]);
+	ret = child < 0 ? -errno : shmrig_pool_peer(pool, child, &peer);
+	for (size_t i = 0; i < n && !ret; i++) {
+		ret = shmrig_pool_alloc(pool, 64, 0, 0, &ref, &data);
+		if (!ret)
+			ret = shmrig_pool_transfer_peer(pool, &ref, peer);
+	}
+	while (!ret && gbench_loop(st, 1)) {
+		ret = shmrig_pool_reap(pool);
+		if (ret > 0)
+			ret = -SHMRIG_ECORRUPT; /* it reclaimed a live peer's block */
+	}
+	if (ret < 0)
+		bench_fail(st, "reap with a live peer", ret);
+	close(wake[1]);
+	if (child > 0)
+		waitpid(child, NULL, 0);
+	/* the child is gone: its blocks come back */
+	ret = shmrig_pool_reap(pool);
+	if (ret >= 0 && (size_t)ret != n)
+		ret = -SHMRIG_ELEAK;
+	if (ret < 0)
+		bench_fail(st, "reap after the peer died", ret);
+	close_pool(st, pool);
+	gbench_set_items_processed(st, gbench_iterations(st) * (int64_t)n);
+}
+
 /* ---- two processes: the parent allocates, a child frees ---- */
 
 /*
@@ -384,7 +443,7 @@ static int consumer(struct ref_ring *ring, bool use_pool, pid_t parent)
 		while (head < tail) {
 			struct shmrig_ref ref = ring->slots[head % ring->capacity];
 
-			if (use_pool && shmrig_pool_free(pool, &ref))
+			if (use_pool && (shmrig_pool_claim(pool, &ref) || shmrig_pool_free(pool, &ref)))
 				return 4;
 			checksum += ref.offset;
 			if (++head % PUBLISH == 0)
@@ -566,7 +625,7 @@ static void two_proc(gbench_state *st, bool use_pool)
 	struct shmrig_ref ref;
 	shmrig_pool *pool = NULL;
 	struct two_proc tp = { .child = -1 };
-	uint64_t serial = 0;
+	uint64_t serial = 0, peer = 0;
 	void *data;
 	int ret = 0;
 
@@ -591,12 +650,15 @@ static void two_proc(gbench_state *st, bool use_pool)
 			close_pool(st, pool);
 		return;
 	}
+	/* the child's identity, once: each transfer then costs no syscall */
+	if (use_pool)
+		ret = shmrig_pool_peer(pool, tp.child, &peer);
 	while (gbench_loop(st, SMALL_BATCH)) {
 		for (int i = 0; i < SMALL_BATCH && !ret; i++) {
 			if (use_pool) {
 				ret = shmrig_pool_alloc(pool, size, 0, 0, &ref, &data);
 				if (!ret)
-					ret = shmrig_pool_transfer(pool, &ref, tp.child);
+					ret = shmrig_pool_transfer_peer(pool, &ref, peer);
 			} else {
 				ref.offset = serial++; /* what the child reads */
 			}
@@ -885,6 +947,9 @@ void bench_pool_register(void)
 	size_classes(gbench_register("pool/alloc_free_2proc_twin_ring",
 				     bm_alloc_free_2proc_twin_ring, NULL));
 	gbench_register("pool/attach_cached", bm_attach_cached, NULL);
+	gbench_unit(gbench_range_mult(gbench_register("pool/reap_live", bm_reap_live, NULL), 1000,
+				      1000000, 1000),
+		    'm');
 	gbench_unit(gbench_register("pool/arena_create/4k", bm_arena_create, &page_4k), 'u');
 	gbench_unit(gbench_register("pool/arena_create_twin_shm/4k", bm_arena_create_twin,
 				    &page_4k),

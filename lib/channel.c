@@ -54,6 +54,11 @@ void *shmrig__msg_alloc(size_t len)
 	return aligned_alloc(8, size);
 }
 
+uint64_t shmrig__channel_peer_id(const struct shmrig_channel *ch)
+{
+	return ch->peer_id;
+}
+
 bool shmrig__channel_peer_alive(struct shmrig_channel *ch)
 {
 	return shmrig__watch_life(&ch->peer_watch, 0) != SHMRIG__DEAD;
@@ -262,7 +267,8 @@ int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len,
 
 	if (!ch || !ch->pool)
 		return shmrig__fail(-EINVAL, "channel_send_frame: the channel has no pool");
-	ret = shmrig_frame_transfer(ch->pool, frame, len, ch->peer);
+	/* to the identity the hello verified: no syscall per frame */
+	ret = shmrig_frame_transfer_peer(ch->pool, frame, len, ch->peer_id);
 	if (ret)
 		return ret;
 	return shmrig_channel_send(ch, frame, len, timeout_ms);

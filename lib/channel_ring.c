@@ -341,16 +341,17 @@ static int ring_open(struct shmrig_channel *ch, struct shmrig_channel_pair *pair
 	return 0;
 }
 
-/* Free a spilled block named in `slot` if the pool says it is ours. */
+/* Free a spilled block named in `slot` if it was handed to us and we can
+ * claim it: a ref to any other block, ours or not, frees nothing. */
 static void free_spill_in(struct shmrig_channel *ch, const unsigned char *slot)
 {
 	struct shmrig_ref ref;
-	void *data;
+	uint8_t claimed = 0;
 
 	if (!(read_hdr(slot).flags & SLOT_SPILL))
 		return;
 	memcpy(&ref, slot + sizeof(struct slot_hdr), sizeof(ref));
-	if (shmrig__pool_attach_owned(ch->pool, &ref, &data) == 0)
+	if (shmrig__pool_claim_refs(ch->pool, &ref, 1, &claimed) == 0)
 		shmrig_pool_free(ch->pool, &ref);
 }
 
@@ -484,14 +485,14 @@ static int put_spill(struct shmrig_channel *ch, struct ring_end *re, unsigned ch
 	 * (reclaim_orphans). */
 	memcpy(slot, &hdr, sizeof(hdr));
 	memcpy(slot + sizeof(hdr), &ref, sizeof(ref));
-	ret = shmrig_pool_transfer(ch->pool, &ref, ch->peer);
+	/* To the identity the hello verified: no syscall. A peer that died
+	 * meanwhile is reap's business (the block is then a dead owner's). */
+	ret = shmrig__pool_transfer_refs(ch->pool, &ref, 1, ch->peer_id);
 	if (ret) {
 		hdr.flags = 0;
 		memcpy(slot, &hdr, sizeof(hdr));
 		shmrig_pool_free(ch->pool, &ref);
-		return ret == -ESRCH ?
-			       shmrig__fail(-EPIPE, "channel: peer pid %d is gone", (int)ch->peer) :
-			       ret;
+		return ret;
 	}
 	return 0;
 }
@@ -596,6 +597,7 @@ static int take_spill(struct shmrig_channel *ch, struct ring_end *re, unsigned c
 {
 	static int warned_free;
 	struct shmrig_ref ref;
+	uint8_t claimed = 0;
 	void *data, *buf;
 	int ret;
 
@@ -614,15 +616,21 @@ static int take_spill(struct shmrig_channel *ch, struct ring_end *re, unsigned c
 				    "channel: spilled message of %u bytes names a block of %llu",
 				    len, (unsigned long long)ref.content_size);
 	}
-	ret = shmrig__pool_attach_owned(ch->pool, &ref, &data);
+	buf = shmrig__msg_alloc(len);
+	if (!buf) /* the slot stays: the next recv takes it again */
+		return shmrig__fail(-ENOMEM, "channel: out of memory for %u bytes", len);
+	/* Claim it (it must have been handed to us, once), then read it. */
+	ret = shmrig__pool_claim_refs(ch->pool, &ref, 1, &claimed);
+	if (!ret)
+		ret = shmrig_pool_attach(ch->pool, &ref, &data);
 	if (ret) {
+		if (claimed)
+			shmrig_pool_free(ch->pool, &ref);
+		free(buf);
 		consume_spill(re, slot);
 		return shmrig__fail(-EBADMSG, "channel: a spilled message's ref is bad: %s",
 				    shmrig_last_error());
 	}
-	buf = shmrig__msg_alloc(len);
-	if (!buf) /* the slot stays: the next recv takes it again */
-		return shmrig__fail(-ENOMEM, "channel: out of memory for %u bytes", len);
 	memcpy(buf, data, len);
 	/* Free before the slot is released: a sender closing its end waits for
 	 * the slot (wait_spills_taken), then closes the pool the block is in. */

@@ -56,7 +56,7 @@ static int get_array(struct shmrig_decoder *dec, const msgpack_object *index_obj
 	ret = shmrig_array_nbytes(array, &nbytes);
 	if (ret)
 		return shmrig__fail(-EBADMSG, "metadata: bad array description");
-	ret = shmrig_decoder_buffer(dec, (uint32_t)index, &data, &len);
+	ret = shmrig_decoder_buffer(dec, (uint32_t)index, 0, &data, &len);
 	if (ret)
 		return ret;
 	if (len != nbytes)
@@ -363,7 +363,7 @@ static int bytes_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_val
 	out->kind = SHMRIG_KIND_BYTES;
 	if (shmrig_meta_uint(shmrig_meta_get(shmrig_decoder_meta(dec), "len"), &meta_len))
 		return shmrig__fail(-EBADMSG, "bytes metadata needs len");
-	ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+	ret = shmrig_decoder_buffer(dec, 0, SHMRIG_BUF_TEMPORARY, &data, &len);
 	if (ret)
 		return ret;
 	if (len != meta_len)

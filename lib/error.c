@@ -16,6 +16,7 @@ static const char *const lib_messages[] = {
 	[SHMRIG_ECORRUPT - SHMRIG_EBASE] = "shared metadata is corrupt",
 	[SHMRIG_ELEAK - SHMRIG_EBASE] = "live blocks remained at close",
 	[SHMRIG_EFORK - SHMRIG_EBASE] = "handle belongs to another process",
+	[SHMRIG_ECLAIMED - SHMRIG_EBASE] = "block was claimed already (a frame decoded twice?)",
 };
 
 const char *shmrig_strerror(int err)

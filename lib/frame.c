@@ -85,7 +85,15 @@ int shmrig_frame_transfer(shmrig_pool *pool, const void *buf, size_t len, pid_t 
 	struct shmrig_frame f;
 	int ret = shmrig_frame_parse(buf, len, &f);
 
-	return ret ? ret : shmrig__pool_transfer_refs(pool, f.buffers, f.nbuffers, pid);
+	return ret ? ret : shmrig__pool_transfer_pid(pool, f.buffers, f.nbuffers, pid);
+}
+
+int shmrig_frame_transfer_peer(shmrig_pool *pool, const void *buf, size_t len, uint64_t target)
+{
+	struct shmrig_frame f;
+	int ret = shmrig_frame_parse(buf, len, &f);
+
+	return ret ? ret : shmrig__pool_transfer_refs(pool, f.buffers, f.nbuffers, target);
 }
 
 int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len)
@@ -96,7 +104,13 @@ int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len)
 	if (first)
 		return first;
 	for (uint32_t i = 0; i < f.nbuffers; i++) {
-		int ret = shmrig_pool_free(pool, &f.buffers[i]);
+		/* in flight to us (an encoded frame): claimed first, then freed */
+		int ret = shmrig_pool_claim(pool, &f.buffers[i]);
+
+		if (ret == -SHMRIG_ECLAIMED)
+			ret = 0; /* ours and live already */
+		if (!ret)
+			ret = shmrig_pool_free(pool, &f.buffers[i]);
 
 		if (ret && !first)
 			first = ret;

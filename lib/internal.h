@@ -48,13 +48,47 @@ int shmrig__segment_parse_name(const char *prefix, const char *name, pid_t *pid,
 
 struct shmrig_pool;
 struct shmrig_ref;
-/* shmrig_pool_attach, and the block must be the caller's (-EPERM otherwise):
- * what decode needs before it leases or frees a frame's blocks. */
-int shmrig__pool_attach_owned(struct shmrig_pool *pool, const struct shmrig_ref *ref, void **data);
+struct shmrig_segment;
 
-/* shmrig_pool_transfer of n refs under one lock, the target looked up once:
- * a frame's buffers. Stops at the first error (those before stay handed). */
+/*
+ * Hand the blocks of n refs to the process `target` (a verified identity:
+ * pid + start time, as a channel's hello checked it), under one lock, with no
+ * syscall. Each block becomes HANDED with all its references unclaimed.
+ * Stops at the first error (those before stay handed). Errors: as
+ * shmrig_pool_transfer; -EBUSY a block handed to us and not claimed yet, or a
+ * part of the open slab.
+ */
 int shmrig__pool_transfer_refs(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
-			       pid_t pid);
+			       uint64_t target);
+/* Hand the blocks of n refs to ourselves (an encoded frame: in flight until a
+ * decode claims it). Errors as shmrig__pool_transfer_refs. */
+int shmrig__pool_hand_out(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n);
+/* The same, to a process named by pid (its identity looked up: a pidfd poll). */
+int shmrig__pool_transfer_pid(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
+			      pid_t pid);
+
+
+/* The identity (pid + start time) of a channel's peer, as its hello checked it. */
+struct shmrig_channel;
+uint64_t shmrig__channel_peer_id(const struct shmrig_channel *ch);
+
+/*
+ * Claim, for a decode, the references a frame's refs hand us: each ref takes
+ * one unclaimed reference of its block with one CAS; claimed[i] = 1 for each
+ * one taken (the caller now owns that reference: it frees it or leases it);
+ * `claimed` may be NULL.
+ * Stops at the first error: -EPERM the block is not ours; -SHMRIG_ECLAIMED
+ * no unclaimed reference left (the frame was decoded already, or names a block
+ * we hold for something else); the resolve errors.
+ */
+int shmrig__pool_claim_refs(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
+			    uint8_t *claimed);
+
+/* segment.c for the pool: attach without populating (the pool checks the
+ * header first), then populate; sweep with a last word from the pool
+ * (keep(arg, name) true: leave that segment). */
+int shmrig__segment_attach_lazy(const char *prefix, const char *name, struct shmrig_segment **out);
+int shmrig__segment_populate(struct shmrig_segment *seg);
+int shmrig__segment_sweep(const char *prefix, bool (*keep)(void *arg, const char *name), void *arg);
 
 #endif

@@ -423,33 +423,3 @@ void shmrig__watch_close(struct shmrig__watch *w)
 		close(w->pidfd);
 	w->pidfd = -1;
 }
-
-/* ---- the interface pool.c still uses (prim.h); it moves to the above ---- */
-
-shmrig__procid shmrig__procid_self(void)
-{
-	shmrig__procid id;
-
-	if (shmrig__self(&id) == 0)
-		return id;
-	/* Not cached: the next call reads /proc again. Callers that name
-	 * anything by it use shmrig__self() and fail instead. */
-	return shmrig__procid_make(getpid(), 0);
-}
-
-bool shmrig__proc_alive(shmrig__procid id)
-{
-	return shmrig__life_of(id) != SHMRIG__DEAD;
-}
-
-int shmrig__procid_of(pid_t pid, shmrig__procid *out)
-{
-	struct shmrig__watch w;
-	int ret = shmrig__watch_open(&w, pid);
-
-	if (ret)
-		return ret;
-	*out = w.id;
-	shmrig__watch_close(&w);
-	return 0;
-}

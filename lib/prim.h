@@ -37,18 +37,6 @@ static inline pid_t shmrig__procid_pid(shmrig__procid id)
  */
 unsigned shmrig__fork_epoch(void);
 
-/*
- * Process identity lives in liveness.h/liveness.c. These three remain here,
- * defined there, for pool.c until it uses liveness.h; new code must not.
- *   procid_self: shmrig__self(), or (pid, start 0) when that fails (not cached).
- *   proc_alive:  shmrig__life_of(id) != SHMRIG__DEAD (alive or unknown).
- *   procid_of:   the identity of `pid` now (shmrig__watch_open); -ESRCH if
- *                no live process has it, other -errno if it cannot be told.
- */
-shmrig__procid shmrig__procid_self(void);
-bool shmrig__proc_alive(shmrig__procid id);
-int shmrig__procid_of(pid_t pid, shmrig__procid *out);
-
 /* Fill `buf` with `len` random bytes (getrandom). 0 or -errno. */
 int shmrig__random(void *buf, size_t len);
 

@@ -66,7 +66,8 @@ struct shmrig_decoder {
 	const char *codec_name;
 	const struct shmrig_frame *frame;
 	const msgpack_object *meta;
-	uint8_t *asked; /* per buffer: 0 not yet, 1 handed out */
+	uint8_t *asked;   /* per buffer: 0 not yet, 1 handed out */
+	uint8_t *claimed; /* per buffer: 1 its reference is ours (claimed at the start) */
 	struct shmrig_value_storage *storage;
 };
 
@@ -450,8 +451,15 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 			shmrig__fail(ret, "codec '%s' wrote bad metadata: %s", codec->name,
 				     shmrig_last_error());
 	}
+	/* The frame's blocks are in flight from here: handed to ourselves,
+	 * unclaimed, until a decode claims them (here or where they are sent)
+	 * or shmrig_frame_discard takes them back. */
+	if (!ret)
+		ret = shmrig__pool_hand_out(pool, enc.refs, enc.nrefs);
 	if (!ret) {
 		*frame = build_frame(&enc, id, len, &ret);
+		if (ret)
+			shmrig__pool_claim_refs(pool, enc.refs, enc.nrefs, NULL);
 	}
 	if (ret)
 		for (uint32_t i = 0; i < enc.nrefs; i++)
@@ -475,15 +483,19 @@ uint32_t shmrig_decoder_nbuffers(struct shmrig_decoder *dec)
 	return dec->frame->nbuffers;
 }
 
-int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, const void **data,
-			  uint64_t *len)
+int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, uint32_t flags,
+			  const void **data, uint64_t *len)
 {
 	const struct shmrig_ref *ref;
+	bool temporary = flags & SHMRIG_BUF_TEMPORARY;
 	void *p;
 	int ret;
 
 	if (!dec || !data || !len)
 		return shmrig__fail(-EINVAL, "decoder_buffer: NULL argument");
+	if (flags & ~SHMRIG_BUF_TEMPORARY)
+		return shmrig__fail(-EINVAL, "decoder_buffer: unknown flags 0x%x",
+				    flags & ~SHMRIG_BUF_TEMPORARY);
 	if (index >= dec->frame->nbuffers)
 		return shmrig__fail(-EBADMSG, "codec '%s': buffer %u asked, the frame has %u",
 				    dec->codec_name, index, dec->frame->nbuffers);
@@ -491,9 +503,16 @@ int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, const void
 		return shmrig__fail(-EBADMSG, "codec '%s': buffer %u asked twice", dec->codec_name,
 				    index);
 	ref = &dec->frame->buffers[index];
-	/* The frame's blocks must have been handed to us: a view of a block its
-	 * owner may free at any time would be no value at all. */
-	ret = shmrig__pool_attach_owned(dec->pool, ref, &p);
+	/* A codec that keeps a view needs a block that outlives decode; one that
+	 * copies out needs one decode may free: the frame must say the same. */
+	if (ref->temporary != temporary)
+		return shmrig__fail(-EBADMSG,
+				    "codec '%s': buffer %u is %s in the frame, the codec reads it as "
+				    "%s",
+				    dec->codec_name, index, ref->temporary ? "temporary" : "persistent",
+				    temporary ? "temporary (copied out)" : "persistent (a view)");
+	/* Claimed at the start of decode: ours, so nobody frees it under us. */
+	ret = shmrig_pool_attach(dec->pool, ref, &p);
 	if (ret)
 		return ret;
 	if (!ref->temporary) {
@@ -522,16 +541,16 @@ char *shmrig_decoder_strdup(struct shmrig_decoder *dec, const msgpack_object_str
 }
 
 /*
- * After the codec: free the temporary buffers it was handed and every buffer
- * it was not (a buffer not asked for is nobody's: free it rather than leak it).
- * Persistent buffers handed out are the value's leases now.
+ * After the codec: free the references we claimed that no value leases: the
+ * temporary buffers, and any buffer the codec did not take (it is nobody's
+ * then). A reference we did not claim is not ours: untouched.
  */
 static void settle_buffers(struct shmrig_decoder *dec)
 {
 	for (uint32_t i = 0; i < dec->frame->nbuffers; i++) {
 		const struct shmrig_ref *ref = &dec->frame->buffers[i];
 
-		if (!dec->asked[i] || ref->temporary)
+		if (dec->claimed[i] && (!dec->asked[i] || ref->temporary))
 			shmrig_pool_free(dec->pool, ref);
 	}
 }
@@ -543,7 +562,7 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	const struct shmrig_codec *codec;
 	msgpack_unpacked unpacked;
 	struct shmrig_frame f;
-	uint8_t asked_small[64];
+	uint8_t flags_small[2 * 64], *flags;
 	char list[512], why[512];
 	int ret;
 
@@ -557,10 +576,18 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	if (ret)
 		return ret;
 	dec.frame = &f;
-	dec.asked = f.nbuffers <= sizeof(asked_small) ? asked_small : malloc(f.nbuffers);
-	if (!dec.asked)
+	flags = f.nbuffers <= sizeof(flags_small) / 2 ? flags_small : malloc(2 * (size_t)f.nbuffers);
+	if (!flags)
 		return shmrig__fail(-ENOMEM, "decode: out of memory");
-	memset(dec.asked, 0, f.nbuffers < sizeof(asked_small) ? sizeof(asked_small) : f.nbuffers);
+	memset(flags, 0, 2 * (size_t)f.nbuffers);
+	dec.asked = flags;
+	dec.claimed = flags + f.nbuffers;
+	/* Claim every reference the frame hands us, first: a frame decoded twice,
+	 * or naming blocks that are not ours to take, fails here, having taken
+	 * (and then freeing) only what was handed to us. */
+	ret = shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers, dec.claimed);
+	if (ret)
+		goto settle;
 	if (f.codec_id >= reg->count) {
 		ret = shmrig__fail(-ENOENT, "frame: codec id %u is unknown (registered: %s)",
 				   f.codec_id, codec_list(reg, list, sizeof(list)));
@@ -594,14 +621,13 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 unpacked:
 	msgpack_unpacked_destroy(&unpacked);
 settle:
-	/* frees that fail here (refs naming no block of ours) must not replace
-	 * the reason decode failed */
+	/* frees that fail here must not replace the reason decode failed */
 	if (ret)
 		snprintf(why, sizeof(why), "%s", shmrig_last_error());
 	settle_buffers(&dec);
 	if (ret)
 		shmrig__fail(ret, "%s", why);
-	if (dec.asked != asked_small)
-		free(dec.asked);
+	if (flags != flags_small)
+		free(flags);
 	return ret;
 }

@@ -538,7 +538,7 @@ int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment
 	return 0;
 }
 
-int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment **out)
+static int attach(const char *prefix, const char *name, bool populate, shmrig_segment **out)
 {
 	struct shmrig_segment *seg;
 	char path[PATH_MAX];
@@ -590,8 +590,8 @@ int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment *
 	seg->size = (size_t)st.st_size;
 	/* MAP_POPULATE maps the creator's already-faulted pages now, so that the
 	 * first access from this process takes no fault either. */
-	seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-			 seg->fd, 0);
+	seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | (populate ? MAP_POPULATE : 0), seg->fd, 0);
 	if (seg->base == MAP_FAILED) {
 		ret = -errno;
 		goto fail;
@@ -620,6 +620,27 @@ fail:
 	close(seg->fd);
 	free(seg);
 	return ret;
+}
+
+int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment **out)
+{
+	return attach(prefix, name, true, out);
+}
+
+int shmrig__segment_attach_lazy(const char *prefix, const char *name, shmrig_segment **out)
+{
+	return attach(prefix, name, false, out);
+}
+
+int shmrig__segment_populate(shmrig_segment *seg)
+{
+	int ret = prefault(seg->base, seg->size, seg->page_size);
+
+	if (ret)
+		return shmrig__fail(ret == -EFAULT || ret == -ENOMEM ? -ENOMEM : ret,
+				    "segment '%s': populate %zu bytes: %s", seg->name, seg->size,
+				    strerror(-ret));
+	return 0;
 }
 
 void shmrig_segment_close(shmrig_segment *seg)
@@ -766,6 +787,8 @@ struct sweep_ctx {
 	shmrig__procid self;
 	uint32_t pidns;
 	uid_t euid;
+	bool (*keep)(void *arg, const char *name);
+	void *arg;
 };
 
 /* Unlink one segment if, and only if, it is ours to judge and its creator is dead. 1 if unlinked. */
@@ -787,12 +810,22 @@ static int sweep_one(void *arg, const struct seg_entry *entry)
 	/* Only "dead" reclaims: a creator we cannot judge (at the fd limit, say) keeps its segment. */
 	if (shmrig__life_of(creator) != SHMRIG__DEAD)
 		return 0;
+	/* The pool's last word: a live process may still hold a block in it. */
+	if (ctx->keep && ctx->keep(ctx->arg, entry->name))
+		return 0;
 	return shmrig_segment_unlink_name(ctx->prefix, entry->name) == 0;
 }
 
 int shmrig_segment_sweep(const char *prefix)
 {
-	struct sweep_ctx ctx = { .prefix = resolve_prefix(prefix), .euid = geteuid() };
+	return shmrig__segment_sweep(prefix, NULL, NULL);
+}
+
+int shmrig__segment_sweep(const char *prefix, bool (*keep)(void *arg, const char *name), void *arg)
+{
+	struct sweep_ctx ctx = {
+		.prefix = resolve_prefix(prefix), .euid = geteuid(), .keep = keep, .arg = arg
+	};
 	int ret = shmrig__check_prefix(ctx.prefix);
 
 	if (ret)

@@ -562,7 +562,7 @@ static int send_result(struct worker *w, void *msg, size_t len)
 	int ret;
 
 	/* From here on the blocks are the caller's, whether or not it lives to read them. */
-	ret = shmrig_frame_transfer(w->pool, frame, frame_len, w->caller);
+	ret = shmrig_frame_transfer_peer(w->pool, frame, frame_len, shmrig__channel_peer_id(w->ch));
 	if (ret) {
 		/* the caller is gone: what we could not hand over is still ours */
 		shmrig_frame_discard(w->pool, frame, frame_len);
@@ -1269,7 +1269,7 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	free(frame);
 	frame = (char *)msg + sizeof(hdr);
 	/* The worker owns the request's blocks before it can see them. */
-	ret = shmrig_frame_transfer(sess->pool, frame, len, sess->worker);
+	ret = shmrig_frame_transfer_peer(sess->pool, frame, len, shmrig__channel_peer_id(sess->ch));
 	if (ret) {
 		/* what was not handed over is still ours; what was comes back by reap */
 		shmrig_frame_discard(sess->pool, frame, len);

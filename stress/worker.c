@@ -531,9 +531,14 @@ static int64_t free_orphans(struct worker *w)
 	o->self = getpid();
 	shmrig_pool_for_each_live(w->pool, collect_own, o);
 	for (unsigned i = 0; i < o->n; i++) {
-		for (uint32_t r = 0; r < o->blocks[i].refcount; r++)
-			if (shmrig_pool_free(w->pool, &o->blocks[i].ref))
+		for (uint32_t r = 0; r < o->blocks[i].refcount; r++) {
+			/* handed to us, never claimed: ours to claim, then free */
+			int ret = shmrig_pool_claim(w->pool, &o->blocks[i].ref);
+
+			if ((ret && ret != -SHMRIG_ECLAIMED) ||
+			    shmrig_pool_free(w->pool, &o->blocks[i].ref))
 				fail(w, "freeing an orphan: %s", shmrig_last_error());
+		}
 		freed++;
 	}
 	free(o);

@@ -32,21 +32,7 @@
 #include <shmrig/pool.h>
 #include <shmrig/segment.h>
 
-#if __has_include("liveness.h")
 #include "liveness.h"
-#else
-/* The tree before liveness.c had two answers (for the old-code run only). */
-#include "prim.h"
-enum shmrig__life {
-	SHMRIG__ALIVE = 1,
-	SHMRIG__DEAD = 2,
-	SHMRIG__UNKNOWN = 3
-};
-static enum shmrig__life shmrig__life_of(shmrig__procid id)
-{
-	return shmrig__proc_alive(id) ? SHMRIG__ALIVE : SHMRIG__DEAD;
-}
-#endif
 
 #define TIMEOUT_MS 60000
 /* The fd limit set where a case runs out of fds: small, so that filling it is cheap. */

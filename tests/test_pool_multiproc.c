@@ -141,14 +141,15 @@ static int finish_peer(struct peer *p)
 	return th_wait_child(p->pid, TIMEOUT_MS);
 }
 
-/* Read refs until EOF, free each (we own them after the transfer). */
+/* Read refs until EOF, claim and free each (we own them after the transfer). */
 static int child_free_all(shmrig_pool *pool, int in, int out)
 {
 	struct shmrig_ref ref;
 	int freed = 0;
 
 	while (th_read_all(in, &ref, sizeof(ref)) == 0) {
-		if (shmrig_pool_free(pool, &ref))
+		if (shmrig_pool_free(pool, &ref) != -EBUSY || shmrig_pool_claim(pool, &ref) ||
+		    shmrig_pool_claim(pool, &ref) != -SHMRIG_ECLAIMED || shmrig_pool_free(pool, &ref))
 			return 20;
 		freed++;
 	}

@@ -761,7 +761,7 @@ static int point_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_val
 	if (shmrig_meta_uint(shmrig_meta_get(shmrig_decoder_meta(dec), "n"), &n) || n != 3 ||
 	    shmrig_decoder_nbuffers(dec) != 1)
 		return -EBADMSG;
-	ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+	ret = shmrig_decoder_buffer(dec, 0, 0, &data, &len);
 	if (ret)
 		return ret;
 	if (len != sizeof(struct point))
@@ -1200,22 +1200,22 @@ static int faulty_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_va
 	out->kind = SHMRIG_KIND_USER;
 	switch (f->fault) {
 	case FAULT_ASK_5:
-		return shmrig_decoder_buffer(dec, 5, &data, &len);
+		return shmrig_decoder_buffer(dec, 5, f->temporary ? SHMRIG_BUF_TEMPORARY : 0, &data, &len);
 	case FAULT_NEVER_ASK:
 		return 0;
 	case FAULT_ASK_TWICE:
-		ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+		ret = shmrig_decoder_buffer(dec, 0, f->temporary ? SHMRIG_BUF_TEMPORARY : 0, &data, &len);
 		if (ret)
 			return -EPROTO;
-		return shmrig_decoder_buffer(dec, 0, &data, &len);
+		return shmrig_decoder_buffer(dec, 0, f->temporary ? SHMRIG_BUF_TEMPORARY : 0, &data, &len);
 	case FAULT_ASK_THEN_FAIL:
-		ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+		ret = shmrig_decoder_buffer(dec, 0, f->temporary ? SHMRIG_BUF_TEMPORARY : 0, &data, &len);
 		/* host memory the registry must free with the failed value */
 		if (ret || !shmrig_decoder_alloc(dec, 100) || !shmrig_decoder_alloc(dec, 10000))
 			return -EPROTO;
 		return -EIO;
 	default:
-		ret = shmrig_decoder_buffer(dec, 0, &data, &len);
+		ret = shmrig_decoder_buffer(dec, 0, f->temporary ? SHMRIG_BUF_TEMPORARY : 0, &data, &len);
 		if (ret)
 			return ret;
 		out->user = (void *)data;

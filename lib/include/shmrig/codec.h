@@ -93,12 +93,16 @@ SHMRIG_API uint32_t shmrig_decoder_nbuffers(struct shmrig_decoder *dec);
 /*
  * View buffer `index`: its content_size bytes. Each buffer is asked for once;
  * a persistent one becomes a lease of the output value, a temporary one is
- * freed when decode returns. Every buffer must be asked for.
- * Errors: -EBADMSG index out of range or asked twice (the message says which);
- * the pool's attach errors (-SHMRIG_ESTALE, -SHMRIG_EBADREF, ...).
+ * freed when decode returns. Every buffer must be asked for. `flags` says how
+ * the codec reads it: SHMRIG_BUF_TEMPORARY it copies the bytes out (the frame
+ * must mark the buffer temporary), 0 it keeps the view in the value (the
+ * frame must mark it persistent); a frame that says otherwise is refused.
+ * Errors: -EINVAL unknown flags; -EBADMSG index out of range, asked twice, or
+ * the temporary flag differs (the message says which); the pool's attach
+ * errors (-SHMRIG_ESTALE, -SHMRIG_EBADREF, ...).
  */
-SHMRIG_API int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, const void **data,
-				     uint64_t *len);
+SHMRIG_API int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, uint32_t flags,
+				     const void **data, uint64_t *len);
 
 /* Zeroed host memory owned by the output value (freed by shmrig_value_release). NULL: ENOMEM. */
 SHMRIG_API void *shmrig_decoder_alloc(struct shmrig_decoder *dec, size_t size);

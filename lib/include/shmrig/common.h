@@ -34,6 +34,7 @@ enum {
 	SHMRIG_ECORRUPT, /* shared metadata failed a consistency check */
 	SHMRIG_ELEAK,    /* live blocks remained at close */
 	SHMRIG_EFORK,    /* handle used by a process other than the one that opened it */
+	SHMRIG_ECLAIMED, /* the block's references were claimed already (frame decoded twice) */
 	SHMRIG_ELAST
 };
 

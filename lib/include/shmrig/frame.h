@@ -63,6 +63,10 @@ SHMRIG_API int shmrig_frame_parse(const void *buf, size_t len, struct shmrig_fra
  */
 SHMRIG_API int shmrig_frame_transfer(shmrig_pool *pool, const void *buf, size_t len, pid_t pid);
 
+/* shmrig_frame_transfer to a peer identity (shmrig_pool_peer): no syscall. */
+SHMRIG_API int shmrig_frame_transfer_peer(shmrig_pool *pool, const void *buf, size_t len,
+					  uint64_t peer);
+
 /* Free every block of a frame that will not be sent. Returns the first error; frees all it can. */
 SHMRIG_API int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len);
 

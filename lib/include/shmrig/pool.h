@@ -99,9 +99,11 @@ SHMRIG_API int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags,
 
 /*
  * Drop one reference to the block; at zero it is free (its generation moves on,
- * so every ref to it is stale). Only the owner may free.
+ * so every ref to it is stale). Only the owner may free, and only a claimed
+ * reference (see shmrig_pool_claim).
  * Errors: -EINVAL/-SHMRIG_EBADREF bad ref; -SHMRIG_ESTALE; -SHMRIG_ENOTLIVE
- * (double free); -EPERM not the owner; -SHMRIG_EFORK.
+ * (double free); -EPERM not the owner; -EBUSY handed to us, not claimed;
+ * -SHMRIG_EFORK.
  */
 SHMRIG_API int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref);
 
@@ -121,11 +123,38 @@ SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *re
 /*
  * Hand the block to process `pid` (which must be alive): from now on it is the
  * owner, and the caller must not touch the block. Call before publishing the
- * ref to that process. A part of a block (shmrig_pool_subref) hands over the
+ * ref to that process. Every reference to the block goes with it, unclaimed:
+ * the receiver claims each (shmrig_pool_claim, or decode does it) before it
+ * uses or frees them. A part of a block (shmrig_pool_subref) hands over the
  * whole block; handing another part of it to the same pid is then a no-op.
- * Errors as shmrig_pool_free; -ESRCH no such process.
+ * Errors as shmrig_pool_free; -ESRCH no such process; -EBUSY the block was
+ * handed to us and is not claimed yet, or is the open slab's.
  */
 SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid);
+
+/*
+ * A process's identity for transfers: its pid and start time, checked now
+ * (a later process that reuses the pid is another peer). Look it up once per
+ * peer: shmrig_pool_transfer_peer() then costs no syscall; a peer that dies
+ * meanwhile is reap's business (blocks handed to it come back).
+ * Errors: -ESRCH no such live process; -EMFILE and the like: could not tell.
+ */
+SHMRIG_API int shmrig_pool_peer(shmrig_pool *pool, pid_t pid, uint64_t *peer);
+
+/* shmrig_pool_transfer to a peer identity from shmrig_pool_peer (or a channel's
+ * hello). Errors as shmrig_pool_transfer, but -ESRCH. */
+SHMRIG_API int shmrig_pool_transfer_peer(shmrig_pool *pool, const struct shmrig_ref *ref,
+					 uint64_t peer);
+
+/*
+ * The receiver's side of a transfer: take one of the references a transfer
+ * handed us, with one atomic step. Each reference is claimed once: a ref (a
+ * frame) claimed a second time, or naming a block we hold for something else,
+ * is refused. After the claim the ref can be freed, retained, sent on.
+ * Errors: -SHMRIG_ECLAIMED no unclaimed reference is left; -EPERM the block is
+ * not ours; the errors of shmrig_pool_attach.
+ */
+SHMRIG_API int shmrig_pool_claim(shmrig_pool *pool, const struct shmrig_ref *ref);
 
 /*
  * A ref to the part [offset, offset + size) of a block the caller owns, with

@@ -1,0 +1,628 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pool_arena: arenas of size-classed blocks.
+ *
+ * Only the creator allocates from an arena: it alone pops its free lists and
+ * fills its private cache. Any process frees into it: the owner of a block
+ * marks it REMOTE (one CAS on its word) and pushes it on the class's remote
+ * list (one CAS on the head); the creator takes the whole remote list with
+ * one exchange. A process that dies between the two steps leaves a REMOTE
+ * block on no list, owned by a dead process: the creator's reap finds it
+ * (shmrig__arena_recover) once every push of that process has been collected.
+ *
+ * Everything popped from a shared list is checked before it is used: its id
+ * must name a block of a chunk of that class, and its state must be the one
+ * the list promises, changed by our CAS; a list that fails is corrupt, and a
+ * block is never handed out twice.
+ */
+#include "pool_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Pack as many blocks of class c as fit after `header` bytes of a chunk. */
+static struct layout compute_layout(unsigned c, size_t header)
+{
+	size_t size = class_size(c), align = size < 4096 ? size : 4096;
+	size_t n = (CHUNK - header) / (size + sizeof(struct desc));
+	struct layout l;
+
+	if (CHUNK / size <= EXT_DESCS) {
+		l.external = true;
+		l.desc_offset = 0;
+		l.payload_offset = (uint32_t)round_up(header, align);
+		l.nblocks = l.payload_offset >= CHUNK ?
+				    0 :
+				    (uint32_t)((CHUNK - l.payload_offset) / size);
+		return l;
+	}
+	l.external = false;
+	while (n && round_up(header + n * sizeof(struct desc), align) + n * size > CHUNK)
+		n--;
+	l.nblocks = (uint32_t)n;
+	l.desc_offset = (uint32_t)header;
+	l.payload_offset = (uint32_t)round_up(header + n * sizeof(struct desc), align);
+	return l;
+}
+
+static size_t arena_hdr_size(uint32_t nchunks)
+{
+	return ext_desc_offset(nchunks) + (size_t)nchunks * EXT_DESCS * sizeof(struct desc);
+}
+
+static void init_layouts(struct seg_local *sl)
+{
+	size_t header = arena_hdr_size(sl->nchunks); /* ours, never the shared copy */
+
+	for (unsigned c = 0; c < NCLASS; c++) {
+		sl->layout0[c] = compute_layout(c, header);
+		sl->layout[c] = compute_layout(c, 0);
+	}
+}
+
+/* Is `id` a block of a chunk of class c? (validates links read from shared memory) */
+static bool id_valid(const struct seg_local *sl, uint32_t id, unsigned c)
+{
+	uint32_t chunk = id_chunk(id);
+
+	return chunk < sl->nchunks && chunk_class(sl, chunk) == c &&
+	       id_slot(id) < chunk_layout(sl, chunk, c)->nblocks;
+}
+
+static int corrupt(struct seg_local *sl, unsigned c, const char *list, uint32_t id,
+		   const char *why)
+{
+	sl->broken |= (uint16_t)(1u << c);
+	return shmrig__fail(-SHMRIG_ECORRUPT,
+			    "segment %s: class %u %s list: block %u.%u %s; this process stops "
+			    "using that list",
+			    sl->name, c, list, id_chunk(id), id_slot(id), why);
+}
+
+/* ---- the free list: the creator's alone (Treiber stack with an ABA tag, as
+ * it lives in shared memory where a peer may write it; we check, not trust) */
+
+static void list_push(struct seg_local *sl, unsigned c, uint32_t first, struct desc *last)
+{
+	_Atomic uint64_t *head = &sl->hdr->free_list[c].head;
+	uint64_t old = atomic_load_explicit(head, memory_order_relaxed), new_head;
+
+	do {
+		atomic_store_explicit(&last->next_free, (uint32_t)old, memory_order_relaxed);
+		new_head = ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | first;
+	} while (!atomic_compare_exchange_weak_explicit(head, &old, new_head, memory_order_release,
+							memory_order_relaxed));
+}
+
+/* Move a block we just took (state CACHED by our CAS) into the cache. */
+static void cache_add(struct seg_local *sl, unsigned c, uint32_t id)
+{
+	sl->cache[c * CACHE_CAP + sl->ncache[c]++] = id;
+}
+
+/*
+ * Pop one block into the cache: 1 done, 0 the list is empty, or
+ * -SHMRIG_ECORRUPT. The block must be FREE, and our CAS makes it CACHED: a
+ * head pointing at a live block, or a cycle, is caught here.
+ */
+static int list_pop(struct seg_local *sl, unsigned c)
+{
+	_Atomic uint64_t *head = &sl->hdr->free_list[c].head;
+	uint64_t old = atomic_load_explicit(head, memory_order_acquire), new_head, w;
+	uint32_t id, next;
+	struct desc *d;
+
+	do {
+		id = (uint32_t)old;
+		if (id == NIL)
+			return 0;
+		if (!id_valid(sl, id, c))
+			return corrupt(sl, c, "free", id, "is not a block of the class");
+		next = atomic_load_explicit(&id_desc(sl, id, c)->next_free, memory_order_relaxed);
+		new_head = ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | next;
+	} while (!atomic_compare_exchange_weak_explicit(head, &old, new_head, memory_order_acquire,
+							memory_order_acquire));
+	d = id_desc(sl, id, c);
+	w = atomic_load_explicit(&d->word, memory_order_acquire);
+	if (word_state(w) != ST_FREE ||
+	    !atomic_compare_exchange_strong_explicit(&d->word, &w,
+						     word_make(word_gen(w), 0, 0, ST_CACHED),
+						     memory_order_acq_rel, memory_order_relaxed))
+		return corrupt(sl, c, "free", id, "is not free");
+	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
+	cache_add(sl, c, id);
+	return 1;
+}
+
+/* ---- the remote list: anyone pushes, the creator takes all ---- */
+
+void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, uint32_t id)
+{
+	_Atomic uint64_t *head = &sl->hdr->remote[c].head;
+	struct desc *d = id_desc(sl, id, c);
+	uint64_t old = atomic_load_explicit(head, memory_order_relaxed);
+
+	do
+		atomic_store_explicit(&d->next_free, (uint32_t)old, memory_order_relaxed);
+	/* release: the block's REMOTE word is visible to the collector */
+	while (!atomic_compare_exchange_weak_explicit(head, &old, id, memory_order_release,
+						      memory_order_relaxed));
+}
+
+/*
+ * Take every block on the remote list of class c: into the cache while there
+ * is room, the rest onto the free list. 0 or -SHMRIG_ECORRUPT (the blocks
+ * before the bad link are kept; the rest of that chain is left to audit).
+ */
+static int collect_remote(struct seg_local *sl, unsigned c)
+{
+	uint32_t id = (uint32_t)atomic_exchange_explicit(&sl->hdr->remote[c].head, NIL,
+							 memory_order_acquire);
+	uint32_t first = NIL;
+	struct desc *last = NULL;
+
+	/* A cycle is caught by the CAS (a block visited twice is no longer
+	 * REMOTE), so the walk ends after at most one pass over the arena. */
+	while (id != NIL) {
+		struct desc *d;
+		uint64_t w;
+		uint32_t next;
+		bool to_cache = sl->ncache[c] < CACHE_CAP;
+
+		if (!id_valid(sl, id, c))
+			return corrupt(sl, c, "remote", id, "is not a block of the class");
+		d = id_desc(sl, id, c);
+		next = atomic_load_explicit(&d->next_free, memory_order_relaxed);
+		w = atomic_load_explicit(&d->word, memory_order_acquire);
+		if (word_state(w) != ST_REMOTE ||
+		    !atomic_compare_exchange_strong_explicit(
+			    &d->word, &w,
+			    word_make(word_gen(w), 0, 0, to_cache ? ST_CACHED : ST_FREE),
+			    memory_order_acq_rel, memory_order_relaxed)) {
+			if (first != NIL)
+				list_push(sl, c, first, last);
+			return corrupt(sl, c, "remote", id, "is not remote-freed");
+		}
+		if (to_cache) {
+			atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
+			cache_add(sl, c, id);
+		} else {
+			atomic_store_explicit(&d->next_free, first, memory_order_relaxed);
+			if (first == NIL)
+				last = d;
+			first = id;
+		}
+		id = next;
+	}
+	if (first != NIL)
+		list_push(sl, c, first, last);
+	return 0;
+}
+
+/* ---- the creator's cache ---- */
+
+/* Hand the oldest `count` cached blocks back to the free list (one CAS). */
+static void cache_flush(struct seg_local *sl, unsigned c, uint32_t count)
+{
+	uint32_t *cache = &sl->cache[c * CACHE_CAP];
+	struct desc *prev = NULL;
+	uint32_t first = NIL;
+
+	if (count > sl->ncache[c])
+		count = sl->ncache[c];
+	if (!count)
+		return;
+	for (uint32_t i = 0; i < count; i++) {
+		struct desc *d = id_desc(sl, cache[i], c);
+		uint64_t w = atomic_load_explicit(&d->word, memory_order_relaxed);
+
+		atomic_store_explicit(&d->word, word_make(word_gen(w), 0, 0, ST_FREE),
+				      memory_order_relaxed);
+		if (prev)
+			atomic_store_explicit(&prev->next_free, cache[i], memory_order_relaxed);
+		else
+			first = cache[i];
+		prev = d;
+	}
+	list_push(sl, c, first, prev);
+	memmove(cache, cache + count, (sl->ncache[c] - count) * sizeof(*cache));
+	sl->ncache[c] -= count;
+}
+
+/* Assign the next unused chunk of arena sl to class c; its blocks go to our
+ * cache (up to a batch) and the free list. false if the arena is full. */
+static bool claim_chunk(struct seg_local *sl, unsigned c)
+{
+	uint32_t chunk = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_relaxed);
+	const struct layout *l;
+	struct desc *descs;
+	uint32_t n, keep;
+
+	/* Only the creator claims chunks, and under its pool lock; the shared
+	 * next_chunk is ours to write, but checked like anything read. */
+	if (chunk >= sl->nchunks)
+		return false;
+	l = chunk_layout(sl, chunk, c);
+	if (l->nblocks == 0) {
+		/* chunk 0 may be too small for the largest classes; skip it for them */
+		if (chunk != 0 || sl->nchunks == 1)
+			return false;
+		atomic_store_explicit(&sl->hdr->next_chunk, 1, memory_order_relaxed);
+		return false;
+	}
+	atomic_store_explicit(&sl->hdr->next_chunk, chunk + 1, memory_order_relaxed);
+	descs = chunk_descs(sl, chunk, c);
+	n = l->nblocks;
+	keep = n < CACHE_BATCH ? n : CACHE_BATCH;
+	/* Generations start at 1, so that a zeroed ref never matches a block. */
+	for (uint32_t i = 0; i < n; i++) {
+		atomic_store_explicit(&descs[i].owner, sl->self, memory_order_relaxed);
+		atomic_store_explicit(&descs[i].word, word_make(1, 0, 0, i < keep ? ST_CACHED : ST_FREE),
+				      memory_order_relaxed);
+		atomic_store_explicit(&descs[i].next_free, i + 1 < n ? block_id(chunk, i + 1) : NIL,
+				      memory_order_relaxed);
+	}
+	atomic_store_explicit(&sl->hdr->chunks[chunk].class_plus1, c + 1, memory_order_release);
+	for (uint32_t i = 0; i < keep; i++)
+		cache_add(sl, c, block_id(chunk, i));
+	if (keep < n)
+		list_push(sl, c, block_id(chunk, keep), &descs[n - 1]);
+	return true;
+}
+
+/*
+ * Debug level 1: a block in our cache is ours alone; if its descriptor says
+ * otherwise, another process wrote where it must not. Leave the block alone
+ * (a leak is better than handing out memory someone else uses) and say so.
+ */
+static bool cached_block_intact(struct seg_local *sl, unsigned c, uint32_t id)
+{
+	static int warned;
+	struct desc *d = id_desc(sl, id, c);
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+
+	if (SHMRIG_LIKELY(word_state(w) == ST_CACHED))
+		return true;
+	shmrig__warn_once(&warned,
+			  "segment %s: cached block %u.%u was changed by another process "
+			  "(state %u); dropped",
+			  sl->name, id_chunk(id), id_slot(id), word_state(w));
+	return false;
+}
+
+int shmrig__arena_take(struct seg_local *sl, unsigned c, uint32_t *id)
+{
+	int ret = 0;
+
+	for (;;) {
+		if (!sl->ncache[c]) {
+			if (!(sl->broken & (1u << c))) {
+				/* Refill: what others freed, then the free list, up to a batch. */
+				ret = collect_remote(sl, c);
+				while (!ret && sl->ncache[c] < CACHE_BATCH && (ret = list_pop(sl, c)) > 0)
+					ret = 0;
+				if (ret < 0 && !sl->ncache[c])
+					return ret;
+			}
+			if (!sl->ncache[c] && !claim_chunk(sl, c))
+				return -ENOSPC;
+		}
+		*id = sl->cache[c * CACHE_CAP + --sl->ncache[c]];
+		if (SHMRIG_DEBUG_CHECKS < 1 || cached_block_intact(sl, c, *id))
+			return 0;
+	}
+}
+
+void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t id, size_t content_size,
+			uint32_t tag, uint32_t flags, struct shmrig_ref *ref, void **data)
+{
+	struct desc *d = id_desc(sl, id, c);
+	uint32_t gen = word_gen(atomic_load_explicit(&d->word, memory_order_relaxed));
+
+	d->content_size = content_size;
+	d->tag = tag;
+	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
+	/* A cached block is ours alone: a plain store publishes it, no atomic
+	 * read-modify-write needed. */
+	atomic_store_explicit(&d->word, word_make(gen, 1, 0, ST_LIVE), memory_order_release);
+	memset(ref, 0, sizeof(*ref));
+	memcpy(ref->name, sl->name, sl->name_len + 1);
+	ref->offset = id_offset(sl, id, c);
+	ref->size = class_size(c);
+	ref->content_size = content_size;
+	ref->generation = gen;
+	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
+	*data = sl->base + ref->offset;
+}
+
+/* Find the block holding [ref->offset, ref->offset + ref->size) in arena sl. */
+int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref, struct block *b)
+{
+	uint64_t off = ref->offset, size = ref->size;
+	uint64_t chunk = off / CHUNK, rel = off % CHUNK, slot, bsize;
+	const struct layout *l;
+
+	b->sl = sl;
+	if (chunk >= sl->nchunks)
+		goto bounds;
+	b->cls = chunk_class(sl, (uint32_t)chunk);
+	if (b->cls == NCLASS)
+		goto bounds;
+	l = chunk_layout(sl, (uint32_t)chunk, b->cls);
+	bsize = class_size(b->cls);
+	if (rel < l->payload_offset)
+		goto bounds;
+	slot = (rel - l->payload_offset) >> (6 + b->cls); /* bsize is 64 << cls */
+	if (slot >= l->nblocks)
+		goto bounds;
+	b->start = chunk * CHUNK + l->payload_offset + slot * bsize;
+	b->size = bsize;
+	if (size > b->start + bsize - off)
+		goto bounds;
+	b->id = block_id((uint32_t)chunk, (uint32_t)slot);
+	b->desc = id_desc(sl, b->id, b->cls);
+	return 0;
+bounds:
+	return shmrig__fail(-SHMRIG_EBADREF,
+			    "ref '%s': offset %llu size %llu is not inside one block of the segment",
+			    ref->name, (unsigned long long)off, (unsigned long long)size);
+}
+
+void shmrig__arena_release(struct seg_local *sl, struct block *b, uint64_t word)
+{
+	uint32_t next_gen = gen_next(word_gen(word));
+
+	if (sl->created) {
+		if (sl->ncache[b->cls] == CACHE_CAP)
+			cache_flush(sl, b->cls, CACHE_BATCH);
+		atomic_store_explicit(&b->desc->word, word_make(next_gen, 0, 0, ST_CACHED),
+				      memory_order_release);
+		cache_add(sl, b->cls, b->id);
+		return;
+	}
+	/* Someone else's arena. Step 1, one CAS: REMOTE, still owned by us (a
+	 * peer that rewrote the word meanwhile makes it fail: then the block is
+	 * not ours to return). Step 2: push it where the creator collects. */
+	if (!atomic_compare_exchange_strong_explicit(&b->desc->word, &word,
+						     word_make(next_gen, 0, 0, ST_REMOTE),
+						     memory_order_acq_rel, memory_order_relaxed))
+		return;
+	DEATH_POINT("remote_free");
+	shmrig__arena_push_remote(sl, b->cls, b->id);
+}
+
+/* ---- recovery of REMOTE blocks whose pusher died before pushing ---- */
+
+#define RECOVER_MAX 64u
+
+struct recover_ctx {
+	struct shmrig__life_cache *lives;
+	shmrig__procid dead[RECOVER_MAX];
+	uint32_t ndead;
+	int count;
+};
+
+static bool in_dead(const struct recover_ctx *ctx, shmrig__procid id)
+{
+	for (uint32_t i = 0; i < ctx->ndead; i++)
+		if (ctx->dead[i] == id)
+			return true;
+	return false;
+}
+
+static void find_dead_pushers(void *arg, struct seg_local *sl, struct desc *d, unsigned c,
+			      uint32_t id, uint64_t offset)
+{
+	struct recover_ctx *ctx = arg;
+	shmrig__procid owner = atomic_load_explicit(&d->owner, memory_order_acquire);
+
+	(void)sl, (void)c, (void)id, (void)offset;
+	if (word_state(atomic_load_explicit(&d->word, memory_order_acquire)) != ST_REMOTE ||
+	    ctx->ndead == RECOVER_MAX || in_dead(ctx, owner))
+		return;
+	if (shmrig__life_cached(ctx->lives, owner) == SHMRIG__DEAD)
+		ctx->dead[ctx->ndead++] = owner;
+}
+
+static void recover_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+			uint64_t offset)
+{
+	struct recover_ctx *ctx = arg;
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+
+	(void)offset;
+	if (word_state(w) != ST_REMOTE ||
+	    !in_dead(ctx, atomic_load_explicit(&d->owner, memory_order_acquire)))
+		return;
+	if (!atomic_compare_exchange_strong_explicit(&d->word, &w,
+						     word_make(word_gen(w), 0, 0, ST_FREE),
+						     memory_order_acq_rel, memory_order_relaxed))
+		return;
+	list_push(sl, c, id, d);
+	ctx->count++;
+}
+
+/*
+ * A REMOTE block on no list: its pusher died between its two steps. Judge the
+ * pushers first; then take the remote lists (every push of a process already
+ * dead is on them now); what is still REMOTE and owned by one of those dead
+ * pushers was never pushed. Only the creator may do this: it alone collects.
+ */
+int shmrig__arena_recover(struct seg_local *sl, struct shmrig__life_cache *lives)
+{
+	struct recover_ctx ctx = { .lives = lives };
+
+	if (!sl->created || sl->large)
+		return 0;
+	shmrig__walk_blocks(sl, find_dead_pushers, &ctx);
+	if (!ctx.ndead)
+		return 0;
+	for (unsigned c = 0; c < NCLASS; c++)
+		if (!(sl->broken & (1u << c)))
+			collect_remote(sl, c);
+	shmrig__walk_blocks(sl, recover_one, &ctx);
+	return ctx.count;
+}
+
+/* ---- creating and checking arenas ---- */
+
+int shmrig__arena_new(shmrig_pool *pool, struct seg_local **out)
+{
+	uint32_t nchunks = (uint32_t)(pool->arena_size / CHUNK);
+	struct seg_local *sl;
+	int ret;
+
+	if (pool->created_bytes + pool->arena_size > pool->max_bytes)
+		return shmrig__fail(-ENOMEM,
+				    "pool: a new %zu-byte arena would pass the limit of %zu bytes "
+				    "(%zu in use)",
+				    pool->arena_size, pool->max_bytes, pool->created_bytes);
+	ret = shmrig__pool_create_seg(pool, pool->arena_size, ROLE_ARENA, &sl);
+	if (ret)
+		return ret;
+	sl->cache = calloc(NCLASS * CACHE_CAP, sizeof(uint32_t));
+	if (!sl->cache) {
+		shmrig__pool_insert(pool, sl);
+		shmrig__pool_drop_seg(pool, sl);
+		return shmrig__fail(-ENOMEM, "pool: out of memory");
+	}
+	sl->hdr = (struct arena_hdr *)sl->base;
+	sl->nchunks = nchunks;
+	sl->hdr->version = LAYOUT_VERSION;
+	sl->hdr->nchunks = nchunks;
+	sl->hdr->arena_size = sl->size;
+	sl->hdr->creator = sl->self;
+	sl->hdr->hdr_size = (uint32_t)arena_hdr_size(nchunks);
+	for (unsigned c = 0; c < NCLASS; c++) {
+		atomic_store_explicit(&sl->hdr->free_list[c].head, NIL, memory_order_relaxed);
+		atomic_store_explicit(&sl->hdr->remote[c].head, NIL, memory_order_relaxed);
+	}
+	init_layouts(sl);
+	/* The magic last, with release: a peer that sees it sees a whole header. */
+	atomic_store_explicit((_Atomic uint64_t *)&sl->hdr->magic, ARENA_MAGIC,
+			      memory_order_release);
+	shmrig__pool_insert(pool, sl);
+	*out = sl;
+	return 0;
+}
+
+/*
+ * Validate the header of an arena mapped from elsewhere. The geometry is our
+ * own: the chunk count comes from the file's size (capped), and the header's
+ * fields only have to agree with it.
+ */
+int shmrig__arena_check(struct seg_local *sl)
+{
+	if (sl->size % CHUNK || sl->size < CHUNK || sl->size / CHUNK > MAX_CHUNKS)
+		return shmrig__fail(-SHMRIG_ECORRUPT,
+				    "segment '%s': %zu bytes is not an arena size (2 MiB multiple, "
+				    "at most %u chunks)",
+				    sl->name, sl->size, MAX_CHUNKS);
+	sl->hdr = (struct arena_hdr *)sl->base;
+	sl->nchunks = (uint32_t)(sl->size / CHUNK);
+	if (atomic_load_explicit((_Atomic uint64_t *)&sl->hdr->magic, memory_order_acquire) !=
+		    ARENA_MAGIC ||
+	    sl->hdr->version != LAYOUT_VERSION || sl->hdr->nchunks != sl->nchunks ||
+	    sl->hdr->hdr_size != arena_hdr_size(sl->nchunks))
+		return shmrig__fail(-SHMRIG_ECORRUPT,
+				    "segment '%s' is not a valid shmrig arena (header)", sl->name);
+	init_layouts(sl);
+	return 0;
+}
+
+/* ---- audit ---- */
+
+struct audit_ctx {
+	uint64_t blocks[NCLASS];
+	uint64_t remote[NCLASS]; /* REMOTE */
+	uint64_t free_blocks[NCLASS];
+};
+
+int shmrig__arena_audit(struct seg_local *sl)
+{
+	struct audit_ctx ctx;
+	uint32_t used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
+
+	memset(&ctx, 0, sizeof(ctx));
+	if (used > sl->nchunks)
+		return shmrig__fail(-SHMRIG_ECORRUPT, "audit %s: next_chunk %u > %u chunks",
+				    sl->name, used, sl->nchunks);
+	for (uint32_t chunk = 0; chunk < used; chunk++) {
+		uint32_t cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1,
+						    memory_order_acquire);
+		const struct layout *l;
+
+		if (cp1 > NCLASS)
+			return shmrig__fail(-SHMRIG_ECORRUPT, "audit %s: chunk %u has class %u",
+					    sl->name, chunk, cp1);
+		if (!cp1)
+			continue;
+		l = chunk_layout(sl, chunk, cp1 - 1);
+		ctx.blocks[cp1 - 1] += l->nblocks;
+		for (uint32_t slot = 0; slot < l->nblocks; slot++) {
+			struct desc *d = id_desc(sl, block_id(chunk, slot), cp1 - 1);
+			uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+			unsigned st = word_state(w);
+
+			if (st >= ST_COUNT || word_unclaimed(w) > word_refs(w) ||
+			    (st == ST_HANDED) != (word_unclaimed(w) > 0))
+				return shmrig__fail(-SHMRIG_ECORRUPT,
+						    "audit %s: block %u.%u word 0x%llx", sl->name,
+						    chunk, slot, (unsigned long long)w);
+			if (st == ST_FREE)
+				ctx.free_blocks[cp1 - 1]++;
+			else if (st == ST_REMOTE)
+				ctx.remote[cp1 - 1]++;
+		}
+	}
+	for (unsigned c = 0; c < NCLASS; c++) {
+		static const struct {
+			const char *name;
+			unsigned state;
+		} lists[] = { { "free", ST_FREE }, { "remote", ST_REMOTE } };
+
+		for (unsigned k = 0; k < 2; k++) {
+			uint64_t head = atomic_load_explicit(k ? &sl->hdr->remote[c].head :
+								 &sl->hdr->free_list[c].head,
+							     memory_order_acquire);
+			uint64_t steps = 0;
+
+			for (uint32_t id = (uint32_t)head; id != NIL; steps++) {
+				struct desc *d;
+
+				if (!id_valid(sl, id, c) || steps >= ctx.blocks[c])
+					return shmrig__fail(-SHMRIG_ECORRUPT,
+							    "audit %s: class %u %s list is broken "
+							    "at %u (step %llu)",
+							    sl->name, c, lists[k].name, id,
+							    (unsigned long long)steps);
+				d = id_desc(sl, id, c);
+				if (word_state(atomic_load_explicit(&d->word,
+								    memory_order_acquire)) !=
+				    lists[k].state)
+					return shmrig__fail(-SHMRIG_ECORRUPT,
+							    "audit %s: class %u %s list holds a "
+							    "block in another state",
+							    sl->name, c, lists[k].name);
+				id = atomic_load_explicit(&d->next_free, memory_order_relaxed);
+			}
+			/* Every free block is on the free list; a REMOTE block may be
+			 * on none while its pusher is being reaped. */
+			if (!k && steps != ctx.free_blocks[c])
+				return shmrig__fail(-SHMRIG_ECORRUPT,
+						    "audit %s: class %u has %llu free blocks, %llu "
+						    "on its free list",
+						    sl->name, c,
+						    (unsigned long long)ctx.free_blocks[c],
+						    (unsigned long long)steps);
+			if (k && steps > ctx.remote[c])
+				return shmrig__fail(-SHMRIG_ECORRUPT,
+						    "audit %s: class %u remote list is longer "
+						    "than its remote blocks",
+						    sl->name, c);
+		}
+	}
+	return 0;
+}

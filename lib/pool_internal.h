@@ -1,0 +1,287 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_POOL_INTERNAL_H
+#define SHMRIG_POOL_INTERNAL_H
+
+/*
+ * The pool's process-local state, shared by its files:
+ *   pool.c        the front end: handle, segment table, refs, alloc/free,
+ *                 transfer and claim
+ *   pool_arena.c  arenas: layouts, free and remote lists, caches, chunks
+ *   pool_large.c  large blocks in segments of their own
+ *   pool_walk.c   walks over every block: stats, reap, audit, leaks, sweep
+ */
+
+#include "internal.h"
+#include "liveness.h"
+#include "pool_layout.h"
+#include "prim.h"
+
+#include <shmrig/pool.h>
+
+/* Per-process cache of free blocks, per arena and class. */
+#define CACHE_CAP 64u
+#define CACHE_BATCH 32u
+/* Free large segments kept mapped for reuse by the process that made them. */
+#define LARGE_KEEP 4u
+#define HASH_BUCKETS 64
+
+struct layout {
+	uint32_t nblocks;
+	uint32_t desc_offset;    /* from the chunk's start, unless external */
+	uint32_t payload_offset; /* from the chunk's start */
+	bool external;           /* descriptors in the header's table */
+};
+
+/*
+ * This process's view of one mapped segment. Everything here was read once
+ * from the segment, checked, and is the only copy used afterwards: a peer that
+ * rewrites the shared header cannot move our bounds.
+ */
+struct seg_local {
+	shmrig_segment *seg;
+	const char *name; /* the segment's, and its length: refs are filled and matched by it */
+	size_t name_len;
+	char *base;
+	size_t size;
+	bool created;        /* by this pool: it unlinks it when nobody else holds a block */
+	bool large;
+	shmrig__procid self; /* this process (a pool does not outlive a fork) */
+	struct seg_local *next;      /* all segments, newest first */
+	struct seg_local *hash_next; /* bucket chain */
+	/* arenas */
+	struct arena_hdr *hdr;
+	uint32_t nchunks;
+	struct layout layout0[NCLASS]; /* chunk 0, after the header */
+	struct layout layout[NCLASS];  /* other chunks */
+	uint32_t ncache[NCLASS];
+	uint32_t *cache;        /* [NCLASS][CACHE_CAP], created arenas only */
+	uint16_t broken;        /* classes whose free or remote list failed a check */
+	/* large */
+	struct large_hdr *lhdr;
+	uint64_t capacity; /* the trailer's, read once */
+	uint32_t held;     /* references to its block this process holds (not created) */
+};
+
+struct slab {
+	bool open;
+	size_t capacity;
+	struct shmrig_ref ref; /* the whole block */
+	char *data;
+	size_t used;
+};
+
+struct shmrig_pool {
+	/* Who may be inside the pool's process-local state: see pool_enter(). */
+	shmrig__lock lock;
+	const char *opener; /* thread_mark of the thread that opened it */
+	_Atomic bool shared; /* another thread came: everybody takes the lock */
+	_Atomic int busy;    /* the opener is inside without the lock */
+	unsigned fork_epoch;
+	shmrig__procid self;
+	char prefix[SHMRIG_PREFIX_MAX + 1];
+	size_t arena_size;
+	size_t max_bytes;
+	size_t created_bytes;
+	int backing;
+	int numa_node;
+	uint32_t flags;
+	shmrig_topo *topo;
+	struct seg_local *segs;
+	struct seg_local *buckets[HASH_BUCKETS];
+	struct seg_local *last; /* the segment the last ref resolved to */
+	struct slab slab;
+	/* The last name that failed to attach, and how: a frame of many refs
+	 * into one bad segment opens it once, not once a ref. */
+	char bad_name[SHMRIG_NAME_MAX];
+	int bad_err;
+	/* Recent targets of shmrig_pool_transfer(pid): a pidfd says whether that
+	 * very process still runs, without reading /proc. */
+	struct shmrig__watch targets[4];
+	unsigned next_target;
+	/* info of the last segment created */
+	enum shmrig_backing last_backing;
+	size_t last_page_size;
+	int last_node;
+	char last_reason[256];
+};
+
+/* The block a ref names, located in this process's view. */
+struct block {
+	struct seg_local *sl;
+	struct desc *desc;
+	uint64_t start; /* payload offset of the whole block */
+	uint64_t size;  /* block capacity */
+	unsigned cls;   /* NCLASS for large */
+	uint32_t id;
+};
+
+static inline size_t class_size(unsigned c)
+{
+	return (size_t)SHMRIG_POOL_MIN_BLOCK << c;
+}
+
+static inline size_t round_up(size_t x, size_t align)
+{
+	return (x + align - 1) / align * align;
+}
+
+static inline uint32_t block_id(uint32_t chunk, uint32_t slot)
+{
+	return (chunk << SLOT_BITS) | slot;
+}
+
+static inline uint32_t id_chunk(uint32_t id)
+{
+	return id >> SLOT_BITS;
+}
+
+static inline uint32_t id_slot(uint32_t id)
+{
+	return id & ((1u << SLOT_BITS) - 1);
+}
+
+/* Where the header's descriptor table starts. */
+static inline size_t ext_desc_offset(uint32_t nchunks)
+{
+	return round_up(sizeof(struct arena_hdr) + nchunks * sizeof(struct chunk_info),
+			SHMRIG_CACHELINE);
+}
+
+static inline const struct layout *chunk_layout(const struct seg_local *sl, uint32_t chunk,
+						unsigned c)
+{
+	return chunk == 0 ? &sl->layout0[c] : &sl->layout[c];
+}
+
+/* The descriptor array of a chunk of class c. */
+static inline struct desc *chunk_descs(const struct seg_local *sl, uint32_t chunk, unsigned c)
+{
+	const struct layout *l = chunk_layout(sl, chunk, c);
+
+	if (l->external)
+		return (struct desc *)(sl->base + ext_desc_offset(sl->nchunks)) +
+		       (size_t)chunk * EXT_DESCS;
+	return (struct desc *)(sl->base + (size_t)chunk * CHUNK + l->desc_offset);
+}
+
+static inline struct desc *id_desc(const struct seg_local *sl, uint32_t id, unsigned c)
+{
+	return chunk_descs(sl, id_chunk(id), c) + id_slot(id);
+}
+
+static inline uint64_t id_offset(const struct seg_local *sl, uint32_t id, unsigned c)
+{
+	uint32_t chunk = id_chunk(id);
+
+	return chunk * CHUNK + chunk_layout(sl, chunk, c)->payload_offset +
+	       id_slot(id) * class_size(c);
+}
+
+/* The class of chunk `chunk` as read now (0..NCLASS-1), or NCLASS if unassigned or bad. */
+static inline unsigned chunk_class(const struct seg_local *sl, uint32_t chunk)
+{
+	uint32_t cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1,
+					    memory_order_acquire);
+
+	return cp1 == 0 || cp1 > NCLASS ? NCLASS : cp1 - 1;
+}
+
+/* Death points (meson -Ddeath_points=true): SIGKILL this process at a named
+ * step when $SHMRIG_DEATH_POINT names it. No code otherwise. */
+#if SHMRIG_DEATH_POINTS
+void shmrig__death_point(const char *name);
+#define DEATH_POINT(name) shmrig__death_point(name)
+#else
+#define DEATH_POINT(name) ((void)0)
+#endif
+
+/*
+ * The pool's process-local state (segment list, caches, slab) is used by one
+ * thread at a time. While only the thread that opened the pool has used it,
+ * that thread goes in without an atomic read-modify-write: it says it is busy
+ * and checks that nobody else came (an asymmetric Dekker: compiler barriers
+ * here, membarrier() on the rare side). The first other thread takes the
+ * lock, sets `shared`, makes every thread of the process pass a full barrier
+ * (membarrier), and waits until the opener is out; from then on everybody
+ * takes the lock. Without membarrier the pool is shared from the start.
+ */
+/* A thread's identity, cheaper than pthread_self(): the address of its own copy. */
+extern _Thread_local char shmrig__thread_mark;
+void shmrig__pool_enter_locked(shmrig_pool *pool);
+
+static inline void pool_enter(shmrig_pool *pool)
+{
+	if (SHMRIG_LIKELY(pool->opener == &shmrig__thread_mark)) {
+		atomic_store_explicit(&pool->busy, 1, memory_order_relaxed);
+		atomic_signal_fence(memory_order_seq_cst);
+		if (SHMRIG_LIKELY(!atomic_load_explicit(&pool->shared, memory_order_relaxed)))
+			return;
+		atomic_store_explicit(&pool->busy, 0, memory_order_release);
+	}
+	shmrig__pool_enter_locked(pool);
+}
+
+static inline void pool_leave(shmrig_pool *pool)
+{
+	if (SHMRIG_LIKELY(pool->opener == &shmrig__thread_mark) &&
+	    atomic_load_explicit(&pool->busy, memory_order_relaxed)) {
+		atomic_signal_fence(memory_order_seq_cst);
+		atomic_store_explicit(&pool->busy, 0, memory_order_release);
+		return;
+	}
+	shmrig__lock_give(&pool->lock);
+}
+
+/* ---- pool_arena.c ---- */
+int shmrig__arena_new(shmrig_pool *pool, struct seg_local **out);
+int shmrig__arena_check(struct seg_local *sl);
+/* A block of class c for the creator: 0 with *id, -ENOSPC (the arena has no
+ * room), -SHMRIG_ECORRUPT (a shared list failed a check; the class's lists of
+ * this arena are not used again by this process). */
+int shmrig__arena_take(struct seg_local *sl, unsigned c, uint32_t *id);
+/* Make block `id` live for the caller and fill its ref. */
+void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t id, size_t content_size,
+			uint32_t tag, uint32_t flags, struct shmrig_ref *ref, void **data);
+int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref, struct block *b);
+/* Free a block whose last reference we dropped (word: as we read it, ours). */
+void shmrig__arena_release(struct seg_local *sl, struct block *b, uint64_t word);
+/* Put a dead owner's block (CAS from `word` won by the caller: now REMOTE,
+ * owned by us) where it belongs. */
+void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, uint32_t id);
+/* Creator: REMOTE blocks on no list whose pusher is dead go back (after every
+ * push of that pusher has been collected). Returns how many. */
+int shmrig__arena_recover(struct seg_local *sl, struct shmrig__life_cache *lives);
+int shmrig__arena_audit(struct seg_local *sl);
+
+/* ---- pool_large.c ---- */
+int shmrig__large_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
+			struct shmrig_ref *ref, void **data);
+int shmrig__large_check(struct seg_local *sl, size_t max_bytes);
+int shmrig__large_locate(struct seg_local *sl, const struct shmrig_ref *ref, struct block *b);
+void shmrig__large_release(shmrig_pool *pool, struct block *b, uint64_t word);
+void shmrig__large_recycle_all(shmrig_pool *pool);
+/* Unmap large segments of others whose block we hold no reference to and is free. */
+void shmrig__large_prune_foreign(shmrig_pool *pool);
+
+/* ---- pool.c ---- */
+void shmrig__pool_drop_seg(shmrig_pool *pool, struct seg_local *sl);
+int shmrig__pool_create_seg(shmrig_pool *pool, size_t size, char role, struct seg_local **out);
+void shmrig__pool_insert(shmrig_pool *pool, struct seg_local *sl);
+int shmrig__pool_check(shmrig_pool *pool);
+
+/* ---- pool_walk.c ---- */
+typedef void (*block_fn)(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+			 uint64_t offset);
+/* Call fn for every block of sl whose state is not FREE. */
+void shmrig__walk_blocks(struct seg_local *sl, block_fn fn, void *arg);
+/* Is any block of segment sl live or handed over, owned by a process other
+ * than `except` that is not known to be dead? (close, the last owner's free
+ * and sweep leave such segments in place) */
+bool shmrig__seg_held(struct seg_local *sl, struct shmrig__life_cache *lives,
+		      shmrig__procid except);
+void shmrig__pool_close_segments(shmrig_pool *pool);
+/* Attach segment `name` for a look (not in the table): 0 or -errno. */
+int shmrig__pool_peek_seg(shmrig_pool *pool, const char *name, struct seg_local **out);
+void shmrig__pool_unpeek_seg(struct seg_local *sl);
+
+#endif

@@ -1,0 +1,490 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pool_walk: everything that looks at every block: stats, for_each_live,
+ * owner stats, reap, audit, the leak report at close, sweep.
+ *
+ * Reap asks about each owner once per call (a life cache), never reclaims on
+ * "unknown", and returns a dead owner's block by the same two steps a remote
+ * free takes (REMOTE by one CAS, then a push), so that a reaper that dies
+ * half-way leaves what the next reap finds.
+ */
+#include "pool_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void shmrig__walk_blocks(struct seg_local *sl, block_fn fn, void *arg)
+{
+	uint32_t used;
+
+	if (sl->large) {
+		if (word_state(atomic_load_explicit(&sl->lhdr->desc.word, memory_order_acquire)) !=
+		    ST_FREE)
+			fn(arg, sl, &sl->lhdr->desc, NCLASS, 0, 0);
+		return;
+	}
+	used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
+	if (used > sl->nchunks)
+		used = sl->nchunks;
+	for (uint32_t chunk = 0; chunk < used; chunk++) {
+		unsigned c = chunk_class(sl, chunk);
+		const struct layout *l;
+
+		if (c == NCLASS)
+			continue;
+		l = chunk_layout(sl, chunk, c);
+		for (uint32_t slot = 0; slot < l->nblocks; slot++) {
+			uint32_t id = block_id(chunk, slot);
+			struct desc *d = id_desc(sl, id, c);
+
+			if (word_state(atomic_load_explicit(&d->word, memory_order_acquire)) !=
+			    ST_FREE)
+				fn(arg, sl, d, c, id, id_offset(sl, id, c));
+		}
+	}
+}
+
+static uint64_t block_capacity(const struct seg_local *sl, unsigned c)
+{
+	return c == NCLASS ? sl->capacity : class_size(c);
+}
+
+static void fill_info(struct shmrig_block_info *info, struct seg_local *sl, struct desc *d,
+		      unsigned c, uint64_t offset)
+{
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+	uint64_t content = d->content_size, capacity = block_capacity(sl, c);
+
+	memset(info, 0, sizeof(*info));
+	memcpy(info->ref.name, sl->name, sl->name_len + 1);
+	info->ref.offset = offset;
+	info->ref.size = capacity;
+	/* a peer's word: capped, so a report never claims more than the block */
+	info->ref.content_size = content < capacity ? content : capacity;
+	info->ref.generation = word_gen(w);
+	info->owner = shmrig__procid_pid(atomic_load_explicit(&d->owner, memory_order_acquire));
+	info->tag = d->tag;
+	info->refcount = word_refs(w);
+}
+
+/* Live for the accounting: allocated, or handed over and not yet claimed. */
+static bool counts_live(uint64_t w)
+{
+	return word_state(w) == ST_LIVE || word_state(w) == ST_HANDED;
+}
+
+static void stats_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+		      uint64_t offset)
+{
+	struct shmrig_pool_stats *stats = arg;
+	uint64_t content = d->content_size, capacity = block_capacity(sl, c);
+
+	(void)id, (void)offset;
+	if (!counts_live(atomic_load_explicit(&d->word, memory_order_acquire)))
+		return;
+	if (content > capacity)
+		content = capacity;
+	stats->live_blocks++;
+	stats->live_bytes += content;
+	if (c == NCLASS) {
+		stats->large_live_blocks++;
+		stats->large_live_bytes += content;
+	} else {
+		stats->classes[c].live_blocks++;
+		stats->classes[c].live_bytes += content;
+	}
+}
+
+int shmrig_pool_stats(shmrig_pool *pool, struct shmrig_pool_stats *stats)
+{
+	int ret = shmrig__pool_check(pool);
+
+	if (ret)
+		return ret;
+	if (!stats)
+		return shmrig__fail(-EINVAL, "pool_stats: NULL stats");
+	memset(stats, 0, sizeof(*stats));
+	for (unsigned c = 0; c < NCLASS; c++)
+		stats->classes[c].block_size = class_size(c);
+	pool_enter(pool);
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next) {
+		stats->segments++;
+		shmrig__walk_blocks(sl, stats_one, stats);
+		if (!sl->large && sl->cache)
+			for (unsigned c = 0; c < NCLASS; c++)
+				stats->cached_blocks += sl->ncache[c];
+	}
+	stats->created_bytes = pool->created_bytes;
+	pool_leave(pool);
+	return 0;
+}
+
+/*
+ * for_each_live calls its callback outside the pool's critical section (so
+ * that the callback may use the pool), a batch at a time: the position between
+ * batches is a segment name and a block index, looked up again each time.
+ */
+#define INFO_BATCH 256u
+
+struct batch {
+	struct shmrig_block_info info[INFO_BATCH];
+	uint32_t n;
+};
+
+/* Collect live blocks of sl from index *pos on; false when the batch is full
+ * (*pos then names the next block to look at). */
+static bool collect_from(struct seg_local *sl, uint64_t *pos, struct batch *batch)
+{
+	uint32_t used;
+
+	if (sl->large) {
+		if (*pos == 0 &&
+		    counts_live(atomic_load_explicit(&sl->lhdr->desc.word, memory_order_acquire))) {
+			if (batch->n == INFO_BATCH)
+				return false;
+			fill_info(&batch->info[batch->n++], sl, &sl->lhdr->desc, NCLASS, 0);
+		}
+		*pos = 1;
+		return true;
+	}
+	used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
+	if (used > sl->nchunks)
+		used = sl->nchunks;
+	for (; *pos < (uint64_t)used << SLOT_BITS; (*pos)++) {
+		uint32_t id = (uint32_t)*pos;
+		unsigned c = chunk_class(sl, id_chunk(id));
+		struct desc *d;
+
+		if (c == NCLASS || id_slot(id) >= chunk_layout(sl, id_chunk(id), c)->nblocks) {
+			*pos = (uint64_t)(id_chunk(id) + 1) << SLOT_BITS;
+			(*pos)--; /* the loop's increment */
+			continue;
+		}
+		d = id_desc(sl, id, c);
+		if (!counts_live(atomic_load_explicit(&d->word, memory_order_acquire)))
+			continue;
+		if (batch->n == INFO_BATCH)
+			return false;
+		fill_info(&batch->info[batch->n++], sl, d, c, id_offset(sl, id, c));
+	}
+	return true;
+}
+
+int shmrig_pool_for_each_live(shmrig_pool *pool,
+			      void (*fn)(void *arg, const struct shmrig_block_info *info),
+			      void *arg)
+{
+	char name[SHMRIG_NAME_MAX] = "";
+	uint64_t pos = 0;
+	struct batch *batch;
+	int count = 0, ret = shmrig__pool_check(pool);
+	bool done = false;
+
+	if (ret)
+		return ret;
+	batch = malloc(sizeof(*batch));
+	if (!batch)
+		return shmrig__fail(-ENOMEM, "pool_for_each_live: out of memory");
+	while (!done) {
+		struct seg_local *sl;
+
+		batch->n = 0;
+		pool_enter(pool);
+		/* Resume at the segment we stopped in; if it is gone, its
+		 * successors are found by name order of the list from the top
+		 * (segments are only ever added at the head). */
+		for (sl = pool->segs; sl && name[0] && strcmp(sl->name, name) != 0; sl = sl->next)
+			;
+		if (!sl && name[0]) {
+			/* the segment went away between two batches: stop there */
+			pool_leave(pool);
+			break;
+		}
+		if (!name[0])
+			sl = pool->segs;
+		for (; sl; sl = sl->next, pos = 0) {
+			if (!collect_from(sl, &pos, batch)) {
+				memcpy(name, sl->name, sl->name_len + 1);
+				break;
+			}
+		}
+		done = sl == NULL;
+		pool_leave(pool);
+		for (uint32_t i = 0; i < batch->n; i++, count++)
+			if (fn)
+				fn(arg, &batch->info[i]);
+	}
+	free(batch);
+	return count;
+}
+
+struct owner_ctx {
+	struct shmrig_owner_stats *owners;
+	size_t count;
+	int err;
+};
+
+static void owner_one(void *arg, const struct shmrig_block_info *info)
+{
+	struct owner_ctx *ctx = arg;
+	size_t i;
+
+	for (i = 0; i < ctx->count; i++)
+		if (ctx->owners[i].pid == info->owner)
+			break;
+	if (i == ctx->count) {
+		struct shmrig_owner_stats *grown;
+
+		grown = realloc(ctx->owners, (ctx->count + 1) * sizeof(*grown));
+		if (!grown) {
+			ctx->err = -ENOMEM;
+			return;
+		}
+		ctx->owners = grown;
+		memset(&ctx->owners[ctx->count++], 0, sizeof(*grown));
+		ctx->owners[i].pid = info->owner;
+	}
+	ctx->owners[i].live_blocks++;
+	ctx->owners[i].live_bytes += info->ref.content_size;
+}
+
+static int by_pid(const void *a, const void *b)
+{
+	pid_t x = ((const struct shmrig_owner_stats *)a)->pid;
+	pid_t y = ((const struct shmrig_owner_stats *)b)->pid;
+
+	return (x > y) - (x < y);
+}
+
+int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_stats *out, size_t max)
+{
+	struct owner_ctx ctx = { 0 };
+	int ret;
+
+	if (max && !out)
+		return shmrig__fail(-EINVAL, "pool_owner_stats: NULL out");
+	ret = shmrig_pool_for_each_live(pool, owner_one, &ctx);
+	if (ret >= 0 && ctx.err)
+		ret = shmrig__fail(ctx.err, "pool_owner_stats: out of memory");
+	if (ret >= 0 && ctx.count) {
+		qsort(ctx.owners, ctx.count, sizeof(*ctx.owners), by_pid);
+		if (max)
+			memcpy(out, ctx.owners, (ctx.count < max ? ctx.count : max) * sizeof(*out));
+	}
+	if (ret >= 0)
+		ret = (int)ctx.count;
+	free(ctx.owners);
+	return ret;
+}
+
+/* ---- reap ---- */
+
+struct reap_ctx {
+	struct shmrig__life_cache *lives;
+	shmrig__procid self;
+	int count;
+};
+
+static void reap_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+		     uint64_t offset)
+{
+	struct reap_ctx *ctx = arg;
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+	shmrig__procid owner = atomic_load_explicit(&d->owner, memory_order_acquire);
+	unsigned st = word_state(w);
+
+	(void)offset;
+	/* Cached blocks are the creator's; a dead creator's arena goes with sweep. */
+	if ((st != ST_LIVE && st != ST_HANDED) || owner == ctx->self ||
+	    shmrig__life_cached(ctx->lives, owner) != SHMRIG__DEAD)
+		return;
+	/* The owner is dead, so nobody but another reaper writes this word: the
+	 * CAS makes sure only one of us returns the block. */
+	if (!atomic_compare_exchange_strong_explicit(
+		    &d->word, &w,
+		    word_make(gen_next(word_gen(w)), 0, 0, c == NCLASS ? ST_FREE : ST_REMOTE),
+		    memory_order_acq_rel, memory_order_relaxed))
+		return;
+	ctx->count++;
+	if (c == NCLASS)
+		return; /* a large segment's creator finds it free */
+	atomic_store_explicit(&d->owner, ctx->self, memory_order_release);
+	DEATH_POINT("reap");
+	shmrig__arena_push_remote(sl, c, id);
+}
+
+int shmrig_pool_reap(shmrig_pool *pool)
+{
+	struct shmrig__life_cache *lives;
+	struct reap_ctx ctx;
+	int ret = shmrig__pool_check(pool);
+
+	if (ret)
+		return ret;
+	lives = malloc(sizeof(*lives));
+	if (!lives)
+		return shmrig__fail(-ENOMEM, "pool_reap: out of memory");
+	shmrig__life_cache_init(lives);
+	ctx.lives = lives;
+	ctx.self = pool->self;
+	ctx.count = 0;
+	pool_enter(pool);
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next) {
+		shmrig__walk_blocks(sl, reap_one, &ctx);
+		shmrig__arena_recover(sl, lives);
+	}
+	shmrig__large_recycle_all(pool);
+	shmrig__large_prune_foreign(pool);
+	pool_leave(pool);
+	free(lives);
+	return ctx.count;
+}
+
+struct held_ctx {
+	struct shmrig__life_cache *lives;
+	shmrig__procid except;
+	bool held;
+};
+
+static void held_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+		     uint64_t offset)
+{
+	struct held_ctx *ctx = arg;
+	unsigned st = word_state(atomic_load_explicit(&d->word, memory_order_acquire));
+	shmrig__procid owner = atomic_load_explicit(&d->owner, memory_order_acquire);
+
+	(void)sl, (void)c, (void)id, (void)offset;
+	if (ctx->held || (st != ST_LIVE && st != ST_HANDED) || owner == ctx->except)
+		return;
+	ctx->held = shmrig__life_cached(ctx->lives, owner) != SHMRIG__DEAD;
+}
+
+bool shmrig__seg_held(struct seg_local *sl, struct shmrig__life_cache *lives,
+		      shmrig__procid except)
+{
+	struct held_ctx ctx = { .lives = lives, .except = except };
+
+	shmrig__walk_blocks(sl, held_one, &ctx);
+	return ctx.held;
+}
+
+/* ---- sweep ---- */
+
+struct sweep_ctx {
+	shmrig_pool *pool;
+	struct shmrig__life_cache *lives;
+};
+
+/* Keep a dead creator's segment while a live process holds a block in it (a
+ * frame it has not read yet, say); and anything we cannot read as a pool
+ * segment is not ours to judge. */
+static bool sweep_keep(void *arg, const char *name)
+{
+	struct sweep_ctx *ctx = arg;
+	struct seg_local *sl;
+	bool keep;
+
+	if (shmrig__pool_peek_seg(ctx->pool, name, &sl))
+		return true;
+	keep = shmrig__seg_held(sl, ctx->lives, 0);
+	shmrig__pool_unpeek_seg(sl);
+	return keep;
+}
+
+int shmrig_pool_sweep(shmrig_pool *pool)
+{
+	struct sweep_ctx ctx = { .pool = pool };
+	int ret = shmrig__pool_check(pool);
+
+	if (ret)
+		return ret;
+	ctx.lives = malloc(sizeof(*ctx.lives));
+	if (!ctx.lives)
+		return shmrig__fail(-ENOMEM, "pool_sweep: out of memory");
+	shmrig__life_cache_init(ctx.lives);
+	ret = shmrig__segment_sweep(pool->prefix, sweep_keep, &ctx);
+	free(ctx.lives);
+	return ret;
+}
+
+/* ---- audit and close ---- */
+
+int shmrig_pool_audit(shmrig_pool *pool)
+{
+	int ret = shmrig__pool_check(pool);
+
+	if (ret)
+		return ret;
+	pool_enter(pool);
+	for (struct seg_local *sl = pool->segs; sl && !ret; sl = sl->next)
+		if (!sl->large)
+			ret = shmrig__arena_audit(sl);
+	pool_leave(pool);
+	return ret;
+}
+
+struct leak_ctx {
+	shmrig__procid self;
+	bool quiet;
+	int count;
+};
+
+/* A leak: a block we own at close (allocated, or handed to us and never decoded). */
+static void leak_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
+		     uint64_t offset)
+{
+	struct leak_ctx *ctx = arg;
+	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+	struct shmrig_block_info info;
+
+	(void)id;
+	if (!counts_live(w) || atomic_load_explicit(&d->owner, memory_order_acquire) != ctx->self)
+		return;
+	ctx->count++;
+	if (ctx->quiet)
+		return;
+	fill_info(&info, sl, d, c, offset);
+	fprintf(stderr,
+		"shmrig: leak: block %s+%llu size %llu content %llu tag %u owner pid %d refs %u%s\n",
+		info.ref.name, (unsigned long long)info.ref.offset,
+		(unsigned long long)info.ref.size, (unsigned long long)info.ref.content_size,
+		info.tag, (int)info.owner, info.refcount,
+		word_state(w) == ST_HANDED ? " (handed to us, never decoded)" : "");
+}
+
+int shmrig_pool_close(shmrig_pool *pool)
+{
+	struct leak_ctx ctx;
+	int ret = shmrig__pool_check(pool);
+
+	if (ret)
+		return ret;
+	pool_enter(pool);
+	if (pool->slab.open) {
+		struct shmrig_ref ref = pool->slab.ref;
+
+		pool->slab.open = false;
+		pool_leave(pool);
+		shmrig_pool_free(pool, &ref);
+		pool_enter(pool);
+	}
+	if (SHMRIG_DEBUG_CHECKS >= 2) {
+		for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
+			if (!sl->large && shmrig__arena_audit(sl))
+				fprintf(stderr, "shmrig: %s\n", shmrig_last_error());
+	}
+	ctx.self = pool->self;
+	ctx.quiet = pool->flags & SHMRIG_POOL_QUIET;
+	ctx.count = 0;
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
+		shmrig__walk_blocks(sl, leak_one, &ctx);
+	shmrig__pool_close_segments(pool);
+	pool_leave(pool);
+	free(pool);
+	if (ctx.count)
+		return shmrig__fail(-SHMRIG_ELEAK, "pool_close: %d live block%s at close",
+				    ctx.count, ctx.count == 1 ? "" : "s");
+	return 0;
+}

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Death points (built with -Ddeath_points=true): a child is SIGKILLed at each
+ * named step inside the pool in turn ($SHMRIG_DEATH_POINT), and afterwards
+ * the survivor proves that nothing was lost and nothing live was reclaimed:
+ * after reap, audit accounts for every block of every arena it maps, the block
+ * the dead child was handling comes back (or its segment goes), and the
+ * survivor's own live block is still live and intact.
+ */
+#include "helpers.h"
+
+#include <shmrig/pool.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define TIMEOUT_MS 20000u
+/* A class of 8 blocks a chunk: a block that comes back is found in a few allocations. */
+#define BLOCK 200000u
+#define CANARY_SEED 77u
+
+struct kid {
+	pid_t pid;
+	int to, from;
+};
+
+typedef int (*kid_fn)(shmrig_pool *pool, int in, int out, const char *point);
+
+static shmrig_pool *open_pool(void)
+{
+	return th_open_pool(8 * MiB, 256 * MiB);
+}
+
+static struct kid spawn(kid_fn fn, const char *point)
+{
+	int down[2], up[2];
+	struct kid k;
+
+	assert_int_equal(pipe(down), 0);
+	assert_int_equal(pipe(up), 0);
+	k.pid = fork();
+	assert_true(k.pid >= 0);
+	if (k.pid == 0) {
+		shmrig_pool *pool;
+
+		close(down[1]);
+		close(up[0]);
+		pool = open_pool();
+		_exit(pool ? fn(pool, down[0], up[1], point) : 99);
+	}
+	close(down[0]);
+	close(up[1]);
+	k.to = down[1];
+	k.from = up[0];
+	return k;
+}
+
+static int finish(struct kid *k)
+{
+	close(k->to);
+	close(k->from);
+	return th_wait_child(k->pid, TIMEOUT_MS);
+}
+
+/* Arm the death point just before the call that must die in it. */
+static void arm(const char *point)
+{
+	setenv("SHMRIG_DEATH_POINT", point, 1);
+}
+
+/* Claim the ref the parent sends, then die at `point` in claim, free or the
+ * remote free, or in handing it back. */
+static int kid_take(shmrig_pool *pool, int in, int out, const char *point)
+{
+	struct shmrig_ref ref;
+
+	(void)out;
+	if (th_read_all(in, &ref, sizeof(ref)))
+		return 10;
+	if (strcmp(point, "claim") == 0)
+		arm(point);
+	if (shmrig_pool_claim(pool, &ref))
+		return 11;
+	if (strcmp(point, "transfer") == 0) {
+		arm(point);
+		shmrig_pool_transfer(pool, &ref, getppid());
+		return 12;
+	}
+	arm(point); /* "free" or "remote_free" */
+	shmrig_pool_free(pool, &ref);
+	return 13;
+}
+
+/* Claim the ref, say so, then wait to be killed. */
+static int kid_hold(shmrig_pool *pool, int in, int out, const char *point)
+{
+	struct shmrig_ref ref;
+	char ok = 'k';
+
+	(void)point;
+	if (th_read_all(in, &ref, sizeof(ref)) || shmrig_pool_claim(pool, &ref))
+		return 20;
+	if (th_write_all(out, &ok, 1))
+		return 21;
+	th_read_all(in, &ok, 1);
+	return 22;
+}
+
+/* Map the arena a (dead owner's) ref names, then die inside reap. */
+static int kid_reap(shmrig_pool *pool, int in, int out, const char *point)
+{
+	struct shmrig_ref ref;
+	void *data;
+
+	(void)out;
+	if (th_read_all(in, &ref, sizeof(ref)) || shmrig_pool_attach(pool, &ref, &data))
+		return 30;
+	arm(point);
+	shmrig_pool_reap(pool);
+	return 31;
+}
+
+/* Die inside our own first allocation. */
+static int kid_alloc(shmrig_pool *pool, int in, int out, const char *point)
+{
+	struct shmrig_ref ref;
+	void *data;
+
+	(void)in, (void)out;
+	arm(point);
+	shmrig_pool_alloc(pool, BLOCK, 0, 1, &ref, &data);
+	return 40;
+}
+
+/* Allocate, hand the block to the parent, then die inside close. */
+static int kid_close(shmrig_pool *pool, int in, int out, const char *point)
+{
+	struct shmrig_ref ref;
+	void *data;
+
+	(void)in;
+	if (shmrig_pool_alloc(pool, BLOCK, 0, 2, &ref, &data))
+		return 50;
+	th_fill(data, BLOCK, 5);
+	if (shmrig_pool_transfer(pool, &ref, getppid()) || th_write_all(out, &ref, sizeof(ref)))
+		return 51;
+	arm(point);
+	shmrig_pool_close(pool);
+	return 52;
+}
+
+/* The survivor's checks: reap, audit, the canary, and the lost block back. */
+static void check_survivor(shmrig_pool *pool, const struct shmrig_ref *canary, void *canary_data,
+			   const struct shmrig_ref *lost)
+{
+	struct shmrig_ref refs[16];
+	bool found = false;
+	void *data;
+	int n = 0;
+
+	assert_true(shmrig_pool_reap(pool) >= 0);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	assert_int_equal(th_live_blocks(pool), 1);
+	assert_int_equal(shmrig_pool_attach(pool, canary, &data), 0);
+	assert_ptr_equal(data, canary_data);
+	assert_int_equal(th_first_mismatch(data, BLOCK, CANARY_SEED), BLOCK);
+	if (lost) {
+		/* the block comes back: allocation finds it again */
+		for (; n < 16 && !found; n++) {
+			assert_int_equal(shmrig_pool_alloc(pool, BLOCK, 0, 9, &refs[n], &data), 0);
+			found = strcmp(refs[n].name, lost->name) == 0 && refs[n].offset == lost->offset;
+		}
+		assert_true(found);
+		while (n--)
+			assert_int_equal(shmrig_pool_free(pool, &refs[n]), 0);
+		assert_int_equal(shmrig_pool_audit(pool), 0);
+	}
+}
+
+static void run_point(const char *point)
+{
+	shmrig_pool *pool = open_pool();
+	struct shmrig_ref canary, ref;
+	void *canary_data, *data;
+	struct kid k, reaper;
+	char ok;
+
+	printf("# death point %s\n", point);
+	assert_non_null(pool);
+	assert_int_equal(shmrig_pool_alloc(pool, BLOCK, 0, 1, &canary, &canary_data), 0);
+	th_fill(canary_data, BLOCK, CANARY_SEED);
+
+	if (strcmp(point, "alloc") == 0) {
+		k = spawn(kid_alloc, point);
+		assert_int_equal(finish(&k), 128 + SIGKILL);
+		/* its arena holds nothing anybody needs: sweep removes it */
+		assert_true(shmrig_pool_sweep(pool) >= 1);
+		assert_int_equal(th_count_segments_of(th_prefix(), k.pid), 0);
+		check_survivor(pool, &canary, canary_data, NULL);
+	} else if (strcmp(point, "close") == 0) {
+		k = spawn(kid_close, point);
+		assert_int_equal(th_read_all(k.from, &ref, sizeof(ref)), 0);
+		assert_int_equal(finish(&k), 128 + SIGKILL);
+		/* the block it sent is ours and readable; freeing it, we are its
+		 * last owner, and sweep finds nothing of the dead child held */
+		assert_int_equal(shmrig_pool_claim(pool, &ref), 0);
+		assert_int_equal(shmrig_pool_attach(pool, &ref, &data), 0);
+		assert_int_equal(th_first_mismatch(data, BLOCK, 5), BLOCK);
+		assert_int_equal(shmrig_pool_free(pool, &ref), 0);
+		shmrig_pool_sweep(pool);
+		assert_int_equal(th_count_segments_of(th_prefix(), k.pid), 0);
+		check_survivor(pool, &canary, canary_data, NULL);
+	} else if (strcmp(point, "reap") == 0) {
+		assert_int_equal(shmrig_pool_alloc(pool, BLOCK, 0, 3, &ref, &data), 0);
+		k = spawn(kid_hold, point);
+		assert_int_equal(shmrig_pool_transfer(pool, &ref, k.pid), 0);
+		assert_int_equal(th_write_all(k.to, &ref, sizeof(ref)), 0);
+		assert_int_equal(th_read_all(k.from, &ok, 1), 0);
+		kill(k.pid, SIGKILL);
+		assert_int_equal(finish(&k), 128 + SIGKILL);
+		reaper = spawn(kid_reap, point);
+		assert_int_equal(th_write_all(reaper.to, &ref, sizeof(ref)), 0);
+		assert_int_equal(finish(&reaper), 128 + SIGKILL);
+		check_survivor(pool, &canary, canary_data, &ref);
+	} else {
+		assert_int_equal(shmrig_pool_alloc(pool, BLOCK, 0, 3, &ref, &data), 0);
+		k = spawn(kid_take, point);
+		assert_int_equal(shmrig_pool_transfer(pool, &ref, k.pid), 0);
+		assert_int_equal(th_write_all(k.to, &ref, sizeof(ref)), 0);
+		assert_int_equal(finish(&k), 128 + SIGKILL);
+		check_survivor(pool, &canary, canary_data, &ref);
+	}
+	assert_int_equal(shmrig_pool_free(pool, &canary), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	shmrig_pool_sweep(pool = open_pool());
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+/* Every DEATH_POINT of lib/ (grep DEATH_POINT lib/): one case each. */
+static void dp_alloc(void **state)
+{
+	(void)state;
+	run_point("alloc");
+}
+
+static void dp_free(void **state)
+{
+	(void)state;
+	run_point("free");
+}
+
+static void dp_remote_free(void **state)
+{
+	(void)state;
+	run_point("remote_free");
+}
+
+static void dp_transfer(void **state)
+{
+	(void)state;
+	run_point("transfer");
+}
+
+static void dp_claim(void **state)
+{
+	(void)state;
+	run_point("claim");
+}
+
+static void dp_reap(void **state)
+{
+	(void)state;
+	run_point("reap");
+}
+
+static void dp_close(void **state)
+{
+	(void)state;
+	run_point("close");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(dp_alloc),	    cmocka_unit_test(dp_free),
+		cmocka_unit_test(dp_remote_free), cmocka_unit_test(dp_transfer),
+		cmocka_unit_test(dp_claim),	    cmocka_unit_test(dp_reap),
+		cmocka_unit_test(dp_close),
+	};
+
+	return cmocka_run_group_tests(tests, th_sweep_leftovers, th_remove_leftovers);
+}
