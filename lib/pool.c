@@ -625,8 +625,8 @@ static int transfer_locked(shmrig_pool *pool, const struct shmrig_ref *refs, uin
 				b.sl->held = 0;
 			continue;
 		}
-		if (pool->slab.open && b.sl->name == pool->slab.ref.name &&
-		    b.start == pool->slab.ref.offset)
+		if (pool->slab.open && b.start == pool->slab.ref.offset &&
+		    memcmp(b.sl->name, pool->slab.ref.name, b.sl->name_len + 1) == 0)
 			return shmrig__fail(-EBUSY,
 					    "ref '%s' offset %llu: a part of the open slab: seal it "
 					    "before sending its parts",

@@ -158,11 +158,14 @@ void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, uint32_t id)
  */
 static int collect_remote(struct seg_local *sl, unsigned c)
 {
-	uint32_t id = (uint32_t)atomic_exchange_explicit(&sl->hdr->remote[c].head, NIL,
-							 memory_order_acquire);
-	uint32_t first = NIL;
+	_Atomic uint64_t *head = &sl->hdr->remote[c].head;
+	uint32_t id, first = NIL;
 	struct desc *last = NULL;
 
+	/* Nothing there (the usual case): no locked instruction. */
+	if ((uint32_t)atomic_load_explicit(head, memory_order_relaxed) == NIL)
+		return 0;
+	id = (uint32_t)atomic_exchange_explicit(head, NIL, memory_order_acquire);
 	/* A cycle is caught by the CAS (a block visited twice is no longer
 	 * REMOTE), so the walk ends after at most one pass over the arena. */
 	while (id != NIL) {
