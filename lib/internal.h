@@ -76,8 +76,9 @@ uint64_t shmrig__channel_peer_id(const struct shmrig_channel *ch);
  * Claim, for a decode, the references a frame's refs hand us: each ref takes
  * one unclaimed reference of its block with one CAS; claimed[i] = 1 for each
  * one taken (the caller now owns that reference: it frees it or leases it);
- * `claimed` may be NULL.
- * Stops at the first error: -EPERM the block is not ours; -SHMRIG_ECLAIMED
+ * `claimed` may be NULL. Goes on past a ref it cannot claim (what a bad frame
+ * handed us is still ours to free) and returns the first error:
+ * -EPERM the block is not ours; -SHMRIG_ECLAIMED
  * no unclaimed reference left (the frame was decoded already, or names a block
  * we hold for something else); the resolve errors.
  */

@@ -758,53 +758,62 @@ int shmrig__pool_transfer_pid(shmrig_pool *pool, const struct shmrig_ref *refs, 
 	return ret;
 }
 
-int shmrig__pool_claim_refs(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
-			    uint8_t *claimed)
+/* Claim one reference of one ref (under the pool's lock). */
+static int claim_one(shmrig_pool *pool, const struct shmrig_ref *ref)
 {
-	int ret = shmrig__pool_check(pool);
+	uint32_t unclaimed;
+	struct block b;
+	uint64_t word;
+	int ret = resolve_owned(pool, ref, &b, &word);
 
 	if (ret)
 		return ret;
-	pool_enter(pool);
-	for (uint32_t i = 0; i < n; i++) {
-		const struct shmrig_ref *ref = &refs[i];
-		uint32_t unclaimed;
-		struct block b;
-		uint64_t word;
+	unclaimed = word_unclaimed(word);
+	if (word_state(word) != ST_HANDED || unclaimed == 0)
+		return shmrig__fail(-SHMRIG_ECLAIMED,
+				    "ref '%s' offset %llu: every reference to the block was "
+				    "claimed already (a frame decoded twice, or a ref to a "
+				    "block we hold for another value)",
+				    ref->name, (unsigned long long)ref->offset);
+	/* One CAS: of two decodes of one frame, only one can take the last
+	 * unclaimed reference. */
+	if (!atomic_compare_exchange_strong_explicit(
+		    &b.desc->word, &word,
+		    word_make(word_gen(word), word_refs(word), unclaimed - 1,
+			      unclaimed == 1 ? ST_LIVE : ST_HANDED),
+		    memory_order_acq_rel, memory_order_relaxed))
+		return shmrig__fail(-SHMRIG_ECORRUPT,
+				    "ref '%s' offset %llu: the block's word changed under its owner",
+				    ref->name, (unsigned long long)ref->offset);
+	DEATH_POINT("claim");
+	if (b.sl->large && !b.sl->created)
+		b.sl->held++;
+	return 0;
+}
 
-		ret = resolve_owned(pool, ref, &b, &word);
-		if (ret)
-			break;
-		unclaimed = word_unclaimed(word);
-		if (word_state(word) != ST_HANDED || unclaimed == 0) {
-			ret = shmrig__fail(-SHMRIG_ECLAIMED,
-					   "ref '%s' offset %llu: every reference to the block was "
-					   "claimed already (a frame decoded twice, or a ref to a "
-					   "block we hold for another value)",
-					   ref->name, (unsigned long long)ref->offset);
-			break;
-		}
-		/* One CAS: of two decodes of one frame, only one can take the
-		 * last unclaimed reference. */
-		if (!atomic_compare_exchange_strong_explicit(
-			    &b.desc->word, &word,
-			    word_make(word_gen(word), word_refs(word), unclaimed - 1,
-				      unclaimed == 1 ? ST_LIVE : ST_HANDED),
-			    memory_order_acq_rel, memory_order_relaxed)) {
-			ret = shmrig__fail(-SHMRIG_ECORRUPT,
-					   "ref '%s' offset %llu: the block's word changed under "
-					   "its owner",
-					   ref->name, (unsigned long long)ref->offset);
-			break;
-		}
-		DEATH_POINT("claim");
-		if (b.sl->large && !b.sl->created)
-			b.sl->held++;
-		if (claimed)
+int shmrig__pool_claim_refs(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
+			    uint8_t *claimed)
+{
+	char why[256];
+	int first = shmrig__pool_check(pool);
+
+	if (first)
+		return first;
+	pool_enter(pool);
+	/* Every ref, even after one failed: what was handed to us with a bad
+	 * frame is ours, and the caller frees it rather than hold it for ever. */
+	for (uint32_t i = 0; i < n; i++) {
+		int ret = claim_one(pool, &refs[i]);
+
+		if (!ret && claimed)
 			claimed[i] = 1;
+		if (ret && !first) {
+			first = ret;
+			snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		}
 	}
 	pool_leave(pool);
-	return ret;
+	return first ? shmrig__fail(first, "%s", why) : 0;
 }
 
 int shmrig_pool_claim(shmrig_pool *pool, const struct shmrig_ref *ref)

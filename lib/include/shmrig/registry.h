@@ -74,11 +74,16 @@ SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 				      const struct shmrig_value *value, void **frame, size_t *len);
 
 /*
- * Decode a frame into `out`. The frame's blocks must be owned by the caller:
- * persistent ones become leases of `out`, temporary ones are freed before this
- * returns. On any error after the frame's header and refs parsed, the blocks
- * are freed (nothing leaks); a frame that does not parse touches nothing.
- * Errors: the errors of shmrig_frame_parse; -ENOENT unknown codec id (the
+ * Decode a frame into `out`. The frame's blocks must have been handed to the
+ * caller (shmrig_frame_transfer, or encoded by it): decode claims each ref
+ * once, first; persistent ones become leases of `out`, temporary ones are
+ * freed before this returns. A ref that cannot be claimed (decoded already,
+ * a block held for another value, not ours) fails the decode. On any error
+ * after the frame's header and refs parsed, every ref that was claimed is
+ * freed (nothing leaks) and nothing else is touched; a frame that does not
+ * parse touches nothing.
+ * Errors: the errors of shmrig_frame_parse; -SHMRIG_ECLAIMED a ref claimed
+ * already; -EPERM a ref to a block that is not ours; -ENOENT unknown codec id (the
  * message lists the codecs); -EBADMSG metadata not MessagePack or not
  * JSON-compatible, a buffer asked twice or never, out of range; -EPERM a
  * block is not the caller's (not transferred to it); the pool's attach
