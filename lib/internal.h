@@ -60,6 +60,10 @@ struct shmrig_segment;
  */
 int shmrig__pool_transfer_refs(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
 			       uint64_t target);
+/* shmrig_pool_alloc of an encoder's buffer: the block starts handed to us,
+ * its one reference unclaimed (no slab). */
+int shmrig__pool_alloc_handed(struct shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
+			      struct shmrig_ref *ref, void **data);
 /* Hand the blocks of n refs to ourselves (an encoded frame: in flight until a
  * decode claims it). Errors as shmrig__pool_transfer_refs. */
 int shmrig__pool_hand_out(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n);

@@ -237,15 +237,19 @@ static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **ou
 		*out = sl;
 		return 0;
 	}
-	if (pool->bad_err && strcmp(name, pool->bad_name) == 0)
-		return shmrig__fail(pool->bad_err, "segment '%s' failed to attach before: %s", name,
-				    shmrig_strerror(pool->bad_err));
+	for (unsigned i = 0; i < sizeof(pool->bad) / sizeof(pool->bad[0]); i++)
+		if (pool->bad[i].err && strcmp(name, pool->bad[i].name) == 0)
+			return shmrig__fail(pool->bad[i].err,
+					    "segment '%s' failed to attach before: %s", name,
+					    shmrig_strerror(pool->bad[i].err));
 	shmrig__large_prune_foreign(pool);
 	ret = map_seg(pool, name, true, &sl);
 	if (ret) {
 		if (attach_error_lasts(ret)) {
-			snprintf(pool->bad_name, sizeof(pool->bad_name), "%s", name);
-			pool->bad_err = ret;
+			unsigned i = pool->next_bad++ % (sizeof(pool->bad) / sizeof(pool->bad[0]));
+
+			snprintf(pool->bad[i].name, sizeof(pool->bad[i].name), "%s", name);
+			pool->bad[i].err = ret;
 		}
 		return ret;
 	}
@@ -521,6 +525,24 @@ int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t t
 		ret = slab_alloc(pool, size, flags, ref, data);
 	else
 		ret = class_alloc(pool, size, flags, tag, ref, data);
+	pool_leave(pool);
+	return ret;
+}
+
+int shmrig__pool_alloc_handed(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
+			      struct shmrig_ref *ref, void **data)
+{
+	int ret = shmrig__pool_check(pool);
+
+	if (ret)
+		return ret;
+	if (size > pool->max_bytes)
+		return shmrig__fail(-ENOMEM,
+				    "pool_alloc: %zu bytes is more than the pool's limit %zu", size,
+				    pool->max_bytes);
+	/* Never from the slab: a frame's blocks are handed over whole. */
+	pool_enter(pool);
+	ret = class_alloc(pool, size, flags | SHMRIG__ALLOC_HANDED, tag, ref, data);
 	pool_leave(pool);
 	return ret;
 }

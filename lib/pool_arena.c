@@ -71,14 +71,48 @@ static bool id_valid(const struct seg_local *sl, uint32_t id, unsigned c)
 	       id_slot(id) < chunk_layout(sl, chunk, c)->nblocks;
 }
 
-static int corrupt(struct seg_local *sl, unsigned c, const char *list, uint32_t id,
-		   const char *why)
+/* The free list of class c, made again from the descriptors: every FREE block
+ * of the class's chunks, linked afresh. Only the creator changes FREE blocks,
+ * under its lock, so these are exactly the blocks the list should hold. */
+static void rebuild_free_list(struct seg_local *sl, unsigned c)
 {
-	sl->broken |= (uint16_t)(1u << c);
-	return shmrig__fail(-SHMRIG_ECORRUPT,
-			    "segment %s: class %u %s list: block %u.%u %s; this process stops "
-			    "using that list",
-			    sl->name, c, list, id_chunk(id), id_slot(id), why);
+	uint32_t used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
+	_Atomic uint64_t *head = &sl->hdr->free_list[c].head;
+	uint64_t old = atomic_load_explicit(head, memory_order_relaxed);
+	uint32_t first = NIL;
+
+	if (used > sl->nchunks)
+		used = sl->nchunks;
+	for (uint32_t chunk = 0; chunk < used; chunk++) {
+		if (chunk_class(sl, chunk) != c)
+			continue;
+		for (uint32_t slot = 0; slot < chunk_layout(sl, chunk, c)->nblocks; slot++) {
+			uint32_t id = block_id(chunk, slot);
+			struct desc *d = id_desc(sl, id, c);
+
+			if (word_state(atomic_load_explicit(&d->word, memory_order_acquire)) !=
+			    ST_FREE)
+				continue;
+			atomic_store_explicit(&d->next_free, first, memory_order_relaxed);
+			first = id;
+		}
+	}
+	atomic_store_explicit(head, ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | first,
+			      memory_order_release);
+}
+
+/*
+ * A shared list failed a check: the call that found it says so. A free list
+ * is made again from the descriptors (nothing leaks, and a peer that corrupts
+ * it again is caught again); of a remote list, the blocks past the bad link
+ * stay REMOTE, and audit reports them.
+ */
+static int corrupt(struct seg_local *sl, unsigned c, bool remote, uint32_t id, const char *why)
+{
+	if (!remote)
+		rebuild_free_list(sl, c);
+	return shmrig__fail(-SHMRIG_ECORRUPT, "segment %s: class %u %s list: block %u.%u %s",
+			    sl->name, c, remote ? "remote" : "free", id_chunk(id), id_slot(id), why);
 }
 
 /* ---- the free list: the creator's alone (Treiber stack with an ABA tag, as
@@ -119,7 +153,7 @@ static int list_pop(struct seg_local *sl, unsigned c)
 		if (id == NIL)
 			return 0;
 		if (!id_valid(sl, id, c))
-			return corrupt(sl, c, "free", id, "is not a block of the class");
+			return corrupt(sl, c, false, id, "is not a block of the class");
 		next = atomic_load_explicit(&id_desc(sl, id, c)->next_free, memory_order_relaxed);
 		new_head = ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | next;
 	} while (!atomic_compare_exchange_weak_explicit(head, &old, new_head, memory_order_acquire,
@@ -130,7 +164,7 @@ static int list_pop(struct seg_local *sl, unsigned c)
 	    !atomic_compare_exchange_strong_explicit(&d->word, &w,
 						     word_make(word_gen(w), 0, 0, ST_CACHED),
 						     memory_order_acq_rel, memory_order_relaxed))
-		return corrupt(sl, c, "free", id, "is not free");
+		return corrupt(sl, c, false, id, "is not free");
 	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
 	cache_add(sl, c, id);
 	return 1;
@@ -175,7 +209,7 @@ static int collect_remote(struct seg_local *sl, unsigned c)
 		bool to_cache = sl->ncache[c] < CACHE_CAP;
 
 		if (!id_valid(sl, id, c))
-			return corrupt(sl, c, "remote", id, "is not a block of the class");
+			return corrupt(sl, c, true, id, "is not a block of the class");
 		d = id_desc(sl, id, c);
 		next = atomic_load_explicit(&d->next_free, memory_order_relaxed);
 		w = atomic_load_explicit(&d->word, memory_order_acquire);
@@ -186,7 +220,7 @@ static int collect_remote(struct seg_local *sl, unsigned c)
 			    memory_order_acq_rel, memory_order_relaxed)) {
 			if (first != NIL)
 				list_push(sl, c, first, last);
-			return corrupt(sl, c, "remote", id, "is not remote-freed");
+			return corrupt(sl, c, true, id, "is not remote-freed");
 		}
 		if (to_cache) {
 			atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
@@ -280,7 +314,7 @@ static bool claim_chunk(struct seg_local *sl, unsigned c)
  * otherwise, another process wrote where it must not. Leave the block alone
  * (a leak is better than handing out memory someone else uses) and say so.
  */
-static bool cached_block_intact(struct seg_local *sl, unsigned c, uint32_t id)
+bool shmrig__cached_block_intact(struct seg_local *sl, unsigned c, uint32_t id)
 {
 	static int warned;
 	struct desc *d = id_desc(sl, id, c);
@@ -295,94 +329,39 @@ static bool cached_block_intact(struct seg_local *sl, unsigned c, uint32_t id)
 	return false;
 }
 
-int shmrig__arena_take(struct seg_local *sl, unsigned c, uint32_t *id)
+int shmrig__arena_take_slow(struct seg_local *sl, unsigned c, uint32_t *id)
 {
 	int ret = 0;
 
 	for (;;) {
 		if (!sl->ncache[c]) {
-			if (!(sl->broken & (1u << c))) {
-				/* Refill: what others freed, then the free list, up to a batch. */
-				ret = collect_remote(sl, c);
-				while (!ret && sl->ncache[c] < CACHE_BATCH && (ret = list_pop(sl, c)) > 0)
-					ret = 0;
-				if (ret < 0 && !sl->ncache[c])
-					return ret;
-			}
+			/* Refill: what others freed, then the free list, up to a batch.
+			 * A corrupt list is said now, by this call; what was taken
+			 * before it stays in the cache for the next. */
+			ret = collect_remote(sl, c);
+			while (!ret && sl->ncache[c] < CACHE_BATCH && (ret = list_pop(sl, c)) > 0)
+				ret = 0;
+			if (ret < 0)
+				return ret;
 			if (!sl->ncache[c] && !claim_chunk(sl, c))
 				return -ENOSPC;
 		}
 		*id = sl->cache[c * CACHE_CAP + --sl->ncache[c]];
-		if (SHMRIG_DEBUG_CHECKS < 1 || cached_block_intact(sl, c, *id))
+		if (SHMRIG_DEBUG_CHECKS < 1 || shmrig__cached_block_intact(sl, c, *id))
 			return 0;
 	}
 }
 
-void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t id, size_t content_size,
-			uint32_t tag, uint32_t flags, struct shmrig_ref *ref, void **data)
-{
-	struct desc *d = id_desc(sl, id, c);
-	uint32_t gen = word_gen(atomic_load_explicit(&d->word, memory_order_relaxed));
-
-	d->content_size = content_size;
-	d->tag = tag;
-	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
-	/* A cached block is ours alone: a plain store publishes it, no atomic
-	 * read-modify-write needed. */
-	atomic_store_explicit(&d->word, word_make(gen, 1, 0, ST_LIVE), memory_order_release);
-	memset(ref, 0, sizeof(*ref));
-	memcpy(ref->name, sl->name, sl->name_len + 1);
-	ref->offset = id_offset(sl, id, c);
-	ref->size = class_size(c);
-	ref->content_size = content_size;
-	ref->generation = gen;
-	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
-	*data = sl->base + ref->offset;
-}
-
-/* Find the block holding [ref->offset, ref->offset + ref->size) in arena sl. */
-int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref, struct block *b)
-{
-	uint64_t off = ref->offset, size = ref->size;
-	uint64_t chunk = off / CHUNK, rel = off % CHUNK, slot, bsize;
-	const struct layout *l;
-
-	b->sl = sl;
-	if (chunk >= sl->nchunks)
-		goto bounds;
-	b->cls = chunk_class(sl, (uint32_t)chunk);
-	if (b->cls == NCLASS)
-		goto bounds;
-	l = chunk_layout(sl, (uint32_t)chunk, b->cls);
-	bsize = class_size(b->cls);
-	if (rel < l->payload_offset)
-		goto bounds;
-	slot = (rel - l->payload_offset) >> (6 + b->cls); /* bsize is 64 << cls */
-	if (slot >= l->nblocks)
-		goto bounds;
-	b->start = chunk * CHUNK + l->payload_offset + slot * bsize;
-	b->size = bsize;
-	if (size > b->start + bsize - off)
-		goto bounds;
-	b->id = block_id((uint32_t)chunk, (uint32_t)slot);
-	b->desc = id_desc(sl, b->id, b->cls);
-	return 0;
-bounds:
-	return shmrig__fail(-SHMRIG_EBADREF,
-			    "ref '%s': offset %llu size %llu is not inside one block of the segment",
-			    ref->name, (unsigned long long)off, (unsigned long long)size);
-}
-
-void shmrig__arena_release(struct seg_local *sl, struct block *b, uint64_t word)
+void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t word)
 {
 	uint32_t next_gen = gen_next(word_gen(word));
 
 	if (sl->created) {
-		if (sl->ncache[b->cls] == CACHE_CAP)
-			cache_flush(sl, b->cls, CACHE_BATCH);
+		/* the cache is full: half of it goes to the free list first */
+		cache_flush(sl, b->cls, CACHE_BATCH);
 		atomic_store_explicit(&b->desc->word, word_make(next_gen, 0, 0, ST_CACHED),
 				      memory_order_release);
-		cache_add(sl, b->cls, b->id);
+		sl->cache[b->cls * CACHE_CAP + sl->ncache[b->cls]++] = b->id;
 		return;
 	}
 	/* Someone else's arena. Step 1, one CAS: REMOTE, still owned by us (a
@@ -463,8 +442,7 @@ int shmrig__arena_recover(struct seg_local *sl, struct shmrig__life_cache *lives
 	if (!ctx.ndead)
 		return 0;
 	for (unsigned c = 0; c < NCLASS; c++)
-		if (!(sl->broken & (1u << c)))
-			collect_remote(sl, c);
+		collect_remote(sl, c);
 	shmrig__walk_blocks(sl, recover_one, &ctx);
 	return ctx.count;
 }

@@ -18,6 +18,12 @@
 
 #include <shmrig/pool.h>
 
+#include <string.h>
+
+/* Internal alloc flag: the block starts HANDED to the caller (see
+ * shmrig__pool_alloc_handed). */
+#define SHMRIG__ALLOC_HANDED (1u << 31)
+
 /* Per-process cache of free blocks, per arena and class. */
 #define CACHE_CAP 64u
 #define CACHE_BATCH 32u
@@ -55,7 +61,6 @@ struct seg_local {
 	struct layout layout[NCLASS];  /* other chunks */
 	uint32_t ncache[NCLASS];
 	uint32_t *cache;        /* [NCLASS][CACHE_CAP], created arenas only */
-	uint16_t broken;        /* classes whose free or remote list failed a check */
 	/* large */
 	struct large_hdr *lhdr;
 	uint64_t capacity; /* the trailer's, read once */
@@ -90,10 +95,13 @@ struct shmrig_pool {
 	struct seg_local *buckets[HASH_BUCKETS];
 	struct seg_local *last; /* the segment the last ref resolved to */
 	struct slab slab;
-	/* The last name that failed to attach, and how: a frame of many refs
-	 * into one bad segment opens it once, not once a ref. */
-	char bad_name[SHMRIG_NAME_MAX];
-	int bad_err;
+	/* The last names that failed to attach, and how: a frame of many refs
+	 * into a few bad segments opens each once, not once a ref. */
+	struct {
+		char name[SHMRIG_NAME_MAX];
+		int err;
+	} bad[8];
+	unsigned next_bad;
 	/* Recent targets of shmrig_pool_transfer(pid): a pidfd says whether that
 	 * very process still runs, without reading /proc. */
 	struct shmrig__watch targets[4];
@@ -235,16 +243,102 @@ static inline void pool_leave(shmrig_pool *pool)
 /* ---- pool_arena.c ---- */
 int shmrig__arena_new(shmrig_pool *pool, struct seg_local **out);
 int shmrig__arena_check(struct seg_local *sl);
+/*
+ * The hot path is inline (DPDK's mempool cache get/put): a block from the
+ * cache, made live; freed back into the cache. Refill, flush and the remote
+ * free are out of line.
+ */
+int shmrig__arena_take_slow(struct seg_local *sl, unsigned c, uint32_t *id);
+bool shmrig__cached_block_intact(struct seg_local *sl, unsigned c, uint32_t id);
+void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t word);
+
 /* A block of class c for the creator: 0 with *id, -ENOSPC (the arena has no
- * room), -SHMRIG_ECORRUPT (a shared list failed a check; the class's lists of
- * this arena are not used again by this process). */
-int shmrig__arena_take(struct seg_local *sl, unsigned c, uint32_t *id);
+ * room), -SHMRIG_ECORRUPT (a shared list failed a check: it is abandoned, and
+ * the next call goes on without it). */
+static inline int shmrig__arena_take(struct seg_local *sl, unsigned c, uint32_t *id)
+{
+	if (SHMRIG_LIKELY(sl->ncache[c])) {
+		*id = sl->cache[c * CACHE_CAP + --sl->ncache[c]];
+		if (SHMRIG_DEBUG_CHECKS < 1 || shmrig__cached_block_intact(sl, c, *id))
+			return 0;
+	}
+	return shmrig__arena_take_slow(sl, c, id);
+}
+
 /* Make block `id` live for the caller and fill its ref. */
-void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t id, size_t content_size,
-			uint32_t tag, uint32_t flags, struct shmrig_ref *ref, void **data);
-int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref, struct block *b);
+static inline void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t id, size_t content_size,
+			uint32_t tag, uint32_t flags, struct shmrig_ref *ref, void **data)
+{
+	struct desc *d = id_desc(sl, id, c);
+	uint32_t gen = word_gen(atomic_load_explicit(&d->word, memory_order_relaxed));
+
+	d->content_size = content_size;
+	d->tag = tag;
+	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
+	/* A cached block is ours alone: a plain store publishes it, no atomic
+	 * read-modify-write needed. Handed (an encoder's buffer): in flight to
+	 * ourselves from the start, its one reference unclaimed. */
+	atomic_store_explicit(&d->word,
+			      (flags & SHMRIG__ALLOC_HANDED) ? word_make(gen, 1, 1, ST_HANDED) :
+							       word_make(gen, 1, 0, ST_LIVE),
+			      memory_order_release);
+	memset(ref, 0, sizeof(*ref));
+	memcpy(ref->name, sl->name, sl->name_len + 1);
+	ref->offset = id_offset(sl, id, c);
+	ref->size = class_size(c);
+	ref->content_size = content_size;
+	ref->generation = gen;
+	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
+	*data = sl->base + ref->offset;
+}
+
+
+/* Find the block holding [ref->offset, ref->offset + ref->size) in arena sl. */
+static inline int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref, struct block *b)
+{
+	uint64_t off = ref->offset, size = ref->size;
+	uint64_t chunk = off / CHUNK, rel = off % CHUNK, slot, bsize;
+	const struct layout *l;
+
+	b->sl = sl;
+	if (chunk >= sl->nchunks)
+		goto bounds;
+	b->cls = chunk_class(sl, (uint32_t)chunk);
+	if (b->cls == NCLASS)
+		goto bounds;
+	l = chunk_layout(sl, (uint32_t)chunk, b->cls);
+	bsize = class_size(b->cls);
+	if (rel < l->payload_offset)
+		goto bounds;
+	slot = (rel - l->payload_offset) >> (6 + b->cls); /* bsize is 64 << cls */
+	if (slot >= l->nblocks)
+		goto bounds;
+	b->start = chunk * CHUNK + l->payload_offset + slot * bsize;
+	b->size = bsize;
+	if (size > b->start + bsize - off)
+		goto bounds;
+	b->id = block_id((uint32_t)chunk, (uint32_t)slot);
+	b->desc = id_desc(sl, b->id, b->cls);
+	return 0;
+bounds:
+	return shmrig__fail(-SHMRIG_EBADREF,
+			    "ref '%s': offset %llu size %llu is not inside one block of the segment",
+			    ref->name, (unsigned long long)off, (unsigned long long)size);
+}
+
+
 /* Free a block whose last reference we dropped (word: as we read it, ours). */
-void shmrig__arena_release(struct seg_local *sl, struct block *b, uint64_t word);
+static inline void shmrig__arena_release(struct seg_local *sl, struct block *b, uint64_t word)
+{
+	if (SHMRIG_LIKELY(sl->created && sl->ncache[b->cls] < CACHE_CAP)) {
+		atomic_store_explicit(&b->desc->word,
+				      word_make(gen_next(word_gen(word)), 0, 0, ST_CACHED),
+				      memory_order_release);
+		sl->cache[b->cls * CACHE_CAP + sl->ncache[b->cls]++] = b->id;
+		return;
+	}
+	shmrig__arena_release_slow(sl, b, word);
+}
 /* Put a dead owner's block (CAS from `word` won by the caller: now REMOTE,
  * owned by us) where it belongs. */
 void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, uint32_t id);

@@ -29,7 +29,7 @@ static void fill_ref(struct seg_local *sl, size_t content_size, uint32_t flags,
 
 /* Make the free block of one of our large segments live for us: false if it
  * is not free any more (a peer wrote it): then it is not ours to hand out. */
-static bool make_live(struct seg_local *sl, size_t content_size, uint32_t tag)
+static bool make_live(struct seg_local *sl, size_t content_size, uint32_t tag, uint32_t flags)
 {
 	struct desc *d = &sl->lhdr->desc;
 	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
@@ -42,7 +42,9 @@ static bool make_live(struct seg_local *sl, size_t content_size, uint32_t tag)
 	d->content_size = content_size;
 	d->tag = tag;
 	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
-	atomic_store_explicit(&d->word, word_make(word_gen(w), 1, 0, ST_LIVE),
+	atomic_store_explicit(&d->word,
+			      (flags & SHMRIG__ALLOC_HANDED) ? word_make(word_gen(w), 1, 1, ST_HANDED) :
+							       word_make(word_gen(w), 1, 0, ST_LIVE),
 			      memory_order_release);
 	return true;
 }
@@ -93,7 +95,7 @@ int shmrig__large_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t
 	struct seg_local *sl = recycle(pool, capacity, 0);
 	int ret;
 
-	if (sl && make_live(sl, size, tag)) {
+	if (sl && make_live(sl, size, tag, flags)) {
 		fill_ref(sl, size, flags, ref, data);
 		return 0;
 	}
@@ -126,7 +128,7 @@ int shmrig__large_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t
 			      memory_order_relaxed);
 	atomic_store_explicit((_Atomic uint64_t *)&sl->lhdr->magic, LARGE_MAGIC,
 			      memory_order_release);
-	make_live(sl, size, tag);
+	make_live(sl, size, tag, flags);
 	fill_ref(sl, size, flags, ref, data);
 	return 0;
 }

@@ -125,6 +125,8 @@ int shmrig_pool_stats(shmrig_pool *pool, struct shmrig_pool_stats *stats)
  * for_each_live calls its callback outside the pool's critical section (so
  * that the callback may use the pool), a batch at a time: the position between
  * batches is a segment name and a block index, looked up again each time.
+ * Segments mapped by a callback are not visited; blocks are visited as they
+ * are when their batch is taken.
  */
 #define INFO_BATCH 256u
 
@@ -176,46 +178,53 @@ int shmrig_pool_for_each_live(shmrig_pool *pool,
 			      void (*fn)(void *arg, const struct shmrig_block_info *info),
 			      void *arg)
 {
-	char name[SHMRIG_NAME_MAX] = "";
-	uint64_t pos = 0;
+	char (*names)[SHMRIG_NAME_MAX] = NULL;
 	struct batch *batch;
+	size_t nsegs = 0;
 	int count = 0, ret = shmrig__pool_check(pool);
-	bool done = false;
 
 	if (ret)
 		return ret;
 	batch = malloc(sizeof(*batch));
 	if (!batch)
 		return shmrig__fail(-ENOMEM, "pool_for_each_live: out of memory");
-	while (!done) {
-		struct seg_local *sl;
+	/* The segments as they are now, by name: a callback may map or unmap
+	 * some; each is looked up again for each batch of it. */
+	pool_enter(pool);
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
+		nsegs++;
+	names = nsegs ? malloc(nsegs * sizeof(*names)) : NULL;
+	if (names) {
+		size_t i = 0;
 
-		batch->n = 0;
-		pool_enter(pool);
-		/* Resume at the segment we stopped in; if it is gone, its
-		 * successors are found by name order of the list from the top
-		 * (segments are only ever added at the head). */
-		for (sl = pool->segs; sl && name[0] && strcmp(sl->name, name) != 0; sl = sl->next)
-			;
-		if (!sl && name[0]) {
-			/* the segment went away between two batches: stop there */
-			pool_leave(pool);
-			break;
-		}
-		if (!name[0])
-			sl = pool->segs;
-		for (; sl; sl = sl->next, pos = 0) {
-			if (!collect_from(sl, &pos, batch)) {
-				memcpy(name, sl->name, sl->name_len + 1);
-				break;
-			}
-		}
-		done = sl == NULL;
-		pool_leave(pool);
-		for (uint32_t i = 0; i < batch->n; i++, count++)
-			if (fn)
-				fn(arg, &batch->info[i]);
+		for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
+			memcpy(names[i++], sl->name, sl->name_len + 1);
 	}
+	pool_leave(pool);
+	if (nsegs && !names) {
+		free(batch);
+		return shmrig__fail(-ENOMEM, "pool_for_each_live: out of memory");
+	}
+	for (size_t i = 0; i < nsegs; i++) {
+		uint64_t pos = 0;
+		bool done = false;
+
+		while (!done) {
+			struct seg_local *sl;
+
+			batch->n = 0;
+			pool_enter(pool);
+			for (sl = pool->segs; sl && strcmp(sl->name, names[i]) != 0; sl = sl->next)
+				;
+			/* gone (a callback freed its last block): nothing more in it */
+			done = !sl || collect_from(sl, &pos, batch);
+			pool_leave(pool);
+			for (uint32_t k = 0; k < batch->n; k++, count++)
+				if (fn)
+					fn(arg, &batch->info[k]);
+		}
+	}
+	free(names);
 	free(batch);
 	return count;
 }
@@ -333,7 +342,8 @@ int shmrig_pool_reap(shmrig_pool *pool)
 	pool_enter(pool);
 	for (struct seg_local *sl = pool->segs; sl; sl = sl->next) {
 		shmrig__walk_blocks(sl, reap_one, &ctx);
-		shmrig__arena_recover(sl, lives);
+		/* REMOTE blocks whose pusher died before pushing: returned too */
+		ctx.count += shmrig__arena_recover(sl, lives);
 	}
 	shmrig__large_recycle_all(pool);
 	shmrig__large_prune_foreign(pool);

@@ -275,6 +275,15 @@ static int add_ref(struct shmrig_encoder *enc, const struct shmrig_ref *ref)
 	return (int)enc->nrefs++;
 }
 
+/* Free a buffer of a failed encode: handed to us (claimed first) or not. */
+static void drop_ref(shmrig_pool *pool, const struct shmrig_ref *ref)
+{
+	uint8_t claimed = 0;
+
+	shmrig__pool_claim_refs(pool, ref, 1, &claimed);
+	shmrig_pool_free(pool, ref);
+}
+
 int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flags, void **data)
 {
 	uint32_t alloc_flags = (flags & SHMRIG_BUF_TEMPORARY) ? SHMRIG_ALLOC_TEMPORARY : 0;
@@ -304,13 +313,14 @@ int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flag
 		p = enc->pack_data + enc->pack_used;
 		enc->pack_used += need;
 	} else {
-		ret = shmrig_pool_alloc(enc->pool, size, alloc_flags, 0, &ref, &p);
+		/* in flight to ourselves from the start: no hand-over pass later */
+		ret = shmrig__pool_alloc_handed(enc->pool, size, alloc_flags, 0, &ref, &p);
 		if (ret)
 			return ret;
 	}
 	ret = add_ref(enc, &ref);
 	if (ret < 0) {
-		shmrig_pool_free(enc->pool, &ref);
+		drop_ref(enc->pool, &ref);
 		return ret;
 	}
 	*data = p;
@@ -453,17 +463,15 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 	}
 	/* The frame's blocks are in flight from here: handed to ourselves,
 	 * unclaimed, until a decode claims them (here or where they are sent)
-	 * or shmrig_frame_discard takes them back. */
-	if (!ret)
+	 * or shmrig_frame_discard takes them back. Buffers of their own were
+	 * allocated so; a pack's are handed over now. */
+	if (!ret && enc.packing)
 		ret = shmrig__pool_hand_out(pool, enc.refs, enc.nrefs);
-	if (!ret) {
+	if (!ret)
 		*frame = build_frame(&enc, id, len, &ret);
-		if (ret)
-			shmrig__pool_claim_refs(pool, enc.refs, enc.nrefs, NULL);
-	}
 	if (ret)
 		for (uint32_t i = 0; i < enc.nrefs; i++)
-			shmrig_pool_free(pool, &enc.refs[i]);
+			drop_ref(pool, &enc.refs[i]);
 	if (enc.meta.data != enc.meta.inline_data)
 		free(enc.meta.data);
 	if (enc.refs != enc.inline_refs)
@@ -585,7 +593,7 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	/* Claim every reference the frame hands us, first: a frame decoded twice,
 	 * or naming blocks that are not ours to take, fails here, having taken
 	 * (and then freeing) only what was handed to us. */
-	ret = shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers, dec.claimed);
+	ret = f.nbuffers ? shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers, dec.claimed) : 0;
 	if (ret)
 		goto settle;
 	if (f.codec_id >= reg->count) {
