@@ -62,8 +62,22 @@ static void init_layouts(struct seg_local *sl)
 	}
 }
 
+unsigned shmrig__chunk_class_read(struct seg_local *sl, uint32_t chunk)
+{
+	uint32_t cp1;
+
+	/* a creator assigned every class it has: an unknown one is unassigned */
+	if (sl->created)
+		return NCLASS;
+	cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1, memory_order_acquire);
+	if (cp1 == 0 || cp1 > NCLASS)
+		return NCLASS;
+	sl->classes[chunk] = (uint8_t)cp1;
+	return cp1 - 1;
+}
+
 /* Is `id` a block of a chunk of class c? (validates links read from shared memory) */
-static bool id_valid(const struct seg_local *sl, uint32_t id, unsigned c)
+static bool id_valid(struct seg_local *sl, uint32_t id, unsigned c)
 {
 	uint32_t chunk = id_chunk(id);
 
@@ -76,13 +90,11 @@ static bool id_valid(const struct seg_local *sl, uint32_t id, unsigned c)
  * under its lock, so these are exactly the blocks the list should hold. */
 static void rebuild_free_list(struct seg_local *sl, unsigned c)
 {
-	uint32_t used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
+	uint32_t used = chunks_used(sl);
 	_Atomic uint64_t *head = &sl->hdr->free_list[c].head;
 	uint64_t old = atomic_load_explicit(head, memory_order_relaxed);
 	uint32_t first = NIL;
 
-	if (used > sl->nchunks)
-		used = sl->nchunks;
 	for (uint32_t chunk = 0; chunk < used; chunk++) {
 		if (chunk_class(sl, chunk) != c)
 			continue;
@@ -272,13 +284,14 @@ static void cache_flush(struct seg_local *sl, unsigned c, uint32_t count)
  * cache (up to a batch) and the free list. false if the arena is full. */
 static bool claim_chunk(struct seg_local *sl, unsigned c)
 {
-	uint32_t chunk = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_relaxed);
+	uint32_t chunk = sl->next_chunk;
 	const struct layout *l;
 	struct desc *descs;
 	uint32_t n, keep;
 
-	/* Only the creator claims chunks, and under its pool lock; the shared
-	 * next_chunk is ours to write, but checked like anything read. */
+	/* Only the creator claims chunks, under its pool lock, counting in its
+	 * own copy: the shared next_chunk is what others read, never what we
+	 * trust (a peer that lowered it would make us claim a chunk in use). */
 	if (chunk >= sl->nchunks)
 		return false;
 	l = chunk_layout(sl, chunk, c);
@@ -286,10 +299,12 @@ static bool claim_chunk(struct seg_local *sl, unsigned c)
 		/* chunk 0 may be too small for the largest classes; skip it for them */
 		if (chunk != 0 || sl->nchunks == 1)
 			return false;
+		sl->next_chunk = 1;
 		atomic_store_explicit(&sl->hdr->next_chunk, 1, memory_order_relaxed);
 		return false;
 	}
-	atomic_store_explicit(&sl->hdr->next_chunk, chunk + 1, memory_order_relaxed);
+	sl->next_chunk = chunk + 1;
+	sl->classes[chunk] = (uint8_t)(c + 1);
 	descs = chunk_descs(sl, chunk, c);
 	n = l->nblocks;
 	keep = n < CACHE_BATCH ? n : CACHE_BATCH;
@@ -302,6 +317,8 @@ static bool claim_chunk(struct seg_local *sl, unsigned c)
 				      memory_order_relaxed);
 	}
 	atomic_store_explicit(&sl->hdr->chunks[chunk].class_plus1, c + 1, memory_order_release);
+	/* after the class: a walker in another process caps what it reads by it */
+	atomic_store_explicit(&sl->hdr->next_chunk, chunk + 1, memory_order_release);
 	for (uint32_t i = 0; i < keep; i++)
 		cache_add(sl, c, block_id(chunk, i));
 	if (keep < n)
@@ -527,15 +544,15 @@ int shmrig__arena_audit(struct seg_local *sl)
 	uint32_t used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
 
 	memset(&ctx, 0, sizeof(ctx));
-	if (used > sl->nchunks)
-		return shmrig__fail(-SHMRIG_ECORRUPT, "audit %s: next_chunk %u > %u chunks",
-				    sl->name, used, sl->nchunks);
+	if (used > sl->nchunks || (sl->created && used != sl->next_chunk))
+		return shmrig__fail(-SHMRIG_ECORRUPT, "audit %s: next_chunk %u (%u chunks, %u ours)",
+				    sl->name, used, sl->nchunks, sl->next_chunk);
 	for (uint32_t chunk = 0; chunk < used; chunk++) {
 		uint32_t cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1,
 						    memory_order_acquire);
 		const struct layout *l;
 
-		if (cp1 > NCLASS)
+		if (cp1 > NCLASS || (sl->classes[chunk] && cp1 != sl->classes[chunk]))
 			return shmrig__fail(-SHMRIG_ECORRUPT, "audit %s: chunk %u has class %u",
 					    sl->name, chunk, cp1);
 		if (!cp1)

@@ -61,6 +61,11 @@ struct seg_local {
 	struct layout layout[NCLASS];  /* other chunks */
 	uint32_t ncache[NCLASS];
 	uint32_t *cache;        /* [NCLASS][CACHE_CAP], created arenas only */
+	uint32_t next_chunk;    /* created arenas: the first unclaimed chunk (ours alone) */
+	/* Class + 1 of each chunk, once known: a chunk's class never changes
+	 * after it is assigned, so it is read from the segment once (by a
+	 * creator, never: it assigned it) and this copy is used from then on. */
+	uint8_t classes[MAX_CHUNKS];
 	/* large */
 	struct large_hdr *lhdr;
 	uint64_t capacity; /* the trailer's, read once */
@@ -185,13 +190,27 @@ static inline uint64_t id_offset(const struct seg_local *sl, uint32_t id, unsign
 	       id_slot(id) * class_size(c);
 }
 
-/* The class of chunk `chunk` as read now (0..NCLASS-1), or NCLASS if unassigned or bad. */
-static inline unsigned chunk_class(const struct seg_local *sl, uint32_t chunk)
-{
-	uint32_t cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1,
-					    memory_order_acquire);
+unsigned shmrig__chunk_class_read(struct seg_local *sl, uint32_t chunk);
 
-	return cp1 == 0 || cp1 > NCLASS ? NCLASS : cp1 - 1;
+/* The class of chunk `chunk` (0..NCLASS-1), or NCLASS if unassigned or bad. */
+static inline unsigned chunk_class(struct seg_local *sl, uint32_t chunk)
+{
+	uint8_t cp1 = sl->classes[chunk];
+
+	if (SHMRIG_LIKELY(cp1))
+		return cp1 - 1u;
+	return shmrig__chunk_class_read(sl, chunk);
+}
+
+/* Chunks of the arena that may be in use: ours, or the shared count capped. */
+static inline uint32_t chunks_used(const struct seg_local *sl)
+{
+	uint32_t used;
+
+	if (sl->created)
+		return sl->next_chunk;
+	used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
+	return used < sl->nchunks ? used : sl->nchunks;
 }
 
 /* Death points (meson -Ddeath_points=true): SIGKILL this process at a named

@@ -25,9 +25,7 @@ void shmrig__walk_blocks(struct seg_local *sl, block_fn fn, void *arg)
 			fn(arg, sl, &sl->lhdr->desc, NCLASS, 0, 0);
 		return;
 	}
-	used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
-	if (used > sl->nchunks)
-		used = sl->nchunks;
+	used = chunks_used(sl);
 	for (uint32_t chunk = 0; chunk < used; chunk++) {
 		unsigned c = chunk_class(sl, chunk);
 		const struct layout *l;
@@ -151,9 +149,7 @@ static bool collect_from(struct seg_local *sl, uint64_t *pos, struct batch *batc
 		*pos = 1;
 		return true;
 	}
-	used = atomic_load_explicit(&sl->hdr->next_chunk, memory_order_acquire);
-	if (used > sl->nchunks)
-		used = sl->nchunks;
+	used = chunks_used(sl);
 	for (; *pos < (uint64_t)used << SLOT_BITS; (*pos)++) {
 		uint32_t id = (uint32_t)*pos;
 		unsigned c = chunk_class(sl, id_chunk(id));

@@ -55,14 +55,38 @@ static const char usage[] =
 	"  --json FILE           write the report as JSON\n"
 	"  --require COUNTER     fail unless this result counter is above zero, e.g.\n"
 	"                        kills, send_timeouts, enomem_backoffs (repeatable)\n"
-	"  --inject FAULT        the proof that the checks work: corrupt (flip a bit\n"
-	"                        of every 16th payload after its checksum) or leak (a\n"
-	"                        consumer allocates a block it never frees) or orphan (a\n"
-	"                        producer kills itself after handing a frame's blocks\n"
-	"                        over, before sending it: they must be freed); the exit\n"
-	"                        status is then 0 only if the fault was caught\n"
+	"  --inject FAULT        a fault the checks must catch, or the pool survive; the\n"
+	"                        exit status is then 0 only if they did:\n"
+	"                        corrupt  flip a bit of every 16th payload after its\n"
+	"                                 checksum: counted as corrupted\n"
+	"                        leak     a consumer allocates a block it never frees:\n"
+	"                                 counted as leaked\n"
+	"                        orphan   a producer kills itself after handing a frame's\n"
+	"                                 blocks over, before sending it: they are freed\n"
+	"                        hostile  one more process attaches the run's segments and\n"
+	"                                 scribbles on arena headers, free- and remote-list\n"
+	"                                 heads, descriptors and large trailers: no worker\n"
+	"                                 crashes or hangs, no corrupted message is\n"
+	"                                 accepted, and the workers see errors (lost\n"
+	"                                 messages, leaked blocks and segments left are\n"
+	"                                 reported, not failed on)\n"
+	"                        replay   consumers decode every 3rd frame a second time:\n"
+	"                                 refused each time (ECLAIMED; ESTALE when its\n"
+	"                                 buffers were temporary), and nothing else wrong\n"
+	"                        close-after-send  each producer closes its pool and\n"
+	"                                 exits right after a send, 1..200 messages into\n"
+	"                                 its epoch, while the consumer holds values:\n"
+	"                                 nothing lost or leaked, and no segment left\n"
+	"                                 after the final sweep\n"
+	"  --scribbles LIST      what --inject hostile writes: all (default), or some of\n"
+	"                        arena_field, next_chunk, chunk_class, closed, free_live,\n"
+	"                        free_range, free_cycle, remote_live, remote_range,\n"
+	"                        remote_cycle, state, owner, large_capacity, large_field\n"
 	"  --quiet               no progress line (it is shown on a terminal only)\n"
 	"  -h, --help\n"
+	"\n"
+	"At the end, shmrig_pool_sweep() removes the segments of dead creators that no\n"
+	"live process holds a block in; a segment of the prefix left after it is stale.\n"
 	"\n"
 	"Exit status: 0 clean; 1 a message lost or corrupted, a leaked block, fd or\n"
 	"segment, or a worker that failed; 2 bad usage or a setup error.\n";
@@ -86,6 +110,8 @@ struct totals {
 	uint64_t messages, bytes, sent, lost, corrupted, gaps, dups, temporary, reverified;
 	uint64_t dropped_in_kill, enomem, skipped, timeouts, reaped, orphans, leaked_blocks;
 	uint64_t stale_segments, swept_segments, leaked_fds, epochs, kills, stalls;
+	uint64_t refused, errors[ERR_KINDS], replays[REPLAY_KINDS];
+	uint64_t closes, closed_in_flight, closed_kept, left_after_close, swept_at_end;
 	uint64_t kills_survived; /* kills in epochs whose checks all passed */
 	uint64_t kills_by_phase[2][PH_COUNT];
 	uint64_t hist[HIST_BUCKETS], max_latency_ns;
@@ -98,6 +124,9 @@ static struct slot *slots;
 static struct pair pairs[STRESS_MAX_PAIRS];
 static struct totals tot;
 static uint64_t drng; /* the driver's schedule */
+/* --inject hostile: the scribbling process and its ledger */
+static struct hostile_ledger *hledger;
+static struct member hostile;
 
 __attribute__((format(printf, 1, 2))) static void failure(const char *fmt, ...)
 {
@@ -147,14 +176,21 @@ static void parse_args(int argc, char **argv)
 		{ "prefix", required_argument, 0, 'P' },    { "json", required_argument, 0, 'j' },
 		{ "quiet", no_argument, 0, 'q' },           { "require", required_argument, 0, 'R' },
 		{ "inject", required_argument, 0, 'I' },           { "help", no_argument, 0, 'h' },
+		{ "scribbles", required_argument, 0, 'X' },
 		{ 0, 0, 0, 0 },
 	};
 	const char *sizes = DEFAULT_SIZES;
+	static const char *const injects[] = {
+		[INJECT_CORRUPT] = "corrupt", [INJECT_LEAK] = "leak",
+		[INJECT_ORPHAN] = "orphan",   [INJECT_HOSTILE] = "hostile",
+		[INJECT_REPLAY] = "replay",   [INJECT_CLOSE_AFTER_SEND] = "close-after-send",
+	};
 	int c;
 
 	opts = (struct stress_opts){ .backend = "ring", .pairs = 2, .duration_s = 10, .window = 8,
 				     .hold_max = 16, .hold_ms = 20, .stall_ms = 500,
-				     .send_timeout_ms = 100, .seed = 1, .progress = isatty(2) };
+				     .send_timeout_ms = 100, .seed = 1, .progress = isatty(2),
+				     .scribbles = (1u << SC_KINDS) - 1 };
 	snprintf(opts.prefix, sizeof(opts.prefix), "stress%d", (int)getpid());
 	while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
 		switch (c) {
@@ -185,14 +221,19 @@ static void parse_args(int argc, char **argv)
 			opts.require[opts.nrequire++] = optarg;
 			break;
 		case 'I':
-			if (strcmp(optarg, "corrupt") == 0)
-				opts.inject = INJECT_CORRUPT;
-			else if (strcmp(optarg, "leak") == 0)
-				opts.inject = INJECT_LEAK;
-			else if (strcmp(optarg, "orphan") == 0)
-				opts.inject = INJECT_ORPHAN;
-			else
-				die("--inject: '%s' is not corrupt, leak or orphan", optarg);
+			for (opts.inject = INJECT_CORRUPT;
+			     opts.inject <= INJECT_CLOSE_AFTER_SEND &&
+			     strcmp(optarg, injects[opts.inject]) != 0;
+			     opts.inject++)
+				;
+			if (opts.inject > INJECT_CLOSE_AFTER_SEND)
+				die("--inject: '%s' is not corrupt, leak, orphan, hostile, replay or "
+				    "close-after-send", optarg);
+			break;
+		case 'X':
+			if (parse_scribbles(optarg, &opts.scribbles))
+				die("--scribbles: '%s' is not all or a list of the kinds (see --help)",
+				    optarg);
 			break;
 		case 'h': fputs(usage, stdout); exit(0);
 		default: fputs(usage, stderr); exit(2);
@@ -277,7 +318,8 @@ static int start_pair(unsigned i)
 
 struct seg_check {
 	const struct pair *pr;
-	unsigned stale, swept;
+	bool closed_after_send; /* the producer closed its pool after a send */
+	unsigned stale, swept, left;
 };
 
 static void check_segment(void *arg, const char *name)
@@ -294,10 +336,16 @@ static void check_segment(void *arg, const char *name)
 	/* a worker that ended cleanly must have unlinked its segments; a killed
 	 * one's are removed here (not by a sweep of every dead creator's: a
 	 * survivor of another pair may not have mapped its peer's yet) */
-	if ((pid == sc->pr->prod.pid && !sc->pr->prod.killed) ||
-	    (pid == sc->pr->cons.pid && !sc->pr->cons.killed)) {
+	if (pid == sc->pr->prod.pid && sc->closed_after_send) {
+		/* close() left it to its last owner, the consumer, which has
+		 * exited too: left for the final shmrig_pool_sweep() */
+		sc->left++;
+	} else if ((pid == sc->pr->prod.pid && !sc->pr->prod.killed) ||
+		   (pid == sc->pr->cons.pid && !sc->pr->cons.killed)) {
 		sc->stale++;
-		failure("segment %s of a worker that exited cleanly is still there", name);
+		/* a hostile peer's writes (closed, owners) can keep a segment: reported */
+		if (opts.inject != INJECT_HOSTILE)
+			failure("segment %s of a worker that exited cleanly is still there", name);
 	} else if (shmrig_segment_unlink_name(opts.prefix, name) == 0) {
 		sc->swept++;
 	}
@@ -311,13 +359,18 @@ static void add_side(const struct member *m, const struct side *s, const char *r
 	tot.corrupted += s->corrupted;
 	tot.gaps += s->gaps;
 	tot.dups += s->dups;
+	for (unsigned k = 0; k < ERR_KINDS; k++)
+		tot.errors[k] += s->errors[k];
+	for (unsigned k = 0; k < REPLAY_KINDS; k++)
+		tot.replays[k] += s->replays[k];
 	if (m->killed)
 		return;
 	if (s->done) {
 		tot.reaped += (uint64_t)s->reaped;
 		tot.leaked_blocks += (uint64_t)(s->live_end > 0 ? s->live_end : 0);
 		tot.leaked_fds += (uint64_t)s->fds_leaked;
-		if (s->live_end)
+		/* under a hostile peer a leak is expected: reported, not failed on */
+		if (s->live_end && opts.inject != INJECT_HOSTILE)
 			failure("pair %u %s: %lld blocks live at its end", i, role,
 				(long long)s->live_end);
 	}
@@ -338,9 +391,10 @@ static void end_epoch(unsigned i)
 {
 	struct pair *pr = &pairs[i];
 	struct slot *sl = &slots[i];
-	struct seg_check sc = { .pr = pr };
+	struct seg_check sc = { .pr = pr, .closed_after_send = sl->prod.closed_after_send };
 	uint64_t taken = sl->prod.messages, got = sl->cons.messages;
 	unsigned failures_before = tot.nfailures;
+	bool hostile_run = opts.inject == INJECT_HOSTILE;
 
 	pr->running = false;
 	tot.epochs++;
@@ -349,15 +403,22 @@ static void end_epoch(unsigned i)
 	tot.sent += taken;
 	tot.temporary += sl->cons.temporary;
 	tot.reverified += sl->cons.reverified;
+	tot.refused += sl->cons.refused;
+	tot.closes += (uint64_t)sl->prod.closed_after_send;
+	tot.closed_in_flight += (uint64_t)sl->prod.closed_in_flight;
+	tot.closed_kept += (uint64_t)sl->prod.closed_kept;
 	if (pr->cons.killed)
 		tot.dropped_in_kill += taken > got ? taken - got : 0;
 	else if (taken > got) {
 		tot.lost += taken - got;
-		failure("pair %u epoch %u: %llu messages taken, %llu received", i, pr->epoch,
-			(unsigned long long)taken, (unsigned long long)got);
+		/* under a hostile peer, messages whose decode was refused are lost */
+		if (!hostile_run)
+			failure("pair %u epoch %u: %llu messages taken, %llu received", i,
+				pr->epoch, (unsigned long long)taken, (unsigned long long)got);
 	}
-	/* orphans are expected only when the producer died between hand-over and send */
-	if (pr->prod.killed)
+	/* orphans are expected only when the producer died between hand-over and
+	 * send, or a hostile peer made a decode fail after the hand-over */
+	if (pr->prod.killed || hostile_run)
 		tot.orphans += (uint64_t)sl->cons.orphans;
 	else if (sl->cons.orphans > 0) {
 		tot.leaked_blocks += (uint64_t)sl->cons.orphans;
@@ -379,6 +440,7 @@ static void end_epoch(unsigned i)
 	shmrig_segment_list(opts.prefix, check_segment, &sc);
 	tot.stale_segments += sc.stale;
 	tot.swept_segments += sc.swept;
+	tot.left_after_close += sc.left;
 	if (tot.nfailures == failures_before)
 		tot.kills_survived += (uint64_t)pr->prod.killed + (uint64_t)pr->cons.killed;
 	pr->epoch++;
@@ -406,6 +468,11 @@ static void collect(bool restart)
 		unsigned i;
 		struct member *m = find_member(pid, &i);
 
+		if (hostile.alive && pid == hostile.pid) {
+			hostile.alive = false;
+			hostile.status = status;
+			continue;
+		}
 		if (!m)
 			continue;
 		m->alive = false;
@@ -425,6 +492,24 @@ static void collect(bool restart)
 }
 
 /* ---- faults ---- */
+
+/* --inject hostile: the scribbling process, for the whole run. */
+static void start_hostile(void)
+{
+	pid_t pid;
+
+	hledger = mmap(NULL, sizeof(*hledger), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		       -1, 0);
+	if (hledger == MAP_FAILED)
+		die("mmap of the hostile peer's ledger: %s", strerror(errno));
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0)
+		child_exit(hostile_main(&opts, hledger));
+	hostile = (struct member){ .pid = pid, .alive = true };
+}
 
 static double exp_interval(double rate)
 {
@@ -511,6 +596,24 @@ static void resume_stalled(uint64_t now, bool all)
 }
 
 /* ---- progress and report ---- */
+
+static uint64_t sum(const uint64_t *counts, unsigned n)
+{
+	uint64_t total = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		total += counts[i];
+	return total;
+}
+
+static uint64_t scribbles_done(void)
+{
+	uint64_t total = 0;
+
+	for (unsigned k = 0; hledger && k < SC_KINDS; k++)
+		total += hledger->scribbles[k];
+	return total;
+}
 
 static uint64_t live_messages(void)
 {
@@ -615,7 +718,19 @@ static json_t *report_json(double secs, bool pass)
 		{ "values_given_up", tot.skipped },
 		{ "temporary_messages", tot.temporary },
 		{ "held_values_reverified", tot.reverified },
+		{ "decodes_refused", tot.refused },
+		{ "errors_seen", sum(tot.errors, ERR_KINDS) - tot.errors[ERR_LEAK] },
+		{ "replays_refused", tot.replays[REPLAY_CLAIMED] + tot.replays[REPLAY_STALE] },
+		{ "replays_accepted", tot.replays[REPLAY_ACCEPTED] },
+		{ "replays_refused_wrongly", tot.replays[REPLAY_WRONG] },
+		{ "closes_after_send", tot.closes },
+		{ "in_flight_at_close", tot.closed_in_flight },
+		{ "segments_kept_at_close", tot.closed_kept },
+		{ "segments_left_after_close", tot.left_after_close },
+		{ "segments_swept_at_end", tot.swept_at_end },
+		{ "hostile_scribbles", scribbles_done() },
 	};
+	json_t *errors = json_object(), *scribbles = json_object();
 
 	json_object_set_new(res, "seconds", json_real(secs));
 	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
@@ -628,6 +743,15 @@ static json_t *report_json(double secs, bool pass)
 				      (json_int_t)percentile_ns(0.99), "max",
 				      (json_int_t)tot.max_latency_ns));
 	json_object_set_new(res, "kills_by_phase", kills);
+	for (unsigned k = 0; k < ERR_KINDS; k++)
+		if (tot.errors[k])
+			json_object_set_new(errors, err_names[k],
+					    json_integer((json_int_t)tot.errors[k]));
+	json_object_set_new(res, "errors_by_code", errors);
+	for (unsigned k = 0; hledger && k < SC_KINDS; k++)
+		json_object_set_new(scribbles, scribble_names[k],
+				    json_integer((json_int_t)hledger->scribbles[k]));
+	json_object_set_new(res, "scribbles_by_kind", scribbles);
 	return json_pack("{s:s,s:o,s:o,s:o,s:b}", "schema", "shmrig-stress/1", "config", config,
 			 "results", res, "failures", failures, "pass", pass);
 }
@@ -662,6 +786,12 @@ static void count_segment(void *arg, const char *name)
 	(*(unsigned *)arg)++;
 }
 
+static void unlink_segment(void *arg, const char *name)
+{
+	(void)arg;
+	shmrig_segment_unlink_name(opts.prefix, name);
+}
+
 /* Every --require counter is above zero (says which is not). */
 static bool required(json_t *results)
 {
@@ -681,19 +811,142 @@ static bool required(json_t *results)
 	return ok;
 }
 
-/* --inject: corruption and leaks must be caught; orphans freed, nothing else wrong. */
+/* "ESTALE 3, EPERM 1" for the counts that are not zero. */
+static void print_counts(const char *const *names, const uint64_t *counts, unsigned n)
+{
+	const char *sep = "";
+
+	for (unsigned i = 0; i < n; i++)
+		if (counts[i]) {
+			printf("%s%s %llu", sep, names[i], (unsigned long long)counts[i]);
+			sep = ", ";
+		}
+	printf("%s\n", *sep ? "" : "none");
+}
+
+/*
+ * --inject hostile: no worker crashed or hung and none failed (`clean`, which
+ * here does not count lost messages, leaked blocks and segments left), no
+ * corrupted message was accepted, and the workers saw errors.
+ */
+static bool hostile_verdict(bool clean)
+{
+	/* a leak report at close is no detection: the leaked blocks are counted apart */
+	uint64_t scribbles[SC_KINDS], errors = sum(tot.errors, ERR_KINDS) - tot.errors[ERR_LEAK];
+	bool peer_ok = WIFEXITED(hostile.status) && WEXITSTATUS(hostile.status) == 0 &&
+		       hledger->done;
+	bool ok = clean && peer_ok && !tot.corrupted && errors > 0 && scribbles_done() > 0;
+
+	for (unsigned k = 0; k < SC_KINDS; k++)
+		scribbles[k] = hledger->scribbles[k];
+	printf("  hostile peer: %llu scribbles in %llu segments: ",
+	       (unsigned long long)scribbles_done(), (unsigned long long)hledger->segments);
+	print_counts(scribble_names, scribbles, SC_KINDS);
+	printf("  errors the workers saw (besides leak reports): %llu: ",
+	       (unsigned long long)errors);
+	print_counts(err_names, tot.errors, ERR_KINDS);
+	printf("  reported, not failed on: %llu messages lost (%llu decodes refused), %llu "
+	       "blocks leaked, %llu orphans freed, %llu segments left\n",
+	       (unsigned long long)tot.lost, (unsigned long long)tot.refused,
+	       (unsigned long long)tot.leaked_blocks, (unsigned long long)tot.orphans,
+	       (unsigned long long)tot.stale_segments);
+	if (!peer_ok)
+		printf("  the hostile peer itself failed: %s\n",
+		       hledger->error[0] ? hledger->error : "no words");
+	printf("  injected hostile peer: %s\n",
+	       ok ? "survived: no crash, no hang, no corrupted message accepted, errors seen "
+		    "(exit 0)" :
+	       tot.corrupted ? "CORRUPTED MESSAGES ACCEPTED (exit 1)" :
+	       !errors       ? "NO ERROR SEEN (exit 1)" :
+			       "A WORKER FAILED (exit 1)");
+	return ok;
+}
+
+/* --inject: corruption and leaks must be caught; orphans freed, replays
+ * refused, producers closed early: nothing else wrong. */
 static bool injected_fault_caught(bool clean)
 {
-	static const char *const names[] = { "", "corruption", "leak", "orphans" };
-	bool caught = opts.inject == INJECT_CORRUPT ? tot.corrupted > 0 :
-		      opts.inject == INJECT_LEAK    ? tot.leaked_blocks > 0 :
-						      tot.orphans > 0 && clean;
+	static const char *const names[] = { "", "corruption", "leak", "orphans", "", "replays",
+					     "close-after-send" };
+	static const char *const replay_names[REPLAY_KINDS] = {
+		[REPLAY_CLAIMED] = "refused ECLAIMED",
+		[REPLAY_STALE] = "refused ESTALE (temporary)",
+		[REPLAY_ACCEPTED] = "ACCEPTED",
+		[REPLAY_WRONG] = "refused with another code",
+	};
+	bool caught;
 
+	switch (opts.inject) {
+	case INJECT_HOSTILE:
+		return hostile_verdict(clean);
+	case INJECT_CORRUPT:
+		caught = tot.corrupted > 0;
+		break;
+	case INJECT_LEAK:
+		caught = tot.leaked_blocks > 0;
+		break;
+	case INJECT_REPLAY:
+		printf("  replays: ");
+		print_counts(replay_names, tot.replays, REPLAY_KINDS);
+		caught = clean && tot.replays[REPLAY_CLAIMED] > 0 && !tot.replays[REPLAY_ACCEPTED] &&
+			 !tot.replays[REPLAY_WRONG];
+		break;
+	case INJECT_CLOSE_AFTER_SEND:
+		printf("  producers closed after a send %llu times, %llu messages in flight: their "
+		       "close kept %llu segments for their consumer; %llu were left after it "
+		       "exited, %llu removed by the final sweep\n",
+		       (unsigned long long)tot.closes, (unsigned long long)tot.closed_in_flight,
+		       (unsigned long long)tot.closed_kept, (unsigned long long)tot.left_after_close,
+		       (unsigned long long)tot.swept_at_end);
+		caught = clean && tot.closes > 0;
+		break;
+	default:
+		caught = tot.orphans > 0 && clean;
+		break;
+	}
 	printf("  injected %s: %s\n", names[opts.inject],
-	       caught ? (opts.inject == INJECT_ORPHAN ? "freed, nothing lost (exit 0)" :
-							"caught (exit 0)") :
-			"NOT CAUGHT (exit 1)");
+	       !caught				? "NOT CAUGHT (exit 1)" :
+	       opts.inject == INJECT_ORPHAN	? "freed, nothing lost (exit 0)" :
+	       opts.inject == INJECT_REPLAY	? "every replay refused, nothing else wrong (exit 0)" :
+	       opts.inject == INJECT_CLOSE_AFTER_SEND ? "nothing lost, leaked or left (exit 0)" :
+						  "caught (exit 0)");
 	return caught;
+}
+
+/*
+ * The run's last clean-up: shmrig_pool_sweep() removes every segment of a
+ * dead creator that no live process holds a block in (a worker's orphaned
+ * segments, those a producer that closed early left to its consumer). What
+ * it leaves is stale; under a hostile peer (which can make a segment
+ * unreadable, and the sweep keeps what it cannot read) it is reported and
+ * removed here, not failed on.
+ */
+static void final_sweep(void)
+{
+	struct shmrig_pool_opts po = { .prefix = opts.prefix, .flags = SHMRIG_POOL_QUIET };
+	shmrig_pool *pool;
+	unsigned left = 0;
+	int ret = shmrig_pool_open(&po, &pool);
+
+	if (ret) {
+		failure("final sweep: pool_open: %s", shmrig_last_error());
+		return;
+	}
+	ret = shmrig_pool_sweep(pool);
+	if (ret < 0)
+		failure("final sweep: %s", shmrig_last_error());
+	else
+		tot.swept_at_end = (uint64_t)ret;
+	tot.swept_segments += tot.swept_at_end;
+	shmrig_pool_close(pool);
+	shmrig_segment_list(opts.prefix, count_segment, &left);
+	if (!left)
+		return;
+	tot.stale_segments += left;
+	if (opts.inject == INJECT_HOSTILE)
+		shmrig_segment_list(opts.prefix, unlink_segment, NULL);
+	else
+		failure("%u segments with prefix %s remain after the run", left, opts.prefix);
 }
 
 /* The workers' pools will take the prefix: try it here (no segment is made). */
@@ -721,6 +974,8 @@ static void run(void)
 	sigaddset(&chld, SIGCHLD);
 	next_kill = t0 + (uint64_t)fmin(exp_interval(opts.kill_rate) * 1e9, 1e18);
 	next_stall = t0 + (uint64_t)fmin(exp_interval(opts.stall_rate) * 1e9, 1e18);
+	if (opts.inject == INJECT_HOSTILE)
+		start_hostile();
 	for (unsigned i = 0; i < opts.pairs; i++)
 		if (start_pair(i))
 			die("pair %u would not start: %s", i, tot.failures[tot.nfailures - 1]);
@@ -735,6 +990,8 @@ static void run(void)
 			resume_stalled(now, true);
 			for (unsigned i = 0; i < opts.pairs; i++)
 				atomic_store(&slots[i].stop, 1);
+			if (hledger)
+				atomic_store(&hledger->stop, 1);
 		}
 		if (!stopping && now >= next_kill) {
 			kill_one();
@@ -752,9 +1009,13 @@ static void run(void)
 		collect(!stopping);
 		for (unsigned i = 0; i < opts.pairs; i++)
 			any |= pairs[i].running;
-		if (stopping && !any)
+		if (stopping && !any && !hostile.alive)
 			break;
 		if (stopping && now > deadline) {
+			if (hostile.alive) {
+				kill(hostile.pid, SIGKILL);
+				failure("the hostile peer did not stop in %d s: killed", FINISH_TIMEOUT_S);
+			}
 			for (unsigned i = 0; i < opts.pairs; i++) {
 				if (pairs[i].prod.alive)
 					kill(pairs[i].prod.pid, SIGKILL);
@@ -783,7 +1044,6 @@ static void run(void)
 
 int main(int argc, char **argv)
 {
-	unsigned left = 0;
 	sigset_t chld;
 	struct fd_set_bits fds;
 	int ret, fds_left;
@@ -821,12 +1081,7 @@ int main(int argc, char **argv)
 	run();
 	secs = (double)(now_ns() - t0) / 1e9;
 
-	shmrig_segment_sweep(opts.prefix);
-	shmrig_segment_list(opts.prefix, count_segment, &left);
-	if (left) {
-		tot.stale_segments += left;
-		failure("%u segments with prefix %s remain after the run", left, opts.prefix);
-	}
+	final_sweep();
 	munmap(slots, sizeof(*slots) * opts.pairs);
 	shmrig_registry_free(opts.registry);
 	fds_left = fds_new_since(&fds);
@@ -837,8 +1092,10 @@ int main(int argc, char **argv)
 	}
 	if (tot.messages == 0)
 		failure("no message went through");
-	pass = tot.nfailures == 0 && !tot.lost && !tot.corrupted && !tot.leaked_blocks &&
-	       !tot.stale_segments && !tot.leaked_fds;
+	/* under a hostile peer, lost messages, leaks and segments left are expected */
+	pass = tot.nfailures == 0 && !tot.corrupted && !tot.leaked_fds &&
+	       (opts.inject == INJECT_HOSTILE ||
+		(!tot.lost && !tot.leaked_blocks && !tot.stale_segments));
 	report = report_json(secs, pass);
 	if (!report)
 		die("out of memory for the report");
@@ -849,5 +1106,7 @@ int main(int argc, char **argv)
 	if (opts.json_path && json_dump_file(report, opts.json_path, JSON_INDENT(2)))
 		die("cannot write %s", opts.json_path);
 	json_decref(report);
+	if (hledger)
+		munmap(hledger, sizeof(*hledger));
 	return pass ? 0 : 1;
 }

@@ -58,11 +58,82 @@ struct stress_opts {
 	const char *require[8];
 	unsigned nrequire;
 	/* --inject: a fault the checks must catch */
-	enum { INJECT_NONE, INJECT_CORRUPT, INJECT_LEAK, INJECT_ORPHAN } inject;
+	enum {
+		INJECT_NONE,
+		INJECT_CORRUPT,
+		INJECT_LEAK,
+		INJECT_ORPHAN,
+		INJECT_HOSTILE,          /* a peer scribbles on the pool's shared structures */
+		INJECT_REPLAY,           /* consumers decode frames a second time */
+		INJECT_CLOSE_AFTER_SEND, /* producers close their pool and exit after a send */
+	} inject;
+	uint32_t scribbles; /* --inject hostile: the kinds (1 << enum scribble) it may do */
 	char prefix[32];
 	bool progress;
 	uint64_t fingerprint;
 	shmrig_registry *registry;
+};
+
+/*
+ * Errors a worker counts instead of failing (under --inject hostile, where a
+ * peer's scribbles must show as errors), by the code the library returned.
+ */
+enum err_kind {
+	ERR_STALE,    /* -SHMRIG_ESTALE */
+	ERR_NOTLIVE,  /* -SHMRIG_ENOTLIVE */
+	ERR_BADREF,   /* -SHMRIG_EBADREF */
+	ERR_CORRUPT,  /* -SHMRIG_ECORRUPT */
+	ERR_CLAIMED,  /* -SHMRIG_ECLAIMED */
+	ERR_LEAK,     /* -SHMRIG_ELEAK (pool close) */
+	ERR_PERM,     /* -EPERM */
+	ERR_BUSY,     /* -EBUSY */
+	ERR_BADMSG,   /* -EBADMSG */
+	ERR_NOENT,    /* -ENOENT */
+	ERR_INVAL,    /* -EINVAL */
+	ERR_OTHER,
+	ERR_KINDS
+};
+
+extern const char *const err_names[ERR_KINDS];
+enum err_kind err_kind_of(int code);
+
+/* What a replayed frame's second decode returned (--inject replay). */
+enum replay_outcome {
+	REPLAY_CLAIMED,  /* -SHMRIG_ECLAIMED: persistent buffers, claimed by the first decode */
+	REPLAY_STALE,    /* -SHMRIG_ESTALE: temporary buffers, freed by the first decode */
+	REPLAY_ACCEPTED, /* decoded again: a failure */
+	REPLAY_WRONG,    /* refused with another code: a failure */
+	REPLAY_KINDS
+};
+
+/* What the hostile peer writes (--inject hostile); each a bit of `scribbles`. */
+enum scribble {
+	SC_ARENA_FIELD,  /* arena header: magic, version, nchunks, hdr_size, arena_size */
+	SC_NEXT_CHUNK,   /* arena header: next_chunk lowered to a chunk in use, or past the end */
+	SC_CHUNK_CLASS,  /* arena header: an assigned chunk's class changed */
+	SC_CLOSED,       /* arena header or large trailer: closed set under a live creator */
+	SC_FREE_LIVE,    /* a free-list head pointed at a live block */
+	SC_FREE_RANGE,   /* a free-list head pointed at an id out of range */
+	SC_FREE_CYCLE,   /* a free-list head block linked to itself */
+	SC_REMOTE_LIVE,  /* the same three on remote-list heads */
+	SC_REMOTE_RANGE,
+	SC_REMOTE_CYCLE,
+	SC_STATE,        /* a descriptor word of a block someone holds */
+	SC_OWNER,        /* a descriptor's owner of a block someone holds */
+	SC_LARGE_CAPACITY, /* a large trailer's capacity */
+	SC_LARGE_FIELD,  /* a large trailer's magic, version, descriptor word or owner */
+	SC_KINDS
+};
+
+extern const char *const scribble_names[SC_KINDS];
+
+/* The hostile peer's side of the ledger: it writes, the driver reads. */
+struct hostile_ledger {
+	_Atomic int stop;  /* driver: stop scribbling and exit */
+	_Atomic uint64_t scribbles[SC_KINDS];
+	_Atomic uint64_t segments; /* pool segments it attached */
+	_Atomic int done;
+	char error[200];
 };
 
 /* What a worker is doing; read by the driver when it kills it. */
@@ -98,12 +169,19 @@ struct side {
 	_Atomic uint64_t gaps;      /* consumer: sequence numbers skipped */
 	_Atomic uint64_t dups;      /* consumer: sequence numbers seen twice */
 	_Atomic uint64_t temporary; /* consumer: messages whose buffers were all temporary */
+	_Atomic uint64_t refused;   /* consumer: messages whose decode failed (--inject hostile) */
+	_Atomic uint64_t errors[ERR_KINDS]; /* errors counted, not failed on (--inject hostile) */
+	_Atomic uint64_t replays[REPLAY_KINDS]; /* consumer: second decodes (--inject replay) */
 	/* written once, at the end of the epoch, by a worker that was not killed */
 	_Atomic int self_killed;    /* --inject orphan: the producer killed itself */
+	_Atomic int closed_after_send; /* --inject close-after-send: the producer closed, exits */
+	int closed_in_flight;       /* ... with this many messages not acked yet */
+	int closed_kept;            /* ... and its close left this many of its segments */
 	_Atomic int done;           /* 1: the fields below are final */
 	int64_t reaped;             /* blocks shmrig_pool_reap() returned */
 	int64_t orphans;            /* consumer: blocks it owned but no value held (freed) */
-	int64_t live_end;           /* blocks live in the segments it mapped, after its clean-up */
+	int64_t live_end;           /* blocks live in the segments it mapped, after its clean-up
+				     * (a producer that closed after a send: blocks it owned) */
 	int close_ret;              /* shmrig_pool_close() */
 	int audit_ret;              /* producer: shmrig_pool_audit() of its arenas */
 	int fds_leaked;             /* descriptors open at its end that were not at its start */
@@ -157,6 +235,10 @@ int producer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 		  shmrig_channel_pair *chp, pid_t consumer);
 int consumer_main(const struct stress_opts *o, struct slot *slot, unsigned pair, unsigned epoch,
 		  shmrig_channel_pair *chp, pid_t producer);
+
+/* hostile.c: the hostile peer, in a forked child; returns the exit status. */
+int hostile_main(const struct stress_opts *o, struct hostile_ledger *ledger);
+int parse_scribbles(const char *spec, uint32_t *mask);
 
 uint64_t now_ns(void);
 /* The descriptors open now (below FD_SET_MAX), and how many are open now that were not then. */

@@ -17,6 +17,13 @@
  * survivor releases what it holds, frees blocks it owns that nothing holds
  * (orphans of a peer killed between handing blocks over and sending the frame),
  * reaps what the dead peer owned, and records what is left live.
+ *
+ * Injections at this level: --inject replay (the consumer decodes some frames
+ * a second time, from a copy of their bytes: refused every time), --inject
+ * close-after-send (the producer closes its pool right after a send and exits:
+ * the consumer reads the rest, the pool keeps the segments it holds blocks
+ * in), --inject hostile (errors from the library are counted by code and the
+ * worker goes on: a scribbling peer must show as errors).
  */
 #include "stress.h"
 
@@ -34,6 +41,33 @@
 #define BACKOFF_MS 1
 #define BACKOFF_TRIES 5000 /* ~5 s of backing off before a value is given up */
 #define FINISH_TIMEOUT_MS 30000
+#define REPLAY_EVERY 3          /* --inject replay: every third frame is decoded twice */
+#define CLOSE_AFTER_MAX 200     /* --inject close-after-send: after 1..this many messages */
+
+const char *const err_names[ERR_KINDS] = {
+	[ERR_STALE] = "ESTALE",	  [ERR_NOTLIVE] = "ENOTLIVE", [ERR_BADREF] = "EBADREF",
+	[ERR_CORRUPT] = "ECORRUPT", [ERR_CLAIMED] = "ECLAIMED", [ERR_LEAK] = "ELEAK",
+	[ERR_PERM] = "EPERM",	  [ERR_BUSY] = "EBUSY",	      [ERR_BADMSG] = "EBADMSG",
+	[ERR_NOENT] = "ENOENT",	  [ERR_INVAL] = "EINVAL",     [ERR_OTHER] = "other",
+};
+
+enum err_kind err_kind_of(int code)
+{
+	switch (code) {
+	case -SHMRIG_ESTALE: return ERR_STALE;
+	case -SHMRIG_ENOTLIVE: return ERR_NOTLIVE;
+	case -SHMRIG_EBADREF: return ERR_BADREF;
+	case -SHMRIG_ECORRUPT: return ERR_CORRUPT;
+	case -SHMRIG_ECLAIMED: return ERR_CLAIMED;
+	case -SHMRIG_ELEAK: return ERR_LEAK;
+	case -EPERM: return ERR_PERM;
+	case -EBUSY: return ERR_BUSY;
+	case -EBADMSG: return ERR_BADMSG;
+	case -ENOENT: return ERR_NOENT;
+	case -EINVAL: return ERR_INVAL;
+	default: return ERR_OTHER;
+	}
+}
 
 const char *const phase_names[PH_COUNT] = {
 	[PH_START] = "start",	  [PH_IDLE] = "idle",	  [PH_GENERATE] = "generate",
@@ -106,7 +140,8 @@ struct worker {
 	pid_t peer;
 	unsigned inflight; /* producer: sent, not acked yet */
 	bool done;         /* producer: the consumer's DONE arrived */
-	struct fd_set_bits fds;
+	struct fd_set_bits fds;      /* open at the start */
+	struct fd_set_bits fds_open; /* ... and once the channel is open */
 	uint64_t rng;
 	bool peer_gone;
 };
@@ -121,15 +156,40 @@ static void count(_Atomic uint64_t *counter, uint64_t n)
 	atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
 }
 
+static int vfail(struct worker *w, const char *fmt, va_list ap)
+{
+	if (!w->me->error[0])
+		vsnprintf(w->me->error, sizeof(w->me->error), fmt, ap);
+	return -1;
+}
+
 /* Record the first failure in words; returns -1. */
 __attribute__((format(printf, 2, 3))) static int fail(struct worker *w, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (w->me->error[0])
-		return -1;
 	va_start(ap, fmt);
-	vsnprintf(w->me->error, sizeof(w->me->error), fmt, ap);
+	vfail(w, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/*
+ * An error `code` from the library. Under --inject hostile it is what a
+ * scribbling peer must cause: counted by code, and the worker goes on
+ * (returns 1). Otherwise a failure (returns -1).
+ */
+__attribute__((format(printf, 3, 4))) static int error(struct worker *w, int code,
+							const char *fmt, ...)
+{
+	va_list ap;
+
+	if (w->o->inject == INJECT_HOSTILE) {
+		count(&w->me->errors[err_kind_of(code)], 1);
+		return 1;
+	}
+	va_start(ap, fmt);
+	vfail(w, fmt, ap);
 	va_end(ap);
 	return -1;
 }
@@ -167,6 +227,7 @@ static int start(struct worker *w, const struct stress_opts *o, struct slot *slo
 		w->peer_gone = true; /* killed while we said hello: the epoch ends here */
 	else if (ret)
 		return fail(w, "channel_open: %s", shmrig_last_error());
+	fds_snapshot(&w->fds_open);
 	return 0;
 }
 
@@ -212,16 +273,16 @@ static int finish(struct worker *w, bool audit)
 	ret = shmrig_pool_reap(w->pool);
 	w->me->reaped = ret > 0 ? ret : 0;
 	if (ret < 0)
-		fail(w, "reap: %s", shmrig_last_error());
+		error(w, ret, "reap: %s", shmrig_last_error());
 	w->me->live_end = shmrig_pool_stats(w->pool, &st) == 0 ? (int64_t)st.live_blocks : -1;
 	if (audit)
 		w->me->audit_ret = shmrig_pool_audit(w->pool);
 	if (w->me->audit_ret)
-		fail(w, "audit: %s", shmrig_last_error());
+		error(w, w->me->audit_ret, "audit: %s", shmrig_last_error());
 	shmrig_channel_close(w->ch);
 	w->me->close_ret = shmrig_pool_close(w->pool);
 	if (w->me->close_ret)
-		fail(w, "pool_close: %s", shmrig_strerror(w->me->close_ret));
+		error(w, w->me->close_ret, "pool_close: %s", shmrig_strerror(w->me->close_ret));
 	w->me->fds_leaked = fds_new_since(&w->fds);
 	if (w->me->fds_leaked)
 		fail(w, "%d descriptors left open", w->me->fds_leaked);
@@ -260,16 +321,23 @@ static int take_acks(struct worker *w, int timeout_ms)
 	}
 }
 
-/* Encode, backing off on -ENOMEM. 0, 1 (given up), -EPIPE, or -1 (failure). */
+/* Encode, backing off on -ENOMEM (until the epoch stops). 0, 1 (given up:
+ * backed off too long, or an error counted under --inject hostile), -EPIPE,
+ * or -1 (failure). */
 static int encode(struct worker *w, const struct payload *p, void **frame, size_t *len)
 {
 	for (int tries = 0;; tries++) {
 		int ret = shmrig_registry_encode(w->o->registry, w->pool, &p->value, frame, len);
 
-		if (ret != -ENOMEM)
-			return ret ? fail(w, "encode: %s", shmrig_last_error()) : 0;
+		if (ret != -ENOMEM) {
+			if (!ret)
+				return 0;
+			ret = error(w, ret, "encode: %s", shmrig_last_error());
+			count(&w->me->skipped, ret == 1);
+			return ret;
+		}
 		count(&w->me->enomem, 1);
-		if (tries == BACKOFF_TRIES) {
+		if (tries == BACKOFF_TRIES || stopping(w)) {
 			count(&w->me->skipped, 1);
 			return 1;
 		}
@@ -281,7 +349,8 @@ static int encode(struct worker *w, const struct payload *p, void **frame, size_
 	}
 }
 
-/* One value: 0 taken, 1 given up, -EPIPE, -1 failure. */
+/* One value: 0 taken, 1 given up (or refused by the pool under --inject
+ * hostile), -EPIPE, -1 failure. */
 static int produce(struct worker *w, struct payload *p, uint64_t seq)
 {
 	struct msg_hdr hdr = { .magic = MSG_DATA, .seq = seq };
@@ -315,10 +384,22 @@ static int produce(struct worker *w, struct payload *p, uint64_t seq)
 	free(frame);
 	set_phase(w, PH_SEND);
 	ret = shmrig_frame_transfer(w->pool, msg + sizeof(hdr), flen, w->peer);
+	if (ret && ret != -ESRCH) {
+		/* a block of ours that a peer wrote on (--inject hostile): not sent */
+		int discarded;
+
+		ret = error(w, ret, "transfer: %s", shmrig_last_error());
+		discarded = shmrig_frame_discard(w->pool, msg + sizeof(hdr), flen);
+		if (discarded)
+			error(w, discarded, "discard: %s", shmrig_last_error());
+		free(msg);
+		count(&w->me->skipped, ret == 1);
+		return ret;
+	}
 	if (ret) {
 		/* the consumer died: what was not handed over is still ours */
 		shmrig_frame_discard(w->pool, msg + sizeof(hdr), flen);
-		ret = ret == -ESRCH ? -EPIPE : ret;
+		ret = -EPIPE;
 	} else {
 		if (w->o->inject == INJECT_ORPHAN && seq == 5) {
 			/* die between hand-over and send: the consumer owns blocks it
@@ -341,16 +422,90 @@ static int produce(struct worker *w, struct payload *p, uint64_t seq)
 	return 0;
 }
 
+struct owned {
+	pid_t self;
+	int64_t blocks;
+};
+
+static void count_owned(void *arg, const struct shmrig_block_info *info)
+{
+	struct owned *own = arg;
+
+	own->blocks += info->owner == own->self;
+}
+
+struct own_segments {
+	const char *prefix;
+	pid_t self;
+	int count;
+};
+
+static void count_own_segment(void *arg, const char *name)
+{
+	struct own_segments *own = arg;
+	pid_t creator;
+
+	if (shmrig_segment_parse_name(own->prefix, name, &creator, NULL) == 0 &&
+	    creator == own->self)
+		own->count++;
+}
+
+/*
+ * --inject close-after-send: close the pool right after a send, with messages
+ * in flight and values held by the consumer (in its segments), and exit. Odd
+ * epochs close the channel first (the consumer reads what was sent, then
+ * -EPIPE, and releases everything); even ones, the first of each pair among
+ * them, close the pool first and exit without closing the channel (the
+ * consumer learns of it as of a death). The pool must leave the segments the
+ * consumer holds blocks in, for it to unlink when it frees the last (or for a
+ * sweep). What must be zero: blocks this process still owns (live_end), the
+ * close's leak report, descriptors the pool left open.
+ */
+/* The channel of a producer that closes its pool and exits without closing
+ * the channel (the exit closes its descriptors): kept reachable, so that a
+ * leak checker does not report the handle as lost. */
+static shmrig_channel *volatile channel_left_open;
+
+static int close_after_send(struct worker *w, unsigned epoch)
+{
+	struct owned own = { .self = getpid() };
+	struct own_segments kept = { .prefix = w->o->prefix, .self = getpid() };
+	bool channel_first = epoch % 2;
+
+	set_phase(w, PH_FINISH);
+	atomic_store(&w->me->closed_after_send, 1);
+	w->me->closed_in_flight = (int)w->inflight;
+	if (channel_first)
+		shmrig_channel_close(w->ch);
+	else
+		channel_left_open = w->ch;
+	if (shmrig_pool_for_each_live(w->pool, count_owned, &own) < 0)
+		fail(w, "for_each_live: %s", shmrig_last_error());
+	w->me->live_end = own.blocks;
+	w->me->close_ret = shmrig_pool_close(w->pool);
+	if (w->me->close_ret)
+		fail(w, "pool_close: %s", shmrig_strerror(w->me->close_ret));
+	shmrig_segment_list(w->o->prefix, count_own_segment, &kept);
+	w->me->closed_kept = kept.count;
+	w->me->fds_leaked = fds_new_since(channel_first ? &w->fds : &w->fds_open);
+	if (w->me->fds_leaked)
+		fail(w, "%d descriptors left open", w->me->fds_leaked);
+	atomic_store(&w->me->done, 1);
+	return w->me->error[0] ? 1 : 0;
+}
+
 int producer_main(const struct stress_opts *o, struct slot *slot, unsigned pair, unsigned epoch,
 		  shmrig_channel_pair *chp, pid_t consumer)
 {
 	struct worker w;
 	struct payload p = { 0 };
-	uint64_t seq = 0;
+	uint64_t seq = 0, close_at = UINT64_MAX;
 
 	if (start(&w, o, slot, &slot->prod, chp, 0, consumer,
 		  ((uint64_t)pair << 40) ^ ((uint64_t)epoch << 8) ^ 1))
 		return 2;
+	if (o->inject == INJECT_CLOSE_AFTER_SEND)
+		close_at = 1 + rng_next(&w.rng) % CLOSE_AFTER_MAX;
 	while (!stopping(&w) && !w.peer_gone && !w.me->error[0]) {
 		int ret;
 
@@ -365,6 +520,12 @@ int producer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 		if (ret < 0)
 			break;
 		seq += ret == 0;
+		/* at the first send from close_at on while the consumer holds values:
+		 * the pool then has segments it must leave to the consumer */
+		if (ret == 0 && seq >= close_at && atomic_load(&slot->cons.held_blocks)) {
+			payload_free(&p);
+			return close_after_send(&w, epoch);
+		}
 	}
 	payload_free(&p);
 	if (!w.peer_gone && !w.me->error[0]) {
@@ -386,6 +547,7 @@ int producer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 
 struct held {
 	struct shmrig_value value;
+	uint64_t seq;
 	uint64_t checksum;
 	uint64_t until_ns;
 	uint32_t blocks;
@@ -415,12 +577,14 @@ static void verify(struct consumer *c, const struct shmrig_value *v, uint64_t wa
 static void release(struct consumer *c, unsigned i)
 {
 	struct held *h = &c->held[i];
+	int ret;
 
-	verify(c, &h->value, h->checksum, ~0ull);
+	verify(c, &h->value, h->checksum, h->seq);
 	count(&c->w.me->reverified, 1);
 	set_phase(&c->w, PH_RELEASE);
-	if (shmrig_value_release(&h->value))
-		fail(&c->w, "release: %s", shmrig_last_error());
+	ret = shmrig_value_release(&h->value);
+	if (ret)
+		error(&c->w, ret, "release: %s", shmrig_last_error());
 	atomic_fetch_sub(&c->w.me->held_blocks, h->blocks);
 	*h = c->held[--c->nheld];
 }
@@ -448,6 +612,53 @@ static int next_due_ms(const struct consumer *c)
 	return next <= now ? 0 : (int)((next - now + 999999) / 1000000);
 }
 
+/*
+ * --inject replay: decode the frame again from a copy of its bytes, while the
+ * first decode's value still holds its blocks. Persistent buffers were claimed
+ * by the first decode: -SHMRIG_ECLAIMED. Temporary ones were freed by it (a
+ * new generation): -SHMRIG_ESTALE. Anything else fails the run; and the first
+ * value must still verify.
+ */
+static void replay(struct consumer *c, const struct msg_hdr *hdr, const void *frame, size_t len,
+		   const struct shmrig_value *first)
+{
+	struct worker *w = &c->w;
+	struct shmrig_frame f;
+	struct shmrig_value again;
+	enum replay_outcome outcome;
+	bool temporary = true;
+	void *copy;
+	int ret;
+
+	if (shmrig_frame_parse(frame, len, &f) || f.nbuffers == 0)
+		return; /* no block to claim: nothing to refuse */
+	for (uint32_t i = 0; i < f.nbuffers; i++)
+		temporary &= f.buffers[i].temporary == 1;
+	copy = malloc(len); /* malloc's alignment is the frame's 8 bytes at least */
+	if (!copy) {
+		fail(w, "out of memory for a replay");
+		return;
+	}
+	memcpy(copy, frame, len);
+	set_phase(w, PH_DECODE);
+	ret = shmrig_registry_decode(w->o->registry, w->pool, copy, len, &again);
+	free(copy);
+	if (ret == 0) {
+		outcome = REPLAY_ACCEPTED;
+		fail(w, "message %llu: decoded a second time", (unsigned long long)hdr->seq);
+		shmrig_value_release(&again);
+	} else if (ret == (temporary ? -SHMRIG_ESTALE : -SHMRIG_ECLAIMED)) {
+		outcome = temporary ? REPLAY_STALE : REPLAY_CLAIMED;
+	} else {
+		outcome = REPLAY_WRONG;
+		fail(w, "message %llu: a replay of a %s frame refused with %s, not %s: %s",
+		     (unsigned long long)hdr->seq, temporary ? "temporary" : "persistent",
+		     shmrig_strerror(ret), temporary ? "ESTALE" : "ECLAIMED", shmrig_last_error());
+	}
+	count(&w->me->replays[outcome], 1);
+	verify(c, first, hdr->checksum, hdr->seq);
+}
+
 static void consume(struct consumer *c, const struct msg_hdr *hdr, const void *frame, size_t len)
 {
 	struct worker *w = &c->w;
@@ -455,19 +666,26 @@ static void consume(struct consumer *c, const struct msg_hdr *hdr, const void *f
 	uint64_t latency;
 	uint32_t blocks;
 	unsigned bucket;
+	int ret;
 
 	set_phase(w, PH_DECODE);
-	if (shmrig_registry_decode(w->o->registry, w->pool, frame, len, &v)) {
-		count(&w->me->corrupted, 1);
-		fail(w, "message %llu: decode: %s", (unsigned long long)hdr->seq,
-		     shmrig_last_error());
-		return;
-	}
+	ret = shmrig_registry_decode(w->o->registry, w->pool, frame, len, &v);
 	if (hdr->seq != c->expected)
 		count(hdr->seq > c->expected ? &w->me->gaps : &w->me->dups,
 		      hdr->seq > c->expected ? hdr->seq - c->expected : 1);
 	if (hdr->seq >= c->expected)
 		c->expected = hdr->seq + 1;
+	if (ret) {
+		/* --inject hostile: refused, not accepted; acked, so the window moves */
+		if (error(w, ret, "message %llu: decode: %s", (unsigned long long)hdr->seq,
+			  shmrig_last_error()) < 0) {
+			count(&w->me->corrupted, 1);
+			return;
+		}
+		count(&w->me->refused, 1);
+		send_word(w, MSG_ACK, hdr->seq);
+		return;
+	}
 	if (v.kind != hdr->kind) {
 		count(&w->me->corrupted, 1);
 		fail(w, "message %llu: kind %u, sent %u", (unsigned long long)hdr->seq, v.kind,
@@ -475,6 +693,8 @@ static void consume(struct consumer *c, const struct msg_hdr *hdr, const void *f
 	} else {
 		verify(c, &v, hdr->checksum, hdr->seq);
 	}
+	if (w->o->inject == INJECT_REPLAY && hdr->seq % REPLAY_EVERY == 0)
+		replay(c, hdr, frame, len, &v);
 	latency = now_ns() - hdr->t0_ns;
 	bucket = hist_bucket(latency);
 	count(&w->slot->hist[bucket], 1); /* < HIST_BUCKETS: 64 powers of two */
@@ -491,6 +711,7 @@ static void consume(struct consumer *c, const struct msg_hdr *hdr, const void *f
 		struct held *h = &c->held[c->nheld++];
 
 		h->value = v;
+		h->seq = hdr->seq;
 		h->checksum = hdr->checksum;
 		h->blocks = blocks;
 		h->until_ns = now_ns() + (uint64_t)(rng_unit(&w->rng) * w->o->hold_ms * 1e6);
@@ -498,8 +719,9 @@ static void consume(struct consumer *c, const struct msg_hdr *hdr, const void *f
 		return;
 	}
 	set_phase(w, PH_RELEASE);
-	if (shmrig_value_release(&v))
-		fail(w, "release: %s", shmrig_last_error());
+	ret = shmrig_value_release(&v);
+	if (ret)
+		error(w, ret, "release: %s", shmrig_last_error());
 }
 
 struct orphans {
@@ -535,9 +757,10 @@ static int64_t free_orphans(struct worker *w)
 			/* handed to us, never claimed: ours to claim, then free */
 			int ret = shmrig_pool_claim(w->pool, &o->blocks[i].ref);
 
-			if ((ret && ret != -SHMRIG_ECLAIMED) ||
-			    shmrig_pool_free(w->pool, &o->blocks[i].ref))
-				fail(w, "freeing an orphan: %s", shmrig_last_error());
+			if (!ret || ret == -SHMRIG_ECLAIMED)
+				ret = shmrig_pool_free(w->pool, &o->blocks[i].ref);
+			if (ret && error(w, ret, "freeing an orphan: %s", shmrig_last_error()) > 0)
+				break; /* a scribbled word: its other references fail alike */
 		}
 		freed++;
 	}

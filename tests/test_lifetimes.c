@@ -1292,6 +1292,107 @@ static void test_13_free_list_hostile(void **state)
 	fx_close(&fx);
 }
 
+/* ---- 13, more: the arena's geometry written by a peer ---- */
+
+/* The segment a ref names, mapped as a peer maps it. */
+static struct arena_hdr *peer_map(const struct shmrig_ref *ref, shmrig_segment **seg)
+{
+	assert_int_equal(shmrig_segment_attach(th_prefix(), ref->name, seg), 0);
+	return shmrig_segment_base(*seg);
+}
+
+/* A peer lowers the shared next_chunk: the creator must not claim a chunk in
+ * use again (it counts in its own copy), so no block is handed out inside a
+ * live one and the live one stays intact. */
+static void test_13_next_chunk_lowered(void **state)
+{
+	struct shmrig_ref big, small[64];
+	shmrig_segment *seg;
+	struct arena_hdr *h;
+	uint32_t saved;
+	char *bdata;
+	void *data;
+	unsigned n = 0;
+	struct fx fx;
+
+	(void)state;
+	fx_open_sized(&fx, 8 * MiB);
+	assert_int_equal(shmrig_pool_alloc(fx.pool, 64, 0, 0, &small[n++], &data), 0);
+	assert_int_equal(shmrig_pool_alloc(fx.pool, 65536, 0, 0, &big, (void **)&bdata), 0);
+	assert_int_equal(big.offset / CHUNK, 1);
+	memset(bdata, 0xab, 65536);
+	h = peer_map(&big, &seg);
+	saved = atomic_load(&h->next_chunk);
+	atomic_store(&h->next_chunk, 1); /* chunk 1 "is" unused */
+	for (; n < 64; n++) {
+		assert_int_equal(shmrig_pool_alloc(fx.pool, 4096, 0, 0, &small[n], &data), 0);
+		assert_false(strcmp(small[n].name, big.name) == 0 && small[n].offset < big.offset + 65536 &&
+			     small[n].offset + 4096 > big.offset);
+	}
+	for (size_t i = 0; i < 65536; i++)
+		assert_int_equal((unsigned char)bdata[i], 0xab);
+	assert_int_equal(atomic_load(&h->chunks[1].class_plus1), 11); /* 64 KiB, still */
+	/* the creator's next claim wrote its own count back over the peer's */
+	assert_true(atomic_load(&h->next_chunk) > saved);
+	shmrig_segment_close(seg);
+	assert_int_equal(shmrig_pool_free(fx.pool, &big), 0);
+	while (n--)
+		assert_int_equal(shmrig_pool_free(fx.pool, &small[n]), 0);
+	fx_close(&fx);
+}
+
+/* A peer flips an assigned chunk's class and points that class's free list
+ * into the chunk: the creator must judge by the class it assigned, so the pop
+ * is refused (-SHMRIG_ECORRUPT) and no live 64 B block is overwritten. */
+static void test_13_chunk_class_flipped(void **state)
+{
+	struct shmrig_ref big[64], small[100];
+	unsigned char *sdata[100];
+	int corrupt = 0, nbig = 0;
+	shmrig_segment *seg;
+	struct arena_hdr *h;
+	uint64_t old;
+	void *data;
+	struct fx fx;
+
+	(void)state;
+	fx_open_sized(&fx, 8 * MiB);
+	/* chunk 0: 4 KiB blocks; chunk 1: 64 B blocks */
+	assert_int_equal(shmrig_pool_alloc(fx.pool, 4096, 0, 0, &big[nbig++], &data), 0);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(shmrig_pool_alloc(fx.pool, 64, 0, 0, &small[i], (void **)&sdata[i]), 0);
+		assert_int_equal(small[i].offset / CHUNK, 1);
+		memset(sdata[i], 0x11, 64);
+	}
+	h = peer_map(&small[0], &seg);
+	atomic_store(&h->chunks[1].class_plus1, 7); /* chunk 1 "is" 4 KiB now */
+	old = atomic_load(&h->free_list[6].head);
+	atomic_store(&h->free_list[6].head, ((old >> 32) + 1) << 32 | (1u << SLOT_BITS | 167));
+	for (int i = 0; i < 63; i++) { /* empty the 4 KiB cache, then pop the list */
+		int ret = shmrig_pool_alloc(fx.pool, 4096, 0, 0, &big[nbig], &data);
+
+		if (ret == -SHMRIG_ECORRUPT) {
+			corrupt++;
+			continue;
+		}
+		assert_int_equal(ret, 0);
+		assert_int_not_equal(big[nbig].offset / CHUNK, 1);
+		memset(data, 0xee, 4096);
+		nbig++;
+	}
+	assert_true(corrupt >= 1);
+	for (int i = 0; i < 100; i++)
+		for (int k = 0; k < 64; k++)
+			assert_int_equal(sdata[i][k], 0x11);
+	atomic_store(&h->chunks[1].class_plus1, 1); /* the peer is done */
+	shmrig_segment_close(seg);
+	while (nbig--)
+		assert_int_equal(shmrig_pool_free(fx.pool, &big[nbig]), 0);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(shmrig_pool_free(fx.pool, &small[i]), 0);
+	fx_close(&fx);
+}
+
 /* ---- 14: a death between marking a block freed and pushing it ---- */
 
 #define SIZE14 (64 * KiB)
@@ -1652,6 +1753,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_11_arena_of_2048_chunks, th_remove_leftovers),
 		cmocka_unit_test_teardown(test_12_sparse_gib_bad_header, th_remove_leftovers),
 		cmocka_unit_test_teardown(test_13_free_list_hostile, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_13_next_chunk_lowered, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_13_chunk_class_flipped, th_remove_leftovers),
 		cmocka_unit_test_teardown(test_14_death_between_mark_and_push,
 					  th_remove_leftovers),
 		cmocka_unit_test_teardown(test_15_send_close_exit, th_remove_leftovers),
