@@ -351,7 +351,7 @@ static void free_spill_in(struct shmrig_channel *ch, const unsigned char *slot)
 	if (!(read_hdr(slot).flags & SLOT_SPILL))
 		return;
 	memcpy(&ref, slot + sizeof(struct slot_hdr), sizeof(ref));
-	if (shmrig__pool_claim_refs(ch->pool, &ref, 1, &claimed) == 0)
+	if (shmrig__pool_claim_refs(ch->pool, &ref, 1, &claimed, NULL) == 0)
 		shmrig_pool_free(ch->pool, &ref);
 }
 
@@ -620,9 +620,7 @@ static int take_spill(struct shmrig_channel *ch, struct ring_end *re, unsigned c
 	if (!buf) /* the slot stays: the next recv takes it again */
 		return shmrig__fail(-ENOMEM, "channel: out of memory for %u bytes", len);
 	/* Claim it (it must have been handed to us, once), then read it. */
-	ret = shmrig__pool_claim_refs(ch->pool, &ref, 1, &claimed);
-	if (!ret)
-		ret = shmrig_pool_attach(ch->pool, &ref, &data);
+	ret = shmrig__pool_claim_refs(ch->pool, &ref, 1, &claimed, &data);
 	if (ret) {
 		if (claimed)
 			shmrig_pool_free(ch->pool, &ref);

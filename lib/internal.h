@@ -80,14 +80,15 @@ uint64_t shmrig__channel_peer_id(const struct shmrig_channel *ch);
  * Claim, for a decode, the references a frame's refs hand us: each ref takes
  * one unclaimed reference of its block with one CAS; claimed[i] = 1 for each
  * one taken (the caller now owns that reference: it frees it or leases it);
- * `claimed` may be NULL. Goes on past a ref it cannot claim (what a bad frame
+ * `claimed` may be NULL; data[i] (if `data` is not NULL) is where ref i's
+ * bytes are mapped, valid while the reference is held. Goes on past a ref it cannot claim (what a bad frame
  * handed us is still ours to free) and returns the first error:
  * -EPERM the block is not ours; -SHMRIG_ECLAIMED
  * no unclaimed reference left (the frame was decoded already, or names a block
  * we hold for something else); the resolve errors.
  */
 int shmrig__pool_claim_refs(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
-			    uint8_t *claimed);
+			    uint8_t *claimed, void **data);
 
 /* segment.c for the pool: attach without populating (the pool checks the
  * header first), then populate; sweep with a last word from the pool

@@ -780,8 +780,8 @@ int shmrig__pool_transfer_pid(shmrig_pool *pool, const struct shmrig_ref *refs, 
 	return ret;
 }
 
-/* Claim one reference of one ref (under the pool's lock). */
-static int claim_one(shmrig_pool *pool, const struct shmrig_ref *ref)
+/* Claim one reference of one ref (under the pool's lock); *data: its bytes. */
+static int claim_one(shmrig_pool *pool, const struct shmrig_ref *ref, void **data)
 {
 	uint32_t unclaimed;
 	struct block b;
@@ -810,11 +810,12 @@ static int claim_one(shmrig_pool *pool, const struct shmrig_ref *ref)
 	DEATH_POINT("claim");
 	if (b.sl->large && !b.sl->created)
 		b.sl->held++;
+	*data = b.sl->base + ref->offset;
 	return 0;
 }
 
 int shmrig__pool_claim_refs(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
-			    uint8_t *claimed)
+			    uint8_t *claimed, void **data)
 {
 	char why[256];
 	int first = shmrig__pool_check(pool);
@@ -825,10 +826,13 @@ int shmrig__pool_claim_refs(shmrig_pool *pool, const struct shmrig_ref *refs, ui
 	/* Every ref, even after one failed: what was handed to us with a bad
 	 * frame is ours, and the caller frees it rather than hold it for ever. */
 	for (uint32_t i = 0; i < n; i++) {
-		int ret = claim_one(pool, &refs[i]);
+		void *p = NULL;
+		int ret = claim_one(pool, &refs[i], &p);
 
 		if (!ret && claimed)
 			claimed[i] = 1;
+		if (!ret && data)
+			data[i] = p;
 		if (ret && !first) {
 			first = ret;
 			snprintf(why, sizeof(why), "%s", shmrig_last_error());
@@ -842,7 +846,7 @@ int shmrig_pool_claim(shmrig_pool *pool, const struct shmrig_ref *ref)
 {
 	uint8_t claimed = 0;
 
-	return shmrig__pool_claim_refs(pool, ref, 1, &claimed);
+	return shmrig__pool_claim_refs(pool, ref, 1, &claimed, NULL);
 }
 
 /* ---- slab ---- */

@@ -68,6 +68,7 @@ struct shmrig_decoder {
 	const msgpack_object *meta;
 	uint8_t *asked;   /* per buffer: 0 not yet, 1 handed out */
 	uint8_t *claimed; /* per buffer: 1 its reference is ours (claimed at the start) */
+	void **data;      /* per buffer: where it is mapped (claimed ones) */
 	struct shmrig_value_storage *storage;
 };
 
@@ -280,7 +281,7 @@ static void drop_ref(shmrig_pool *pool, const struct shmrig_ref *ref)
 {
 	uint8_t claimed = 0;
 
-	shmrig__pool_claim_refs(pool, ref, 1, &claimed);
+	shmrig__pool_claim_refs(pool, ref, 1, &claimed, NULL);
 	shmrig_pool_free(pool, ref);
 }
 
@@ -520,9 +521,7 @@ int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, uint32_t f
 				    dec->codec_name, index, ref->temporary ? "temporary" : "persistent",
 				    temporary ? "temporary (copied out)" : "persistent (a view)");
 	/* Claimed at the start of decode: ours, so nobody frees it under us. */
-	ret = shmrig_pool_attach(dec->pool, ref, &p);
-	if (ret)
-		return ret;
+	p = dec->data[index];
 	if (!ref->temporary) {
 		ret = shmrig__storage_lease(dec->storage, ref);
 		if (ret)
@@ -570,7 +569,13 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	const struct shmrig_codec *codec;
 	msgpack_unpacked unpacked;
 	struct shmrig_frame f;
-	uint8_t flags_small[2 * 64], *flags;
+	/* per buffer: asked, claimed, and where it is: on the stack up to 64 */
+	struct {
+		void *data[64];
+		uint8_t flags[2 * 64];
+	} small;
+	uint8_t *flags;
+	void **data;
 	char list[512], why[512];
 	int ret;
 
@@ -584,16 +589,24 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	if (ret)
 		return ret;
 	dec.frame = &f;
-	flags = f.nbuffers <= sizeof(flags_small) / 2 ? flags_small : malloc(2 * (size_t)f.nbuffers);
-	if (!flags)
-		return shmrig__fail(-ENOMEM, "decode: out of memory");
+	if (f.nbuffers <= 64) {
+		data = small.data;
+		flags = small.flags;
+	} else {
+		data = malloc((size_t)f.nbuffers * (sizeof(*data) + 2));
+		if (!data)
+			return shmrig__fail(-ENOMEM, "decode: out of memory");
+		flags = (uint8_t *)(data + f.nbuffers);
+	}
 	memset(flags, 0, 2 * (size_t)f.nbuffers);
 	dec.asked = flags;
 	dec.claimed = flags + f.nbuffers;
+	dec.data = data;
 	/* Claim every reference the frame hands us, first: a frame decoded twice,
 	 * or naming blocks that are not ours to take, fails here, having taken
 	 * (and then freeing) only what was handed to us. */
-	ret = f.nbuffers ? shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers, dec.claimed) : 0;
+	ret = f.nbuffers ? shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers, dec.claimed, data) :
+			   0;
 	if (ret)
 		goto settle;
 	if (f.codec_id >= reg->count) {
@@ -635,7 +648,7 @@ settle:
 	settle_buffers(&dec);
 	if (ret)
 		shmrig__fail(ret, "%s", why);
-	if (flags != flags_small)
-		free(flags);
+	if (data != small.data)
+		free(data);
 	return ret;
 }
