@@ -14,16 +14,21 @@
  * aligned to min(class size, 4096); blocks of 2 MiB and more start on a page.
  *
  * Each block has a descriptor outside its payload, in shared memory: one atomic
- * word (state, refcount, generation), the owner (pid + start time), the content
- * size and a caller's tag. A ref names the segment, offset, size, content size,
- * temporary flag and generation; a ref to a freed block is refused as stale.
+ * word (state, refcount, unclaimed references, generation), the owner (pid +
+ * start time), the content size and a caller's tag. A ref names the segment,
+ * offset, size, content size, temporary flag and generation; a ref to a freed
+ * block is refused as stale. Nothing read from shared memory is trusted twice:
+ * geometry is read once and kept by each process, and a bad shared list is
+ * -SHMRIG_ECORRUPT, never a block handed out twice.
  *
- * Ownership: a block is owned by one process. Only the owner frees (or hands it
- * on with shmrig_pool_transfer()); any process can attach a block by ref. The
- * per-class free lists live in the arena (lock-free, any process can push to
- * them); each process keeps a small cache of free blocks in front of them so
- * that the hot path takes no shared atomic. When the owner dies, any process's
- * shmrig_pool_reap() returns its blocks (and the blocks in its cache).
+ * Ownership: a block is owned by one process. Only the owner frees it or
+ * hands it on (shmrig_pool_transfer(); the receiver claims each reference
+ * once, shmrig_pool_claim()); any process can attach a block by ref. Only an
+ * arena's creator allocates from it, through a private cache in front of the
+ * arena's free list, so the hot path takes no shared atomic; anyone frees into
+ * it through a remote list the creator collects. When the owner dies, any
+ * process's shmrig_pool_reap() returns its blocks; a process whose liveness
+ * cannot be told (unknown) is never taken for dead.
  *
  * Thread safety: a pool handle may be used from several threads of its process.
  */
@@ -78,10 +83,13 @@ struct shmrig_pool_opts {
 SHMRIG_API int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out);
 
 /*
- * Close: reports every block still live that this process owns, or that lives
- * in a segment this pool created (owner, size, tag; on stderr unless
- * SHMRIG_POOL_QUIET), unmaps everything and unlinks the segments it created.
- * Returns 0, or -SHMRIG_ELEAK if anything was live (everything is released anyway).
+ * Close: reports every block this process still owns (allocated, or handed to
+ * it and never claimed: owner, size, tag; on stderr unless SHMRIG_POOL_QUIET),
+ * unmaps everything and unlinks the segments it created, but for those in
+ * which a process not known to be dead holds a block (a frame we sent and it
+ * has not read yet): those stay, and the last owner's free unlinks them (or
+ * shmrig_pool_sweep() once their holders are dead).
+ * Returns 0, or -SHMRIG_ELEAK if we owned anything (it is released anyway).
  */
 SHMRIG_API int shmrig_pool_close(shmrig_pool *pool);
 
@@ -233,17 +241,19 @@ SHMRIG_API int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_st
 				       size_t max);
 
 /*
- * Free every block (live or in a process cache) whose owner process is dead,
- * in every segment this process has mapped. Returns how many, or -errno.
+ * Free every block, allocated or handed over, whose owner process is dead, in
+ * every segment this process has mapped; in arenas this process created, also
+ * the blocks a process died freeing (between its two steps). Each owner's
+ * liveness is asked once per call; an owner that cannot be judged (unknown)
+ * keeps its blocks. Returns how many blocks came back, or -errno.
  */
 SHMRIG_API int shmrig_pool_reap(shmrig_pool *pool);
 
-/* Unlink every segment with this pool's prefix whose creator is dead.
- * Returns how many, or -errno. Mappings stay valid, but a process that still
- * has to attach one (it holds refs into it it has not mapped yet, e.g. frames
- * a dead sender published that it has not read) can no longer: sweep when no
- * survivor needs a dead creator's segments, or remove only those of the dead
- * processes whose peers are done (shmrig_segment_unlink_name). */
+/* Unlink every segment with this pool's prefix, of our uid and pid namespace,
+ * whose creator is dead, unless a process not known to be dead still holds a
+ * block in it (a frame a dead sender published that a survivor has not read:
+ * it can still attach it). Returns how many, or -errno (-EMFILE and the like:
+ * our own identity cannot be read, so nobody can be judged). */
 SHMRIG_API int shmrig_pool_sweep(shmrig_pool *pool);
 
 /*
