@@ -136,6 +136,16 @@ void shmrig__pool_drop_seg(shmrig_pool *pool, struct seg_local *sl)
 	forget_seg(pool, sl, sl->created);
 }
 
+/* The fields of a mapped segment's view that the segment itself gives. */
+static void view_seg(shmrig_pool *pool, struct seg_local *sl)
+{
+	sl->base = shmrig_segment_base(sl->seg);
+	sl->size = shmrig_segment_size(sl->seg);
+	sl->name = shmrig_segment_name(sl->seg);
+	sl->name_len = strlen(sl->name);
+	sl->self = pool->self;
+}
+
 int shmrig__pool_create_seg(shmrig_pool *pool, size_t size, char role, struct seg_local **out)
 {
 	struct shmrig_segment_opts so = {
@@ -157,10 +167,7 @@ int shmrig__pool_create_seg(shmrig_pool *pool, size_t size, char role, struct se
 		free(sl);
 		return ret;
 	}
-	sl->base = shmrig_segment_base(sl->seg);
-	sl->size = shmrig_segment_size(sl->seg);
-	sl->name = shmrig_segment_name(sl->seg);
-	sl->self = pool->self;
+	view_seg(pool, sl);
 	sl->created = true;
 	pool->created_bytes += sl->size;
 	pool->last_backing = shmrig_segment_backing(sl->seg);
@@ -196,11 +203,7 @@ static int map_seg(shmrig_pool *pool, const char *name, bool populate, struct se
 		free(sl);
 		return ret;
 	}
-	sl->base = shmrig_segment_base(sl->seg);
-	sl->size = shmrig_segment_size(sl->seg);
-	sl->name = shmrig_segment_name(sl->seg);
-	sl->name_len = strlen(sl->name);
-	sl->self = pool->self;
+	view_seg(pool, sl);
 	if (shmrig_segment_role(sl->seg) == ROLE_LARGE)
 		ret = shmrig__large_check(sl, pool->max_bytes);
 	else if (shmrig_segment_role(sl->seg) == ROLE_ARENA)
