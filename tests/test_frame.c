@@ -790,6 +790,75 @@ static void test_meta_depth(void **state)
 	fx_close(&fx);
 }
 
+/* The peak resident memory of this process so far (VmHWM), in KiB. */
+static long peak_rss_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	assert_true(kb >= 0);
+	return kb;
+}
+
+/*
+ * Metadata of many one-byte items: at the item cap it unpacks, one more is
+ * refused before anything is unpacked; and 64 MiB of them (msgpack-c would
+ * allocate ~24 bytes an item: 2.1 GiB measured before the cap) costs decode
+ * and to_json no more than a small fraction of the frame itself.
+ */
+static void test_meta_items(void **state)
+{
+	static const uint32_t counts[] = { SHMRIG_FRAME_MAX_META_ITEMS - 1,
+					   SHMRIG_FRAME_MAX_META_ITEMS, 64u << 20 };
+	struct shmrig_value v;
+	struct fx fx;
+
+	(void)state;
+	fx_open(&fx);
+	for (unsigned k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+		/* an array of n nils: n + 1 items */
+		uint32_t n = counts[k];
+		size_t meta_len = 5 + (size_t)n, len;
+		unsigned char *meta = malloc(meta_len);
+		void *frame;
+		char *json;
+		long before;
+
+		assert_non_null(meta);
+		meta[0] = 0xdd;
+		meta[1] = (unsigned char)(n >> 24);
+		meta[2] = (unsigned char)(n >> 16);
+		meta[3] = (unsigned char)(n >> 8);
+		meta[4] = (unsigned char)n;
+		memset(meta + 5, 0xc0, n);
+		frame = build_frame(0, NULL, 0, meta, (uint32_t)meta_len, &len);
+		free(meta);
+		before = peak_rss_kb();
+		if (n + 1 <= SHMRIG_FRAME_MAX_META_ITEMS) {
+			assert_int_equal(shmrig_frame_to_json(frame, len, NULL, &json), 0);
+			free(json);
+			/* unpacked: the error is the ndarray codec's */
+			assert_error(shmrig_registry_decode(fx.reg, fx.pool, frame, len, &v),
+				     -EBADMSG, "array metadata needs");
+		} else {
+			assert_error(shmrig_frame_to_json(frame, len, NULL, &json), -EBADMSG,
+				     "more items than the limit");
+			assert_error(shmrig_registry_decode(fx.reg, fx.pool, frame, len, &v),
+				     -EBADMSG, "more items than the limit");
+			/* nothing was unpacked: the peak did not move by a tenth of it */
+			assert_true(peak_rss_kb() - before < (long)(meta_len / 10 / 1024));
+		}
+		free(frame);
+	}
+	fx_close(&fx);
+}
+
 /* Refs that do not name a block of ours: the pool's error, and our blocks are untouched. */
 static void check_bad_ref(struct fx *fx, const struct shmrig_ref *ref, int code, const char *word)
 {
@@ -1052,7 +1121,8 @@ int main(void)
 		cmocka_unit_test(test_valid),           cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_bad_header),      cmocka_unit_test(test_unknown_codec),
 		cmocka_unit_test(test_buffer_mismatch), cmocka_unit_test(test_bad_meta),
-		cmocka_unit_test(test_meta_depth),      cmocka_unit_test(test_bad_refs),
+		cmocka_unit_test(test_meta_depth),      cmocka_unit_test(test_meta_items),
+		cmocka_unit_test(test_bad_refs),
 		cmocka_unit_test(test_to_json),         cmocka_unit_test(test_transfer_discard),
 	};
 

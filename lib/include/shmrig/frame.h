@@ -24,6 +24,13 @@ extern "C" {
 #define SHMRIG_FRAME_VERSION 1u
 #define SHMRIG_FRAME_MAX_BUFFERS 65536u
 #define SHMRIG_FRAME_MAX_META (256u << 20)
+/*
+ * Items (values, keys, containers) a frame's metadata may hold. Unpacked, an
+ * item costs msgpack-c about 24 bytes (a map entry 48), its JSON rendering a
+ * few times that: this cap, checked before anything is unpacked, bounds what a
+ * peer's metadata can make a decode allocate (about 12 MiB) whatever its size.
+ */
+#define SHMRIG_FRAME_MAX_META_ITEMS (1u << 18)
 
 struct shmrig_frame_header {
 	uint32_t magic;
