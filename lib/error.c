@@ -54,6 +54,11 @@ int shmrig__fail(int err, const char *fmt, ...)
 	return err;
 }
 
+void shmrig__clear_error(void)
+{
+	last_error[0] = '\0';
+}
+
 void shmrig__warn_once(int *key, const char *fmt, ...)
 {
 	va_list ap;

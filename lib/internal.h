@@ -26,6 +26,9 @@
  */
 int shmrig__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Forget the last failure's words (shmrig_last_error() is "" again). */
+void shmrig__clear_error(void);
+
 /* Print "shmrig: warning: ..." to stderr once per `key` (a static flag) per process. */
 void shmrig__warn_once(int *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

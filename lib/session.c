@@ -153,13 +153,6 @@ static int effective_timeout(const struct shmrig_session *sess, int timeout_ms)
 	return timeout_ms == 0 ? sess->call_timeout_ms : timeout_ms;
 }
 
-/* Forget the last failure's words, so that a handler's failure can be told
- * from one that left none. */
-static void clear_last_error(void)
-{
-	shmrig__fail(0, "%s", "");
-}
-
 /* Write "'a', 'b', ..." into buf: the handlers there are, for error messages. */
 static const char *handler_list(const struct shmrig_session *sess, char *buf, size_t len)
 {
@@ -613,7 +606,8 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 		.registry = sess->reg,
 		.scratch = &scratch,
 	};
-	clear_last_error();
+	/* a handler's failure must be told from one that left no words */
+	shmrig__clear_error();
 	ret = h->fn(h->ctx, &call);
 	if (ret < 0) {
 		snprintf(why, sizeof(why), "handler '%s': %s", h->name,
