@@ -93,9 +93,16 @@ void gbench_skip(gbench_state *st, const char *message);
 void gbench_add_context(const char *key, const char *value);
 
 /* Initialize (passes every --benchmark_* flag through), run the registered
- * benchmarks, shut down; once per process. Returns the process exit status:
- * 0, or 1 for an unrecognized argument or a failed registration (both reported
- * on stderr). A benchmark stopped by gbench_skip() does not change it. */
+ * benchmarks, shut down; once per process. Returns the process exit status,
+ * each failure reported on stderr:
+ *   0  the benchmarks that match the filter ran (a benchmark stopped by
+ *      gbench_skip() does not change that);
+ *   1  a failed registration (nothing runs), or an exception from the run;
+ *   2  a command line refused before running: an unrecognized argument or a
+ *      value Google Benchmark cannot parse, a --benchmark_repetitions (or
+ *      $BENCHMARK_REPETITIONS) that is not an integer >= 1, a
+ *      --benchmark_filter that is no regular expression, or one that matches
+ *      no benchmark (also with --benchmark_list_tests). */
 int gbench_main(int argc, char **argv);
 
 #ifdef __cplusplus

@@ -22,9 +22,15 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <regex>
+#include <string>
 
 namespace {
 
@@ -139,6 +145,69 @@ gbench_benchmark *configure(gbench_benchmark *b, const char *function, int arg_c
 	} catch (...) {
 		return registration_error(function, "unknown C++ exception");
 	}
+}
+
+// gbench_main()'s exit status for a command line it refuses.
+constexpr int usage_error = 2;
+
+// A repetition count as Google Benchmark reads one (a 32-bit integer), and >= 1:
+// it takes a negative count into a std::vector's reserve(), which throws from
+// deep in the runner ("vector::reserve"), and a count of 0 as "run nothing".
+bool valid_repetitions(const char *text)
+{
+	char *end;
+	long value;
+
+	errno = 0;
+	value = std::strtol(text, &end, 10);
+	return end != text && *end == '\0' && errno == 0 && value >= 1 && value <= INT32_MAX;
+}
+
+// Refuse (on stderr) a bad repetition count before Google Benchmark sees it:
+// the last --benchmark_repetitions=N wins, as in its own parsing, and
+// $BENCHMARK_REPETITIONS is its default.
+bool repetitions_ok(int argc, char **argv)
+{
+	static const char flag[] = "--benchmark_repetitions=";
+	const char *value = std::getenv("BENCHMARK_REPETITIONS");
+	const char *source = "BENCHMARK_REPETITIONS=";
+
+	if (value && !*value)
+		value = nullptr;
+	for (int i = 1; i < argc; i++)
+		if (std::strncmp(argv[i], flag, sizeof(flag) - 1) == 0) {
+			value = argv[i] + sizeof(flag) - 1;
+			source = flag;
+		}
+	if (!value || valid_repetitions(value))
+		return true;
+	std::fprintf(stderr, "gbench: %s%s: the repetitions must be an integer from 1 to %d\n",
+		     source, value, INT32_MAX);
+	return false;
+}
+
+// Refuse (on stderr) a --benchmark_filter that is no regular expression, so
+// that it is told apart from one that matches nothing. Read as Google
+// Benchmark 1.7 reads it (FindBenchmarks): "" and "all" match everything, a
+// leading '-' negates the rest, which is an extended regular expression for
+// std::regex, the engine of Debian's build.
+bool filter_ok(const std::string &filter)
+{
+	std::string pattern = filter;
+
+	if (pattern.empty() || pattern == "all")
+		return true;
+	if (pattern[0] == '-')
+		pattern.erase(0, 1);
+	try {
+		std::regex compiled(pattern, std::regex::extended);
+		return true;
+	} catch (const std::regex_error &e) {
+		std::fprintf(stderr,
+			     "gbench: --benchmark_filter=%s is not a regular expression: %s\n",
+			     filter.c_str(), e.what());
+	}
+	return false;
 }
 
 } // namespace
@@ -378,17 +447,34 @@ void gbench_add_context(const char *key, const char *value)
 int gbench_main(int argc, char **argv)
 {
 	try {
+		std::string filter;
+		std::size_t matched;
+
+		if (!repetitions_ok(argc, argv))
+			return usage_error;
 		// Consumes every --benchmark_* flag (and exits after --help).
 		benchmark::Initialize(&argc, argv);
+		// A flag it does not know, or whose value it cannot parse, is left in argv.
 		if (benchmark::ReportUnrecognizedArguments(argc, argv))
-			return 1;
+			return usage_error;
+		filter = benchmark::GetBenchmarkFilter();
+		if (!filter_ok(filter))
+			return usage_error;
 		if (registration_failed) {
 			std::fprintf(stderr, "gbench: a benchmark failed to register (see above); "
 					     "not running\n");
 			return 1;
 		}
-		benchmark::RunSpecifiedBenchmarks();
+		matched = benchmark::RunSpecifiedBenchmarks();
 		benchmark::Shutdown();
+		// A mistyped filter must not pass for a run: no result is no success.
+		if (matched == 0) {
+			std::fprintf(stderr,
+				     "gbench: no benchmark matches --benchmark_filter=%s "
+				     "(--benchmark_list_tests=true lists them)\n",
+				     filter.c_str());
+			return usage_error;
+		}
 		return 0;
 	} catch (const std::exception &e) {
 		std::fprintf(stderr, "gbench: %s\n", e.what());

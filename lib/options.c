@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include <shmrig/options.h>
 #include "internal.h"
+#include "pool_layout.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -49,20 +51,88 @@ int shmrig_parse_size(const char *text, size_t *out)
 	return 0;
 }
 
+/*
+ * The one table of SHMRIG_* variables read through shmrig__option_size() and
+ * shmrig__option_string(), with what makes a value valid. A bad value warns
+ * once per variable (its own flag: a second bad variable is reported too) and
+ * the caller's default is used; the API value, checked by its caller, is
+ * -EINVAL when bad (STYLE habit 10).
+ */
+struct env_option {
+	const char *name;
+	size_t max_size;                 /* a size: the largest valid (0 is never valid) */
+	int (*check)(const char *value); /* a string: 0, or -errno with words; NULL: any */
+	int warned;
+};
+
+static struct env_option env_options[] = {
+	{ "SHMRIG_PREFIX", 0, shmrig__check_prefix, 0 },
+	/* arenas of at most MAX_CHUNKS chunks (pool_layout.h says why) */
+	{ "SHMRIG_ARENA_SIZE", (CHUNK * MAX_CHUNKS), NULL, 0 },
+	{ "SHMRIG_POOL_MAX", SIZE_MAX, NULL, 0 },
+	/* channel_uring.c checks that it is 0 or 1 (and warns) itself */
+	{ "SHMRIG_URING_SQPOLL", 0, NULL, 0 },
+};
+
+/* A variable missing from the table above (add it there) is read unchecked
+ * but for being a size, and its warnings share this entry's flag. */
+static struct env_option unlisted = { "", SIZE_MAX, NULL, 0 };
+
+static struct env_option *env_option(const char *name)
+{
+	for (size_t i = 0; i < sizeof(env_options) / sizeof(env_options[0]); i++)
+		if (strcmp(env_options[i].name, name) == 0)
+			return &env_options[i];
+	return &unlisted;
+}
+
+/* "64 MiB" for a multiple of 1 MiB, else bytes. */
+static void size_words(size_t value, char *text, size_t text_size)
+{
+	if (value && value % ((size_t)1 << 30) == 0)
+		snprintf(text, text_size, "%zu GiB", value >> 30);
+	else if (value && value % ((size_t)1 << 20) == 0)
+		snprintf(text, text_size, "%zu MiB", value >> 20);
+	else
+		snprintf(text, text_size, "%zu bytes", value);
+}
+
+/*
+ * A warning is no failure: checking a variable keeps the caller's last error
+ * (it may be reporting an earlier failure).
+ */
+#define SAVED_ERROR_SIZE 512 /* error.c's buffer */
+
 size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallback)
 {
-	static int warned;
+	struct env_option *option = env_option(env_name);
+	char saved[SAVED_ERROR_SIZE], limit[32], default_words[32];
 	const char *env;
 	size_t value;
+	int ret;
 
 	if (api_value)
 		return api_value;
 	env = getenv(env_name);
 	if (!env || !*env)
 		return fallback;
-	if (shmrig_parse_size(env, &value) || value == 0) {
-		shmrig__warn_once(&warned, "%s='%s' is not a size; using the default", env_name,
-				  env);
+	snprintf(saved, sizeof(saved), "%s", shmrig_last_error());
+	ret = shmrig_parse_size(env, &value);
+	shmrig__fail(0, "%s", saved);
+	size_words(fallback, default_words, sizeof(default_words));
+	if ((ret && ret != -ERANGE) || (!ret && value == 0)) {
+		shmrig__warn_once(&option->warned,
+				  "%s='%s' is not a size (digits, then K, M or G; above 0); using the "
+				  "default (%s)",
+				  env_name, env, default_words);
+		return fallback;
+	}
+	if (ret == -ERANGE || value > option->max_size) {
+		size_words(option->max_size, limit, sizeof(limit));
+		shmrig__warn_once(&option->warned,
+				  "%s='%s' is above the largest valid value (%s); using the "
+				  "default (%s)",
+				  env_name, env, limit, default_words);
 		return fallback;
 	}
 	return value;
@@ -70,12 +140,26 @@ size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallba
 
 const char *shmrig__option_string(const char *api_value, const char *env_name, const char *fallback)
 {
+	struct env_option *option = env_option(env_name);
+	char saved[SAVED_ERROR_SIZE];
 	const char *env;
+	int ret;
 
 	if (api_value && *api_value)
 		return api_value;
 	env = getenv(env_name);
-	return env && *env ? env : fallback;
+	if (!env || !*env)
+		return fallback;
+	if (!option->check)
+		return env;
+	snprintf(saved, sizeof(saved), "%s", shmrig_last_error());
+	ret = option->check(env);
+	if (ret)
+		shmrig__warn_once(&option->warned,
+				  "%s='%s' is not valid (%s); using the default ('%s')", env_name,
+				  env, shmrig_last_error(), fallback ? fallback : "");
+	shmrig__fail(0, "%s", saved);
+	return ret ? fallback : env;
 }
 
 bool shmrig__valid_name(const char *name, size_t max_len)

@@ -385,6 +385,10 @@ int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out)
 			return shmrig__fail(-EINVAL, "pool_open: reserved[%zu] is not zero", i);
 	if (opts->backing < SHMRIG_BACKING_AUTO || opts->backing > SHMRIG_BACKING_PLAIN)
 		return shmrig__fail(-EINVAL, "pool_open: unknown backing %d", opts->backing);
+	/* The environment's value is checked by options.c (a bad one warns). */
+	if (opts->arena_size > MAX_CHUNKS * CHUNK)
+		return shmrig__fail(-EINVAL, "pool_open: arena_size %zu is above 1 GiB",
+				    opts->arena_size);
 	prefix = shmrig__option_string(opts->prefix, "SHMRIG_PREFIX", SHMRIG_DEFAULT_PREFIX);
 	ret = shmrig__check_prefix(prefix);
 	if (ret)
@@ -409,8 +413,6 @@ int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out)
 	pool->arena_size = round_up(shmrig__option_size(opts->arena_size, "SHMRIG_ARENA_SIZE",
 							DEFAULT_ARENA_SIZE),
 				    CHUNK);
-	if (pool->arena_size / CHUNK > MAX_CHUNKS)
-		pool->arena_size = MAX_CHUNKS * CHUNK;
 	pool->max_bytes =
 		shmrig__option_size(opts->max_bytes, "SHMRIG_POOL_MAX", DEFAULT_MAX_BYTES);
 	pool->backing = opts->backing;

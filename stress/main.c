@@ -115,8 +115,10 @@ struct totals {
 	uint64_t kills_survived; /* kills in epochs whose checks all passed */
 	uint64_t kills_by_phase[2][PH_COUNT];
 	uint64_t hist[HIST_BUCKETS], max_latency_ns;
+	/* the first words of each kind over the run, with the pair and side they came from */
+	char enomem_words[256], error_words[ERR_KINDS][256];
 	unsigned nfailures;
-	char failures[MAX_FAILURES][256];
+	char failures[MAX_FAILURES][512];
 };
 
 static struct stress_opts opts;
@@ -351,8 +353,22 @@ static void check_segment(void *arg, const char *name)
 	}
 }
 
+/* Keep the first words of a kind: "pair 0 producer: <words>". The ledger's
+ * copy is read within its bounds: a worker killed while writing it leaves no NUL. */
+static void keep_words(char *kept, size_t kept_size, const char *words, size_t words_size,
+		       const char *role, unsigned i)
+{
+	if (!kept[0] && words[0])
+		snprintf(kept, kept_size, "pair %u %s: %.*s", i, role, (int)words_size, words);
+}
+
 static void add_side(const struct member *m, const struct side *s, const char *role, unsigned i)
 {
+	keep_words(tot.enomem_words, sizeof(tot.enomem_words), s->enomem_words,
+		   sizeof(s->enomem_words), role, i);
+	for (unsigned k = 0; k < ERR_KINDS; k++)
+		keep_words(tot.error_words[k], sizeof(tot.error_words[k]), s->error_words[k],
+			   sizeof(s->error_words[k]), role, i);
 	tot.enomem += s->enomem;
 	tot.skipped += s->skipped;
 	tot.timeouts += s->timeouts;
@@ -730,7 +746,7 @@ static json_t *report_json(double secs, bool pass)
 		{ "segments_swept_at_end", tot.swept_at_end },
 		{ "hostile_scribbles", scribbles_done() },
 	};
-	json_t *errors = json_object(), *scribbles = json_object();
+	json_t *errors = json_object(), *scribbles = json_object(), *first_errors = json_object();
 
 	json_object_set_new(res, "seconds", json_real(secs));
 	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
@@ -752,8 +768,15 @@ static json_t *report_json(double secs, bool pass)
 		json_object_set_new(scribbles, scribble_names[k],
 				    json_integer((json_int_t)hledger->scribbles[k]));
 	json_object_set_new(res, "scribbles_by_kind", scribbles);
-	return json_pack("{s:s,s:o,s:o,s:o,s:b}", "schema", "shmrig-stress/1", "config", config,
-			 "results", res, "failures", failures, "pass", pass);
+	if (tot.enomem_words[0])
+		json_object_set_new(first_errors, "ENOMEM", json_string(tot.enomem_words));
+	for (unsigned k = 0; k < ERR_KINDS; k++)
+		if (tot.error_words[k][0])
+			json_object_set_new(first_errors, err_names[k],
+					    json_string(tot.error_words[k]));
+	return json_pack("{s:s,s:o,s:o,s:o,s:o,s:b}", "schema", "shmrig-stress/1", "config", config,
+			 "results", res, "first_errors", first_errors, "failures", failures, "pass",
+			 pass);
 }
 
 static void print_table(json_t *report)
@@ -775,6 +798,8 @@ static void print_table(json_t *report)
 	       (double)json_integer_value(json_object_get(v, "p50")) / 1e3,
 	       (double)json_integer_value(json_object_get(v, "p99")) / 1e3,
 	       (double)json_integer_value(json_object_get(v, "max")) / 1e3);
+	json_object_foreach(json_object_get(report, "first_errors"), key, v)
+		printf("  first %-22s %s\n", key, json_string_value(v));
 	v = json_object_get(report, "failures");
 	for (size_t i = 0; i < json_array_size(v); i++)
 		printf("  FAILURE: %s\n", json_string_value(json_array_get(v, i)));
@@ -961,6 +986,24 @@ static int check_prefix(void)
 	return shmrig_pool_close(pool);
 }
 
+/* Nothing went through: say why, from what the workers met. */
+static void no_message_failure(void)
+{
+	const char *first_error = "";
+
+	for (unsigned k = 0; k < ERR_KINDS && !first_error[0]; k++)
+		first_error = tot.error_words[k];
+	if (tot.enomem_words[0])
+		failure("no message went through: the pool said -ENOMEM %llu times (%llu values "
+			"given up); the first: %s",
+			(unsigned long long)tot.enomem, (unsigned long long)tot.skipped,
+			tot.enomem_words);
+	else if (first_error[0])
+		failure("no message went through; the first error: %s", first_error);
+	else
+		failure("no message went through");
+}
+
 /* ---- the run ---- */
 
 static void run(void)
@@ -1091,7 +1134,7 @@ int main(int argc, char **argv)
 			fds_left);
 	}
 	if (tot.messages == 0)
-		failure("no message went through");
+		no_message_failure();
 	/* under a hostile peer, lost messages, leaks and segments left are expected */
 	pass = tot.nfailures == 0 && !tot.corrupted && !tot.leaked_fds &&
 	       (opts.inject == INJECT_HOSTILE ||

@@ -171,6 +171,12 @@ struct side {
 	_Atomic uint64_t temporary; /* consumer: messages whose buffers were all temporary */
 	_Atomic uint64_t refused;   /* consumer: messages whose decode failed (--inject hostile) */
 	_Atomic uint64_t errors[ERR_KINDS]; /* errors counted, not failed on (--inject hostile) */
+	/* The words of the first error of each kind met without failing: the call,
+	 * the code and shmrig_last_error() ("encode: -ENOMEM: pool: a new ..."). The
+	 * worker writes each once; the driver reads them after the worker is gone,
+	 * bounded (a kill can cut one short). */
+	char enomem_words[200]; /* producer: the first -ENOMEM backed off from */
+	char error_words[ERR_KINDS][160]; /* the first of each errors[] code */
 	_Atomic uint64_t replays[REPLAY_KINDS]; /* consumer: second decodes (--inject replay) */
 	/* written once, at the end of the epoch, by a worker that was not killed */
 	_Atomic int self_killed;    /* --inject orphan: the producer killed itself */

@@ -43,6 +43,7 @@
 #define FINISH_TIMEOUT_MS 30000
 #define REPLAY_EVERY 3          /* --inject replay: every third frame is decoded twice */
 #define CLOSE_AFTER_MAX 200     /* --inject close-after-send: after 1..this many messages */
+#define MAX_ARENA_SIZE ((size_t)1 << 30) /* shmrig_pool_opts.arena_size at most */
 
 const char *const err_names[ERR_KINDS] = {
 	[ERR_STALE] = "ESTALE",	  [ERR_NOTLIVE] = "ENOTLIVE", [ERR_BADREF] = "EBADREF",
@@ -185,7 +186,15 @@ __attribute__((format(printf, 3, 4))) static int error(struct worker *w, int cod
 	va_list ap;
 
 	if (w->o->inject == INJECT_HOSTILE) {
-		count(&w->me->errors[err_kind_of(code)], 1);
+		enum err_kind kind = err_kind_of(code);
+
+		count(&w->me->errors[kind], 1);
+		if (!w->me->error_words[kind][0]) {
+			va_start(ap, fmt);
+			vsnprintf(w->me->error_words[kind], sizeof(w->me->error_words[kind]), fmt,
+				  ap);
+			va_end(ap);
+		}
 		return 1;
 	}
 	va_start(ap, fmt);
@@ -205,11 +214,14 @@ static int start(struct worker *w, const struct stress_opts *o, struct slot *slo
 	struct shmrig_pool_opts po = { .prefix = o->prefix, .max_bytes = o->pool_limit,
 				       .flags = SHMRIG_POOL_QUIET };
 	/* under a limit, arenas of half of it leave room for blocks over 1 MiB,
-	 * which get segments of their own */
+	 * which get segments of their own; within the pool's bounds (2 MiB to
+	 * 1 GiB: a larger arena_size is -EINVAL) */
 	if (o->pool_limit)
 		po.arena_size = o->pool_limit / 2 / SHMRIG_POOL_CHUNK * SHMRIG_POOL_CHUNK;
 	if (o->pool_limit && po.arena_size < SHMRIG_POOL_CHUNK)
 		po.arena_size = SHMRIG_POOL_CHUNK;
+	if (po.arena_size > MAX_ARENA_SIZE)
+		po.arena_size = MAX_ARENA_SIZE;
 	sigset_t none;
 	int ret;
 
@@ -337,6 +349,9 @@ static int encode(struct worker *w, const struct payload *p, void **frame, size_
 			return ret;
 		}
 		count(&w->me->enomem, 1);
+		if (!w->me->enomem_words[0])
+			snprintf(w->me->enomem_words, sizeof(w->me->enomem_words),
+				 "encode: -ENOMEM: %s", shmrig_last_error());
 		if (tries == BACKOFF_TRIES || stopping(w)) {
 			count(&w->me->skipped, 1);
 			return 1;

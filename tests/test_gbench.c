@@ -7,7 +7,10 @@
  * (an argument, threads, manual time, a skip, misuse the shim turns into
  * errors) and writes JSON; the parent reads it back with jansson and checks
  * names, batched iterations, counters and their flags, the errors and the
- * context. Then the refusals: an unknown flag, an invalid registration.
+ * context. Then the refusals: an invalid registration (exit 1), and command
+ * lines refused with exit 2 and a message that names the problem: an unknown
+ * flag, a bad repetition count, a filter that is no regular expression or
+ * matches nothing.
  */
 #include "helpers.h"
 
@@ -18,6 +21,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -329,19 +333,105 @@ static void test_run_and_report(void **state)
 
 /* --- refusals ---------------------------------------------------------------- */
 
-static int run_unknown_flag(void *arg)
-{
-	char *argv[] = { "test_gbench", "--benchmark_nonsense", NULL };
+/* A command line gbench_main() must refuse with exit 2, naming the problem. */
+struct usage_case {
+	const char *args[4];         /* after argv[0], up to a NULL */
+	const char *repetitions_env; /* $BENCHMARK_REPETITIONS, or NULL: unset */
+	int status;                  /* gbench_main()'s */
+	const char *words;           /* on stderr */
+};
 
-	(void)arg;
-	CHILD_CHECK(gbench_register("gbench_never", bm_plain, NULL));
-	return gbench_main(2, argv);
+static const struct usage_case usage_cases[] = {
+	{ { "--benchmark_nonsense" },
+	  NULL,
+	  2,
+	  "unrecognized command-line flag: --benchmark_nonsense" },
+	{ { "--benchmark_filter=^nothing_matches$" },
+	  NULL,
+	  2,
+	  "gbench: no benchmark matches --benchmark_filter=^nothing_matches$" },
+	{ { "--benchmark_filter=^nothing$", "--benchmark_list_tests=true" },
+	  NULL,
+	  2,
+	  "gbench: no benchmark matches --benchmark_filter=^nothing$" },
+	{ { "--benchmark_filter=gbench_(only" },
+	  NULL,
+	  2,
+	  "gbench: --benchmark_filter=gbench_(only is not a regular expression: " },
+	{ { "--benchmark_filter=-[" },
+	  NULL,
+	  2,
+	  "gbench: --benchmark_filter=-[ is not a regular expression: " },
+	{ { "--benchmark_repetitions=-1" },
+	  NULL,
+	  2,
+	  "gbench: --benchmark_repetitions=-1: the repetitions must be an integer from 1" },
+	{ { "--benchmark_repetitions=0" }, NULL, 2, "gbench: --benchmark_repetitions=0: " },
+	{ { "--benchmark_repetitions=abc" }, NULL, 2, "gbench: --benchmark_repetitions=abc: " },
+	{ { "--benchmark_repetitions=4294967297" },
+	  NULL,
+	  2,
+	  "gbench: --benchmark_repetitions=4294967297: " },
+	/* the last one given is the one that counts */
+	{ { "--benchmark_repetitions=3", "--benchmark_repetitions=-2" },
+	  NULL,
+	  2,
+	  "gbench: --benchmark_repetitions=-2: " },
+	{ { "--benchmark_filter=gbench_only" }, "-1", 2, "gbench: BENCHMARK_REPETITIONS=-1: " },
+	/* and what is valid still runs */
+	{ { "--benchmark_filter=gbench_only", "--benchmark_repetitions=2" }, NULL, 0, "" },
+	{ { "--benchmark_filter=-other" }, NULL, 0, "" },
+	{ { "--benchmark_filter=all", "--benchmark_list_tests=true" }, NULL, 0, "" },
+	{ { "--benchmark_filter=-[0-9]+", "--benchmark_repetitions=1" }, "3", 0, "" },
+};
+
+struct usage_run {
+	const struct usage_case *c;
+	const char *stderr_path;
+};
+
+/* gbench_main()'s status over the case's command line, its stderr in a file. */
+static int run_usage(void *arg)
+{
+	const struct usage_run *run = arg;
+	char *argv[8] = { "test_gbench", "--benchmark_min_time=0.001" };
+	int argc = 2, fd = open(run->stderr_path, O_WRONLY | O_TRUNC);
+
+	CHILD_CHECK(fd >= 0 && dup2(fd, STDERR_FILENO) == STDERR_FILENO);
+	close(fd);
+	if (run->c->repetitions_env)
+		CHILD_CHECK(setenv("BENCHMARK_REPETITIONS", run->c->repetitions_env, 1) == 0);
+	else
+		unsetenv("BENCHMARK_REPETITIONS");
+	for (int i = 0; i < 4 && run->c->args[i]; i++)
+		argv[argc++] = (char *)run->c->args[i];
+	CHILD_CHECK(gbench_register("gbench_only", bm_plain, NULL));
+	return gbench_main(argc, argv);
 }
 
-static void test_unknown_flag(void **state)
+static void test_command_line(void **state)
 {
-	(void)state;
-	assert_int_equal(th_run_child(run_unknown_flag, NULL, CHILD_TIMEOUT_MS), 1);
+	struct tmpfile_state *tmp = *state;
+
+	for (size_t i = 0; i < sizeof(usage_cases) / sizeof(usage_cases[0]); i++) {
+		const struct usage_case *c = &usage_cases[i];
+		struct usage_run run = { c, tmp->path };
+		int status = th_run_child(run_usage, &run, CHILD_TIMEOUT_MS);
+		char text[4096] = "";
+		FILE *file = fopen(tmp->path, "r");
+		size_t used;
+
+		assert_non_null(file);
+		used = fread(text, 1, sizeof(text) - 1, file);
+		text[used] = '\0';
+		fclose(file);
+		if (status != c->status || !strstr(text, c->words))
+			fail_msg("%s %s (BENCHMARK_REPETITIONS=%s): exit %d, want %d, and stderr "
+				 "with \"%s\"; stderr was:\n%s",
+				 c->args[0], c->args[1] ? c->args[1] : "",
+				 c->repetitions_env ? c->repetitions_env : "unset", status,
+				 c->status, c->words, text);
+	}
 }
 
 /* 0 if every bad call was refused and gbench_main() then refused to run. */
@@ -378,7 +468,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_run_and_report, make_tmpfile, remove_tmpfile),
-		cmocka_unit_test(test_unknown_flag),
+		cmocka_unit_test_setup_teardown(test_command_line, make_tmpfile, remove_tmpfile),
 		cmocka_unit_test(test_bad_registration),
 	};
 

@@ -1,14 +1,21 @@
 /* SPDX-License-Identifier: MIT */
-/* Option parsing and error words: shmrig_parse_size, shmrig_strerror, shmrig_last_error. */
+/*
+ * Option parsing and error words: shmrig_parse_size, shmrig_strerror,
+ * shmrig_last_error; options from the environment (a bad variable warns once
+ * and keeps the default) against the same values through the API (-EINVAL).
+ */
 #include "helpers.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <shmrig/options.h>
+#include <shmrig/pool.h>
 
 #define KiB ((size_t)1 << 10)
 #define GiB ((size_t)1 << 30)
@@ -175,6 +182,225 @@ static void test_strerror(void **state)
 	}
 }
 
+/* --- options from the environment ---------------------------------------------
+ * Warnings are once per process: each case runs in a forked child with its own
+ * environment. Its calls run with stderr sent into a pipe, which the checks
+ * then read (and which is echoed into the test log, with any failed check).
+ */
+
+#define CHILD_TIMEOUT_MS 30000
+#define DEFAULT_ARENA (64 * MiB)
+#define DEFAULT_POOL_MAX (1024 * MiB)
+#define MAX_ARENA GiB
+
+/* Run body() with its stderr in text (it fits a pipe); body's result. */
+static int captured(int (*body)(void), char *text, size_t text_size)
+{
+	int fds[2], saved, ret;
+	size_t used = 0;
+	ssize_t n;
+
+	fflush(stderr);
+	if (pipe(fds))
+		return -1;
+	saved = dup(STDERR_FILENO);
+	if (saved < 0 || dup2(fds[1], STDERR_FILENO) < 0)
+		return -1;
+	close(fds[1]);
+	ret = body();
+	fflush(stderr);
+	if (dup2(saved, STDERR_FILENO) < 0)
+		return -1;
+	close(saved);
+	while (used < text_size - 1 && (n = read(fds[0], text + used, text_size - 1 - used)) > 0)
+		used += (size_t)n;
+	text[used] = '\0';
+	close(fds[0]);
+	fputs(text, stderr);
+	return ret;
+}
+
+static int count_of(const char *text, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+/* Open a pool with these options, read its info, close it. 0 or the open's error. */
+static int open_info(const struct shmrig_pool_opts *opts, struct shmrig_pool_info *info)
+{
+	shmrig_pool *pool;
+	int ret = shmrig_pool_open(opts, &pool);
+
+	if (ret)
+		return ret;
+	ret = shmrig_pool_info(pool, info);
+	if (!ret)
+		info->prefix = NULL; /* valid only while the pool is open */
+	return shmrig_pool_close(pool) ? -1 : ret;
+}
+
+/* A bad SHMRIG_PREFIX warns once and keeps the default; the same through the API is -EINVAL. */
+static int body_env_prefix(void)
+{
+	struct shmrig_pool_opts api = { .prefix = "bad/prefix", .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_opts env = { .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_info info;
+	shmrig_pool *pool;
+
+	CHILD_CHECK(setenv("SHMRIG_PREFIX", "bad/prefix", 1) == 0);
+	for (int i = 0; i < 3; i++) {
+		CHILD_CHECK(shmrig_pool_open(&env, &pool) == 0);
+		CHILD_CHECK(shmrig_pool_info(pool, &info) == 0);
+		CHILD_CHECK(strcmp(info.prefix, SHMRIG_DEFAULT_PREFIX) == 0);
+		CHILD_CHECK(shmrig_pool_close(pool) == 0);
+	}
+	CHILD_CHECK(shmrig_pool_open(&api, &pool) == -EINVAL);
+	CHILD_CHECK(strstr(shmrig_last_error(), "bad/prefix"));
+	return 0;
+}
+
+static int child_env_prefix(void *arg)
+{
+	char text[8192];
+
+	(void)arg;
+	CHILD_CHECK(captured(body_env_prefix, text, sizeof(text)) == 0);
+	CHILD_CHECK(count_of(text, "shmrig: warning: SHMRIG_PREFIX='bad/prefix'") == 1);
+	/* it says why and what is used instead */
+	CHILD_CHECK(strstr(text, "may hold only"));
+	CHILD_CHECK(strstr(text, "using the default ('" SHMRIG_DEFAULT_PREFIX "')"));
+	CHILD_CHECK(count_of(text, "warning") == 1);
+	return 0;
+}
+
+static void test_env_prefix(void **state)
+{
+	(void)state;
+	assert_int_equal(th_run_child(child_env_prefix, NULL, CHILD_TIMEOUT_MS), 0);
+}
+
+/* An arena size above 1 GiB: from the environment a warning and the default,
+ * through the API -EINVAL; never clamped in silence. */
+static int body_env_arena_too_big(void)
+{
+	struct shmrig_pool_opts opts = { .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_info info;
+
+	CHILD_CHECK(setenv("SHMRIG_ARENA_SIZE", "1G", 1) == 0); /* the largest: taken */
+	CHILD_CHECK(open_info(&opts, &info) == 0);
+	CHILD_CHECK(info.arena_size == MAX_ARENA);
+	CHILD_CHECK(setenv("SHMRIG_ARENA_SIZE", "2G", 1) == 0);
+	CHILD_CHECK(open_info(&opts, &info) == 0);
+	CHILD_CHECK(info.arena_size == DEFAULT_ARENA);
+	CHILD_CHECK(setenv("SHMRIG_ARENA_SIZE", "99999999999999999999", 1) == 0);
+	CHILD_CHECK(open_info(&opts, &info) == 0);
+	CHILD_CHECK(info.arena_size == DEFAULT_ARENA);
+	CHILD_CHECK(unsetenv("SHMRIG_ARENA_SIZE") == 0);
+
+	opts.arena_size = 2 * GiB;
+	CHILD_CHECK(open_info(&opts, &info) == -EINVAL);
+	CHILD_CHECK(strstr(shmrig_last_error(), "arena_size"));
+	opts.arena_size = MAX_ARENA + 1; /* rounded up, it would be 1 GiB + 2 MiB */
+	CHILD_CHECK(open_info(&opts, &info) == -EINVAL);
+	opts.arena_size = MAX_ARENA;
+	CHILD_CHECK(open_info(&opts, &info) == 0);
+	CHILD_CHECK(info.arena_size == MAX_ARENA);
+	return 0;
+}
+
+static int child_env_arena_too_big(void *arg)
+{
+	char text[8192];
+
+	(void)arg;
+	CHILD_CHECK(captured(body_env_arena_too_big, text, sizeof(text)) == 0);
+	CHILD_CHECK(count_of(text, "shmrig: warning: SHMRIG_ARENA_SIZE='2G' is above") == 1);
+	CHILD_CHECK(strstr(text, "(1 GiB); using the default (64 MiB)"));
+	/* once per variable: its second bad value is not reported again */
+	CHILD_CHECK(count_of(text, "warning") == 1);
+	return 0;
+}
+
+static void test_env_arena_too_big(void **state)
+{
+	(void)state;
+	assert_int_equal(th_run_child(child_env_arena_too_big, NULL, CHILD_TIMEOUT_MS), 0);
+}
+
+/* Each bad variable has its own warning: a second one is not silenced by the first. */
+static int body_env_each_variable(void)
+{
+	struct shmrig_pool_opts opts = { .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_info info;
+
+	CHILD_CHECK(setenv("SHMRIG_ARENA_SIZE", "junk", 1) == 0);
+	CHILD_CHECK(setenv("SHMRIG_POOL_MAX", "0", 1) == 0);
+	for (int i = 0; i < 3; i++) {
+		CHILD_CHECK(open_info(&opts, &info) == 0);
+		CHILD_CHECK(info.arena_size == DEFAULT_ARENA);
+		CHILD_CHECK(info.max_bytes == DEFAULT_POOL_MAX);
+	}
+	/* an API value wins: the variable is not even read */
+	opts.arena_size = 4 * MiB;
+	opts.max_bytes = 8 * MiB;
+	CHILD_CHECK(open_info(&opts, &info) == 0);
+	CHILD_CHECK(info.arena_size == 4 * MiB && info.max_bytes == 8 * MiB);
+	return 0;
+}
+
+static int child_env_each_variable(void *arg)
+{
+	char text[8192];
+
+	(void)arg;
+	CHILD_CHECK(captured(body_env_each_variable, text, sizeof(text)) == 0);
+	CHILD_CHECK(count_of(text, "shmrig: warning: SHMRIG_ARENA_SIZE='junk' is not a size") == 1);
+	CHILD_CHECK(count_of(text, "shmrig: warning: SHMRIG_POOL_MAX='0' is not a size") == 1);
+	CHILD_CHECK(strstr(text, "using the default (1 GiB)"));
+	CHILD_CHECK(count_of(text, "warning") == 2);
+	return 0;
+}
+
+static void test_env_each_variable(void **state)
+{
+	(void)state;
+	assert_int_equal(th_run_child(child_env_each_variable, NULL, CHILD_TIMEOUT_MS), 0);
+}
+
+/* Checking a variable is no failure: the caller's last error is kept. */
+static int body_env_keeps_last_error(void)
+{
+	struct shmrig_pool_opts opts = { .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_info info;
+	size_t value;
+
+	CHILD_CHECK(setenv("SHMRIG_POOL_MAX", "garbage", 1) == 0);
+	CHILD_CHECK(shmrig_parse_size("earlier-failure", &value) == -EINVAL);
+	CHILD_CHECK(open_info(&opts, &info) == 0);
+	CHILD_CHECK(strstr(shmrig_last_error(), "earlier-failure"));
+	return 0;
+}
+
+static int child_env_keeps_last_error(void *arg)
+{
+	char text[8192];
+
+	(void)arg;
+	CHILD_CHECK(captured(body_env_keeps_last_error, text, sizeof(text)) == 0);
+	CHILD_CHECK(count_of(text, "SHMRIG_POOL_MAX='garbage'") == 1);
+	return 0;
+}
+
+static void test_env_keeps_last_error(void **state)
+{
+	(void)state;
+	assert_int_equal(th_run_child(child_env_keeps_last_error, NULL, CHILD_TIMEOUT_MS), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -183,6 +409,10 @@ int main(void)
 		cmocka_unit_test(test_last_error_names_input),
 		cmocka_unit_test(test_last_error_thread_local),
 		cmocka_unit_test(test_strerror),
+		cmocka_unit_test(test_env_prefix),
+		cmocka_unit_test(test_env_arena_too_big),
+		cmocka_unit_test(test_env_each_variable),
+		cmocka_unit_test(test_env_keeps_last_error),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,8 +5,16 @@
 /*
  * Options: every options struct in shmrig means "defaults" when zeroed. A field
  * left zero takes the value of the environment variable SHMRIG_<NAME> if set and
- * valid, else the built-in default; a value set through the API always wins. A
- * bad environment value warns once and keeps the default.
+ * valid, else the built-in default; a value set through the API always wins.
+ *
+ * A bad value is treated by where it comes from:
+ * - from the environment (not a size, a size of 0, a size above the field's
+ *   limit such as SHMRIG_ARENA_SIZE above 1 GiB, a SHMRIG_PREFIX with other
+ *   characters than [A-Za-z0-9_.] or more than SHMRIG_PREFIX_MAX): one warning
+ *   on stderr per variable and process ("shmrig: warning: SHMRIG_ARENA_SIZE='2G'
+ *   is above ..."), and the built-in default is used; the call goes on;
+ * - through the API (an options field): the call fails with -EINVAL and says
+ *   why in shmrig_last_error(); nothing is clamped.
  */
 
 #include <shmrig/common.h>
