@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""scripts/report, scripts/plot and scripts/compare against bad input: one table.
+
+Each row is a command line, the files it reads (written into a fresh temporary directory,
+the row's working directory), the exit status it must end with and the words its output
+must contain (the file's name and the field, for a bad file). No row may print a Python
+traceback, and none may create $SHMRIG_TEST_PWNED, the file the injection rows try to
+create through gnuplot. The files are mutations of a small part of the newest committed
+results JSON (results/<machine-class>/<date>-<rev>.json).
+
+    tests/test_scripts.py            the scripts of this tree
+    SCRIPTS_DIR=DIR tests/test_scripts.py   other copies, e.g. HEAD's, to see rows fail
+
+scripts/compare's A/B mode needs builds: only its JSON mode and its argument checks are
+here. Rows that need gnuplot (or scipy, for scripts/compare) are skipped without it.
+Exit status: 0 every row passed; 1 a row failed; 77 every row was skipped.
+"""
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+SCRIPTS = os.environ.get("SCRIPTS_DIR") or os.path.join(ROOT, "scripts")
+TIMEOUT = 60  # s a row; a script reading a huge or deeply nested file must not take longer
+RESULT_NAME = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}(-dirty)?\.json$")
+
+# The part of a results file the rows use: a figure and its twin for scripts/report, two
+# codec sizes with their memcpy twins for scripts/plot, and an entry with an error.
+KEEP = ("pool/alloc_free/64", "pool/alloc_free_twin_malloc/64", "codec/bytes/encode/1024",
+        "codec/memcpy/1024", "codec/bytes/encode/65536", "codec/memcpy/65536",
+        "codec/dataset/decode/64")
+TWIN = "pool/alloc_free_twin_malloc/64"
+CODEC = "codec/bytes/encode/1024"
+
+# gnuplot commands that create $SHMRIG_TEST_PWNED if a string reaches its script unescaped
+SYSTEM = "AMD'; system \"touch $SHMRIG_TEST_PWNED\"; set title '"
+BACKTICK = "AMD' `touch $SHMRIG_TEST_PWNED` '"
+PATH_INJECTION = "out'; system \"touch $SHMRIG_TEST_PWNED\"; set output 'o.svg"
+
+
+def base_document():
+    found = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(ROOT, "results"))
+             for f in files if RESULT_NAME.match(f)]
+    if not found:
+        sys.exit("test_scripts: no results/<machine-class>/<date>-<rev>.json to start from")
+    path = max(found, key=os.path.basename)  # the newest date
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["benchmarks"] = [b for b in doc["benchmarks"] if b.get("run_name", b["name"]) in KEEP]
+    return doc
+
+
+BASE = base_document()
+
+
+def first(name):
+    """Index in BASE["benchmarks"] of name's first iteration."""
+    return next(i for i, b in enumerate(BASE["benchmarks"])
+                if b["name"] == name and b.get("run_type") == "iteration")
+
+
+def iteration_indices(name):
+    return [i for i, b in enumerate(BASE["benchmarks"])
+            if b["name"] == name and b.get("run_type") == "iteration"]
+
+
+T, C = first(TWIN), first(CODEC)
+
+
+def mutated(change):
+    """BASE as JSON text after change(doc)."""
+    doc = copy.deepcopy(BASE)
+    change(doc)
+    return json.dumps(doc, indent=1).encode()
+
+
+def set_field(index, field, value):
+    return lambda doc: doc["benchmarks"][index].__setitem__(field, value)
+
+
+def del_field(index, field):
+    return lambda doc: doc["benchmarks"][index].pop(field)
+
+
+def all_twin_times(value):
+    def change(doc):
+        for i in iteration_indices(TWIN):
+            doc["benchmarks"][i]["real_time"] = value
+    return change
+
+
+def only_pool(doc):
+    doc["benchmarks"] = [b for b in doc["benchmarks"] if b["name"].startswith("pool/")]
+
+
+def all_errors(doc):
+    for b in doc["benchmarks"]:
+        b["error_occurred"], b["error_message"] = True, "skipped on purpose"
+
+
+def deep_context(doc):
+    doc["context"]["caches"] = json.loads("[" * 500 + "]" * 500)
+
+
+VALID = mutated(lambda doc: None)
+HUGE = object()  # a sparse file of 257 MiB, made by the runner
+BAD = "bad.json"
+
+# (what is wrong, content of bad.json, words its message must contain)
+BAD_FILES = [
+    ("empty file", b"", ["empty"]),
+    ("truncated", VALID[:len(VALID) // 2], ["not valid JSON"]),
+    ("binary", bytes(range(256)) * 4, ["UTF-8"]),
+    ("not an object", b"[1, 2, 3]", ["not a JSON object"]),
+    ("benchmarks not a list", mutated(lambda d: d.__setitem__("benchmarks", {"a": 1})),
+     ["benchmarks", "not a list"]),
+    ("entry not an object", mutated(lambda d: d["benchmarks"].__setitem__(T, 7)),
+     [f"benchmarks[{T}]", "not an object"]),
+    ("context not an object", mutated(lambda d: d.__setitem__("context", "x")),
+     ["context", "not an object"]),
+    ("missing real_time", mutated(del_field(T, "real_time")),
+     [f"benchmarks[{T}].real_time", "missing"]),
+    ("NaN real_time", mutated(set_field(T, "real_time", float("nan"))),
+     [f"benchmarks[{T}].real_time", "not a finite number"]),
+    ("string real_time", mutated(set_field(T, "real_time", "12")),
+     [f"benchmarks[{T}].real_time", "not a finite number"]),
+    ("real_time beyond a float", mutated(set_field(T, "real_time", 10 ** 400)),
+     [f"benchmarks[{T}].real_time", "not a finite number"]),
+    ("twin time 0", mutated(all_twin_times(0)),
+     [f"benchmarks[{T}].real_time", "not a positive number"]),
+    ("unknown time_unit", mutated(set_field(T, "time_unit", "xs")),
+     [f"benchmarks[{T}].time_unit"]),
+    ("run_name not a string", mutated(set_field(T, "run_name", 5)),
+     [f"benchmarks[{T}].run_name"]),
+    ("escape sequence in a name", mutated(set_field(T, "run_name", TWIN + "\x1b[2J")),
+     [f"benchmarks[{T}].run_name", "control characters"]),
+    ("nesting 100000 deep", b"[" * 100000, ["nested too deeply"]),
+    ("nesting 500 deep", mutated(deep_context), ["nested more than 64 levels"]),
+    ("257 MiB", HUGE, ["MiB"]),
+]
+
+
+def row(name, argv, status, words, files=None, absent=(), output=None, needs=()):
+    return {"name": name, "argv": argv, "status": status, "words": words,
+            "files": files or {}, "absent": absent, "output": output, "needs": needs}
+
+
+def rows():
+    table = []
+    for what, content, words in BAD_FILES:
+        files = {BAD: content, "base.json": VALID}
+        table += [
+            row(f"report: {what}", ["report", BAD], 2, [BAD, *words], files),
+            row(f"plot: {what}", ["plot", BAD, "out.svg"], 2, [BAD, *words], files),
+            row(f"compare: {what}", ["compare", "base.json", BAD], 2, [BAD, *words], files,
+                needs=["scipy"]),
+        ]
+    ok = {"base.json": VALID}
+    escape = {"base.json": mutated(lambda d: d["context"].__setitem__("cpu_model",
+                                                                      "AMD\x1b]0;owned\x07"))}
+    table += [
+        row("report: no such file", ["report", "nosuch.json"], 2, ["nosuch.json", "cannot read"]),
+        row("report: --json into a missing directory",
+            ["report", "base.json", "--json", "nodir/out.json"], 2,
+            ["nodir/out.json", "no such directory"], ok),
+        row("report: escape sequence in cpu_model", ["report", "base.json"], 0, ["3 pairs"],
+            escape, absent=["\x1b", "\x07"]),
+        row("report: a valid file (control)", ["report", "base.json", "--json", "it's.json"],
+            0, ["3 pairs"], ok, output=("it's.json", "pool/alloc_free/64")),
+
+        row("plot: cpu_model runs system()", ["plot", BAD, "out.svg"], 0, [],
+            {BAD: mutated(lambda d: d["context"].__setitem__("cpu_model", SYSTEM))},
+            output=("out.svg", "shmrig codecs"), needs=["gnuplot"]),
+        row("plot: cpu_model runs a backquote", ["plot", BAD, "out.svg"], 0, [],
+            {BAD: mutated(lambda d: d["context"].__setitem__("cpu_model", BACKTICK))},
+            output=("out.svg", "shmrig codecs"), needs=["gnuplot"]),
+        row("plot: shmrig_git_rev runs system()", ["plot", BAD, "out.svg"], 0, [],
+            {BAD: mutated(lambda d: d["context"].__setitem__("shmrig_git_rev", SYSTEM))},
+            output=("out.svg", "shmrig codecs"), needs=["gnuplot"]),
+        row("plot: the output path runs system()", ["plot", "base.json", PATH_INJECTION], 0,
+            [], ok, output=(PATH_INJECTION, "shmrig codecs"), needs=["gnuplot"]),
+        row("plot: a quote in the output path", ["plot", "base.json", "it's.svg"], 0, [], ok,
+            output=("it's.svg", "shmrig codecs"), needs=["gnuplot"]),
+        row("plot: output into a missing directory", ["plot", "base.json", "nodir/out.svg"], 2,
+            ["nodir/out.svg", "no such directory"], ok),
+        row("plot: no such file", ["plot", "nosuch.json", "out.svg"], 2,
+            ["nosuch.json", "cannot read"]),
+        row("plot: no codec throughput", ["plot", BAD, "out.svg"], 2,
+            [BAD, "no codec throughput"], {BAD: mutated(only_pool)}),
+        row("plot: string bytes_per_second", ["plot", BAD, "out.svg"], 2,
+            [BAD, f"benchmarks[{C}].bytes_per_second", "not a finite number"],
+            {BAD: mutated(set_field(C, "bytes_per_second", "fast"))}),
+        row("plot: one argument", ["plot", "base.json"], 2, ["RESULT.json OUT.svg"], ok),
+        row("plot: a valid file (control)", ["plot", "base.json", "out.svg"], 0, [], ok,
+            output=("out.svg", "memcpy (twin)"), needs=["gnuplot"]),
+
+        row("compare: 3 against 3 cannot reach --alpha 0.01",
+            ["compare", "base.json", "base.json"], 2, ["cannot judge", "too few samples"], ok,
+            needs=["scipy"]),
+        row("compare: every benchmark skipped", ["compare", BAD, BAD], 2,
+            ["cannot judge", "skipped"], {BAD: mutated(all_errors)}, needs=["scipy"]),
+        row("compare: --min-effect nan",
+            ["compare", "--alpha", "0.1", "--min-effect", "nan", "base.json", "base.json"], 2,
+            ["--min-effect"], ok, needs=["scipy"]),
+        row("compare: --min-effect inf",
+            ["compare", "--alpha", "0.1", "--min-effect", "inf", "base.json", "base.json"], 2,
+            ["--min-effect"], ok, needs=["scipy"]),
+        row("compare: --min-time nan", ["compare", "--min-time", "nan", "base.json",
+                                        "base.json"], 2, ["--min-time"], ok, needs=["scipy"]),
+        row("compare: --json into a missing directory",
+            ["compare", "--alpha", "0.1", "--json", "nodir/out.json", "base.json", "base.json"],
+            2, ["nodir/out.json", "no such directory"], ok, needs=["scipy"]),
+        row("compare: no such file", ["compare", "base.json", "nosuch.json"], 2,
+            ["nosuch.json", "no such file"], ok, needs=["scipy"]),
+        row("compare: escape sequence in cpu_model",
+            ["compare", "--alpha", "0.1", "base.json", "esc.json"], 0, ["nothing flagged"],
+            {"base.json": VALID, "esc.json": escape["base.json"]}, absent=["\x1b", "\x07"],
+            needs=["scipy"]),
+        row("compare: a valid pair (control)",
+            ["compare", "--alpha", "0.1", "--json", "it's.json", "base.json", "base.json"], 0,
+            ["nothing flagged"], ok, output=("it's.json", "shmrig-compare/1"),
+            needs=["scipy"]),
+        row("compare: one input (control)", ["compare", "base.json"], 2, ["give two"], ok,
+            needs=["scipy"]),
+        row("compare: a JSON and a directory (control)", ["compare", "base.json", "."], 2,
+            ["not one of each"], ok, needs=["scipy"]),
+    ]
+    return table
+
+
+def interpreter(script):
+    """The interpreter of a script's #! line."""
+    with open(script, encoding="utf-8") as f:
+        line = f.readline()
+    return line[2:].split() if line.startswith("#!") else [sys.executable]
+
+
+def available():
+    have = set()
+    if shutil.which("gnuplot"):
+        have.add("gnuplot")
+    python = interpreter(os.path.join(SCRIPTS, "compare"))
+    if subprocess.run([*python, "-c", "import scipy.stats"], capture_output=True).returncode == 0:
+        have.add("scipy")
+    return have
+
+
+def run_row(r, tmp):
+    for name, content in r["files"].items():
+        with open(os.path.join(tmp, name), "wb") as f:
+            if content is HUGE:
+                f.truncate(257 << 20)  # sparse: costs no disk or memory
+            else:
+                f.write(content)
+    pwned = os.path.join(tmp, "PWNED")
+    script, *args = r["argv"]
+    env = dict(os.environ, SHMRIG_TEST_PWNED=pwned)
+    env.pop("MALLOC_PERTURB_", None)  # meson's, for C: makes each import of scipy take 2 s
+    try:
+        result = subprocess.run([os.path.join(SCRIPTS, script), *args], cwd=tmp, env=env,
+                                capture_output=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return [f"still running after {TIMEOUT} s"]
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    problems = []
+    if result.returncode != r["status"]:
+        problems.append(f"exit {result.returncode}, expected {r['status']}")
+    if "Traceback" in output:
+        problems.append("a traceback")
+    problems += [f"no {w!r} in the output" for w in r["words"] if w not in output]
+    problems += [f"{a!r} in the output" for a in r["absent"] if a in output]
+    if os.path.exists(pwned):
+        problems.append("PWNED was created: a command from the file ran")
+    if r["output"]:
+        path, word = r["output"]
+        try:
+            with open(os.path.join(tmp, path), encoding="utf-8", errors="replace") as f:
+                if word not in f.read():
+                    problems.append(f"no {word!r} in {path}")
+        except OSError as err:
+            problems.append(f"{path}: {err.strerror}")
+    if problems:
+        last = output.strip().splitlines()[-1:] or ["(no output)"]
+        problems.append(f"output ends: {last[0][:200]!r}")
+    return problems
+
+
+def main():
+    have = available()
+    passed = failed = skipped = 0
+    for number, r in enumerate(rows(), 1):
+        missing = [n for n in r["needs"] if n not in have]
+        if missing:
+            print(f"skip {number} {r['name']}: no {', '.join(missing)}")
+            skipped += 1
+            continue
+        with tempfile.TemporaryDirectory(prefix="shmrig-test-scripts-") as tmp:
+            problems = run_row(r, tmp)
+        if problems:
+            print(f"FAIL {number} {r['name']}: {'; '.join(problems)}")
+            failed += 1
+        else:
+            print(f"ok   {number} {r['name']}")
+            passed += 1
+    print(f"test_scripts: {passed + failed + skipped} rows over {SCRIPTS}: {passed} passed, "
+          f"{failed} failed, {skipped} skipped")
+    if failed:
+        return 1
+    return 77 if not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
