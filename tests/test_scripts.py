@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""scripts/report, scripts/plot and scripts/compare against bad input: one table.
+"""scripts/report, scripts/plot and scripts/compare against bad input: one table
+(and the usage errors of scripts/setup, run and fuzz).
 
 Each row is a command line, the files it reads (written into a fresh temporary directory,
 the row's working directory), the exit status it must end with and the words its output
@@ -230,6 +231,11 @@ def rows():
             needs=["scipy"]),
         row("compare: a JSON and a directory (control)", ["compare", "base.json", "."], 2,
             ["not one of each"], ok, needs=["scipy"]),
+
+        # the shell scripts README names: bad usage is exit 2 and says so, before any work
+        row("setup: an argument", ["setup", "--bogus"], 2, ["takes no arguments"]),
+        row("run: an unknown argument", ["run", "--bogus"], 2, ["unknown argument"]),
+        row("fuzz: SECONDS not a number", ["fuzz", "abc"], 2, ["usage"]),
     ]
     return table
 
