@@ -13,5 +13,6 @@
 #include <shmrig/session.h>
 #include <shmrig/topo.h>
 #include <shmrig/value.h>
+#include <shmrig/version.h>
 
 #endif
