@@ -180,6 +180,7 @@ int shmrig_channel_open(shmrig_channel_pair *pair, int end, pid_t peer, shmrig_p
 	ch->pool = pool;
 	ch->fingerprint = fingerprint;
 	ch->peer = peer;
+	ch->fork_epoch = shmrig__fork_epoch();
 	ch->fd = -1;
 	/* Bound now, while the peer is known to be there (it is our child or
 	 * parent): each later liveness check is one poll of the pidfd. */
@@ -233,11 +234,26 @@ const char *shmrig_channel_notes(const shmrig_channel *ch)
 	return ch->notes;
 }
 
+/* An end a fork() handed to a child is its parent's, whatever the backend: the
+ * peer checked the parent at hello, and a ring's indexes are the parent's. */
+static int check_fork(const shmrig_channel *ch)
+{
+	if (SHMRIG_UNLIKELY(ch->fork_epoch != shmrig__fork_epoch()))
+		return shmrig__fail(-SHMRIG_EFORK,
+				    "channel: an end inherited through fork (the child opens its own)");
+	return 0;
+}
+
 int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
 			 uint32_t n, int timeout_ms)
 {
+	int ret;
+
 	if (!ch || (n && (!msgs || !lens)))
 		return shmrig__fail(-EINVAL, "channel_send: NULL argument");
+	ret = check_fork(ch);
+	if (ret)
+		return ret;
 	for (uint32_t i = 0; i < n; i++) {
 		if (!msgs[i] && lens[i])
 			return shmrig__fail(-EINVAL, "channel_send: message %u is NULL", i);
@@ -256,8 +272,13 @@ int shmrig_channel_send(shmrig_channel *ch, const void *msg, size_t len, int tim
 
 int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len, int timeout_ms)
 {
+	int ret;
+
 	if (!ch || !msg || !len)
 		return shmrig__fail(-EINVAL, "channel_recv: NULL argument");
+	ret = check_fork(ch);
+	if (ret)
+		return ret;
 	return ch->ops->recv(ch, msg, len, timeout_ms);
 }
 
@@ -267,6 +288,9 @@ int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len,
 
 	if (!ch || !ch->pool)
 		return shmrig__fail(-EINVAL, "channel_send_frame: the channel has no pool");
+	ret = check_fork(ch);
+	if (ret)
+		return ret;
 	/* to the identity the hello verified: no syscall per frame */
 	ret = shmrig_frame_transfer_peer(ch->pool, frame, len, ch->peer_id);
 	if (ret)

@@ -49,6 +49,7 @@ struct shmrig_channel {
 	shmrig__procid peer_id;          /* = peer_watch.id: pid + start time (a reused pid is
 					  * not our peer) */
 	int fd;                          /* our socket end (pipe, uring); -1 otherwise */
+	unsigned fork_epoch;             /* of the process that opened it */
 	void *backend;
 	char notes[256];
 };

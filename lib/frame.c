@@ -21,23 +21,6 @@ size_t shmrig_frame_size(uint32_t nbuffers, size_t meta_len)
 	       meta_len;
 }
 
-static int check_ref(const struct shmrig_ref *ref, uint32_t i)
-{
-	if (strnlen(ref->name, SHMRIG_NAME_MAX) == SHMRIG_NAME_MAX)
-		return shmrig__fail(-EBADMSG, "frame: buffer %u: name is not terminated", i);
-	if (ref->reserved[0] || ref->reserved[1] || ref->reserved[2] || ref->temporary > 1)
-		return shmrig__fail(-EBADMSG, "frame: buffer %u: reserved fields are not zero", i);
-	if (ref->content_size > ref->size)
-		return shmrig__fail(-EBADMSG, "frame: buffer %u: content_size %llu > size %llu", i,
-				    (unsigned long long)ref->content_size,
-				    (unsigned long long)ref->size);
-	if (ref->offset % SHMRIG_POOL_MIN_BLOCK)
-		return shmrig__fail(-EBADMSG,
-				    "frame: buffer %u: offset %llu is not 64-byte aligned", i,
-				    (unsigned long long)ref->offset);
-	return 0;
-}
-
 int shmrig_frame_parse(const void *buf, size_t len, struct shmrig_frame *out)
 {
 	struct shmrig_frame_header h;
@@ -72,10 +55,11 @@ int shmrig_frame_parse(const void *buf, size_t len, struct shmrig_frame *out)
 	out->meta = (const char *)buf + len - h.meta_len;
 	out->meta_len = h.meta_len;
 	for (uint32_t i = 0; i < h.nbuffers; i++) {
-		int ret = check_ref(&out->buffers[i], i);
+		/* the pool's one check of a ref's own fields, the pool's one answer */
+		int ret = shmrig__ref_check(&out->buffers[i]);
 
 		if (ret)
-			return ret;
+			return shmrig__fail(ret, "frame: buffer %u: %s", i, shmrig_last_error());
 	}
 	return 0;
 }

@@ -263,11 +263,27 @@ static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **ou
 
 /* ---- refs ---- */
 
+/*
+ * A ref's own fields, checked the one way for the pool and for frames: the
+ * name terminated, reserved fields zero, temporary 0 or 1, content_size <=
+ * size, the offset 64-aligned. 0 or -SHMRIG_EBADREF with the reason. (Whether
+ * the name is one of ours, and where the ref points, is checked after.)
+ */
+static int check_ref_fields(const struct shmrig_ref *ref);
+
+int shmrig__ref_check(const struct shmrig_ref *ref)
+{
+	if (strnlen(ref->name, SHMRIG_NAME_MAX) == SHMRIG_NAME_MAX)
+		return shmrig__fail(-SHMRIG_EBADREF, "ref: the name is not terminated");
+	return check_ref_fields(ref);
+}
+
 /* The fields of a ref whose name is known to be terminated. */
 static int check_ref_fields(const struct shmrig_ref *ref)
 {
 	if (ref->reserved[0] || ref->reserved[1] || ref->reserved[2] || ref->temporary > 1)
-		return shmrig__fail(-EINVAL, "ref '%s': reserved fields are not zero",
+		return shmrig__fail(-SHMRIG_EBADREF,
+				    "ref '%s': reserved fields are not zero or temporary is not 0/1",
 				    ref->name);
 	if (ref->content_size > ref->size)
 		return shmrig__fail(-SHMRIG_EBADREF, "ref '%s': content_size %llu > size %llu",
@@ -291,9 +307,7 @@ static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block
 	/* Most refs name the segment the one before named: equal to its
 	 * (terminated) name, this one is terminated too; no lookup. */
 	if (!sl || memcmp(ref->name, sl->name, sl->name_len + 1) != 0) {
-		if (strnlen(ref->name, SHMRIG_NAME_MAX) == SHMRIG_NAME_MAX)
-			return shmrig__fail(-EINVAL, "ref name is not terminated");
-		ret = check_ref_fields(ref);
+		ret = shmrig__ref_check(ref);
 		if (!ret)
 			ret = attach_seg(pool, ref->name, &sl);
 		if (ret)

@@ -584,7 +584,7 @@ static int attach(const char *prefix, const char *name, bool populate, shmrig_se
 		goto fail;
 	}
 	if (st.st_size <= 0) {
-		ret = -EINVAL;
+		ret = -SHMRIG_ECORRUPT; /* a file with our name, but no segment we made */
 		goto fail;
 	}
 	seg->size = (size_t)st.st_size;
@@ -614,7 +614,8 @@ static int attach(const char *prefix, const char *name, bool populate, shmrig_se
 	return 0;
 fail:
 	ret = shmrig__fail(ret, "segment '%s': %s", name,
-			   ret == -EINVAL ? "empty segment" : strerror(-ret));
+			   ret == -SHMRIG_ECORRUPT ? "an empty file, not a segment" :
+						     strerror(-ret));
 	if (seg->base && seg->base != MAP_FAILED)
 		munmap(seg->base, seg->size);
 	close(seg->fd);

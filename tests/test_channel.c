@@ -116,6 +116,34 @@ static void test_hello(void **state)
 	assert_int_equal(shmrig_pool_close(pool), 0);
 }
 
+/* A child that uses the end it inherited through fork: -SHMRIG_EFORK from every
+ * call, whatever the backend (the end is its parent's). */
+static int child_uses_inherited(void *arg)
+{
+	shmrig_channel *ch = arg;
+	const char msg[8] = "inherit";
+	void *got;
+	size_t len;
+
+	CHILD_CHECK(shmrig_channel_send(ch, msg, sizeof(msg), 0) == -SHMRIG_EFORK);
+	CHILD_CHECK(shmrig_channel_recv(ch, &got, &len, 0) == -SHMRIG_EFORK);
+	CHILD_CHECK(shmrig_channel_send_frame(ch, msg, sizeof(msg), 0) == -SHMRIG_EFORK);
+	return 0;
+}
+
+static void test_inherited_end(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	struct peer p;
+
+	(void)state;
+	p = start_peer(child_idle, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	assert_int_equal(th_run_child(child_uses_inherited, p.ch, TIMEOUT_MS), 0);
+	assert_int_equal(finish_peer(&p), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 static void test_fingerprint_mismatch(void **state)
 {
 	shmrig_pool *pool = open_pool();
@@ -980,6 +1008,7 @@ static int use_ring(void **state)
 
 #define CASES(setup)                                                      \
 	cmocka_unit_test_setup(test_hello, setup),                        \
+		cmocka_unit_test_setup(test_inherited_end, setup),       \
 		cmocka_unit_test_setup(test_fingerprint_mismatch, setup), \
 		cmocka_unit_test_setup(test_in_order, setup),             \
 		cmocka_unit_test_setup(test_sizes, setup),                \

@@ -311,18 +311,24 @@ static void test_truncated(void **state)
 }
 
 /* A header field wrong: parse, decode and to_json each say which, and nothing is freed. */
-static void check_bad_header(struct fx *fx, const void *frame, size_t len, const char *word)
+static void check_bad_frame(struct fx *fx, const void *frame, size_t len, int code,
+			    const char *word)
 {
 	uint64_t live = th_live_blocks(fx->pool);
 	struct shmrig_value v;
 	struct shmrig_frame f;
 	char *json = NULL;
 
-	assert_error(shmrig_frame_parse(frame, len, &f), -EBADMSG, word);
-	assert_error(shmrig_registry_decode(fx->reg, fx->pool, frame, len, &v), -EBADMSG, word);
-	assert_error(shmrig_frame_to_json(frame, len, fx->reg, &json), -EBADMSG, word);
-	assert_error(shmrig_frame_discard(fx->pool, frame, len), -EBADMSG, word);
+	assert_error(shmrig_frame_parse(frame, len, &f), code, word);
+	assert_error(shmrig_registry_decode(fx->reg, fx->pool, frame, len, &v), code, word);
+	assert_error(shmrig_frame_to_json(frame, len, fx->reg, &json), code, word);
+	assert_error(shmrig_frame_discard(fx->pool, frame, len), code, word);
 	assert_int_equal(th_live_blocks(fx->pool), live);
+}
+
+static void check_bad_header(struct fx *fx, const void *frame, size_t len, const char *word)
+{
+	check_bad_frame(fx, frame, len, -EBADMSG, word);
 }
 
 static void test_bad_header(void **state)
@@ -878,14 +884,15 @@ static void check_bad_ref(struct fx *fx, const struct shmrig_ref *ref, int code,
 	free(frame);
 }
 
-/* A ref field that is malformed in itself: frame_parse's -EBADMSG, nothing touched. */
+/* A ref field that is malformed in itself: -SHMRIG_EBADREF from frame_parse, the
+ * pool's answer to the same ref; nothing touched. */
 static void check_malformed_ref(struct fx *fx, const struct shmrig_ref *ref, const char *word)
 {
 	size_t len;
 	void *frame = encode_ndarray(fx, &len), *bad = copy_frame(frame, len);
 
 	set_ref(bad, 0, ref);
-	check_bad_header(fx, bad, len, word);
+	check_bad_frame(fx, bad, len, -SHMRIG_EBADREF, word);
 	assert_int_equal(th_live_blocks(fx->pool), 1);
 	decode_check(fx, frame, len, SHMRIG_KIND_NDARRAY);
 	free(bad);

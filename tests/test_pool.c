@@ -149,7 +149,7 @@ static void test_bad_refs(void **state)
 
 	bad = good;
 	memset(bad.name, 'x', sizeof(bad.name)); /* unterminated */
-	assert_int_equal(shmrig_pool_attach(pool, &bad, &p), -EINVAL);
+	assert_int_equal(shmrig_pool_attach(pool, &bad, &p), -SHMRIG_EBADREF);
 
 	bad = good;
 	/* well-formed, but no such segment */
@@ -184,11 +184,11 @@ static void test_bad_refs(void **state)
 
 	bad = good;
 	bad.reserved[1] = 1;
-	assert_int_equal(shmrig_pool_attach(pool, &bad, &p), -EINVAL);
+	assert_int_equal(shmrig_pool_attach(pool, &bad, &p), -SHMRIG_EBADREF);
 
 	bad = good;
 	bad.temporary = 2;
-	assert_int_equal(shmrig_pool_attach(pool, &bad, &p), -EINVAL);
+	assert_int_equal(shmrig_pool_attach(pool, &bad, &p), -SHMRIG_EBADREF);
 
 	assert_int_equal(shmrig_pool_attach(pool, NULL, &p), -EINVAL);
 	assert_int_equal(shmrig_pool_attach(pool, &good, NULL), -EINVAL);

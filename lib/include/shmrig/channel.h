@@ -117,7 +117,7 @@ SHMRIG_API int shmrig_channel_send(shmrig_channel *ch, const void *msg, size_t l
  * Receive the next message into a new 8-byte aligned buffer (free() it).
  * Errors: -ETIMEDOUT nothing arrived in time; -EPIPE the peer is gone (its
  * messages sent before that are still delivered first); -EBADMSG the stream is
- * corrupt; -ENOMEM.
+ * corrupt; -ENOMEM; -SHMRIG_EFORK an end inherited through fork (any backend).
  */
 SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len, int timeout_ms);
 

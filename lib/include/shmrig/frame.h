@@ -58,8 +58,9 @@ SHMRIG_API size_t shmrig_frame_size(uint32_t nbuffers, size_t meta_len);
  * version, reserved fields, counts against the limits and against `len`, and
  * each ref's fields (name terminated, reserved zero, content_size <= size,
  * offset 64-aligned, temporary 0 or 1). It does not look at the meta bytes
- * or at the pool. Errors: -EINVAL NULL or misaligned buffer; -EBADMSG (the
- * message says which field and why).
+ * or at the pool. Errors: -EINVAL NULL or misaligned buffer; -EBADMSG the
+ * frame's own structure; -SHMRIG_EBADREF a ref's fields (the same check and
+ * code as the pool's); the message says which field and why.
  */
 SHMRIG_API int shmrig_frame_parse(const void *buf, size_t len, struct shmrig_frame *out);
 

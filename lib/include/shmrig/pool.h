@@ -123,8 +123,12 @@ SHMRIG_API int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *re
  * and return a pointer to its data at ref->offset. Validates: prefix and name,
  * the segment exists and is a shmrig segment, offset and size inside one block,
  * content_size <= size, generation matches, the block is live.
- * Errors: -EINVAL bad name or fields; -ENOENT no such segment;
- * -SHMRIG_EBADREF; -SHMRIG_ESTALE; -SHMRIG_ENOTLIVE; -SHMRIG_ECORRUPT; -ENOMEM.
+ * Errors: -EINVAL NULL, or a name that is not one of ours (prefix, format);
+ * -SHMRIG_EBADREF the ref's own fields (name not terminated, reserved not zero,
+ * temporary not 0/1, content_size > size, offset not 64-aligned) or a range
+ * that is not inside one block; -ENOENT no such segment; -EXDEV a segment of
+ * another pid namespace; -SHMRIG_ESTALE; -SHMRIG_ENOTLIVE;
+ * -SHMRIG_ECORRUPT not a valid pool segment; -ENOMEM.
  */
 SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **data);
 

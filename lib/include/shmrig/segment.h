@@ -83,7 +83,8 @@ SHMRIG_API int shmrig_segment_create(const struct shmrig_segment_opts *opts, shm
  * against `prefix` (NULL: the default) first.
  * Errors: -EINVAL bad name; -EXDEV the name was made in another pid namespace
  * (processes in different pid namespaces cannot judge each other's liveness,
- * so they cannot share a pool); -ENOENT no such segment; -ENOMEM; other -errno
+ * so they cannot share a pool); -ENOENT no such segment; -SHMRIG_ECORRUPT an
+ * empty file (named like one, but no segment we made); -ENOMEM; other -errno
  * (that of /proc/self/ns/pid when it cannot be read).
  */
 SHMRIG_API int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment **out);

@@ -123,7 +123,8 @@ struct shmrig_value {
  */
 SHMRIG_API int shmrig_value_release(struct shmrig_value *value);
 
-/* Number of pool blocks a decoded value holds leases on. */
+/* Number of leases a decoded value holds: one a persistent buffer, so a table
+ * of 4 columns packed in one block holds 4 (on that one block). */
 SHMRIG_API uint32_t shmrig_value_leases(const struct shmrig_value *value);
 
 /* Name of a kind: "bytes", "ndarray", "table", "dataset", "user"; NULL if invalid. */
