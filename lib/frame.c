@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "internal.h"
 #include "meta.h"
+#include "ref_check.h"
 
 #include <shmrig/frame.h>
 #include <shmrig/registry.h>

@@ -53,11 +53,6 @@ struct shmrig_pool;
 struct shmrig_ref;
 struct shmrig_segment;
 
-/* A ref's own fields (name terminated, reserved zero, temporary 0/1,
- * content_size <= size, offset 64-aligned): 0 or -SHMRIG_EBADREF. The one
- * check of them, for the pool and for frames. */
-int shmrig__ref_check(const struct shmrig_ref *ref);
-
 /*
  * Hand the blocks of n refs to the process `target` (a verified identity:
  * pid + start time, as a channel's hello checked it), under one lock, with no

@@ -14,6 +14,7 @@
  * reap() returns.
  */
 #include "pool_internal.h"
+#include "ref_check.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -263,38 +264,6 @@ static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **ou
 
 /* ---- refs ---- */
 
-/*
- * A ref's own fields, checked the one way for the pool and for frames: the
- * name terminated, reserved fields zero, temporary 0 or 1, content_size <=
- * size, the offset 64-aligned. 0 or -SHMRIG_EBADREF with the reason. (Whether
- * the name is one of ours, and where the ref points, is checked after.)
- */
-static int check_ref_fields(const struct shmrig_ref *ref);
-
-int shmrig__ref_check(const struct shmrig_ref *ref)
-{
-	if (strnlen(ref->name, SHMRIG_NAME_MAX) == SHMRIG_NAME_MAX)
-		return shmrig__fail(-SHMRIG_EBADREF, "ref: the name is not terminated");
-	return check_ref_fields(ref);
-}
-
-/* The fields of a ref whose name is known to be terminated. */
-static int check_ref_fields(const struct shmrig_ref *ref)
-{
-	if (ref->reserved[0] || ref->reserved[1] || ref->reserved[2] || ref->temporary > 1)
-		return shmrig__fail(-SHMRIG_EBADREF,
-				    "ref '%s': reserved fields are not zero or temporary is not 0/1",
-				    ref->name);
-	if (ref->content_size > ref->size)
-		return shmrig__fail(-SHMRIG_EBADREF, "ref '%s': content_size %llu > size %llu",
-				    ref->name, (unsigned long long)ref->content_size,
-				    (unsigned long long)ref->size);
-	if (ref->offset % SHMRIG_POOL_MIN_BLOCK)
-		return shmrig__fail(-SHMRIG_EBADREF, "ref '%s': offset %llu is not 64-byte aligned",
-				    ref->name, (unsigned long long)ref->offset);
-	return 0;
-}
-
 /* Validate a ref and find its block, live (or handed over) with the ref's generation. */
 static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block *b, uint64_t *word)
 {
@@ -314,7 +283,7 @@ static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block
 			return ret;
 		pool->last = sl;
 	} else {
-		ret = check_ref_fields(ref);
+		ret = shmrig__ref_fields_check(ref);
 		if (ret)
 			return ret;
 	}

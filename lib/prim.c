@@ -17,11 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static unsigned fork_epoch = 1;
+unsigned shmrig__fork_epoch_now = 1;
 
 static void bump_fork_epoch(void)
 {
-	__atomic_add_fetch(&fork_epoch, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&shmrig__fork_epoch_now, 1, __ATOMIC_RELAXED);
 }
 
 __attribute__((constructor)) static void register_atfork(void)
@@ -29,10 +29,6 @@ __attribute__((constructor)) static void register_atfork(void)
 	pthread_atfork(NULL, NULL, bump_fork_epoch);
 }
 
-unsigned shmrig__fork_epoch(void)
-{
-	return __atomic_load_n(&fork_epoch, __ATOMIC_RELAXED);
-}
 
 int shmrig__random(void *buf, size_t len)
 {

@@ -35,7 +35,13 @@ static inline pid_t shmrig__procid_pid(shmrig__procid id)
  * Bumped in the child at every fork() (pthread_atfork), so that per-process
  * state can tell it was inherited without a getpid() syscall per call.
  */
-unsigned shmrig__fork_epoch(void);
+extern unsigned shmrig__fork_epoch_now; /* prim.c; bumped by the atfork child handler */
+
+static inline unsigned shmrig__fork_epoch(void)
+{
+	/* inline: every pool and channel call checks it, one load */
+	return __atomic_load_n(&shmrig__fork_epoch_now, __ATOMIC_RELAXED);
+}
 
 /* Fill `buf` with `len` random bytes (getrandom). 0 or -errno. */
 int shmrig__random(void *buf, size_t len);
