@@ -560,7 +560,7 @@ static int echo_check(gbench_state *st, struct session_run *run, size_t bytes)
 {
 	struct shmrig_value back;
 	uint64_t nbytes;
-	int ret = shmrig_session_call(run->sess, "echo", 0, &run->request, &back, 0);
+	int released, ret = shmrig_session_call(run->sess, "echo", 0, &run->request, &back, 0);
 
 	if (ret) {
 		fail(st, "session_call", ret);
@@ -572,7 +572,11 @@ static int echo_check(gbench_state *st, struct session_run *run, size_t bytes)
 		fail(st, "the echo differs from the request", -1);
 		ret = -EBADMSG;
 	}
-	shmrig_value_release(&back);
+	released = shmrig_value_release(&back);
+	if (released && !ret) {
+		fail(st, "value_release", released);
+		ret = released;
+	}
 	return ret;
 }
 
@@ -670,7 +674,11 @@ static void bm_session_echo(gbench_state *st, void *arg)
 				fail(st, "session_call", ret);
 				break;
 			}
-			shmrig_value_release(&back);
+			ret = shmrig_value_release(&back);
+			if (ret) {
+				fail(st, "value_release", ret);
+				break;
+			}
 		}
 		if (!ret)
 			gbench_set_iteration_time(st, now_s() - start);

@@ -146,8 +146,8 @@ static bool bench_open(gbench_state *st, struct bench *b, size_t size)
 	if (ret) {
 		bench_fail(st, "set up", ret);
 		shmrig_registry_free(b->reg);
-		if (b->pool)
-			shmrig_pool_close(b->pool);
+		if (b->pool) /* best effort: the set-up failed already */
+			(void)!shmrig_pool_close(b->pool);
 		free(b->input);
 		return false;
 	}

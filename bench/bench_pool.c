@@ -124,7 +124,7 @@ static shmrig_pool *warm_pool(gbench_state *st, size_t size, size_t max_bytes)
 		ret = -SHMRIG_ECORRUPT;
 	if (ret) {
 		bench_fail(st, "warm the pool", ret);
-		shmrig_pool_close(pool);
+		(void)!shmrig_pool_close(pool); /* best effort: failed already */
 		return NULL;
 	}
 	return pool;
@@ -221,17 +221,17 @@ static struct shmrig_ref *alloc_live(gbench_state *st, shmrig_pool *pool, size_t
 
 	for (size_t i = 0; i < n && !ret; i++) {
 		ret = shmrig_pool_alloc(pool, LIVE_BLOCK, 0, 0, &refs[i], &data);
-		if (ret) {
+		if (ret) { /* best effort: the alloc's error is the one reported */
 			while (i--)
-				shmrig_pool_free(pool, &refs[i]);
+				(void)!shmrig_pool_free(pool, &refs[i]);
 		}
 	}
 	if (!ret)
 		ret = shmrig_pool_stats(pool, &stats);
 	if (!ret && stats.live_blocks != n) {
 		ret = -SHMRIG_ECORRUPT;
-		for (size_t i = 0; i < n; i++)
-			shmrig_pool_free(pool, &refs[i]);
+		for (size_t i = 0; i < n; i++) /* best effort: failed already */
+			(void)!shmrig_pool_free(pool, &refs[i]);
 	}
 	if (ret) {
 		bench_fail(st, "allocate the live blocks", ret);
@@ -922,7 +922,7 @@ static void bm_numa_write(gbench_state *st, void *arg)
 	ret = shmrig_pool_alloc(pool, size, 0, 0, &ref, &data);
 	if (ret) {
 		bench_fail(st, "pool_alloc", ret);
-		shmrig_pool_close(pool);
+		(void)!shmrig_pool_close(pool); /* best effort: failed already */
 		return;
 	}
 	while (gbench_loop(st, 1))

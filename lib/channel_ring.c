@@ -351,8 +351,9 @@ static void free_spill_in(struct shmrig_channel *ch, const unsigned char *slot)
 	if (!(read_hdr(slot).flags & SLOT_SPILL))
 		return;
 	memcpy(&ref, slot + sizeof(struct slot_hdr), sizeof(ref));
+	/* nobody to tell: a block that stays ours is reported at pool_close */
 	if (shmrig__pool_claim_refs(ch->pool, &ref, 1, &claimed, NULL) == 0)
-		shmrig_pool_free(ch->pool, &ref);
+		(void)!shmrig_pool_free(ch->pool, &ref);
 }
 
 /*
@@ -491,7 +492,7 @@ static int put_spill(struct shmrig_channel *ch, struct ring_end *re, unsigned ch
 	if (ret) {
 		hdr.flags = 0;
 		memcpy(slot, &hdr, sizeof(hdr));
-		shmrig_pool_free(ch->pool, &ref);
+		(void)!shmrig_pool_free(ch->pool, &ref); /* the transfer's error is the one */
 		return ret;
 	}
 	return 0;
@@ -622,8 +623,8 @@ static int take_spill(struct shmrig_channel *ch, struct ring_end *re, unsigned c
 	/* Claim it (it must have been handed to us, once), then read it. */
 	ret = shmrig__pool_claim_refs(ch->pool, &ref, 1, &claimed, &data);
 	if (ret) {
-		if (claimed)
-			shmrig_pool_free(ch->pool, &ref);
+		if (claimed) /* best effort: the bad ref is what we report */
+			(void)!shmrig_pool_free(ch->pool, &ref);
 		free(buf);
 		consume_spill(re, slot);
 		return shmrig__fail(-EBADMSG, "channel: a spilled message's ref is bad: %s",

@@ -160,7 +160,9 @@ static int table_encode(void *ctx, struct shmrig_encoder *enc, const struct shmr
 		uint64_t nbytes;
 		int index;
 
-		shmrig_array_nbytes(&col->array, &nbytes);
+		ret = shmrig_array_nbytes(&col->array, &nbytes); /* pack_total checked it */
+		if (ret)
+			return ret;
 		index = put_array(enc, &col->array, nbytes);
 		if (index < 0)
 			return index;
@@ -253,7 +255,9 @@ static int dataset_encode(void *ctx, struct shmrig_encoder *enc, const struct sh
 			uint64_t nbytes;
 			int index;
 
-			shmrig_array_nbytes(&var->array, &nbytes);
+			ret = shmrig_array_nbytes(&var->array, &nbytes); /* pack_total checked it */
+			if (ret)
+				return ret;
 			index = put_array(enc, &var->array, nbytes);
 			if (index < 0)
 				return index;

@@ -125,8 +125,9 @@ static void forget_seg(shmrig_pool *pool, struct seg_local *sl, bool unlink)
 	remove_seg(pool, sl);
 	if (sl->created)
 		pool->created_bytes -= sl->size;
+	/* best effort: a name already gone (swept) or not removable is sweep's business */
 	if (unlink)
-		shmrig_segment_unlink(sl->seg);
+		(void)!shmrig_segment_unlink(sl->seg);
 	shmrig_segment_close(sl->seg);
 	free(sl->cache);
 	free(sl);
@@ -461,8 +462,8 @@ static void release_block(shmrig_pool *pool, struct block *b, uint64_t word)
 		struct shmrig__life_cache lives;
 
 		shmrig__life_cache_init(&lives);
-		if (!shmrig__seg_held(sl, &lives, 0))
-			shmrig_segment_unlink(sl->seg);
+		if (!shmrig__seg_held(sl, &lives, 0)) /* best effort, as in forget_seg */
+			(void)!shmrig_segment_unlink(sl->seg);
 	}
 }
 

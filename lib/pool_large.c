@@ -191,7 +191,7 @@ void shmrig__large_release(shmrig_pool *pool, struct block *b, uint64_t word)
 	sl->held = 0;
 	/* The creator closed its pool and left the segment to its last owner: us. */
 	if (atomic_load_explicit(&sl->lhdr->closed, memory_order_acquire))
-		shmrig_segment_unlink(sl->seg);
+		(void)!shmrig_segment_unlink(sl->seg); /* best effort, as in forget_seg */
 	shmrig__pool_drop_seg(pool, sl); /* the creator reuses or unlinks it */
 }
 

@@ -473,7 +473,8 @@ int shmrig_pool_close(shmrig_pool *pool)
 
 		pool->slab.open = false;
 		pool_leave(pool);
-		shmrig_pool_free(pool, &ref);
+		/* a free that fails leaves the block ours: the walk below reports it */
+		(void)!shmrig_pool_free(pool, &ref);
 		pool_enter(pool);
 	}
 	if (SHMRIG_DEBUG_CHECKS >= 2) {

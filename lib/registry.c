@@ -282,7 +282,7 @@ static void drop_ref(shmrig_pool *pool, const struct shmrig_ref *ref)
 	uint8_t claimed = 0;
 
 	shmrig__pool_claim_refs(pool, ref, 1, &claimed, NULL);
-	shmrig_pool_free(pool, ref);
+	(void)!shmrig_pool_free(pool, ref); /* best effort: the encode failed already */
 }
 
 int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flags, void **data)
@@ -454,8 +454,12 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 
 	ret = codec->encode(codec->ctx, &enc, value);
 	/* The pack's own reference goes: its buffers hold the block from now on. */
-	if (enc.packing)
-		shmrig_pool_free(pool, &enc.pack_ref);
+	if (enc.packing) {
+		int freed = shmrig_pool_free(pool, &enc.pack_ref);
+
+		if (!ret)
+			ret = freed;
+	}
 	if (!ret) {
 		ret = shmrig__meta_check(enc.meta.data, enc.meta.size);
 		if (ret)
@@ -557,8 +561,9 @@ static void settle_buffers(struct shmrig_decoder *dec)
 	for (uint32_t i = 0; i < dec->frame->nbuffers; i++) {
 		const struct shmrig_ref *ref = &dec->frame->buffers[i];
 
+		/* a free that fails leaves the block ours: pool_close reports it */
 		if (dec->claimed[i] && (!dec->asked[i] || ref->temporary))
-			shmrig_pool_free(dec->pool, ref);
+			(void)!shmrig_pool_free(dec->pool, ref);
 	}
 }
 
@@ -636,7 +641,7 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	if (ret) {
 		/* frees the leases taken; keep the codec's words for the caller */
 		snprintf(why, sizeof(why), "%s", shmrig_last_error());
-		shmrig_value_release(out);
+		(void)!shmrig_value_release(out);
 		shmrig__fail(ret, "%s", why);
 	}
 unpacked:

@@ -537,7 +537,7 @@ static int build_result(struct worker *w, uint64_t id, const struct shmrig_value
 	}
 	*msg = msg_build(&hdr, frame, frame_len);
 	if (!*msg) {
-		shmrig_frame_discard(w->pool, frame, frame_len);
+		(void)!shmrig_frame_discard(w->pool, frame, frame_len); /* best effort */
 		free(frame);
 		snprintf(why, whylen, "out of memory for the reply");
 		return -ENOMEM;
@@ -557,8 +557,9 @@ static int send_result(struct worker *w, void *msg, size_t len)
 	/* From here on the blocks are the caller's, whether or not it lives to read them. */
 	ret = shmrig_frame_transfer_peer(w->pool, frame, frame_len, shmrig__channel_peer_id(w->ch));
 	if (ret) {
-		/* the caller is gone: what we could not hand over is still ours */
-		shmrig_frame_discard(w->pool, frame, frame_len);
+		/* the caller is gone: what we could not hand over is still ours;
+		 * what was is not, and discard fails on those, rightly */
+		(void)!shmrig_frame_discard(w->pool, frame, frame_len);
 		ret = -EPIPE;
 	} else {
 		ret = shmrig_channel_send(w->ch, msg, len, -1);
@@ -586,7 +587,8 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 	int ret;
 
 	if (hdr->handler >= sess->nhandlers) {
-		shmrig_frame_discard(w->pool, frame, len);
+		/* best effort: -EPROTO is the answer */
+		(void)!shmrig_frame_discard(w->pool, frame, len);
 		snprintf(why, sizeof(why), "no handler number %u", hdr->handler);
 		return send_error(w->ch, hdr->id, -EPROTO, why);
 	}
@@ -621,9 +623,11 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 		if (ret)
 			snprintf(why, sizeof(why), "handler '%s': %s", h->name, encode_why);
 	}
+	/* A block a release fails to free stays ours: counted at exit (EXIT_LEAK),
+	 * and shutdown says -SHMRIG_ELEAK. The call's answer stands. */
 	if (call.response.storage && call.response.storage != request.storage)
-		shmrig_value_release(&call.response);
-	shmrig_value_release(&request);
+		(void)!shmrig_value_release(&call.response);
+	(void)!shmrig_value_release(&request);
 	scratch_free(&scratch);
 	if (ret)
 		return send_error(w->ch, hdr->id, ret, why);
@@ -703,6 +707,7 @@ static _Noreturn void worker_main(struct shmrig_session *sess, shmrig_channel_pa
 	struct worker w = { .sess = sess, .caller = caller };
 	uint64_t own = 0;
 	int pool_ret, ret, code;
+	bool leaked;
 
 	worker_session = sess;
 	reset_signals();
@@ -711,8 +716,8 @@ static _Noreturn void worker_main(struct shmrig_session *sess, shmrig_channel_pa
 	ret = shmrig_channel_open(pair, 1, caller, pool_ret ? NULL : w.pool, fingerprint, &w.ch);
 	shmrig_channel_pair_free(pair);
 	if (ret) {
-		if (!pool_ret)
-			shmrig_pool_close(w.pool);
+		if (!pool_ret) /* exiting with EXIT_SETUP: nothing was allocated */
+			(void)!shmrig_pool_close(w.pool);
 		_exit(EXIT_SETUP);
 	}
 	if (pool_ret) {
@@ -726,10 +731,11 @@ static _Noreturn void worker_main(struct shmrig_session *sess, shmrig_channel_pa
 	code = send_ready(w.ch) ? EXIT_PROTO : serve(&w);
 	shmrig_channel_close(w.ch);
 	/* Blocks the caller holds (responses) are the caller's to release; ours
-	 * still live now are leaks. */
-	shmrig_pool_for_each_live(w.pool, count_own, &own);
-	shmrig_pool_close(w.pool);
-	if (!code && own)
+	 * still live now are leaks. pool_close finds the same ones
+	 * (-SHMRIG_ELEAK): its answer stands for a count that failed (-ENOMEM). */
+	(void)!shmrig_pool_for_each_live(w.pool, count_own, &own);
+	leaked = shmrig_pool_close(w.pool) == -SHMRIG_ELEAK;
+	if (!code && (own || leaked))
 		code = EXIT_LEAK;
 	/* what handlers printed; the caller flushed its own buffers before fork */
 	fflush(NULL);
@@ -853,7 +859,8 @@ static int remove_segments_of(struct shmrig_session *sess, shmrig__procid id)
 
 	if (!id)
 		return 0; /* it died before READY: it had created nothing */
-	shmrig_segment_list(sess->prefix, collect_dead, &dead);
+	/* a scan that fails removes what it found: the rest is left for shmrig_pool_sweep() */
+	(void)!shmrig_segment_list(sess->prefix, collect_dead, &dead);
 	for (size_t i = 0; i < dead.count; i++)
 		if (shmrig_segment_unlink_name(sess->prefix, dead.names[i]) == 0)
 			removed++;
@@ -865,8 +872,10 @@ static int remove_segments_of(struct shmrig_session *sess, shmrig__procid id)
 static void discard_reply(struct shmrig_session *sess, const struct msg_hdr *hdr, void *msg,
 			  size_t len)
 {
+	/* best effort: nobody to tell; what stays ours is reported at pool_close */
 	if (hdr->type == MSG_RESULT)
-		shmrig_frame_discard(sess->pool, (char *)msg + sizeof(*hdr), len - sizeof(*hdr));
+		(void)!shmrig_frame_discard(sess->pool, (char *)msg + sizeof(*hdr),
+					    len - sizeof(*hdr));
 	free(msg);
 }
 
@@ -1256,7 +1265,7 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 		return ret;
 	msg = msg_build(&hdr, frame, len);
 	if (!msg) {
-		shmrig_frame_discard(sess->pool, frame, len);
+		(void)!shmrig_frame_discard(sess->pool, frame, len); /* best effort */
 		free(frame);
 		return shmrig__fail(-ENOMEM, "session_call: out of memory");
 	}
@@ -1265,8 +1274,9 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	/* The worker owns the request's blocks before it can see them. */
 	ret = shmrig_frame_transfer_peer(sess->pool, frame, len, shmrig__channel_peer_id(sess->ch));
 	if (ret) {
-		/* what was not handed over is still ours; what was comes back by reap */
-		shmrig_frame_discard(sess->pool, frame, len);
+		/* what was not handed over is still ours; what was comes back by reap
+		 * (discard fails on those, rightly) */
+		(void)!shmrig_frame_discard(sess->pool, frame, len);
 		free(msg);
 		return lost_worker(sess, &r);
 	}
@@ -1370,8 +1380,10 @@ int shmrig_session_restart(shmrig_session *sess)
 
 	if (ret)
 		return ret;
+	/* The old worker is gone whatever shutdown says (a leak, a kill: in the
+	 * stats); restart answers for the new one, as documented. */
 	if (sess->state == STATE_RUNNING)
-		shmrig_session_shutdown(sess, 0);
+		(void)!shmrig_session_shutdown(sess, 0);
 	return shmrig_session_start(sess);
 }
 
@@ -1395,7 +1407,7 @@ void shmrig_session_free(shmrig_session *sess)
 	 * closed flag is shared memory). Leave it all alone, as an inherited pool. */
 	if (!sess || check_session(sess))
 		return;
-	shmrig_session_shutdown(sess, 0);
+	(void)!shmrig_session_shutdown(sess, 0); /* free has nobody to tell */
 	if (sess->state == STATE_RUNNING)
 		kill_worker(sess, -ECHILD, "could not be shut down");
 	free(sess->handlers);

@@ -145,8 +145,13 @@ static void add_target(struct hostile *h, const char *name)
 		shmrig_segment_close(seg);
 		return;
 	}
+	/* attach checked the name; a creator we could not read (0) would pass
+	 * kill(0, 0) in refresh and keep the target forever */
+	if (shmrig_segment_parse_name(h->o->prefix, name, &t->creator, NULL)) {
+		shmrig_segment_close(seg);
+		return;
+	}
 	t->arena = role == ROLE_ARENA;
-	shmrig_segment_parse_name(h->o->prefix, name, &t->creator, NULL);
 	t->listed = t->fresh = true;
 	h->ntargets++;
 	atomic_fetch_add(&h->ledger->segments, 1);
@@ -172,7 +177,8 @@ static void refresh(struct hostile *h)
 {
 	for (unsigned i = 0; i < h->ntargets; i++)
 		h->targets[i].listed = false;
-	shmrig_segment_list(h->o->prefix, listed, h);
+	if (shmrig_segment_list(h->o->prefix, listed, h) < 0)
+		return; /* we cannot tell which went: keep them all until the next listing */
 	for (unsigned i = 0; i < h->ntargets;)
 		if (!h->targets[i].listed &&
 		    !(h->targets[i].arena && kill(h->targets[i].creator, 0) == 0))

@@ -453,7 +453,8 @@ static void end_epoch(unsigned i)
 		tot.hist[b] += sl->hist[b];
 	if (sl->max_latency_ns > tot.max_latency_ns)
 		tot.max_latency_ns = sl->max_latency_ns;
-	shmrig_segment_list(opts.prefix, check_segment, &sc);
+	if (shmrig_segment_list(opts.prefix, check_segment, &sc) < 0)
+		failure("pair %u epoch %u: segment_list: %s", i, pr->epoch, shmrig_last_error());
 	tot.stale_segments += sc.stale;
 	tot.swept_segments += sc.swept;
 	tot.left_after_close += sc.left;
@@ -814,7 +815,8 @@ static void count_segment(void *arg, const char *name)
 static void unlink_segment(void *arg, const char *name)
 {
 	(void)arg;
-	shmrig_segment_unlink_name(opts.prefix, name);
+	/* best effort: the segment is counted as stale already */
+	(void)!shmrig_segment_unlink_name(opts.prefix, name);
 }
 
 /* Every --require counter is above zero (says which is not). */
@@ -963,13 +965,16 @@ static void final_sweep(void)
 	else
 		tot.swept_at_end = (uint64_t)ret;
 	tot.swept_segments += tot.swept_at_end;
-	shmrig_pool_close(pool);
-	shmrig_segment_list(opts.prefix, count_segment, &left);
+	ret = shmrig_pool_close(pool); /* it allocated nothing: 0 */
+	if (ret)
+		failure("final sweep: pool_close: %s", shmrig_strerror(ret));
+	if (shmrig_segment_list(opts.prefix, count_segment, &left) < 0)
+		failure("final sweep: segment_list: %s", shmrig_last_error());
 	if (!left)
 		return;
 	tot.stale_segments += left;
-	if (opts.inject == INJECT_HOSTILE)
-		shmrig_segment_list(opts.prefix, unlink_segment, NULL);
+	if (opts.inject == INJECT_HOSTILE) /* best effort, as unlink_segment */
+		(void)!shmrig_segment_list(opts.prefix, unlink_segment, NULL);
 	else
 		failure("%u segments with prefix %s remain after the run", left, opts.prefix);
 }

@@ -390,7 +390,8 @@ static int produce(struct worker *w, struct payload *p, uint64_t seq)
 		return ret;
 	msg = malloc(sizeof(hdr) + flen);
 	if (!msg) {
-		shmrig_frame_discard(w->pool, frame, flen);
+		/* best effort: failing already */
+		(void)!shmrig_frame_discard(w->pool, frame, flen);
 		free(frame);
 		return fail(w, "out of memory for a %zu-byte frame", flen);
 	}
@@ -412,8 +413,9 @@ static int produce(struct worker *w, struct payload *p, uint64_t seq)
 		return ret;
 	}
 	if (ret) {
-		/* the consumer died: what was not handed over is still ours */
-		shmrig_frame_discard(w->pool, msg + sizeof(hdr), flen);
+		/* the consumer died: what was not handed over is still ours (what
+		 * was is not: discard fails on those, rightly, and reap has them) */
+		(void)!shmrig_frame_discard(w->pool, msg + sizeof(hdr), flen);
 		ret = -EPIPE;
 	} else {
 		if (w->o->inject == INJECT_ORPHAN && seq == 5) {
@@ -500,7 +502,8 @@ static int close_after_send(struct worker *w, unsigned epoch)
 	w->me->close_ret = shmrig_pool_close(w->pool);
 	if (w->me->close_ret)
 		fail(w, "pool_close: %s", shmrig_strerror(w->me->close_ret));
-	shmrig_segment_list(w->o->prefix, count_own_segment, &kept);
+	if (shmrig_segment_list(w->o->prefix, count_own_segment, &kept) < 0)
+		fail(w, "segment_list: %s", shmrig_last_error());
 	w->me->closed_kept = kept.count;
 	w->me->fds_leaked = fds_new_since(channel_first ? &w->fds : &w->fds_open);
 	if (w->me->fds_leaked)
@@ -661,7 +664,7 @@ static void replay(struct consumer *c, const struct msg_hdr *hdr, const void *fr
 	if (ret == 0) {
 		outcome = REPLAY_ACCEPTED;
 		fail(w, "message %llu: decoded a second time", (unsigned long long)hdr->seq);
-		shmrig_value_release(&again);
+		(void)!shmrig_value_release(&again); /* best effort: failed already */
 	} else if (ret == (temporary ? -SHMRIG_ESTALE : -SHMRIG_ECLAIMED)) {
 		outcome = temporary ? REPLAY_STALE : REPLAY_CLAIMED;
 	} else {
@@ -766,7 +769,10 @@ static int64_t free_orphans(struct worker *w)
 	if (!o)
 		return fail(w, "out of memory");
 	o->self = getpid();
-	shmrig_pool_for_each_live(w->pool, collect_own, o);
+	if (shmrig_pool_for_each_live(w->pool, collect_own, o) < 0) {
+		free(o);
+		return fail(w, "for_each_live: %s", shmrig_last_error());
+	}
 	for (unsigned i = 0; i < o->n; i++) {
 		for (uint32_t r = 0; r < o->blocks[i].refcount; r++) {
 			/* handed to us, never claimed: ours to claim, then free */
@@ -834,7 +840,8 @@ int consumer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 		struct shmrig_ref ref;
 		void *data;
 
-		shmrig_pool_alloc(w->pool, 64, 0, 0, &ref, &data); /* never freed */
+		if (shmrig_pool_alloc(w->pool, 64, 0, 0, &ref, &data)) /* never freed */
+			fail(w, "--inject leak: pool_alloc: %s", shmrig_last_error());
 	}
 	w->me->orphans = free_orphans(w);
 	if (ended)

@@ -241,12 +241,12 @@ static void unlink_one(void *arg, const char *name)
 {
 	(void)arg;
 	fprintf(stderr, "# removing leftover segment %s\n", name);
-	shmrig_segment_unlink_name(th_prefix(), name);
+	/* best effort: one that stays is counted by the next case's leak check */
+	(void)!shmrig_segment_unlink_name(th_prefix(), name);
 }
 
 int th_remove_leftovers(void **state)
 {
 	(void)state;
-	shmrig_segment_list(th_prefix(), unlink_one, NULL);
-	return 0;
+	return shmrig_segment_list(th_prefix(), unlink_one, NULL) < 0;
 }

@@ -50,7 +50,8 @@ struct shmrig_pool *th_open_pool(size_t arena_size, size_t max_bytes);
 int th_sweep_leftovers(void **state);
 
 /* cmocka teardown: unlink every segment with our prefix, live creator or not, so
- * that a failed case does not fail the next one (each is reported on stderr). */
+ * that a failed case does not fail the next one (each is reported on stderr).
+ * Fails (1) if the segments cannot be listed. */
 int th_remove_leftovers(void **state);
 
 /* Live blocks the pool accounts for (fails the test if stats fail). */

@@ -501,7 +501,8 @@ static int child_decode(shmrig_channel *ch, shmrig_pool *pool)
 			free(go);
 		else
 			ok = 0;
-		shmrig_value_release(&value);
+		if (shmrig_value_release(&value))
+			ok = 0;
 	}
 	free(frame);
 	shmrig_registry_free(reg);
@@ -680,10 +681,11 @@ static void test_peer_killed_in_send(void **state)
 	assert_int_equal(th_wait_child(killer, TIMEOUT_MS), 0);
 	assert_int_equal(finish_peer(&p), 128 + SIGKILL);
 	/* spills to the dead peer (ring) were handed to it: reap returns them */
-	shmrig_pool_reap(pool);
+	assert_true(shmrig_pool_reap(pool) >= 0);
 	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
-	shmrig_pool_sweep(pool = open_pool());
+	pool = open_pool();
+	assert_true(shmrig_pool_sweep(pool) >= 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 	assert_int_equal(th_count_segments(th_prefix()), 0);
 }
@@ -903,7 +905,8 @@ static void test_ring_killed_mid_spill(void **state)
 	assert_true(shmrig_pool_reap(pool) >= 0);
 	assert_int_equal(th_live_blocks(pool), 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
-	shmrig_pool_sweep(pool = open_pool());
+	pool = open_pool();
+	assert_true(shmrig_pool_sweep(pool) >= 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 	assert_int_equal(th_count_segments(th_prefix()), 0);
 }

@@ -485,23 +485,25 @@ static void table_meta(msgpack_sbuffer *sb, uint32_t b0, uint32_t b1)
 	msgpack_packer pk;
 	const uint32_t buffers[2] = { b0, b1 };
 	const char *names[2] = { "a", "b" }, *dtypes[2] = { "int32", "float64" };
+	int ret = 0;
 
 	msgpack_sbuffer_init(sb);
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 2);
-	shmrig_meta_pack_str(&pk, "rows");
+	ret |= shmrig_meta_pack_str(&pk, "rows");
 	msgpack_pack_uint64(&pk, 5);
-	shmrig_meta_pack_str(&pk, "columns");
+	ret |= shmrig_meta_pack_str(&pk, "columns");
 	msgpack_pack_array(&pk, 2);
 	for (int i = 0; i < 2; i++) {
 		msgpack_pack_map(&pk, 3);
-		shmrig_meta_pack_str(&pk, "name");
-		shmrig_meta_pack_str(&pk, names[i]);
-		shmrig_meta_pack_str(&pk, "dtype");
-		shmrig_meta_pack_str(&pk, dtypes[i]);
-		shmrig_meta_pack_str(&pk, "buffer");
+		ret |= shmrig_meta_pack_str(&pk, "name");
+		ret |= shmrig_meta_pack_str(&pk, names[i]);
+		ret |= shmrig_meta_pack_str(&pk, "dtype");
+		ret |= shmrig_meta_pack_str(&pk, dtypes[i]);
+		ret |= shmrig_meta_pack_str(&pk, "buffer");
 		msgpack_pack_uint32(&pk, buffers[i]);
 	}
+	assert_int_equal(ret, 0);
 }
 
 /* A table frame whose metadata names buffers b0 and b1: decode fails with `word`, frees all. */

@@ -458,7 +458,10 @@ int main(void)
 	setenv("SHMRIG_PREFIX", th_prefix(), 0);
 	main_pid = getpid();
 	/* hugetlb files of an earlier, killed run would hold pages and skew the counts */
-	shmrig_segment_sweep(th_prefix());
+	if (shmrig_segment_sweep(th_prefix()) < 0) {
+		fprintf(stderr, "sweeping earlier runs' segments: %s\n", shmrig_last_error());
+		return 1;
+	}
 	atexit(restore);
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);

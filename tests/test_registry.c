@@ -183,7 +183,7 @@ static void rand_value(uint64_t *state, struct scratch *sc, enum shmrig_kind kin
 			a->ndim = 1;
 			a->shape[0] = t->nrows;
 			a->order = 'C'; /* columns are 1-d: decode says 'C' */
-			shmrig_array_nbytes(a, &nbytes);
+			assert_int_equal(shmrig_array_nbytes(a, &nbytes), 0);
 			a->data = scratch_alloc(sc, (size_t)nbytes);
 			rand_fill(state, a->dtype, a->data, (size_t)nbytes);
 		}
@@ -1161,7 +1161,8 @@ static int faulty_encode(void *ctx, struct shmrig_encoder *enc, const struct shm
 		if (shmrig_encoder_buffer(enc, 8, 0, &data) != 0)
 			return -EPROTO;
 		msgpack_pack_map(pk, 1);
-		shmrig_meta_pack_str(pk, "blob");
+		if (shmrig_meta_pack_str(pk, "blob"))
+			return -EPROTO;
 		msgpack_pack_bin(pk, 4);
 		msgpack_pack_bin_body(pk, "abcd", 4);
 		return 0;

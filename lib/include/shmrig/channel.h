@@ -62,8 +62,8 @@ struct shmrig_channel_opts {
  * Errors: -EINVAL bad options or unknown backend (the message lists them);
  * -ENOMEM; -errno from the OS.
  */
-SHMRIG_API int shmrig_channel_pair_create(const struct shmrig_channel_opts *opts,
-					  shmrig_channel_pair **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_pair_create(const struct shmrig_channel_opts *opts,
+							   shmrig_channel_pair **out);
 
 /* Release this process's copy of a pair (after both opens, or if fork failed). */
 SHMRIG_API void shmrig_channel_pair_free(shmrig_channel_pair *pair);
@@ -78,8 +78,9 @@ SHMRIG_API void shmrig_channel_pair_free(shmrig_channel_pair *pair);
  * Errors: -EINVAL; -EPROTO version or fingerprint mismatch (the message has
  * both values); -ETIMEDOUT no hello in time; -EPIPE the peer is gone.
  */
-SHMRIG_API int shmrig_channel_open(shmrig_channel_pair *pair, int end, pid_t peer,
-				   shmrig_pool *pool, uint64_t fingerprint, shmrig_channel **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_open(shmrig_channel_pair *pair, int end, pid_t peer,
+						    shmrig_pool *pool, uint64_t fingerprint,
+						    shmrig_channel **out);
 
 /*
  * Close this end (the peer's recv then sees -EPIPE, after the messages sent
@@ -109,9 +110,11 @@ SHMRIG_API const char *shmrig_channel_notes(const shmrig_channel *ch);
  * send finishes it first, and close does, waiting at most the open timeout.
  * In a batch, -ETIMEDOUT means a prefix of it was taken.
  */
-SHMRIG_API int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
-				    uint32_t n, int timeout_ms);
-SHMRIG_API int shmrig_channel_send(shmrig_channel *ch, const void *msg, size_t len, int timeout_ms);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs,
+						     const size_t *lens, uint32_t n,
+						     int timeout_ms);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_send(shmrig_channel *ch, const void *msg, size_t len,
+						    int timeout_ms);
 
 /*
  * Receive the next message into a new 8-byte aligned buffer (free() it).
@@ -119,7 +122,8 @@ SHMRIG_API int shmrig_channel_send(shmrig_channel *ch, const void *msg, size_t l
  * messages sent before that are still delivered first); -EBADMSG the stream is
  * corrupt; -ENOMEM; -SHMRIG_EFORK an end inherited through fork (any backend).
  */
-SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len, int timeout_ms);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len,
+						    int timeout_ms);
 
 /*
  * Hand the frame's blocks to the peer (needs the pool given at open), then send it.
@@ -129,8 +133,8 @@ SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len, 
  * the peer is gone (-EPIPE: then reap() frees them); a frame given up while
  * the peer lives leaves its blocks to the peer, who never learns of them.
  */
-SHMRIG_API int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len,
-					 int timeout_ms);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame,
+							  size_t len, int timeout_ms);
 
 #ifdef __cplusplus
 }

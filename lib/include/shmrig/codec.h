@@ -64,8 +64,8 @@ struct shmrig_codec {
  * Errors: -EINVAL unknown flags; -ENOSPC more than the frame's buffer limit or
  * the pack is full; -ENOMEM and the pool's errors.
  */
-SHMRIG_API int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flags,
-				     void **data);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size,
+						      uint32_t flags, void **data);
 
 /*
  * Start a pack: one pool block of `capacity` bytes from which the following
@@ -74,7 +74,7 @@ SHMRIG_API int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, ui
  * one segment. The pack ends with the encode call. Only one pack per encode.
  * Errors: -EBUSY a pack is open; -EINVAL capacity 0; the pool's errors.
  */
-SHMRIG_API int shmrig_encoder_pack(struct shmrig_encoder *enc, size_t capacity);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_encoder_pack(struct shmrig_encoder *enc, size_t capacity);
 
 /* Bytes a buffer of `size` takes in a pack. */
 SHMRIG_API size_t shmrig_pack_size(size_t size);
@@ -101,8 +101,9 @@ SHMRIG_API uint32_t shmrig_decoder_nbuffers(struct shmrig_decoder *dec);
  * the temporary flag differs (the message says which); the pool's attach
  * errors (-SHMRIG_ESTALE, -SHMRIG_EBADREF, ...).
  */
-SHMRIG_API int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, uint32_t flags,
-				     const void **data, uint64_t *len);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index,
+						      uint32_t flags, const void **data,
+						      uint64_t *len);
 
 /* Zeroed host memory owned by the output value (freed by shmrig_value_release). NULL: ENOMEM. */
 SHMRIG_API void *shmrig_decoder_alloc(struct shmrig_decoder *dec, size_t size);
@@ -113,23 +114,27 @@ SHMRIG_API char *shmrig_decoder_strdup(struct shmrig_decoder *dec, const msgpack
 /* ---- metadata helpers for codecs ---- */
 
 /* Pack a NUL-terminated string. 0 or -ENOMEM. */
-SHMRIG_API int shmrig_meta_pack_str(msgpack_packer *pk, const char *str);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_meta_pack_str(msgpack_packer *pk, const char *str);
 
 /* Look up `key` in a map object; NULL if `map` is not a map or has no such key. */
 SHMRIG_API const msgpack_object *shmrig_meta_get(const msgpack_object *map, const char *key);
 
 /* Read a non-negative integer / a string / an array out of an object; -EBADMSG if of another type. */
-SHMRIG_API int shmrig_meta_uint(const msgpack_object *obj, uint64_t *out);
-SHMRIG_API int shmrig_meta_str(const msgpack_object *obj, const msgpack_object_str **out);
-SHMRIG_API int shmrig_meta_array(const msgpack_object *obj, const msgpack_object_array **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_meta_uint(const msgpack_object *obj, uint64_t *out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_meta_str(const msgpack_object *obj,
+						const msgpack_object_str **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_meta_array(const msgpack_object *obj,
+						  const msgpack_object_array **out);
 
 /*
  * Pack an array's description {"dtype": name, "shape": [...], "order": "C"|"F"}
  * and read one back into `array` (data left NULL), checking dtype, ndim, order
  * and that the size fits. Errors: -EBADMSG (the message says what is wrong).
  */
-SHMRIG_API int shmrig_meta_pack_array(msgpack_packer *pk, const struct shmrig_array *array);
-SHMRIG_API int shmrig_meta_read_array(const msgpack_object *obj, struct shmrig_array *array);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_meta_pack_array(msgpack_packer *pk,
+						       const struct shmrig_array *array);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_meta_read_array(const msgpack_object *obj,
+						       struct shmrig_array *array);
 
 #ifdef __cplusplus
 }

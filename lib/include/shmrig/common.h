@@ -25,6 +25,21 @@ extern "C" {
 #define SHMRIG_API
 #endif
 
+/*
+ * On every function whose int result is an error code: a caller that drops it
+ * hides a failure (a double free, a leak at close, a block that was never
+ * handed over), and that is a bug the compiler can see. Ignore one on purpose
+ * only where nothing could be done about it (best-effort cleanup after an
+ * earlier error), and say so: GCC does not let a plain (void) cast silence
+ * warn_unused_result (GCC bug 66425), so write `(void)!shmrig_pool_free(...)`.
+ * (mimalloc's mi_decl_nodiscard.)
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define SHMRIG_NODISCARD __attribute__((warn_unused_result))
+#else
+#define SHMRIG_NODISCARD
+#endif
+
 /* Library-specific error codes, returned negated. Above errno's range. */
 enum {
 	SHMRIG_EBASE = 4096,

@@ -62,21 +62,24 @@ SHMRIG_API size_t shmrig_frame_size(uint32_t nbuffers, size_t meta_len);
  * frame's own structure; -SHMRIG_EBADREF a ref's fields (the same check and
  * code as the pool's); the message says which field and why.
  */
-SHMRIG_API int shmrig_frame_parse(const void *buf, size_t len, struct shmrig_frame *out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_parse(const void *buf, size_t len,
+						   struct shmrig_frame *out);
 
 /*
  * Hand every block of a frame to process `pid` before sending it there
  * (shmrig_pool_transfer per buffer). Errors: as shmrig_frame_parse and
  * shmrig_pool_transfer; on error the blocks already handed over stay handed.
  */
-SHMRIG_API int shmrig_frame_transfer(shmrig_pool *pool, const void *buf, size_t len, pid_t pid);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_transfer(shmrig_pool *pool, const void *buf,
+						      size_t len, pid_t pid);
 
 /* shmrig_frame_transfer to a peer identity (shmrig_pool_peer): no syscall. */
-SHMRIG_API int shmrig_frame_transfer_peer(shmrig_pool *pool, const void *buf, size_t len,
-					  uint64_t peer);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_transfer_peer(shmrig_pool *pool, const void *buf,
+							   size_t len, uint64_t peer);
 
 /* Free every block of a frame that will not be sent. Returns the first error; frees all it can. */
-SHMRIG_API int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_discard(shmrig_pool *pool, const void *buf,
+						     size_t len);
 
 /*
  * Render a frame as JSON for people and tools: {"codec": id, "codec_name": ...,
@@ -87,8 +90,9 @@ SHMRIG_API int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t l
  * not JSON-compatible; -ENOMEM.
  */
 struct shmrig_registry;
-SHMRIG_API int shmrig_frame_to_json(const void *buf, size_t len, const struct shmrig_registry *reg,
-				    char **json);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_to_json(const void *buf, size_t len,
+						     const struct shmrig_registry *reg,
+						     char **json);
 
 #ifdef __cplusplus
 }

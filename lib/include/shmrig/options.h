@@ -28,7 +28,7 @@ extern "C" {
  * 1024, optionally followed by "iB" or "B"). Errors: -EINVAL not a size,
  * -ERANGE too large for size_t.
  */
-SHMRIG_API int shmrig_parse_size(const char *text, size_t *out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_parse_size(const char *text, size_t *out);
 
 #ifdef __cplusplus
 }

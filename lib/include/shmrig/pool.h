@@ -80,7 +80,8 @@ struct shmrig_pool_opts {
 
 /* Open a pool. No segment is created until the first allocation.
  * Errors: -EINVAL bad options; -ENOMEM. */
-SHMRIG_API int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_open(const struct shmrig_pool_opts *opts,
+						 shmrig_pool **out);
 
 /*
  * Close: reports every block this process still owns (allocated, or handed to
@@ -91,7 +92,7 @@ SHMRIG_API int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool
  * shmrig_pool_sweep() once their holders are dead).
  * Returns 0, or -SHMRIG_ELEAK if we owned anything (it is released anyway).
  */
-SHMRIG_API int shmrig_pool_close(shmrig_pool *pool);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_close(shmrig_pool *pool);
 
 /* Allocation flags. */
 #define SHMRIG_ALLOC_TEMPORARY (1u << 0) /* sets ref->temporary */
@@ -102,8 +103,9 @@ SHMRIG_API int shmrig_pool_close(shmrig_pool *pool);
  * Errors: -EINVAL unknown flags; -ENOMEM the pool is at max_bytes or the OS has
  * no memory; -SHMRIG_EFORK.
  */
-SHMRIG_API int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
-				 struct shmrig_ref *ref, void **data);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags,
+						  uint32_t tag, struct shmrig_ref *ref,
+						  void **data);
 
 /*
  * Drop one reference to the block; at zero it is free (its generation moves on,
@@ -113,10 +115,10 @@ SHMRIG_API int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags,
  * (double free); -EPERM not the owner; -EBUSY handed to us, not claimed;
  * -SHMRIG_EFORK.
  */
-SHMRIG_API int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref);
 
 /* Take one more reference (the owner only). Errors as shmrig_pool_free, -EOVERFLOW. */
-SHMRIG_API int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *ref);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *ref);
 
 /*
  * Map the block a ref names (reusing this process's mapping of its segment)
@@ -130,7 +132,8 @@ SHMRIG_API int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *re
  * another pid namespace; -SHMRIG_ESTALE; -SHMRIG_ENOTLIVE;
  * -SHMRIG_ECORRUPT not a valid pool segment; -ENOMEM.
  */
-SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *ref, void **data);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *ref,
+						   void **data);
 
 /*
  * Hand the block to process `pid` (which must be alive): from now on it is the
@@ -142,7 +145,8 @@ SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const struct shmrig_ref *re
  * Errors as shmrig_pool_free; -ESRCH no such process; -EBUSY the block was
  * handed to us and is not claimed yet, or is the open slab's.
  */
-SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool,
+						     const struct shmrig_ref *ref, pid_t pid);
 
 /*
  * A process's identity for transfers: its pid and start time, checked now
@@ -151,12 +155,13 @@ SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *
  * meanwhile is reap's business (blocks handed to it come back).
  * Errors: -ESRCH no such live process; -EMFILE and the like: could not tell.
  */
-SHMRIG_API int shmrig_pool_peer(shmrig_pool *pool, pid_t pid, uint64_t *peer);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_peer(shmrig_pool *pool, pid_t pid, uint64_t *peer);
 
 /* shmrig_pool_transfer to a peer identity from shmrig_pool_peer (or a channel's
  * hello). Errors as shmrig_pool_transfer, but -ESRCH. */
-SHMRIG_API int shmrig_pool_transfer_peer(shmrig_pool *pool, const struct shmrig_ref *ref,
-					 uint64_t peer);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_transfer_peer(shmrig_pool *pool,
+							  const struct shmrig_ref *ref,
+							  uint64_t peer);
 
 /*
  * The receiver's side of a transfer: take one of the references a transfer
@@ -166,7 +171,7 @@ SHMRIG_API int shmrig_pool_transfer_peer(shmrig_pool *pool, const struct shmrig_
  * Errors: -SHMRIG_ECLAIMED no unclaimed reference is left; -EPERM the block is
  * not ours; the errors of shmrig_pool_attach.
  */
-SHMRIG_API int shmrig_pool_claim(shmrig_pool *pool, const struct shmrig_ref *ref);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_claim(shmrig_pool *pool, const struct shmrig_ref *ref);
 
 /*
  * A ref to the part [offset, offset + size) of a block the caller owns, with
@@ -176,9 +181,10 @@ SHMRIG_API int shmrig_pool_claim(shmrig_pool *pool, const struct shmrig_ref *ref
  * one block without a pool-wide slab. Flags: SHMRIG_ALLOC_TEMPORARY.
  * Errors: as shmrig_pool_retain; -EINVAL the part is not inside the block.
  */
-SHMRIG_API int shmrig_pool_subref(shmrig_pool *pool, const struct shmrig_ref *block,
-				  uint64_t offset, uint64_t size, uint64_t content_size,
-				  uint32_t flags, struct shmrig_ref *out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_subref(shmrig_pool *pool,
+						   const struct shmrig_ref *block, uint64_t offset,
+						   uint64_t size, uint64_t content_size,
+						   uint32_t flags, struct shmrig_ref *out);
 
 /*
  * Slab mode (the seed's): after shmrig_pool_slab_open(capacity), allocations
@@ -191,8 +197,8 @@ SHMRIG_API int shmrig_pool_subref(shmrig_pool *pool, const struct shmrig_ref *bl
  * Errors: -EINVAL capacity 0; -EBUSY a slab is already open (open);
  * -ENOENT no slab open (seal); allocation errors.
  */
-SHMRIG_API int shmrig_pool_slab_open(shmrig_pool *pool, size_t capacity);
-SHMRIG_API int shmrig_pool_slab_seal(shmrig_pool *pool);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_slab_open(shmrig_pool *pool, size_t capacity);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_slab_seal(shmrig_pool *pool);
 
 /* Block size (capacity) that a request of `size` bytes gets outside a slab. */
 SHMRIG_API size_t shmrig_pool_block_size(size_t size);
@@ -215,7 +221,8 @@ struct shmrig_pool_stats {
 };
 
 /* Live blocks and bytes in every segment this process has mapped. 0 or -errno. */
-SHMRIG_API int shmrig_pool_stats(shmrig_pool *pool, struct shmrig_pool_stats *stats);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_stats(shmrig_pool *pool,
+						  struct shmrig_pool_stats *stats);
 
 struct shmrig_block_info {
 	struct shmrig_ref ref; /* temporary is not recorded: always 0 here */
@@ -229,7 +236,7 @@ struct shmrig_block_info {
  * Call fn for every live block in every segment this process has mapped.
  * Returns how many, or -errno. Per-owner accounting is built on this.
  */
-SHMRIG_API int shmrig_pool_for_each_live(
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_for_each_live(
 	shmrig_pool *pool, void (*fn)(void *arg, const struct shmrig_block_info *info), void *arg);
 
 struct shmrig_owner_stats {
@@ -241,8 +248,8 @@ struct shmrig_owner_stats {
 
 /* Live blocks and bytes per owner pid, up to `max` owners, sorted by pid.
  * Returns the number of distinct owners (which may exceed max), or -errno. */
-SHMRIG_API int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_stats *out,
-				       size_t max);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_owner_stats(shmrig_pool *pool,
+							struct shmrig_owner_stats *out, size_t max);
 
 /*
  * Free every block, allocated or handed over, whose owner process is dead, in
@@ -251,14 +258,14 @@ SHMRIG_API int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_st
  * liveness is asked once per call; an owner that cannot be judged (unknown)
  * keeps its blocks. Returns how many blocks came back, or -errno.
  */
-SHMRIG_API int shmrig_pool_reap(shmrig_pool *pool);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_reap(shmrig_pool *pool);
 
 /* Unlink every segment with this pool's prefix, of our uid and pid namespace,
  * whose creator is dead, unless a process not known to be dead still holds a
  * block in it (a frame a dead sender published that a survivor has not read:
  * it can still attach it). Returns how many, or -errno (-EMFILE and the like:
  * our own identity cannot be read, so nobody can be judged). */
-SHMRIG_API int shmrig_pool_sweep(shmrig_pool *pool);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_sweep(shmrig_pool *pool);
 
 /*
  * Check the shared metadata of every arena this process has mapped: each free
@@ -267,7 +274,7 @@ SHMRIG_API int shmrig_pool_sweep(shmrig_pool *pool);
  * builds (it walks everything); only meaningful while no other process is
  * changing these arenas. 0 or -SHMRIG_ECORRUPT (the message says where).
  */
-SHMRIG_API int shmrig_pool_audit(shmrig_pool *pool);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_audit(shmrig_pool *pool);
 
 struct shmrig_pool_info {
 	const char *prefix;
@@ -280,7 +287,7 @@ struct shmrig_pool_info {
 };
 
 /* Describe the pool. Strings stay valid until the next call on the pool. */
-SHMRIG_API int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info);
 
 #ifdef __cplusplus
 }

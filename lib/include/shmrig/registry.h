@@ -32,7 +32,7 @@ typedef struct shmrig_registry shmrig_registry;
 #define SHMRIG_MAX_CODECS 1024
 
 /* An empty registry. -EINVAL, -ENOMEM. */
-SHMRIG_API int shmrig_registry_create(shmrig_registry **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_create(shmrig_registry **out);
 SHMRIG_API void shmrig_registry_free(shmrig_registry *reg);
 
 /*
@@ -42,19 +42,21 @@ SHMRIG_API void shmrig_registry_free(shmrig_registry *reg);
  * fields set; -EEXIST a codec of that name, or a second fallback; -EBUSY the
  * registry is frozen; -ENOSPC SHMRIG_MAX_CODECS reached.
  */
-SHMRIG_API int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *codec);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_register(shmrig_registry *reg,
+							 const struct shmrig_codec *codec);
 
 /*
  * Register the built-in codecs, in this order: "ndarray", "table", "dataset",
  * and "bytes" (the fallback). Errors as shmrig_registry_register.
  */
-SHMRIG_API int shmrig_registry_add_builtins(shmrig_registry *reg);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_add_builtins(shmrig_registry *reg);
 
 /* A tag for a user kind (SHMRIG_KIND_USER values carry it); the same name gives the same tag. */
-SHMRIG_API int shmrig_registry_user_type(shmrig_registry *reg, const char *name);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_user_type(shmrig_registry *reg, const char *name);
 
 /* Id of the codec named `name`; -ENOENT (the message lists the codecs there are). */
-SHMRIG_API int shmrig_registry_lookup(const shmrig_registry *reg, const char *name);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_lookup(const shmrig_registry *reg,
+						       const char *name);
 /* Name of codec `id`; NULL if there is none. */
 SHMRIG_API const char *shmrig_registry_codec_name(const shmrig_registry *reg, int id);
 SHMRIG_API int shmrig_registry_count(const shmrig_registry *reg);
@@ -70,8 +72,9 @@ SHMRIG_API uint64_t shmrig_registry_fingerprint(const shmrig_registry *reg);
  * Errors: -EINVAL bad value; -ENOTSUP no codec takes it; the codec's errors;
  * -ENOMEM. On error nothing is allocated.
  */
-SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
-				      const struct shmrig_value *value, void **frame, size_t *len);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
+						       const struct shmrig_value *value,
+						       void **frame, size_t *len);
 
 /*
  * Decode a frame into `out`. The frame's blocks must have been handed to the
@@ -89,8 +92,9 @@ SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
  * block is not the caller's (not transferred to it); the pool's attach
  * errors; the codec's errors.
  */
-SHMRIG_API int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *frame,
-				      size_t len, struct shmrig_value *out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool,
+						       const void *frame, size_t len,
+						       struct shmrig_value *out);
 
 #ifdef __cplusplus
 }

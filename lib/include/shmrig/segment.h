@@ -76,7 +76,8 @@ struct shmrig_segment_opts {
  * given (at the fd limit, say: a later call tries again); other -errno from
  * the OS.
  */
-SHMRIG_API int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_segment_create(const struct shmrig_segment_opts *opts,
+						      shmrig_segment **out);
 
 /*
  * Attach an existing segment by name, mapped read-write. The name is validated
@@ -87,16 +88,17 @@ SHMRIG_API int shmrig_segment_create(const struct shmrig_segment_opts *opts, shm
  * empty file (named like one, but no segment we made); -ENOMEM; other -errno
  * (that of /proc/self/ns/pid when it cannot be read).
  */
-SHMRIG_API int shmrig_segment_attach(const char *prefix, const char *name, shmrig_segment **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_segment_attach(const char *prefix, const char *name,
+						      shmrig_segment **out);
 
 /* Unmap and close. Does not remove the name. NULL is ignored. */
 SHMRIG_API void shmrig_segment_close(shmrig_segment *seg);
 
 /* Remove the segment's name (the memory lives until every mapping is gone). 0 or -errno. */
-SHMRIG_API int shmrig_segment_unlink(shmrig_segment *seg);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_segment_unlink(shmrig_segment *seg);
 
 /* Remove a segment by name, after validating it. 0, -EINVAL, -ENOENT or -errno. */
-SHMRIG_API int shmrig_segment_unlink_name(const char *prefix, const char *name);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_segment_unlink_name(const char *prefix, const char *name);
 
 SHMRIG_API void *shmrig_segment_base(const shmrig_segment *seg);
 SHMRIG_API size_t shmrig_segment_size(const shmrig_segment *seg);
@@ -120,8 +122,8 @@ SHMRIG_API const char *shmrig_backing_name(enum shmrig_backing backing);
  * 0 or -EINVAL (message says what is wrong). With non-NULL pid/start, returns the
  * creator's identity (a pid in the creator's pid namespace).
  */
-SHMRIG_API int shmrig_segment_parse_name(const char *prefix, const char *name, pid_t *pid,
-					 uint64_t *start);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_segment_parse_name(const char *prefix, const char *name,
+							  pid_t *pid, uint64_t *start);
 
 /*
  * Remove every segment with this prefix (in /dev/shm and the hugetlbfs mount)
@@ -134,14 +136,15 @@ SHMRIG_API int shmrig_segment_parse_name(const char *prefix, const char *name, p
  * Returns how many were removed, or -errno: of the directory scan, or that of
  * reading our own identity (/proc/self), without which nobody can be judged.
  */
-SHMRIG_API int shmrig_segment_sweep(const char *prefix);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_segment_sweep(const char *prefix);
 
 /*
  * Call fn for every existing segment name with this prefix (both backings).
  * Returns the count, or -errno. For tests and tools (leak checks by accounting).
  */
-SHMRIG_API int shmrig_segment_list(const char *prefix, void (*fn)(void *arg, const char *name),
-				   void *arg);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_segment_list(const char *prefix,
+						    void (*fn)(void *arg, const char *name),
+						    void *arg);
 
 #ifdef __cplusplus
 }

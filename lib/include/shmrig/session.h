@@ -105,7 +105,7 @@ typedef int (*shmrig_handler_fn)(void *ctx, struct shmrig_handler_call *call);
 SHMRIG_API void *shmrig_handler_alloc(struct shmrig_handler_call *call, size_t size);
 
 /* Record the words a handler's failure reaches the caller with; returns err. */
-SHMRIG_API int shmrig_handler_error(int err, const char *fmt, ...)
+SHMRIG_NODISCARD SHMRIG_API int shmrig_handler_error(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /*
@@ -114,8 +114,9 @@ SHMRIG_API int shmrig_handler_error(int err, const char *fmt, ...)
  * Errors: -EINVAL NULL reg, pool or out, unknown flags, reserved fields set,
  * a negative timeout; -SHMRIG_EFORK the pool is not this process's; -ENOMEM.
  */
-SHMRIG_API int shmrig_session_create(const struct shmrig_session_opts *opts, shmrig_registry *reg,
-				     shmrig_pool *pool, shmrig_session **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_create(const struct shmrig_session_opts *opts,
+						      shmrig_registry *reg, shmrig_pool *pool,
+						      shmrig_session **out);
 
 /*
  * Register a handler (name copied; ctx must outlive the session). A handler
@@ -123,8 +124,8 @@ SHMRIG_API int shmrig_session_create(const struct shmrig_session_opts *opts, shm
  * Errors: -EINVAL bad name or NULL fn; -EEXIST that name is taken; -EBUSY a
  * worker is running; -ENOSPC SHMRIG_SESSION_MAX_HANDLERS reached; -ENOMEM.
  */
-SHMRIG_API int shmrig_session_handler(shmrig_session *sess, const char *name, shmrig_handler_fn fn,
-				      void *ctx);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_handler(shmrig_session *sess, const char *name,
+						       shmrig_handler_fn fn, void *ctx);
 
 /*
  * Register the built-in handlers:
@@ -137,7 +138,7 @@ SHMRIG_API int shmrig_session_handler(shmrig_session *sess, const char *name, sh
  *               elements by (float)arg); other requests fail with -EINVAL
  * Errors as shmrig_session_handler.
  */
-SHMRIG_API int shmrig_session_add_builtin_handlers(shmrig_session *sess);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_add_builtin_handlers(shmrig_session *sess);
 
 /*
  * XXH3-64 of a value's data bytes, streamed in value order: bytes: its bytes;
@@ -147,7 +148,8 @@ SHMRIG_API int shmrig_session_add_builtin_handlers(shmrig_session *sess);
  * built-in codecs this is the hash of the frame's buffers' contents in frame
  * order. Errors: -EINVAL bad value; -ENOTSUP a user kind; -ENOMEM.
  */
-SHMRIG_API int shmrig_session_checksum(const struct shmrig_value *value, uint64_t *out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_checksum(const struct shmrig_value *value,
+							uint64_t *out);
 
 /*
  * Fork the worker and wait until it is ready (pool open, channel open,
@@ -159,7 +161,7 @@ SHMRIG_API int shmrig_session_checksum(const struct shmrig_value *value, uint64_
  * -ETIMEDOUT it was not ready in time (it is killed); -errno of fork. On any
  * error no worker is left running.
  */
-SHMRIG_API int shmrig_session_start(shmrig_session *sess);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_start(shmrig_session *sess);
 
 /*
  * Call `handler` with `request` and `arg`; on success `*response` is the
@@ -175,13 +177,13 @@ SHMRIG_API int shmrig_session_start(shmrig_session *sess);
  * -EPROTO the worker broke the protocol (it is killed); the handler's error;
  * the registry's encode and decode errors; -SHMRIG_EFORK.
  */
-SHMRIG_API int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
-				   const struct shmrig_value *request,
-				   struct shmrig_value *response, int timeout_ms);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_call(shmrig_session *sess, const char *handler,
+						    double arg, const struct shmrig_value *request,
+						    struct shmrig_value *response, int timeout_ms);
 
 /* A round trip with no payload; timeout_ms as in shmrig_session_call.
  * Errors: -EPIPE, -ETIMEDOUT, -EPROTO as in shmrig_session_call. */
-SHMRIG_API int shmrig_session_ping(shmrig_session *sess, int timeout_ms);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_ping(shmrig_session *sess, int timeout_ms);
 
 /*
  * Stop the worker in order: it answers what it was asked before, closes its
@@ -191,11 +193,11 @@ SHMRIG_API int shmrig_session_ping(shmrig_session *sess, int timeout_ms);
  * exited with blocks of its own still live (they are reaped); -ECHILD it
  * exited with another status. In every case the worker is gone afterwards.
  */
-SHMRIG_API int shmrig_session_shutdown(shmrig_session *sess, int timeout_ms);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_shutdown(shmrig_session *sess, int timeout_ms);
 
 /* Shut down the worker if one is running (default timeout), then start a new one.
  * Errors as shmrig_session_start. */
-SHMRIG_API int shmrig_session_restart(shmrig_session *sess);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_restart(shmrig_session *sess);
 
 /* The worker's pid, or 0 when none is running. */
 SHMRIG_API pid_t shmrig_session_worker_pid(const shmrig_session *sess);
@@ -212,7 +214,8 @@ struct shmrig_session_stats {
 };
 
 /* Counters since create. -EINVAL on NULL arguments. */
-SHMRIG_API int shmrig_session_stats(const shmrig_session *sess, struct shmrig_session_stats *out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_stats(const shmrig_session *sess,
+						     struct shmrig_session_stats *out);
 
 /*
  * Shut down the worker if one is running (default timeout, then killed) and

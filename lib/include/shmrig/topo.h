@@ -41,7 +41,7 @@ SHMRIG_API shmrig_topo *shmrig_topo_system(void);
  * "pack:2 numa:1 core:2 pu:1") or, if `desc` names an existing file, from XML.
  * Errors: -EINVAL bad description (message says why), -ENOMEM.
  */
-SHMRIG_API int shmrig_topo_load(const char *desc, shmrig_topo **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_load(const char *desc, shmrig_topo **out);
 
 /* Free a topology from shmrig_topo_load(). NULL and the system handle are ignored. */
 SHMRIG_API void shmrig_topo_free(shmrig_topo *topo);
@@ -50,38 +50,40 @@ SHMRIG_API void shmrig_topo_free(shmrig_topo *topo);
 SHMRIG_API void shmrig_topo_set_binder(shmrig_topo *topo, const struct shmrig_topo_binder *binder);
 
 /* Counts of NUMA nodes and of CPUs (PUs) in the topology; always >= 1. */
-SHMRIG_API int shmrig_topo_num_nodes(const shmrig_topo *topo);
-SHMRIG_API int shmrig_topo_num_cpus(const shmrig_topo *topo);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_num_nodes(const shmrig_topo *topo);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_num_cpus(const shmrig_topo *topo);
 
 /* OS index of the i-th node / CPU (0 <= i < count); -EINVAL out of range. */
-SHMRIG_API int shmrig_topo_node_os_index(const shmrig_topo *topo, int i);
-SHMRIG_API int shmrig_topo_cpu_os_index(const shmrig_topo *topo, int i);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_node_os_index(const shmrig_topo *topo, int i);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_cpu_os_index(const shmrig_topo *topo, int i);
 
 /* Does a node with this OS index exist? 1 or 0. */
 SHMRIG_API int shmrig_topo_node_exists(const shmrig_topo *topo, int node);
 
 /* The NUMA node (OS index) local to CPU `cpu` (OS index); -EINVAL if no such CPU. */
-SHMRIG_API int shmrig_topo_cpu_node(const shmrig_topo *topo, int cpu);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_cpu_node(const shmrig_topo *topo, int cpu);
 
 /* The CPU the calling thread runs on now (OS index), or -errno. */
-SHMRIG_API int shmrig_topo_current_cpu(void);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_current_cpu(void);
 
 /* Bind the calling thread to CPU `cpu`. -EINVAL no such CPU; else the binder's error. */
-SHMRIG_API int shmrig_topo_bind_thread(shmrig_topo *topo, int cpu);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_bind_thread(shmrig_topo *topo, int cpu);
 
 /*
  * Bind the pages of [addr, addr+len) to node `node` before they are first
  * touched. addr is rounded down and len up to the base page size.
  * -EINVAL no such node (message lists the nodes there are); else the binder's error.
  */
-SHMRIG_API int shmrig_topo_bind_area(shmrig_topo *topo, void *addr, size_t len, int node);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_bind_area(shmrig_topo *topo, void *addr, size_t len,
+						      int node);
 
 /*
  * Where the pages of [addr, addr+len) really are: the OS index of the single
  * node holding them, -ENOENT if they are on several nodes or none is faulted,
  * -errno if hwloc cannot tell (hwloc_get_area_memlocation).
  */
-SHMRIG_API int shmrig_topo_area_node(shmrig_topo *topo, const void *addr, size_t len);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_area_node(shmrig_topo *topo, const void *addr,
+						      size_t len);
 
 #ifdef __cplusplus
 }

@@ -57,7 +57,8 @@ struct shmrig_array {
  * Elements and bytes of an array, with every overflow checked.
  * Errors: -EINVAL bad dtype, ndim or order; -EOVERFLOW the size does not fit.
  */
-SHMRIG_API int shmrig_array_nbytes(const struct shmrig_array *array, uint64_t *nbytes);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_array_nbytes(const struct shmrig_array *array,
+						    uint64_t *nbytes);
 
 struct shmrig_named_array {
 	const char *name;
@@ -121,7 +122,7 @@ struct shmrig_value {
  * A value the caller built (storage NULL) is only zeroed. Returns 0, or the
  * first error of freeing a block (everything is released anyway).
  */
-SHMRIG_API int shmrig_value_release(struct shmrig_value *value);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_value_release(struct shmrig_value *value);
 
 /* Number of leases a decoded value holds: one a persistent buffer, so a table
  * of 4 columns packed in one block holds 4 (on that one block). */
