@@ -486,6 +486,7 @@ int shmrig__arena_new(shmrig_pool *pool, struct seg_local **out)
 		shmrig__pool_drop_seg(pool, sl);
 		return shmrig__fail(-ENOMEM, "pool: out of memory");
 	}
+	DEATH_POINT("arena_create"); /* the segment is there, its header is not */
 	sl->hdr = (struct arena_hdr *)sl->base;
 	sl->nchunks = nchunks;
 	sl->hdr->version = LAYOUT_VERSION;

@@ -384,16 +384,18 @@ struct sweep_ctx {
 };
 
 /* Keep a dead creator's segment while a live process holds a block in it (a
- * frame it has not read yet, say); and anything we cannot read as a pool
- * segment is not ours to judge. */
+ * frame it has not read yet, say), and when we cannot look (no memory, no fd).
+ * One that is no valid pool segment (its creator died making it, before the
+ * header was whole) nobody can have attached, so nobody holds a block in it. */
 static bool sweep_keep(void *arg, const char *name)
 {
 	struct sweep_ctx *ctx = arg;
 	struct seg_local *sl;
 	bool keep;
+	int ret = shmrig__pool_peek_seg(ctx->pool, name, &sl);
 
-	if (shmrig__pool_peek_seg(ctx->pool, name, &sl))
-		return true;
+	if (ret)
+		return ret != -SHMRIG_ECORRUPT;
 	keep = shmrig__seg_held(sl, ctx->lives, 0);
 	shmrig__pool_unpeek_seg(sl);
 	return keep;

@@ -198,10 +198,11 @@ static void run_point(const char *point)
 	assert_int_equal(shmrig_pool_alloc(pool, BLOCK, 0, 1, &canary, &canary_data), 0);
 	th_fill(canary_data, BLOCK, CANARY_SEED);
 
-	if (strcmp(point, "alloc") == 0) {
+	if (strcmp(point, "alloc") == 0 || strcmp(point, "arena_create") == 0) {
 		k = spawn(kid_alloc, point);
 		assert_int_equal(finish(&k), 128 + SIGKILL);
-		/* its arena holds nothing anybody needs: sweep removes it */
+		/* its arena holds nothing anybody needs (or has no header yet:
+		 * nobody can have attached it): sweep removes it */
 		assert_true(shmrig_pool_sweep(pool) >= 1);
 		assert_int_equal(th_count_segments_of(th_prefix(), k.pid), 0);
 		check_survivor(pool, &canary, canary_data, NULL);
@@ -253,6 +254,12 @@ static void dp_alloc(void **state)
 	run_point("alloc");
 }
 
+static void dp_arena_create(void **state)
+{
+	(void)state;
+	run_point("arena_create");
+}
+
 static void dp_free(void **state)
 {
 	(void)state;
@@ -292,7 +299,8 @@ static void dp_close(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(dp_alloc),	    cmocka_unit_test(dp_free),
+		cmocka_unit_test(dp_alloc),	    cmocka_unit_test(dp_arena_create),
+		cmocka_unit_test(dp_free),
 		cmocka_unit_test(dp_remote_free), cmocka_unit_test(dp_transfer),
 		cmocka_unit_test(dp_claim),	    cmocka_unit_test(dp_reap),
 		cmocka_unit_test(dp_close),
