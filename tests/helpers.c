@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -249,4 +250,38 @@ int th_remove_leftovers(void **state)
 {
 	(void)state;
 	return shmrig_segment_list(th_prefix(), unlink_one, NULL) < 0;
+}
+
+struct th_peer th_peer_spawn(int (*fn)(int in, int out, void *arg), void *arg)
+{
+	int down[2], up[2];
+	struct th_peer p;
+
+	assert_int_equal(pipe2(down, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(up, O_CLOEXEC), 0);
+	fflush(NULL);
+	p.pid = fork();
+	assert_true(p.pid >= 0);
+	if (p.pid == 0) {
+		setpgid(0, 0);
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != down[0] && fd != up[1])
+				close(fd);
+		_exit(fn(down[0], up[1], arg));
+	}
+	setpgid(p.pid, p.pid);
+	close(down[0]);
+	close(up[1]);
+	p.to_child = down[1];
+	p.from_child = up[0];
+	return p;
+}
+
+int th_peer_finish(struct th_peer *peer, unsigned timeout_ms)
+{
+	if (peer->to_child >= 0)
+		close(peer->to_child);
+	peer->to_child = -1;
+	close(peer->from_child);
+	return th_wait_child(peer->pid, timeout_ms);
 }

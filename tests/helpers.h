@@ -77,6 +77,22 @@ const char *th_prefix(void);
  */
 int th_run_child(int (*fn)(void *arg), void *arg, unsigned timeout_ms);
 
+/*
+ * A child to talk to through two pipes: the parent writes to_child and reads
+ * from_child. The child runs in its own process group with no fd of ours but
+ * its two pipe ends (a sibling's pipe end held open would keep it from EOF),
+ * runs fn(in, out, arg) and exits with its result.
+ */
+struct th_peer {
+	pid_t pid;
+	int to_child;   /* -1 once closed */
+	int from_child;
+};
+struct th_peer th_peer_spawn(int (*fn)(int in, int out, void *arg), void *arg);
+
+/* Close our ends and wait for the child (th_wait_child's return convention). */
+int th_peer_finish(struct th_peer *peer, unsigned timeout_ms);
+
 /* Wait for `pid` for at most timeout_ms; same return convention as th_run_child. */
 int th_wait_child(pid_t pid, unsigned timeout_ms);
 

@@ -254,61 +254,35 @@ struct reply {
 	uint32_t kind;
 };
 
-struct peer {
-	pid_t pid;
-	int to_child;
-	int from_child;
-};
+typedef int (*peer_fn)(shmrig_pool *pool, shmrig_registry *reg, int in, int out);
 
-/*
- * Fork a child that opens its own pool and registry (the builtins), then runs
- * fn(pool, reg, in, out). The child never returns; its exit status is fn's.
- */
-static struct peer spawn_peer(int (*fn)(shmrig_pool *pool, shmrig_registry *reg, int in, int out))
+/* In the child: its own pool and registry (the builtins), then fn. */
+static int with_pool_and_registry(int in, int out, void *arg)
 {
-	int down[2], up[2];
-	struct peer p;
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	int status;
 
-	assert_int_equal(pipe2(down, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(up, O_CLOEXEC), 0);
-	fflush(NULL);
-	p.pid = fork();
-	assert_true(p.pid >= 0);
-	if (p.pid == 0) {
-		shmrig_registry *reg;
-		shmrig_pool *pool;
-		int status;
-
-		setpgid(0, 0);
-		/* no stray fds: a sibling's pipe end held here would keep it from EOF */
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != down[0] && fd != up[1])
-				close(fd);
-		pool = open_pool();
-		reg = builtin_registry();
-		if (!pool || !reg)
-			_exit(99);
-		status = fn(pool, reg, down[0], up[1]);
-		shmrig_registry_free(reg);
-		/* the child owns nothing at the end: its close has nothing to report */
-		if (shmrig_pool_close(pool) && !status)
-			status = 98;
-		_exit(status);
-	}
-	setpgid(p.pid, p.pid);
-	close(down[0]);
-	close(up[1]);
-	p.to_child = down[1];
-	p.from_child = up[0];
-	return p;
+	if (!pool || !reg)
+		return 99;
+	status = (*(peer_fn *)arg)(pool, reg, in, out);
+	shmrig_registry_free(reg);
+	/* the child owns nothing at the end: its close has nothing to report */
+	if (shmrig_pool_close(pool) && !status)
+		status = 98;
+	return status;
 }
 
-static int finish_peer(struct peer *p)
+/* A child that opens its own pool and registry and runs fn(pool, reg, in,
+ * out); its exit status is fn's. */
+static struct th_peer spawn_peer(peer_fn fn)
 {
-	if (p->to_child >= 0)
-		close(p->to_child);
-	close(p->from_child);
-	return th_wait_child(p->pid, TIMEOUT_MS);
+	return th_peer_spawn(with_pool_and_registry, &fn);
+}
+
+static int finish_peer(struct th_peer *p)
+{
+	return th_peer_finish(p, TIMEOUT_MS);
 }
 
 /* Read one message into a malloc'd frame (8-aligned, as malloc is). */
@@ -352,7 +326,7 @@ static int child_decode_all(shmrig_pool *pool, shmrig_registry *reg, int in, int
 }
 
 /* Encode a sample; hand its blocks to the peer if `transfer`; send; the frame stays ours. */
-static void send_sample(shmrig_registry *reg, shmrig_pool *pool, struct peer *peer,
+static void send_sample(shmrig_registry *reg, shmrig_pool *pool, struct th_peer *peer,
 			const struct sample *s, bool transfer, void **frame, size_t *len)
 {
 	struct shmrig_frame parsed;
@@ -385,7 +359,7 @@ static void test_roundtrip_across(void **state)
 	/* static: forked children inherit these, and valgrind must find them reachable */
 	static shmrig_pool *pool;
 	static shmrig_registry *reg;
-	struct peer peer;
+	struct th_peer peer;
 
 	(void)state;
 	pool = open_pool();
@@ -431,7 +405,7 @@ static void test_decode_not_transferred(void **state)
 	static shmrig_pool *pool;
 	static shmrig_registry *reg;
 	static const int picks[] = { 1, 4, 8 }; /* ndarray, table (a pack), bytes (temporary) */
-	struct peer peer;
+	struct th_peer peer;
 
 	(void)state;
 	pool = open_pool();
@@ -494,7 +468,7 @@ static void test_reap_killed_receiver(void **state)
 	static shmrig_registry *reg;
 	void *frames[HELD];
 	size_t lens[HELD];
-	struct peer peer;
+	struct th_peer peer;
 	char ready;
 
 	(void)state;

@@ -25,11 +25,6 @@
 #define BLOCK 200000u
 #define CANARY_SEED 77u
 
-struct kid {
-	pid_t pid;
-	int to, from;
-};
-
 typedef int (*kid_fn)(shmrig_pool *pool, int in, int out, const char *point);
 
 static shmrig_pool *open_pool(void)
@@ -37,35 +32,30 @@ static shmrig_pool *open_pool(void)
 	return th_open_pool(8 * MiB, 256 * MiB);
 }
 
-static struct kid spawn(kid_fn fn, const char *point)
+struct kid_call {
+	kid_fn fn;
+	const char *point;
+};
+
+/* In the child: its own pool, then fn(pool, in, out, point). */
+static int run_kid(int in, int out, void *arg)
 {
-	int down[2], up[2];
-	struct kid k;
+	const struct kid_call *call = arg;
+	shmrig_pool *pool = open_pool();
 
-	assert_int_equal(pipe(down), 0);
-	assert_int_equal(pipe(up), 0);
-	k.pid = fork();
-	assert_true(k.pid >= 0);
-	if (k.pid == 0) {
-		shmrig_pool *pool;
-
-		close(down[1]);
-		close(up[0]);
-		pool = open_pool();
-		_exit(pool ? fn(pool, down[0], up[1], point) : 99);
-	}
-	close(down[0]);
-	close(up[1]);
-	k.to = down[1];
-	k.from = up[0];
-	return k;
+	return pool ? call->fn(pool, in, out, call->point) : 99;
 }
 
-static int finish(struct kid *k)
+static struct th_peer spawn(kid_fn fn, const char *point)
 {
-	close(k->to);
-	close(k->from);
-	return th_wait_child(k->pid, TIMEOUT_MS);
+	struct kid_call call = { fn, point };
+
+	return th_peer_spawn(run_kid, &call);
+}
+
+static int finish(struct th_peer *k)
+{
+	return th_peer_finish(k, TIMEOUT_MS);
 }
 
 /* Arm the death point just before the call that must die in it: that call
@@ -190,7 +180,7 @@ static void run_point(const char *point)
 	shmrig_pool *pool = open_pool();
 	struct shmrig_ref canary, ref;
 	void *canary_data, *data;
-	struct kid k, reaper;
+	struct th_peer k, reaper;
 	char ok;
 
 	printf("# death point %s\n", point);
@@ -208,7 +198,7 @@ static void run_point(const char *point)
 		check_survivor(pool, &canary, canary_data, NULL);
 	} else if (strcmp(point, "close") == 0) {
 		k = spawn(kid_close, point);
-		assert_int_equal(th_read_all(k.from, &ref, sizeof(ref)), 0);
+		assert_int_equal(th_read_all(k.from_child, &ref, sizeof(ref)), 0);
 		assert_int_equal(finish(&k), 128 + SIGKILL);
 		/* the block it sent is ours and readable; freeing it, we are its
 		 * last owner, and sweep finds nothing of the dead child held */
@@ -223,19 +213,19 @@ static void run_point(const char *point)
 		assert_int_equal(shmrig_pool_alloc(pool, BLOCK, 0, 3, &ref, &data), 0);
 		k = spawn(kid_hold, point);
 		assert_int_equal(shmrig_pool_transfer(pool, &ref, k.pid), 0);
-		assert_int_equal(th_write_all(k.to, &ref, sizeof(ref)), 0);
-		assert_int_equal(th_read_all(k.from, &ok, 1), 0);
+		assert_int_equal(th_write_all(k.to_child, &ref, sizeof(ref)), 0);
+		assert_int_equal(th_read_all(k.from_child, &ok, 1), 0);
 		kill(k.pid, SIGKILL);
 		assert_int_equal(finish(&k), 128 + SIGKILL);
 		reaper = spawn(kid_reap, point);
-		assert_int_equal(th_write_all(reaper.to, &ref, sizeof(ref)), 0);
+		assert_int_equal(th_write_all(reaper.to_child, &ref, sizeof(ref)), 0);
 		assert_int_equal(finish(&reaper), 128 + SIGKILL);
 		check_survivor(pool, &canary, canary_data, &ref);
 	} else {
 		assert_int_equal(shmrig_pool_alloc(pool, BLOCK, 0, 3, &ref, &data), 0);
 		k = spawn(kid_take, point);
 		assert_int_equal(shmrig_pool_transfer(pool, &ref, k.pid), 0);
-		assert_int_equal(th_write_all(k.to, &ref, sizeof(ref)), 0);
+		assert_int_equal(th_write_all(k.to_child, &ref, sizeof(ref)), 0);
 		assert_int_equal(finish(&k), 128 + SIGKILL);
 		check_survivor(pool, &canary, canary_data, &ref);
 	}

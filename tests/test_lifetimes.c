@@ -260,41 +260,22 @@ static void unchurn(shmrig_pool *pool, struct shmrig_ref *refs, unsigned n)
 
 /* ---- peers: a forked child with two pipes (no stray fds) ---- */
 
-struct peer {
-	pid_t pid;
-	int to_child;
-	int from_child;
-};
+typedef int (*peer_fn)(int in, int out);
 
-static struct peer spawn_peer(int (*fn)(int in, int out))
+static int run_peer_fn(int in, int out, void *arg)
 {
-	int down[2], up[2];
-	struct peer p;
-
-	assert_int_equal(pipe2(down, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(up, O_CLOEXEC), 0);
-	fflush(NULL);
-	p.pid = fork();
-	assert_true(p.pid >= 0);
-	if (p.pid == 0) {
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != down[0] && fd != up[1])
-				close(fd);
-		_exit(fn(down[0], up[1]));
-	}
-	close(down[0]);
-	close(up[1]);
-	p.to_child = down[1];
-	p.from_child = up[0];
-	return p;
+	return (*(peer_fn *)arg)(in, out);
 }
 
-static int finish_peer(struct peer *p)
+/* A child that runs fn(in, out) (it opens what it needs itself). */
+static struct th_peer spawn_peer(peer_fn fn)
 {
-	if (p->to_child >= 0)
-		close(p->to_child);
-	close(p->from_child);
-	return th_wait_child(p->pid, TIMEOUT_MS);
+	return th_peer_spawn(run_peer_fn, &fn);
+}
+
+static int finish_peer(struct th_peer *p)
+{
+	return th_peer_finish(p, TIMEOUT_MS);
 }
 
 static void send_frame(int fd, const void *frame, size_t len)
@@ -607,7 +588,7 @@ static void test_05_decode_twice(void **state)
 	static void *frame;
 	struct shmrig_ref churned[CHURN];
 	struct shmrig_value v1, v2;
-	struct peer peer;
+	struct th_peer peer;
 	int second;
 	size_t len;
 	char go = 'g';
@@ -768,7 +749,7 @@ static void ring_spill_naming_our_block(struct fx *fx)
 	static shmrig_channel *ch;
 	struct shmrig_ref block;
 	unsigned char *data;
-	struct peer peer;
+	struct th_peer peer;
 	size_t len;
 	char sync;
 	void *msg;
@@ -1000,7 +981,7 @@ static void test_09_large_capacity_rewritten(void **state)
 	struct shmrig_pool_stats st;
 	uintptr_t start = 0, end = 0;
 	unsigned char *data, *again;
-	struct peer peer;
+	struct th_peer peer;
 	int ret;
 
 	(void)state;
@@ -1080,7 +1061,7 @@ static void test_10_large_marked_free(void **state)
 	static struct fx fx; /* static: reachable in forked children (valgrind) */
 	struct shmrig_ref refs[2];
 	unsigned char *data;
-	struct peer peer;
+	struct th_peer peer;
 	void *small;
 	char sync;
 
@@ -1430,7 +1411,7 @@ static void test_14_death_between_mark_and_push(void **state)
 	struct shmrig_ref blocks[2], found[FIND_TRIES];
 	shmrig__procid reaper;
 	struct arena_view view;
-	struct peer owner, dead_reaper;
+	struct th_peer owner, dead_reaper;
 	bool seen[2] = { false, false };
 	unsigned n = 0;
 	int reaped;
@@ -1530,7 +1511,7 @@ static void test_15_send_close_exit(void **state)
 	static void *frames[2];
 	struct shmrig_value values[2];
 	size_t lens[2];
-	struct peer peer;
+	struct th_peer peer;
 	int closed, left;
 
 	(void)state;
@@ -1707,7 +1688,7 @@ static void test_17_reap_many_live(void **state)
 {
 	static struct fx fx; /* static: reachable in forked children (valgrind) */
 	struct reads before, after;
-	struct peer peer;
+	struct th_peer peer;
 	uint32_t arenas;
 	int reaped;
 

@@ -96,49 +96,25 @@ static void test_attach_across(void **state)
 
 /* ---- ownership moves to the receiver, who frees into our arena ---- */
 
-struct peer {
-	pid_t pid;
-	int to_child;   /* parent writes refs */
-	int from_child; /* child writes status */
-};
+typedef int (*peer_fn)(shmrig_pool *pool, int in, int out);
 
-/*
- * Fork a child that opens its own pool, then runs fn(pool, in, out). The
- * child never returns; its exit status is fn's.
- */
-static struct peer spawn_peer(int (*fn)(shmrig_pool *pool, int in, int out))
+/* In the child: its own pool, then fn(pool, in, out). */
+static int with_pool(int in, int out, void *arg)
 {
-	int down[2], up[2];
-	struct peer p;
+	shmrig_pool *pool = open_pool();
 
-	assert_int_equal(pipe2(down, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(up, O_CLOEXEC), 0);
-	fflush(NULL);
-	p.pid = fork();
-	assert_true(p.pid >= 0);
-	if (p.pid == 0) {
-		shmrig_pool *pool;
-
-		/* no stray fds: a sibling's pipe end held here would keep it from EOF */
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != down[0] && fd != up[1])
-				close(fd);
-		pool = open_pool();
-		_exit(pool ? fn(pool, down[0], up[1]) : 99);
-	}
-	close(down[0]);
-	close(up[1]);
-	p.to_child = down[1];
-	p.from_child = up[0];
-	return p;
+	return pool ? (*(peer_fn *)arg)(pool, in, out) : 99;
 }
 
-static int finish_peer(struct peer *p)
+/* A child that opens its own pool and runs fn; its exit status is fn's. */
+static struct th_peer spawn_peer(peer_fn fn)
 {
-	if (p->to_child >= 0)
-		close(p->to_child);
-	close(p->from_child);
-	return th_wait_child(p->pid, TIMEOUT_MS);
+	return th_peer_spawn(with_pool, &fn);
+}
+
+static int finish_peer(struct th_peer *p)
+{
+	return th_peer_finish(p, TIMEOUT_MS);
 }
 
 /* Read refs until EOF, claim and free each (we own them after the transfer). */
@@ -162,7 +138,7 @@ static void test_transfer(void **state)
 {
 	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
 	struct shmrig_ref ref;
-	struct peer peer;
+	struct th_peer peer;
 	void *data;
 	int freed = 0;
 
@@ -225,7 +201,7 @@ static void test_reap_killed_child(void **state)
 	struct shmrig_ref refs[GIVEN + KEPT];
 	struct shmrig_owner_stats owners[4];
 	int child_segments, our_segments;
-	struct peer peer;
+	struct th_peer peer;
 	char ready;
 	void *data;
 
@@ -290,7 +266,7 @@ static void test_concurrent_frees(void **state)
 	static shmrig_pool *pool;
 	static struct shmrig_ref *refs;
 	static uint64_t *offsets;
-	struct peer peers[2];
+	struct th_peer peers[2];
 	void *data;
 
 	(void)state;
@@ -372,7 +348,7 @@ static void test_large_mappings_pruned(void **state)
 {
 	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
 	struct shmrig_ref ref;
-	struct peer peer;
+	struct th_peer peer;
 	void *data;
 	char ack;
 
