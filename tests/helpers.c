@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -284,4 +285,21 @@ int th_peer_finish(struct th_peer *peer, unsigned timeout_ms)
 	peer->to_child = -1;
 	close(peer->from_child);
 	return th_wait_child(peer->pid, timeout_ms);
+}
+
+uint32_t th_pidns(void)
+{
+	struct stat st;
+
+	assert_int_equal(stat("/proc/self/ns/pid", &st), 0);
+	return (uint32_t)st.st_ino;
+}
+
+uint32_t th_name_pidns(const char *name)
+{
+	char digits[9];
+
+	memcpy(digits, name + strlen(name) - 16, 8);
+	digits[8] = '\0';
+	return (uint32_t)strtoul(digits, NULL, 16);
 }

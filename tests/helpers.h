@@ -67,6 +67,12 @@ int th_count_segments(const char *prefix);
 /* Of those, the segments created by process `pid`. */
 int th_count_segments_of(const char *prefix, pid_t pid);
 
+/* The low 32 bits of our pid namespace's inode (stat of /proc/self/ns/pid), as
+ * segment names carry it; and the digits a well-formed name carries (the
+ * first 8 of its last 16): read here independently of the library. */
+uint32_t th_pidns(void);
+uint32_t th_name_pidns(const char *name);
+
 /* The prefix the test runs under: $SHMRIG_PREFIX (set by meson), else "t_<pid>". */
 const char *th_prefix(void);
 

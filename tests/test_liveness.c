@@ -54,25 +54,6 @@ static struct shared_names *shared_names_new(void)
 	return shared;
 }
 
-static uint32_t our_pidns(void)
-{
-	struct stat st;
-
-	if (stat("/proc/self/ns/pid", &st))
-		return 0;
-	return (uint32_t)st.st_ino;
-}
-
-/* The pid namespace digits of a well-formed name (the first 8 of the last 16). */
-static uint32_t name_pidns(const char *name)
-{
-	char digits[9];
-
-	memcpy(digits, name + strlen(name) - 16, 8);
-	digits[8] = '\0';
-	return (uint32_t)strtoul(digits, NULL, 16);
-}
-
 /* Field `field` of /proc/PID/stat (numbered from 1; 3 and up); 0 if unreadable.
  * For field 3 (the state), the state letter. */
 static uint64_t stat_field(pid_t pid, int field)
@@ -180,50 +161,35 @@ static void unfill_fds(struct fd_fill *fill)
 
 /* ---- a peer that holds a segment until told to go ---- */
 
-struct holder {
-	pid_t pid;
-	int ready; /* read end: 'r' once its segment exists, 'e' if it failed */
-	int go;    /* write end: closing it makes the holder unlink and exit */
-};
-
-static struct holder spawn_holder(char *name_out)
+/* Make a segment, write its name to name_out (shared memory) and 'r' to
+ * `ready` ('e' if it failed), hold it until `go` ends, then unlink it: exit
+ * status 0 only if it was still there (nobody swept it). */
+static int create_and_hold(char *name_out, int ready, int go)
 {
-	int ready[2], go[2];
-	struct holder h;
+	char byte = 'e', sink;
+	shmrig_segment *seg;
+	int err, ret;
 
-	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
-	fflush(NULL);
-	h.pid = fork();
-	assert_true(h.pid >= 0);
-	if (h.pid == 0) {
-		shmrig_segment *seg;
-		char byte = 'e', sink;
-		int err, ret;
-
-		setpgid(0, 0);
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != ready[1] && fd != go[0])
-				close(fd);
-		seg = create_plain(&err);
-		if (seg) {
-			memcpy(name_out, shmrig_segment_name(seg), SHMRIG_NAME_MAX);
-			byte = 'r';
-		}
-		ret = th_write_all(ready[1], &byte, 1);
-		while (seg && read(go[0], &sink, 1) > 0)
-			;
-		/* Its segment must still be there: nobody may have swept it. */
-		ret = ret || !seg || shmrig_segment_unlink(seg);
-		shmrig_segment_close(seg);
-		_exit(ret ? 2 : 0);
+	seg = create_plain(&err);
+	if (seg) {
+		memcpy(name_out, shmrig_segment_name(seg), SHMRIG_NAME_MAX);
+		byte = 'r';
+	} else {
+		fprintf(stderr, "pid %d in the new namespace: segment_create: %s\n", (int)getpid(),
+			shmrig_last_error());
 	}
-	setpgid(h.pid, h.pid);
-	close(ready[1]);
-	close(go[0]);
-	h.ready = ready[0];
-	h.go = go[1];
-	return h;
+	ret = th_write_all(ready, &byte, 1);
+	while (seg && read(go, &sink, 1) > 0)
+		;
+	ret = ret || !seg || shmrig_segment_unlink(seg);
+	shmrig_segment_close(seg);
+	return ret ? 2 : 0;
+}
+
+/* The holder, as a th_peer: create_and_hold(name_out, out, in). */
+static int hold_segment(int in, int out, void *name_out)
+{
+	return create_and_hold(name_out, out, in);
 }
 
 static int wait_ready(int fd)
@@ -233,13 +199,6 @@ static int wait_ready(int fd)
 	return th_read_all(fd, &byte, 1) == 0 && byte == 'r' ? 0 : -1;
 }
 
-/* Let the holder go; its exit status (0: its segment was still there). */
-static int finish_holder(struct holder *h)
-{
-	close(h->go);
-	close(h->ready);
-	return th_wait_child(h->pid, TIMEOUT_MS);
-}
 
 /* ---- a. sweep at the fd limit ---- */
 
@@ -289,13 +248,13 @@ static int child_sweep_at_limit(void *arg)
 static void test_sweep_at_fd_limit(void **state)
 {
 	struct shared_names *shared = shared_names_new();
-	struct holder peer = spawn_holder(shared->names[0]);
+	struct th_peer peer = th_peer_spawn(hold_segment, shared->names[0]);
 	int sweeper = -1, holder;
 
 	(void)state;
-	if (wait_ready(peer.ready) == 0)
+	if (wait_ready(peer.from_child) == 0)
 		sweeper = th_run_child(child_sweep_at_limit, shared, TIMEOUT_MS);
-	holder = finish_holder(&peer);
+	holder = th_peer_finish(&peer, TIMEOUT_MS);
 	munmap(shared, sizeof(*shared));
 	assert_int_equal(sweeper, 0);
 	assert_int_equal(holder, 0);
@@ -345,6 +304,11 @@ static _Noreturn void main_exits(char *name_out, int ready, int go)
 	pthread_exit(NULL);
 }
 
+static int run_main_exits(int in, int out, void *name_out)
+{
+	main_exits(name_out, out, in);
+}
+
 /* Wait (bounded) until /proc shows pid's main thread as a zombie: the state in
  * which the old code took the process for dead. No event says so; poll. */
 static bool wait_zombie_leader(pid_t pid)
@@ -363,29 +327,16 @@ static void test_main_thread_exit(void **state)
 {
 	struct shared_names *shared = shared_names_new();
 	const char *name = shared->names[0];
-	int ready[2], go[2], sweep_live = -1, sweep_dead = -1, status;
+	int sweep_live = -1, sweep_dead = -1, status;
+	struct th_peer peer;
 	bool ok_ready, zombie = false, exists_live = false, exists_dead = true;
 	enum shmrig__life life_live = 0, life_dead = 0;
 	pid_t pid;
 
 	(void)state;
-	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		setpgid(0, 0);
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != ready[1] && fd != go[0])
-				close(fd);
-		main_exits(shared->names[0], ready[1], go[0]);
-	}
-	setpgid(pid, pid);
-	close(ready[1]);
-	close(go[0]);
-
-	ok_ready = wait_ready(ready[0]) == 0;
+	peer = th_peer_spawn(run_main_exits, shared->names[0]);
+	pid = peer.pid;
+	ok_ready = wait_ready(peer.from_child) == 0;
 	if (ok_ready) {
 		zombie = wait_zombie_leader(pid);
 		life_live = shmrig__life_of(creator_of(name));
@@ -393,14 +344,12 @@ static void test_main_thread_exit(void **state)
 		exists_live = shm_exists(name);
 	}
 	kill(pid, SIGKILL);
-	status = th_wait_child(pid, TIMEOUT_MS);
+	status = th_peer_finish(&peer, TIMEOUT_MS);
 	if (ok_ready) {
 		life_dead = shmrig__life_of(creator_of(name));
 		sweep_dead = shmrig_segment_sweep(NULL);
 		exists_dead = shm_exists(name);
 	}
-	close(ready[0]);
-	close(go[1]);
 
 	assert_true(ok_ready);
 	assert_true(zombie);
@@ -496,29 +445,6 @@ struct ns_arg {
 	int go;    /* read end: EOF ends the creators */
 };
 
-/* Make a segment, report it, hold it until `go` ends, unlink it. Exit status. */
-static int create_and_hold(char *name_out, int ready, int go)
-{
-	char byte = 'e', sink;
-	shmrig_segment *seg;
-	int err, ret;
-
-	seg = create_plain(&err);
-	if (seg) {
-		memcpy(name_out, shmrig_segment_name(seg), SHMRIG_NAME_MAX);
-		byte = 'r';
-	} else {
-		fprintf(stderr, "pid %d in the new namespace: segment_create: %s\n", (int)getpid(),
-			shmrig_last_error());
-	}
-	ret = th_write_all(ready, &byte, 1);
-	while (seg && read(go, &sink, 1) > 0)
-		;
-	ret = ret || !seg || shmrig_segment_unlink(seg);
-	shmrig_segment_close(seg);
-	return ret ? 2 : 0;
-}
-
 /*
  * Make the next fork in our pid namespace get a pid that names no process in
  * the root namespace (whose /proc we see): the creator the old code could not
@@ -591,35 +517,27 @@ static int child_unshare(struct ns_arg *arg)
 	return th_wait_child(init, TIMEOUT_MS);
 }
 
+/* The namespace test's child, as a th_peer: child_unshare with its two ends. */
+static int run_unshare(int in, int out, void *shared)
+{
+	struct ns_arg arg = { .shared = shared, .ready = out, .go = in };
+
+	return child_unshare(&arg) & 0xff;
+}
+
 static void test_pid_namespace(void **state)
 {
 	struct shared_names *shared = shared_names_new();
-	int ready[2], go[2], sweep = -1, attach[2] = { 0, 0 }, status;
+	int sweep = -1, attach[2] = { 0, 0 }, status;
 	bool exists[2] = { false, false };
 	uint32_t ns[2] = { 0, 0 };
 	char bytes[2] = { 0, 0 };
-	pid_t pid, first_pid = 0;
+	struct th_peer peer;
+	pid_t first_pid = 0;
 
 	(void)state;
-	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct ns_arg arg = { .shared = shared, .ready = ready[1], .go = go[0] };
-
-		setpgid(0, 0);
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != ready[1] && fd != go[0])
-				close(fd);
-		_exit(child_unshare(&arg) & 0xff);
-	}
-	setpgid(pid, pid);
-	close(ready[1]);
-	close(go[0]);
-
-	if (th_read_all(ready[0], bytes, 2) == 0 && bytes[0] == 'r' && bytes[1] == 'r') {
+	peer = th_peer_spawn(run_unshare, shared);
+	if (th_read_all(peer.from_child, bytes, 2) == 0 && bytes[0] == 'r' && bytes[1] == 'r') {
 		if (shmrig_segment_parse_name(NULL, shared->names[0], &first_pid, NULL))
 			first_pid = 0;
 		/* The root namespace's sweep sees both while they run. */
@@ -628,14 +546,12 @@ static void test_pid_namespace(void **state)
 			shmrig_segment *seg = NULL;
 
 			exists[i] = shm_exists(shared->names[i]);
-			ns[i] = name_pidns(shared->names[i]);
+			ns[i] = th_name_pidns(shared->names[i]);
 			attach[i] = shmrig_segment_attach(NULL, shared->names[i], &seg);
 			shmrig_segment_close(seg);
 		}
 	}
-	close(go[1]);
-	status = th_wait_child(pid, TIMEOUT_MS);
-	close(ready[0]);
+	status = th_peer_finish(&peer, TIMEOUT_MS);
 	if (bytes[0] == 's') {
 		munmap(shared, sizeof(*shared));
 		print_message("unshare(CLONE_NEWPID) is not permitted here: skipped\n");
@@ -648,7 +564,7 @@ static void test_pid_namespace(void **state)
 	assert_int_equal(sweep, 0);
 	assert_true(exists[0]);
 	assert_true(exists[1]);
-	assert_int_not_equal(ns[0], our_pidns());
+	assert_int_not_equal(ns[0], th_pidns());
 	assert_int_equal(ns[1], ns[0]);
 	assert_int_equal(attach[0], -EXDEV);
 	assert_int_equal(attach[1], -EXDEV);
@@ -676,7 +592,7 @@ static void test_other_users_file(void **state)
 	char foreign[SHMRIG_NAME_MAX], link[SHMRIG_NAME_MAX], own[SHMRIG_NAME_MAX];
 	char link_path[PATH_MAX], own_path[PATH_MAX];
 	bool made, foreign_left, link_left, own_left;
-	uint32_t ns = our_pidns();
+	uint32_t ns = th_pidns();
 	int status, swept;
 	pid_t dead;
 

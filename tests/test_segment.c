@@ -63,25 +63,6 @@ static uint64_t self_start_time(void)
 	return strtoull(p + 1, NULL, 10);
 }
 
-/* The low 32 bits of our pid namespace's inode, as segment names carry it. */
-static uint32_t our_pidns(void)
-{
-	struct stat st;
-
-	assert_int_equal(stat("/proc/self/ns/pid", &st), 0);
-	return (uint32_t)st.st_ino;
-}
-
-/* The pid namespace digits of a valid name. */
-static uint32_t name_pidns(const char *name)
-{
-	char digits[9];
-
-	memcpy(digits, name + strlen(name) - 16, 8);
-	digits[8] = '\0';
-	return (uint32_t)strtoul(digits, NULL, 16);
-}
-
 /* First line of a sysfs file; "" if it cannot be read. */
 static void read_line(const char *path, char *buf, size_t len)
 {
@@ -189,7 +170,7 @@ static void test_create_plain(void **state)
 	assert_int_equal(shmrig_segment_role(seg), 'g');
 	assert_int_equal(name_role(name), 'g');
 	assert_int_equal(name_kind(name), 's');
-	assert_int_equal(name_pidns(name), our_pidns());
+	assert_int_equal(th_name_pidns(name), th_pidns());
 
 	/* a private file in /dev/shm of exactly the segment's size */
 	snprintf(path, sizeof(path), "/dev/shm/%s", name);
@@ -402,7 +383,7 @@ static void test_attach_errors(void **state)
 
 	(void)state;
 	/* our pid namespace, then 8 "random" digits */
-	snprintf(ours16, sizeof(ours16), "%08x89abcdef", (unsigned)our_pidns());
+	snprintf(ours16, sizeof(ours16), "%08x89abcdef", (unsigned)th_pidns());
 	/* well-formed, but nobody created it (both kinds) */
 	snprintf(name, sizeof(name), "%s-%d-1a2b-sg%s", prefix, (int)getpid(), ours16);
 	assert_int_equal(shmrig_segment_parse_name(NULL, name, NULL, NULL), 0);
@@ -417,7 +398,7 @@ static void test_attach_errors(void **state)
 	assert_null(seg);
 	/* well-formed, from another pid namespace: refused before any lookup */
 	snprintf(name, sizeof(name), "%s-%d-1a2b-sg%08x89abcdef", prefix, (int)getpid(),
-		 (unsigned)(our_pidns() ^ 1));
+		 (unsigned)(th_pidns() ^ 1));
 	assert_int_equal(shmrig_segment_parse_name(NULL, name, NULL, NULL), 0);
 	assert_int_equal(shmrig_segment_attach(NULL, name, &seg), -EXDEV);
 	assert_non_null(strstr(shmrig_last_error(), "pid namespace"));
@@ -665,14 +646,14 @@ static void test_sweep(void **state)
 	assert_int_equal(shmrig_segment_sweep(NULL), 0);
 
 	/* our pid, but another start time: a dead process whose pid we reuse */
-	forge_reused_pid(forged, our_pidns());
+	forge_reused_pid(forged, th_pidns());
 	assert_int_equal(shmrig_segment_list(NULL, NULL, NULL), 2);
 	assert_int_equal(shmrig_segment_sweep(th_prefix()), 1);
 	assert_int_equal(shmrig_segment_unlink_name(NULL, forged), -ENOENT);
 	assert_int_equal(shmrig_segment_list(NULL, NULL, NULL), 1);
 
 	/* the same from another pid namespace: its pid is not ours to judge */
-	forge_reused_pid(forged, our_pidns() ^ 1);
+	forge_reused_pid(forged, th_pidns() ^ 1);
 	assert_int_equal(shmrig_segment_sweep(th_prefix()), 0);
 	assert_int_equal(shmrig_segment_unlink_name(NULL, forged), 0);
 	assert_int_equal(shmrig_segment_list(NULL, NULL, NULL), 1);
