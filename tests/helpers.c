@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <shmrig/frame.h>
 #include <shmrig/pool.h>
 #include <shmrig/segment.h>
 
@@ -302,4 +303,52 @@ uint32_t th_name_pidns(const char *name)
 	memcpy(digits, name + strlen(name) - 16, 8);
 	digits[8] = '\0';
 	return (uint32_t)strtoul(digits, NULL, 16);
+}
+
+void *th_frame_build(uint16_t codec_id, const struct shmrig_ref *refs, uint32_t nbuffers,
+		     const void *meta, uint32_t meta_len, size_t *len)
+{
+	struct shmrig_frame_header h = {
+		.magic = SHMRIG_FRAME_MAGIC,
+		.version = SHMRIG_FRAME_VERSION,
+		.codec_id = codec_id,
+		.nbuffers = nbuffers,
+		.meta_len = meta_len,
+	};
+	size_t refs_size = (size_t)nbuffers * sizeof(struct shmrig_ref);
+	size_t size = sizeof(h) + refs_size + meta_len;
+	char *frame = aligned_alloc(8, (size / 8 + 1) * 8);
+
+	assert_non_null(frame);
+	memcpy(frame, &h, sizeof(h));
+	if (nbuffers)
+		memcpy(frame + sizeof(h), refs, refs_size);
+	if (meta_len)
+		memcpy(frame + sizeof(h) + refs_size, meta, meta_len);
+	*len = size;
+	return frame;
+}
+
+void *th_frame_copy(const void *frame, size_t len)
+{
+	void *copy = aligned_alloc(8, (len / 8 + 1) * 8);
+
+	assert_non_null(copy);
+	memcpy(copy, frame, len);
+	return copy;
+}
+
+struct shmrig_ref th_frame_ref(const void *frame, uint32_t i)
+{
+	struct shmrig_ref ref;
+
+	memcpy(&ref, (const char *)frame + sizeof(struct shmrig_frame_header) + i * sizeof(ref),
+	       sizeof(ref));
+	return ref;
+}
+
+void th_frame_set_ref(void *frame, uint32_t i, const struct shmrig_ref *ref)
+{
+	memcpy((char *)frame + sizeof(struct shmrig_frame_header) + i * sizeof(*ref), ref,
+	       sizeof(*ref));
 }

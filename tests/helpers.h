@@ -73,6 +73,16 @@ int th_count_segments_of(const char *prefix, pid_t pid);
 uint32_t th_pidns(void);
 uint32_t th_name_pidns(const char *name);
 
+/* Frames by hand, as a peer might write them (8-aligned, malloc'd; free()).
+ * th_frame_build: a frame from parts; th_frame_copy: the first len bytes in a
+ * buffer of their own; th_frame_ref/th_frame_set_ref: ref i of a frame. */
+struct shmrig_ref;
+void *th_frame_build(uint16_t codec_id, const struct shmrig_ref *refs, uint32_t nbuffers,
+		     const void *meta, uint32_t meta_len, size_t *len);
+void *th_frame_copy(const void *frame, size_t len);
+struct shmrig_ref th_frame_ref(const void *frame, uint32_t i);
+void th_frame_set_ref(void *frame, uint32_t i, const struct shmrig_ref *ref);
+
 /* The prefix the test runs under: $SHMRIG_PREFIX (set by meson), else "t_<pid>". */
 const char *th_prefix(void);
 

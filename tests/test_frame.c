@@ -129,16 +129,6 @@ static void *encode_bytes(struct fx *fx, size_t *len)
 
 typedef void *(*encode_fn)(struct fx *fx, size_t *len);
 
-/* A copy of the first `len` bytes in an 8-aligned buffer of its own. */
-static void *copy_frame(const void *frame, size_t len)
-{
-	void *copy = aligned_alloc(8, (len / 8 + 1) * 8);
-
-	assert_non_null(copy);
-	memcpy(copy, frame, len);
-	return copy;
-}
-
 static struct shmrig_frame_header get_header(const void *frame)
 {
 	struct shmrig_frame_header h;
@@ -152,43 +142,6 @@ static void set_header(void *frame, const struct shmrig_frame_header *h)
 	memcpy(frame, h, sizeof(*h));
 }
 
-static struct shmrig_ref get_ref(const void *frame, uint32_t i)
-{
-	struct shmrig_ref ref;
-
-	memcpy(&ref, (const char *)frame + HEADER_SIZE + i * REF_SIZE, sizeof(ref));
-	return ref;
-}
-
-static void set_ref(void *frame, uint32_t i, const struct shmrig_ref *ref)
-{
-	memcpy((char *)frame + HEADER_SIZE + i * REF_SIZE, ref, sizeof(*ref));
-}
-
-/* A frame from parts, as a peer might write it (8-aligned, malloc'd). */
-static void *build_frame(uint16_t codec_id, const struct shmrig_ref *refs, uint32_t nbuffers,
-			 const void *meta, uint32_t meta_len, size_t *len)
-{
-	struct shmrig_frame_header h = {
-		.magic = SHMRIG_FRAME_MAGIC,
-		.version = SHMRIG_FRAME_VERSION,
-		.codec_id = codec_id,
-		.nbuffers = nbuffers,
-		.meta_len = meta_len,
-	};
-	size_t size = HEADER_SIZE + nbuffers * REF_SIZE + meta_len;
-	char *frame = aligned_alloc(8, (size / 8 + 1) * 8);
-
-	assert_non_null(frame);
-	memcpy(frame, &h, sizeof(h));
-	if (nbuffers)
-		memcpy(frame + HEADER_SIZE, refs, nbuffers * REF_SIZE);
-	if (meta_len)
-		memcpy(frame + HEADER_SIZE + nbuffers * REF_SIZE, meta, meta_len);
-	*len = size;
-	return frame;
-}
-
 /* The same frame with other metadata. */
 static void *with_meta(const void *frame, size_t len, const void *meta, uint32_t meta_len,
 		       size_t *out_len)
@@ -197,7 +150,7 @@ static void *with_meta(const void *frame, size_t len, const void *meta, uint32_t
 	void *copy;
 
 	assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
-	copy = build_frame(f.codec_id, f.buffers, f.nbuffers, meta, meta_len, out_len);
+	copy = th_frame_build(f.codec_id, f.buffers, f.nbuffers, meta, meta_len, out_len);
 	return copy;
 }
 
@@ -287,7 +240,7 @@ static void test_truncated(void **state)
 		uint64_t live = th_live_blocks(fx.pool);
 
 		for (size_t cut = 0; cut < len; cut++) {
-			void *part = copy_frame(frame, cut);
+			void *part = th_frame_copy(frame, cut);
 			struct shmrig_value v;
 			struct shmrig_frame f;
 			char *json = NULL;
@@ -345,7 +298,7 @@ static void test_bad_header(void **state)
 	(void)state;
 	fx_open(&fx);
 	frame = encode_ndarray(&fx, &len);
-	bad = copy_frame(frame, len);
+	bad = th_frame_copy(frame, len);
 
 	h = get_header(frame);
 	h.magic = 0x4d524854u;
@@ -540,13 +493,13 @@ static void test_buffer_mismatch(void **state)
 	/* an ndarray frame with a second buffer: a valid ref to another block */
 	frame = encode_ndarray(&fx, &len);
 	other = encode_ndarray(&fx, &other_len);
-	refs[0] = get_ref(frame, 0);
-	refs[1] = get_ref(other, 0);
+	refs[0] = th_frame_ref(frame, 0);
+	refs[1] = th_frame_ref(other, 0);
 	{
 		struct shmrig_frame f;
 
 		assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
-		bad = build_frame(f.codec_id, refs, 2, f.meta, f.meta_len, &bad_len);
+		bad = th_frame_build(f.codec_id, refs, 2, f.meta, f.meta_len, &bad_len);
 	}
 	assert_int_equal(th_live_blocks(fx.pool), 2);
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG,
@@ -560,13 +513,13 @@ static void test_buffer_mismatch(void **state)
 	/* the same with a temporary second buffer (bytes) */
 	frame = encode_ndarray(&fx, &len);
 	other = encode_bytes(&fx, &other_len);
-	refs[0] = get_ref(frame, 0);
-	refs[1] = get_ref(other, 0);
+	refs[0] = th_frame_ref(frame, 0);
+	refs[1] = th_frame_ref(other, 0);
 	{
 		struct shmrig_frame f;
 
 		assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
-		bad = build_frame(f.codec_id, refs, 2, f.meta, f.meta_len, &bad_len);
+		bad = th_frame_build(f.codec_id, refs, 2, f.meta, f.meta_len, &bad_len);
 	}
 	assert_int_equal(th_live_blocks(fx.pool), 2);
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG, "unread");
@@ -580,14 +533,14 @@ static void test_buffer_mismatch(void **state)
 	 * before the codec runs, having claimed (and then freed) only the first.
 	 */
 	frame = encode_ndarray(&fx, &len);
-	refs[0] = get_ref(frame, 0);
+	refs[0] = th_frame_ref(frame, 0);
 	refs[1] = refs[0];
 	memcpy(refs[1].name, "zz", 2);
 	{
 		struct shmrig_frame f;
 
 		assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
-		bad = build_frame(f.codec_id, refs, 2, f.meta, f.meta_len, &bad_len);
+		bad = th_frame_build(f.codec_id, refs, 2, f.meta, f.meta_len, &bad_len);
 	}
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EINVAL,
 		     "does not carry the prefix");
@@ -601,7 +554,7 @@ static void test_buffer_mismatch(void **state)
 		struct shmrig_frame f;
 
 		assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
-		bad = build_frame(f.codec_id, NULL, 0, f.meta, f.meta_len, &bad_len);
+		bad = th_frame_build(f.codec_id, NULL, 0, f.meta, f.meta_len, &bad_len);
 	}
 	assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG,
 		     "buffer 0 asked, the frame has 0");
@@ -638,7 +591,7 @@ static void test_buffer_mismatch(void **state)
 			/* in flight, as an encoded frame's blocks are */
 			assert_int_equal(shmrig_pool_transfer(fx.pool, &many[i], getpid()), 0);
 		}
-		bad = build_frame(f.codec_id, many, N, f.meta, f.meta_len, &bad_len);
+		bad = th_frame_build(f.codec_id, many, N, f.meta, f.meta_len, &bad_len);
 		assert_int_equal(th_live_blocks(fx.pool), N);
 		assert_error(shmrig_registry_decode(fx.reg, fx.pool, bad, bad_len, &v), -EBADMSG,
 			     "left buffer 1 of 100 unread");
@@ -775,7 +728,7 @@ static void test_meta_depth(void **state)
 	for (unsigned depth = 30; depth <= 33; depth++) {
 		memset(deep, 0x91, depth);
 		deep[depth] = 0xc0;
-		frame = build_frame(0, NULL, 0, deep, depth + 1, &len);
+		frame = th_frame_build(0, NULL, 0, deep, depth + 1, &len);
 		if (depth <= 32) {
 			assert_int_equal(shmrig_frame_to_json(frame, len, NULL, &json), 0);
 			snprintf(expect, sizeof(expect),
@@ -845,7 +798,7 @@ static void test_meta_items(void **state)
 		meta[3] = (unsigned char)(n >> 8);
 		meta[4] = (unsigned char)n;
 		memset(meta + 5, 0xc0, n);
-		frame = build_frame(0, NULL, 0, meta, (uint32_t)meta_len, &len);
+		frame = th_frame_build(0, NULL, 0, meta, (uint32_t)meta_len, &len);
 		free(meta);
 		before = peak_rss_kb();
 		if (n + 1 <= SHMRIG_FRAME_MAX_META_ITEMS) {
@@ -872,10 +825,10 @@ static void check_bad_ref(struct fx *fx, const struct shmrig_ref *ref, int code,
 {
 	struct shmrig_value v;
 	size_t len, bad_len;
-	void *frame = encode_ndarray(fx, &len), *bad = copy_frame(frame, len);
+	void *frame = encode_ndarray(fx, &len), *bad = th_frame_copy(frame, len);
 
 	bad_len = len;
-	set_ref(bad, 0, ref);
+	th_frame_set_ref(bad, 0, ref);
 	assert_error(shmrig_registry_decode(fx->reg, fx->pool, bad, bad_len, &v), code, word);
 	assert_null(v.storage);
 	/* the bad ref named no block of ours: the real one is still live, and still decodes */
@@ -891,9 +844,9 @@ static void check_bad_ref(struct fx *fx, const struct shmrig_ref *ref, int code,
 static void check_malformed_ref(struct fx *fx, const struct shmrig_ref *ref, const char *word)
 {
 	size_t len;
-	void *frame = encode_ndarray(fx, &len), *bad = copy_frame(frame, len);
+	void *frame = encode_ndarray(fx, &len), *bad = th_frame_copy(frame, len);
 
-	set_ref(bad, 0, ref);
+	th_frame_set_ref(bad, 0, ref);
 	check_bad_frame(fx, bad, len, -SHMRIG_EBADREF, word);
 	assert_int_equal(th_live_blocks(fx->pool), 1);
 	decode_check(fx, frame, len, SHMRIG_KIND_NDARRAY);
@@ -913,7 +866,7 @@ static void test_bad_refs(void **state)
 	(void)state;
 	fx_open(&fx);
 	frame = encode_ndarray(&fx, &len);
-	good = get_ref(frame, 0);
+	good = th_frame_ref(frame, 0);
 	assert_int_equal(shmrig_frame_discard(fx.pool, frame, len), 0);
 	free(frame);
 
@@ -947,7 +900,7 @@ static void test_bad_refs(void **state)
 
 	/* stale: the block was freed (and its slot handed out again since) */
 	frame = encode_ndarray(&fx, &len);
-	ref = get_ref(frame, 0);
+	ref = th_frame_ref(frame, 0);
 	assert_int_equal(shmrig_frame_discard(fx.pool, frame, len), 0);
 	assert_int_equal(shmrig_pool_alloc(fx.pool, ref.content_size, 0, 0, &fresh, &p), 0);
 	assert_int_equal(fresh.offset, ref.offset);
@@ -1000,7 +953,7 @@ static void test_to_json(void **state)
 	(void)state;
 	fx_open(&fx);
 	frame = encode_ndarray(&fx, &len);
-	ref = get_ref(frame, 0);
+	ref = th_frame_ref(frame, 0);
 	assert_int_equal(shmrig_frame_to_json(frame, len, fx.reg, &json), 0);
 	root = json_loads(json, 0, &error);
 	if (!root)
@@ -1090,7 +1043,7 @@ static void test_transfer_discard(void **state)
 	assert_int_equal(shmrig_frame_transfer(fx.pool, frame, len, getpid()), 0);
 	/* no such process (above any pid_max) */
 	assert_int_equal(shmrig_frame_transfer(fx.pool, frame, len, INT_MAX), -ESRCH);
-	part = copy_frame(frame, len - 1);
+	part = th_frame_copy(frame, len - 1);
 	assert_error(shmrig_frame_transfer(fx.pool, part, len - 1, getpid()), -EBADMSG, "frame: ");
 	assert_error(shmrig_frame_discard(fx.pool, part, len - 1), -EBADMSG, "frame: ");
 	free(part);
@@ -1109,11 +1062,11 @@ static void test_transfer_discard(void **state)
 		size_t a_len, b_len, bad_len;
 		void *a = encode_ndarray(&fx, &a_len), *b = encode_bytes(&fx, &b_len), *bad;
 
-		refs[0] = get_ref(a, 0);
-		refs[1] = get_ref(a, 0);
+		refs[0] = th_frame_ref(a, 0);
+		refs[1] = th_frame_ref(a, 0);
 		refs[1].offset = 64ull << 30;
-		refs[2] = get_ref(b, 0);
-		bad = build_frame(0, refs, 3, "\xc0", 1, &bad_len);
+		refs[2] = th_frame_ref(b, 0);
+		bad = th_frame_build(0, refs, 3, "\xc0", 1, &bad_len);
 		assert_int_equal(th_live_blocks(fx.pool), 2);
 		assert_int_equal(shmrig_frame_discard(fx.pool, bad, bad_len), -SHMRIG_EBADREF);
 		assert_int_equal(th_live_blocks(fx.pool), 0);

@@ -86,50 +86,14 @@ static void fx_close(struct fx *fx)
 #define HEADER_SIZE sizeof(struct shmrig_frame_header)
 #define REF_SIZE sizeof(struct shmrig_ref)
 
-static struct shmrig_ref get_ref(const void *frame, uint32_t i)
-{
-	struct shmrig_ref ref;
-
-	memcpy(&ref, (const char *)frame + HEADER_SIZE + i * REF_SIZE, sizeof(ref));
-	return ref;
-}
-
-static void set_ref(void *frame, uint32_t i, const struct shmrig_ref *ref)
-{
-	memcpy((char *)frame + HEADER_SIZE + i * REF_SIZE, ref, sizeof(*ref));
-}
-
-static void *copy_frame(const void *frame, size_t len)
-{
-	void *copy = aligned_alloc(8, (len / 8 + 1) * 8);
-
-	assert_non_null(copy);
-	memcpy(copy, frame, len);
-	return copy;
-}
-
 /* The codec and metadata of `frame` with other refs: what a peer can write. */
 static void *frame_with_refs(const void *frame, size_t len, const struct shmrig_ref *refs,
 			     uint32_t nrefs, size_t *out_len)
 {
 	struct shmrig_frame f;
-	struct shmrig_frame_header h = { .magic = SHMRIG_FRAME_MAGIC,
-					 .version = SHMRIG_FRAME_VERSION };
-	size_t size;
-	char *out;
 
 	assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
-	h.codec_id = f.codec_id;
-	h.nbuffers = nrefs;
-	h.meta_len = f.meta_len;
-	size = HEADER_SIZE + nrefs * REF_SIZE + f.meta_len;
-	out = aligned_alloc(8, (size / 8 + 1) * 8);
-	assert_non_null(out);
-	memcpy(out, &h, sizeof(h));
-	memcpy(out + HEADER_SIZE, refs, nrefs * REF_SIZE);
-	memcpy(out + HEADER_SIZE + nrefs * REF_SIZE, f.meta, f.meta_len);
-	*out_len = size;
-	return out;
+	return th_frame_build(f.codec_id, refs, nrefs, f.meta, f.meta_len, out_len);
 }
 
 /* ---- values: every buffer holds th_fill(seed + its index) ---- */
@@ -654,10 +618,10 @@ static void test_06_temporary_on_view(void **state)
 		int ret;
 
 		frame = encode(&fx, cases[i].shape, SIZE6, seed, &len);
-		bad = copy_frame(frame, len);
-		ref = get_ref(bad, cases[i].buffer);
+		bad = th_frame_copy(frame, len);
+		ref = th_frame_ref(bad, cases[i].buffer);
 		ref.temporary = 1;
-		set_ref(bad, cases[i].buffer, &ref);
+		th_frame_set_ref(bad, cases[i].buffer, &ref);
 		ret = shmrig_registry_decode(fx.reg, fx.pool, bad, len, &v);
 		if (ret == 0) {
 			void *data;
@@ -799,10 +763,10 @@ static void test_07_ref_to_held_block(void **state)
 	fx_open(&fx);
 	frame = encode(&fx, ONE_ARRAY, SIZE7, SEED7, &len);
 	assert_int_equal(shmrig_registry_decode(fx.reg, fx.pool, frame, len, &v1), 0);
-	ref = get_ref(frame, 0);
+	ref = th_frame_ref(frame, 0);
 
 	/* a second frame with v1's buffer, persistent: it would be leased twice */
-	bad = copy_frame(frame, len);
+	bad = th_frame_copy(frame, len);
 	ret = shmrig_registry_decode(fx.reg, fx.pool, bad, len, &v2);
 	if (ret == 0) /* the case fails on ret below */
 		(void)!shmrig_value_release(&v2);
