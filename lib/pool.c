@@ -716,17 +716,7 @@ static int target_id(shmrig_pool *pool, pid_t pid, shmrig__procid *id)
 
 int shmrig_pool_transfer(shmrig_pool *pool, const struct shmrig_ref *ref, pid_t pid)
 {
-	shmrig__procid target;
-	int ret = shmrig__pool_check(pool);
-
-	if (ret)
-		return ret;
-	pool_enter(pool);
-	ret = target_id(pool, pid, &target);
-	if (!ret)
-		ret = transfer_locked(pool, ref, 1, target);
-	pool_leave(pool);
-	return ret;
+	return shmrig__pool_transfer_pid(pool, ref, 1, pid);
 }
 
 int shmrig_pool_peer(shmrig_pool *pool, pid_t pid, uint64_t *peer)

@@ -394,36 +394,26 @@ void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t 
 
 /* ---- recovery of REMOTE blocks whose pusher died before pushing ---- */
 
-#define RECOVER_MAX 64u
-
-struct recover_ctx {
-	struct shmrig__life_cache *lives;
-	shmrig__procid dead[RECOVER_MAX];
-	uint32_t ndead;
-	int count;
-};
-
-static bool in_dead(const struct recover_ctx *ctx, shmrig__procid id)
+static bool is_dead_pusher(const struct dead_pushers *dead, shmrig__procid id)
 {
-	for (uint32_t i = 0; i < ctx->ndead; i++)
-		if (ctx->dead[i] == id)
+	for (uint32_t i = 0; i < dead->n; i++)
+		if (dead->ids[i] == id)
 			return true;
 	return false;
 }
 
-static void find_dead_pushers(void *arg, struct seg_local *sl, struct desc *d, unsigned c,
-			      uint32_t id, uint64_t offset)
+void shmrig__note_pusher(struct dead_pushers *dead, struct shmrig__life_cache *lives,
+			 shmrig__procid pusher)
 {
-	struct recover_ctx *ctx = arg;
-	shmrig__procid owner = atomic_load_explicit(&d->owner, memory_order_acquire);
-
-	(void)sl, (void)c, (void)id, (void)offset;
-	if (word_state(atomic_load_explicit(&d->word, memory_order_acquire)) != ST_REMOTE ||
-	    ctx->ndead == RECOVER_MAX || in_dead(ctx, owner))
-		return;
-	if (shmrig__life_cached(ctx->lives, owner) == SHMRIG__DEAD)
-		ctx->dead[ctx->ndead++] = owner;
+	if (dead->n < DEAD_PUSHERS_MAX && !is_dead_pusher(dead, pusher) &&
+	    shmrig__life_cached(lives, pusher) == SHMRIG__DEAD)
+		dead->ids[dead->n++] = pusher;
 }
+
+struct recover_ctx {
+	const struct dead_pushers *dead;
+	int count;
+};
 
 static void recover_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
 			uint64_t offset)
@@ -433,7 +423,7 @@ static void recover_one(void *arg, struct seg_local *sl, struct desc *d, unsigne
 
 	(void)offset;
 	if (word_state(w) != ST_REMOTE ||
-	    !in_dead(ctx, atomic_load_explicit(&d->owner, memory_order_acquire)))
+	    !is_dead_pusher(ctx->dead, atomic_load_explicit(&d->owner, memory_order_acquire)))
 		return;
 	if (!atomic_compare_exchange_strong_explicit(&d->word, &w,
 						     word_make(word_gen(w), 0, 0, ST_FREE),
@@ -444,19 +434,17 @@ static void recover_one(void *arg, struct seg_local *sl, struct desc *d, unsigne
 }
 
 /*
- * A REMOTE block on no list: its pusher died between its two steps. Judge the
- * pushers first; then take the remote lists (every push of a process already
- * dead is on them now); what is still REMOTE and owned by one of those dead
- * pushers was never pushed. Only the creator may do this: it alone collects.
+ * A REMOTE block on no list: its pusher died between its two steps. The
+ * pushers were judged first (by reap's walk, shmrig__note_pusher); now take
+ * the remote lists (every push of a process already dead is on them); what is
+ * still REMOTE and owned by one of those dead pushers was never pushed. Only
+ * the creator may do this: it alone collects.
  */
-int shmrig__arena_recover(struct seg_local *sl, struct shmrig__life_cache *lives)
+int shmrig__arena_recover(struct seg_local *sl, const struct dead_pushers *dead)
 {
-	struct recover_ctx ctx = { .lives = lives };
+	struct recover_ctx ctx = { .dead = dead };
 
-	if (!sl->created || sl->large)
-		return 0;
-	shmrig__walk_blocks(sl, find_dead_pushers, &ctx);
-	if (!ctx.ndead)
+	if (!sl->created || sl->large || !dead->n)
 		return 0;
 	for (unsigned c = 0; c < NCLASS; c++)
 		collect_remote(sl, c);

@@ -361,9 +361,18 @@ static inline void shmrig__arena_release(struct seg_local *sl, struct block *b, 
 /* Put a dead owner's block (CAS from `word` won by the caller: now REMOTE,
  * owned by us) where it belongs. */
 void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, uint32_t id);
-/* Creator: REMOTE blocks on no list whose pusher is dead go back (after every
- * push of that pusher has been collected). Returns how many. */
-int shmrig__arena_recover(struct seg_local *sl, struct shmrig__life_cache *lives);
+/* The pushers of REMOTE blocks in an arena we created that are known dead,
+ * noted while reap walks it (at most DEAD_PUSHERS_MAX; more wait a reap). */
+#define DEAD_PUSHERS_MAX 64u
+struct dead_pushers {
+	shmrig__procid ids[DEAD_PUSHERS_MAX];
+	uint32_t n;
+};
+void shmrig__note_pusher(struct dead_pushers *dead, struct shmrig__life_cache *lives,
+			 shmrig__procid pusher);
+/* Creator: REMOTE blocks on no list whose pusher is one of `dead` go back
+ * (after every push of those pushers has been collected). Returns how many. */
+int shmrig__arena_recover(struct seg_local *sl, const struct dead_pushers *dead);
 int shmrig__arena_audit(struct seg_local *sl);
 
 /* ---- pool_large.c ---- */

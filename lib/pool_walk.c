@@ -289,6 +289,7 @@ int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_stats *out, s
 struct reap_ctx {
 	struct shmrig__life_cache *lives;
 	shmrig__procid self;
+	struct dead_pushers pushers; /* of the segment being walked */
 	int count;
 };
 
@@ -301,6 +302,12 @@ static void reap_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c
 	unsigned st = word_state(w);
 
 	(void)offset;
+	/* A REMOTE block's owner is its pusher: judged now, in this one walk,
+	 * before shmrig__arena_recover takes the remote lists. */
+	if (st == ST_REMOTE && sl->created) {
+		shmrig__note_pusher(&ctx->pushers, ctx->lives, owner);
+		return;
+	}
 	/* Cached blocks are the creator's; a dead creator's arena goes with sweep. */
 	if ((st != ST_LIVE && st != ST_HANDED) || owner == ctx->self ||
 	    shmrig__life_cached(ctx->lives, owner) != SHMRIG__DEAD)
@@ -337,9 +344,10 @@ int shmrig_pool_reap(shmrig_pool *pool)
 	ctx.count = 0;
 	pool_enter(pool);
 	for (struct seg_local *sl = pool->segs; sl; sl = sl->next) {
+		ctx.pushers.n = 0;
 		shmrig__walk_blocks(sl, reap_one, &ctx);
 		/* REMOTE blocks whose pusher died before pushing: returned too */
-		ctx.count += shmrig__arena_recover(sl, lives);
+		ctx.count += shmrig__arena_recover(sl, &ctx.pushers);
 	}
 	shmrig__large_recycle_all(pool);
 	shmrig__large_prune_foreign(pool);
