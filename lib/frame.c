@@ -89,13 +89,7 @@ int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len)
 	if (first)
 		return first;
 	for (uint32_t i = 0; i < f.nbuffers; i++) {
-		/* in flight to us (an encoded frame): claimed first, then freed */
-		int ret = shmrig_pool_claim(pool, &f.buffers[i]);
-
-		if (ret == -SHMRIG_ECLAIMED)
-			ret = 0; /* ours and live already */
-		if (!ret)
-			ret = shmrig_pool_free(pool, &f.buffers[i]);
+		int ret = shmrig__pool_drop(pool, &f.buffers[i]);
 
 		if (ret && !first)
 			first = ret;

@@ -75,6 +75,11 @@ int shmrig__pool_transfer_pid(struct shmrig_pool *pool, const struct shmrig_ref 
 			      pid_t pid);
 
 
+/* Drop one reference that is ours: claimed first if it was handed to us and
+ * not claimed yet (an encoded frame's buffer), then freed. Errors as
+ * shmrig_pool_claim (but -SHMRIG_ECLAIMED) and shmrig_pool_free. */
+int shmrig__pool_drop(struct shmrig_pool *pool, const struct shmrig_ref *ref);
+
 /* The identity (pid + start time) of a channel's peer, as its hello checked it. */
 struct shmrig_channel;
 uint64_t shmrig__channel_peer_id(const struct shmrig_channel *ch);

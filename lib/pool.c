@@ -828,6 +828,15 @@ int shmrig_pool_claim(shmrig_pool *pool, const struct shmrig_ref *ref)
 	return shmrig__pool_claim_refs(pool, ref, 1, &claimed, NULL);
 }
 
+int shmrig__pool_drop(shmrig_pool *pool, const struct shmrig_ref *ref)
+{
+	int ret = shmrig_pool_claim(pool, ref);
+
+	if (ret == -SHMRIG_ECLAIMED)
+		ret = 0; /* ours, claimed already */
+	return ret ? ret : shmrig_pool_free(pool, ref);
+}
+
 /* ---- slab ---- */
 
 static int slab_start(shmrig_pool *pool)

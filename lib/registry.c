@@ -279,10 +279,7 @@ static int add_ref(struct shmrig_encoder *enc, const struct shmrig_ref *ref)
 /* Free a buffer of a failed encode: handed to us (claimed first) or not. */
 static void drop_ref(shmrig_pool *pool, const struct shmrig_ref *ref)
 {
-	uint8_t claimed = 0;
-
-	shmrig__pool_claim_refs(pool, ref, 1, &claimed, NULL);
-	(void)!shmrig_pool_free(pool, ref); /* best effort: the encode failed already */
+	(void)!shmrig__pool_drop(pool, ref); /* best effort: the encode failed already */
 }
 
 int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flags, void **data)
