@@ -23,7 +23,7 @@
  */
 #include "stress.h"
 
-#include "pool_internal.h"
+#include "pool/pool_internal.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -35,11 +35,11 @@
 #include <shmrig/segment.h>
 #include <shmrig/value.h>
 
-#include "channel_internal.h" /* a ring end's mapping, for a hostile producer (item 7) */
-#include "liveness.h"         /* shmrig__self: an identity as descriptors record it */
+#include "transport/channel_internal.h" /* a ring end's mapping, for a hostile producer (item 7) */
+#include "os/liveness.h"         /* shmrig__self: an identity as descriptors record it */
 
-#include "internal.h" /* SHMRIG_CACHELINE, which the layouts use */
-#include "pool_layout.h"
+#include "base/internal.h" /* SHMRIG_CACHELINE, which the layouts use */
+#include "pool/pool_layout.h"
 
 #define TIMEOUT_MS 60000
 #define ARENA (4 * MiB)

@@ -32,7 +32,7 @@
 #include <shmrig/pool.h>
 #include <shmrig/segment.h>
 
-#include "liveness.h"
+#include "os/liveness.h"
 
 #define TIMEOUT_MS 60000
 /* The fd limit set where a case runs out of fds: small, so that filling it is cheap. */

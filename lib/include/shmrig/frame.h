@@ -81,19 +81,6 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_transfer_peer(shmrig_pool *pool, co
 SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_discard(shmrig_pool *pool, const void *buf,
 						     size_t len);
 
-/*
- * Render a frame as JSON for people and tools: {"codec": id, "codec_name": ...,
- * "buffers": [{"name", "offset", "size", "content_size", "generation",
- * "temporary"}...], "meta": ...}. `reg` may be NULL (no codec_name). The
- * string is malloc'd; free() it.
- * Errors: the errors of shmrig_frame_parse; -EBADMSG meta not MessagePack or
- * not JSON-compatible; -ENOMEM.
- */
-struct shmrig_registry;
-SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_to_json(const void *buf, size_t len,
-						     const struct shmrig_registry *reg,
-						     char **json);
-
 #ifdef __cplusplus
 }
 #endif

@@ -19,6 +19,13 @@
 
 #include <shmrig/common.h>
 
+/* Longest segment name, including the terminating NUL. */
+#define SHMRIG_NAME_MAX 64
+/* Longest prefix (without NUL). Prefixes use [A-Za-z0-9_.] only. */
+#define SHMRIG_PREFIX_MAX 24
+/* Prefix when neither the API nor $SHMRIG_PREFIX gives one. */
+#define SHMRIG_DEFAULT_PREFIX "shmrig"
+
 #ifdef __cplusplus
 extern "C" {
 #endif

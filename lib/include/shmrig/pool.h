@@ -48,6 +48,8 @@ typedef struct shmrig_pool shmrig_pool;
 #define SHMRIG_POOL_MIN_BLOCK 64u
 #define SHMRIG_POOL_MAX_CLASS_BLOCK (1u << 20)
 #define SHMRIG_POOL_CHUNK (2u << 20)
+/* The largest arena_size (512 chunks: an arena's header stays inside its first chunk). */
+#define SHMRIG_POOL_ARENA_MAX ((size_t)512 * SHMRIG_POOL_CHUNK)
 
 /* What travels between processes to name a block: the seed's ShmRef plus the
  * block's generation. Fixed layout, no pointers: it can be copied into frames. */

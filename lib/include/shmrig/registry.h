@@ -19,6 +19,7 @@
 
 #include <shmrig/codec.h>
 #include <shmrig/common.h>
+#include <shmrig/frame.h>
 #include <shmrig/pool.h>
 #include <shmrig/value.h>
 
@@ -95,6 +96,18 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shm
 SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool,
 						       const void *frame, size_t len,
 						       struct shmrig_value *out);
+
+/*
+ * Render a frame as JSON for people and tools: {"codec": id, "codec_name": ...,
+ * "buffers": [{"name", "offset", "size", "content_size", "generation",
+ * "temporary"}...], "meta": ...}. `reg` may be NULL (no codec_name). The
+ * string is malloc'd; free() it.
+ * Errors: the errors of shmrig_frame_parse; -EBADMSG meta not MessagePack or
+ * not JSON-compatible; -ENOMEM.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_to_json(const void *buf, size_t len,
+						     const struct shmrig_registry *reg,
+						     char **json);
 
 #ifdef __cplusplus
 }

@@ -27,6 +27,7 @@
  */
 
 #include <shmrig/common.h>
+#include <shmrig/options.h>
 #include <shmrig/topo.h>
 #include <sys/types.h>
 
@@ -36,12 +37,7 @@ extern "C" {
 
 typedef struct shmrig_segment shmrig_segment;
 
-/* Longest segment name, including the terminating NUL. */
-#define SHMRIG_NAME_MAX 64
-/* Longest prefix (without NUL). Prefixes use [A-Za-z0-9_.] only. */
-#define SHMRIG_PREFIX_MAX 24
-/* Prefix when neither the API nor $SHMRIG_PREFIX gives one. */
-#define SHMRIG_DEFAULT_PREFIX "shmrig"
+/* SHMRIG_NAME_MAX, SHMRIG_PREFIX_MAX and SHMRIG_DEFAULT_PREFIX: shmrig/options.h */
 
 enum shmrig_backing {
 	SHMRIG_BACKING_AUTO = 0, /* request only: best available */

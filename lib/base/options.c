@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <shmrig/options.h>
-#include "internal.h"
-#include "pool_layout.h"
+#include "base/internal.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -60,23 +59,21 @@ int shmrig_parse_size(const char *text, size_t *out)
  */
 struct env_option {
 	const char *name;
-	size_t max_size;                 /* a size: the largest valid (0 is never valid) */
 	int (*check)(const char *value); /* a string: 0, or -errno with words; NULL: any */
 	int warned;
 };
 
 static struct env_option env_options[] = {
-	{ "SHMRIG_PREFIX", 0, shmrig__check_prefix, 0 },
-	/* arenas of at most MAX_CHUNKS chunks (pool_layout.h says why) */
-	{ "SHMRIG_ARENA_SIZE", (CHUNK * MAX_CHUNKS), NULL, 0 },
-	{ "SHMRIG_POOL_MAX", SIZE_MAX, NULL, 0 },
+	{ "SHMRIG_PREFIX", shmrig__check_prefix, 0 },
+	{ "SHMRIG_ARENA_SIZE", NULL, 0 },
+	{ "SHMRIG_POOL_MAX", NULL, 0 },
 	/* channel_uring.c checks that it is 0 or 1 (and warns) itself */
-	{ "SHMRIG_URING_SQPOLL", 0, NULL, 0 },
+	{ "SHMRIG_URING_SQPOLL", NULL, 0 },
 };
 
 /* A variable missing from the table above (add it there) is read unchecked
  * but for being a size, and its warnings share this entry's flag. */
-static struct env_option unlisted = { "", SIZE_MAX, NULL, 0 };
+static struct env_option unlisted = { "", NULL, 0 };
 
 static struct env_option *env_option(const char *name)
 {
@@ -103,7 +100,7 @@ static void size_words(size_t value, char *text, size_t text_size)
  */
 #define SAVED_ERROR_SIZE 512 /* error.c's buffer */
 
-size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallback)
+size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallback, size_t max)
 {
 	struct env_option *option = env_option(env_name);
 	char saved[SAVED_ERROR_SIZE], limit[32], default_words[32];
@@ -127,8 +124,8 @@ size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallba
 				  env_name, env, default_words);
 		return fallback;
 	}
-	if (ret == -ERANGE || value > option->max_size) {
-		size_words(option->max_size, limit, sizeof(limit));
+	if (ret == -ERANGE || value > max) {
+		size_words(max, limit, sizeof(limit));
 		shmrig__warn_once(&option->warned,
 				  "%s='%s' is above the largest valid value (%s); using the "
 				  "default (%s)",
@@ -176,4 +173,20 @@ bool shmrig__valid_name(const char *name, size_t max_len)
 		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-'))
 			return false;
 	return true;
+}
+
+int shmrig__check_prefix(const char *prefix)
+{
+	size_t len = strlen(prefix);
+
+	if (len == 0 || len > SHMRIG_PREFIX_MAX)
+		return shmrig__fail(-EINVAL, "prefix '%s' must have 1 to %d characters", prefix,
+				    SHMRIG_PREFIX_MAX);
+	for (const char *p = prefix; *p; p++)
+		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+		    !(*p >= '0' && *p <= '9') && *p != '_' && *p != '.')
+			return shmrig__fail(-EINVAL,
+					    "prefix '%s' may hold only letters, digits, '_' and '.'",
+					    prefix);
+	return 0;
 }

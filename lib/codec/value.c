@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-#include "internal.h"
-#include "storage.h"
+#include "base/internal.h"
+#include "codec/storage.h"
 
 #include <errno.h>
 #include <stdalign.h>

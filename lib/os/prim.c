@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-#include "prim.h"
-#include "internal.h"
+#include "os/prim.h"
+#include "base/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <shmrig/topo.h>
 
-#include "internal.h"
-#include "prim.h"
+#include "base/internal.h"
+#include "os/prim.h"
 
 #include <errno.h>
 #include <hwloc.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* channel: pairs, ends, the hello, and dispatch to a backend. */
-#include "channel_internal.h"
-#include "internal.h"
+#include "transport/channel_internal.h"
+#include "base/internal.h"
 
 #include <shmrig/frame.h>
 

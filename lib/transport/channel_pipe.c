@@ -10,8 +10,8 @@
  * next recv goes on from there; a send that times out in the middle of a
  * message keeps the rest and the next send (or recv) finishes it first.
  */
-#include "channel_internal.h"
-#include "internal.h"
+#include "transport/channel_internal.h"
+#include "base/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -13,8 +13,8 @@
  * cost 1.5 GiB unpacked (2.1 GiB measured) without that cap. Only then is it
  * unpacked.
  */
-#include "internal.h"
-#include "meta.h"
+#include "base/internal.h"
+#include "codec/meta.h"
 
 #include <shmrig/codec.h>
 #include <shmrig/frame.h>

@@ -15,7 +15,7 @@
  * the list promises, changed by our CAS; a list that fails is corrupt, and a
  * block is never handed out twice.
  */
-#include "pool_internal.h"
+#include "pool/pool_internal.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -11,7 +11,7 @@
 #include <shmrig/channel.h>
 #include <shmrig/segment.h>
 
-#include "liveness.h"
+#include "os/liveness.h"
 
 struct shmrig_channel;
 struct shmrig_channel_pair;
@@ -84,5 +84,9 @@ struct stream_hdr {
 	uint64_t len;
 };
 #define STREAM_MAGIC 0x4d534853u /* "SHSM" */
+
+/* The identity (pid + start time) of a channel's peer, as its hello checked it. */
+uint64_t shmrig__channel_peer_id(const struct shmrig_channel *ch);
+
 
 #endif

@@ -42,6 +42,7 @@
 #define SLOT_BITS 16
 /* 1 GiB arenas at most: the header (about 1 KiB a chunk) then stays inside chunk 0. */
 #define MAX_CHUNKS 512u
+_Static_assert(CHUNK * MAX_CHUNKS == SHMRIG_POOL_ARENA_MAX, "pool.h states the arena cap");
 #define LARGE_TRAILER 128u
 /* Header table slots a chunk, for classes with at most this many blocks a chunk. */
 #define EXT_DESCS 32u

@@ -8,7 +8,7 @@
  * free takes (REMOTE by one CAS, then a push), so that a reaper that dies
  * half-way leaves what the next reap finds.
  */
-#include "pool_internal.h"
+#include "pool/pool_internal.h"
 
 #include <errno.h>
 #include <stdio.h>

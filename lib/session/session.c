@@ -23,10 +23,10 @@
  * ends, the caller reaps whatever the worker owned, and removes the segments
  * the worker created if it could not (it died).
  */
-#include "channel_internal.h"
-#include "internal.h"
-#include "liveness.h"
-#include "prim.h"
+#include "transport/channel_internal.h"
+#include "base/internal.h"
+#include "os/liveness.h"
+#include "os/prim.h"
 
 #include <shmrig/frame.h>
 #include <shmrig/session.h>

@@ -3,8 +3,8 @@
  * liveness: pidfds and /proc/PID/stat, read so that only a fact the kernel
  * keeps makes a process dead (see liveness.h for the rules).
  */
-#include "liveness.h"
-#include "internal.h"
+#include "os/liveness.h"
+#include "base/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -13,8 +13,8 @@
  * store that follows it leaves the block owned by a dead process, which
  * reap() returns.
  */
-#include "pool_internal.h"
-#include "ref_check.h"
+#include "pool/pool_internal.h"
+#include "pool/ref_check.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -395,10 +395,10 @@ int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out)
 	pool->shared = shmrig__membarrier_register() != 0;
 	snprintf(pool->prefix, sizeof(pool->prefix), "%s", prefix);
 	pool->arena_size = round_up(shmrig__option_size(opts->arena_size, "SHMRIG_ARENA_SIZE",
-							DEFAULT_ARENA_SIZE),
+							DEFAULT_ARENA_SIZE, MAX_CHUNKS * CHUNK),
 				    CHUNK);
 	pool->max_bytes =
-		shmrig__option_size(opts->max_bytes, "SHMRIG_POOL_MAX", DEFAULT_MAX_BYTES);
+		shmrig__option_size(opts->max_bytes, "SHMRIG_POOL_MAX", DEFAULT_MAX_BYTES, SIZE_MAX);
 	pool->backing = opts->backing;
 	pool->numa_node = opts->numa_node;
 	pool->flags = opts->flags;

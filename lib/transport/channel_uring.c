@@ -35,8 +35,8 @@
  *    next send or recv sends it first, as "pipe" does; messages after it in
  *    the batch were not sent.
  */
-#include "channel_internal.h"
-#include "internal.h"
+#include "transport/channel_internal.h"
+#include "base/internal.h"
 
 #include <errno.h>
 #include <liburing.h>

@@ -8,7 +8,7 @@
  * moves nothing of ours. Freeing a large block is one CAS (LIVE -> FREE); the
  * creator reuses or unlinks free segments, others unmap them.
  */
-#include "pool_internal.h"
+#include "pool/pool_internal.h"
 
 #include <errno.h>
 #include <string.h>

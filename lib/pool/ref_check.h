@@ -9,7 +9,7 @@
  * parse runs it once a ref.
  */
 
-#include "internal.h"
+#include "base/internal.h"
 
 #include <shmrig/pool.h>
 

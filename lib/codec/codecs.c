@@ -8,7 +8,7 @@
  *   bytes    the fallback: one temporary buffer; meta {len}; decode copies out
  * Arrays of objects, not maps, keep the order of columns and variables.
  */
-#include "internal.h"
+#include "base/internal.h"
 
 #include <shmrig/registry.h>
 

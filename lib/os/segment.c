@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-#include "internal.h"
-#include "liveness.h"
-#include "prim.h"
+#include "base/internal.h"
+#include "os/segment_internal.h"
+#include "os/liveness.h"
+#include "os/prim.h"
 
 #include <shmrig/segment.h>
 
@@ -55,22 +56,6 @@ const char *shmrig_backing_name(enum shmrig_backing backing)
 	default:
 		return "auto";
 	}
-}
-
-int shmrig__check_prefix(const char *prefix)
-{
-	size_t len = strlen(prefix);
-
-	if (len == 0 || len > SHMRIG_PREFIX_MAX)
-		return shmrig__fail(-EINVAL, "prefix '%s' must have 1 to %d characters", prefix,
-				    SHMRIG_PREFIX_MAX);
-	for (const char *p = prefix; *p; p++)
-		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
-		    !(*p >= '0' && *p <= '9') && *p != '_' && *p != '.')
-			return shmrig__fail(-EINVAL,
-					    "prefix '%s' may hold only letters, digits, '_' and '.'",
-					    prefix);
-	return 0;
 }
 
 static const char *resolve_prefix(const char *prefix)

@@ -3,9 +3,10 @@
  * registry: ordered codecs, first-match encode, id-dispatched decode, and the
  * per-call encoder and decoder state that codecs see.
  */
-#include "internal.h"
-#include "meta.h"
-#include "storage.h"
+#include "base/internal.h"
+#include "pool/handover.h"
+#include "codec/meta.h"
+#include "codec/storage.h"
 
 #include <shmrig/frame.h>
 #include <shmrig/registry.h>

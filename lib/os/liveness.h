@@ -20,7 +20,7 @@
  * carry the creator's namespace, see segment.c).
  */
 
-#include "prim.h"
+#include "os/prim.h"
 
 #include <stdint.h>
 #include <sys/types.h>

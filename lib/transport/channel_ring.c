@@ -35,8 +35,9 @@
  * shared memory are checked (-EBADMSG), and the ring's geometry comes from
  * this process's copy of the pair, never from the segment.
  */
-#include "channel_internal.h"
-#include "internal.h"
+#include "transport/channel_internal.h"
+#include "base/internal.h"
+#include "pool/handover.h"
 
 #include <errno.h>
 #include <linux/futex.h>

@@ -11,10 +11,12 @@
  *   pool_walk.c   walks over every block: stats, reap, audit, leaks, sweep
  */
 
-#include "internal.h"
-#include "liveness.h"
-#include "pool_layout.h"
-#include "prim.h"
+#include "base/internal.h"
+#include "os/liveness.h"
+#include "os/segment_internal.h"
+#include "pool/handover.h"
+#include "pool/pool_layout.h"
+#include "os/prim.h"
 
 #include <shmrig/pool.h>
 

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_INTERNAL_H
+#define SHMRIG_INTERNAL_H
+
+/* Cross-file internals of libshmrig. Not installed. */
+
+#include <shmrig/common.h>
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* Graded checks (meson option debug_checks): 0 bounds checks of everything
+ * read from shared memory only; 1 + each block handed out from a process cache
+ * is checked to be still ours; 2 + an audit walk of every arena at pool close. */
+#ifndef SHMRIG_DEBUG_CHECKS
+#define SHMRIG_DEBUG_CHECKS 1
+#endif
+
+#define SHMRIG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SHMRIG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define SHMRIG_CACHELINE 64
+
+/*
+ * Record a failure for shmrig_last_error() and return `err` (a negative code),
+ * so that a failing path reads `return shmrig__fail(-EINVAL, "...", ...);`.
+ */
+int shmrig__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Forget the last failure's words (shmrig_last_error() is "" again). */
+void shmrig__clear_error(void);
+
+/* Print "shmrig: warning: ..." to stderr once per `key` (a static flag) per process. */
+void shmrig__warn_once(int *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Option lookup (see shmrig/options.h): the API value if non-zero, else the
+ * environment variable if valid (a size: 1..max), else the fallback. */
+size_t shmrig__option_size(size_t api_value, const char *env_name, size_t fallback,
+			    size_t max);
+const char *shmrig__option_string(const char *api_value, const char *env_name,
+				  const char *fallback);
+
+/* A name of codecs, handlers, user types: 1..max_len of [A-Za-z0-9_.-]. */
+bool shmrig__valid_name(const char *name, size_t max_len);
+
+/* 0 if `prefix` is a valid segment name prefix, else -EINVAL with a message. */
+int shmrig__check_prefix(const char *prefix);
+
+#endif
