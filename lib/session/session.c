@@ -1,31 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * session: a forked worker that serves named handlers over a channel.
- *
- * Every message is a msg_hdr, then a payload: a frame (CALL, RESULT), the
- * words of a failure (ERROR: NUL-terminated), the worker's procid (READY), or
- * nothing. The header is 40 bytes, so a frame after it is 8-byte aligned in the
- * channel's 8-aligned receive buffer, as frames must be.
- *
- *   worker -> caller   READY (after fork, once its pool and channel are open)
- *   caller -> worker   CALL id handler arg frame   -> RESULT id frame | ERROR id status text
- *                      PING id                     -> PONG id
- *                      SHUTDOWN id                 -> BYE id, then it exits
- *
- * Both ends are the same binary (a fork), so the layout cannot differ; what
- * arrives is still checked before use, and a worker that sends nonsense is
- * killed rather than trusted.
- *
- * Who owns the blocks: the caller hands a request's blocks to the worker
- * before it sends the CALL, and the worker hands the response's blocks to the
- * caller before it sends the RESULT. A reply the caller no longer waits for
- * (its call timed out) is discarded and its blocks freed. When the worker
- * ends, the caller reaps whatever the worker owned, and removes the segments
- * the worker created if it could not (it died).
+ * session: a forked worker that serves named handlers over a channel. This
+ * file is the caller's side: the handle, handler registration, start, call,
+ * ping, shutdown, stats, and the end of a worker (wait for it, free the
+ * replies it sent, reap its blocks, remove its segments). session_internal.h
+ * describes the messages and who owns the blocks; worker.c is the worker.
  */
+#include "session/session_internal.h"
 #include "transport/channel_internal.h"
 #include "base/internal.h"
-#include "os/liveness.h"
 #include "os/prim.h"
 
 #include <shmrig/frame.h>
@@ -34,7 +17,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -44,96 +26,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
-#define MSG_MAGIC 0x53534553u /* "SESS" */
-#define HANDLER_NAME_MAX 31
-/* Longest failure text carried in an ERROR. */
-#define ERROR_TEXT_MAX 512
 /* How long a worker whose channel closed may take to exit before it is killed. */
 #define EXIT_GRACE_MS 5000
-
-/* The worker's exit codes (signals aside). */
-enum {
-	EXIT_OK = 0,
-	EXIT_LEAK = 3,  /* blocks of its own were live at its pool's close */
-	EXIT_SETUP = 4, /* could not open its pool or its channel */
-	EXIT_PROTO = 5, /* the caller's messages made no sense, or the channel failed */
-};
-
-enum msg_type {
-	MSG_READY = 1,
-	MSG_CALL,
-	MSG_RESULT,
-	MSG_ERROR,
-	MSG_PING,
-	MSG_PONG,
-	MSG_SHUTDOWN,
-	MSG_BYE,
-	MSG_TYPE_END
-};
-
-struct msg_hdr {
-	uint32_t magic;
-	uint16_t type;
-	uint16_t reserved0;
-	uint64_t id;      /* correlation id: a reply carries its request's */
-	double arg;       /* CALL: the caller's argument */
-	uint32_t handler; /* CALL: index in the handler table (the worker's is a copy) */
-	int32_t status;   /* ERROR: a negative errno-style code */
-	uint64_t reserved1;
-};
-_Static_assert(sizeof(struct msg_hdr) == 40, "session header layout");
-_Static_assert(sizeof(struct msg_hdr) % 8 == 0, "the frame after the header must stay 8-aligned");
-_Static_assert(offsetof(struct msg_hdr, id) == 8, "session header layout");
-_Static_assert(offsetof(struct msg_hdr, handler) == 24, "session header layout");
-
-struct handler {
-	char name[HANDLER_NAME_MAX + 1];
-	shmrig_handler_fn fn;
-	void *ctx;
-};
-
-enum state {
-	STATE_IDLE,    /* no worker: never started, or shut down */
-	STATE_RUNNING, /* a worker serves */
-	STATE_DEAD,    /* the worker died or was killed; it has been reaped */
-};
-
-struct shmrig_session {
-	shmrig_registry *reg;
-	shmrig_pool *pool;
-	unsigned fork_epoch; /* of the creating process */
-	char prefix[SHMRIG_PREFIX_MAX + 1];
-	struct shmrig_channel_opts channel_opts;
-	bool has_worker_pool;
-	struct shmrig_pool_opts worker_pool;
-	int call_timeout_ms;
-	int start_timeout_ms;
-	struct handler *handlers;
-	uint32_t nhandlers;
-	uint32_t cap;
-	enum state state;
-	pid_t worker;
-	shmrig__procid worker_id; /* from READY; 0 before */
-	shmrig_channel *ch;
-	uint64_t next_id;
-	char last_end[160]; /* how the last worker ended, for later calls' messages */
-	struct shmrig_session_stats stats;
-};
-
-struct scratch_node {
-	struct scratch_node *next;
-	max_align_t data[];
-};
-
-struct shmrig_handler_scratch {
-	struct scratch_node *head;
-};
-
-/* The session a worker serves: its handles are the parent's memory, and a
- * leak checker run at the worker's exit must find them reachable. */
-static struct shmrig_session *worker_session;
 
 /* ---- small pieces ---- */
 
@@ -173,259 +68,6 @@ static int find_handler(const struct shmrig_session *sess, const char *name)
 	return -1;
 }
 
-/* ---- messages ---- */
-
-/* One buffer: the header, then `len` bytes of payload. NULL: ENOMEM. */
-static void *msg_build(const struct msg_hdr *hdr, const void *payload, size_t len)
-{
-	char *msg = shmrig__msg_alloc(sizeof(*hdr) + len);
-
-	if (!msg)
-		return NULL;
-	memcpy(msg, hdr, sizeof(*hdr));
-	if (len)
-		memcpy(msg + sizeof(*hdr), payload, len);
-	return msg;
-}
-
-static int send_bare(shmrig_channel *ch, enum msg_type type, uint64_t id, int timeout_ms)
-{
-	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = (uint16_t)type, .id = id };
-
-	return shmrig_channel_send(ch, &hdr, sizeof(hdr), timeout_ms);
-}
-
-/* ERROR id status text, the text cut at ERROR_TEXT_MAX. */
-static int send_error(shmrig_channel *ch, uint64_t id, int status, const char *text)
-{
-	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_ERROR, .id = id, .status = status };
-	char words[ERROR_TEXT_MAX];
-	void *msg;
-	int ret;
-
-	snprintf(words, sizeof(words), "%s", text);
-	msg = msg_build(&hdr, words, strlen(words) + 1);
-	if (!msg)
-		return -ENOMEM;
-	ret = shmrig_channel_send(ch, msg, sizeof(hdr) + strlen(words) + 1, -1);
-	free(msg);
-	return ret;
-}
-
-/*
- * Check what arrived and copy its header out. The payload is whatever follows;
- * its kind is checked per type (a frame is checked by whoever decodes it).
- * 0 or -EPROTO (the message says what is wrong).
- */
-static int msg_check(const void *msg, size_t len, struct msg_hdr *hdr)
-{
-	size_t payload;
-
-	if (len < sizeof(*hdr))
-		return shmrig__fail(-EPROTO, "session: a %zu-byte message (the header is %zu)", len,
-				    sizeof(*hdr));
-	memcpy(hdr, msg, sizeof(*hdr));
-	payload = len - sizeof(*hdr);
-	if (hdr->magic != MSG_MAGIC || hdr->type == 0 || hdr->type >= MSG_TYPE_END ||
-	    hdr->reserved0 || hdr->reserved1)
-		return shmrig__fail(-EPROTO, "session: bad message header (magic %08x, type %u)",
-				    hdr->magic, hdr->type);
-	switch (hdr->type) {
-	case MSG_CALL:
-	case MSG_RESULT:
-		return 0;
-	case MSG_ERROR:
-		if (hdr->status >= 0 || hdr->status == INT32_MIN || payload == 0 ||
-		    payload > ERROR_TEXT_MAX || ((const char *)msg)[len - 1] != '\0')
-			return shmrig__fail(-EPROTO, "session: malformed error message");
-		return 0;
-	case MSG_READY:
-		if (payload != sizeof(shmrig__procid))
-			return shmrig__fail(-EPROTO, "session: malformed ready message");
-		return 0;
-	default:
-		if (payload)
-			return shmrig__fail(-EPROTO, "session: message type %u carries %zu bytes",
-					    hdr->type, payload);
-		return 0;
-	}
-}
-
-/* ---- the checksum ---- */
-
-static int hash_array(XXH3_state_t *state, const struct shmrig_array *array)
-{
-	uint64_t nbytes;
-	int ret = shmrig_array_nbytes(array, &nbytes);
-
-	if (ret)
-		return ret;
-	if (nbytes && !array->data)
-		return shmrig__fail(-EINVAL, "checksum: an array of %llu bytes has no data",
-				    (unsigned long long)nbytes);
-	if (nbytes)
-		XXH3_64bits_update(state, array->data, (size_t)nbytes);
-	return 0;
-}
-
-static int hash_named(XXH3_state_t *state, const struct shmrig_named_array *arrays, uint32_t n)
-{
-	if (n && !arrays)
-		return shmrig__fail(-EINVAL, "checksum: %u arrays but no array list", n);
-	for (uint32_t i = 0; i < n; i++) {
-		int ret = hash_array(state, &arrays[i].array);
-
-		if (ret)
-			return ret;
-	}
-	return 0;
-}
-
-int shmrig_session_checksum(const struct shmrig_value *value, uint64_t *out)
-{
-	XXH3_state_t *state;
-	int ret = 0;
-
-	if (!value || !out)
-		return shmrig__fail(-EINVAL, "checksum: NULL argument");
-	state = XXH3_createState();
-	if (!state)
-		return shmrig__fail(-ENOMEM, "checksum: out of memory");
-	XXH3_64bits_reset(state);
-	switch (value->kind) {
-	case SHMRIG_KIND_BYTES:
-		if (value->bytes.len && !value->bytes.data)
-			ret = shmrig__fail(-EINVAL, "checksum: %llu bytes but no data",
-					   (unsigned long long)value->bytes.len);
-		else if (value->bytes.len)
-			XXH3_64bits_update(state, value->bytes.data, (size_t)value->bytes.len);
-		break;
-	case SHMRIG_KIND_NDARRAY:
-		ret = hash_array(state, &value->array);
-		break;
-	case SHMRIG_KIND_TABLE:
-		ret = hash_named(state, value->table.columns, value->table.ncolumns);
-		break;
-	case SHMRIG_KIND_DATASET:
-		if (value->dataset.ngroups && !value->dataset.groups)
-			ret = shmrig__fail(-EINVAL, "checksum: %u groups but no group list",
-					   value->dataset.ngroups);
-		for (uint32_t g = 0; !ret && g < value->dataset.ngroups; g++)
-			ret = hash_named(state, value->dataset.groups[g].variables,
-					 value->dataset.groups[g].nvariables);
-		break;
-	case SHMRIG_KIND_USER:
-		ret = shmrig__fail(-ENOTSUP, "checksum: a user value's bytes are its codec's");
-		break;
-	default:
-		ret = shmrig__fail(-EINVAL, "checksum: unknown value kind %d", (int)value->kind);
-	}
-	if (!ret)
-		*out = XXH3_64bits_digest(state);
-	XXH3_freeState(state);
-	return ret;
-}
-
-/* ---- handlers ---- */
-
-void *shmrig_handler_alloc(struct shmrig_handler_call *call, size_t size)
-{
-	struct scratch_node *node;
-
-	if (!call || !call->scratch || size > SIZE_MAX - sizeof(*node))
-		return NULL;
-	node = calloc(1, sizeof(*node) + size);
-	if (!node)
-		return NULL;
-	node->next = call->scratch->head;
-	call->scratch->head = node;
-	return node->data;
-}
-
-int shmrig_handler_error(int err, const char *fmt, ...)
-{
-	char words[ERROR_TEXT_MAX];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(words, sizeof(words), fmt, ap);
-	va_end(ap);
-	return shmrig__fail(err, "%s", words);
-}
-
-static int echo_handler(void *ctx, struct shmrig_handler_call *call)
-{
-	(void)ctx;
-	call->response = *call->request;
-	/* a view of the request: the session releases the request itself */
-	call->response.storage = NULL;
-	return 0;
-}
-
-static int checksum_handler(void *ctx, struct shmrig_handler_call *call)
-{
-	uint64_t *sum = shmrig_handler_alloc(call, sizeof(*sum));
-	int ret;
-
-	(void)ctx;
-	if (!sum)
-		return shmrig_handler_error(-ENOMEM, "checksum: out of memory");
-	ret = shmrig_session_checksum(call->request, sum);
-	if (ret)
-		return ret;
-	call->response = (struct shmrig_value){
-		.kind = SHMRIG_KIND_NDARRAY,
-		.array = { .dtype = SHMRIG_DTYPE_UINT64,
-			   .ndim = 1,
-			   .shape = { 1 },
-			   .order = 'C',
-			   .data = sum },
-	};
-	return 0;
-}
-
-static int scale_handler(void *ctx, struct shmrig_handler_call *call)
-{
-	const struct shmrig_value *req = call->request;
-	uint64_t nbytes, count;
-	void *out;
-
-	(void)ctx;
-	if (req->kind != SHMRIG_KIND_NDARRAY ||
-	    (req->array.dtype != SHMRIG_DTYPE_FLOAT32 && req->array.dtype != SHMRIG_DTYPE_FLOAT64))
-		return shmrig_handler_error(-EINVAL,
-					    "takes a float32 or float64 ndarray, not %s %s",
-					    req->kind == SHMRIG_KIND_NDARRAY ? "an ndarray of" :
-									       "a value of kind",
-					    req->kind == SHMRIG_KIND_NDARRAY ?
-						    shmrig_dtype_name(req->array.dtype) :
-						    shmrig_kind_name(req->kind));
-	if (shmrig_array_nbytes(&req->array, &nbytes) || nbytes > SIZE_MAX)
-		return shmrig_handler_error(-EINVAL, "scale: bad array");
-	out = shmrig_handler_alloc(call, nbytes ? (size_t)nbytes : 1);
-	if (!out)
-		return shmrig_handler_error(-ENOMEM, "scale: out of memory for %llu bytes",
-					    (unsigned long long)nbytes);
-	count = nbytes / shmrig_dtype_size(req->array.dtype);
-	if (req->array.dtype == SHMRIG_DTYPE_FLOAT32) {
-		const float *in = req->array.data;
-		float factor = (float)call->arg, *o = out;
-
-		for (uint64_t i = 0; i < count; i++)
-			o[i] = in[i] * factor;
-	} else {
-		const double *in = req->array.data;
-		double *o = out;
-
-		for (uint64_t i = 0; i < count; i++)
-			o[i] = in[i] * call->arg;
-	}
-	call->response.kind = SHMRIG_KIND_NDARRAY;
-	call->response.array = req->array;
-	call->response.array.data = out;
-	return 0;
-}
-
 int shmrig_session_handler(shmrig_session *sess, const char *name, shmrig_handler_fn fn, void *ctx)
 {
 	int ret = check_session(sess);
@@ -461,285 +103,6 @@ int shmrig_session_handler(shmrig_session *sess, const char *name, shmrig_handle
 	sess->handlers[sess->nhandlers].ctx = ctx;
 	sess->nhandlers++;
 	return 0;
-}
-
-int shmrig_session_add_builtin_handlers(shmrig_session *sess)
-{
-	int ret = shmrig_session_handler(sess, "echo", echo_handler, NULL);
-
-	if (!ret)
-		ret = shmrig_session_handler(sess, "checksum", checksum_handler, NULL);
-	if (!ret)
-		ret = shmrig_session_handler(sess, "scale", scale_handler, NULL);
-	return ret;
-}
-
-/* ---- the worker ---- */
-
-struct worker {
-	struct shmrig_session *sess;
-	shmrig_pool *pool;
-	shmrig_channel *ch;
-	pid_t caller;
-};
-
-/*
- * The caller's signal handlers are the caller's: a test runner's SIGSEGV
- * handler, say, would longjmp into the caller's copy of its state. A crash in
- * a handler must end the worker, so every caught signal goes back to its
- * default action. Ignored signals stay ignored, as across exec.
- */
-static void reset_signals(void)
-{
-	sigset_t none;
-
-	for (int sig = 1; sig < NSIG; sig++) {
-		struct sigaction old;
-
-		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &old))
-			continue;
-		if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN)
-			continue;
-		if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL)
-			continue;
-		signal(sig, SIG_DFL);
-	}
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-static void scratch_free(struct shmrig_handler_scratch *scratch)
-{
-	while (scratch->head) {
-		struct scratch_node *next = scratch->head->next;
-
-		free(scratch->head);
-		scratch->head = next;
-	}
-}
-
-/*
- * The RESULT message for a response: encoded (copied into new blocks of our
- * pool) behind a header. 0, or an error with `why` saying what failed.
- */
-static int build_result(struct worker *w, uint64_t id, const struct shmrig_value *response,
-			void **msg, size_t *len, char *why, size_t whylen)
-{
-	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_RESULT, .id = id };
-	void *frame;
-	size_t frame_len;
-	int ret;
-
-	ret = shmrig_registry_encode(w->sess->reg, w->pool, response, &frame, &frame_len);
-	if (ret) {
-		snprintf(why, whylen, "encoding the response: %s", shmrig_last_error());
-		return ret;
-	}
-	*msg = msg_build(&hdr, frame, frame_len);
-	if (!*msg) {
-		(void)!shmrig_frame_discard(w->pool, frame, frame_len); /* best effort */
-		free(frame);
-		snprintf(why, whylen, "out of memory for the reply");
-		return -ENOMEM;
-	}
-	free(frame);
-	*len = sizeof(hdr) + frame_len;
-	return 0;
-}
-
-/* Hand a RESULT's blocks to the caller, then send it. 0 or the channel's error. */
-static int send_result(struct worker *w, void *msg, size_t len)
-{
-	void *frame = (char *)msg + sizeof(struct msg_hdr);
-	size_t frame_len = len - sizeof(struct msg_hdr);
-	int ret;
-
-	/* From here on the blocks are the caller's, whether or not it lives to read them. */
-	ret = shmrig_frame_transfer_peer(w->pool, frame, frame_len, shmrig__channel_peer_id(w->ch));
-	if (ret) {
-		/* the caller is gone: what we could not hand over is still ours;
-		 * what was is not, and discard fails on those, rightly */
-		(void)!shmrig_frame_discard(w->pool, frame, frame_len);
-		ret = -EPIPE;
-	} else {
-		ret = shmrig_channel_send(w->ch, msg, len, -1);
-	}
-	free(msg);
-	return ret;
-}
-
-/*
- * Serve one CALL: decode, run the handler, encode the response, release the
- * request, reply. The request's blocks are free before the reply leaves: a
- * caller holding the answer holds nothing else of the call. Returns 0 or the
- * channel's error (the caller is gone or the channel broke).
- */
-static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *frame, size_t len)
-{
-	struct shmrig_session *sess = w->sess;
-	struct shmrig_handler_scratch scratch = { NULL };
-	struct shmrig_value request;
-	struct shmrig_handler_call call;
-	const struct handler *h;
-	char why[ERROR_TEXT_MAX];
-	void *msg = NULL;
-	size_t msg_len = 0;
-	int ret;
-
-	if (hdr->handler >= sess->nhandlers) {
-		/* best effort: -EPROTO is the answer */
-		(void)!shmrig_frame_discard(w->pool, frame, len);
-		snprintf(why, sizeof(why), "no handler number %u", hdr->handler);
-		return send_error(w->ch, hdr->id, -EPROTO, why);
-	}
-	h = &sess->handlers[hdr->handler];
-	ret = shmrig_registry_decode(sess->reg, w->pool, frame, len, &request);
-	if (ret) {
-		snprintf(why, sizeof(why), "handler '%s': decoding the request: %s", h->name,
-			 shmrig_last_error());
-		return send_error(w->ch, hdr->id, ret, why);
-	}
-	call = (struct shmrig_handler_call){
-		.handler = h->name,
-		.id = hdr->id,
-		.arg = hdr->arg,
-		.request = &request,
-		.pool = w->pool,
-		.registry = sess->reg,
-		.scratch = &scratch,
-	};
-	/* a handler's failure must be told from one that left no words */
-	shmrig__clear_error();
-	ret = h->fn(h->ctx, &call);
-	if (ret < 0) {
-		snprintf(why, sizeof(why), "handler '%s': %s", h->name,
-			 *shmrig_last_error() ? shmrig_last_error() : shmrig_strerror(ret));
-	} else {
-		char encode_why[ERROR_TEXT_MAX - 64];
-
-		/* the response may view the request or the scratch: both live until now */
-		ret = build_result(w, hdr->id, &call.response, &msg, &msg_len, encode_why,
-				   sizeof(encode_why));
-		if (ret)
-			snprintf(why, sizeof(why), "handler '%s': %s", h->name, encode_why);
-	}
-	/* A block a release fails to free stays ours: counted at exit (EXIT_LEAK),
-	 * and shutdown says -SHMRIG_ELEAK. The call's answer stands. */
-	if (call.response.storage && call.response.storage != request.storage)
-		(void)!shmrig_value_release(&call.response);
-	(void)!shmrig_value_release(&request);
-	scratch_free(&scratch);
-	if (ret)
-		return send_error(w->ch, hdr->id, ret, why);
-	return send_result(w, msg, msg_len);
-}
-
-/* Serve until SHUTDOWN or until the caller is gone. Returns an exit code. */
-static int serve(struct worker *w)
-{
-	for (;;) {
-		struct msg_hdr hdr;
-		void *msg;
-		size_t len;
-		int ret = shmrig_channel_recv(w->ch, &msg, &len, -1);
-
-		if (ret == -EPIPE)
-			return EXIT_OK; /* the caller closed its end, or died: nobody to serve */
-		if (ret)
-			return EXIT_PROTO;
-		if (msg_check(msg, len, &hdr)) {
-			free(msg);
-			return EXIT_PROTO;
-		}
-		switch (hdr.type) {
-		case MSG_CALL:
-			ret = serve_call(w, &hdr, (char *)msg + sizeof(hdr), len - sizeof(hdr));
-			break;
-		case MSG_PING:
-			ret = send_bare(w->ch, MSG_PONG, hdr.id, -1);
-			break;
-		case MSG_SHUTDOWN:
-			free(msg);
-			ret = send_bare(w->ch, MSG_BYE, hdr.id, -1);
-			return ret && ret != -EPIPE ? EXIT_PROTO : EXIT_OK;
-		default:
-			ret = -EPROTO;
-		}
-		free(msg);
-		if (ret == -EPIPE)
-			return EXIT_OK;
-		if (ret)
-			return EXIT_PROTO;
-	}
-}
-
-static void count_own(void *arg, const struct shmrig_block_info *info)
-{
-	uint64_t *count = arg;
-
-	if (info->owner == getpid())
-		(*count)++;
-}
-
-/* READY, carrying our procid: the caller removes our segments by it if we die. */
-static int send_ready(shmrig_channel *ch)
-{
-	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_READY };
-	shmrig__procid self;
-	void *msg;
-	int ret = shmrig__self(&self);
-
-	if (ret)
-		return shmrig__fail(ret, "session: cannot read the worker's identity: %s",
-				    strerror(-ret));
-	msg = msg_build(&hdr, &self, sizeof(self));
-	if (!msg)
-		return -ENOMEM;
-	ret = shmrig_channel_send(ch, msg, sizeof(hdr) + sizeof(self), -1);
-	free(msg);
-	return ret;
-}
-
-static _Noreturn void worker_main(struct shmrig_session *sess, shmrig_channel_pair *pair,
-				  pid_t caller, uint64_t fingerprint,
-				  const struct shmrig_pool_opts *pool_opts)
-{
-	struct worker w = { .sess = sess, .caller = caller };
-	uint64_t own = 0;
-	int pool_ret, ret, code;
-	bool leaked;
-
-	worker_session = sess;
-	reset_signals();
-	pool_ret = shmrig_pool_open(pool_opts, &w.pool);
-	/* Without a pool the channel still carries the words of why. */
-	ret = shmrig_channel_open(pair, 1, caller, pool_ret ? NULL : w.pool, fingerprint, &w.ch);
-	shmrig_channel_pair_free(pair);
-	if (ret) {
-		if (!pool_ret) /* exiting with EXIT_SETUP: nothing was allocated */
-			(void)!shmrig_pool_close(w.pool);
-		_exit(EXIT_SETUP);
-	}
-	if (pool_ret) {
-		char why[ERROR_TEXT_MAX];
-
-		snprintf(why, sizeof(why), "opening its pool: %s", shmrig_last_error());
-		send_error(w.ch, 0, pool_ret, why);
-		shmrig_channel_close(w.ch);
-		_exit(EXIT_SETUP);
-	}
-	code = send_ready(w.ch) ? EXIT_PROTO : serve(&w);
-	shmrig_channel_close(w.ch);
-	/* Blocks the caller holds (responses) are the caller's to release; ours
-	 * still live now are leaks. pool_close finds the same ones
-	 * (-SHMRIG_ELEAK): its answer stands for a count that failed (-ENOMEM). */
-	(void)!shmrig_pool_for_each_live(w.pool, count_own, &own);
-	leaked = shmrig_pool_close(w.pool) == -SHMRIG_ELEAK;
-	if (!code && (own || leaked))
-		code = EXIT_LEAK;
-	/* what handlers printed; the caller flushed its own buffers before fork */
-	fflush(NULL);
-	_exit(code);
 }
 
 /* ---- the caller: the worker's end ---- */
@@ -914,7 +277,7 @@ static int end_worker(struct shmrig_session *sess, enum end_how how, char *how_e
 		while (shmrig_channel_recv(sess->ch, &msg, &got, 0) == 0) {
 			struct msg_hdr hdr;
 
-			if (msg_check(msg, got, &hdr) == 0)
+			if (shmrig__session_msg_check(msg, got, &hdr) == 0)
 				discard_reply(sess, &hdr, msg, got);
 			else
 				free(msg);
@@ -1034,7 +397,7 @@ static int await_reply(struct shmrig_session *sess, uint64_t id, uint32_t types,
 			return kill_worker(sess, -EPROTO, "broke the channel's framing");
 		if (ret)
 			return ret;
-		ret = msg_check(*msg, *len, hdr);
+		ret = shmrig__session_msg_check(*msg, *len, hdr);
 		if (ret) {
 			char why[256];
 
@@ -1179,7 +542,7 @@ int shmrig_session_start(shmrig_session *sess)
 		return shmrig__fail(ret, "session_start: fork: %s", strerror(-ret));
 	}
 	if (pid == 0)
-		worker_main(sess, pair, caller, fingerprint, &pool_opts);
+		shmrig__session_worker_main(sess, pair, caller, fingerprint, &pool_opts);
 	start = shmrig__now_ms();
 	sess->worker = pid;
 	sess->worker_id = 0;
@@ -1263,7 +626,7 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	ret = shmrig_registry_encode(sess->reg, sess->pool, request, &frame, &len);
 	if (ret)
 		return ret;
-	msg = msg_build(&hdr, frame, len);
+	msg = shmrig__session_msg_build(&hdr, frame, len);
 	if (!msg) {
 		(void)!shmrig_frame_discard(sess->pool, frame, len); /* best effort */
 		free(frame);
