@@ -263,7 +263,8 @@ struct channel_run {
 static bool channel_start(gbench_state *st, struct channel_run *run, const char *backend,
 			  enum peer_mode mode)
 {
-	struct shmrig_channel_opts opts = { .backend = backend };
+	struct shmrig_channel_opts opts = { .size = sizeof(struct shmrig_channel_opts),
+					    .backend = backend };
 	shmrig_channel_pair *pair;
 	int ret;
 
@@ -534,7 +535,7 @@ struct session_run {
 
 static void session_end(gbench_state *st, struct session_run *run)
 {
-	struct shmrig_pool_stats stats;
+	struct shmrig_pool_stats stats = SHMRIG_SIZED(struct shmrig_pool_stats);
 	int ret;
 
 	if (run->sess) {
@@ -583,13 +584,15 @@ static int echo_check(gbench_state *st, struct session_run *run, size_t bytes)
 static bool session_start(gbench_state *st, struct session_run *run, const char *backend,
 			  size_t bytes)
 {
-	struct shmrig_channel_opts channel = { .backend = backend };
+	struct shmrig_channel_opts channel = { .size = sizeof(struct shmrig_channel_opts),
+					       .backend = backend };
 	struct shmrig_session_opts opts = { .channel = &channel };
 	struct shmrig_pool_opts pool_opts = {
+		.size = sizeof(struct shmrig_pool_opts),
 		.prefix = POOL_PREFIX,
 		.arena_size = POOL_ARENA_SIZE,
 	};
-	struct shmrig_pool_stats stats;
+	struct shmrig_pool_stats stats = SHMRIG_SIZED(struct shmrig_pool_stats);
 	size_t count = bytes / sizeof(double);
 	int ret;
 

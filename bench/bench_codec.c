@@ -129,7 +129,9 @@ struct bench {
 
 static bool bench_open(gbench_state *st, struct bench *b, size_t size)
 {
-	struct shmrig_pool_opts opts = { .prefix = PREFIX, .max_bytes = POOL_MAX_BYTES };
+	struct shmrig_pool_opts opts = { .size = sizeof(struct shmrig_pool_opts),
+					 .prefix = PREFIX,
+					 .max_bytes = POOL_MAX_BYTES };
 	int ret;
 
 	memset(b, 0, sizeof(*b));
@@ -157,7 +159,7 @@ static bool bench_open(gbench_state *st, struct bench *b, size_t size)
 /* Fails the benchmark unless the pool has no live block. */
 static bool check_no_live(gbench_state *st, struct bench *b, const char *when)
 {
-	struct shmrig_pool_stats stats;
+	struct shmrig_pool_stats stats = SHMRIG_SIZED(struct shmrig_pool_stats);
 	int ret = shmrig_pool_stats(b->pool, &stats);
 
 	if (!ret && stats.live_blocks)
@@ -485,6 +487,7 @@ static int dispatch_registry(int n, shmrig_registry **out)
 
 	for (int i = 0; i < n && !ret; i++) {
 		struct shmrig_codec codec = {
+			.size = sizeof(struct shmrig_codec),
 			.name = dispatch_names[i],
 			.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_USER),
 			.can_encode = dispatch_can_encode,

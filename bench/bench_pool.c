@@ -89,6 +89,7 @@ static uint64_t splitmix64(uint64_t *state)
 static int open_pool(size_t arena_size, size_t max_bytes, int backing, shmrig_pool **pool)
 {
 	struct shmrig_pool_opts opts = {
+		.size = sizeof(struct shmrig_pool_opts),
 		.prefix = PREFIX,
 		.arena_size = arena_size,
 		.max_bytes = max_bytes,
@@ -105,7 +106,7 @@ static int open_pool(size_t arena_size, size_t max_bytes, int backing, shmrig_po
  */
 static shmrig_pool *warm_pool(gbench_state *st, size_t size, size_t max_bytes)
 {
-	struct shmrig_pool_stats stats;
+	struct shmrig_pool_stats stats = SHMRIG_SIZED(struct shmrig_pool_stats);
 	struct shmrig_ref ref;
 	shmrig_pool *pool;
 	void *data;
@@ -215,7 +216,7 @@ static void bm_seed_fresh_segment(gbench_state *st, void *arg)
 static struct shmrig_ref *alloc_live(gbench_state *st, shmrig_pool *pool, size_t n)
 {
 	struct shmrig_ref *refs = malloc(n * sizeof(*refs));
-	struct shmrig_pool_stats stats;
+	struct shmrig_pool_stats stats = SHMRIG_SIZED(struct shmrig_pool_stats);
 	void *data;
 	int ret = refs ? 0 : -ENOMEM;
 
@@ -621,7 +622,7 @@ static void two_proc(gbench_state *st, bool use_pool)
 {
 	size_t size = (size_t)gbench_range(st, 0);
 	size_t capacity = ring_capacity(size);
-	struct shmrig_pool_stats stats;
+	struct shmrig_pool_stats stats = SHMRIG_SIZED(struct shmrig_pool_stats);
 	struct shmrig_ref ref;
 	shmrig_pool *pool = NULL;
 	struct two_proc tp = { .child = -1 };
@@ -775,7 +776,7 @@ static bool skip_without_hugepages(gbench_state *st, const struct page_case *pc)
 /* Open a pool, make its first arena, free, close. 0 or -errno; -ENOTSUP wrong page size. */
 static int arena_cycle(const struct page_case *pc, char *why, size_t why_len)
 {
-	struct shmrig_pool_info info;
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 	struct shmrig_ref ref;
 	shmrig_pool *pool;
 	void *data;
@@ -893,7 +894,9 @@ static void bm_numa_write(gbench_state *st, void *arg)
 {
 	const bool remote = arg != NULL;
 	shmrig_topo *topo = shmrig_topo_system();
-	struct shmrig_pool_opts opts = { .prefix = PREFIX, .flags = SHMRIG_POOL_BIND_NODE };
+	struct shmrig_pool_opts opts = { .size = sizeof(struct shmrig_pool_opts),
+					 .prefix = PREFIX,
+					 .flags = SHMRIG_POOL_BIND_NODE };
 	const size_t size = (size_t)1 << 20;
 	struct shmrig_ref ref;
 	shmrig_pool *pool;

@@ -124,6 +124,7 @@ static int fail(const char *what, int err)
 static int open_pool(struct gate *g)
 {
 	struct shmrig_pool_opts opts = {
+		.size = sizeof(struct shmrig_pool_opts),
 		.prefix = GATE_PREFIX,
 		.arena_size = GATE_ARENA_SIZE,
 		/* plain pages: the backing never depends on the hugepages free */
@@ -246,6 +247,7 @@ static int dispatch_setup(struct gate *g, unsigned long total)
 		return fail("registry_create", ret);
 	for (int i = 0; i < DISPATCH_CODECS; i++) {
 		struct shmrig_codec codec = {
+			.size = sizeof(struct shmrig_codec),
 			.name = names[i],
 			.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_BYTES),
 			.can_encode = dispatch_can_encode,
@@ -342,7 +344,9 @@ static int ring_peer(shmrig_channel_pair *pair, pid_t parent, unsigned long tota
 
 static int ring_setup(struct gate *g, unsigned long total)
 {
-	struct shmrig_channel_opts opts = { .backend = "ring", .slot_size = RING_SLOT_SIZE };
+	struct shmrig_channel_opts opts = { .size = sizeof(struct shmrig_channel_opts),
+					    .backend = "ring",
+					    .slot_size = RING_SLOT_SIZE };
 	shmrig_channel_pair *pair;
 	int ready[2], release[2];
 	char byte;

@@ -209,6 +209,7 @@ static void write_seeds(const char *dir)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	struct shmrig_pool_opts opts = {
+		.size = sizeof(struct shmrig_pool_opts),
 		.prefix = "fz",
 		.arena_size = 4u << 20,
 		.max_bytes = 64u << 20,

@@ -269,7 +269,9 @@ static void child_exit(int status)
 /* Start epoch pairs[i].epoch: a channel pair, the producer, then the consumer. */
 static int start_pair(unsigned i)
 {
-	struct shmrig_channel_opts co = { .backend = opts.backend, .slots = opts.slots };
+	struct shmrig_channel_opts co = { .size = sizeof(struct shmrig_channel_opts),
+					  .backend = opts.backend,
+					  .slots = opts.slots };
 	struct pair *pr = &pairs[i];
 	shmrig_channel_pair *chp;
 	int pidpipe[2];
@@ -950,7 +952,9 @@ static bool injected_fault_caught(bool clean)
  */
 static void final_sweep(void)
 {
-	struct shmrig_pool_opts po = { .prefix = opts.prefix, .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_opts po = { .size = sizeof(struct shmrig_pool_opts),
+				       .prefix = opts.prefix,
+				       .flags = SHMRIG_POOL_QUIET };
 	shmrig_pool *pool;
 	unsigned left = 0;
 	int ret = shmrig_pool_open(&po, &pool);
@@ -982,7 +986,9 @@ static void final_sweep(void)
 /* The workers' pools will take the prefix: try it here (no segment is made). */
 static int check_prefix(void)
 {
-	struct shmrig_pool_opts po = { .prefix = opts.prefix, .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_opts po = { .size = sizeof(struct shmrig_pool_opts),
+				       .prefix = opts.prefix,
+				       .flags = SHMRIG_POOL_QUIET };
 	shmrig_pool *pool;
 	int ret = shmrig_pool_open(&po, &pool);
 

@@ -211,7 +211,9 @@ static bool stopping(const struct worker *w)
 static int start(struct worker *w, const struct stress_opts *o, struct slot *slot,
 		 struct side *me, shmrig_channel_pair *chp, int end, pid_t peer, uint64_t salt)
 {
-	struct shmrig_pool_opts po = { .prefix = o->prefix, .max_bytes = o->pool_limit,
+	struct shmrig_pool_opts po = { .size = sizeof(struct shmrig_pool_opts),
+				       .prefix = o->prefix,
+				       .max_bytes = o->pool_limit,
 				       .flags = SHMRIG_POOL_QUIET };
 	/* under a limit, arenas of half of it leave room for blocks over 1 MiB,
 	 * which get segments of their own; within the pool's bounds (2 MiB to
@@ -278,7 +280,7 @@ static int send_word(struct worker *w, uint32_t magic, uint64_t seq)
 /* What is left at the end of the epoch: the survivor's clean-up and checks. */
 static int finish(struct worker *w, bool audit)
 {
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 	int ret;
 
 	set_phase(w, PH_FINISH);

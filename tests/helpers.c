@@ -215,7 +215,7 @@ int th_read_all(int fd, void *buf, size_t len)
 
 uint64_t th_live_blocks(struct shmrig_pool *pool)
 {
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 
 	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
 	return st.live_blocks;
@@ -224,6 +224,7 @@ uint64_t th_live_blocks(struct shmrig_pool *pool)
 struct shmrig_pool *th_open_pool(size_t arena_size, size_t max_bytes)
 {
 	struct shmrig_pool_opts opts = {
+		.size = sizeof(struct shmrig_pool_opts),
 		.arena_size = arena_size,
 		.max_bytes = max_bytes,
 		.backing = SHMRIG_BACKING_PLAIN,

@@ -51,7 +51,9 @@ static struct peer start_peer(child_fn fn, shmrig_pool *pool, uint64_t child_fp)
 	static shmrig_channel_pair *pair;
 	static shmrig_pool *child_pool;
 	static shmrig_channel *child_ch;
-	struct shmrig_channel_opts opts = { .backend = backend, .slot_size = SLOT };
+	struct shmrig_channel_opts opts = { .size = sizeof(struct shmrig_channel_opts),
+					    .backend = backend,
+					    .slot_size = SLOT };
 	struct peer p = { 0 };
 
 	assert_int_equal(shmrig_channel_pair_create(&opts, &pair), 0);
@@ -461,7 +463,8 @@ static void test_send_backpressure(void **state)
 
 static void test_bad_options(void **state)
 {
-	struct shmrig_channel_opts opts = { .backend = "carrier-pigeon" };
+	struct shmrig_channel_opts opts = { .size = sizeof(struct shmrig_channel_opts),
+					    .backend = "carrier-pigeon" };
 	shmrig_channel_pair *pair;
 
 	(void)state;
@@ -471,7 +474,7 @@ static void test_bad_options(void **state)
 	opts.flags = 1;
 	assert_int_equal(shmrig_channel_pair_create(&opts, &pair), -EINVAL);
 	opts.flags = 0;
-	opts.reserved[3] = 1;
+	opts.size = 0;
 	assert_int_equal(shmrig_channel_pair_create(&opts, &pair), -EINVAL);
 	assert_int_equal(shmrig_channel_pair_create(NULL, NULL), -EINVAL);
 }
@@ -781,7 +784,8 @@ static void test_ring_bad_options(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct shmrig_channel_opts opts = { .backend = backend,
+		struct shmrig_channel_opts opts = { .size = sizeof(struct shmrig_channel_opts),
+						    .backend = backend,
 						    .slot_size = bad[i].slot_size,
 						    .slots = bad[i].slots };
 

@@ -45,6 +45,7 @@ struct fx {
 static void fx_open(struct fx *fx)
 {
 	struct shmrig_pool_opts opts = {
+		.size = sizeof(struct shmrig_pool_opts),
 		.arena_size = 4 * MiB,
 		.backing = SHMRIG_BACKING_PLAIN,
 		.flags = SHMRIG_POOL_QUIET,

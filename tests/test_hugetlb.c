@@ -134,7 +134,10 @@ static char name_kind(const char *name)
 
 static shmrig_segment *create_ok(size_t size, int backing, uint32_t flags)
 {
-	struct shmrig_segment_opts opts = { .size = size, .backing = backing, .flags = flags };
+	struct shmrig_segment_opts opts = { .size = sizeof(struct shmrig_segment_opts),
+					    .bytes = size,
+					    .backing = backing,
+					    .flags = flags };
 	shmrig_segment *seg = NULL;
 	int ret = shmrig_segment_create(&opts, &seg);
 
@@ -235,6 +238,7 @@ static void test_segment_hugetlb(void **state)
 static void test_not_enough_pages(void **state)
 {
 	struct shmrig_segment_opts opts = {
+		.size = sizeof(struct shmrig_segment_opts),
 		.backing = SHMRIG_BACKING_HUGETLB,
 		.flags = SHMRIG_SEG_STRICT,
 	};
@@ -245,7 +249,7 @@ static void test_not_enough_pages(void **state)
 	(void)state;
 	assert_true(free0 >= RESERVE);
 	/* exactly what is free still works */
-	opts.size = (size_t)free0 * HUGE_PAGE;
+	opts.bytes = (size_t)free0 * HUGE_PAGE;
 	assert_int_equal(shmrig_segment_create(&opts, &seg), 0);
 	assert_int_equal(shmrig_segment_backing(seg), SHMRIG_BACKING_HUGETLB);
 	assert_int_equal(free_hugepages(), 0);
@@ -255,7 +259,7 @@ static void test_not_enough_pages(void **state)
 
 	/* one page more than is free */
 	seg = NULL;
-	opts.size = (size_t)(free0 + 1) * HUGE_PAGE;
+	opts.bytes = (size_t)(free0 + 1) * HUGE_PAGE;
 	assert_int_equal(shmrig_segment_create(&opts, &seg), -ENOMEM);
 	assert_null(seg);
 	assert_non_null(strstr(shmrig_last_error(), "hugetlb"));
@@ -270,7 +274,7 @@ static void test_not_enough_pages(void **state)
 	assert_int_not_equal(shmrig_segment_backing(seg), SHMRIG_BACKING_HUGETLB);
 	assert_non_null(strstr(shmrig_segment_reason(seg), "hugetlb"));
 	assert_int_equal(name_kind(shmrig_segment_name(seg)), 's');
-	assert_true(shmrig_segment_size(seg) >= opts.size);
+	assert_true(shmrig_segment_size(seg) >= opts.bytes);
 	assert_int_equal(free_hugepages(), free0);
 	assert_int_equal(shmrig_segment_unlink(seg), 0);
 	shmrig_segment_close(seg);
@@ -290,8 +294,10 @@ struct pool_share {
 static int child_read_pool(void *arg)
 {
 	struct pool_share *share = arg;
-	struct shmrig_pool_opts opts = { .prefix = th_prefix(), .flags = SHMRIG_POOL_QUIET };
-	struct shmrig_pool_stats stats;
+	struct shmrig_pool_opts opts = { .size = sizeof(struct shmrig_pool_opts),
+					 .prefix = th_prefix(),
+					 .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_stats stats = SHMRIG_SIZED(struct shmrig_pool_stats);
 	struct shmrig_ref ref;
 	shmrig_pool *pool;
 	void *data;
@@ -320,6 +326,7 @@ static int child_read_pool(void *arg)
 static void test_pool_hugetlb(void **state)
 {
 	struct shmrig_pool_opts opts = {
+		.size = sizeof(struct shmrig_pool_opts),
 		.arena_size = 4 * MiB,
 		.max_bytes = 16 * MiB,
 		.backing = SHMRIG_BACKING_HUGETLB,
@@ -328,8 +335,8 @@ static void test_pool_hugetlb(void **state)
 	int fds = th_count_fds();
 	long free0 = free_hugepages();
 	struct pool_share *share = calloc(1, sizeof(*share));
-	struct shmrig_pool_stats stats;
-	struct shmrig_pool_info info;
+	struct shmrig_pool_stats stats = SHMRIG_SIZED(struct shmrig_pool_stats);
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 	shmrig_pool *pool = NULL;
 	int segments;
 

@@ -350,8 +350,9 @@ static long long file_bytes(const char *name)
 static void craft_arena_file(char *name, size_t size, const void *hdr, size_t hdr_len)
 {
 	struct shmrig_segment_opts opts = {
+		.size = sizeof(struct shmrig_segment_opts),
 		.prefix = th_prefix(),
-		.size = 2 * MiB,
+		.bytes = 2 * MiB,
 		.backing = SHMRIG_BACKING_PLAIN,
 		.role = 'a',
 	};
@@ -707,7 +708,8 @@ static int child_hostile_ring(int in, int out)
 
 static void ring_spill_naming_our_block(struct fx *fx)
 {
-	struct shmrig_channel_opts opts = { .backend = "ring",
+	struct shmrig_channel_opts opts = { .size = sizeof(struct shmrig_channel_opts),
+					    .backend = "ring",
 					    .slot_size = RING_SLOT,
 					    .slots = RING_SLOTS };
 	static shmrig_channel *ch;
@@ -942,7 +944,7 @@ static void test_09_large_capacity_rewritten(void **state)
 	static struct fx fx; /* static: reachable in forked children (valgrind) */
 	struct shmrig_ref large, second, bad;
 	struct large_seen seen = { 0 };
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 	uintptr_t start = 0, end = 0;
 	unsigned char *data, *again;
 	struct th_peer peer;
@@ -1060,7 +1062,7 @@ static void test_11_arena_of_2048_chunks(void **state)
 	size_t hdr_len = ext_descs_at(BIG_CHUNKS);
 	struct arena_hdr *hdr = calloc(1, hdr_len);
 	char name[SHMRIG_NAME_MAX];
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 	struct shmrig_ref mine, ref;
 	long long allocated;
 	void *data;
@@ -1519,7 +1521,7 @@ struct reentry {
 static void reenter(void *arg, const struct shmrig_block_info *info)
 {
 	struct reentry *r = arg;
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 	struct shmrig_ref ref;
 	void *data;
 

@@ -112,7 +112,9 @@ static bool shm_exists(const char *name)
 
 static shmrig_segment *create_plain(int *err)
 {
-	struct shmrig_segment_opts opts = { .size = 4096, .backing = SHMRIG_BACKING_PLAIN };
+	struct shmrig_segment_opts opts = { .size = sizeof(struct shmrig_segment_opts),
+					    .bytes = 4096,
+					    .backing = SHMRIG_BACKING_PLAIN };
 	shmrig_segment *seg = NULL;
 
 	*err = shmrig_segment_create(&opts, &seg);
@@ -395,7 +397,8 @@ static int child_create_first_at_limit(void *arg)
 
 static int child_pool_first_at_limit(void *arg)
 {
-	struct shmrig_pool_opts opts = { .backing = SHMRIG_BACKING_PLAIN,
+	struct shmrig_pool_opts opts = { .size = sizeof(struct shmrig_pool_opts),
+					 .backing = SHMRIG_BACKING_PLAIN,
 					 .flags = SHMRIG_POOL_QUIET };
 	shmrig_pool *pool = NULL;
 	struct shmrig_ref ref;

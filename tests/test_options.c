@@ -249,9 +249,12 @@ static int open_info(const struct shmrig_pool_opts *opts, struct shmrig_pool_inf
 /* A bad SHMRIG_PREFIX warns once and keeps the default; the same through the API is -EINVAL. */
 static int body_env_prefix(void)
 {
-	struct shmrig_pool_opts api = { .prefix = "bad/prefix", .flags = SHMRIG_POOL_QUIET };
-	struct shmrig_pool_opts env = { .flags = SHMRIG_POOL_QUIET };
-	struct shmrig_pool_info info;
+	struct shmrig_pool_opts api = { .size = sizeof(struct shmrig_pool_opts),
+					.prefix = "bad/prefix",
+					.flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_opts env = { .size = sizeof(struct shmrig_pool_opts),
+					.flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 	shmrig_pool *pool;
 
 	CHILD_CHECK(setenv("SHMRIG_PREFIX", "bad/prefix", 1) == 0);
@@ -290,8 +293,9 @@ static void test_env_prefix(void **state)
  * through the API -EINVAL; never clamped in silence. */
 static int body_env_arena_too_big(void)
 {
-	struct shmrig_pool_opts opts = { .flags = SHMRIG_POOL_QUIET };
-	struct shmrig_pool_info info;
+	struct shmrig_pool_opts opts = { .size = sizeof(struct shmrig_pool_opts),
+					 .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 
 	CHILD_CHECK(setenv("SHMRIG_ARENA_SIZE", "1G", 1) == 0); /* the largest: taken */
 	CHILD_CHECK(open_info(&opts, &info) == 0);
@@ -337,8 +341,9 @@ static void test_env_arena_too_big(void **state)
 /* Each bad variable has its own warning: a second one is not silenced by the first. */
 static int body_env_each_variable(void)
 {
-	struct shmrig_pool_opts opts = { .flags = SHMRIG_POOL_QUIET };
-	struct shmrig_pool_info info;
+	struct shmrig_pool_opts opts = { .size = sizeof(struct shmrig_pool_opts),
+					 .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 
 	CHILD_CHECK(setenv("SHMRIG_ARENA_SIZE", "junk", 1) == 0);
 	CHILD_CHECK(setenv("SHMRIG_POOL_MAX", "0", 1) == 0);
@@ -377,8 +382,9 @@ static void test_env_each_variable(void **state)
 /* Checking a variable is no failure: the caller's last error is kept. */
 static int body_env_keeps_last_error(void)
 {
-	struct shmrig_pool_opts opts = { .flags = SHMRIG_POOL_QUIET };
-	struct shmrig_pool_info info;
+	struct shmrig_pool_opts opts = { .size = sizeof(struct shmrig_pool_opts),
+					 .flags = SHMRIG_POOL_QUIET };
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 	size_t value;
 
 	CHILD_CHECK(setenv("SHMRIG_POOL_MAX", "garbage", 1) == 0);

@@ -44,7 +44,8 @@ static void test_alloc_every_class(void **state)
 {
 	shmrig_pool *pool = open_pool(8 * MiB, 256 * MiB);
 	struct shmrig_ref refs[SHMRIG_POOL_NUM_CLASSES + 1];
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
+	struct shmrig_pool_class_stats classes[SHMRIG_POOL_NUM_CLASSES];
 	int fds = th_count_fds();
 
 	(void)state;
@@ -67,9 +68,14 @@ static void test_alloc_every_class(void **state)
 	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
 	assert_int_equal(st.live_blocks, SHMRIG_POOL_NUM_CLASSES + 1);
 	assert_int_equal(st.large_live_blocks, 1);
+	classes[0] = SHMRIG_SIZED(struct shmrig_pool_class_stats);
+	assert_int_equal(shmrig_pool_class_stats(pool, classes, SHMRIG_POOL_NUM_CLASSES),
+			 SHMRIG_POOL_NUM_CLASSES);
 	for (unsigned c = 0; c < SHMRIG_POOL_NUM_CLASSES; c++) {
-		assert_int_equal(st.classes[c].live_blocks, 1);
-		assert_int_equal(st.classes[c].live_bytes, (size_t)64 << c);
+		assert_int_equal(classes[c].size, sizeof(classes[c]));
+		assert_int_equal(classes[c].block_size, (size_t)64 << c);
+		assert_int_equal(classes[c].live_blocks, 1);
+		assert_int_equal(classes[c].live_bytes, (size_t)64 << c);
 	}
 	for (unsigned c = 0; c <= SHMRIG_POOL_NUM_CLASSES; c++) {
 		unsigned char *data;
@@ -200,7 +206,8 @@ static void test_bad_refs(void **state)
 /* A segment of our prefix that is not a pool segment (wrong role, or garbage). */
 static void test_foreign_segment(void **state)
 {
-	struct shmrig_segment_opts so = { .size = 2 * MiB,
+	struct shmrig_segment_opts so = { .size = sizeof(struct shmrig_segment_opts),
+					  .bytes = 2 * MiB,
 					  .backing = SHMRIG_BACKING_PLAIN,
 					  .role = 'a' };
 	shmrig_pool *pool = open_pool(4 * MiB, 64 * MiB);
@@ -253,7 +260,7 @@ static void test_big_class_packing(void **state)
 {
 	shmrig_pool *pool = open_pool(8 * MiB, 64 * MiB);
 	struct shmrig_ref refs[8];
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 	void *p;
 
 	(void)state;
@@ -408,7 +415,7 @@ static void test_large_reuse(void **state)
 {
 	shmrig_pool *pool = open_pool(4 * MiB, 64 * MiB);
 	struct shmrig_ref a, b;
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 	void *p;
 
 	(void)state;
@@ -427,7 +434,7 @@ static void test_large_reuse(void **state)
 static void test_owner_stats_and_leaks(void **state)
 {
 	shmrig_pool *pool = open_pool(4 * MiB, 64 * MiB);
-	struct shmrig_owner_stats owners[4];
+	struct shmrig_owner_stats owners[4] = { SHMRIG_SIZED(struct shmrig_owner_stats) };
 	struct shmrig_ref a, b;
 	void *p;
 
@@ -447,7 +454,7 @@ static void test_owner_stats_and_leaks(void **state)
 
 static void test_bad_options(void **state)
 {
-	struct shmrig_pool_opts opts = { 0 };
+	struct shmrig_pool_opts opts = SHMRIG_SIZED(struct shmrig_pool_opts);
 	shmrig_pool *pool = NULL;
 	struct shmrig_ref r;
 	void *p;
@@ -456,9 +463,9 @@ static void test_bad_options(void **state)
 	opts.flags = 1u << 30;
 	assert_int_equal(shmrig_pool_open(&opts, &pool), -EINVAL);
 	opts.flags = 0;
-	opts.reserved[2] = 1;
+	opts.size = 0;
 	assert_int_equal(shmrig_pool_open(&opts, &pool), -EINVAL);
-	opts.reserved[2] = 0;
+	opts.size = sizeof(opts);
 	opts.prefix = "bad/prefix";
 	assert_int_equal(shmrig_pool_open(&opts, &pool), -EINVAL);
 	opts.prefix = NULL;
@@ -478,7 +485,7 @@ static void test_bad_options(void **state)
 /* Options from the environment; the API value wins; a bad value keeps the default. */
 static void test_env_options(void **state)
 {
-	struct shmrig_pool_info info;
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 	shmrig_pool *pool;
 
 	(void)state;

@@ -199,7 +199,7 @@ static void test_reap_killed_child(void **state)
 {
 	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
 	struct shmrig_ref refs[GIVEN + KEPT];
-	struct shmrig_owner_stats owners[4];
+	struct shmrig_owner_stats owners[4] = { SHMRIG_SIZED(struct shmrig_owner_stats) };
 	int child_segments, our_segments;
 	struct th_peer peer;
 	char ready;
@@ -322,7 +322,7 @@ enum {
 
 static int child_attach_large(shmrig_pool *pool, int in, int out)
 {
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 	struct shmrig_ref ref;
 	uint64_t most = 0;
 	void *data;

@@ -357,7 +357,7 @@ static void test_ndarray_empty_and_large(void **state)
 	uint64_t empty_max[SHMRIG_MAX_DIMS];
 	shmrig_pool *pool = open_pool();
 	shmrig_registry *reg = builtin_registry();
-	struct shmrig_pool_stats st;
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 	struct shmrig_value v, out;
 	unsigned char one;
 	void *frame, *data;
@@ -775,6 +775,7 @@ static int point_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_val
 static struct shmrig_codec point_codec(const char *name, struct point_ctx *ctx, bool choosy)
 {
 	struct shmrig_codec codec = {
+		.size = sizeof(struct shmrig_codec),
 		.name = name,
 		.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_USER),
 		.can_encode = choosy ? point_can_encode : NULL,
@@ -927,6 +928,7 @@ static int dummy_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_val
 static struct shmrig_codec dummy_codec(const char *name)
 {
 	struct shmrig_codec codec = {
+		.size = sizeof(struct shmrig_codec),
 		.name = name,
 		.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_USER),
 		.encode = dummy_encode,
@@ -992,12 +994,10 @@ static void test_register_errors(void **state)
 	c.name = "k";
 	c.flags = SHMRIG_CODEC_FALLBACK << 1;
 	assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
-	for (int r = 0; r < 4; r++) {
-		c = good;
-		c.name = "k";
-		c.reserved[r] = 1;
-		assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
-	}
+	c = good;
+	c.name = "k";
+	c.size = 0;
+	assert_int_equal(shmrig_registry_register(reg, &c), -EINVAL);
 
 	assert_int_equal(shmrig_registry_register(reg, &good), -EEXIST);
 	c = good;
@@ -1227,6 +1227,7 @@ static int faulty_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_va
 static shmrig_registry *faulty_registry(struct faulty *f)
 {
 	struct shmrig_codec codec = {
+		.size = sizeof(struct shmrig_codec),
 		.name = "faulty",
 		.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_USER),
 		.encode = faulty_encode,

@@ -116,7 +116,8 @@ static void account_end(const struct account *a)
 static shmrig_segment *create_ok(size_t size, int backing, uint32_t flags, uint32_t role)
 {
 	struct shmrig_segment_opts opts = {
-		.size = size,
+		.size = sizeof(struct shmrig_segment_opts),
+		.bytes = size,
 		.backing = backing,
 		.flags = flags,
 		.role = role,
@@ -220,7 +221,8 @@ static void test_create_role(void **state)
 static void test_thp(void **state)
 {
 	struct shmrig_segment_opts opts = {
-		.size = 4 * MiB,
+		.size = sizeof(struct shmrig_segment_opts),
+		.bytes = 4 * MiB,
 		.backing = SHMRIG_BACKING_THP,
 		.flags = SHMRIG_SEG_STRICT,
 	};
@@ -261,7 +263,8 @@ static void test_thp(void **state)
 static void test_hugetlb_degrades(void **state)
 {
 	struct shmrig_segment_opts opts = {
-		.size = 4 * MiB,
+		.size = sizeof(struct shmrig_segment_opts),
+		.bytes = 4 * MiB,
 		.backing = SHMRIG_BACKING_HUGETLB,
 		.flags = SHMRIG_SEG_STRICT,
 	};
@@ -499,7 +502,9 @@ static void expect_bad_opts(const struct shmrig_segment_opts *opts, const char *
 
 static void test_bad_options(void **state)
 {
-	const struct shmrig_segment_opts good = { .size = 4096, .backing = SHMRIG_BACKING_PLAIN };
+	const struct shmrig_segment_opts good = { .size = sizeof(struct shmrig_segment_opts),
+						  .bytes = 4096,
+						  .backing = SHMRIG_BACKING_PLAIN };
 	struct account acct = account_begin();
 	struct shmrig_segment_opts opts;
 	shmrig_segment *seg = NULL;
@@ -514,14 +519,11 @@ static void test_bad_options(void **state)
 	opts.flags = 1u << 31;
 	expect_bad_opts(&opts, "flag bit 31");
 	opts = good;
-	opts.reserved[0] = 1;
-	expect_bad_opts(&opts, "reserved[0]");
-	opts = good;
-	opts.reserved[1] = 0x80000000u;
-	expect_bad_opts(&opts, "reserved[1]");
-	opts = good;
 	opts.size = 0;
-	expect_bad_opts(&opts, "size 0");
+	expect_bad_opts(&opts, "struct size 0");
+	opts = good;
+	opts.bytes = 0;
+	expect_bad_opts(&opts, "bytes 0");
 	opts = good;
 	opts.backing = 9;
 	expect_bad_opts(&opts, "backing 9");
@@ -585,7 +587,8 @@ static shmrig_segment *abandoned;
 static int child_abandon(void *arg)
 {
 	char *name = arg;
-	struct shmrig_segment_opts opts = { .size = 8192,
+	struct shmrig_segment_opts opts = { .size = sizeof(struct shmrig_segment_opts),
+					    .bytes = 8192,
 					    .backing = SHMRIG_BACKING_PLAIN,
 					    .role = 'd' };
 
@@ -702,7 +705,9 @@ static int cannot_isolate(const char *what)
  */
 static int child_full_devshm(void *arg)
 {
-	struct shmrig_segment_opts opts = { .size = 16 * MiB, .backing = SHMRIG_BACKING_PLAIN };
+	struct shmrig_segment_opts opts = { .size = sizeof(struct shmrig_segment_opts),
+					    .bytes = 16 * MiB,
+					    .backing = SHMRIG_BACKING_PLAIN };
 	shmrig_segment *seg = NULL, *small = NULL;
 	int ret;
 
@@ -732,7 +737,7 @@ static int child_full_devshm(void *arg)
 	}
 
 	opts.backing = SHMRIG_BACKING_PLAIN;
-	opts.size = MiB;
+	opts.bytes = MiB;
 	ret = shmrig_segment_create(&opts, &small);
 	if (ret)
 		fprintf(stderr, "child: 1 MiB in a 4 MiB /dev/shm: %s\n", shmrig_last_error());
@@ -740,7 +745,7 @@ static int child_full_devshm(void *arg)
 	memset(shmrig_segment_base(small), 0xee, MiB);
 	CHILD_CHECK(count_entries("/dev/shm") == 1);
 	/* with 1 MiB taken, 3.5 MiB no longer fits */
-	opts.size = 3 * MiB + MiB / 2;
+	opts.bytes = 3 * MiB + MiB / 2;
 	CHILD_CHECK(shmrig_segment_create(&opts, &seg) == -ENOMEM);
 	CHILD_CHECK(count_entries("/dev/shm") == 1);
 	CHILD_CHECK(shmrig_segment_unlink(small) == 0);

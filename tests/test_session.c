@@ -99,12 +99,14 @@ static int leak_handler(void *ctx, struct shmrig_handler_call *call)
 static void begin(const char *backend)
 {
 	struct shmrig_pool_opts pool_opts = {
+		.size = sizeof(struct shmrig_pool_opts),
 		.arena_size = 8 * MiB,
 		.max_bytes = 256 * MiB,
 		.backing = SHMRIG_BACKING_PLAIN,
 		.flags = SHMRIG_POOL_QUIET,
 	};
-	struct shmrig_channel_opts channel = { .backend = backend };
+	struct shmrig_channel_opts channel = { .size = sizeof(struct shmrig_channel_opts),
+					       .backend = backend };
 	struct shmrig_session_opts opts = { .channel = &channel };
 
 	fds_before = th_count_fds();
@@ -421,7 +423,8 @@ static void test_inherited_session(void **state)
 /* A worker that cannot set up says why, and leaves nothing behind. */
 static void test_start_failure(void **state)
 {
-	struct shmrig_pool_opts bad_pool = { .reserved = { 0, 1 } };
+	struct shmrig_pool_opts bad_pool = { .size = sizeof(struct shmrig_pool_opts),
+					     .backing = 42 };
 	struct shmrig_session_opts opts = { .worker_pool = &bad_pool };
 	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES }, out;
 	shmrig_session *failing;
@@ -432,7 +435,7 @@ static void test_start_failure(void **state)
 	assert_int_equal(shmrig_session_add_builtin_handlers(failing), 0);
 	assert_int_equal(shmrig_session_start(failing), -ECHILD);
 	assert_non_null(strstr(shmrig_last_error(), "could not start"));
-	assert_non_null(strstr(shmrig_last_error(), "reserved[1]"));
+	assert_non_null(strstr(shmrig_last_error(), "unknown backing 42"));
 	assert_non_null(strstr(shmrig_last_error(), "exited with status"));
 	assert_int_equal(shmrig_session_worker_pid(failing), 0);
 	assert_no_child();
@@ -448,8 +451,10 @@ static void echo_all(const char *backend)
 	shmrig_channel_pair *probe;
 	int ret;
 
-	ret = shmrig_channel_pair_create(&(struct shmrig_channel_opts){ .backend = backend },
-					 &probe);
+	ret = shmrig_channel_pair_create(
+		&(struct shmrig_channel_opts){ .size = sizeof(struct shmrig_channel_opts),
+					       .backend = backend },
+		&probe);
 	if (ret == -ENOTSUP) {
 		printf("skipping the %s backend: %s\n", backend, shmrig_last_error());
 		skip();
@@ -810,7 +815,8 @@ static shmrig_session *child_sess;
 /* Start a worker, use it, tell the test its pid, and die without a word. */
 static int child_dies_with_worker(void *arg)
 {
-	struct shmrig_pool_opts pool_opts = { .arena_size = 8 * MiB,
+	struct shmrig_pool_opts pool_opts = { .size = sizeof(struct shmrig_pool_opts),
+					      .arena_size = 8 * MiB,
 					      .backing = SHMRIG_BACKING_PLAIN,
 					      .flags = SHMRIG_POOL_QUIET };
 	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES, .bytes = { "x", 1 } }, out;

@@ -219,13 +219,16 @@ static int record_area(void *ctx, shmrig_topo *topo, void *addr, size_t len, int
 static void test_synthetic_bad_node(void **state)
 {
 	struct recording rec = { 0 };
-	struct shmrig_topo_binder binder = { record_thread, record_area, &rec };
+	struct shmrig_topo_binder binder = { .size = sizeof(struct shmrig_topo_binder),
+					     .bind_thread_cpu = record_thread,
+					     .bind_area_node = record_area,
+					     .ctx = &rec };
 	shmrig_topo *topo = NULL;
 	char buf[64];
 
 	(void)state;
 	assert_int_equal(shmrig_topo_load(TWO_NODES, &topo), 0);
-	shmrig_topo_set_binder(topo, &binder);
+	assert_int_equal(shmrig_topo_set_binder(topo, &binder), 0);
 	assert_int_equal(shmrig_topo_bind_area(topo, buf, sizeof(buf), 7), -EINVAL);
 	assert_non_null(strstr(shmrig_last_error(), "node 7"));
 	assert_non_null(strstr(shmrig_last_error(), "0, 1"));
@@ -237,7 +240,10 @@ static void test_synthetic_bad_node(void **state)
 static void test_synthetic_binder_sees_request(void **state)
 {
 	struct recording rec = { 0 };
-	struct shmrig_topo_binder binder = { record_thread, record_area, &rec };
+	struct shmrig_topo_binder binder = { .size = sizeof(struct shmrig_topo_binder),
+					     .bind_thread_cpu = record_thread,
+					     .bind_area_node = record_area,
+					     .ctx = &rec };
 	size_t page = page_size();
 	shmrig_topo *topo = NULL;
 	char *buf;
@@ -246,7 +252,7 @@ static void test_synthetic_binder_sees_request(void **state)
 	buf = aligned_alloc(page, 4 * page);
 	assert_non_null(buf);
 	assert_int_equal(shmrig_topo_load(TWO_NODES, &topo), 0);
-	shmrig_topo_set_binder(topo, &binder);
+	assert_int_equal(shmrig_topo_set_binder(topo, &binder), 0);
 
 	/* One page from mid-page spans two: the start rounds down, the end up. */
 	assert_int_equal(shmrig_topo_bind_area(topo, buf + page + 123, page, 1), 0);
@@ -272,7 +278,7 @@ static void test_synthetic_binder_sees_request(void **state)
 	assert_int_equal(rec.thread_calls, 1);
 
 	/* Back to hwloc's binder, which on a synthetic topology does nothing and succeeds. */
-	shmrig_topo_set_binder(topo, NULL);
+	assert_int_equal(shmrig_topo_set_binder(topo, NULL), 0);
 	assert_int_equal(shmrig_topo_bind_area(topo, buf, page, 1), 0);
 	assert_int_equal(rec.area_calls, 2);
 
@@ -283,7 +289,10 @@ static void test_synthetic_binder_sees_request(void **state)
 static void test_synthetic_binder_error(void **state)
 {
 	struct recording rec = { .ret = -EPERM };
-	struct shmrig_topo_binder binder = { record_thread, record_area, &rec };
+	struct shmrig_topo_binder binder = { .size = sizeof(struct shmrig_topo_binder),
+					     .bind_thread_cpu = record_thread,
+					     .bind_area_node = record_area,
+					     .ctx = &rec };
 	size_t page = page_size();
 	shmrig_topo *topo = NULL;
 	char *buf;
@@ -292,7 +301,7 @@ static void test_synthetic_binder_error(void **state)
 	buf = aligned_alloc(page, page);
 	assert_non_null(buf);
 	assert_int_equal(shmrig_topo_load(TWO_NODES, &topo), 0);
-	shmrig_topo_set_binder(topo, &binder);
+	assert_int_equal(shmrig_topo_set_binder(topo, &binder), 0);
 	assert_int_equal(shmrig_topo_bind_area(topo, buf, page, 1), -EPERM);
 	assert_non_null(strstr(shmrig_last_error(), "node 1"));
 	assert_int_equal(shmrig_topo_bind_thread(topo, 2), -EPERM);

@@ -110,6 +110,8 @@ struct demo_run {
 
 	bool have_stats;
 	struct shmrig_pool_stats stats;
+	unsigned class_count; /* classes shown: at most SHMRIG_POOL_NUM_CLASSES */
+	struct shmrig_pool_class_stats classes[SHMRIG_POOL_NUM_CLASSES];
 	int owner_count; /* distinct owners; may exceed DEMO_MAX_OWNERS */
 	struct shmrig_owner_stats owners[DEMO_MAX_OWNERS];
 	bool accounting_ok;
@@ -351,7 +353,7 @@ static void allocate_and_fill(const struct demo_config *cfg, shmrig_pool *pool,
 
 static void read_pool_info(shmrig_pool *pool, struct demo_run *run)
 {
-	struct shmrig_pool_info info;
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 	int rc = shmrig_pool_info(pool, &info);
 
 	if (rc) {
@@ -375,11 +377,20 @@ static void read_accounting(shmrig_pool *pool, struct demo_run *run)
 	const struct shmrig_owner_stats *self = NULL;
 	int rc, i, shown;
 
+	run->stats = SHMRIG_SIZED(struct shmrig_pool_stats);
 	rc = shmrig_pool_stats(pool, &run->stats);
 	if (rc) {
 		run_fail_rc(run, "shmrig_pool_stats", rc);
 		return;
 	}
+	run->classes[0] = SHMRIG_SIZED(struct shmrig_pool_class_stats);
+	rc = shmrig_pool_class_stats(pool, run->classes, SHMRIG_POOL_NUM_CLASSES);
+	if (rc < 0) {
+		run_fail_rc(run, "shmrig_pool_class_stats", rc);
+		return;
+	}
+	run->class_count = rc < SHMRIG_POOL_NUM_CLASSES ? (unsigned)rc : SHMRIG_POOL_NUM_CLASSES;
+	run->owners[0] = SHMRIG_SIZED(struct shmrig_owner_stats);
 	rc = shmrig_pool_owner_stats(pool, run->owners, DEMO_MAX_OWNERS);
 	if (rc < 0) {
 		run_fail_rc(run, "shmrig_pool_owner_stats", rc);
@@ -430,9 +441,10 @@ static void child_note(struct child_report *report, const char *message)
 static int child_main(const struct demo_config *cfg, const char *prefix, const struct block *blocks,
 		      uint64_t count, int report_fd)
 {
-	struct shmrig_pool_opts opts = { .prefix = prefix };
+	struct shmrig_pool_opts opts = { .size = sizeof(struct shmrig_pool_opts),
+					 .prefix = prefix };
 	struct child_report report = { .first_bad_block = -1 };
-	struct shmrig_pool_stats stats;
+	struct shmrig_pool_stats stats = SHMRIG_SIZED(struct shmrig_pool_stats);
 	shmrig_pool *pool = NULL;
 	char message[DEMO_MSG_MAX], what[64];
 	double start = now_ms();
@@ -634,7 +646,7 @@ static void verify_in_child(const struct demo_config *cfg, const struct block *b
 
 static void free_all(shmrig_pool *pool, const struct block *blocks, struct demo_run *run)
 {
-	struct shmrig_pool_stats after;
+	struct shmrig_pool_stats after = SHMRIG_SIZED(struct shmrig_pool_stats);
 	char what[64];
 	uint64_t i;
 	int rc;
@@ -706,7 +718,8 @@ static void check_segments(struct demo_run *run)
 
 static void run_demo(const struct demo_config *cfg, struct demo_run *run)
 {
-	struct shmrig_pool_opts opts = { .prefix = cfg->prefix };
+	struct shmrig_pool_opts opts = { .size = sizeof(struct shmrig_pool_opts),
+					 .prefix = cfg->prefix };
 	shmrig_pool *pool = NULL;
 	struct block *blocks;
 	int rc;
@@ -889,8 +902,8 @@ static void print_table(const struct demo_config *cfg, const struct demo_run *ru
 
 		printf("\nlive blocks per class (while held)\n");
 		printf("  %-10s %12s %16s\n", "class", "live blocks", "live bytes");
-		for (i = 0; i < SHMRIG_POOL_NUM_CLASSES; i++) {
-			const struct shmrig_pool_class_stats *class = &stats->classes[i];
+		for (i = 0; i < run->class_count; i++) {
+			const struct shmrig_pool_class_stats *class = &run->classes[i];
 
 			if (!class->live_blocks)
 				continue;
@@ -902,7 +915,7 @@ static void print_table(const struct demo_config *cfg, const struct demo_run *ru
 		       stats->large_live_bytes);
 		printf("  %-10s %12" PRIu64 " %16" PRIu64 "\n", "total", stats->live_blocks,
 		       stats->live_bytes);
-		printf("  segments mapped %" PRIu64 ", created %s, cached free blocks %" PRIu64
+		printf("  segments mapped %" PRIu32 ", created %s, cached free blocks %" PRIu64
 		       "\n",
 		       stats->segments, human_bytes(b, sizeof(b), stats->created_bytes),
 		       stats->cached_blocks);
@@ -1034,8 +1047,8 @@ static json_t *build_json(const struct demo_config *cfg, const struct demo_run *
 		json_object_set_new(obj, "created_bytes", json_uint(stats->created_bytes));
 		json_object_set_new(obj, "cached_blocks", json_uint(stats->cached_blocks));
 		array = json_array();
-		for (i = 0; i < SHMRIG_POOL_NUM_CLASSES; i++) {
-			const struct shmrig_pool_class_stats *class = &stats->classes[i];
+		for (i = 0; i < run->class_count; i++) {
+			const struct shmrig_pool_class_stats *class = &run->classes[i];
 
 			item = json_object();
 			json_object_set_new(item, "block_size", json_uint(class->block_size));

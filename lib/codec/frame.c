@@ -7,12 +7,37 @@
 #include <shmrig/frame.h>
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Frozen layouts (shmrig/common.h, "ABI: how structs grow"): the wire records
+ * and the view of a parsed header change only with SHMRIG_VERSION_MAJOR. */
 _Static_assert(sizeof(struct shmrig_frame_header) == 24, "frame header is wire format");
-_Static_assert(sizeof(struct shmrig_ref) == 96, "ref is wire format");
+_Static_assert(offsetof(struct shmrig_frame_header, magic) == 0, "frame header is wire format");
+_Static_assert(offsetof(struct shmrig_frame_header, version) == 4, "frame header is wire format");
+_Static_assert(offsetof(struct shmrig_frame_header, codec_id) == 6, "frame header is wire format");
+_Static_assert(offsetof(struct shmrig_frame_header, nbuffers) == 8, "frame header is wire format");
+_Static_assert(offsetof(struct shmrig_frame_header, meta_len) == 12, "frame header is wire format");
+_Static_assert(offsetof(struct shmrig_frame_header, reserved) == 16, "frame header is wire format");
 _Static_assert(sizeof(struct shmrig_frame_header) % 8 == 0, "refs follow 8-aligned");
+_Static_assert(sizeof(struct shmrig_ref) == 96, "ref is wire format");
+_Static_assert(offsetof(struct shmrig_ref, name) == 0, "ref is wire format");
+_Static_assert(offsetof(struct shmrig_ref, offset) == SHMRIG_NAME_MAX, "ref is wire format");
+_Static_assert(offsetof(struct shmrig_ref, size) == 72, "ref is wire format");
+_Static_assert(offsetof(struct shmrig_ref, content_size) == 80, "ref is wire format");
+_Static_assert(offsetof(struct shmrig_ref, generation) == 88, "ref is wire format");
+_Static_assert(offsetof(struct shmrig_ref, temporary) == 92, "ref is wire format");
+_Static_assert(offsetof(struct shmrig_ref, reserved) == 93, "ref is wire format");
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(struct shmrig_frame) == 32, "frame view is frozen");
+_Static_assert(offsetof(struct shmrig_frame, codec_id) == 0, "frame view is frozen");
+_Static_assert(offsetof(struct shmrig_frame, nbuffers) == 4, "frame view is frozen");
+_Static_assert(offsetof(struct shmrig_frame, buffers) == 8, "frame view is frozen");
+_Static_assert(offsetof(struct shmrig_frame, meta) == 16, "frame view is frozen");
+_Static_assert(offsetof(struct shmrig_frame, meta_len) == 24, "frame view is frozen");
+#endif
 
 size_t shmrig_frame_size(uint32_t nbuffers, size_t meta_len)
 {

@@ -109,10 +109,17 @@ static int find(const shmrig_registry *reg, const char *name)
 	return -1;
 }
 
-int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *codec)
+int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *user_codec)
 {
-	if (!reg || !codec)
+	struct shmrig_codec local;
+	const struct shmrig_codec *codec = &local;
+	int ret;
+
+	if (!reg || !user_codec)
 		return shmrig__fail(-EINVAL, "register: NULL argument");
+	ret = shmrig__sized_in(&local, sizeof(local), user_codec, "register: struct shmrig_codec");
+	if (ret)
+		return ret;
 	if (atomic_load(&reg->frozen))
 		return shmrig__fail(-EBUSY, "register '%s': the registry is in use (frozen)",
 				    codec->name ? codec->name : "?");
@@ -129,10 +136,6 @@ int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *co
 	if (codec->flags & ~SHMRIG_CODEC_FLAGS_ALL)
 		return shmrig__fail(-EINVAL, "register '%s': unknown flags 0x%x", codec->name,
 				    codec->flags & ~SHMRIG_CODEC_FLAGS_ALL);
-	for (size_t i = 0; i < sizeof(codec->reserved) / sizeof(codec->reserved[0]); i++)
-		if (codec->reserved[i])
-			return shmrig__fail(-EINVAL, "register '%s': reserved[%zu] is not zero",
-					    codec->name, i);
 	if (find(reg, codec->name) >= 0)
 		return shmrig__fail(-EEXIST, "register: a codec named '%s' is registered already",
 				    codec->name);

@@ -6,8 +6,33 @@
 #include <stdalign.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Frozen layouts (shmrig/common.h, "ABI: how structs grow"): values and their
+ * parts are data, changed only with SHMRIG_VERSION_MAJOR. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(struct shmrig_array) == 152, "shmrig_array is frozen");
+_Static_assert(offsetof(struct shmrig_array, ndim) == 4, "shmrig_array is frozen");
+_Static_assert(offsetof(struct shmrig_array, shape) == 8, "shmrig_array is frozen");
+_Static_assert(offsetof(struct shmrig_array, order) == 136, "shmrig_array is frozen");
+_Static_assert(offsetof(struct shmrig_array, data) == 144, "shmrig_array is frozen");
+_Static_assert(sizeof(struct shmrig_named_array) == 160, "shmrig_named_array is frozen");
+_Static_assert(offsetof(struct shmrig_named_array, array) == 8, "shmrig_named_array is frozen");
+_Static_assert(sizeof(struct shmrig_table) == 24, "shmrig_table is frozen");
+_Static_assert(offsetof(struct shmrig_table, ncolumns) == 8, "shmrig_table is frozen");
+_Static_assert(offsetof(struct shmrig_table, columns) == 16, "shmrig_table is frozen");
+_Static_assert(sizeof(struct shmrig_group) == 24, "shmrig_group is frozen");
+_Static_assert(offsetof(struct shmrig_group, nvariables) == 8, "shmrig_group is frozen");
+_Static_assert(offsetof(struct shmrig_group, variables) == 16, "shmrig_group is frozen");
+_Static_assert(sizeof(struct shmrig_dataset) == 16, "shmrig_dataset is frozen");
+_Static_assert(offsetof(struct shmrig_dataset, groups) == 8, "shmrig_dataset is frozen");
+_Static_assert(sizeof(struct shmrig_value) == 168, "shmrig_value is frozen");
+_Static_assert(offsetof(struct shmrig_value, user_type) == 4, "shmrig_value is frozen");
+_Static_assert(offsetof(struct shmrig_value, bytes) == 8, "shmrig_value is frozen");
+_Static_assert(offsetof(struct shmrig_value, storage) == 160, "shmrig_value is frozen");
+#endif
 
 static const struct {
 	const char *name;

@@ -430,9 +430,11 @@ fail:
 	return ret == -ENOSPC ? -ENOMEM : ret;
 }
 
-int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment **out)
+int shmrig_segment_create(const struct shmrig_segment_opts *user_opts, shmrig_segment **out)
 {
 	static int warned_degraded;
+	struct shmrig_segment_opts local;
+	const struct shmrig_segment_opts *opts = &local;
 	struct shmrig_segment *seg;
 	const char *prefix;
 	shmrig_topo *topo;
@@ -440,18 +442,18 @@ int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment
 	uint32_t pidns;
 	int node = -1, ret;
 
-	if (!opts || !out)
+	if (!user_opts || !out)
 		return shmrig__fail(-EINVAL, "segment_create: NULL argument");
+	ret = shmrig__sized_in(&local, sizeof(local), user_opts,
+			       "segment_create: struct shmrig_segment_opts");
+	if (ret)
+		return ret;
 	if (opts->flags & ~SHMRIG_SEG_FLAGS_ALL)
 		return shmrig__fail(-EINVAL, "segment_create: unknown flags 0x%x",
 				    opts->flags & ~SHMRIG_SEG_FLAGS_ALL);
-	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
-		if (opts->reserved[i])
-			return shmrig__fail(-EINVAL, "segment_create: reserved[%zu] is not zero",
-					    i);
-	if (opts->size == 0 || opts->size > (SIZE_MAX >> 2))
-		return shmrig__fail(-EINVAL, "segment_create: size %zu is out of range",
-				    opts->size);
+	if (opts->bytes == 0 || opts->bytes > (SIZE_MAX >> 2))
+		return shmrig__fail(-EINVAL, "segment_create: bytes %zu is out of range",
+				    opts->bytes);
 	if (opts->role && (opts->role < 'a' || opts->role > 'z'))
 		return shmrig__fail(-EINVAL, "segment_create: role must be a letter a-z");
 	if (opts->backing < SHMRIG_BACKING_AUTO || opts->backing > SHMRIG_BACKING_PLAIN)
@@ -492,22 +494,22 @@ int shmrig_segment_create(const struct shmrig_segment_opts *opts, shmrig_segment
 	switch (opts->backing) {
 	case SHMRIG_BACKING_AUTO:
 	case SHMRIG_BACKING_HUGETLB:
-		ret = try_hugetlb(seg, prefix, opts->size, topo, node);
+		ret = try_hugetlb(seg, prefix, opts->bytes, topo, node);
 		if (ret == 0 || (opts->flags & SHMRIG_SEG_STRICT))
 			break;
 		/* fall through */
 	case SHMRIG_BACKING_THP:
-		ret = try_shmem(seg, prefix, opts->size, true, topo, node);
+		ret = try_shmem(seg, prefix, opts->bytes, true, topo, node);
 		if (ret == 0 || (opts->flags & SHMRIG_SEG_STRICT))
 			break;
 		/* fall through */
 	case SHMRIG_BACKING_PLAIN:
-		ret = try_shmem(seg, prefix, opts->size, false, topo, node);
+		ret = try_shmem(seg, prefix, opts->bytes, false, topo, node);
 		break;
 	}
 	if (ret) {
 		ret = shmrig__fail(ret == -ENOTSUP || ret == -ENOENT ? -ENOMEM : ret,
-				   "segment_create: no backing for %zu bytes: %s", opts->size,
+				   "segment_create: no backing for %zu bytes: %s", opts->bytes,
 				   seg->reason);
 		free(seg);
 		return ret;

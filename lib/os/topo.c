@@ -65,6 +65,7 @@ static int hwloc_bind_area_node(void *ctx, shmrig_topo *topo, void *addr, size_t
 }
 
 static const struct shmrig_topo_binder hwloc_binder = {
+	.size = sizeof(struct shmrig_topo_binder),
 	.bind_thread_cpu = hwloc_bind_thread_cpu,
 	.bind_area_node = hwloc_bind_area_node,
 	.ctx = NULL,
@@ -165,20 +166,28 @@ void shmrig_topo_free(shmrig_topo *topo)
 	free(topo);
 }
 
-void shmrig_topo_set_binder(shmrig_topo *topo, const struct shmrig_topo_binder *binder)
+int shmrig_topo_set_binder(shmrig_topo *topo, const struct shmrig_topo_binder *binder)
 {
+	struct shmrig_topo_binder local;
+	int ret;
+
 	if (!topo)
-		return;
+		return shmrig__fail(-EINVAL, "topo_set_binder: topo is NULL");
 	if (!binder) {
 		topo->binder = hwloc_binder;
-		return;
+		return 0;
 	}
+	ret = shmrig__sized_in(&local, sizeof(local), binder,
+			       "topo_set_binder: struct shmrig_topo_binder");
+	if (ret)
+		return ret;
 	/* A binder may override one operation only; the other stays hwloc's. */
-	topo->binder = *binder;
-	if (!topo->binder.bind_thread_cpu)
-		topo->binder.bind_thread_cpu = hwloc_bind_thread_cpu;
-	if (!topo->binder.bind_area_node)
-		topo->binder.bind_area_node = hwloc_bind_area_node;
+	if (!local.bind_thread_cpu)
+		local.bind_thread_cpu = hwloc_bind_thread_cpu;
+	if (!local.bind_area_node)
+		local.bind_area_node = hwloc_bind_area_node;
+	topo->binder = local;
+	return 0;
 }
 
 static int null_topo(const char *func)

@@ -150,18 +150,17 @@ static void view_seg(shmrig_pool *pool, struct seg_local *sl)
 
 int shmrig__pool_create_seg(shmrig_pool *pool, size_t size, char role, struct seg_local **out)
 {
-	struct shmrig_segment_opts so = {
-		.prefix = pool->prefix,
-		.size = size,
-		.backing = pool->backing,
-		.numa_node = pool->numa_node,
-		.flags = (pool->flags & SHMRIG_POOL_BIND_NODE) ? SHMRIG_SEG_BIND_NODE : 0,
-		.role = (uint32_t)role,
-		.topo = pool->topo,
-	};
+	struct shmrig_segment_opts so = SHMRIG_SIZED(struct shmrig_segment_opts);
 	struct seg_local *sl = calloc(1, sizeof(*sl));
 	int ret;
 
+	so.flags = (pool->flags & SHMRIG_POOL_BIND_NODE) ? SHMRIG_SEG_BIND_NODE : 0;
+	so.bytes = size;
+	so.prefix = pool->prefix;
+	so.topo = pool->topo;
+	so.backing = pool->backing;
+	so.numa_node = pool->numa_node;
+	so.role = (uint32_t)role;
 	if (!sl)
 		return shmrig__fail(-ENOMEM, "pool: out of memory");
 	ret = shmrig_segment_create(&so, &sl->seg);
@@ -349,9 +348,10 @@ int shmrig__pool_check(shmrig_pool *pool)
 	return 0;
 }
 
-int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out)
+int shmrig_pool_open(const struct shmrig_pool_opts *user_opts, shmrig_pool **out)
 {
-	static const struct shmrig_pool_opts defaults;
+	struct shmrig_pool_opts local = SHMRIG_SIZED(struct shmrig_pool_opts);
+	const struct shmrig_pool_opts *opts = &local;
 	shmrig__procid self;
 	shmrig_pool *pool;
 	const char *prefix;
@@ -359,14 +359,15 @@ int shmrig_pool_open(const struct shmrig_pool_opts *opts, shmrig_pool **out)
 
 	if (!out)
 		return shmrig__fail(-EINVAL, "pool_open: NULL out");
-	if (!opts)
-		opts = &defaults;
+	if (user_opts) {
+		ret = shmrig__sized_in(&local, sizeof(local), user_opts,
+				       "pool_open: struct shmrig_pool_opts");
+		if (ret)
+			return ret;
+	}
 	if (opts->flags & ~SHMRIG_POOL_FLAGS_ALL)
 		return shmrig__fail(-EINVAL, "pool_open: unknown flags 0x%x",
 				    opts->flags & ~SHMRIG_POOL_FLAGS_ALL);
-	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
-		if (opts->reserved[i])
-			return shmrig__fail(-EINVAL, "pool_open: reserved[%zu] is not zero", i);
 	if (opts->backing < SHMRIG_BACKING_AUTO || opts->backing > SHMRIG_BACKING_PLAIN)
 		return shmrig__fail(-EINVAL, "pool_open: unknown backing %d", opts->backing);
 	/* The environment's value is checked by options.c (a bad one warns). */
@@ -971,6 +972,7 @@ int shmrig_pool_slab_seal(shmrig_pool *pool)
 
 int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info)
 {
+	struct shmrig_pool_info local = SHMRIG_SIZED(struct shmrig_pool_info);
 	int ret = shmrig__pool_check(pool);
 
 	if (ret)
@@ -978,15 +980,15 @@ int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info)
 	if (!info)
 		return shmrig__fail(-EINVAL, "pool_info: NULL info");
 	pool_enter(pool);
-	info->prefix = pool->prefix;
-	info->arena_size = pool->arena_size;
-	info->max_bytes = pool->max_bytes;
-	info->backing = pool->last_backing;
-	info->page_size = pool->last_page_size;
-	info->numa_node = pool->last_node;
-	info->reason = pool->last_reason;
+	local.prefix = pool->prefix;
+	local.arena_size = pool->arena_size;
+	local.max_bytes = pool->max_bytes;
+	local.backing = pool->last_backing;
+	local.page_size = pool->last_page_size;
+	local.numa_node = pool->last_node;
+	local.reason = pool->last_reason;
 	pool_leave(pool);
-	return 0;
+	return shmrig__sized_out(info, &local, sizeof(local), "pool_info: struct shmrig_pool_info");
 }
 
 /* ---- close ---- */

@@ -56,6 +56,7 @@ static void fill_info(struct shmrig_block_info *info, struct seg_local *sl, stru
 	uint64_t content = d->content_size, capacity = block_capacity(sl, c);
 
 	memset(info, 0, sizeof(*info));
+	info->size = sizeof(*info);
 	memcpy(info->ref.name, sl->name, sl->name_len + 1);
 	info->ref.offset = offset;
 	info->ref.size = capacity;
@@ -73,10 +74,16 @@ static bool counts_live(uint64_t w)
 	return word_state(w) == ST_LIVE || word_state(w) == ST_HANDED;
 }
 
+/* What one walk counts: the pool's totals and each class's (two sized outputs). */
+struct walk_stats {
+	struct shmrig_pool_stats pool;
+	struct shmrig_pool_class_stats classes[NCLASS];
+};
+
 static void stats_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c, uint32_t id,
 		      uint64_t offset)
 {
-	struct shmrig_pool_stats *stats = arg;
+	struct walk_stats *stats = arg;
 	uint64_t content = d->content_size, capacity = block_capacity(sl, c);
 
 	(void)id, (void)offset;
@@ -84,39 +91,77 @@ static void stats_one(void *arg, struct seg_local *sl, struct desc *d, unsigned 
 		return;
 	if (content > capacity)
 		content = capacity;
-	stats->live_blocks++;
-	stats->live_bytes += content;
+	stats->pool.live_blocks++;
+	stats->pool.live_bytes += content;
 	if (c == NCLASS) {
-		stats->large_live_blocks++;
-		stats->large_live_bytes += content;
+		stats->pool.large_live_blocks++;
+		stats->pool.large_live_bytes += content;
 	} else {
 		stats->classes[c].live_blocks++;
 		stats->classes[c].live_bytes += content;
 	}
 }
 
+static void walk_stats(shmrig_pool *pool, struct walk_stats *stats)
+{
+	memset(stats, 0, sizeof(*stats));
+	stats->pool.size = sizeof(stats->pool);
+	for (unsigned c = 0; c < NCLASS; c++) {
+		stats->classes[c].size = sizeof(stats->classes[c]);
+		stats->classes[c].block_size = (uint32_t)class_size(c);
+	}
+	pool_enter(pool);
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next) {
+		stats->pool.segments++;
+		shmrig__walk_blocks(sl, stats_one, stats);
+		if (!sl->large && sl->cache)
+			for (unsigned c = 0; c < NCLASS; c++)
+				stats->pool.cached_blocks += sl->ncache[c];
+	}
+	stats->pool.created_bytes = pool->created_bytes;
+	pool_leave(pool);
+}
+
 int shmrig_pool_stats(shmrig_pool *pool, struct shmrig_pool_stats *stats)
 {
+	static const char what[] = "pool_stats: struct shmrig_pool_stats";
+	struct walk_stats local;
+	size_t stride;
 	int ret = shmrig__pool_check(pool);
 
 	if (ret)
 		return ret;
 	if (!stats)
 		return shmrig__fail(-EINVAL, "pool_stats: NULL stats");
-	memset(stats, 0, sizeof(*stats));
-	for (unsigned c = 0; c < NCLASS; c++)
-		stats->classes[c].block_size = class_size(c);
-	pool_enter(pool);
-	for (struct seg_local *sl = pool->segs; sl; sl = sl->next) {
-		stats->segments++;
-		shmrig__walk_blocks(sl, stats_one, stats);
-		if (!sl->large && sl->cache)
-			for (unsigned c = 0; c < NCLASS; c++)
-				stats->cached_blocks += sl->ncache[c];
-	}
-	stats->created_bytes = pool->created_bytes;
-	pool_leave(pool);
-	return 0;
+	/* the caller's size first: a bad one costs no walk */
+	ret = shmrig__sized_stride(stats, what, &stride);
+	if (ret)
+		return ret;
+	walk_stats(pool, &local);
+	return shmrig__sized_out(stats, &local.pool, sizeof(local.pool), what);
+}
+
+int shmrig_pool_class_stats(shmrig_pool *pool, struct shmrig_pool_class_stats *out, size_t max)
+{
+	struct walk_stats local;
+	size_t stride;
+	int ret = shmrig__pool_check(pool);
+
+	if (ret)
+		return ret;
+	if (!max)
+		return NCLASS;
+	if (!out)
+		return shmrig__fail(-EINVAL, "pool_class_stats: NULL out");
+	ret = shmrig__sized_stride(out, "pool_class_stats: struct shmrig_pool_class_stats",
+				   &stride);
+	if (ret)
+		return ret;
+	walk_stats(pool, &local);
+	for (size_t c = 0; c < NCLASS && c < max; c++)
+		shmrig__sized_put((char *)out + c * stride, stride, &local.classes[c],
+				  sizeof(local.classes[c]));
+	return NCLASS;
 }
 
 /*
@@ -249,6 +294,7 @@ static void owner_one(void *arg, const struct shmrig_block_info *info)
 		}
 		ctx->owners = grown;
 		memset(&ctx->owners[ctx->count++], 0, sizeof(*grown));
+		ctx->owners[i].size = sizeof(*grown);
 		ctx->owners[i].pid = info->owner;
 	}
 	ctx->owners[i].live_blocks++;
@@ -266,17 +312,25 @@ static int by_pid(const void *a, const void *b)
 int shmrig_pool_owner_stats(shmrig_pool *pool, struct shmrig_owner_stats *out, size_t max)
 {
 	struct owner_ctx ctx = { 0 };
+	size_t stride = 0;
 	int ret;
 
 	if (max && !out)
 		return shmrig__fail(-EINVAL, "pool_owner_stats: NULL out");
+	if (max) {
+		ret = shmrig__sized_stride(out, "pool_owner_stats: struct shmrig_owner_stats",
+					   &stride);
+		if (ret)
+			return ret;
+	}
 	ret = shmrig_pool_for_each_live(pool, owner_one, &ctx);
 	if (ret >= 0 && ctx.err)
 		ret = shmrig__fail(ctx.err, "pool_owner_stats: out of memory");
 	if (ret >= 0 && ctx.count) {
 		qsort(ctx.owners, ctx.count, sizeof(*ctx.owners), by_pid);
-		if (max)
-			memcpy(out, ctx.owners, (ctx.count < max ? ctx.count : max) * sizeof(*out));
+		for (size_t i = 0; i < ctx.count && i < max; i++)
+			shmrig__sized_put((char *)out + i * stride, stride, &ctx.owners[i],
+					  sizeof(ctx.owners[i]));
 	}
 	if (ret >= 0)
 		ret = (int)ctx.count;

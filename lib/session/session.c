@@ -440,7 +440,9 @@ int shmrig_session_create(const struct shmrig_session_opts *opts, shmrig_registr
 			  shmrig_pool *pool, shmrig_session **out)
 {
 	static const struct shmrig_session_opts defaults;
-	struct shmrig_pool_info info;
+	struct shmrig_channel_opts channel_opts = SHMRIG_SIZED(struct shmrig_channel_opts);
+	struct shmrig_pool_opts worker_pool;
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 	struct shmrig_session *sess;
 	int ret;
 
@@ -456,6 +458,19 @@ int shmrig_session_create(const struct shmrig_session_opts *opts, shmrig_registr
 					    i);
 	if (opts->call_timeout_ms < 0 || opts->start_timeout_ms < 0)
 		return shmrig__fail(-EINVAL, "session_create: negative timeout");
+	/* The structs they point to carry their own sizes: copied here, once. */
+	if (opts->channel) {
+		ret = shmrig__sized_in(&channel_opts, sizeof(channel_opts), opts->channel,
+				       "session_create: struct shmrig_channel_opts");
+		if (ret)
+			return ret;
+	}
+	if (opts->worker_pool) {
+		ret = shmrig__sized_in(&worker_pool, sizeof(worker_pool), opts->worker_pool,
+				       "session_create: struct shmrig_pool_opts");
+		if (ret)
+			return ret;
+	}
 	ret = shmrig_pool_info(pool, &info);
 	if (ret)
 		return ret;
@@ -466,8 +481,7 @@ int shmrig_session_create(const struct shmrig_session_opts *opts, shmrig_registr
 	sess->pool = pool;
 	sess->fork_epoch = shmrig__fork_epoch();
 	snprintf(sess->prefix, sizeof(sess->prefix), "%s", info.prefix);
-	if (opts->channel)
-		sess->channel_opts = *opts->channel;
+	sess->channel_opts = channel_opts;
 	sess->call_timeout_ms = opts->call_timeout_ms ? opts->call_timeout_ms :
 							SHMRIG_SESSION_CALL_TIMEOUT_MS;
 	sess->start_timeout_ms = opts->start_timeout_ms ? opts->start_timeout_ms :
@@ -476,7 +490,7 @@ int shmrig_session_create(const struct shmrig_session_opts *opts, shmrig_registr
 		sess->channel_opts.open_timeout_ms = sess->start_timeout_ms;
 	if (opts->worker_pool) {
 		sess->has_worker_pool = true;
-		sess->worker_pool = *opts->worker_pool;
+		sess->worker_pool = worker_pool;
 	}
 	sess->state = STATE_IDLE;
 	*out = sess;
@@ -486,7 +500,7 @@ int shmrig_session_create(const struct shmrig_session_opts *opts, shmrig_registr
 /* The worker's pool options: given, or like the caller's pool; our prefix, quiet. */
 static int worker_pool_opts(struct shmrig_session *sess, struct shmrig_pool_opts *opts)
 {
-	struct shmrig_pool_info info;
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
 	int ret;
 
 	if (sess->has_worker_pool) {
@@ -495,13 +509,12 @@ static int worker_pool_opts(struct shmrig_session *sess, struct shmrig_pool_opts
 		ret = shmrig_pool_info(sess->pool, &info);
 		if (ret)
 			return ret;
-		*opts = (struct shmrig_pool_opts){
-			.arena_size = info.arena_size,
-			.max_bytes = info.max_bytes,
-			.backing = (int)info.backing,
-			.numa_node = info.numa_node,
-			.flags = info.numa_node >= 0 ? SHMRIG_POOL_BIND_NODE : 0,
-		};
+		*opts = SHMRIG_SIZED(struct shmrig_pool_opts);
+		opts->flags = info.numa_node >= 0 ? SHMRIG_POOL_BIND_NODE : 0;
+		opts->arena_size = info.arena_size;
+		opts->max_bytes = info.max_bytes;
+		opts->backing = (int)info.backing;
+		opts->numa_node = info.numa_node;
 	}
 	opts->prefix = sess->prefix;
 	opts->flags |= SHMRIG_POOL_QUIET;

@@ -64,9 +64,11 @@ bool shmrig__channel_peer_alive(struct shmrig_channel *ch)
 	return shmrig__watch_life(&ch->peer_watch, 0) != SHMRIG__DEAD;
 }
 
-int shmrig_channel_pair_create(const struct shmrig_channel_opts *opts, shmrig_channel_pair **out)
+int shmrig_channel_pair_create(const struct shmrig_channel_opts *user_opts,
+			       shmrig_channel_pair **out)
 {
-	static const struct shmrig_channel_opts defaults;
+	struct shmrig_channel_opts local = SHMRIG_SIZED(struct shmrig_channel_opts);
+	const struct shmrig_channel_opts *opts = &local;
 	const struct channel_ops *ops = NULL;
 	struct shmrig_channel_pair *pair;
 	const char *name;
@@ -74,13 +76,14 @@ int shmrig_channel_pair_create(const struct shmrig_channel_opts *opts, shmrig_ch
 
 	if (!out)
 		return shmrig__fail(-EINVAL, "channel_pair_create: NULL out");
-	if (!opts)
-		opts = &defaults;
+	if (user_opts) {
+		ret = shmrig__sized_in(&local, sizeof(local), user_opts,
+				       "channel_pair_create: struct shmrig_channel_opts");
+		if (ret)
+			return ret;
+	}
 	if (opts->flags)
 		return shmrig__fail(-EINVAL, "channel: unknown flags 0x%x", opts->flags);
-	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
-		if (opts->reserved[i])
-			return shmrig__fail(-EINVAL, "channel: reserved[%zu] is not zero", i);
 	name = opts->backend ? opts->backend : "pipe";
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
 		if (strcmp(backends[i]->name, name) == 0)

@@ -245,12 +245,12 @@ static int ring_pair_create(struct shmrig_channel_pair *pair)
 {
 	uint32_t slot_size = pair->opts.slot_size ? pair->opts.slot_size : DEFAULT_SLOT_SIZE;
 	uint32_t slots = pair->opts.slots ? pair->opts.slots : DEFAULT_SLOTS;
-	struct shmrig_segment_opts seg_opts = {
-		.backing = SHMRIG_BACKING_PLAIN,
-		.role = 'c',
-	};
+	struct shmrig_segment_opts seg_opts = SHMRIG_SIZED(struct shmrig_segment_opts);
 	struct ring_pair *rp;
 	int ret;
+
+	seg_opts.backing = SHMRIG_BACKING_PLAIN;
+	seg_opts.role = 'c';
 
 	if (slot_size % SHMRIG_CACHELINE || slot_size < MIN_SLOT_SIZE || slot_size > MAX_SLOT_SIZE)
 		return shmrig__fail(-EINVAL,
@@ -266,7 +266,7 @@ static int ring_pair_create(struct shmrig_channel_pair *pair)
 	rp = calloc(1, sizeof(*rp));
 	if (!rp)
 		return shmrig__fail(-ENOMEM, "channel: out of memory");
-	seg_opts.size = SLOTS_OFFSET + 2 * (size_t)slots * slot_size;
+	seg_opts.bytes = SLOTS_OFFSET + 2 * (size_t)slots * slot_size;
 	ret = shmrig_segment_create(&seg_opts, &rp->seg);
 	if (ret) {
 		free(rp);

@@ -48,19 +48,22 @@ typedef struct shmrig_channel_pair shmrig_channel_pair;
 /* Largest message any backend carries. */
 #define SHMRIG_CHANNEL_MAX_MSG ((size_t)1 << 30)
 
+/* Input, sized: SHMRIG_SIZED(struct shmrig_channel_opts) (shmrig/common.h). */
 struct shmrig_channel_opts {
+	uint32_t size;        /* sizeof where it was filled: SHMRIG_SIZED() */
+	uint32_t flags;       /* none yet: must be 0 */
 	const char *backend;  /* "pipe", "uring" or "ring"; NULL: "pipe" */
 	uint32_t slot_size;   /* ring: bytes per slot (0: 4096), a multiple of 64 */
 	uint32_t slots;       /* ring: slots per direction (0: 256), a power of two */
 	int open_timeout_ms;  /* hello exchange (0: 5000) */
-	uint32_t flags;       /* none yet: must be 0 */
-	uint32_t reserved[4]; /* must be zero */
 };
 
 /*
  * Make the resources both ends share (socketpair, ring segment), before fork.
- * Errors: -EINVAL bad options or unknown backend (the message lists them);
- * -ENOMEM; -errno from the OS.
+ * opts NULL: every default.
+ * Errors: -EINVAL bad options or unknown backend (the message lists them),
+ * opts->size below 8; -E2BIG opts->size above SHMRIG_SIZED_MAX, or a non-zero
+ * byte past this library's struct (shmrig/common.h); -ENOMEM; -errno from the OS.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_pair_create(const struct shmrig_channel_opts *opts,
 							   shmrig_channel_pair **out);

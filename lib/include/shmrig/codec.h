@@ -38,18 +38,19 @@ struct shmrig_decoder; /* per-call state of a decode; opaque */
 #define SHMRIG_CODEC_FALLBACK (1u << 0)
 #define SHMRIG_CODEC_FLAGS_ALL SHMRIG_CODEC_FALLBACK
 
+/* Input, sized: SHMRIG_SIZED(struct shmrig_codec) (shmrig/common.h). */
 struct shmrig_codec {
-	const char *name; /* the registry key: [A-Za-z0-9_.-], 1..31 bytes */
+	uint32_t size;    /* sizeof where it was filled: SHMRIG_SIZED() */
 	uint32_t kinds;   /* SHMRIG_KIND_BIT()s of the values it can take */
-	uint32_t flags;   /* SHMRIG_CODEC_* */
-	/* NULL: takes every value of its kinds. Must not fail, only say yes or no. */
-	bool (*can_encode)(void *ctx, const struct shmrig_value *value);
+	const char *name; /* the registry key: [A-Za-z0-9_.-], 1..31 bytes */
 	/* 0 or -errno; on failure the registry frees every block it allocated. */
 	int (*encode)(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value);
 	/* 0 or -errno; on failure the registry releases whatever `out` holds. */
 	int (*decode)(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out);
+	/* NULL: takes every value of its kinds. Must not fail, only say yes or no. */
+	bool (*can_encode)(void *ctx, const struct shmrig_value *value);
 	void *ctx;
-	uint32_t reserved[4]; /* must be zero */
+	uint32_t flags; /* SHMRIG_CODEC_* */
 };
 
 /* ---- encoder services ---- */

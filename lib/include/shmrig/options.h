@@ -3,7 +3,8 @@
 #define SHMRIG_OPTIONS_H
 
 /*
- * Options: every options struct in shmrig means "defaults" when zeroed. A field
+ * Options: every options struct in shmrig means "defaults" when made with
+ * SHMRIG_SIZED() (size set, every field zero; shmrig/common.h). A field
  * left zero takes the value of the environment variable SHMRIG_<NAME> if set and
  * valid, else the built-in default; a value set through the API always wins.
  *

@@ -69,19 +69,23 @@ struct shmrig_ref {
 #define SHMRIG_POOL_QUIET (1u << 1)
 #define SHMRIG_POOL_FLAGS_ALL (SHMRIG_POOL_BIND_NODE | SHMRIG_POOL_QUIET)
 
+/* Input, sized: SHMRIG_SIZED(struct shmrig_pool_opts) (shmrig/common.h). */
 struct shmrig_pool_opts {
-	const char *prefix;   /* NULL: $SHMRIG_PREFIX, else "shmrig" */
-	size_t arena_size;    /* 0: $SHMRIG_ARENA_SIZE or 64 MiB; 2 MiB multiple, <= 1 GiB */
-	size_t max_bytes;     /* 0: $SHMRIG_POOL_MAX or 1 GiB; cap on segments created */
-	int backing;          /* enum shmrig_backing for every segment */
-	int numa_node;        /* with SHMRIG_POOL_BIND_NODE */
-	uint32_t flags;       /* SHMRIG_POOL_* */
-	uint32_t reserved[3]; /* must be zero */
-	shmrig_topo *topo;    /* NULL: shmrig_topo_system() */
+	uint32_t size;      /* sizeof where it was filled: SHMRIG_SIZED() */
+	uint32_t flags;     /* SHMRIG_POOL_* */
+	const char *prefix; /* NULL: $SHMRIG_PREFIX, else "shmrig" */
+	size_t arena_size;  /* 0: $SHMRIG_ARENA_SIZE or 64 MiB; 2 MiB multiple, <= 1 GiB */
+	size_t max_bytes;   /* 0: $SHMRIG_POOL_MAX or 1 GiB; cap on segments created */
+	int backing;        /* enum shmrig_backing for every segment */
+	int numa_node;      /* with SHMRIG_POOL_BIND_NODE */
+	shmrig_topo *topo;  /* NULL: shmrig_topo_system() */
 };
 
-/* Open a pool. No segment is created until the first allocation.
- * Errors: -EINVAL bad options; -ENOMEM. */
+/* Open a pool (opts NULL: every default). No segment is created until the
+ * first allocation.
+ * Errors: -EINVAL bad options, opts->size below 8 (0: not set); -E2BIG
+ * opts->size above SHMRIG_SIZED_MAX, or a non-zero byte past this library's
+ * struct (shmrig/common.h); -ENOMEM. */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_open(const struct shmrig_pool_opts *opts,
 						 shmrig_pool **out);
 
@@ -205,33 +209,54 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_slab_seal(shmrig_pool *pool);
 /* Block size (capacity) that a request of `size` bytes gets outside a slab. */
 SHMRIG_API size_t shmrig_pool_block_size(size_t size);
 
-struct shmrig_pool_class_stats {
-	uint64_t block_size;
-	uint64_t live_blocks;
-	uint64_t live_bytes; /* content bytes */
-};
-
+/* Output, sized (shmrig/common.h): set size (SHMRIG_SIZED()) before the call. */
 struct shmrig_pool_stats {
+	uint32_t size;        /* in: the caller's sizeof; out: the bytes filled */
+	uint32_t segments;    /* mapped by this process: created + attached */
 	uint64_t live_blocks; /* every class and large blocks */
 	uint64_t live_bytes;
 	uint64_t large_live_blocks;
 	uint64_t large_live_bytes;
-	uint64_t segments;      /* mapped by this process: created + attached */
 	uint64_t created_bytes; /* bytes of the segments this pool created (counts against max_bytes) */
 	uint64_t cached_blocks; /* free blocks in this process's cache */
-	struct shmrig_pool_class_stats classes[SHMRIG_POOL_NUM_CLASSES];
 };
 
-/* Live blocks and bytes in every segment this process has mapped. 0 or -errno. */
+/*
+ * Live blocks and bytes in every segment this process has mapped (per size
+ * class: shmrig_pool_class_stats). Errors: -EINVAL NULL, stats->size below 8;
+ * -E2BIG stats->size above SHMRIG_SIZED_MAX; -SHMRIG_EFORK.
+ */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_stats(shmrig_pool *pool,
 						  struct shmrig_pool_stats *stats);
 
+/* An array of outputs, sized (shmrig/common.h): size set in the first element. */
+struct shmrig_pool_class_stats {
+	uint32_t size;       /* in (first element): the stride; out: the bytes filled */
+	uint32_t block_size; /* the class's block size: 64 B .. 1 MiB */
+	uint64_t live_blocks;
+	uint64_t live_bytes; /* content bytes */
+};
+
+/*
+ * Live blocks and bytes per size class, smallest first, in up to `max`
+ * elements of `out`, out[0].size bytes apart (the stride; max 0: out may be
+ * NULL). Returns the number of classes, SHMRIG_POOL_NUM_CLASSES, which may
+ * exceed max.
+ * Errors: -EINVAL NULL pool, NULL out with max > 0, out[0].size below 8;
+ * -E2BIG out[0].size above SHMRIG_SIZED_MAX; -SHMRIG_EFORK.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_class_stats(shmrig_pool *pool,
+							struct shmrig_pool_class_stats *out,
+							size_t max);
+
+/* Filled by the library and handed to a callback: size is the library's sizeof
+ * (test newer fields with SHMRIG_HAS_FIELD; shmrig/common.h). */
 struct shmrig_block_info {
-	struct shmrig_ref ref; /* temporary is not recorded: always 0 here */
+	uint32_t size;
 	pid_t owner;
 	uint32_t tag;
 	uint32_t refcount;
-	uint32_t reserved;
+	struct shmrig_ref ref; /* temporary is not recorded: always 0 here */
 };
 
 /*
@@ -241,15 +266,21 @@ struct shmrig_block_info {
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_for_each_live(
 	shmrig_pool *pool, void (*fn)(void *arg, const struct shmrig_block_info *info), void *arg);
 
+/* An array of outputs, sized (shmrig/common.h): size set in the first element. */
 struct shmrig_owner_stats {
+	uint32_t size; /* in (first element): the stride; out: the bytes filled */
 	pid_t pid;
-	uint32_t reserved;
 	uint64_t live_blocks;
 	uint64_t live_bytes;
 };
 
-/* Live blocks and bytes per owner pid, up to `max` owners, sorted by pid.
- * Returns the number of distinct owners (which may exceed max), or -errno. */
+/*
+ * Live blocks and bytes per owner pid, sorted by pid, in up to `max` elements
+ * of `out`, out[0].size bytes apart (the stride; max 0: out may be NULL).
+ * Returns the number of distinct owners (which may exceed max).
+ * Errors: -EINVAL NULL pool, NULL out with max > 0, out[0].size below 8;
+ * -E2BIG out[0].size above SHMRIG_SIZED_MAX; -ENOMEM; -SHMRIG_EFORK.
+ */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_owner_stats(shmrig_pool *pool,
 							struct shmrig_owner_stats *out, size_t max);
 
@@ -278,17 +309,23 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_sweep(shmrig_pool *pool);
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_audit(shmrig_pool *pool);
 
+/* Output, sized (shmrig/common.h): set size (SHMRIG_SIZED()) before the call. */
 struct shmrig_pool_info {
+	uint32_t size;               /* in: the caller's sizeof; out: the bytes filled */
+	enum shmrig_backing backing; /* of the last segment created (requested one before any) */
 	const char *prefix;
 	size_t arena_size;
 	size_t max_bytes;
-	enum shmrig_backing backing; /* of the last segment created (requested one before any) */
 	size_t page_size;            /* of the last segment created, 0 before any */
-	int numa_node;               /* bound node of the last segment, -1 if none */
 	const char *reason;          /* why that backing */
+	int numa_node;               /* bound node of the last segment, -1 if none */
 };
 
-/* Describe the pool. Strings stay valid until the next call on the pool. */
+/*
+ * Describe the pool. Strings stay valid until the next call on the pool.
+ * Errors: -EINVAL NULL, info->size below 8; -E2BIG info->size above
+ * SHMRIG_SIZED_MAX; -SHMRIG_EFORK.
+ */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_info(shmrig_pool *pool, struct shmrig_pool_info *info);
 
 #ifdef __cplusplus

@@ -39,8 +39,9 @@ SHMRIG_API void shmrig_registry_free(shmrig_registry *reg);
 /*
  * Append a codec (the struct is copied; name and ctx must outlive the
  * registry). Returns its id (>= 0).
- * Errors: -EINVAL bad name, no kinds, no encode/decode, unknown flags, reserved
- * fields set; -EEXIST a codec of that name, or a second fallback; -EBUSY the
+ * Errors: -EINVAL bad name, no kinds, no encode/decode, unknown flags,
+ * codec->size below 8; -E2BIG codec->size above SHMRIG_SIZED_MAX, or a
+ * non-zero byte past this library's struct (shmrig/common.h); -EEXIST a codec of that name, or a second fallback; -EBUSY the
  * registry is frozen; -ENOSPC SHMRIG_MAX_CODECS reached.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_register(shmrig_registry *reg,

@@ -52,21 +52,23 @@ enum shmrig_backing {
 #define SHMRIG_SEG_STRICT (1u << 1)
 #define SHMRIG_SEG_FLAGS_ALL (SHMRIG_SEG_BIND_NODE | SHMRIG_SEG_STRICT)
 
+/* Input, sized: SHMRIG_SIZED(struct shmrig_segment_opts) (shmrig/common.h). */
 struct shmrig_segment_opts {
-	const char *prefix;   /* NULL: $SHMRIG_PREFIX, else SHMRIG_DEFAULT_PREFIX */
-	size_t size;          /* bytes, > 0; rounded up to the backing's page size */
-	int backing;          /* enum shmrig_backing */
-	int numa_node;        /* OS node index, used with SHMRIG_SEG_BIND_NODE */
-	uint32_t flags;       /* SHMRIG_SEG_* */
-	uint32_t role;        /* 'a'..'z' recorded in the name; 0: 'g' (generic) */
-	uint32_t reserved[2]; /* must be zero */
-	shmrig_topo *topo;    /* NULL: shmrig_topo_system() */
+	uint32_t size;      /* sizeof where it was filled: SHMRIG_SIZED() */
+	uint32_t flags;     /* SHMRIG_SEG_* */
+	size_t bytes;       /* the segment's size, > 0; rounded up to the backing's page size */
+	const char *prefix; /* NULL: $SHMRIG_PREFIX, else SHMRIG_DEFAULT_PREFIX */
+	shmrig_topo *topo;  /* NULL: shmrig_topo_system() */
+	int backing;        /* enum shmrig_backing */
+	int numa_node;      /* OS node index, used with SHMRIG_SEG_BIND_NODE */
+	uint32_t role;      /* 'a'..'z' recorded in the name; 0: 'g' (generic) */
 };
 
 /*
  * Create a new segment (exclusive, mode 0600), reserve, bind and pre-fault it.
- * Errors: -EINVAL bad options (unknown flag, non-zero reserved, size 0, bad
- * prefix, no such node); -ENOMEM no space in /dev/shm or no hugepages (with
+ * Errors: -EINVAL bad options (unknown flag, bytes 0, bad prefix, no such
+ * node, opts->size below 8); -E2BIG opts->size above SHMRIG_SIZED_MAX, or a
+ * non-zero byte past this library's struct (shmrig/common.h); -ENOMEM no space in /dev/shm or no hugepages (with
  * SHMRIG_SEG_STRICT); -EMFILE, -ENFILE, -ENOENT... the creator's identity
  * (/proc/self/stat, /proc/self/ns/pid) cannot be read, so no name can be
  * given (at the fd limit, say: a later call tries again); other -errno from

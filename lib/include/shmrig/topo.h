@@ -26,6 +26,7 @@ typedef struct shmrig_topo shmrig_topo;
 /* What a binder is asked to do. `node` is an OS NUMA node index (as in
  * /sys/devices/system/node/nodeN), `cpu` an OS CPU index. */
 struct shmrig_topo_binder {
+	uint32_t size; /* sizeof where it was filled: SHMRIG_SIZED() (input, shmrig/common.h) */
 	/* bind the calling thread to one CPU; 0 or -errno */
 	int (*bind_thread_cpu)(void *ctx, shmrig_topo *topo, int cpu);
 	/* bind [addr, addr+len) to one node; addr and len page-aligned; 0 or -errno */
@@ -46,8 +47,15 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_load(const char *desc, shmrig_topo *
 /* Free a topology from shmrig_topo_load(). NULL and the system handle are ignored. */
 SHMRIG_API void shmrig_topo_free(shmrig_topo *topo);
 
-/* Replace the binder (NULL restores hwloc's). Not thread-safe against concurrent binds. */
-SHMRIG_API void shmrig_topo_set_binder(shmrig_topo *topo, const struct shmrig_topo_binder *binder);
+/*
+ * Replace the binder (copied; NULL restores hwloc's; an operation left NULL
+ * stays hwloc's). Not thread-safe against concurrent binds.
+ * Errors: -EINVAL NULL topo, binder->size below 8; -E2BIG binder->size above
+ * SHMRIG_SIZED_MAX, or a non-zero byte past this library's struct
+ * (shmrig/common.h). On error the binder in place stays.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_set_binder(shmrig_topo *topo,
+						       const struct shmrig_topo_binder *binder);
 
 /* Counts of NUMA nodes and of CPUs (PUs) in the topology; always >= 1. */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_num_nodes(const shmrig_topo *topo);
