@@ -586,7 +586,8 @@ static bool session_start(gbench_state *st, struct session_run *run, const char 
 {
 	struct shmrig_channel_opts channel = { .size = sizeof(struct shmrig_channel_opts),
 					       .backend = backend };
-	struct shmrig_session_opts opts = { .channel = &channel };
+	struct shmrig_session_opts opts = { .size = sizeof(struct shmrig_session_opts),
+					    .channel = &channel };
 	struct shmrig_pool_opts pool_opts = {
 		.size = sizeof(struct shmrig_pool_opts),
 		.prefix = POOL_PREFIX,

@@ -20,11 +20,15 @@
  *   bytes between elements are zeroed, elements past those filled and bytes
  *   past the last offered element are untouched;
  * - structs handed to a callback carry the library's sizeof, and
- *   SHMRIG_HAS_FIELD tells a newer reader's field from one it has.
+ *   SHMRIG_HAS_FIELD tells a newer reader's field from one it has
+ *   (shmrig_block_info to a for_each_live callback; shmrig_handler_call to a
+ *   handler, in the worker of a session started with newer-sized channel and
+ *   pool options, which it hands on as its own copies).
  */
 #include "helpers.h"
 
 #include "transport/channel_internal.h" /* a pair's options as the library took them */
+#include "session/session_internal.h"   /* a session's options and counters, likewise */
 
 #include <shmrig/shmrig.h>
 
@@ -48,7 +52,9 @@
 
 static unsigned rows; /* rows run, for the summary */
 static shmrig_pool *pool;
-static shmrig_topo *eight_nodes; /* EIGHT_NODES, with the recording binder */
+static shmrig_registry *reg;          /* the built-in codecs, for sessions */
+static shmrig_session *stats_session; /* no worker: its counters are set by hand */
+static shmrig_topo *eight_nodes;      /* EIGHT_NODES, with the recording binder */
 
 /* ---- helpers ---- */
 
@@ -430,6 +436,58 @@ static int call_topo_binder(const void *binder, size_t known)
 #undef B
 }
 
+/* session_opts: the session's own copy of them (the structs they point to included). */
+static struct shmrig_channel_opts nested_channel;
+static struct shmrig_pool_opts nested_pool;
+
+static void fill_session_opts(void *full)
+{
+	struct shmrig_session_opts *o = full;
+
+	nested_channel = SHMRIG_SIZED(struct shmrig_channel_opts);
+	nested_channel.backend = "ring";
+	nested_channel.open_timeout_ms = 777;
+	nested_pool = SHMRIG_SIZED(struct shmrig_pool_opts);
+	nested_pool.arena_size = 4 * MiB;
+	o->channel = &nested_channel;
+	o->worker_pool = &nested_pool;
+	o->call_timeout_ms = 1111;
+	o->start_timeout_ms = 2222;
+}
+
+static int call_session_opts(const void *opts, size_t known)
+{
+#define O(field) HAS(known, struct shmrig_session_opts, field)
+	shmrig_session *sess;
+	int ret = shmrig_session_create(opts, reg, pool, &sess);
+
+	if (ret || !known) {
+		if (!ret)
+			shmrig_session_free(sess);
+		if (known)
+			assert_int_equal(ret, 0);
+		return ret;
+	}
+	assert_int_equal(sess->call_timeout_ms, O(call_timeout_ms) ? 1111 : 30000);
+	assert_int_equal(sess->start_timeout_ms, O(start_timeout_ms) ? 2222 : 5000);
+	/* the channel's open timeout defaults to the start timeout */
+	assert_int_equal(sess->channel_opts.size, sizeof(struct shmrig_channel_opts));
+	if (O(channel))
+		assert_string_equal(sess->channel_opts.backend, "ring");
+	else
+		assert_null(sess->channel_opts.backend);
+	assert_int_equal(sess->channel_opts.open_timeout_ms,
+			 O(channel) ? 777 : sess->start_timeout_ms);
+	assert_int_equal(sess->has_worker_pool, O(worker_pool));
+	if (O(worker_pool)) {
+		assert_int_equal(sess->worker_pool.size, sizeof(struct shmrig_pool_opts));
+		assert_int_equal(sess->worker_pool.arena_size, 4 * MiB);
+	}
+	shmrig_session_free(sess);
+	return ret;
+#undef O
+}
+
 static const struct input_row inputs[] = {
 	{ "struct shmrig_pool_opts", sizeof(struct shmrig_pool_opts),
 	  BOUNDS(END(struct shmrig_pool_opts, prefix), END(struct shmrig_pool_opts, arena_size),
@@ -456,6 +514,12 @@ static const struct input_row inputs[] = {
 		 END(struct shmrig_topo_binder, bind_area_node),
 		 END(struct shmrig_topo_binder, ctx)),
 	  fill_topo_binder, call_topo_binder },
+	{ "struct shmrig_session_opts", sizeof(struct shmrig_session_opts),
+	  BOUNDS(END(struct shmrig_session_opts, channel),
+		 END(struct shmrig_session_opts, worker_pool),
+		 END(struct shmrig_session_opts, call_timeout_ms),
+		 END(struct shmrig_session_opts, start_timeout_ms)),
+	  fill_session_opts, call_session_opts },
 };
 
 #define NINPUTS (sizeof(inputs) / sizeof(inputs[0]))
@@ -570,6 +634,11 @@ static int get_pool_info(void *out)
 	return shmrig_pool_info(pool, out);
 }
 
+static int get_session_stats(void *out)
+{
+	return shmrig_session_stats(stats_session, out);
+}
+
 static const struct output_row outputs[] = {
 	{ "struct shmrig_pool_stats", sizeof(struct shmrig_pool_stats),
 	  BOUNDS(END(struct shmrig_pool_stats, live_blocks),
@@ -584,6 +653,14 @@ static const struct output_row outputs[] = {
 		 END(struct shmrig_pool_info, max_bytes), END(struct shmrig_pool_info, page_size),
 		 END(struct shmrig_pool_info, reason), END(struct shmrig_pool_info, numa_node)),
 	  get_pool_info },
+	{ "struct shmrig_session_stats", sizeof(struct shmrig_session_stats),
+	  BOUNDS(END(struct shmrig_session_stats, calls),
+		 END(struct shmrig_session_stats, timeouts),
+		 END(struct shmrig_session_stats, stale_replies),
+		 END(struct shmrig_session_stats, starts), END(struct shmrig_session_stats, deaths),
+		 END(struct shmrig_session_stats, blocks_reaped),
+		 END(struct shmrig_session_stats, segments_removed)),
+	  get_session_stats },
 };
 
 #define NOUTPUTS (sizeof(outputs) / sizeof(outputs[0]))
@@ -813,6 +890,78 @@ static void test_handed_out(void **state)
 	rows++;
 }
 
+/* ---- handed out: shmrig_handler_call to a handler, in a worker ---- */
+
+struct later_handler_call {
+	struct shmrig_handler_call now;
+	uint64_t added_later;
+};
+
+/* Runs in the worker: no cmocka there; a wrong answer is the call's error. */
+static int see_call(void *ctx, struct shmrig_handler_call *call)
+{
+	(void)ctx;
+	if (call->size != sizeof(struct shmrig_handler_call))
+		return shmrig_handler_error(-EPROTO, "call->size is %u, want %zu", call->size,
+					    sizeof(struct shmrig_handler_call));
+	if (!SHMRIG_HAS_FIELD(call, struct shmrig_handler_call, scratch) ||
+	    !SHMRIG_HAS_FIELD(call, struct later_handler_call, now.scratch) ||
+	    SHMRIG_HAS_FIELD(call, struct later_handler_call, added_later))
+		return shmrig_handler_error(-EPROTO, "SHMRIG_HAS_FIELD answers wrong");
+	return 0;
+}
+
+/*
+ * A session whose options point to a newer caller's channel and pool options
+ * (zero tails): the session keeps its own copies, of this library's size, and
+ * hands those on to the channel and to the worker's pool; its handler is
+ * handed a call of this library's size. Then the nested structs' own bad
+ * sizes, each named.
+ */
+static void test_session_nested_and_handed(void **state)
+{
+	struct shmrig_session_opts opts = SHMRIG_SIZED(struct shmrig_session_opts);
+	struct shmrig_channel_opts channel = SHMRIG_SIZED(struct shmrig_channel_opts);
+	struct shmrig_pool_opts worker_pool = SHMRIG_SIZED(struct shmrig_pool_opts);
+	struct shmrig_value request = { .kind = SHMRIG_KIND_BYTES, .bytes = { "x", 1 } }, response;
+	unsigned char *newer_channel, *newer_pool;
+	shmrig_session *sess;
+
+	(void)state;
+	channel.backend = "pipe";
+	worker_pool.arena_size = 4 * MiB;
+	worker_pool.backing = SHMRIG_BACKING_PLAIN;
+	newer_channel = caller_struct(&channel, sizeof(channel), sizeof(channel) + NEWER);
+	newer_pool = caller_struct(&worker_pool, sizeof(worker_pool), sizeof(worker_pool) + NEWER);
+	opts.channel = (const void *)newer_channel;
+	opts.worker_pool = (const void *)newer_pool;
+	assert_int_equal(shmrig_session_create(&opts, reg, pool, &sess), 0);
+	assert_int_equal(sess->channel_opts.size, sizeof(struct shmrig_channel_opts));
+	assert_int_equal(sess->worker_pool.size, sizeof(struct shmrig_pool_opts));
+	assert_int_equal(shmrig_session_handler(sess, "see_call", see_call, NULL), 0);
+	assert_int_equal(shmrig_session_start(sess), 0);
+	if (shmrig_session_call(sess, "see_call", 0, &request, &response, 0)) {
+		print_error("see_call: %s\n", shmrig_last_error());
+		fail();
+	}
+	assert_int_equal(shmrig_value_release(&response), 0);
+	assert_int_equal(shmrig_session_shutdown(sess, 0), 0);
+	shmrig_session_free(sess);
+	rows++;
+
+	newer_channel[sizeof(channel)] = 1;
+	assert_error(shmrig_session_create(&opts, reg, pool, &sess), -E2BIG,
+		     "struct shmrig_channel_opts", "is not zero");
+	newer_channel[sizeof(channel)] = 0;
+	rows++;
+	set_size(newer_pool, 0);
+	assert_error(shmrig_session_create(&opts, reg, pool, &sess), -EINVAL,
+		     "struct shmrig_pool_opts", "size not set");
+	rows++;
+	free(newer_channel);
+	free(newer_pool);
+}
+
 /* ---- the group ---- */
 
 static struct shmrig_ref held[3];
@@ -834,8 +983,20 @@ static int setup(void **state)
 		return 1;
 	/* blocks in two classes and a large one: outputs with something to say */
 	pool = th_open_pool(4 * MiB, 64 * MiB);
-	if (!pool)
+	if (!pool || shmrig_registry_create(&reg) || shmrig_registry_add_builtins(reg) ||
+	    shmrig_session_create(NULL, reg, pool, &stats_session))
 		return 1;
+	/* counters with something to say (a session without a worker has none) */
+	stats_session->stats = (struct shmrig_session_stats){
+		.size = sizeof(struct shmrig_session_stats),
+		.calls = 11,
+		.timeouts = 12,
+		.stale_replies = 13,
+		.starts = 14,
+		.deaths = 15,
+		.blocks_reaped = 16,
+		.segments_removed = 17,
+	};
 	for (size_t i = 0; i < 3; i++)
 		if (shmrig_pool_alloc(pool, sizes[i], 0, (uint32_t)i, &held[i], &data))
 			return 1;
@@ -848,6 +1009,8 @@ static int teardown(void **state)
 
 	for (size_t i = 0; i < 3; i++)
 		ret |= shmrig_pool_free(pool, &held[i]);
+	shmrig_session_free(stats_session);
+	shmrig_registry_free(reg);
 	ret |= shmrig_pool_close(pool);
 	shmrig_topo_free(eight_nodes);
 	printf("# %u rows\n", rows);
@@ -865,6 +1028,7 @@ int main(void)
 		cmocka_unit_test(test_output_sizes),
 		cmocka_unit_test(test_arrays),
 		cmocka_unit_test(test_handed_out),
+		cmocka_unit_test(test_session_nested_and_handed),
 	};
 
 	return cmocka_run_group_tests_name("growth", tests, setup, teardown);

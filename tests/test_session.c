@@ -107,7 +107,8 @@ static void begin(const char *backend)
 	};
 	struct shmrig_channel_opts channel = { .size = sizeof(struct shmrig_channel_opts),
 					       .backend = backend };
-	struct shmrig_session_opts opts = { .channel = &channel };
+	struct shmrig_session_opts opts = { .size = sizeof(struct shmrig_session_opts),
+					    .channel = &channel };
 
 	fds_before = th_count_fds();
 	assert_int_equal(shmrig_pool_open(&pool_opts, &pool), 0);
@@ -323,7 +324,7 @@ static void assert_value_equal(const struct shmrig_value *a, const struct shmrig
 
 static void test_ping_and_shutdown(void **state)
 {
-	struct shmrig_session_stats stats;
+	struct shmrig_session_stats stats = SHMRIG_SIZED(struct shmrig_session_stats);
 	pid_t worker;
 
 	(void)state;
@@ -355,7 +356,8 @@ static void test_ping_and_shutdown(void **state)
 
 static void test_bad_arguments(void **state)
 {
-	struct shmrig_session_opts opts = { .flags = 1 };
+	struct shmrig_session_opts opts = { .size = sizeof(struct shmrig_session_opts),
+					    .flags = 1 };
 	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES }, out;
 	shmrig_session *other;
 
@@ -363,9 +365,9 @@ static void test_bad_arguments(void **state)
 	begin(NULL);
 	assert_int_equal(shmrig_session_create(&opts, reg, pool, &other), -EINVAL);
 	opts.flags = 0;
-	opts.reserved[2] = 1;
+	opts.size = 0;
 	assert_int_equal(shmrig_session_create(&opts, reg, pool, &other), -EINVAL);
-	opts.reserved[2] = 0;
+	opts.size = sizeof(opts);
 	opts.call_timeout_ms = -1;
 	assert_int_equal(shmrig_session_create(&opts, reg, pool, &other), -EINVAL);
 	assert_int_equal(shmrig_session_create(NULL, NULL, pool, &other), -EINVAL);
@@ -425,7 +427,8 @@ static void test_start_failure(void **state)
 {
 	struct shmrig_pool_opts bad_pool = { .size = sizeof(struct shmrig_pool_opts),
 					     .backing = 42 };
-	struct shmrig_session_opts opts = { .worker_pool = &bad_pool };
+	struct shmrig_session_opts opts = { .size = sizeof(struct shmrig_session_opts),
+					    .worker_pool = &bad_pool };
 	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES }, out;
 	shmrig_session *failing;
 
@@ -622,7 +625,7 @@ static void test_scale(void **state)
 static void test_handler_error(void **state)
 {
 	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES, .bytes = { "x", 1 } }, out;
-	struct shmrig_session_stats stats;
+	struct shmrig_session_stats stats = SHMRIG_SIZED(struct shmrig_session_stats);
 
 	(void)state;
 	begin(NULL);
@@ -653,7 +656,7 @@ static void test_timeout(void **state)
 					     .order = 'C',
 					     .data = data } };
 	struct shmrig_value b = { .kind = SHMRIG_KIND_BYTES, .bytes = { "after", 5 } }, out;
-	struct shmrig_session_stats stats;
+	struct shmrig_session_stats stats = SHMRIG_SIZED(struct shmrig_session_stats);
 	int64_t t0;
 
 	(void)state;
@@ -692,7 +695,7 @@ static void test_wedged_worker(void **state)
 					     .shape = { 1000 },
 					     .order = 'C',
 					     .data = data } };
-	struct shmrig_session_stats stats;
+	struct shmrig_session_stats stats = SHMRIG_SIZED(struct shmrig_session_stats);
 	struct shmrig_value out;
 
 	(void)state;
@@ -717,7 +720,8 @@ static void test_wedged_worker(void **state)
 static void crash_and_restart(int sig, const char *words)
 {
 	struct shmrig_value out, held, again;
-	struct shmrig_session_stats before, after;
+	struct shmrig_session_stats before = SHMRIG_SIZED(struct shmrig_session_stats);
+	struct shmrig_session_stats after = SHMRIG_SIZED(struct shmrig_session_stats);
 	char expect[64];
 	pid_t worker;
 
@@ -865,7 +869,7 @@ static void test_caller_dies(void **state)
 static void test_worker_leak(void **state)
 {
 	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES, .bytes = { "x", 1 } }, out;
-	struct shmrig_session_stats stats;
+	struct shmrig_session_stats stats = SHMRIG_SIZED(struct shmrig_session_stats);
 
 	(void)state;
 	begin(NULL);

@@ -436,10 +436,11 @@ static int check_running(const struct shmrig_session *sess)
 
 /* ---- the caller: the API ---- */
 
-int shmrig_session_create(const struct shmrig_session_opts *opts, shmrig_registry *reg,
+int shmrig_session_create(const struct shmrig_session_opts *user_opts, shmrig_registry *reg,
 			  shmrig_pool *pool, shmrig_session **out)
 {
-	static const struct shmrig_session_opts defaults;
+	struct shmrig_session_opts local = SHMRIG_SIZED(struct shmrig_session_opts);
+	const struct shmrig_session_opts *opts = &local;
 	struct shmrig_channel_opts channel_opts = SHMRIG_SIZED(struct shmrig_channel_opts);
 	struct shmrig_pool_opts worker_pool;
 	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
@@ -448,14 +449,14 @@ int shmrig_session_create(const struct shmrig_session_opts *opts, shmrig_registr
 
 	if (!reg || !pool || !out)
 		return shmrig__fail(-EINVAL, "session_create: NULL reg, pool or out");
-	if (!opts)
-		opts = &defaults;
+	if (user_opts) {
+		ret = shmrig__sized_in(&local, sizeof(local), user_opts,
+				       "session_create: struct shmrig_session_opts");
+		if (ret)
+			return ret;
+	}
 	if (opts->flags)
 		return shmrig__fail(-EINVAL, "session_create: unknown flags 0x%x", opts->flags);
-	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
-		if (opts->reserved[i])
-			return shmrig__fail(-EINVAL, "session_create: reserved[%zu] is not zero",
-					    i);
 	if (opts->call_timeout_ms < 0 || opts->start_timeout_ms < 0)
 		return shmrig__fail(-EINVAL, "session_create: negative timeout");
 	/* The structs they point to carry their own sizes: copied here, once. */
@@ -492,6 +493,7 @@ int shmrig_session_create(const struct shmrig_session_opts *opts, shmrig_registr
 		sess->has_worker_pool = true;
 		sess->worker_pool = worker_pool;
 	}
+	sess->stats = SHMRIG_SIZED(struct shmrig_session_stats);
 	sess->state = STATE_IDLE;
 	*out = sess;
 	return 0;
@@ -772,8 +774,8 @@ int shmrig_session_stats(const shmrig_session *sess, struct shmrig_session_stats
 {
 	if (!sess || !out)
 		return shmrig__fail(-EINVAL, "session_stats: NULL argument");
-	*out = sess->stats;
-	return 0;
+	return shmrig__sized_out(out, &sess->stats, sizeof(sess->stats),
+				 "session_stats: struct shmrig_session_stats");
 }
 
 void shmrig_session_free(shmrig_session *sess)

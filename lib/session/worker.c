@@ -136,6 +136,7 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 		return shmrig__session_send_error(w->ch, hdr->id, ret, why);
 	}
 	call = (struct shmrig_handler_call){
+		.size = sizeof(struct shmrig_handler_call),
 		.handler = h->name,
 		.id = hdr->id,
 		.arg = hdr->arg,

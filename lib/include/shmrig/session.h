@@ -63,22 +63,28 @@ typedef struct shmrig_session shmrig_session;
 #define SHMRIG_SESSION_CALL_TIMEOUT_MS 30000
 #define SHMRIG_SESSION_START_TIMEOUT_MS 5000
 
+/* Input, sized: SHMRIG_SIZED(struct shmrig_session_opts) (shmrig/common.h). */
 struct shmrig_session_opts {
-	/* the channel: backend and its tuning; NULL: the "pipe" backend, defaults */
+	uint32_t size;  /* sizeof where it was filled: SHMRIG_SIZED() */
+	uint32_t flags; /* none yet: must be 0 */
+	/* the channel: backend and its tuning (sized: its own size is read); NULL:
+	 * the "pipe" backend, defaults */
 	const struct shmrig_channel_opts *channel;
-	/* the worker's pool; NULL: like the caller's pool (shmrig_pool_info:
+	/* the worker's pool (sized: its own size is read); NULL: like the
+	 * caller's pool (shmrig_pool_info:
 	 * arena size, limit, backing, bound node). The prefix is always the
 	 * caller pool's, and the worker's pool is always SHMRIG_POOL_QUIET (the
 	 * worker reports its own leaks through shmrig_session_shutdown). */
 	const struct shmrig_pool_opts *worker_pool;
 	int call_timeout_ms;  /* 0: SHMRIG_SESSION_CALL_TIMEOUT_MS */
 	int start_timeout_ms; /* 0: SHMRIG_SESSION_START_TIMEOUT_MS */
-	uint32_t flags;       /* none yet: must be 0 */
-	uint32_t reserved[4]; /* must be zero */
 };
 
-/* What a handler sees, and fills. */
+/* What a handler sees, and fills. Filled by the library and handed to the
+ * handler: size is the library's sizeof (a handler built against later
+ * headers tests a newer field with SHMRIG_HAS_FIELD; shmrig/common.h). */
 struct shmrig_handler_call {
+	uint32_t size;
 	const char *handler;                /* the name it was called by */
 	uint64_t id;                        /* the call's correlation id */
 	double arg;                         /* the caller's argument */
@@ -91,7 +97,6 @@ struct shmrig_handler_call {
 	shmrig_pool *pool;                      /* the worker's pool */
 	shmrig_registry *registry;              /* the worker's copy of the caller's registry */
 	struct shmrig_handler_scratch *scratch; /* the session's: see shmrig_handler_alloc */
-	uint32_t reserved[4];
 };
 
 /*
@@ -110,9 +115,13 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_handler_error(int err, const char *fmt, .
 
 /*
  * A session with no worker yet. `opts` may be NULL (defaults); `reg` and
- * `pool` are the caller's (the pool must be open in this process).
- * Errors: -EINVAL NULL reg, pool or out, unknown flags, reserved fields set,
- * a negative timeout; -SHMRIG_EFORK the pool is not this process's; -ENOMEM.
+ * `pool` are the caller's (the pool must be open in this process). The opts,
+ * and the channel and pool opts they point to, are copied.
+ * Errors: -EINVAL NULL reg, pool or out, unknown flags, a negative timeout,
+ * a size below 8 (of opts, opts->channel or opts->worker_pool); -E2BIG such
+ * a size above SHMRIG_SIZED_MAX, or a non-zero byte past this library's
+ * struct (shmrig/common.h); -SHMRIG_EFORK the pool is not this process's;
+ * -ENOMEM.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_session_create(const struct shmrig_session_opts *opts,
 						      shmrig_registry *reg, shmrig_pool *pool,
@@ -202,7 +211,9 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_session_restart(shmrig_session *sess);
 /* The worker's pid, or 0 when none is running. */
 SHMRIG_API pid_t shmrig_session_worker_pid(const shmrig_session *sess);
 
+/* Output, sized (shmrig/common.h): set size (SHMRIG_SIZED()) before the call. */
 struct shmrig_session_stats {
+	uint32_t size;             /* in: the caller's sizeof; out: the bytes filled */
 	uint64_t calls;            /* calls answered: with a response or the handler's error */
 	uint64_t timeouts;         /* calls, pings and shutdowns that timed out */
 	uint64_t stale_replies;    /* late answers discarded (their blocks freed) */
@@ -210,10 +221,10 @@ struct shmrig_session_stats {
 	uint64_t deaths;           /* workers that died or were killed */
 	uint64_t blocks_reaped;    /* blocks shmrig_pool_reap() returned after a worker ended */
 	uint64_t segments_removed; /* segments of dead workers removed */
-	uint64_t reserved[4];
 };
 
-/* Counters since create. -EINVAL on NULL arguments. */
+/* Counters since create. Errors: -EINVAL NULL arguments, out->size below 8;
+ * -E2BIG out->size above SHMRIG_SIZED_MAX. */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_session_stats(const shmrig_session *sess,
 						     struct shmrig_session_stats *out);
 
