@@ -71,10 +71,10 @@ struct shmrig_session_opts {
 	 * the "pipe" backend, defaults */
 	const struct shmrig_channel_opts *channel;
 	/* the worker's pool (sized: its own size is read); NULL: like the
-	 * caller's pool (shmrig_pool_info:
-	 * arena size, limit, backing, bound node). The prefix is always the
-	 * caller pool's, and the worker's pool is always SHMRIG_POOL_QUIET (the
-	 * worker reports its own leaks through shmrig_session_shutdown). */
+	 * caller's pool (shmrig_pool_info: arena size, limit, backing, bound
+	 * node). The prefix is always the caller pool's, and the worker's pool
+	 * is always SHMRIG_POOL_QUIET (the worker reports its own leaks through
+	 * shmrig_session_shutdown). */
 	const struct shmrig_pool_opts *worker_pool;
 	int call_timeout_ms;  /* 0: SHMRIG_SESSION_CALL_TIMEOUT_MS */
 	int start_timeout_ms; /* 0: SHMRIG_SESSION_START_TIMEOUT_MS */
