@@ -87,10 +87,10 @@ static void fail(gbench_state *st, const char *what, int err)
 	char message[ERROR_MAX];
 
 	if (err < 0)
-		snprintf(message, sizeof(message), "%s: %s (%s)", what, shmrig_strerror(err),
-			 shmrig_last_error());
+		snprintf(message, sizeof(message), "failed: %s: %s (%s)", what,
+			 shmrig_strerror(err), shmrig_last_error());
 	else
-		snprintf(message, sizeof(message), "%s", what);
+		snprintf(message, sizeof(message), "failed: %s", what);
 	gbench_skip(st, message);
 }
 
@@ -152,8 +152,8 @@ static bool pin_start(gbench_state *st, struct pinning *pin)
 		return false;
 	}
 	if (shmrig_topo_num_cpus(pin->topo) < 2) {
-		gbench_skip(st, "skipped: needs 2 CPUs, to pin the peer on another CPU than the "
-				"caller; this machine has 1");
+		bench_unavailable(st, "needs 2 CPUs, to pin the peer on another CPU than the "
+				      "caller; this machine has 1");
 		return false;
 	}
 	pin->self_cpu = shmrig_topo_cpu_os_index(pin->topo, SELF_CPU);
@@ -208,12 +208,12 @@ static void check_peer_exit(gbench_state *st, pid_t pid)
 	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return;
 	if (status < 0)
-		snprintf(message, sizeof(message), "peer %d did not end in time: killed", (int)pid);
+		snprintf(message, sizeof(message), "failed: peer %d did not end in time: killed", (int)pid);
 	else if (WIFSIGNALED(status))
-		snprintf(message, sizeof(message), "peer %d killed by signal %d", (int)pid,
+		snprintf(message, sizeof(message), "failed: peer %d killed by signal %d", (int)pid,
 			 WTERMSIG(status));
 	else
-		snprintf(message, sizeof(message), "peer %d exited with %d", (int)pid,
+		snprintf(message, sizeof(message), "failed: peer %d exited with %d", (int)pid,
 			 WEXITSTATUS(status));
 	gbench_skip(st, message);
 }

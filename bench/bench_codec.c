@@ -36,9 +36,11 @@
  * on; decodes of views always 1000) so that the shim stays out of small
  * figures and large ones still run few iterations.
  *
- * Decode consumes the frame's blocks (they become the value's leases, or are
- * freed when temporary), so before each batch of decodes every block of the
- * frame is retained once per decode with the timer paused: the timed loop is
+ * Decode claims one handed reference per ref of the frame (each becomes a
+ * lease of the value, or is freed when temporary), and a frame's references
+ * are claimed once. So before each batch of decodes, with the timer paused,
+ * the frame's references are claimed, retained once per decode, and the frame
+ * is handed to ourselves again (shmrig_frame_transfer_peer): the timed loop is
  * decode + shmrig_value_release() and nothing else.
  *
  * For ratios, run figure and twins interleaved, e.g.
@@ -299,15 +301,22 @@ static void bm_encode(gbench_state *st, void *arg)
 
 /* ---- decode ---- */
 
-/* One more reference on every block of the frame, `times` times. */
-static int retain_frame(struct bench *b, const struct shmrig_frame *f, int64_t times)
+/*
+ * Give the frame `times` more decodes: claim what the last decode left
+ * (one reference a ref), take `times` more references a ref, and hand the
+ * frame to ourselves again, every reference unclaimed.
+ */
+static int rearm_frame(struct bench *b, const void *frame, size_t len,
+		       const struct shmrig_frame *f, uint64_t self, int64_t times)
 {
 	int ret = 0;
 
 	for (uint32_t i = 0; i < f->nbuffers && !ret; i++)
+		ret = shmrig_pool_claim(b->pool, &f->buffers[i]);
+	for (uint32_t i = 0; i < f->nbuffers && !ret; i++)
 		for (int64_t t = 0; t < times && !ret; t++)
 			ret = shmrig_pool_retain(b->pool, &f->buffers[i]);
-	return ret;
+	return ret ? ret : shmrig_frame_transfer_peer(b->pool, frame, len, self);
 }
 
 static int decode_release(struct bench *b, const void *frame, size_t len)
@@ -331,22 +340,25 @@ static void bm_decode(gbench_state *st, void *arg)
 	struct shmrig_frame f;
 	void *frame = NULL;
 	struct bench b;
+	uint64_t self;
 	size_t len;
 	int ret;
 
 	if (!bench_open(st, &b, size))
 		return;
 	build_value(&in, c, b.input, size);
-	ret = shmrig_registry_encode(b.reg, b.pool, &in.value, &frame, &len);
+	ret = shmrig_pool_peer(b.pool, getpid(), &self);
+	if (!ret)
+		ret = shmrig_registry_encode(b.reg, b.pool, &in.value, &frame, &len);
 	if (!ret)
 		ret = shmrig_frame_parse(frame, len, &f);
 	if (!ret)
-		ret = retain_frame(&b, &f, 1);
+		ret = rearm_frame(&b, frame, len, &f, self, 1);
 	if (!ret)
 		ret = decode_release(&b, frame, len); /* warm-up */
 	while (!ret && gbench_loop(st, batch)) {
 		gbench_pause(st);
-		ret = retain_frame(&b, &f, batch);
+		ret = rearm_frame(&b, frame, len, &f, self, batch);
 		gbench_resume(st);
 		for (int64_t i = 0; i < batch && !ret; i++)
 			ret = decode_release(&b, frame, len);
@@ -415,7 +427,7 @@ static void bm_seed_fresh_segment(gbench_state *st, void *arg)
 		return;
 	input = make_input(size);
 	if (!input) {
-		gbench_skip(st, "out of memory for the input");
+		gbench_skip(st, "failed: out of memory for the input");
 		return;
 	}
 	ret = bench_seed_segment("seedcodec", size, input, serial++);
@@ -424,7 +436,7 @@ static void bm_seed_fresh_segment(gbench_state *st, void *arg)
 	if (ret) {
 		char message[256];
 
-		snprintf(message, sizeof(message), "seed encode: %s", strerror(-ret));
+		snprintf(message, sizeof(message), "failed: seed encode: %s", strerror(-ret));
 		gbench_skip(st, message);
 	}
 	free(input);
@@ -531,7 +543,7 @@ static void bm_dispatch(gbench_state *st, void *arg)
 
 	(void)arg;
 	if (n < 1 || n > MAX_DISPATCH_CODECS) {
-		gbench_skip(st, "registry/dispatch: 1 to 64 codecs");
+		gbench_skip(st, "failed: registry/dispatch: 1 to 64 codecs");
 		return;
 	}
 	if (!bench_open(st, &b, DISPATCH_BYTES))

@@ -769,7 +769,7 @@ static bool skip_without_hugepages(gbench_state *st, const struct page_case *pc)
 		return false;
 	snprintf(message, sizeof(message),
 		 "needs %ld free 2 MiB hugepages, %ld free (sysctl vm.nr_hugepages)", need, have);
-	gbench_skip(st, message);
+	bench_unavailable(st, message);
 	return true;
 }
 
@@ -814,7 +814,7 @@ static void bm_arena_create(gbench_state *st, void *arg)
 	while (!ret && gbench_loop(st, 1))
 		ret = arena_cycle(pc, why, sizeof(why));
 	if (ret == -ENOTSUP)
-		gbench_skip(st, why);
+		bench_unavailable(st, why);
 	else if (ret)
 		bench_fail(st, "arena cycle", ret);
 	gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)ARENA_BYTES);
@@ -904,7 +904,7 @@ static void bm_numa_write(gbench_state *st, void *arg)
 	void *data;
 
 	if (!topo || shmrig_topo_num_nodes(topo) < 2) {
-		gbench_skip(st, "one NUMA node here: no remote memory to compare with");
+		bench_unavailable(st, "one NUMA node here: no remote memory to compare with");
 		return;
 	}
 	if (!bench_pin(st))

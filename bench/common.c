@@ -15,8 +15,16 @@ void bench_fail(gbench_state *st, const char *what, int err)
 {
 	char message[512];
 
-	snprintf(message, sizeof(message), "%s: %s (%s)", what, shmrig_strerror(err),
+	snprintf(message, sizeof(message), "failed: %s: %s (%s)", what, shmrig_strerror(err),
 		 shmrig_last_error());
+	gbench_skip(st, message);
+}
+
+void bench_unavailable(gbench_state *st, const char *why)
+{
+	char message[512];
+
+	snprintf(message, sizeof(message), "skipped: %s", why);
 	gbench_skip(st, message);
 }
 
@@ -24,7 +32,7 @@ void bench_fail_os(gbench_state *st, const char *what, int err)
 {
 	char message[512];
 
-	snprintf(message, sizeof(message), "%s: %s", what, strerror(-err));
+	snprintf(message, sizeof(message), "failed: %s: %s", what, strerror(-err));
 	gbench_skip(st, message);
 }
 

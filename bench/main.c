@@ -131,5 +131,8 @@ int main(int argc, char **argv)
 #ifdef HAVE_BENCH_CHANNEL
 	bench_channel_register();
 #endif
+#ifdef HAVE_BENCH_WIRE
+	bench_wire_register();
+#endif
 	return gbench_main(argc, argv);
 }

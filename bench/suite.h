@@ -17,6 +17,7 @@
 void bench_pool_register(void);
 void bench_codec_register(void);
 void bench_channel_register(void);
+void bench_wire_register(void);
 
 /* ---- shared by the suite files (common.c) ---- */
 
@@ -26,8 +27,11 @@ static inline void bench_escape(const void *p)
 	__asm__ volatile("" : : "g"(p) : "memory");
 }
 
-/* Stop the benchmark after a shmrig call failed: "what: words (what went wrong)". */
+/* Stop the benchmark after a shmrig call failed: "failed: what: words (what went wrong)". */
 void bench_fail(gbench_state *st, const char *what, int err);
+/* Stop the benchmark because this machine lacks what it measures (hugepages,
+ * a second NUMA node, 2 CPUs): "skipped: why". Anything else is a failure. */
+void bench_unavailable(gbench_state *st, const char *why);
 /* The same after an OS call failed (shmrig's last error would be unrelated). */
 void bench_fail_os(gbench_state *st, const char *what, int err);
 /* Pin the calling thread to the index-th CPU (modulo their count): 0 or -errno. */
