@@ -734,7 +734,9 @@ static int scan_dir(const char *dir, const char *prefix, scan_fn fn, void *arg)
 	int count = 0;
 
 	if (!d)
-		return errno == ENOENT ? 0 : -errno;
+		return errno == ENOENT ?
+			       0 :
+			       shmrig__fail(-errno, "cannot list %s: %s", dir, strerror(errno));
 	snprintf(saved_error, sizeof(saved_error), "%s", shmrig_last_error());
 	while ((ent = readdir(d))) {
 		struct seg_entry entry = { .dirfd = dirfd(d), .name = ent->d_name };

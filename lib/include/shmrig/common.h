@@ -100,7 +100,7 @@ extern "C" {
 enum {
 	SHMRIG_EBASE = 4096,
 	SHMRIG_ESTALE,   /* ref's generation does not match the block: it was freed */
-	SHMRIG_ENOTLIVE, /* block is not allocated (double free, or a ref to a free block) */
+	SHMRIG_ENOTLIVE, /* block is not allocated (a ref of its generation to a free block) */
 	SHMRIG_EBADREF,  /* ref does not address a block of a valid segment */
 	SHMRIG_ECORRUPT, /* shared metadata failed a consistency check */
 	SHMRIG_ELEAK,    /* live blocks remained at close */

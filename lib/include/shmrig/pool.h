@@ -85,7 +85,8 @@ struct shmrig_pool_opts {
  * first allocation.
  * Errors: -EINVAL bad options, opts->size below 8 (0: not set); -E2BIG
  * opts->size above SHMRIG_SIZED_MAX, or a non-zero byte past this library's
- * struct (shmrig/common.h); -ENOMEM. */
+ * struct (shmrig/common.h); -ENOMEM; -EMFILE, -ENOENT and the like: this
+ * process's own identity (pid start time, pid namespace) cannot be read. */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_open(const struct shmrig_pool_opts *opts,
 						 shmrig_pool **out);
 
@@ -117,8 +118,10 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_alloc(shmrig_pool *pool, size_t size
  * Drop one reference to the block; at zero it is free (its generation moves on,
  * so every ref to it is stale). Only the owner may free, and only a claimed
  * reference (see shmrig_pool_claim).
- * Errors: -EINVAL/-SHMRIG_EBADREF bad ref; -SHMRIG_ESTALE; -SHMRIG_ENOTLIVE
- * (double free); -EPERM not the owner; -EBUSY handed to us, not claimed;
+ * Errors: -EINVAL/-SHMRIG_EBADREF bad ref; -SHMRIG_ESTALE the ref's generation
+ * is not the block's (it was freed: a double free with the same ref);
+ * -SHMRIG_ENOTLIVE the generation matches but the block is not allocated;
+ * -EPERM not the owner; -EBUSY handed to us, not claimed;
  * -SHMRIG_EFORK.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref);
@@ -148,8 +151,10 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_attach(shmrig_pool *pool, const stru
  * the receiver claims each (shmrig_pool_claim, or decode does it) before it
  * uses or frees them. A part of a block (shmrig_pool_subref) hands over the
  * whole block; handing another part of it to the same pid is then a no-op.
- * Errors as shmrig_pool_free; -ESRCH no such process; -EBUSY the block was
- * handed to us and is not claimed yet, or is the open slab's.
+ * A block handed to us of which nothing was claimed yet (a frame we relay)
+ * moves on whole. Errors as shmrig_pool_free; -ESRCH no such process; -EBUSY
+ * part of a block handed to us was claimed here, or the block is the open
+ * slab's.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_transfer(shmrig_pool *pool,
 						     const struct shmrig_ref *ref, pid_t pid);
@@ -297,7 +302,7 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_reap(shmrig_pool *pool);
  * whose creator is dead, unless a process not known to be dead still holds a
  * block in it (a frame a dead sender published that a survivor has not read:
  * it can still attach it). Returns how many, or -errno (-EMFILE and the like:
- * our own identity cannot be read, so nobody can be judged). */
+ * the segment directories cannot be listed; the message says which). */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_sweep(shmrig_pool *pool);
 
 /*

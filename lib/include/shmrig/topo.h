@@ -57,7 +57,7 @@ SHMRIG_API void shmrig_topo_free(shmrig_topo *topo);
 SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_set_binder(shmrig_topo *topo,
 						       const struct shmrig_topo_binder *binder);
 
-/* Counts of NUMA nodes and of CPUs (PUs) in the topology; always >= 1. */
+/* Counts of NUMA nodes and of CPUs (PUs) in the topology, >= 1; -EINVAL a NULL topo. */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_num_nodes(const shmrig_topo *topo);
 SHMRIG_NODISCARD SHMRIG_API int shmrig_topo_num_cpus(const shmrig_topo *topo);
 
