@@ -473,7 +473,7 @@ static int dispatch_encode(void *ctx, struct shmrig_encoder *enc, const struct s
 	if (ret < 0)
 		return ret;
 	memcpy(data, v->payload, sizeof(v->payload));
-	return msgpack_pack_map(shmrig_encoder_meta(enc), 0) ? -ENOMEM : 0;
+	return shmrig_meta_put_map(enc, 0);
 }
 
 static int dispatch_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)

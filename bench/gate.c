@@ -214,13 +214,14 @@ static bool dispatch_can_encode(void *ctx, const struct shmrig_value *value)
 /* Metadata {"n": 1}: the smallest map, no buffer. */
 static int dispatch_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
 {
-	msgpack_packer *pk = shmrig_encoder_meta(enc);
+	int ret;
 
 	(void)ctx;
 	(void)value;
-	if (msgpack_pack_map(pk, 1) || shmrig_meta_pack_str(pk, "n") || msgpack_pack_int(pk, 1))
-		return -ENOMEM;
-	return 0;
+	ret = shmrig_meta_put_map(enc, 1);
+	if (!ret)
+		ret = shmrig_meta_put_str(enc, "n");
+	return ret ? ret : shmrig_meta_put_int(enc, 1);
 }
 
 static int dispatch_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)

@@ -170,6 +170,11 @@ def main():
         if not m or m.group(1) != args.version:
             problems.append(f"{args.pc}: Version is {m.group(1) if m else 'missing'}, "
                             f"the project version is {args.version}")
+        # The public headers include no other library's: users need none at compile time.
+        m = re.search(r"^Requires:\s*(.*)$", pathlib.Path(args.pc).read_text(), flags=re.M)
+        if m and m.group(1).strip():
+            problems.append(f"{args.pc}: Requires: {m.group(1).strip()} (the public headers "
+                            f"need no other library; list it in Requires.private)")
 
     if problems:
         print(f"ABI check FAILED ({args.so}, {args.map}):")

@@ -433,6 +433,12 @@ static void test_unknown_codec(void **state)
 	fx_close(&fx);
 }
 
+/* Pack a string the way the table codec does (msgpack-c: the shortest header). */
+static int pack_str(msgpack_packer *pk, const char *str)
+{
+	return msgpack_pack_str(pk, strlen(str)) || msgpack_pack_str_body(pk, str, strlen(str));
+}
+
 /* Pack a table's metadata whose two columns name buffers b0 and b1. */
 static void table_meta(msgpack_sbuffer *sb, uint32_t b0, uint32_t b1)
 {
@@ -444,17 +450,17 @@ static void table_meta(msgpack_sbuffer *sb, uint32_t b0, uint32_t b1)
 	msgpack_sbuffer_init(sb);
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 2);
-	ret |= shmrig_meta_pack_str(&pk, "rows");
+	ret |= pack_str(&pk, "rows");
 	msgpack_pack_uint64(&pk, 5);
-	ret |= shmrig_meta_pack_str(&pk, "columns");
+	ret |= pack_str(&pk, "columns");
 	msgpack_pack_array(&pk, 2);
 	for (int i = 0; i < 2; i++) {
 		msgpack_pack_map(&pk, 3);
-		ret |= shmrig_meta_pack_str(&pk, "name");
-		ret |= shmrig_meta_pack_str(&pk, names[i]);
-		ret |= shmrig_meta_pack_str(&pk, "dtype");
-		ret |= shmrig_meta_pack_str(&pk, dtypes[i]);
-		ret |= shmrig_meta_pack_str(&pk, "buffer");
+		ret |= pack_str(&pk, "name");
+		ret |= pack_str(&pk, names[i]);
+		ret |= pack_str(&pk, "dtype");
+		ret |= pack_str(&pk, dtypes[i]);
+		ret |= pack_str(&pk, "buffer");
 		msgpack_pack_uint32(&pk, buffers[i]);
 	}
 	assert_int_equal(ret, 0);

@@ -323,7 +323,7 @@ static int seen_encode(void *ctx, struct shmrig_encoder *enc, const struct shmri
 	(void)value;
 	codec_seen.encode_calls++;
 	codec_seen.ctx = ctx;
-	return msgpack_pack_map(shmrig_encoder_meta(enc), 0) ? -ENOMEM : 0;
+	return shmrig_meta_put_map(enc, 0);
 }
 
 static int seen_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)

@@ -21,6 +21,8 @@
 #include <shmrig/frame.h>
 #include <shmrig/registry.h>
 
+#include <xxhash.h>
+
 /* ---- pool, registry and accounting ---- */
 
 static shmrig_pool *open_pool(void)
@@ -525,7 +527,7 @@ static void test_bytes(void **state)
 	close_pool(pool);
 }
 
-/* Values the built-in codecs refuse, before allocating anything. */
+/* Values the built-in codecs refuse, before allocating anything (names: after, freed). */
 static void test_bad_values(void **state)
 {
 	static const uint64_t shape[] = { 4 };
@@ -579,6 +581,238 @@ static void test_bad_values(void **state)
 	assert_int_equal(shmrig_registry_encode(reg, pool, NULL, &frame, &len), -EINVAL);
 
 	assert_int_equal(th_live_blocks(pool), 0);
+
+	/* names that are not UTF-8: refused by the metadata writer, after the buffers were
+	 * written (the registry frees them) */
+	memset(&v, 0, sizeof(v));
+	v.kind = SHMRIG_KIND_TABLE;
+	v.table.nrows = 4;
+	v.table.ncolumns = 1;
+	v.table.columns = &column;
+	column.name = "bad\xff";
+	column.array.ndim = 1;
+	column.array.data = data;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	assert_non_null(strstr(shmrig_last_error(), "not UTF-8"));
+	assert_int_equal(th_live_blocks(pool), 0);
+	memset(&v, 0, sizeof(v));
+	v.kind = SHMRIG_KIND_DATASET;
+	v.dataset.ngroups = 1;
+	v.dataset.groups = &group;
+	group.name = "\xc0\x80"; /* an overlong NUL */
+	column.name = "c";
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EINVAL);
+	assert_int_equal(th_live_blocks(pool), 0);
+
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
+/* ---- frames that stay byte-identical ---- */
+
+/*
+ * What a frame says apart from where its blocks are: the header, each ref's
+ * size, content_size and temporary flag, and the metadata bytes. Segment names,
+ * offsets and generations depend on the pool's history and are left out.
+ */
+static void hash_frame(XXH3_state_t *hash, const void *frame, size_t len)
+{
+	struct shmrig_frame f;
+
+	assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
+	XXH3_64bits_update(hash, frame, sizeof(struct shmrig_frame_header));
+	for (uint32_t i = 0; i < f.nbuffers; i++) {
+		const struct shmrig_ref *ref = &f.buffers[i];
+
+		XXH3_64bits_update(hash, &ref->size, sizeof(ref->size));
+		XXH3_64bits_update(hash, &ref->content_size, sizeof(ref->content_size));
+		XXH3_64bits_update(hash, &ref->temporary, sizeof(ref->temporary));
+	}
+	XXH3_64bits_update(hash, f.meta, f.meta_len);
+}
+
+/*
+ * The hash of a group's frames against the one the codecs gave when their
+ * metadata was written through msgpack-c's packer directly (before the
+ * shmrig_meta_put_* functions): a frame of the built-in codecs must not
+ * change by a byte. Prints every group's hash, so a deliberate format change
+ * is one run away from its new golden value (and a frame version bump).
+ */
+static bool golden_check(XXH3_state_t *hash, const char *group, uint64_t golden)
+{
+	uint64_t got = XXH3_64bits_digest(hash);
+
+	if (got != golden)
+		print_message("frames of group '%s' hash to 0x%016llx, golden 0x%016llx\n", group,
+			      (unsigned long long)got, (unsigned long long)golden);
+	XXH3_64bits_reset(hash);
+	return got == golden;
+}
+
+/* Encode, hash the frame, decode, compare, release. */
+static void golden_roundtrip(shmrig_registry *reg, shmrig_pool *pool, XXH3_state_t *hash,
+			     const struct shmrig_value *in)
+{
+	struct shmrig_value out;
+	void *frame;
+	size_t len;
+
+	assert_int_equal(shmrig_registry_encode(reg, pool, in, &frame, &len), 0);
+	hash_frame(hash, frame, len);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	free(frame);
+	assert_true(same_value(in, &out));
+	assert_int_equal(shmrig_value_release(&out), 0);
+}
+
+enum {
+	LONG_NAME = 65536,  /* a str32 */
+	WIDE_TABLE = 300,   /* columns: an array16 of them, buffer indexes past uint8 */
+	MANY_GROUPS = 17,   /* an array16 of groups */
+	GOLDEN_MAX_DIM = 16 /* SHMRIG_MAX_DIMS */
+};
+
+/* A name of `len` bytes (all 'x') from a buffer of LONG_NAME + 1. */
+static const char *name_of_len(const char *long_name, size_t len)
+{
+	return long_name + LONG_NAME - len;
+}
+
+/*
+ * Values whose metadata takes every MessagePack width the built-in codecs
+ * write: fixint, uint8..uint64, fixstr, str8, str16, str32, fixarray,
+ * array16, fixmap; every dtype and order; and every kind's empty cases.
+ */
+static void test_frames_golden(void **state)
+{
+	static const size_t name_lengths[] = { 0, 1, 31, 32, 255, 256, 65535, LONG_NAME };
+	static const uint64_t row_counts[] = { 0,     127,   128,         255,         256,
+					       65535, 65536, 4294967295u, 4294967296u, UINT64_MAX };
+	static const uint64_t shapes[][6] = {
+		{ 0, 1, 127, 128, 255, 256 },   { 0, 65535, 65536, 4294967295u, 1, 1 },
+		{ 0, 4294967296u, 1, 1, 1, 1 }, { 0, UINT64_MAX, 1, 1, 1, 1 },
+		{ 2, 3, 1, 1, 1, 4 },
+	};
+	static const size_t byte_lengths[] = { 0, 1, 127, 128, 255, 256, 65535, 65536, MiB };
+	static const char *const utf8_names[] = { "temp\xc3\xa9rature", "\xf0\x9f\x98\x80",
+						  "\xe2\x82\xac", "a.b-c_d" };
+	static unsigned char data[MiB];
+	static char long_name[LONG_NAME + 1];
+	static struct shmrig_named_array columns[WIDE_TABLE];
+	static struct shmrig_group groups[MANY_GROUPS];
+	static struct shmrig_named_array variables[MANY_GROUPS];
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	XXH3_state_t *hash = XXH3_createState();
+	struct shmrig_value v;
+	bool same = true;
+
+	(void)state;
+	assert_non_null(hash);
+	XXH3_64bits_reset(hash);
+	memset(long_name, 'x', LONG_NAME);
+	th_fill(data, sizeof(data), 13);
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] &= 1; /* valid as bool too */
+
+	/* ndarray: every dtype and order, 0 to 16 dimensions, every shape width */
+	for (int dtype = SHMRIG_DTYPE_INT8; dtype < SHMRIG_DTYPE_COUNT; dtype++) {
+		static const uint64_t shape3[] = { 2, 3, 4 };
+		uint64_t shape_max[GOLDEN_MAX_DIM];
+
+		for (uint32_t d = 0; d < GOLDEN_MAX_DIM; d++)
+			shape_max[d] = d == 5 ? 3 : 1;
+		for (int o = 0; o < 2; o++) {
+			v = ndarray_value(dtype, o ? 'F' : 'C', 0, NULL, data);
+			golden_roundtrip(reg, pool, hash, &v);
+			v = ndarray_value(dtype, o ? 'F' : 'C', 3, shape3, data);
+			golden_roundtrip(reg, pool, hash, &v);
+			v = ndarray_value(dtype, o ? 'F' : 'C', GOLDEN_MAX_DIM, shape_max, data);
+			golden_roundtrip(reg, pool, hash, &v);
+		}
+	}
+	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+		v = ndarray_value(SHMRIG_DTYPE_BOOL, 'C', 6, shapes[i], data);
+		golden_roundtrip(reg, pool, hash, &v);
+	}
+	same &= golden_check(hash, "ndarray", 0x13f20814311aa8a9ull);
+
+	/* table: row counts of every width, names of every length, 300 columns */
+	memset(&v, 0, sizeof(v));
+	v.kind = SHMRIG_KIND_TABLE;
+	for (size_t i = 0; i < sizeof(row_counts) / sizeof(row_counts[0]); i++) {
+		v.table.nrows = row_counts[i];
+		golden_roundtrip(reg, pool, hash, &v);
+	}
+	for (size_t i = 0; i < sizeof(name_lengths) / sizeof(name_lengths[0]); i++) {
+		columns[i].name = name_of_len(long_name, name_lengths[i]);
+		columns[i].array = (struct shmrig_array){ .dtype = (enum shmrig_dtype)(1 + i),
+							  .ndim = 1,
+							  .shape = { 3 },
+							  .order = 'C',
+							  .data = data };
+	}
+	v.table.nrows = 3;
+	v.table.ncolumns = (uint32_t)(sizeof(name_lengths) / sizeof(name_lengths[0]));
+	v.table.columns = columns;
+	golden_roundtrip(reg, pool, hash, &v);
+	for (uint32_t i = 0; i < WIDE_TABLE; i++) {
+		columns[i].name = utf8_names[i % 4];
+		columns[i].array = (struct shmrig_array){ .dtype = (enum shmrig_dtype)(
+								  1 + i % (SHMRIG_DTYPE_COUNT - 1)),
+							  .ndim = 1,
+							  .shape = { 2 },
+							  .order = 'C',
+							  .data = data };
+	}
+	v.table.nrows = 2;
+	v.table.ncolumns = WIDE_TABLE;
+	golden_roundtrip(reg, pool, hash, &v);
+	same &= golden_check(hash, "table", 0x01fcc8044fc2e9ccull);
+
+	/* dataset: no groups, 17 empty groups, 17 variables of every shape kind */
+	memset(&v, 0, sizeof(v));
+	v.kind = SHMRIG_KIND_DATASET;
+	golden_roundtrip(reg, pool, hash, &v);
+	for (uint32_t g = 0; g < MANY_GROUPS; g++)
+		groups[g] = (struct shmrig_group){ .name = name_of_len(long_name, g) };
+	v.dataset.ngroups = MANY_GROUPS;
+	v.dataset.groups = groups;
+	golden_roundtrip(reg, pool, hash, &v);
+	for (uint32_t i = 0; i < MANY_GROUPS; i++) {
+		variables[i].name = i < 4 ? utf8_names[i] : name_of_len(long_name, i * 16);
+		variables[i].array = (struct shmrig_array){
+			.dtype = (enum shmrig_dtype)(1 + i % (SHMRIG_DTYPE_COUNT - 1)),
+			.ndim = i % 5,
+			.shape = { 2, i % 3, 3, 1 },
+			.order = i % 2 ? 'F' : 'C',
+			.data = i % 7 || i % 5 == 0 ? data : NULL
+		};
+		if (!variables[i].array.data)
+			variables[i].array.shape[0] = 0; /* empty, without data */
+	}
+	groups[0] = (struct shmrig_group){ .name = name_of_len(long_name, 256),
+					   .nvariables = MANY_GROUPS,
+					   .variables = variables };
+	groups[1] =
+		(struct shmrig_group){ .name = "second", .nvariables = 3, .variables = variables };
+	v.dataset.ngroups = 2;
+	golden_roundtrip(reg, pool, hash, &v);
+	same &= golden_check(hash, "dataset", 0xdd205205bb8f21baull);
+
+	/* bytes: lengths of every width; none at all */
+	memset(&v, 0, sizeof(v));
+	v.kind = SHMRIG_KIND_BYTES;
+	golden_roundtrip(reg, pool, hash, &v);
+	v.bytes.data = data;
+	for (size_t i = 0; i < sizeof(byte_lengths) / sizeof(byte_lengths[0]); i++) {
+		v.bytes.len = byte_lengths[i];
+		golden_roundtrip(reg, pool, hash, &v);
+	}
+	same &= golden_check(hash, "bytes", 0x02cab1df678c08d5ull);
+
+	assert_true(same);
+	XXH3_freeState(hash);
 	shmrig_registry_free(reg);
 	close_pool(pool);
 }
@@ -594,12 +828,19 @@ static void test_random_values(void **state)
 	static const enum shmrig_kind kinds[] = { SHMRIG_KIND_NDARRAY, SHMRIG_KIND_TABLE,
 						  SHMRIG_KIND_DATASET, SHMRIG_KIND_BYTES };
 	static const char *const codecs[] = { "ndarray", "table", "dataset", "bytes" };
+	/* the frames' hash per codec, as in test_frames_golden */
+	static const uint64_t golden[] = { 0xca1bef0ca8721fe8ull, 0xb42f6430af270c52ull,
+					   0x07cf77ff7bebcfd6ull, 0xe2a8c10d5dc20479ull };
 	shmrig_pool *pool = open_pool();
 	shmrig_registry *reg = builtin_registry();
+	XXH3_state_t *hash = XXH3_createState();
 	uint64_t seed = 0x5eed5eed12345678ull;
 	struct scratch sc = { .n = 0 };
+	bool same = true;
 
 	(void)state;
+	assert_non_null(hash);
+	XXH3_64bits_reset(hash);
 	for (int k = 0; k < 4; k++) {
 		int id = shmrig_registry_lookup(reg, codecs[k]);
 
@@ -611,6 +852,7 @@ static void test_random_values(void **state)
 			rand_value(&seed, &sc, kinds[k], &in);
 			assert_int_equal(shmrig_registry_encode(reg, pool, &in, &frame, &len), 0);
 			assert_int_equal(frame_codec(frame, len), id);
+			hash_frame(hash, frame, len);
 			assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
 			free(frame);
 			if (!same_value(&in, &out))
@@ -618,8 +860,11 @@ static void test_random_values(void **state)
 			assert_int_equal(shmrig_value_release(&out), 0);
 			scratch_free(&sc);
 		}
+		same &= golden_check(hash, codecs[k], golden[k]);
 		assert_int_equal(th_live_blocks(pool), 0);
 	}
+	assert_true(same);
+	XXH3_freeState(hash);
 	assert_int_equal(shmrig_pool_audit(pool), 0);
 	shmrig_registry_free(reg);
 	close_pool(pool);
@@ -736,18 +981,18 @@ static bool point_can_encode(void *ctx, const struct shmrig_value *value)
 /* One persistent buffer holding the struct; meta {"n": 3}. */
 static int point_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
 {
-	msgpack_packer *pk = shmrig_encoder_meta(enc);
 	void *data;
-	int index;
+	int ret;
 
 	(void)ctx;
-	index = shmrig_encoder_buffer(enc, sizeof(struct point), 0, &data);
-	if (index < 0)
-		return index;
+	ret = shmrig_encoder_buffer(enc, sizeof(struct point), 0, &data);
+	if (ret < 0)
+		return ret;
 	memcpy(data, value->user, sizeof(struct point));
-	if (msgpack_pack_map(pk, 1) || shmrig_meta_pack_str(pk, "n") || msgpack_pack_uint32(pk, 3))
-		return -ENOMEM;
-	return 0;
+	ret = shmrig_meta_put_map(enc, 1);
+	if (!ret)
+		ret = shmrig_meta_put_str(enc, "n");
+	return ret ? ret : shmrig_meta_put_uint(enc, 3);
 }
 
 /* A view: the value's pointer is the buffer in the pool. */
@@ -1125,8 +1370,11 @@ enum fault {
 	FAULT_NONE,
 	/* encode */
 	FAULT_TWO_THEN_FAIL,
-	FAULT_BIN_META,
+	FAULT_SHORT_MAP,
+	FAULT_KEY_NOT_STR,
+	FAULT_TWO_OBJECTS,
 	FAULT_NO_META,
+	FAULT_META_FULL,
 	FAULT_PACK_OVERFLOW,
 	FAULT_BAD_ARGS,
 	/* decode */
@@ -1144,8 +1392,8 @@ struct faulty {
 
 static int faulty_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
 {
+	static const char huge; /* never read: refused by its length */
 	struct faulty *f = ctx;
-	msgpack_packer *pk = shmrig_encoder_meta(enc);
 	void *data;
 	int ret;
 
@@ -1157,17 +1405,29 @@ static int faulty_encode(void *ctx, struct shmrig_encoder *enc, const struct shm
 			return -EPROTO;
 		memset(data, 1, 3 * MiB);
 		return -EIO;
-	case FAULT_BIN_META:
-		if (shmrig_encoder_buffer(enc, 8, 0, &data) != 0)
+	case FAULT_SHORT_MAP: /* two pairs announced, one written */
+		if (shmrig_encoder_buffer(enc, 8, 0, &data) != 0 || shmrig_meta_put_map(enc, 2) ||
+		    shmrig_meta_put_str(enc, "a") || shmrig_meta_put_null(enc))
 			return -EPROTO;
-		msgpack_pack_map(pk, 1);
-		if (shmrig_meta_pack_str(pk, "blob"))
+		return 0;
+	case FAULT_KEY_NOT_STR:
+		if (shmrig_meta_put_map(enc, 1) || shmrig_meta_put_uint(enc, 1) ||
+		    shmrig_meta_put_uint(enc, 2))
 			return -EPROTO;
-		msgpack_pack_bin(pk, 4);
-		msgpack_pack_bin_body(pk, "abcd", 4);
+		return 0;
+	case FAULT_TWO_OBJECTS:
+		if (shmrig_meta_put_map(enc, 0) || shmrig_meta_put_map(enc, 0))
+			return -EPROTO;
 		return 0;
 	case FAULT_NO_META:
 		return shmrig_encoder_buffer(enc, 8, 0, &data) == 0 ? 0 : -EPROTO;
+	case FAULT_META_FULL:
+		/* the failed write is ignored: the encode fails all the same */
+		if (shmrig_encoder_buffer(enc, 8, 0, &data) != 0 || shmrig_meta_put_map(enc, 1))
+			return -EPROTO;
+		f->seen[0] = shmrig_meta_put_strn(enc, &huge, SHMRIG_FRAME_MAX_META);
+		f->seen[1] = shmrig_meta_put_null(enc); /* sticky */
+		return 0;
 	case FAULT_PACK_OVERFLOW:
 		f->seen[0] = shmrig_encoder_pack(enc, 256);
 		f->seen[1] = shmrig_encoder_buffer(enc, 100, 0, &data); /* takes 128 */
@@ -1184,10 +1444,10 @@ static int faulty_encode(void *ctx, struct shmrig_encoder *enc, const struct shm
 		if (ret < 0)
 			return ret;
 		memcpy(data, value->user, sizeof(struct point));
-		if (msgpack_pack_map(pk, 1) || shmrig_meta_pack_str(pk, "n") ||
-		    msgpack_pack_uint32(pk, 3))
-			return -ENOMEM;
-		return 0;
+		ret = shmrig_meta_put_map(enc, 1);
+		if (!ret)
+			ret = shmrig_meta_put_str(enc, "n");
+		return ret ? ret : shmrig_meta_put_uint(enc, 3);
 	}
 }
 
@@ -1256,16 +1516,31 @@ static void test_encoder_errors(void **state)
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EIO);
 	assert_int_equal(th_live_blocks(pool), 0);
 
-	f.fault = FAULT_BIN_META;
+	/* metadata that is not one well-formed object: the registry's check after encode */
+	f.fault = FAULT_SHORT_MAP;
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EBADMSG);
 	/* the registry's words, then the metadata check's */
 	assert_non_null(
 		strstr(shmrig_last_error(), "'faulty' wrote bad metadata: metadata is not"));
-	assert_non_null(strstr(shmrig_last_error(), "binary and extension types have no JSON"));
+	assert_non_null(strstr(shmrig_last_error(), "claims more items than there are bytes"));
 	assert_int_equal(th_live_blocks(pool), 0);
+	f.fault = FAULT_KEY_NOT_STR;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EBADMSG);
+	assert_non_null(strstr(shmrig_last_error(), "a map key is not a string"));
+	f.fault = FAULT_TWO_OBJECTS;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EBADMSG);
+	assert_non_null(strstr(shmrig_last_error(), "bytes after its object"));
 
 	f.fault = FAULT_NO_META;
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -EBADMSG);
+	assert_int_equal(th_live_blocks(pool), 0);
+
+	/* a write over the limit fails that encode, even if the codec ignores it */
+	f.fault = FAULT_META_FULL;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), -ENOSPC);
+	assert_int_equal(f.seen[0], -ENOSPC);
+	assert_int_equal(f.seen[1], -ENOSPC);
+	assert_non_null(strstr(shmrig_last_error(), "'faulty' returned 0 after a metadata write"));
 	assert_int_equal(th_live_blocks(pool), 0);
 
 	f.fault = FAULT_PACK_OVERFLOW;
@@ -1422,6 +1697,7 @@ int main(void)
 		cmocka_unit_test(test_bytes),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_random_values),
+		cmocka_unit_test(test_frames_golden),
 		cmocka_unit_test(test_lifetimes),
 		cmocka_unit_test(test_user_codec),
 		cmocka_unit_test(test_dispatch),

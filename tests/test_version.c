@@ -11,6 +11,12 @@
 
 #include <shmrig/shmrig.h>
 
+/* A user's view (this test builds with shmrig's include directory only): no public header
+ * brings msgpack-c's in, so a codec plugin does not depend on its layout (issue 13). */
+#if defined(MSGPACK_OBJECT_H) || defined(MSGPACK_PACK_H)
+#error "a public header includes msgpack-c's headers"
+#endif
+
 #if !SHMRIG_CHECK_VERSION(SHMRIG_VERSION_MAJOR, SHMRIG_VERSION_MINOR)
 #error "SHMRIG_CHECK_VERSION is false for the headers' own version"
 #endif

@@ -44,15 +44,14 @@ static int put_array(struct shmrig_encoder *enc, const struct shmrig_array *arra
 }
 
 /* View buffer `index` as the data of `array` (whose description came from meta). */
-static int get_array(struct shmrig_decoder *dec, const msgpack_object *index_obj,
-		     struct shmrig_array *array)
+static int get_array(struct shmrig_decoder *dec, uint64_t index, struct shmrig_array *array)
 {
-	uint64_t index, nbytes, len;
+	uint64_t nbytes, len;
 	const void *data;
 	int ret;
 
-	if (shmrig_meta_uint(index_obj, &index) || index > UINT32_MAX)
-		return shmrig__fail(-EBADMSG, "metadata: buffer index missing or out of range");
+	if (index > UINT32_MAX)
+		return shmrig__fail(-EBADMSG, "metadata: buffer index out of range");
 	ret = shmrig_array_nbytes(array, &nbytes);
 	if (ret)
 		return shmrig__fail(-EBADMSG, "metadata: bad array description");
@@ -67,9 +66,31 @@ static int get_array(struct shmrig_decoder *dec, const msgpack_object *index_obj
 	return 0;
 }
 
-static int pack_key(msgpack_packer *pk, const char *key)
+/* get_array of the buffer a metadata node names. */
+static int get_array_at(struct shmrig_decoder *dec, const shmrig_meta *index,
+			struct shmrig_array *array)
 {
-	return shmrig_meta_pack_str(pk, key);
+	uint64_t i;
+
+	if (shmrig_meta_uint(index, &i))
+		return shmrig__fail(-EBADMSG, "metadata: buffer index missing or not a size");
+	return get_array(dec, i, array);
+}
+
+/* A key and its string value. */
+static int put_str_pair(struct shmrig_encoder *enc, const char *key, const char *value)
+{
+	int ret = shmrig_meta_put_str(enc, key);
+
+	return ret ? ret : shmrig_meta_put_str(enc, value);
+}
+
+/* A key and its uint value. */
+static int put_uint_pair(struct shmrig_encoder *enc, const char *key, uint64_t value)
+{
+	int ret = shmrig_meta_put_str(enc, key);
+
+	return ret ? ret : shmrig_meta_put_uint(enc, value);
 }
 
 /* Sum of the pack sizes of named arrays, for one pack holding them all. */
@@ -104,12 +125,11 @@ static int ndarray_encode(void *ctx, struct shmrig_encoder *enc, const struct sh
 	ret = put_array(enc, &value->array, nbytes);
 	if (ret < 0)
 		return ret;
-	return shmrig_meta_pack_array(shmrig_encoder_meta(enc), &value->array);
+	return shmrig_meta_put_array(enc, &value->array);
 }
 
 static int ndarray_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
 {
-	static const msgpack_object zero = { .type = MSGPACK_OBJECT_POSITIVE_INTEGER };
 	int ret;
 
 	(void)ctx;
@@ -117,7 +137,7 @@ static int ndarray_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_v
 	ret = shmrig_meta_read_array(shmrig_decoder_meta(dec), &out->array);
 	if (ret)
 		return ret;
-	return get_array(dec, &zero, &out->array);
+	return get_array(dec, 0, &out->array);
 }
 
 /* ---- table ---- */
@@ -139,7 +159,6 @@ static int table_check(const struct shmrig_table *t)
 static int table_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
 {
 	const struct shmrig_table *t = &value->table;
-	msgpack_packer *pk = shmrig_encoder_meta(enc);
 	size_t total = 0;
 	int ret = table_check(t);
 
@@ -148,14 +167,15 @@ static int table_encode(void *ctx, struct shmrig_encoder *enc, const struct shmr
 		ret = pack_total(t->columns, t->ncolumns, &total);
 	if (!ret && total)
 		ret = shmrig_encoder_pack(enc, total);
-	if (ret)
-		return ret;
-	ret |= msgpack_pack_map(pk, 2);
-	ret |= pack_key(pk, "rows");
-	ret |= msgpack_pack_uint64(pk, t->nrows);
-	ret |= pack_key(pk, "columns");
-	ret |= msgpack_pack_array(pk, t->ncolumns);
-	for (uint32_t i = 0; i < t->ncolumns && ret == 0; i++) {
+	if (!ret)
+		ret = shmrig_meta_put_map(enc, 2);
+	if (!ret)
+		ret = put_uint_pair(enc, "rows", t->nrows);
+	if (!ret)
+		ret = shmrig_meta_put_str(enc, "columns");
+	if (!ret)
+		ret = shmrig_meta_put_list(enc, t->ncolumns);
+	for (uint32_t i = 0; i < t->ncolumns && !ret; i++) {
 		const struct shmrig_named_array *col = &t->columns[i];
 		uint64_t nbytes;
 		int index;
@@ -166,50 +186,52 @@ static int table_encode(void *ctx, struct shmrig_encoder *enc, const struct shmr
 		index = put_array(enc, &col->array, nbytes);
 		if (index < 0)
 			return index;
-		ret |= msgpack_pack_map(pk, 3);
-		ret |= pack_key(pk, "name");
-		ret |= shmrig_meta_pack_str(pk, col->name);
-		ret |= pack_key(pk, "dtype");
-		ret |= shmrig_meta_pack_str(pk, shmrig_dtype_name(col->array.dtype));
-		ret |= pack_key(pk, "buffer");
-		ret |= msgpack_pack_uint32(pk, (uint32_t)index);
+		ret = shmrig_meta_put_map(enc, 3);
+		if (!ret)
+			ret = put_str_pair(enc, "name", col->name);
+		if (!ret)
+			ret = put_str_pair(enc, "dtype", shmrig_dtype_name(col->array.dtype));
+		if (!ret)
+			ret = put_uint_pair(enc, "buffer", (uint32_t)index);
 	}
-	return ret ? shmrig__fail(-ENOMEM, "table: out of memory packing metadata") : 0;
+	return ret;
 }
 
 static int table_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
 {
-	const msgpack_object *meta = shmrig_decoder_meta(dec);
-	const msgpack_object_array *columns;
+	const shmrig_meta *meta = shmrig_decoder_meta(dec);
+	const shmrig_meta *columns = shmrig_meta_get(meta, "columns");
 	struct shmrig_table *t = &out->table;
+	uint32_t ncolumns = shmrig_meta_count(columns);
 
 	(void)ctx;
 	out->kind = SHMRIG_KIND_TABLE;
 	if (shmrig_meta_uint(shmrig_meta_get(meta, "rows"), &t->nrows) ||
-	    shmrig_meta_array(shmrig_meta_get(meta, "columns"), &columns))
+	    shmrig_meta_type(columns) != SHMRIG_META_LIST)
 		return shmrig__fail(-EBADMSG, "table metadata needs rows and columns");
-	t->columns = shmrig_decoder_alloc(dec, (columns->size ? columns->size : 1) *
-						       sizeof(*t->columns));
+	t->columns = shmrig_decoder_alloc(dec, (ncolumns ? ncolumns : 1) * sizeof(*t->columns));
 	if (!t->columns)
 		return shmrig__fail(-ENOMEM, "table: out of memory");
-	for (uint32_t i = 0; i < columns->size; i++) {
-		const msgpack_object *col = &columns->ptr[i];
+	for (uint32_t i = 0; i < ncolumns; i++) {
+		const shmrig_meta *col = shmrig_meta_at(columns, i);
+		const shmrig_meta *name = shmrig_meta_get(col, "name");
 		struct shmrig_named_array *dst = &t->columns[i];
-		const msgpack_object_str *name, *dtype;
+		const char *dtype;
+		size_t dtype_len;
 		int ret;
 
-		if (shmrig_meta_str(shmrig_meta_get(col, "name"), &name) ||
-		    shmrig_meta_str(shmrig_meta_get(col, "dtype"), &dtype))
+		if (shmrig_meta_type(name) != SHMRIG_META_STR ||
+		    shmrig_meta_str(shmrig_meta_get(col, "dtype"), &dtype, &dtype_len))
 			return shmrig__fail(-EBADMSG,
 					    "table metadata: column %u needs name and dtype", i);
 		dst->name = shmrig_decoder_strdup(dec, name);
 		if (!dst->name)
 			return shmrig__fail(-ENOMEM, "table: out of memory");
-		dst->array.dtype = shmrig_dtype_from_name(dtype->ptr, dtype->size);
+		dst->array.dtype = shmrig_dtype_from_name(dtype, dtype_len);
 		dst->array.ndim = 1;
 		dst->array.shape[0] = t->nrows;
 		dst->array.order = 'C';
-		ret = get_array(dec, shmrig_meta_get(col, "buffer"), &dst->array);
+		ret = get_array_at(dec, shmrig_meta_get(col, "buffer"), &dst->array);
 		if (ret)
 			return ret;
 		t->ncolumns = i + 1;
@@ -222,7 +244,6 @@ static int table_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_val
 static int dataset_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
 {
 	const struct shmrig_dataset *ds = &value->dataset;
-	msgpack_packer *pk = shmrig_encoder_meta(enc);
 	size_t total = 0;
 	int ret = 0;
 
@@ -237,20 +258,23 @@ static int dataset_encode(void *ctx, struct shmrig_encoder *enc, const struct sh
 	}
 	if (!ret && total)
 		ret = shmrig_encoder_pack(enc, total);
-	if (ret)
-		return ret;
-	ret |= msgpack_pack_map(pk, 1);
-	ret |= pack_key(pk, "groups");
-	ret |= msgpack_pack_array(pk, ds->ngroups);
-	for (uint32_t g = 0; g < ds->ngroups && ret == 0; g++) {
+	if (!ret)
+		ret = shmrig_meta_put_map(enc, 1);
+	if (!ret)
+		ret = shmrig_meta_put_str(enc, "groups");
+	if (!ret)
+		ret = shmrig_meta_put_list(enc, ds->ngroups);
+	for (uint32_t g = 0; g < ds->ngroups && !ret; g++) {
 		const struct shmrig_group *group = &ds->groups[g];
 
-		ret |= msgpack_pack_map(pk, 2);
-		ret |= pack_key(pk, "name");
-		ret |= shmrig_meta_pack_str(pk, group->name);
-		ret |= pack_key(pk, "variables");
-		ret |= msgpack_pack_array(pk, group->nvariables);
-		for (uint32_t v = 0; v < group->nvariables && ret == 0; v++) {
+		ret = shmrig_meta_put_map(enc, 2);
+		if (!ret)
+			ret = put_str_pair(enc, "name", group->name);
+		if (!ret)
+			ret = shmrig_meta_put_str(enc, "variables");
+		if (!ret)
+			ret = shmrig_meta_put_list(enc, group->nvariables);
+		for (uint32_t v = 0; v < group->nvariables && !ret; v++) {
 			const struct shmrig_named_array *var = &group->variables[v];
 			uint64_t nbytes;
 			int index;
@@ -261,54 +285,58 @@ static int dataset_encode(void *ctx, struct shmrig_encoder *enc, const struct sh
 			index = put_array(enc, &var->array, nbytes);
 			if (index < 0)
 				return index;
-			ret |= msgpack_pack_map(pk, 3);
-			ret |= pack_key(pk, "name");
-			ret |= shmrig_meta_pack_str(pk, var->name);
-			ret |= pack_key(pk, "buffer");
-			ret |= msgpack_pack_uint32(pk, (uint32_t)index);
-			ret |= pack_key(pk, "array");
-			ret |= shmrig_meta_pack_array(pk, &var->array);
+			ret = shmrig_meta_put_map(enc, 3);
+			if (!ret)
+				ret = put_str_pair(enc, "name", var->name);
+			if (!ret)
+				ret = put_uint_pair(enc, "buffer", (uint32_t)index);
+			if (!ret)
+				ret = shmrig_meta_put_str(enc, "array");
+			if (!ret)
+				ret = shmrig_meta_put_array(enc, &var->array);
 		}
 	}
-	return ret ? shmrig__fail(-ENOMEM, "dataset: out of memory packing metadata") : 0;
+	return ret;
 }
 
 static int dataset_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
 {
-	const msgpack_object_array *groups;
+	const shmrig_meta *groups = shmrig_meta_get(shmrig_decoder_meta(dec), "groups");
 	struct shmrig_dataset *ds = &out->dataset;
+	uint32_t ngroups = shmrig_meta_count(groups);
 
 	(void)ctx;
 	out->kind = SHMRIG_KIND_DATASET;
-	if (shmrig_meta_array(shmrig_meta_get(shmrig_decoder_meta(dec), "groups"), &groups))
+	if (shmrig_meta_type(groups) != SHMRIG_META_LIST)
 		return shmrig__fail(-EBADMSG, "dataset metadata needs groups");
-	ds->groups =
-		shmrig_decoder_alloc(dec, (groups->size ? groups->size : 1) * sizeof(*ds->groups));
+	ds->groups = shmrig_decoder_alloc(dec, (ngroups ? ngroups : 1) * sizeof(*ds->groups));
 	if (!ds->groups)
 		return shmrig__fail(-ENOMEM, "dataset: out of memory");
-	for (uint32_t g = 0; g < groups->size; g++) {
-		const msgpack_object_array *vars;
-		const msgpack_object_str *name;
+	for (uint32_t g = 0; g < ngroups; g++) {
+		const shmrig_meta *meta_group = shmrig_meta_at(groups, g);
+		const shmrig_meta *name = shmrig_meta_get(meta_group, "name");
+		const shmrig_meta *vars = shmrig_meta_get(meta_group, "variables");
+		uint32_t nvars = shmrig_meta_count(vars);
 		struct shmrig_group *group = &ds->groups[g];
 
-		if (shmrig_meta_str(shmrig_meta_get(&groups->ptr[g], "name"), &name) ||
-		    shmrig_meta_array(shmrig_meta_get(&groups->ptr[g], "variables"), &vars))
+		if (shmrig_meta_type(name) != SHMRIG_META_STR ||
+		    shmrig_meta_type(vars) != SHMRIG_META_LIST)
 			return shmrig__fail(-EBADMSG,
 					    "dataset metadata: group %u needs name and variables",
 					    g);
 		group->name = shmrig_decoder_strdup(dec, name);
-		group->variables = shmrig_decoder_alloc(dec, (vars->size ? vars->size : 1) *
-								     sizeof(*group->variables));
+		group->variables =
+			shmrig_decoder_alloc(dec, (nvars ? nvars : 1) * sizeof(*group->variables));
 		if (!group->name || !group->variables)
 			return shmrig__fail(-ENOMEM, "dataset: out of memory");
 		ds->ngroups = g + 1;
-		for (uint32_t v = 0; v < vars->size; v++) {
-			const msgpack_object *var = &vars->ptr[v];
+		for (uint32_t v = 0; v < nvars; v++) {
+			const shmrig_meta *var = shmrig_meta_at(vars, v);
+			const shmrig_meta *vname = shmrig_meta_get(var, "name");
 			struct shmrig_named_array *dst = &group->variables[v];
-			const msgpack_object_str *vname;
 			int ret;
 
-			if (shmrig_meta_str(shmrig_meta_get(var, "name"), &vname))
+			if (shmrig_meta_type(vname) != SHMRIG_META_STR)
 				return shmrig__fail(-EBADMSG,
 						    "dataset metadata: variable %u.%u needs a name",
 						    g, v);
@@ -317,7 +345,8 @@ static int dataset_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_v
 				return shmrig__fail(-ENOMEM, "dataset: out of memory");
 			ret = shmrig_meta_read_array(shmrig_meta_get(var, "array"), &dst->array);
 			if (!ret)
-				ret = get_array(dec, shmrig_meta_get(var, "buffer"), &dst->array);
+				ret = get_array_at(dec, shmrig_meta_get(var, "buffer"),
+						   &dst->array);
 			if (ret)
 				return ret;
 			group->nvariables = v + 1;
@@ -330,7 +359,6 @@ static int dataset_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_v
 
 static int bytes_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
 {
-	msgpack_packer *pk = shmrig_encoder_meta(enc);
 	void *data;
 	int ret;
 
@@ -350,10 +378,8 @@ static int bytes_encode(void *ctx, struct shmrig_encoder *enc, const struct shmr
 		return ret;
 	if (value->bytes.len)
 		memcpy(data, value->bytes.data, (size_t)value->bytes.len);
-	ret = msgpack_pack_map(pk, 1);
-	ret |= pack_key(pk, "len");
-	ret |= msgpack_pack_uint64(pk, value->bytes.len);
-	return ret ? shmrig__fail(-ENOMEM, "bytes: out of memory packing metadata") : 0;
+	ret = shmrig_meta_put_map(enc, 1);
+	return ret ? ret : put_uint_pair(enc, "len", value->bytes.len);
 }
 
 static int bytes_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)

@@ -295,104 +295,541 @@ fail:
 	return NULL;
 }
 
-/* ---- helpers for codecs ---- */
+/* ---- writing: the shmrig_meta_put_*() calls of an encode ----
+ *
+ * The bytes are MessagePack in the shortest form of each item, exactly as
+ * msgpack-c's packer writes them (fixint, uint8..64, int8..64, float64,
+ * fixstr/str8/16/32, fixarray/array16/32, fixmap/map16/32): frames of the
+ * built-in codecs are the bytes they were when the codecs wrote through that
+ * packer (test_meta holds every width, test_registry golden frames). Written
+ * here rather than through the packer: no indirect call a piece, and no
+ * msgpack-c on the encode path at all.
+ */
 
-int shmrig_meta_pack_str(msgpack_packer *pk, const char *str)
+/* struct shmrig_encoder begins with its writer (registry.c asserts it). */
+static struct shmrig__meta_writer *writer_of(struct shmrig_encoder *enc)
 {
-	size_t len = strlen(str);
+	return (struct shmrig__meta_writer *)(void *)enc;
+}
 
-	if (msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, str, len))
-		return -ENOMEM;
+/* The error that left the metadata incomplete, with words that say which. */
+static int write_failed(const struct shmrig__meta_writer *w)
+{
+	if (w->error == -ENOSPC)
+		return shmrig__fail(-ENOSPC,
+				    "codec '%s': metadata over %u bytes (SHMRIG_FRAME_MAX_META)",
+				    w->codec_name, SHMRIG_FRAME_MAX_META);
+	return shmrig__fail(w->error, "codec '%s': out of memory writing metadata", w->codec_name);
+}
+
+/* Room for n more bytes: 0, or the error that now sticks. The capacity never
+ * passes SHMRIG_FRAME_MAX_META, so a write that fits it is within the limit. */
+static int grow(struct shmrig__meta_writer *w, size_t n)
+{
+	size_t cap;
+	char *grown;
+
+	if (n > SHMRIG_FRAME_MAX_META - w->size) {
+		w->error = -ENOSPC;
+		return write_failed(w);
+	}
+	cap = w->cap * 2 > w->size + n ? w->cap * 2 : w->size + n;
+	if (cap > SHMRIG_FRAME_MAX_META)
+		cap = SHMRIG_FRAME_MAX_META;
+	grown = w->data == w->inline_data ? malloc(cap) : realloc(w->data, cap);
+	if (!grown) {
+		w->error = -ENOMEM;
+		return write_failed(w);
+	}
+	if (w->data == w->inline_data)
+		memcpy(grown, w->data, w->size);
+	w->data = grown;
+	w->cap = cap;
 	return 0;
 }
 
-const msgpack_object *shmrig_meta_get(const msgpack_object *map, const char *key)
+static inline int room(struct shmrig__meta_writer *w, size_t n)
 {
-	size_t len = strlen(key);
+	return SHMRIG_LIKELY(n <= w->cap - w->size) ? 0 : grow(w, n);
+}
 
-	if (!map || map->type != MSGPACK_OBJECT_MAP)
+/* Bytes of an item's head: its type byte and a big-endian argument of 0, 1, 2, 4 or 8 bytes. */
+struct head {
+	unsigned char type;
+	unsigned char bytes;
+	uint64_t arg;
+};
+
+static inline void store_head(struct shmrig__meta_writer *w, struct head h)
+{
+	unsigned char *p = (unsigned char *)w->data + w->size;
+
+	p[0] = h.type;
+	for (unsigned i = 0; i < h.bytes; i++)
+		p[1 + i] = (unsigned char)(h.arg >> (8 * (h.bytes - 1 - i)));
+	w->size += 1u + h.bytes;
+}
+
+static int put_head(struct shmrig__meta_writer *w, struct head h)
+{
+	int ret = room(w, 1u + h.bytes);
+
+	if (SHMRIG_LIKELY(!ret))
+		store_head(w, h);
+	return ret;
+}
+
+/* A non-negative integer: fixint below 128, else the narrowest uint. */
+static struct head uint_head(uint64_t v)
+{
+	if (v < 0x80)
+		return (struct head){ (unsigned char)v, 0, 0 };
+	if (v <= UINT8_MAX)
+		return (struct head){ 0xcc, 1, v };
+	if (v <= UINT16_MAX)
+		return (struct head){ 0xcd, 2, v };
+	if (v <= UINT32_MAX)
+		return (struct head){ 0xce, 4, v };
+	return (struct head){ 0xcf, 8, v };
+}
+
+/* A negative integer: fixint from -32, else the narrowest int. */
+static struct head negative_head(int64_t v)
+{
+	if (v >= -32)
+		return (struct head){ (unsigned char)(v & 0xff), 0, 0 };
+	if (v >= INT8_MIN)
+		return (struct head){ 0xd0, 1, (uint64_t)v };
+	if (v >= INT16_MIN)
+		return (struct head){ 0xd1, 2, (uint64_t)v };
+	if (v >= INT32_MIN)
+		return (struct head){ 0xd2, 4, (uint64_t)v };
+	return (struct head){ 0xd3, 8, (uint64_t)v };
+}
+
+/* A container of n entries: the fix form below 16, else 16 or 32 bits. */
+static struct head container_head(uint32_t n, unsigned char fix, unsigned char wide)
+{
+	if (n < 16)
+		return (struct head){ (unsigned char)(fix | n), 0, 0 };
+	if (n <= UINT16_MAX)
+		return (struct head){ wide, 2, n };
+	return (struct head){ (unsigned char)(wide + 1), 4, n };
+}
+
+/* The writer of enc, or NULL (error recorded in *ret) if there is none or an earlier write failed. */
+static struct shmrig__meta_writer *begin(struct shmrig_encoder *enc, const char *call, int *ret)
+{
+	struct shmrig__meta_writer *w;
+
+	if (SHMRIG_UNLIKELY(!enc)) {
+		*ret = shmrig__fail(-EINVAL, "%s: NULL encoder", call);
 		return NULL;
-	for (uint32_t i = 0; i < map->via.map.size; i++) {
-		const msgpack_object *k = &map->via.map.ptr[i].key;
+	}
+	w = writer_of(enc);
+	if (SHMRIG_UNLIKELY(w->error)) {
+		*ret = write_failed(w);
+		return NULL;
+	}
+	return w;
+}
+
+int shmrig_meta_put_map(struct shmrig_encoder *enc, uint32_t pairs)
+{
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_map", &ret);
+
+	return w ? put_head(w, container_head(pairs, 0x80, 0xde)) : ret;
+}
+
+int shmrig_meta_put_list(struct shmrig_encoder *enc, uint32_t count)
+{
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_list", &ret);
+
+	return w ? put_head(w, container_head(count, 0x90, 0xdc)) : ret;
+}
+
+/* A string of len bytes whose first `ascii` bytes are known ASCII. */
+static int put_string(struct shmrig__meta_writer *w, const char *str, size_t len, size_t ascii)
+{
+	struct head h;
+	int ret;
+
+	/* refused before the rest of its bytes are read: it cannot fit */
+	if (len > SHMRIG_FRAME_MAX_META - w->size) {
+		w->error = -ENOSPC;
+		return write_failed(w);
+	}
+	if (ascii < len && !utf8_valid((const unsigned char *)str + ascii, len - ascii))
+		return shmrig__fail(-EINVAL, "codec '%s': meta_put_str: a string is not UTF-8",
+				    w->codec_name);
+	if (len < 32)
+		h = (struct head){ (unsigned char)(0xa0 | len), 0, 0 };
+	else if (len <= UINT8_MAX)
+		h = (struct head){ 0xd9, 1, len };
+	else if (len <= UINT16_MAX)
+		h = (struct head){ 0xda, 2, len };
+	else
+		h = (struct head){ 0xdb, 4, len };
+	ret = room(w, 1u + h.bytes + len);
+	if (ret)
+		return ret;
+	store_head(w, h);
+	memcpy(w->data + w->size, str, len);
+	w->size += len;
+	return 0;
+}
+
+int shmrig_meta_put_strn(struct shmrig_encoder *enc, const char *str, size_t len)
+{
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_strn", &ret);
+	size_t ascii = 0;
+
+	if (!w)
+		return ret;
+	if (!str)
+		return shmrig__fail(-EINVAL, "codec '%s': meta_put_strn: NULL string",
+				    w->codec_name);
+	if (len <= SHMRIG_FRAME_MAX_META - w->size)
+		while (ascii < len && !(str[ascii] & 0x80))
+			ascii++;
+	return put_string(w, str, len, ascii);
+}
+
+int shmrig_meta_put_str(struct shmrig_encoder *enc, const char *str)
+{
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_str", &ret);
+	size_t len = 0;
+
+	if (!w)
+		return ret;
+	if (!str)
+		return shmrig__fail(-EINVAL, "codec '%s': meta_put_str: NULL string",
+				    w->codec_name);
+	/* strlen and the ASCII check in one pass: keys and names are short */
+	while (str[len] && !(str[len] & 0x80))
+		len++;
+	if (!str[len])
+		return put_string(w, str, len, len);
+	return put_string(w, str, len + strlen(str + len), len);
+}
+
+int shmrig_meta_put_uint(struct shmrig_encoder *enc, uint64_t value)
+{
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_uint", &ret);
+
+	return w ? put_head(w, uint_head(value)) : ret;
+}
+
+int shmrig_meta_put_int(struct shmrig_encoder *enc, int64_t value)
+{
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_int", &ret);
+
+	if (!w)
+		return ret;
+	return put_head(w, value >= 0 ? uint_head((uint64_t)value) : negative_head(value));
+}
+
+int shmrig_meta_put_double(struct shmrig_encoder *enc, double value)
+{
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_double", &ret);
+	uint64_t bits;
+
+	if (!w)
+		return ret;
+	if (!isfinite(value))
+		return shmrig__fail(-EINVAL,
+				    "codec '%s': meta_put_double: %f is not finite (JSON has no "
+				    "NaN or Infinity)",
+				    w->codec_name, value);
+	memcpy(&bits, &value, sizeof(bits));
+	return put_head(w, (struct head){ 0xcb, 8, bits }); /* always float64 */
+}
+
+int shmrig_meta_put_bool(struct shmrig_encoder *enc, bool value)
+{
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_bool", &ret);
+
+	return w ? put_head(w, (struct head){ value ? 0xc3 : 0xc2, 0, 0 }) : ret;
+}
+
+int shmrig_meta_put_null(struct shmrig_encoder *enc)
+{
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_null", &ret);
+
+	return w ? put_head(w, (struct head){ 0xc0, 0, 0 }) : ret;
+}
+
+int shmrig_meta_put_array(struct shmrig_encoder *enc, const struct shmrig_array *array)
+{
+	const char *dtype;
+	char order[2];
+	int ret;
+	struct shmrig__meta_writer *w = begin(enc, "meta_put_array", &ret);
+
+	if (!w)
+		return ret;
+	if (!array)
+		return shmrig__fail(-EINVAL, "codec '%s': meta_put_array: NULL array",
+				    w->codec_name);
+	dtype = shmrig_dtype_name(array->dtype);
+	if (!dtype || array->ndim > SHMRIG_MAX_DIMS || (array->order != 'C' && array->order != 'F'))
+		return shmrig__fail(-EINVAL,
+				    "codec '%s': meta_put_array: bad dtype %d, ndim %u or order",
+				    w->codec_name, (int)array->dtype, array->ndim);
+	order[0] = array->order;
+	order[1] = '\0';
+	/* every item checked above: only the writer can fail, and it is sticky */
+	ret = shmrig_meta_put_map(enc, 3);
+	ret = ret ? ret : shmrig_meta_put_str(enc, "dtype");
+	ret = ret ? ret : shmrig_meta_put_str(enc, dtype);
+	ret = ret ? ret : shmrig_meta_put_str(enc, "shape");
+	ret = ret ? ret : shmrig_meta_put_list(enc, array->ndim);
+	for (uint32_t d = 0; d < array->ndim && !ret; d++)
+		ret = shmrig_meta_put_uint(enc, array->shape[d]);
+	ret = ret ? ret : shmrig_meta_put_str(enc, "order");
+	ret = ret ? ret : shmrig_meta_put_str(enc, order);
+	return ret;
+}
+
+/* ---- reading: nodes of the decoded metadata ---- */
+
+enum shmrig_meta_type shmrig_meta_type(const shmrig_meta *m)
+{
+	const msgpack_object *obj = shmrig__meta_object(m);
+
+	if (!obj)
+		return SHMRIG_META_NONE;
+	switch (obj->type) {
+	case MSGPACK_OBJECT_NIL:
+		return SHMRIG_META_NULL;
+	case MSGPACK_OBJECT_BOOLEAN:
+		return SHMRIG_META_BOOL;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		return SHMRIG_META_UINT;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		return SHMRIG_META_INT;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		return SHMRIG_META_DOUBLE;
+	case MSGPACK_OBJECT_STR:
+		return SHMRIG_META_STR;
+	case MSGPACK_OBJECT_ARRAY:
+		return SHMRIG_META_LIST;
+	case MSGPACK_OBJECT_MAP:
+		return SHMRIG_META_MAP;
+	default: /* bin and ext: meta_check lets none through */
+		return SHMRIG_META_NONE;
+	}
+}
+
+const shmrig_meta *shmrig_meta_get(const shmrig_meta *map, const char *key)
+{
+	const msgpack_object *obj = shmrig__meta_object(map);
+	size_t len;
+
+	if (!obj || obj->type != MSGPACK_OBJECT_MAP || !key)
+		return NULL;
+	len = strlen(key);
+	for (uint32_t i = 0; i < obj->via.map.size; i++) {
+		const msgpack_object *k = &obj->via.map.ptr[i].key;
 
 		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == len &&
 		    memcmp(k->via.str.ptr, key, len) == 0)
-			return &map->via.map.ptr[i].val;
+			return shmrig__meta_node(&obj->via.map.ptr[i].val);
 	}
 	return NULL;
 }
 
-int shmrig_meta_uint(const msgpack_object *obj, uint64_t *out)
+uint32_t shmrig_meta_count(const shmrig_meta *m)
 {
+	const msgpack_object *obj = shmrig__meta_object(m);
+
+	if (!obj)
+		return 0;
+	if (obj->type == MSGPACK_OBJECT_ARRAY)
+		return obj->via.array.size;
+	if (obj->type == MSGPACK_OBJECT_MAP)
+		return obj->via.map.size;
+	return 0;
+}
+
+const shmrig_meta *shmrig_meta_at(const shmrig_meta *list, uint32_t index)
+{
+	const msgpack_object *obj = shmrig__meta_object(list);
+
+	if (!obj || obj->type != MSGPACK_OBJECT_ARRAY || index >= obj->via.array.size)
+		return NULL;
+	return shmrig__meta_node(&obj->via.array.ptr[index]);
+}
+
+const shmrig_meta *shmrig_meta_entry(const shmrig_meta *map, uint32_t index, const char **key,
+				     size_t *key_len)
+{
+	const msgpack_object *obj = shmrig__meta_object(map);
+	const msgpack_object_kv *kv;
+
+	if (key)
+		*key = NULL;
+	if (key_len)
+		*key_len = 0;
+	if (!obj || obj->type != MSGPACK_OBJECT_MAP || index >= obj->via.map.size)
+		return NULL;
+	kv = &obj->via.map.ptr[index];
+	/* meta_check lets only string keys through */
+	if (kv->key.type == MSGPACK_OBJECT_STR) {
+		if (key)
+			*key = kv->key.via.str.size ? kv->key.via.str.ptr : "";
+		if (key_len)
+			*key_len = kv->key.via.str.size;
+	}
+	return shmrig__meta_node(&kv->val);
+}
+
+static int null_out(const char *call)
+{
+	return shmrig__fail(-EINVAL, "%s: NULL out", call);
+}
+
+/* -EBADMSG: the node is absent or not what the codec expected. */
+static int wrong_type(const shmrig_meta *m, const char *expected)
+{
+	static const char *const names[] = {
+		[SHMRIG_META_NONE] = "nothing",
+		[SHMRIG_META_NULL] = "null",
+		[SHMRIG_META_BOOL] = "a bool",
+		[SHMRIG_META_UINT] = "a non-negative integer",
+		[SHMRIG_META_INT] = "a negative integer",
+		[SHMRIG_META_DOUBLE] = "a double",
+		[SHMRIG_META_STR] = "a string",
+		[SHMRIG_META_LIST] = "a list",
+		[SHMRIG_META_MAP] = "a map",
+	};
+
+	return shmrig__fail(-EBADMSG, "metadata: %s was expected, found %s", expected,
+			    names[shmrig_meta_type(m)]);
+}
+
+int shmrig_meta_uint(const shmrig_meta *m, uint64_t *out)
+{
+	const msgpack_object *obj = shmrig__meta_object(m);
+
+	if (!out)
+		return null_out("meta_uint");
 	if (!obj || obj->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-		return shmrig__fail(-EBADMSG, "metadata: a non-negative integer was expected");
+		return wrong_type(m, "a non-negative integer");
 	*out = obj->via.u64;
 	return 0;
 }
 
-int shmrig_meta_str(const msgpack_object *obj, const msgpack_object_str **out)
+int shmrig_meta_int(const shmrig_meta *m, int64_t *out)
 {
+	const msgpack_object *obj = shmrig__meta_object(m);
+
+	if (!out)
+		return null_out("meta_int");
+	if (obj && obj->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+		*out = obj->via.i64;
+		return 0;
+	}
+	if (!obj || obj->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return wrong_type(m, "an integer");
+	if (obj->via.u64 > INT64_MAX)
+		return shmrig__fail(-ERANGE, "metadata: %llu does not fit a signed 64-bit integer",
+				    (unsigned long long)obj->via.u64);
+	*out = (int64_t)obj->via.u64;
+	return 0;
+}
+
+int shmrig_meta_double(const shmrig_meta *m, double *out)
+{
+	const msgpack_object *obj = shmrig__meta_object(m);
+
+	if (!out)
+		return null_out("meta_double");
+	switch (obj ? obj->type : MSGPACK_OBJECT_NIL) {
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		*out = obj->via.f64; /* msgpack-c widens a float32 into f64 */
+		return 0;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		*out = (double)obj->via.u64;
+		return 0;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		*out = (double)obj->via.i64;
+		return 0;
+	default:
+		return wrong_type(m, "a number");
+	}
+}
+
+int shmrig_meta_bool(const shmrig_meta *m, bool *out)
+{
+	const msgpack_object *obj = shmrig__meta_object(m);
+
+	if (!out)
+		return null_out("meta_bool");
+	if (!obj || obj->type != MSGPACK_OBJECT_BOOLEAN)
+		return wrong_type(m, "a bool");
+	*out = obj->via.boolean;
+	return 0;
+}
+
+int shmrig_meta_str(const shmrig_meta *m, const char **str, size_t *len)
+{
+	const msgpack_object *obj = shmrig__meta_object(m);
+
+	if (!str || !len)
+		return null_out("meta_str");
 	if (!obj || obj->type != MSGPACK_OBJECT_STR)
-		return shmrig__fail(-EBADMSG, "metadata: a string was expected");
-	*out = &obj->via.str;
+		return wrong_type(m, "a string");
+	/* never NULL, even for "" */
+	*str = obj->via.str.size ? obj->via.str.ptr : "";
+	*len = obj->via.str.size;
 	return 0;
 }
 
-int shmrig_meta_array(const msgpack_object *obj, const msgpack_object_array **out)
+int shmrig_meta_read_array(const shmrig_meta *m, struct shmrig_array *array)
 {
-	if (!obj || obj->type != MSGPACK_OBJECT_ARRAY)
-		return shmrig__fail(-EBADMSG, "metadata: an array was expected");
-	*out = &obj->via.array;
-	return 0;
-}
-
-int shmrig_meta_pack_array(msgpack_packer *pk, const struct shmrig_array *array)
-{
-	const char *dtype = shmrig_dtype_name(array->dtype);
-	char order[2] = { array->order, '\0' };
-	int ret = 0;
-
-	if (!dtype)
-		return shmrig__fail(-EINVAL, "array: invalid dtype %d", (int)array->dtype);
-	ret |= msgpack_pack_map(pk, 3);
-	ret |= shmrig_meta_pack_str(pk, "dtype");
-	ret |= shmrig_meta_pack_str(pk, dtype);
-	ret |= shmrig_meta_pack_str(pk, "shape");
-	ret |= msgpack_pack_array(pk, array->ndim);
-	for (uint32_t d = 0; d < array->ndim; d++)
-		ret |= msgpack_pack_uint64(pk, array->shape[d]);
-	ret |= shmrig_meta_pack_str(pk, "order");
-	ret |= shmrig_meta_pack_str(pk, order);
-	return ret ? shmrig__fail(-ENOMEM, "array: out of memory packing metadata") : 0;
-}
-
-int shmrig_meta_read_array(const msgpack_object *obj, struct shmrig_array *array)
-{
-	const msgpack_object_str *dtype, *order;
-	const msgpack_object_array *shape;
+	const shmrig_meta *shape;
+	const char *dtype, *order;
+	size_t dtype_len, order_len;
+	uint32_t ndim;
 	uint64_t nbytes;
 
+	if (!array)
+		return shmrig__fail(-EINVAL, "meta_read_array: NULL array");
 	memset(array, 0, sizeof(*array));
-	if (shmrig_meta_str(shmrig_meta_get(obj, "dtype"), &dtype) ||
-	    shmrig_meta_array(shmrig_meta_get(obj, "shape"), &shape) ||
-	    shmrig_meta_str(shmrig_meta_get(obj, "order"), &order))
+	shape = shmrig_meta_get(m, "shape");
+	if (shmrig_meta_str(shmrig_meta_get(m, "dtype"), &dtype, &dtype_len) ||
+	    shmrig_meta_type(shape) != SHMRIG_META_LIST ||
+	    shmrig_meta_str(shmrig_meta_get(m, "order"), &order, &order_len))
 		return shmrig__fail(
 			-EBADMSG,
 			"array metadata needs dtype (string), shape (array), order (string)");
-	array->dtype = shmrig_dtype_from_name(dtype->ptr, dtype->size);
+	array->dtype = shmrig_dtype_from_name(dtype, dtype_len);
 	if (array->dtype == SHMRIG_DTYPE_INVALID)
 		return shmrig__fail(-EBADMSG, "array metadata: unknown dtype '%.*s'",
-				    (int)(dtype->size > 32 ? 32 : dtype->size), dtype->ptr);
-	if (shape->size > SHMRIG_MAX_DIMS)
-		return shmrig__fail(-EBADMSG, "array metadata: %u dimensions (at most %d)",
-				    shape->size, SHMRIG_MAX_DIMS);
-	array->ndim = shape->size;
-	for (uint32_t d = 0; d < shape->size; d++)
-		if (shmrig_meta_uint(&shape->ptr[d], &array->shape[d]))
+				    (int)(dtype_len > 32 ? 32 : dtype_len), dtype);
+	ndim = shmrig_meta_count(shape);
+	if (ndim > SHMRIG_MAX_DIMS)
+		return shmrig__fail(-EBADMSG, "array metadata: %u dimensions (at most %d)", ndim,
+				    SHMRIG_MAX_DIMS);
+	array->ndim = ndim;
+	for (uint32_t d = 0; d < ndim; d++)
+		if (shmrig_meta_uint(shmrig_meta_at(shape, d), &array->shape[d]))
 			return shmrig__fail(-EBADMSG, "array metadata: shape[%u] is not a size", d);
-	if (order->size != 1 || (order->ptr[0] != 'C' && order->ptr[0] != 'F'))
+	if (order_len != 1 || (order[0] != 'C' && order[0] != 'F'))
 		return shmrig__fail(-EBADMSG, "array metadata: order must be \"C\" or \"F\"");
-	array->order = order->ptr[0];
+	array->order = order[0];
 	if (shmrig_array_nbytes(array, &nbytes))
 		return shmrig__fail(-EBADMSG, "array metadata: the array's size overflows");
 	return 0;

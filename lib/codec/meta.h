@@ -2,11 +2,63 @@
 #ifndef SHMRIG_META_H
 #define SHMRIG_META_H
 
-/* Frame metadata internals (see meta.c). */
+/*
+ * Frame metadata internals (see meta.c). msgpack-c stays behind this header:
+ * codecs see only <shmrig/codec.h>'s writer and reader functions, so neither
+ * the public headers nor a codec plugin depend on msgpack-c's structs.
+ */
+
+#include <shmrig/codec.h>
 
 #include <jansson.h>
 #include <msgpack.h>
 #include <stddef.h>
+#include <stdlib.h>
+
+struct shmrig_encoder;
+
+/*
+ * The metadata an encode writes (the shmrig_meta_put_*() calls, meta.c):
+ * bytes that start in place (most metadata is small, and a malloc per encode
+ * would cost more than the rest of a small encode), and the error that left
+ * them incomplete. struct shmrig_encoder begins with one (registry.c asserts
+ * it): the put functions reach it by a cast.
+ */
+struct shmrig__meta_writer {
+	char *data;
+	size_t size;
+	size_t cap; /* never above SHMRIG_FRAME_MAX_META */
+	int error;  /* 0, or -ENOMEM / -ENOSPC: sticky, the metadata is incomplete */
+	const char *codec_name;
+	char inline_data[256];
+};
+
+/* Not zeroed whole: the inline bytes need no clearing. */
+static inline void shmrig__meta_writer_init(struct shmrig__meta_writer *w, const char *codec_name)
+{
+	w->data = w->inline_data;
+	w->size = 0;
+	w->cap = sizeof(w->inline_data);
+	w->error = 0;
+	w->codec_name = codec_name;
+}
+
+static inline void shmrig__meta_writer_fini(struct shmrig__meta_writer *w)
+{
+	if (w->data != w->inline_data)
+		free(w->data);
+}
+
+/* A node of the decoded metadata is the msgpack_object it points at; codecs see the type opaque. */
+static inline const shmrig_meta *shmrig__meta_node(const msgpack_object *obj)
+{
+	return (const shmrig_meta *)(const void *)obj;
+}
+
+static inline const msgpack_object *shmrig__meta_object(const shmrig_meta *m)
+{
+	return (const msgpack_object *)(const void *)m;
+}
 
 /* 0 if buf holds exactly one JSON-compatible MessagePack object, else -EBADMSG. */
 int shmrig__meta_check(const void *buf, size_t len);

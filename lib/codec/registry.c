@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,32 +36,27 @@ struct shmrig_registry {
 	pthread_mutex_t freeze_lock;
 };
 
-/* Growable bytes that start in place: most metadata and ref lists are small,
- * and a malloc per encode would cost more than the rest of a small encode. */
-struct meta_buf {
-	char *data;
-	size_t size;
-	size_t cap;
-	char inline_data[256];
-};
-
+/* Ref lists start in place, as the metadata does (meta.h): most are small, and
+ * a malloc per encode would cost more than the rest of a small encode. */
 #define INLINE_REFS 4
 
 struct shmrig_encoder {
+	/* first: the shmrig_meta_put_*() calls (meta.c) reach it by a cast */
+	struct shmrig__meta_writer meta;
 	shmrig_pool *pool;
 	const char *codec_name;
 	struct shmrig_ref *refs;
 	uint32_t nrefs;
 	uint32_t cap;
 	struct shmrig_ref inline_refs[INLINE_REFS];
-	struct meta_buf meta;
-	msgpack_packer packer;
 	/* the pack: a block the following buffers are carved from */
 	bool packing;
 	struct shmrig_ref pack_ref;
 	char *pack_data;
 	size_t pack_used;
 };
+
+_Static_assert(offsetof(struct shmrig_encoder, meta) == 0, "meta.c casts an encoder to its writer");
 
 struct shmrig_decoder {
 	shmrig_pool *pool;
@@ -347,32 +343,6 @@ int shmrig_encoder_pack(struct shmrig_encoder *enc, size_t capacity)
 	return 0;
 }
 
-/* msgpack write callback: 0, or -1 when out of memory (msgpack's convention). */
-static int meta_write(void *data, const char *buf, size_t len)
-{
-	struct meta_buf *m = data;
-
-	if (len > m->cap - m->size) {
-		size_t cap = m->cap * 2 > m->size + len ? m->cap * 2 : m->size + len;
-		char *grown = m->data == m->inline_data ? malloc(cap) : realloc(m->data, cap);
-
-		if (!grown)
-			return -1;
-		if (m->data == m->inline_data)
-			memcpy(grown, m->data, m->size);
-		m->data = grown;
-		m->cap = cap;
-	}
-	memcpy(m->data + m->size, buf, len);
-	m->size += len;
-	return 0;
-}
-
-msgpack_packer *shmrig_encoder_meta(struct shmrig_encoder *enc)
-{
-	return &enc->packer;
-}
-
 /* Pick the codec for a value: the first candidate of its kind that accepts it, else the fallback. */
 static int choose(const shmrig_registry *reg, const struct shmrig_value *value)
 {
@@ -445,13 +415,10 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 	enc.pool = pool;
 	enc.nrefs = 0;
 	enc.packing = false;
-	enc.meta.size = 0;
 	enc.codec_name = codec->name;
 	enc.refs = enc.inline_refs;
 	enc.cap = INLINE_REFS;
-	enc.meta.data = enc.meta.inline_data;
-	enc.meta.cap = sizeof(enc.meta.inline_data);
-	msgpack_packer_init(&enc.packer, &enc.meta, meta_write);
+	shmrig__meta_writer_init(&enc.meta, codec->name);
 
 	ret = codec->encode(codec->ctx, &enc, value);
 	/* The pack's own reference goes: its buffers hold the block from now on. */
@@ -461,6 +428,12 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 		if (!ret)
 			ret = freed;
 	}
+	/* a failed write left the metadata incomplete, whatever the codec returned */
+	if (!ret && enc.meta.error)
+		ret = shmrig__fail(enc.meta.error,
+				   "codec '%s' returned 0 after a metadata write failed (%s)",
+				   codec->name,
+				   enc.meta.error == -ENOSPC ? "over the limit" : "out of memory");
 	if (!ret) {
 		ret = shmrig__meta_check(enc.meta.data, enc.meta.size);
 		if (ret)
@@ -475,11 +448,17 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 		ret = shmrig__pool_hand_out(pool, enc.refs, enc.nrefs);
 	if (!ret)
 		*frame = build_frame(&enc, id, len, &ret);
-	if (ret)
+	if (ret) {
+		/* the drops record their own words (a pack's buffers are claimed
+		 * already): keep the reason the encode failed for the caller */
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
 		for (uint32_t i = 0; i < enc.nrefs; i++)
 			drop_ref(pool, &enc.refs[i]);
-	if (enc.meta.data != enc.meta.inline_data)
-		free(enc.meta.data);
+		shmrig__fail(ret, "%s", why);
+	}
+	shmrig__meta_writer_fini(&enc.meta);
 	if (enc.refs != enc.inline_refs)
 		free(enc.refs);
 	return ret;
@@ -487,9 +466,9 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 
 /* ---- decode ---- */
 
-const msgpack_object *shmrig_decoder_meta(struct shmrig_decoder *dec)
+const shmrig_meta *shmrig_decoder_meta(struct shmrig_decoder *dec)
 {
-	return dec->meta;
+	return dec ? shmrig__meta_node(dec->meta) : NULL;
 }
 
 uint32_t shmrig_decoder_nbuffers(struct shmrig_decoder *dec)
@@ -543,12 +522,17 @@ void *shmrig_decoder_alloc(struct shmrig_decoder *dec, size_t size)
 	return shmrig__storage_alloc(dec->storage, size);
 }
 
-char *shmrig_decoder_strdup(struct shmrig_decoder *dec, const msgpack_object_str *str)
+char *shmrig_decoder_strdup(struct shmrig_decoder *dec, const shmrig_meta *str)
 {
-	char *copy = shmrig__storage_alloc(dec->storage, (size_t)str->size + 1);
+	const char *bytes;
+	size_t len;
+	char *copy;
 
+	if (!dec || shmrig_meta_str(str, &bytes, &len))
+		return NULL;
+	copy = shmrig__storage_alloc(dec->storage, len + 1);
 	if (copy)
-		memcpy(copy, str->ptr, str->size);
+		memcpy(copy, bytes, len);
 	return copy;
 }
 
