@@ -65,7 +65,7 @@ static const char usage[] =
 
 struct cli {
 	struct val_options opt;
-	bool builtin, list;
+	bool builtin, list, help;
 	const char *plugin;
 	const char **codecs;
 	int ncodecs;
@@ -256,8 +256,8 @@ static int parse(int argc, char **argv, struct cli *cli)
 			cli->opt.quiet = true;
 			break;
 		case OPT_HELP:
-			fputs(usage, stdout);
-			exit(VAL_EXIT_OK);
+			cli->help = true;
+			return 0;
 		case ':':
 			return usage_error("%s needs a value", argv[optind - 1]);
 		default:
@@ -336,64 +336,70 @@ static void apply_known(const struct val_known *known, struct val_result *r)
 	}
 }
 
-int main(int argc, char **argv)
+/* What main frees, whatever run() returned from. */
+struct state {
+	struct cli cli;
+	struct val_known known;
+	struct val_discovery d;
+	struct val_result *results;
+	size_t nresults;
+};
+
+static int run(int argc, char **argv, struct state *st)
 {
-	struct cli cli = { 0 };
-	struct val_known known = { 0 };
-	struct val_discovery *d = calloc(1, sizeof(*d));
-	struct val_result *results = NULL;
+	struct cli *cli = &st->cli;
+	struct val_discovery *d = &st->d;
 	struct val_report_info info = { 0 };
 	uint32_t codecs[VAL_MAX_CODECS], ncodecs = 0;
-	size_t nresults = 0, nchecks = 0;
 	int counts[4] = { 0 }, ret, status;
 	char err[VAL_MSG_MAX];
 	double start = now_s();
+	size_t nchecks = 0;
 
-	if (!d)
-		return VAL_EXIT_USAGE;
-	ret = parse(argc, argv, &cli);
+	ret = parse(argc, argv, cli);
 	if (ret)
 		return ret;
-	if (cli.list)
-		return list_checks(&cli);
+	if (cli->help) {
+		fputs(usage, stdout);
+		return VAL_EXIT_OK;
+	}
+	if (cli->list)
+		return list_checks(cli);
 	for (size_t i = 0; i < val_catalogue_len; i++)
-		nchecks += selected(&cli, &val_catalogue[i]);
+		nchecks += selected(cli, &val_catalogue[i]);
 	if (!nchecks)
 		return usage_error("--check '%s' matches no check (shmrig-validate --list)",
-				   cli.check_regex);
-	if ((cli.json_path && (ret = check_output("--json", cli.json_path))) ||
-	    (cli.junit_path && (ret = check_output("--junit", cli.junit_path))) ||
-	    (cli.bench_path && (ret = check_output("--bench-json", cli.bench_path))))
+				   cli->check_regex);
+	if ((cli->json_path && (ret = check_output("--json", cli->json_path))) ||
+	    (cli->junit_path && (ret = check_output("--junit", cli->junit_path))) ||
+	    (cli->bench_path && (ret = check_output("--bench-json", cli->bench_path))))
 		return ret;
-	if (cli.known_path && val_known_load(cli.known_path, &known, err, sizeof(err)))
+	if (cli->known_path && val_known_load(cli->known_path, &st->known, err, sizeof(err)))
 		return usage_error("--known-failures %s", err);
 	{
 		/* a prefix the pool refuses is the user's mistake, said now */
 		struct shmrig_pool_opts po = SHMRIG_SIZED(struct shmrig_pool_opts);
 		shmrig_pool *pool;
 
-		po.prefix = cli.opt.prefix;
+		po.prefix = cli->opt.prefix;
 		po.flags = SHMRIG_POOL_QUIET;
 		if (shmrig_pool_open(&po, &pool))
-			return usage_error("%s '%s': %s", cli.prefix_from, cli.opt.prefix,
+			return usage_error("%s '%s': %s", cli->prefix_from, cli->opt.prefix,
 					   shmrig_last_error());
 		(void)!shmrig_pool_close(pool); /* nothing allocated */
 	}
 
 	val_runner_init();
-	ret = val_discover(cli.plugin, &cli.opt, d, err, sizeof(err));
-	if (ret == -ENOSYS) {
-		fprintf(stderr, "shmrig-validate: %s\n", err);
-		return VAL_EXIT_USAGE;
-	}
+	ret = val_discover(cli->plugin, &cli->opt, d, err, sizeof(err));
 	if (ret) {
+		/* a subject the kit cannot load yet is no verdict on it */
 		fprintf(stderr, "shmrig-validate: %s\n", err);
-		return VAL_EXIT_FAIL;
+		return ret == -ENOSYS ? VAL_EXIT_USAGE : VAL_EXIT_FAIL;
 	}
-	for (int i = 0; i < cli.ncodecs; i++) {
+	for (int i = 0; i < cli->ncodecs; i++) {
 		uint32_t c = 0;
 
-		while (c < d->ncodecs && strcmp(d->codecs[c], cli.codecs[i]))
+		while (c < d->ncodecs && strcmp(d->codecs[c], cli->codecs[i]))
 			c++;
 		if (c == d->ncodecs) {
 			char names[1024] = "";
@@ -402,54 +408,57 @@ int main(int argc, char **argv)
 			for (uint32_t k = 0; k < d->ncodecs && used < sizeof(names); k++)
 				used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
 							 k ? ", " : "", d->codecs[k]);
-			return usage_error("no codec '%s' in %s (%s)", cli.codecs[i], d->label,
+			return usage_error("no codec '%s' in %s (%s)", cli->codecs[i], d->label,
 					   names);
 		}
 		codecs[ncodecs++] = c;
 	}
-	if (!cli.ncodecs)
+	if (!cli->ncodecs)
 		for (uint32_t c = 0; c < d->ncodecs; c++)
 			codecs[ncodecs++] = c;
-	if (val_known_check_codecs(&known, d, err, sizeof(err)))
+	if (val_known_check_codecs(&st->known, d, err, sizeof(err)))
 		return usage_error("--known-failures %s", err);
 
-	if (!cli.opt.quiet) {
+	if (!cli->opt.quiet) {
 		printf("shmrig-validate: %s (", d->label);
 		for (uint32_t i = 0; i < ncodecs; i++)
 			printf("%s%s", i ? ", " : "", d->codecs[codecs[i]]);
 		printf("); seed %llu, %u values a check, timeout %g s\n",
-		       (unsigned long long)cli.opt.seed, cli.opt.values, cli.opt.timeout_s);
+		       (unsigned long long)cli->opt.seed, cli->opt.values, cli->opt.timeout_s);
 		fflush(stdout);
 	}
-	results = calloc(nchecks * ncodecs, sizeof(*results));
-	if (!results)
+	st->results = calloc(nchecks * ncodecs, sizeof(*st->results));
+	if (!st->results) {
+		fprintf(stderr, "shmrig-validate: out of memory\n");
 		return VAL_EXIT_USAGE;
+	}
 	for (size_t i = 0; i < val_catalogue_len && !val_interrupted; i++) {
 		const struct val_check *check = &val_catalogue[i];
 
-		if (!selected(&cli, check))
+		if (!selected(cli, check))
 			continue;
 		for (uint32_t k = 0; k < ncodecs && !val_interrupted; k++) {
-			struct val_result *r = &results[nresults];
+			struct val_result *r = &st->results[st->nresults];
 
-			if (cli.level == VAL_REQUIRED && check->level != VAL_REQUIRED) {
+			if (cli->level == VAL_REQUIRED && check->level != VAL_REQUIRED) {
 				memset(r, 0, sizeof(*r));
 				r->check = check;
 				snprintf(r->codec, sizeof(r->codec), "%s", d->codecs[codecs[k]]);
 				r->verdict = VAL_SKIP;
 				snprintf(r->message, sizeof(r->message),
-					 "a recommended check, and "
-					 "--level required");
+					 "a recommended check, and --level required");
 			} else {
-				val_run(check, cli.plugin, codecs[k], d->codecs[codecs[k]],
-					&cli.opt, r);
+				val_run(check, cli->plugin, codecs[k], d->codecs[codecs[k]],
+					&cli->opt, r);
 			}
-			if (val_interrupted)
+			if (val_interrupted) {
+				json_decref(r->bench);
 				break;
-			apply_known(&known, r);
-			nresults++;
+			}
+			apply_known(&st->known, r);
+			st->nresults++;
 			counts[r->verdict]++;
-			if (!cli.opt.quiet || r->verdict == VAL_FAIL || r->verdict == VAL_XFAIL) {
+			if (!cli->opt.quiet || r->verdict == VAL_FAIL || r->verdict == VAL_XFAIL) {
 				val_report_line(stdout, r);
 				fflush(stdout);
 			}
@@ -457,18 +466,18 @@ int main(int argc, char **argv)
 	}
 
 	info.subject = d->label;
-	info.plugin = cli.plugin;
-	info.opt = &cli.opt;
-	info.level = val_level_name(cli.level);
-	info.check_regex = cli.check_regex;
+	info.plugin = cli->plugin;
+	info.opt = &cli->opt;
+	info.level = val_level_name(cli->level);
+	info.check_regex = cli->check_regex;
 	info.seconds = now_s() - start;
 	status = counts[VAL_FAIL] ? VAL_EXIT_FAIL : VAL_EXIT_OK;
-	if ((cli.json_path &&
-	     val_report_json(cli.json_path, &info, results, nresults, err, sizeof(err))) ||
-	    (cli.junit_path &&
-	     val_report_junit(cli.junit_path, &info, results, nresults, err, sizeof(err))) ||
-	    (cli.bench_path &&
-	     val_report_bench(cli.bench_path, &info, results, nresults, err, sizeof(err)))) {
+	if ((cli->json_path &&
+	     val_report_json(cli->json_path, &info, st->results, st->nresults, err, sizeof(err))) ||
+	    (cli->junit_path && val_report_junit(cli->junit_path, &info, st->results, st->nresults,
+						 err, sizeof(err))) ||
+	    (cli->bench_path && val_report_bench(cli->bench_path, &info, st->results, st->nresults,
+						 err, sizeof(err)))) {
 		fprintf(stderr, "shmrig-validate: %s\n", err);
 		status = VAL_EXIT_USAGE;
 	}
@@ -477,12 +486,25 @@ int main(int argc, char **argv)
 				"ran\n");
 	printf("%d passed, %d failed, %d skipped, %d expected failures\n", counts[VAL_PASS],
 	       counts[VAL_FAIL], counts[VAL_SKIP], counts[VAL_XFAIL]);
-	for (size_t i = 0; i < nresults; i++)
-		json_decref(results[i].bench);
-	free(results);
-	free(d);
-	val_known_free(&known);
-	if (cli.have_regex)
-		regfree(&cli.regex);
 	return val_interrupted ? 128 + val_interrupted : status;
+}
+
+int main(int argc, char **argv)
+{
+	struct state *st = calloc(1, sizeof(*st));
+	int status;
+
+	if (!st) {
+		fprintf(stderr, "shmrig-validate: out of memory\n");
+		return VAL_EXIT_USAGE;
+	}
+	status = run(argc, argv, st);
+	for (size_t i = 0; i < st->nresults; i++)
+		json_decref(st->results[i].bench);
+	free(st->results);
+	val_known_free(&st->known);
+	if (st->cli.have_regex)
+		regfree(&st->cli.regex);
+	free(st);
+	return status;
 }
