@@ -527,6 +527,8 @@ enum val_verdict val_check_hostile_mutations(struct val_ctx *ctx)
 	}
 	while ((ret = val_next(&it, &v)) == 0) {
 		val_value_name(&v, name, sizeof(name));
+		if (v.index % 50 == 0)
+			val_progress(ctx, "value %u of %u", v.index, ctx->opt->values);
 		for (uint32_t k = 0; k < MUTATIONS_PER_VALUE && !ret; k++) {
 			enum mutation kind =
 				(enum mutation)((v.index * MUTATIONS_PER_VALUE + k) % NMUTATIONS);

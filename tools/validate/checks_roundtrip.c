@@ -253,6 +253,8 @@ static enum val_verdict cross_backend(struct val_ctx *ctx, const char *backend)
 		size_t len;
 
 		val_at(ctx, "%s over %s", val_value_name(&v, name, sizeof(name)), backend);
+		if (v.index % 50 == 0)
+			val_progress(ctx, "%s: value %u of %u", backend, v.index, ctx->opt->values);
 		ret = val_encode(ctx, pool, &v, &frame, &len);
 		val_value_free(&v);
 		if (!ret) {

@@ -31,6 +31,7 @@
 #define MAX_RECORDS_BYTES ((size_t)16 << 20) /* what a child may write in all */
 #define PROGRESS_AFTER_S 2.0                 /* a check this long shows progress */
 #define PROGRESS_EVERY_S 2.0
+#define HEARTBEAT_S 15.0 /* a check silent this long: "still running", and where */
 
 volatile int val_interrupted;
 
@@ -201,8 +202,16 @@ static void run_child(int (*fn)(int fd, void *arg), void *arg, double timeout_s,
 			out->interrupted = true;
 			break;
 		}
-		if (poll(&pfd, 1, left > 0.2 ? 200 : (int)(left * 1000) + 1) <= 0)
+		if (poll(&pfd, 1, left > 0.2 ? 200 : (int)(left * 1000) + 1) <= 0) {
+			double now = now_s();
+
+			if (!w->quiet && now - w->last_progress >= HEARTBEAT_S) {
+				fprintf(stderr, "  ... %s: still running (%.0f s)%s%s\n", w->what,
+					now - w->start, out->at[0] ? ", at " : "", out->at);
+				w->last_progress = now;
+			}
 			continue;
+		}
 		if (used == cap) {
 			char *grown = realloc(buf, cap * 2);
 
