@@ -53,7 +53,11 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_register(shmrig_registry *reg,
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_add_builtins(shmrig_registry *reg);
 
-/* A tag for a user kind (SHMRIG_KIND_USER values carry it); the same name gives the same tag. */
+/*
+ * A tag (>= 1) for a user kind (SHMRIG_KIND_USER values carry it); the same
+ * name gives the same tag. Errors: -EINVAL NULL or a bad name; -EBUSY a new
+ * name once the registry is frozen (in use); -ENOSPC too many types; -ENOMEM.
+ */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_user_type(shmrig_registry *reg, const char *name);
 
 /* Id of the codec named `name`; -ENOENT (the message lists the codecs there are). */
