@@ -207,6 +207,7 @@ def case_usage(tmp):
         (["--builtin", "--timeout", "-1"], "--timeout"),
         (["--builtin", "--timeout", "nan"], "--timeout"),
         (["--builtin", "--seed", "-1"], "--seed"),
+        (["--builtin", "--repetitions", "0"], "--repetitions"),
         (["--builtin", "--max-bytes", "12"], "--max-bytes"),
         (["--builtin", "--level", "optional"], "--level"),
         (["--builtin", "--check", "(unclosed"], "not a regular expression"),

@@ -26,7 +26,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REPETITIONS 3
 #define MIN_TIME_NS 50e6
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -113,7 +112,7 @@ static int run_op(struct bench *b, enum op op, int64_t batch)
 }
 
 /* One repetition of one figure: a Google Benchmark iteration record. */
-static int measure(struct bench *b, enum op op, size_t size, int repetition, double *ns_per_op)
+static int measure(struct bench *b, enum op op, size_t size, uint32_t repetition, double *ns_per_op)
 {
 	int64_t batch = batch_for(b->bytes);
 	double start, cpu_start, elapsed = 0, cpu = 0;
@@ -148,11 +147,11 @@ static int measure(struct bench *b, enum op op, size_t size, int repetition, dou
 			 op_names[op], size);
 	entry = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:s, s:f, s:f}", "name",
 			  name, "run_name", name, "run_type", "iteration", "repetitions",
-			  REPETITIONS, "repetition_index", repetition, "threads", 1, "iterations",
-			  (json_int_t)iterations, "real_time", *ns_per_op, "cpu_time",
-			  cpu / (double)iterations, "time_unit", "ns", "bytes_per_second",
-			  (double)b->bytes * 1e9 / *ns_per_op, "items_per_second",
-			  1e9 / *ns_per_op);
+			  (int)b->ctx->opt->repetitions, "repetition_index", (int)repetition,
+			  "threads", 1, "iterations", (json_int_t)iterations, "real_time",
+			  *ns_per_op, "cpu_time", cpu / (double)iterations, "time_unit", "ns",
+			  "bytes_per_second", (double)b->bytes * 1e9 / *ns_per_op,
+			  "items_per_second", 1e9 / *ns_per_op);
 	if (!entry || json_array_append_new(b->ctx->bench, entry))
 		return -ENOMEM;
 	return 0;
@@ -179,7 +178,8 @@ static int one_size(struct val_ctx *ctx, shmrig_pool *pool, size_t size, char *s
 		    size_t summary_len)
 {
 	struct bench b = { .ctx = ctx, .pool = pool };
-	double ns[3][REPETITIONS];
+	uint32_t reps = ctx->opt->repetitions;
+	double *ns[3];
 	char err[VAL_MSG_MAX / 2], label[32];
 	struct shmrig_ref dst_ref;
 	struct val_value v;
@@ -221,14 +221,17 @@ static int one_size(struct val_ctx *ctx, shmrig_pool *pool, size_t size, char *s
 	b.src = malloc(b.bytes ? (size_t)b.bytes : 1);
 	if (b.src)
 		memset((void *)b.src, 0x5a, (size_t)b.bytes);
-	for (int r = 0; b.src && !ret && r < REPETITIONS; r++)
+	ns[0] = calloc(3 * (size_t)reps, sizeof(double));
+	ns[1] = ns[0] + reps;
+	ns[2] = ns[1] + reps;
+	for (uint32_t r = 0; b.src && ns[0] && !ret && r < reps; r++)
 		for (int op = ENCODE; !ret && op <= MEMCPY; op++) {
 			ret = measure(&b, (enum op)op, size, r, &ns[op][r]);
 			if (ret)
 				val_fail(ctx, "%s value: %s: %s", label, op_names[op],
 					 val_error(ret, err, sizeof(err)));
 		}
-	if (!b.src) {
+	if (!b.src || !ns[0]) {
 		val_fail(ctx, "out of memory");
 		ret = -ENOMEM;
 	}
@@ -237,16 +240,18 @@ static int one_size(struct val_ctx *ctx, shmrig_pool *pool, size_t size, char *s
 	if (shmrig_pool_free(pool, &dst_ref) && !ret)
 		ret = -EIO;
 	val_value_free(&v);
-	if (ret)
+	if (ret) {
+		free(ns[0]);
 		return ret;
+	}
 	for (int op = ENCODE; op <= MEMCPY; op++)
-		qsort(ns[op], REPETITIONS, sizeof(double), compare_double);
+		qsort(ns[op], reps, sizeof(double), compare_double);
 	used = strlen(summary);
 	snprintf(summary + used, summary_len - used,
 		 "%s%s: encode %.2f, decode %.2f, memcpy %.2f GB/s", used ? "; " : "", label,
-		 (double)b.bytes / ns[ENCODE][REPETITIONS / 2],
-		 (double)b.bytes / ns[DECODE][REPETITIONS / 2],
-		 (double)b.bytes / ns[MEMCPY][REPETITIONS / 2]);
+		 (double)b.bytes / ns[ENCODE][reps / 2], (double)b.bytes / ns[DECODE][reps / 2],
+		 (double)b.bytes / ns[MEMCPY][reps / 2]);
+	free(ns[0]);
 	ctx->values++;
 	return 0;
 }

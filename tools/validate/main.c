@@ -47,6 +47,8 @@ static const char usage[] =
 	"                         edge cases of each kind come first\n"
 	"  --max-bytes SIZE       largest generated value, e.g. 512K (default 4M)\n"
 	"  --timeout S            seconds a check may take (default 60)\n"
+	"  --repetitions N        of each Throughput figure (default 3; scripts/compare\n"
+	"                         needs 6 or more a side to flag a change)\n"
 	"  --known-failures FILE  checks expected to fail, one a line:\n"
 	"                         CHECK_NAME [CODEC] # reason; a listed check that\n"
 	"                         passes is a failure (remove it from the list)\n"
@@ -137,6 +139,7 @@ static int parse(int argc, char **argv, struct cli *cli)
 		OPT_VALUES,
 		OPT_MAX_BYTES,
 		OPT_TIMEOUT,
+		OPT_REPETITIONS,
 		OPT_KNOWN,
 		OPT_JSON,
 		OPT_JUNIT,
@@ -154,6 +157,7 @@ static int parse(int argc, char **argv, struct cli *cli)
 		{ "values", required_argument, NULL, OPT_VALUES },
 		{ "max-bytes", required_argument, NULL, OPT_MAX_BYTES },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "repetitions", required_argument, NULL, OPT_REPETITIONS },
 		{ "known-failures", required_argument, NULL, OPT_KNOWN },
 		{ "json", required_argument, NULL, OPT_JSON },
 		{ "junit", required_argument, NULL, OPT_JUNIT },
@@ -172,6 +176,7 @@ static int parse(int argc, char **argv, struct cli *cli)
 	cli->opt.values = VAL_DEFAULT_VALUES;
 	cli->opt.max_bytes = VAL_DEFAULT_MAX_BYTES;
 	cli->opt.timeout_s = VAL_DEFAULT_TIMEOUT_S;
+	cli->opt.repetitions = VAL_DEFAULT_REPETITIONS;
 	cli->opt.prefix = env_prefix && env_prefix[0] ? env_prefix : VAL_DEFAULT_PREFIX;
 	cli->prefix_from = env_prefix && env_prefix[0] ? "$SHMRIG_PREFIX" : "--prefix";
 	cli->opt.selftest = getenv("SHMRIG_VALIDATE_SELFTEST");
@@ -235,6 +240,12 @@ static int parse(int argc, char **argv, struct cli *cli)
 				return usage_error("--timeout '%s': not a number of seconds above 0 "
 						   "(at most 86400)",
 						   optarg);
+			break;
+		case OPT_REPETITIONS:
+			if (!parse_u64(optarg, 1, 1000, &n))
+				return usage_error("--repetitions '%s': not an integer from 1 to 1000",
+						   optarg);
+			cli->opt.repetitions = (uint32_t)n;
 			break;
 		case OPT_KNOWN:
 			cli->known_path = optarg;

@@ -289,18 +289,20 @@ static long usable_cpus(void)
 	return sysconf(_SC_NPROCESSORS_ONLN);
 }
 
-/* The "model name" of /proc/cpuinfo, or "unknown". */
-static void cpu_model(char *buf, size_t len)
+/* A field of a /proc file ("model name" of cpuinfo, "HugePages_Free" of meminfo), or "unknown". */
+static void proc_field(const char *path, const char *field, char *buf, size_t len)
 {
-	FILE *f = fopen("/proc/cpuinfo", "r");
+	FILE *f = fopen(path, "r");
+	size_t field_len = strlen(field);
 	char line[512];
 
 	snprintf(buf, len, "unknown");
 	while (f && fgets(line, sizeof(line), f)) {
 		char *colon = strchr(line, ':');
 
-		if (strncmp(line, "model name", 10) == 0 && colon) {
-			colon += 1 + (colon[1] == ' ');
+		if (strncmp(line, field, field_len) == 0 && colon) {
+			colon += strspn(colon + 1, " \t");
+			colon++;
 			colon[strcspn(colon, "\n")] = '\0';
 			snprintf(buf, len, "%s", colon);
 			break;
@@ -314,7 +316,9 @@ int val_report_bench(const char *path, const struct val_report_info *info,
 		     const struct val_result *results, size_t n, char *err, size_t err_len)
 {
 	json_t *benchmarks = json_array(), *families = json_object(), *context, *doc;
-	char date[40] = "", host[256] = "", cpu[256], number[32];
+	char date[40] = "", host[256] = "", cpu[256], number[32], nodes[32], free_pages[64],
+	     page_size[64];
+	shmrig_topo *topo = shmrig_topo_system();
 	time_t now = time(NULL);
 	const char *git_rev = getenv("SHMRIG_GIT_REV");
 	struct utsname uts;
@@ -323,7 +327,13 @@ int val_report_bench(const char *path, const struct val_report_info *info,
 	if (gmtime_r(&now, &tm))
 		strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S+00:00", &tm);
 	gethostname(host, sizeof(host) - 1);
-	cpu_model(cpu, sizeof(cpu));
+	proc_field("/proc/cpuinfo", "model name", cpu, sizeof(cpu));
+	proc_field("/proc/meminfo", "HugePages_Free", free_pages, sizeof(free_pages));
+	proc_field("/proc/meminfo", "Hugepagesize", page_size, sizeof(page_size));
+	if (topo && shmrig_topo_num_nodes(topo) > 0)
+		snprintf(nodes, sizeof(nodes), "%d", shmrig_topo_num_nodes(topo));
+	else
+		snprintf(nodes, sizeof(nodes), "unknown");
 	snprintf(number, sizeof(number), "%ld", usable_cpus());
 	if (uname(&uts))
 		memset(&uts, 0, sizeof(uts));
@@ -339,6 +349,10 @@ int val_report_bench(const char *path, const struct val_report_info *info,
 			    SHMRIG_VALIDATE_SANITIZE, "shmrig_proof_slowdown", "0", "c_compiler",
 			    SHMRIG_VALIDATE_C_COMPILER, "cpu_model", cpu, "nproc", number,
 			    "kernel_release", uts.release, "machine", uts.machine);
+	if (context)
+		json_object_update_new(context, json_pack("{s:s, s:s, s:s}", "numa_nodes", nodes,
+							  "hugepages_free", free_pages,
+							  "hugepage_size", page_size));
 	if (context && info->plugin)
 		json_object_set_new(context, "shmrig_validate_plugin", json_string(info->plugin));
 	/* every figure of the run in order; family indices by name, as Google Benchmark's */

@@ -38,6 +38,7 @@
 #define VAL_DEFAULT_VALUES 200
 #define VAL_DEFAULT_TIMEOUT_S 60.0
 #define VAL_DEFAULT_MAX_BYTES ((size_t)4 << 20)
+#define VAL_DEFAULT_REPETITIONS 3
 #define VAL_DEFAULT_PREFIX "shmrigval"
 
 #define VAL_EXIT_OK 0
@@ -171,10 +172,11 @@ enum val_verdict {
 
 struct val_options {
 	uint64_t seed;
-	uint32_t values;    /* per check */
-	size_t max_bytes;   /* largest generated value */
-	double timeout_s;   /* per check */
-	const char *prefix; /* pool segments */
+	uint32_t values;      /* per check */
+	size_t max_bytes;     /* largest generated value */
+	double timeout_s;     /* per check */
+	uint32_t repetitions; /* of each Throughput figure */
+	const char *prefix;   /* pool segments */
 	bool quiet;
 	const char *selftest; /* $SHMRIG_VALIDATE_SELFTEST */
 };
