@@ -24,6 +24,7 @@ PUBLIC = {
     "topo.h": "os", "segment.h": "os",
     "pool.h": "pool",
     "value.h": "codec", "codec.h": "codec", "frame.h": "codec", "registry.h": "codec",
+    "plugin.h": "codec",
     "channel.h": "transport",
     "session.h": "session",
     "shmrig.h": None,  # the umbrella: above every room

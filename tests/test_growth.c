@@ -343,6 +343,7 @@ static void fill_codec(void *full)
 	o->can_encode = seen_can_encode;
 	o->ctx = &codec_ctx;
 	o->flags = SHMRIG_CODEC_FALLBACK;
+	o->user_type = "thing";
 }
 
 /* Encode a value through reg: the encode's result (the frame is discarded). */
@@ -365,11 +366,13 @@ static int call_codec(const void *codec, size_t known)
 	struct shmrig_value bytes = { .kind = SHMRIG_KIND_BYTES, .bytes = { "x", 1 } };
 	struct shmrig_value user = { .kind = SHMRIG_KIND_USER, .user = &codec_ctx };
 	shmrig_registry *reg;
-	int tag, ret;
+	int tag, other, ret;
 
 	assert_int_equal(shmrig_registry_create(&reg), 0);
 	tag = shmrig_registry_user_type(reg, "thing");
 	assert_true(tag > 0);
+	other = shmrig_registry_user_type(reg, "other");
+	assert_true(other > 0);
 	user.user_type = (uint32_t)tag;
 	ret = shmrig_registry_register(reg, codec);
 	if (!known) {
@@ -393,6 +396,10 @@ static int call_codec(const void *codec, size_t known)
 	assert_ptr_equal(codec_seen.ctx, K(ctx) ? &codec_ctx : NULL);
 	/* no codec of its kind: the fallback if it is one, else none */
 	assert_int_equal(encode_one(reg, &bytes), K(flags) ? 0 : -ENOTSUP);
+	/* a user value of another type: a codec for "thing" is not offered it; one
+	 * without user_type (an older caller's reads NULL) takes any type */
+	user.user_type = (uint32_t)other;
+	assert_int_equal(encode_one(reg, &user), K(user_type) ? -ENOTSUP : 0);
 	shmrig_registry_free(reg);
 	return 0;
 #undef K
@@ -507,7 +514,8 @@ static const struct input_row inputs[] = {
 	{ "struct shmrig_codec", sizeof(struct shmrig_codec),
 	  BOUNDS(END(struct shmrig_codec, name), END(struct shmrig_codec, encode),
 		 END(struct shmrig_codec, decode), END(struct shmrig_codec, can_encode),
-		 END(struct shmrig_codec, ctx), END(struct shmrig_codec, flags)),
+		 END(struct shmrig_codec, ctx), END(struct shmrig_codec, flags),
+		 END(struct shmrig_codec, user_type)),
 	  fill_codec, call_codec },
 	{ "struct shmrig_topo_binder", sizeof(struct shmrig_topo_binder),
 	  BOUNDS(END(struct shmrig_topo_binder, bind_thread_cpu),

@@ -9,6 +9,7 @@
  * Arrays of objects, not maps, keep the order of columns and variables.
  */
 #include "base/internal.h"
+#include "codec/builtins.h"
 
 #include <shmrig/registry.h>
 
@@ -410,7 +411,7 @@ static int bytes_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_val
 	return 0;
 }
 
-int shmrig_registry_add_builtins(shmrig_registry *reg)
+const struct shmrig_codec *shmrig__builtin_codecs(uint32_t *count)
 {
 	static const struct shmrig_codec builtins[] = {
 		{ .size = sizeof(struct shmrig_codec),
@@ -436,11 +437,6 @@ int shmrig_registry_add_builtins(shmrig_registry *reg)
 		  .decode = bytes_decode },
 	};
 
-	for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
-		int ret = shmrig_registry_register(reg, &builtins[i]);
-
-		if (ret < 0)
-			return ret;
-	}
-	return 0;
+	*count = sizeof(builtins) / sizeof(builtins[0]);
+	return builtins;
 }

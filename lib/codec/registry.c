@@ -33,6 +33,8 @@ struct shmrig_registry {
 	uint32_t ncandidates[SHMRIG_KIND_COUNT];
 	char *user_types[MAX_USER_TYPES];
 	int nuser_types;
+	/* Per codec, the tag of its user_type; 0: it takes any user type. */
+	uint32_t user_tags[SHMRIG_MAX_CODECS];
 	pthread_mutex_t freeze_lock;
 };
 
@@ -141,6 +143,22 @@ int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *us
 	if (reg->count == SHMRIG_MAX_CODECS)
 		return shmrig__fail(-ENOSPC, "register '%s': %d codecs is the limit", codec->name,
 				    SHMRIG_MAX_CODECS);
+	if (codec->user_type) {
+		if (!(codec->kinds & SHMRIG_KIND_BIT(SHMRIG_KIND_USER)))
+			return shmrig__fail(-EINVAL,
+					    "register '%s': user_type '%s' but kinds has no "
+					    "SHMRIG_KIND_USER",
+					    codec->name, codec->user_type);
+		if (!shmrig__valid_name(codec->user_type, NAME_MAX_LEN))
+			return shmrig__fail(-EINVAL,
+					    "register '%s': user_type must be 1..%d of [A-Za-z0-9_.-]",
+					    codec->name, NAME_MAX_LEN);
+		/* the last check: a failed register adds no type */
+		ret = shmrig_registry_user_type(reg, codec->user_type);
+		if (ret < 0)
+			return ret;
+	}
+	reg->user_tags[reg->count] = codec->user_type ? (uint32_t)ret : 0;
 	reg->codecs[reg->count] = *codec;
 	if (codec->flags & SHMRIG_CODEC_FALLBACK)
 		reg->fallback = reg->count;
@@ -343,12 +361,42 @@ int shmrig_encoder_pack(struct shmrig_encoder *enc, size_t capacity)
 	return 0;
 }
 
+/* Does codec `id` take user values of `tag`? (Any, if it names no user type.) */
+static bool takes_user_type(const shmrig_registry *reg, int id, uint32_t tag)
+{
+	return !reg->user_tags[id] || reg->user_tags[id] == tag;
+}
+
+/* choose() for a user value: only the codecs of its user type or of any are asked. */
+static int choose_user(const shmrig_registry *reg, const struct shmrig_value *value)
+{
+	uint32_t n = reg->ncandidates[SHMRIG_KIND_USER];
+	const uint16_t *ids = reg->candidates[SHMRIG_KIND_USER];
+
+	for (uint32_t i = 0; i < n; i++) {
+		const struct shmrig_codec *c = &reg->codecs[ids[i]];
+
+		if (takes_user_type(reg, ids[i], value->user_type) &&
+		    (!c->can_encode || c->can_encode(c->ctx, value)))
+			return ids[i];
+	}
+	if (reg->fallback >= 0 && takes_user_type(reg, reg->fallback, value->user_type))
+		return reg->fallback;
+	return shmrig__fail(-ENOTSUP, "no codec takes this user value (user type %u) and %s",
+			    value->user_type,
+			    reg->fallback >= 0 ? "the fallback is for another user type" :
+						 "there is no fallback");
+}
+
 /* Pick the codec for a value: the first candidate of its kind that accepts it, else the fallback. */
 static int choose(const shmrig_registry *reg, const struct shmrig_value *value)
 {
 	uint32_t n = reg->ncandidates[value->kind];
 	const uint16_t *ids = reg->candidates[value->kind];
 
+	/* apart: the user-type test stays out of this loop (perf-gate's dispatch) */
+	if (SHMRIG_UNLIKELY(value->kind == SHMRIG_KIND_USER))
+		return choose_user(reg, value);
 	for (uint32_t i = 0; i < n; i++) {
 		const struct shmrig_codec *c = &reg->codecs[ids[i]];
 
@@ -619,6 +667,9 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	ret = codec->decode(codec->ctx, &dec, out);
 	/* the storage is the registry's, whatever the codec did to `out` */
 	out->storage = dec.storage;
+	/* a codec of one user type decodes values of that type: its tag here */
+	if (out->kind == SHMRIG_KIND_USER && reg->user_tags[f.codec_id])
+		out->user_type = reg->user_tags[f.codec_id];
 	for (uint32_t i = 0; !ret && i < f.nbuffers; i++)
 		if (!dec.asked[i])
 			ret = shmrig__fail(-EBADMSG, "codec '%s' left buffer %u of %u unread",

@@ -57,6 +57,13 @@ struct shmrig_codec {
 	bool (*can_encode)(void *ctx, const struct shmrig_value *value);
 	void *ctx;
 	uint32_t flags; /* SHMRIG_CODEC_* */
+	/* SHMRIG_KIND_USER: the user type this codec takes (a name, as for
+	 * shmrig_registry_user_type(), which register resolves it with): encode
+	 * offers it user values of that type only, and decode sets the decoded
+	 * value's user_type to the type's tag. NULL: user values of any type
+	 * (decode sets user_type itself). The growth rule's first added field:
+	 * a codec filled before it (a smaller size) reads it as NULL. */
+	const char *user_type;
 };
 
 /* ---- encoder services ---- */

@@ -38,11 +38,14 @@ SHMRIG_API void shmrig_registry_free(shmrig_registry *reg);
 
 /*
  * Append a codec (the struct is copied; name and ctx must outlive the
- * registry). Returns its id (>= 0).
+ * registry). Returns its id (>= 0). A codec->user_type is resolved with
+ * shmrig_registry_user_type() (the type is added if new).
  * Errors: -EINVAL bad name, no kinds, no encode/decode, unknown flags,
- * codec->size below 8; -E2BIG codec->size above SHMRIG_SIZED_MAX, or a
- * non-zero byte past this library's struct (shmrig/common.h); -EEXIST a codec of that name, or a second fallback; -EBUSY the
- * registry is frozen; -ENOSPC SHMRIG_MAX_CODECS reached.
+ * codec->size below 8, a user_type that is no valid name or whose codec has
+ * no SHMRIG_KIND_USER in kinds; -E2BIG codec->size above SHMRIG_SIZED_MAX,
+ * or a non-zero byte past this library's struct (shmrig/common.h); -EEXIST a
+ * codec of that name, or a second fallback; -EBUSY the registry is frozen;
+ * -ENOSPC SHMRIG_MAX_CODECS reached, or the limit of user types.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_register(shmrig_registry *reg,
 							 const struct shmrig_codec *codec);

@@ -7,6 +7,7 @@
 #include <shmrig/common.h>
 #include <shmrig/frame.h>
 #include <shmrig/options.h>
+#include <shmrig/plugin.h>
 #include <shmrig/pool.h>
 #include <shmrig/registry.h>
 #include <shmrig/segment.h>
