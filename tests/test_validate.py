@@ -17,6 +17,9 @@ Cases:
                   the run goes on ($SHMRIG_VALIDATE_SELFTEST=crash)
   hang            a check whose child hangs is a FAIL "timed out after 2 s", the run goes on
                   ($SHMRIG_VALIDATE_SELFTEST=hang)
+  plugin          a plugin (tests/plugins/tp_good.so, --plugins DIR) passes with its own
+                  generator and equality; plugins that do not load (another ABI, no entry
+                  symbol, not a shared object) fail the run, saying why
 
 Exit 0 pass, 1 fail (each problem on its own line). Standard library only.
 """
@@ -226,10 +229,6 @@ def case_usage(tmp):
         proc = run(args)
         check(proc.returncode == 2, f"{args}: exit {proc.returncode}, want 2:\n{show(proc)}")
         check(words in proc.stderr, f"{args}: stderr does not say {words!r}:\n{show(proc)}")
-    # a plugin before the loader exists: said clearly, exit 2
-    proc = run([ARGS.exe])
-    check(proc.returncode == 2 and "not built yet" in proc.stderr,
-          f"plugin mode without the loader:\n{show(proc)}")
     # bad known-failures lines name the file and the line
     bad_lines = [
         ("Required.No.Such.Check # why", "no check named"),
@@ -319,8 +318,40 @@ def case_hang(tmp):
     check(summary(proc) == (1, 1, 0, 0), f"counts {summary(proc)}, want (1, 1, 0, 0)")
 
 
+def case_plugin(tmp):
+    if not ARGS.plugins:
+        print("no --plugins directory: skipped")
+        sys.exit(77)
+    good = os.path.join(ARGS.plugins, "tp_good.so")
+    json_path, junit_path = os.path.join(tmp, "p.json"), os.path.join(tmp, "p.xml")
+    proc = run([good, "--json", json_path, "--junit", junit_path])
+    check(proc.returncode == 0, f"tp_good.so does not pass:\n{show(proc)}")
+    check(proc.stdout.startswith("shmrig-validate: plugin 'tp_good' 1.2.3 ("),
+          f"the header does not name the plugin:\n{show(proc)}")
+    reports = check_reports(proc, json_path, junit_path)
+    if reports:
+        doc = reports[0]
+        check(doc["plugin"] == good, f"JSON plugin {doc['plugin']!r}")
+        for name, _ in CATALOGUE:
+            r = [r for r in doc["results"] if r["check"] == name and r["codec"] == "tp.blob"]
+            want = "skip" if name in NOT_YET else "pass"
+            check(len(r) == 1 and r[0]["status"] == want,
+                  f"{name} [tp.blob]: {r}, want {want}")
+    proc = run([good, "tp.nothing"])
+    check(proc.returncode == 2 and "no codec 'tp.nothing'" in proc.stderr,
+          f"an unknown codec of the plugin:\n{show(proc)}")
+    # plugins that do not load fail the run, with the loader's words
+    for path, words in ((os.path.join(ARGS.plugins, "tp_abi2.so"), "ABI 2"),
+                        (os.path.join(ARGS.plugins, "tp_noentry.so"), "cannot load"),
+                        (ARGS.exe, "cannot load")):
+        proc = run([path])
+        check(proc.returncode == 1 and words in proc.stderr,
+              f"{path}: exit {proc.returncode}, want 1 and {words!r}:\n{show(proc)}")
+
+
 CASES = {"builtin": case_builtin, "list": case_list, "usage": case_usage,
-         "known_failures": case_known_failures, "crash": case_crash, "hang": case_hang}
+         "known_failures": case_known_failures, "crash": case_crash, "hang": case_hang,
+         "plugin": case_plugin}
 
 
 def main():
@@ -329,6 +360,7 @@ def main():
     parser.add_argument("case", choices=sorted(CASES))
     parser.add_argument("--exe", required=True)
     parser.add_argument("--source-root", default=os.path.join(os.path.dirname(__file__), ".."))
+    parser.add_argument("--plugins", help="the directory of the test plugins (tp_*.so)")
     ARGS = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="test_validate.") as tmp:
         CASES[ARGS.case](tmp)

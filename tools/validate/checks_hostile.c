@@ -488,9 +488,16 @@ static int foreign_frame(struct val_ctx *ctx, shmrig_pool *pool, uint32_t index,
 	other = (self + 1 + index % (subject->ncodecs - 1)) % subject->ncodecs;
 	t.codec = &subject->codecs[other];
 	memset(t.tags, 0, sizeof(t.tags));
-	for (uint32_t k = 0; k < t.codec->nkinds; k++)
+	for (uint32_t k = 0; k < t.codec->nkinds; k++) {
+		int tag = 0;
+
+		/* the same name gives the same tag, frozen registry or not */
 		if (t.codec->gens[k]->kind == SHMRIG_KIND_USER)
-			return 1; /* its user type is not in this registry */
+			tag = shmrig_registry_user_type(t.reg, t.codec->gens[k]->user_type);
+		if (tag < 0)
+			return 1;
+		t.tags[k] = (uint32_t)tag;
+	}
 	if (val_value_make(&t, ctx->opt->seed, index, HOSTILE_MAX_BYTES, &v, err, sizeof(err)))
 		return 1;
 	ret = v.accepted ? shmrig_registry_encode(t.reg, pool, &v.value, frame, len) : 1;

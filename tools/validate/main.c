@@ -62,8 +62,8 @@ static const char usage[] =
 	"                         line; no progress\n"
 	"  --help                 this text\n"
 	"\n"
-	"Exit status: 0 nothing unexpected happened; 1 a check failed, or a known\n"
-	"failure passed; 2 bad usage or unusable input.\n";
+	"Exit status: 0 nothing unexpected happened; 1 a check failed, a known\n"
+	"failure passed, or the plugin does not load; 2 bad usage or unusable input.\n";
 
 struct cli {
 	struct val_options opt;
@@ -403,9 +403,9 @@ static int run(int argc, char **argv, struct state *st)
 	val_runner_init();
 	ret = val_discover(cli->plugin, &cli->opt, d, err, sizeof(err));
 	if (ret) {
-		/* a subject the kit cannot load yet is no verdict on it */
+		/* a plugin that does not load (or crashes loading) fails: no check can pass */
 		fprintf(stderr, "shmrig-validate: %s\n", err);
-		return ret == -ENOSYS ? VAL_EXIT_USAGE : VAL_EXIT_FAIL;
+		return VAL_EXIT_FAIL;
 	}
 	for (int i = 0; i < cli->ncodecs; i++) {
 		uint32_t c = 0;

@@ -453,8 +453,9 @@ static int discover_child(int fd, void *arg)
 		for (uint32_t k = 0; k < c->nkinds && used < sizeof(kinds); k++)
 			used += (size_t)snprintf(kinds + used, sizeof(kinds) - used, "%s%s%s",
 						 k ? ", " : "", c->gens[k]->name,
-						 c->gens[k]->kind == SHMRIG_KIND_USER ? " (user)" :
-											"");
+						 c->gens[k]->from_plugin ?
+							 " (the plugin's values)" :
+							 " (the kit's values)");
 		json_array_append_new(codecs,
 				      json_pack("{s:s, s:s}", "name", c->name, "kinds", kinds));
 	}
@@ -498,7 +499,7 @@ int val_discover(const char *plugin, const struct val_options *opt, struct val_d
 	if (error) {
 		snprintf(err, err_len, "%s", error);
 		json_decref(out.last);
-		return -ENOSYS;
+		return -ENOEXEC;
 	}
 	snprintf(d->label, sizeof(d->label), "%s",
 		 json_string_value(json_object_get(out.last, "label")) ?

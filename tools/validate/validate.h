@@ -9,10 +9,10 @@
  * of the subject, then runs each check of the catalogue against each codec in
  * a child of its own, with a timeout (runner.c), and reports (report.c).
  *
- *   subject    what is under test: a registry of codecs, and for each codec
- *              the kinds of value it is fed (a generator, an equality). The
- *              built-in codecs are one subject (gen_builtin.c has their
- *              generators), a plugin will be another (subject.c).
+ *   subject    what is under test: a plugin's codecs (the built-in ones are
+ *              the plugin "builtin"), and for each codec the kinds of value it
+ *              is fed (a generator, an equality): the plugin's, or the kit's
+ *              for built-in kinds (gen_builtin.c) (subject.c)
  *   target     one codec of a subject, in a registry of its own, in a child
  *   check      a named, levelled test of a target (catalogue.c, checks_*.c)
  *
@@ -23,6 +23,7 @@
  * known-failures list).
  */
 
+#include <shmrig/plugin.h>
 #include <shmrig/shmrig.h>
 
 #include <jansson.h>
@@ -86,33 +87,39 @@ struct val_kind {
 	void (*parts)(void *ctx, const struct shmrig_value *value,
 		      void (*fn)(void *arg, const void *data, uint64_t len, bool view), void *arg);
 	void *ctx;
+	bool from_plugin; /* the plugin's generator (ctx: its struct shmrig_plugin_kind) */
 };
 
 extern const struct val_kind val_kind_ndarray, val_kind_table, val_kind_dataset, val_kind_bytes;
 
 struct val_codec {
 	char name[VAL_NAME_MAX];
-	uint32_t kinds; /* SHMRIG_KIND_BIT()s */
-	/* the codec's own can_encode (NULL: takes every value of its kinds) */
-	bool (*can_encode)(void *ctx, const struct shmrig_value *value);
-	void *can_encode_ctx;
+	uint32_t kinds;               /* SHMRIG_KIND_BIT()s */
+	char user_type[VAL_NAME_MAX]; /* the user type it takes, "" for any or none */
+	struct shmrig_codec codec;    /* the vtable, as the plugin loader checked it */
 	uint32_t nkinds;
 	const struct val_kind *gens[VAL_MAX_KINDS];
 };
 
+#define VAL_MAX_PLUGIN_KINDS 64
+
+/*
+ * What is under test: a plugin's codecs (shmrig_plugin_open()), or the
+ * built-in ones (shmrig_plugin_builtin(): the same path), and for each codec
+ * the kinds it is fed: the plugin's generators for its kinds, the kit's own
+ * (gen_builtin.c) for built-in kinds the plugin brings none for.
+ */
 struct val_subject {
-	char label[256]; /* "the built-in codecs", "plugin PATH" */
+	char label[256]; /* "the built-in codecs", "plugin 'acme' 1.0 (PATH)" */
 	uint32_t ncodecs;
 	struct val_codec codecs[VAL_MAX_CODECS];
-	/* Register the subject's codecs in reg (empty), so that values of the
-	 * kinds of codec `target` go to it: it first where codecs share a kind.
-	 * 0 or -errno. */
-	int (*fill_registry)(struct val_subject *subject, uint32_t target, shmrig_registry *reg);
-	void (*close)(struct val_subject *subject);
-	void *impl;
+	struct val_kind plugin_kinds[VAL_MAX_PLUGIN_KINDS]; /* the plugin's, wrapped */
+	uint32_t nplugin_kinds;
+	shmrig_plugin_handle *handle;
+	const struct shmrig_plugin *info;
 };
 
-/* plugin NULL: the built-in codecs. 0, or -errno with why in err. */
+/* plugin NULL: the built-in codecs. 0, or -errno with why in err ("cannot load ..."). */
 int val_subject_open(const char *plugin, struct val_subject **out, char *err, size_t err_len);
 void val_subject_close(struct val_subject *subject);
 /* Index of the codec named `name`, -1 if none. */
@@ -148,7 +155,11 @@ struct val_value {
  */
 int val_value_make(const struct val_target *target, uint64_t seed, uint32_t index, size_t max_bytes,
 		   struct val_value *out, char *err, size_t err_len);
-/* A value of `bytes` bytes of data of the target's first kind (Throughput). */
+/* Value gen_index of the target's kind k (its k-th generator), as val_value_make. */
+int val_value_kind(const struct val_target *target, uint32_t k, uint32_t gen_index, uint64_t seed,
+		   size_t max_bytes, struct val_value *out, char *err, size_t err_len);
+/* A value of exactly `bytes` bytes of data of the target's first kind (Throughput);
+ * -ENOTSUP (err untouched) when its generator cannot make one: a plugin's kind. */
 int val_value_sized(const struct val_target *target, size_t bytes, struct val_value *out, char *err,
 		    size_t err_len);
 void val_value_free(struct val_value *value);
