@@ -28,8 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_RECORDS_BYTES ((size_t)16 << 20) /* what a child may write in all */
-#define PROGRESS_AFTER_S 2.0                 /* a check this long shows progress */
+#define MAX_RECORD_BYTES ((size_t)16 << 20) /* the longest record (line) a child may write */
+#define PROGRESS_AFTER_S 2.0                /* a check this long shows progress */
 #define PROGRESS_EVERY_S 2.0
 #define HEARTBEAT_S 15.0 /* a check silent this long: "still running", and where */
 
@@ -79,7 +79,7 @@ struct outcome {
 	double seconds;
 	char at[512];  /* the child's last "at" record */
 	json_t *last;  /* its last record that was neither progress nor at */
-	bool too_much; /* it wrote more than MAX_RECORDS_BYTES */
+	bool too_much; /* it wrote a line longer than MAX_RECORD_BYTES */
 };
 
 struct watch {
@@ -148,7 +148,7 @@ static void kill_group(pid_t pgid)
 static void run_child(int (*fn)(int fd, void *arg), void *arg, double timeout_s, struct watch *w,
 		      struct outcome *out)
 {
-	size_t used = 0, cap = 65536, total = 0;
+	size_t used = 0, cap = 65536;
 	char *buf = malloc(cap);
 	double deadline;
 	int fds[2], status = 0;
@@ -212,11 +212,13 @@ static void run_child(int (*fn)(int fd, void *arg), void *arg, double timeout_s,
 			}
 			continue;
 		}
-		if (used == cap) {
-			char *grown = realloc(buf, cap * 2);
+		if (used == cap) { /* a record longer than the buffer: a verdict with figures */
+			char *grown = cap < MAX_RECORD_BYTES ? realloc(buf, cap * 2) : NULL;
 
-			if (!grown)
+			if (!grown) {
+				out->too_much = true;
 				break;
+			}
 			buf = grown;
 			cap *= 2;
 		}
@@ -227,18 +229,18 @@ static void run_child(int (*fn)(int fd, void *arg), void *arg, double timeout_s,
 			eof = true;
 			n = 0;
 		}
-		total += (size_t)n;
-		if (total > MAX_RECORDS_BYTES) {
-			out->too_much = true;
-			break;
-		}
 		used += (size_t)n;
-		/* every complete line is a record */
-		for (char *nl; (nl = memchr(buf, '\n', used));) {
-			*nl = '\0';
-			record(out, w, buf);
-			used -= (size_t)(nl + 1 - buf);
-			memmove(buf, nl + 1, used);
+		/* every complete line is a record; what is left moves to the front once */
+		{
+			char *line = buf, *nl;
+
+			while ((nl = memchr(line, '\n', used - (size_t)(line - buf)))) {
+				*nl = '\0';
+				record(out, w, line);
+				line = nl + 1;
+			}
+			used -= (size_t)(line - buf);
+			memmove(buf, line, used);
 		}
 	}
 	close(fds[0]);
@@ -402,9 +404,8 @@ void val_run(const struct val_check *check, const char *plugin, uint32_t codec_i
 			 signal_name(out.status, sig, sizeof(sig)), what, at);
 	} else if (out.too_much) {
 		snprintf(r->message, sizeof(r->message),
-			 "the check's process wrote more than %zu "
-			 "bytes of records",
-			 MAX_RECORDS_BYTES);
+			 "the check's process wrote a record longer than %zu bytes",
+			 MAX_RECORD_BYTES);
 	} else if (out.status) {
 		snprintf(r->message, sizeof(r->message),
 			 "the check's process exited with status %d%s%s", out.status,
