@@ -149,7 +149,7 @@ static void run_child(int (*fn)(int fd, void *arg), void *arg, double timeout_s,
 		      struct outcome *out)
 {
 	size_t used = 0, cap = 65536;
-	char *buf = malloc(cap);
+	char *buf = NULL; /* the parent's, allocated after fork: the child must not inherit it */
 	double deadline;
 	int fds[2], status = 0;
 	bool eof = false;
@@ -158,8 +158,7 @@ static void run_child(int (*fn)(int fd, void *arg), void *arg, double timeout_s,
 	memset(out, 0, sizeof(*out));
 	w->start = w->last_progress = now_s();
 	deadline = w->start + timeout_s;
-	if (!buf || pipe2(fds, O_CLOEXEC)) {
-		free(buf);
+	if (pipe2(fds, O_CLOEXEC)) {
 		out->status = 127;
 		snprintf(out->at, sizeof(out->at), "the kit could not start a child: %s",
 			 strerror(errno));
@@ -183,12 +182,16 @@ static void run_child(int (*fn)(int fd, void *arg), void *arg, double timeout_s,
 	close(fds[1]);
 	if (pid < 0) {
 		close(fds[0]);
-		free(buf);
 		out->status = 127;
 		snprintf(out->at, sizeof(out->at), "fork: %s", strerror(errno));
 		return;
 	}
 	setpgid(pid, pid); /* also here: no race with the kill below */
+	buf = malloc(cap);
+	if (!buf) { /* nothing can be read: the child is killed below, a FAIL */
+		out->too_much = true;
+		eof = true;
+	}
 	while (!eof) {
 		struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
 		double left = deadline - now_s();
