@@ -13,9 +13,11 @@
  * prove nothing about the pool).
  *
  * It writes nothing a legitimate peer writes: no word that says FREE on a
- * large block, no REMOTE state, no pushes of blocks that look freed. A pool
- * checks what peers write; it cannot tell a forged free from a real one, and
- * such a forgery would hand out a block its holder still reads.
+ * large block, no REMOTE state, no pushes of blocks that look freed (nor a
+ * FREE word on a block it pushed), no owner that is or will be dead (reap
+ * frees a dead owner's blocks). A pool checks what peers write; it cannot
+ * tell a forged free from a real one, and such a forgery would hand out a
+ * block its holder still reads.
  *
  * Some writes are undone after a moment (a header field a new mapper reads,
  * a chunk's class, next_chunk past the end): the window is what a mapper or
@@ -38,6 +40,7 @@
 #define LIST_PERIOD_NS 20000000u
 #define HOLD_US_MAX 2000 /* an undone write stays this long at most */
 #define SCAN_MAX 4096    /* descriptors looked at for a held block, per chunk tried */
+#define PUSHED_MAX 256   /* blocks of one segment we put on a list, remembered */
 
 const char *const scribble_names[SC_KINDS] = {
 	[SC_ARENA_FIELD] = "arena_field",
@@ -87,6 +90,11 @@ struct target {
 	pid_t creator;
 	bool listed; /* in the last listing */
 	bool fresh;  /* nothing written yet: likely not mapped by a consumer either */
+	/* Blocks we put on a free or remote list (free_live, free_cycle): they
+	 * must never also get a word that says FREE from us, or the two writes
+	 * together are a forged free (see the top). Past PUSHED_MAX, no FREE. */
+	uint32_t pushed[PUSHED_MAX];
+	unsigned npushed;
 };
 
 struct hostile {
@@ -95,6 +103,7 @@ struct hostile {
 	struct target targets[HOSTILE_SEGS];
 	unsigned ntargets;
 	uint64_t rng;
+	shmrig__procid driver; /* our parent's identity (bad_owner) */
 };
 
 static uint64_t draw(struct hostile *h, uint64_t n)
@@ -297,8 +306,28 @@ static void set_head(_Atomic uint64_t *head, bool tagged, uint32_t id)
 		tag = tagged ? (uint64_t)((uint32_t)(old >> 32) + 1) << 32 : 0;
 }
 
-static bool scribble_list(struct hostile *h, struct seg_local *sl, enum scribble kind)
+/* Remember a block we put on a list (see struct target). */
+static void note_pushed(struct target *t, uint32_t id)
 {
+	if (t->npushed < PUSHED_MAX)
+		t->pushed[t->npushed] = id;
+	t->npushed++;
+}
+
+/* May we write a FREE word on block id? Not if we ever put it on a list. */
+static bool may_say_free(const struct target *t, uint32_t id)
+{
+	if (t->npushed > PUSHED_MAX)
+		return false;
+	for (unsigned i = 0; i < t->npushed; i++)
+		if (t->pushed[i] == id)
+			return false;
+	return true;
+}
+
+static bool scribble_list(struct hostile *h, struct target *t, enum scribble kind)
+{
+	struct seg_local *sl = &t->sl;
 	bool remote = kind >= SC_REMOTE_LIVE;
 	enum scribble what = remote ? kind - (SC_REMOTE_LIVE - SC_FREE_LIVE) : kind;
 	unsigned c = pick_class(h, sl);
@@ -313,6 +342,7 @@ static bool scribble_list(struct hostile *h, struct seg_local *sl, enum scribble
 	case SC_FREE_LIVE:
 		if (!pick_held(h, sl, c, false, &c, &id, &d))
 			return false;
+		note_pushed(t, id);
 		set_head(head, !remote, id);
 		return true;
 	case SC_FREE_RANGE:
@@ -329,18 +359,21 @@ static bool scribble_list(struct hostile *h, struct seg_local *sl, enum scribble
 		/* an empty list: a held block linked to itself becomes the head */
 		if (!pick_held(h, sl, c, false, &c, &id, &d))
 			return false;
+		note_pushed(t, id);
 		atomic_store(&d->next_free, id);
 		set_head(head, !remote, id);
 		return true;
 	}
 }
 
-/* A new word for a block someone holds, none of which says "free me". */
-static uint64_t bad_word(struct hostile *h, uint64_t w, bool arena)
+/* A new word for a block someone holds, none of which says "free me" (a FREE
+ * word on no list only with may_free: an arena block we never put on a list;
+ * a large block's FREE is its free). */
+static uint64_t bad_word(struct hostile *h, uint64_t w, bool may_free)
 {
 	uint32_t gen = word_gen(w), refs = word_refs(w);
 
-	switch (draw(h, arena ? 5 : 4)) {
+	switch (draw(h, may_free ? 5 : 4)) {
 	case 0: /* no such state */
 		return word_make(gen, refs, word_unclaimed(w),
 				 ST_COUNT + (unsigned)draw(h, 16 - ST_COUNT));
@@ -350,27 +383,21 @@ static uint64_t bad_word(struct hostile *h, uint64_t w, bool arena)
 		return word_make(gen, refs, refs + 1, ST_HANDED);
 	case 3: /* live with no reference */
 		return word_make(gen, 0, 0, ST_LIVE);
-	default: /* free, on no list (arena only: a large block's FREE is its free) */
+	default: /* free, on no list */
 		return word_make(gen, 0, 0, ST_FREE);
 	}
 }
 
-static uint64_t bad_owner(struct hostile *h, struct seg_local *sl)
+/*
+ * A wrong owner for a block someone holds: the driver, a real process that
+ * outlives every worker, so the holder's free is refused and the block is
+ * reported, never reaped. Not 0, a random identity or a worker's: each is, or
+ * becomes, a dead owner, and reap would free the block while its holder
+ * still reads it (a forged free the pool cannot tell from a real death).
+ */
+static uint64_t bad_owner(const struct hostile *h)
 {
-	struct desc *d;
-	unsigned c;
-	uint32_t id;
-
-	switch (draw(h, 3)) {
-	case 0:
-		return 0;
-	case 1: /* somebody else who holds blocks here: a real identity */
-		if (sl->hdr && pick_held(h, sl, NCLASS, false, &c, &id, &d))
-			return atomic_load(&d->owner);
-		return rng_next(&h->rng);
-	default:
-		return rng_next(&h->rng);
-	}
+	return h->driver;
 }
 
 static bool scribble_arena(struct hostile *h, struct target *t, enum scribble kind)
@@ -432,16 +459,16 @@ static bool scribble_arena(struct hostile *h, struct target *t, enum scribble ki
 	case SC_REMOTE_LIVE:
 	case SC_REMOTE_RANGE:
 	case SC_REMOTE_CYCLE:
-		return scribble_list(h, sl, kind);
+		return scribble_list(h, t, kind);
 	case SC_STATE:
 		if (!pick_held(h, sl, NCLASS, true, &c, &id, &d))
 			return false;
-		atomic_store(&d->word, bad_word(h, atomic_load(&d->word), true));
+		atomic_store(&d->word, bad_word(h, atomic_load(&d->word), may_say_free(t, id)));
 		return true;
 	case SC_OWNER:
 		if (!pick_held(h, sl, NCLASS, false, &c, &id, &d))
 			return false;
-		atomic_store(&d->owner, bad_owner(h, sl));
+		atomic_store(&d->owner, bad_owner(h));
 		return true;
 	default:
 		return false;
@@ -501,7 +528,7 @@ static bool scribble_large(struct hostile *h, struct target *t, enum scribble ki
 			w = atomic_load(&lh->desc.word);
 			if (word_state(w) != ST_LIVE && word_state(w) != ST_HANDED)
 				return false;
-			atomic_store(&lh->desc.owner, bad_owner(h, &t->sl));
+			atomic_store(&lh->desc.owner, bad_owner(h));
 			return true;
 		}
 	default:
@@ -553,6 +580,7 @@ static bool scribble(struct hostile *h)
 int hostile_main(const struct stress_opts *o, struct hostile_ledger *ledger)
 {
 	struct hostile *h = calloc(1, sizeof(*h));
+	struct shmrig__watch watch;
 	uint64_t next_list = 0;
 
 	if (!h) {
@@ -562,6 +590,14 @@ int hostile_main(const struct stress_opts *o, struct hostile_ledger *ledger)
 	h->o = o;
 	h->ledger = ledger;
 	h->rng = o->seed ^ 0x4057113ull;
+	if (shmrig__watch_open(&watch, getppid())) {
+		snprintf(ledger->error, sizeof(ledger->error), "the driver's identity: %s",
+			 shmrig_last_error());
+		free(h);
+		return 2;
+	}
+	h->driver = watch.id;
+	shmrig__watch_close(&watch);
 	while (!atomic_load(&ledger->stop)) {
 		uint64_t now = now_ns();
 
