@@ -275,6 +275,17 @@ def case_install(tmp):
     if run([tools["meson"], "compile", "-C", build], env, "meson compile").returncode:
         return
     plugin = os.path.join(build, "example_delta.so")
+    # README's line without meson: the compiler and pkg-config alone
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc:
+        by_hand = os.path.join(tmp, "by_hand.so")
+        run([cc, "-std=c11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden"] + cflags.split() +
+            [os.path.join(src, "delta.c"), os.path.join(src, "series.c"), "-o", by_hand], env,
+            "cc with pkg-config --cflags shmrig-plugin")
+        proc = validate([by_hand, "--check", "RoundTrip.InProcess", "--values", "16"],
+                        "t_ex_install", env={"LD_LIBRARY_PATH": env["LD_LIBRARY_PATH"]},
+                        exe=validate_exe)
+        check(proc.returncode == 0, f"the plugin built by cc:\n{show(proc)}")
     readelf = shutil.which("readelf")
     if readelf:
         needed = run([readelf, "-d", plugin], env, "readelf").stdout
