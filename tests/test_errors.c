@@ -57,6 +57,7 @@
  *               shmrig_registry_decode              all
  *               shmrig_frame_to_json                all but -ENOMEM
  *               shmrig_registry_user_type           all but -ENOMEM
+ *               shmrig_registry_set_flags           all
  *   codec.h     shmrig_encoder_buffer, _pack        all
  *               shmrig_decoder_buffer               all but "the pool's attach errors"
  *               shmrig_decoder_alloc                NULL (ENOMEM)
@@ -2108,6 +2109,7 @@ enum probe_mode {
 	ENC_PACK_ZERO,  /* a pack of capacity 0 */
 	ENC_PACK_NOMEM, /* a pack over the pool's max_bytes */
 	ENC_EDOM,       /* a buffer, then the codec fails with -EDOM */
+	ENC_OVERRUN,    /* a 64-byte buffer and a byte past it (a guarded registry) */
 	DEC_FLAGS,      /* shmrig_decoder_buffer with an unknown flag */
 	DEC_RANGE,      /* buffer 3 of 1 */
 	DEC_TWICE,      /* buffer 0 twice */
@@ -2166,6 +2168,11 @@ static int probe_encode(void *ctx, struct shmrig_encoder *enc, const struct shmr
 		if (shmrig_encoder_buffer(enc, 64, 0, &data) < 0)
 			return p->got = PROBE_SETUP_FAILED;
 		return p->got = -EDOM;
+	case ENC_OVERRUN:
+		rc = shmrig_encoder_buffer(enc, 64, 0, &data);
+		if (rc >= 0)
+			memset(data, 0x5a, 65);
+		break;
 	default:
 		rc = shmrig_encoder_buffer(enc, 64, 0, &data);
 		if (rc >= 0)
@@ -2397,9 +2404,64 @@ static int encode_codec_error(void)
 	return live ? 1000 + (int)live : rc;
 }
 
+/* A guarded registry, a codec that writes a byte past its buffer: -EFAULT, nothing left. */
+static int encode_overrun(void)
+{
+	struct probed pr;
+	void *frame = NULL;
+	size_t len;
+	uint64_t live;
+	int rc;
+
+	if (probed_start(&pr, ENC_OVERRUN) ||
+	    shmrig_registry_set_flags(pr.reg, SHMRIG_REGISTRY_GUARD))
+		return SETUP_FAILED;
+	rc = TESTED(shmrig_registry_encode(pr.reg, pr.pool, &some_bytes, &frame, &len));
+	live = th_live_blocks(pr.pool);
+	if (!rc)
+		free(frame);
+	probed_end(&pr);
+	return live ? 1000 + (int)live : rc;
+}
+
 static int registry_create_null(void)
 {
 	return TESTED(shmrig_registry_create(NULL));
+}
+
+static int set_flags_null(void)
+{
+	return TESTED(shmrig_registry_set_flags(NULL, SHMRIG_REGISTRY_GUARD));
+}
+
+static int set_flags_unknown(void)
+{
+	shmrig_registry *reg = builtins();
+	int rc;
+
+	if (!reg)
+		return SETUP_FAILED;
+	rc = TESTED(shmrig_registry_set_flags(reg, SHMRIG_REGISTRY_GUARD << 1));
+	shmrig_registry_free(reg);
+	return rc;
+}
+
+static int set_flags_frozen(void)
+{
+	shmrig_registry *reg = builtins();
+	shmrig_pool *pool = small_pool();
+	void *frame;
+	size_t len;
+	int rc;
+
+	if (!reg || !pool || shmrig_registry_encode(reg, pool, &some_bytes, &frame, &len) ||
+	    shmrig_frame_discard(pool, frame, len))
+		return SETUP_FAILED;
+	free(frame);
+	rc = TESTED(shmrig_registry_set_flags(reg, SHMRIG_REGISTRY_GUARD));
+	drop_pool(pool);
+	shmrig_registry_free(reg);
+	return rc;
 }
 
 static int encode_with(shmrig_registry *reg, size_t max_bytes, const struct shmrig_value *value)
@@ -5221,6 +5283,11 @@ static const struct row rows[] = {
 	{ "shmrig_registry_add_builtins", "-EEXIST", "added twice (as register)", -EEXIST,
 	  add_builtins_twice, 0 },
 	{ "shmrig_registry_lookup", "-ENOENT", "no such codec", -ENOENT, lookup_missing, WORDS },
+	{ "shmrig_registry_set_flags", "-EINVAL", "NULL registry", -EINVAL, set_flags_null, 0 },
+	{ "shmrig_registry_set_flags", "-EINVAL", "an unknown flag", -EINVAL, set_flags_unknown,
+	  0 },
+	{ "shmrig_registry_set_flags", "-EBUSY", "frozen by an encode", -EBUSY, set_flags_frozen,
+	  0 },
 	{ "shmrig_registry_user_type", "-EINVAL", "a bad name", -EINVAL, user_type_bad_name,
 	  WORDS },
 	{ "shmrig_registry_user_type", "-EBUSY", "a new name, frozen by an encode", -EBUSY,
@@ -5238,6 +5305,8 @@ static const struct row rows[] = {
 	  -EDOM, encode_codec_error, NOT_LIBS },
 	{ "shmrig_registry_encode", "-ENOMEM", "65 MiB of bytes, a pool of 64 MiB", -ENOMEM,
 	  encode_over_max, 0 },
+	{ "shmrig_registry_encode", "-EFAULT", "guarded, a byte past a buffer (nothing left)",
+	  -EFAULT, encode_overrun, WORDS },
 	{ "shmrig_registry_decode", "-EBADMSG", "garbage (frame_parse's errors)", -EBADMSG,
 	  decode_garbage, 0 },
 	{ "shmrig_registry_decode", "-EINVAL", "a misaligned frame (frame_parse's errors)", -EINVAL,

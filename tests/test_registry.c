@@ -4,7 +4,8 @@
  * value bit-exactly (fixed edge cases and seeded random values), block
  * lifetimes proved by the pool's live count, first-match dispatch and the
  * registration rules, a user codec end to end, encoders and decoders that fail
- * without leaking, and one registry shared by threads.
+ * without leaking, guarded encodes (SHMRIG_REGISTRY_GUARD: writes past
+ * content_size caught, a pack's room kept), and one registry shared by threads.
  */
 #include "helpers.h"
 
@@ -1623,6 +1624,301 @@ static void test_decoder_errors(void **state)
 	close_pool(pool);
 }
 
+/* ---- guards (SHMRIG_REGISTRY_GUARD) ---- */
+
+/* A codec that writes `nbuffers` buffers (even indices persistent, odd ones
+ * temporary), exactly their sizes, then scribbles past the content of one. */
+struct scribbler {
+	bool pack;       /* carve them from a pack, else blocks of their own */
+	size_t capacity; /* of the pack; 0: the sum of their shmrig_pack_size() */
+	uint32_t nbuffers;
+	size_t size[3];
+	int bad;                  /* the buffer written past; -1 none */
+	size_t past_at, past_len; /* bytes [content_size + past_at, + past_len) */
+	unsigned char byte;       /* written there */
+};
+
+static unsigned char scribble_byte(uint32_t buffer, size_t i)
+{
+	return (unsigned char)(buffer * 31 + i);
+}
+
+static int scribbler_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	const struct scribbler *sc = ctx;
+	size_t capacity = sc->capacity;
+	int ret;
+
+	(void)value;
+	for (uint32_t i = 0; !sc->capacity && i < sc->nbuffers; i++)
+		capacity += shmrig_pack_size(sc->size[i] ? sc->size[i] : 1);
+	if (sc->pack) {
+		ret = shmrig_encoder_pack(enc, capacity);
+		if (ret)
+			return ret;
+	}
+	for (uint32_t i = 0; i < sc->nbuffers; i++) {
+		unsigned char *data;
+
+		ret = shmrig_encoder_buffer(enc, sc->size[i], i % 2 ? SHMRIG_BUF_TEMPORARY : 0,
+					    (void **)&data);
+		if (ret < 0)
+			return ret;
+		for (size_t b = 0; b < sc->size[i]; b++)
+			data[b] = scribble_byte(i, b);
+		if ((int)i == sc->bad)
+			memset(data + sc->size[i] + sc->past_at, sc->byte, sc->past_len);
+	}
+	return shmrig_meta_put_map(enc, 0);
+}
+
+static int scribbler_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	const struct scribbler *sc = ctx;
+
+	out->kind = SHMRIG_KIND_USER;
+	if (shmrig_decoder_nbuffers(dec) != sc->nbuffers)
+		return -EBADMSG;
+	for (uint32_t i = 0; i < sc->nbuffers; i++) {
+		const unsigned char *data;
+		uint64_t len;
+		int ret = shmrig_decoder_buffer(dec, i, i % 2 ? SHMRIG_BUF_TEMPORARY : 0,
+						(const void **)&data, &len);
+
+		if (ret)
+			return ret;
+		if (len != sc->size[i])
+			return -EBADMSG;
+		for (size_t b = 0; b < len; b++)
+			if (data[b] != scribble_byte(i, b))
+				return -EBADMSG;
+	}
+	return 0;
+}
+
+static shmrig_registry *scribbler_registry(struct scribbler *sc, uint32_t flags)
+{
+	struct shmrig_codec codec = {
+		.size = sizeof(struct shmrig_codec),
+		.name = "scribbler",
+		.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_USER),
+		.encode = scribbler_encode,
+		.decode = scribbler_decode,
+		.ctx = sc,
+	};
+	shmrig_registry *reg = NULL;
+
+	assert_int_equal(shmrig_registry_create(&reg), 0);
+	assert_int_equal(shmrig_registry_register(reg, &codec), 0);
+	assert_int_equal(shmrig_registry_set_flags(reg, flags), 0);
+	return reg;
+}
+
+/* Encode; on success check the frame's refs (content_size as asked, the guard
+ * inside the ref when guarded), decode it (every byte as written) and release. */
+static int scribbler_roundtrip(shmrig_registry *reg, shmrig_pool *pool, const struct scribbler *sc,
+			       bool guarded)
+{
+	struct point p = { 0, 0, 0 };
+	struct shmrig_value v = point_value(1, &p), out;
+	struct shmrig_frame f;
+	void *frame = NULL;
+	size_t len;
+	int ret = shmrig_registry_encode(reg, pool, &v, &frame, &len);
+
+	if (ret) {
+		assert_null(frame);
+		return ret;
+	}
+	assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
+	assert_int_equal(f.nbuffers, sc->nbuffers);
+	for (uint32_t i = 0; i < f.nbuffers; i++) {
+		assert_int_equal(f.buffers[i].content_size, sc->size[i]);
+		assert_int_equal(f.buffers[i].temporary, i % 2);
+		assert_int_equal(f.buffers[i].offset % 64, 0);
+		if (guarded)
+			assert_true(f.buffers[i].size >=
+				    f.buffers[i].content_size + SHMRIG_REGISTRY_GUARD_BYTES);
+	}
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	assert_int_equal(shmrig_value_leases(&out), (sc->nbuffers + 1) / 2);
+	assert_int_equal(shmrig_value_release(&out), 0);
+	free(frame);
+	assert_int_equal(th_live_blocks(pool), 0);
+	return 0;
+}
+
+/* Writes past content_size fail a guarded encode with -EFAULT and its words. */
+static void test_guard_overruns(void **state)
+{
+	static const struct {
+		struct scribbler sc;
+		const char *words; /* NULL: it passes */
+	} cases[] = {
+		/* one byte (a NUL terminator) past a buffer of its own */
+		{ { .nbuffers = 1, .size = { 100 }, .bad = 0, .past_len = 1 },
+		  "codec 'scribbler' wrote past content_size of buffer 0 (1 bytes, first at "
+		  "offset +0)" },
+		/* the temporary one of two */
+		{ { .nbuffers = 2, .size = { 100, 64 }, .bad = 1, .past_len = 1, .byte = 0xff },
+		  "of buffer 1 (1 bytes, first at offset +0)" },
+		/* an empty buffer, and the guard's last byte */
+		{ { .nbuffers = 1, .size = { 0 }, .bad = 0, .past_len = 1, .byte = 'x' },
+		  "of buffer 0 (1 bytes, first at offset +0)" },
+		{ { .nbuffers = 1, .size = { 4097 }, .bad = 0, .past_at = 63, .past_len = 1 },
+		  "of buffer 0 (1 bytes, first at offset +63)" },
+		/* in a pack: into the padding before the next buffer, which nothing sees */
+		{ { .pack = true, .nbuffers = 2, .size = { 100, 64 }, .bad = 0, .past_len = 1 },
+		  "of buffer 0 (1 bytes, first at offset +0)" },
+		/* a pack's temporary buffer, five bytes a little past it */
+		{ { .pack = true,
+		    .nbuffers = 3,
+		    .size = { 64, 100, 0 },
+		    .bad = 1,
+		    .past_at = 5,
+		    .past_len = 5,
+		    .byte = 0xaa },
+		  "of buffer 1 (5 bytes, first at offset +5)" },
+		/* a pack's empty last buffer */
+		{ { .pack = true, .nbuffers = 3, .size = { 64, 100, 0 }, .bad = 2, .past_len = 2 },
+		  "of buffer 2 (2 bytes, first at offset +0)" },
+		/* exactly content_size: persistent and temporary, own blocks and a pack */
+		{ { .nbuffers = 3, .size = { 100, 64, 0 }, .bad = -1 }, NULL },
+		{ { .nbuffers = 2, .size = { 3 * MiB, 1 }, .bad = -1 }, NULL },
+		{ { .pack = true, .nbuffers = 3, .size = { 100, 64, 0 }, .bad = -1 }, NULL },
+		{ { .pack = true, .nbuffers = 3, .size = { 1, 2 * MiB, 4095 }, .bad = -1 }, NULL },
+	};
+	shmrig_pool *pool = open_pool();
+
+	(void)state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct scribbler sc = cases[c].sc;
+		shmrig_registry *reg = scribbler_registry(&sc, SHMRIG_REGISTRY_GUARD);
+		int ret = scribbler_roundtrip(reg, pool, &sc, true);
+
+		if (!cases[c].words) {
+			assert_int_equal(ret, 0);
+		} else {
+			if (ret != -EFAULT || !strstr(shmrig_last_error(), cases[c].words))
+				fail_msg("case %zu: %d '%s', want -EFAULT '%s'", c, ret,
+					 shmrig_last_error(), cases[c].words);
+		}
+		/* a failed encode freed every block it had, the pack's too */
+		assert_int_equal(th_live_blocks(pool), 0);
+		shmrig_registry_free(reg);
+	}
+
+	/* the flag is what sees it: unguarded (set, then cleared), the overrun into
+	 * the block's own slack goes through */
+	{
+		struct scribbler sc = cases[0].sc;
+		shmrig_registry *reg = scribbler_registry(&sc, SHMRIG_REGISTRY_GUARD);
+
+		assert_int_equal(shmrig_registry_set_flags(reg, 0), 0);
+		assert_int_equal(scribbler_roundtrip(reg, pool, &sc, false), 0);
+		shmrig_registry_free(reg);
+	}
+	close_pool(pool);
+}
+
+/* A guarded pack gives the codec the room of the block its capacity gets from
+ * a class: the same buffers fit as unguarded, the same one does not. */
+static void test_guard_pack_room(void **state)
+{
+	static const struct {
+		size_t capacity, size[2];
+		int ret;
+		bool guarded_only;
+	} cases[] = {
+		{ 256, { 100, 128 }, 0, false },         /* 128 + 128: full */
+		{ 256, { 100, 200 }, -ENOSPC, false },   /* 128 + 256 */
+		{ 300, { 100, 300 }, 0, false },         /* a 512-byte block: 128 + 320 */
+		{ 300, { 100, 400 }, -ENOSPC, false },   /* 128 + 448 */
+		{ 1, { 0, 0 }, -ENOSPC, false },         /* a 64-byte block holds one buffer */
+		{ 3 * MiB, { 2 * MiB, MiB }, 0, false }, /* a large block, to the byte */
+		/* unguarded, a large block's slack is room too: a reused segment
+		 * (this pool holds one of the guarded 6 MiB) may take MiB + 1 */
+		{ 3 * MiB, { 2 * MiB, MiB + 1 }, -ENOSPC, true },
+	};
+	shmrig_pool *pool = open_pool();
+
+	(void)state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		for (int guarded = cases[c].guarded_only; guarded < 2; guarded++) {
+			struct scribbler sc = { .pack = true,
+						.capacity = cases[c].capacity,
+						.nbuffers = 2,
+						.size = { cases[c].size[0], cases[c].size[1] },
+						.bad = -1 };
+			shmrig_registry *reg =
+				scribbler_registry(&sc, guarded ? SHMRIG_REGISTRY_GUARD : 0);
+			int ret = scribbler_roundtrip(reg, pool, &sc, guarded);
+
+			if (ret != cases[c].ret)
+				fail_msg("case %zu, %s: %d (%s), want %d", c,
+					 guarded ? "guarded" : "unguarded", ret,
+					 shmrig_last_error(), cases[c].ret);
+			if (ret)
+				assert_non_null(
+					strstr(shmrig_last_error(), "does not fit the pack"));
+			assert_int_equal(th_live_blocks(pool), 0);
+			shmrig_registry_free(reg);
+		}
+	}
+	close_pool(pool);
+}
+
+/* The flags: set before the registry freezes, known bits only; the built-in
+ * codecs (buffers of their own, packs) write nothing past their content. */
+static void test_guard_flags_and_builtins(void **state)
+{
+	static const enum shmrig_kind kinds[] = { SHMRIG_KIND_BYTES, SHMRIG_KIND_NDARRAY,
+						  SHMRIG_KIND_TABLE, SHMRIG_KIND_DATASET };
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	struct scratch sc = { .n = 0 };
+	uint64_t seed = 1313;
+	void *big = calloc(1, 3 * MiB);
+	struct shmrig_value in = { .kind = SHMRIG_KIND_BYTES, .bytes = { big, 3 * MiB } };
+	void *frame;
+	size_t len;
+
+	(void)state;
+	assert_non_null(big);
+	assert_int_equal(shmrig_registry_set_flags(NULL, SHMRIG_REGISTRY_GUARD), -EINVAL);
+	assert_int_equal(shmrig_registry_set_flags(reg, SHMRIG_REGISTRY_GUARD << 1), -EINVAL);
+	assert_non_null(strstr(shmrig_last_error(), "unknown flags 0x2"));
+	assert_int_equal(shmrig_registry_set_flags(reg, ~0u), -EINVAL);
+	assert_int_equal(shmrig_registry_set_flags(reg, SHMRIG_REGISTRY_FLAGS_ALL), 0);
+
+	check_roundtrip(reg, pool, &in, "bytes"); /* a large block */
+	for (int i = 0; i < 200; i++) {
+		rand_value(&seed, &sc, kinds[i % 4], &in);
+		assert_int_equal(shmrig_registry_encode(reg, pool, &in, &frame, &len), 0);
+		{
+			struct shmrig_frame f;
+
+			assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
+			for (uint32_t b = 0; b < f.nbuffers; b++)
+				assert_true(f.buffers[b].size >=
+					    f.buffers[b].content_size +
+						    SHMRIG_REGISTRY_GUARD_BYTES);
+		}
+		assert_int_equal(shmrig_frame_discard(pool, frame, len), 0);
+		free(frame);
+		check_roundtrip(reg, pool, &in, shmrig_kind_name(kinds[i % 4]));
+		scratch_free(&sc);
+	}
+
+	/* frozen by the encodes: the flags stay as they are */
+	assert_int_equal(shmrig_registry_set_flags(reg, 0), -EBUSY);
+	assert_non_null(strstr(shmrig_last_error(), "frozen"));
+	assert_int_equal(shmrig_registry_set_flags(reg, SHMRIG_REGISTRY_GUARD << 1), -EINVAL);
+	free(big);
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
 /* ---- threads ---- */
 
 enum {
@@ -1705,6 +2001,9 @@ int main(void)
 		cmocka_unit_test(test_lookup_and_fingerprint),
 		cmocka_unit_test(test_encoder_errors),
 		cmocka_unit_test(test_decoder_errors),
+		cmocka_unit_test(test_guard_overruns),
+		cmocka_unit_test(test_guard_pack_room),
+		cmocka_unit_test(test_guard_flags_and_builtins),
 		cmocka_unit_test(test_threads),
 	};
 

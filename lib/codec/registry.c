@@ -35,6 +35,7 @@ struct shmrig_registry {
 	int nuser_types;
 	/* Per codec, the tag of its user_type; 0: it takes any user type. */
 	uint32_t user_tags[SHMRIG_MAX_CODECS];
+	uint32_t flags; /* SHMRIG_REGISTRY_*: set before the registry freezes */
 	pthread_mutex_t freeze_lock;
 };
 
@@ -56,6 +57,14 @@ struct shmrig_encoder {
 	struct shmrig_ref pack_ref;
 	char *pack_data;
 	size_t pack_used;
+	/* SHMRIG_REGISTRY_GUARD: every buffer is followed by guard bytes (below) */
+	struct encoder_guard {
+		bool on;
+		char **data;  /* per buffer (as refs): where it starts, its guard at content_size */
+		uint32_t cap; /* entries of data */
+		size_t pack_room;   /* bytes of the pack the codec may use: as if unguarded */
+		size_t pack_offset; /* where the next buffer goes: pack_used plus the guards */
+	} guard;
 };
 
 _Static_assert(offsetof(struct shmrig_encoder, meta) == 0, "meta.c casts an encoder to its writer");
@@ -163,6 +172,20 @@ int shmrig_registry_register(shmrig_registry *reg, const struct shmrig_codec *us
 	if (codec->flags & SHMRIG_CODEC_FALLBACK)
 		reg->fallback = reg->count;
 	return reg->count++;
+}
+
+int shmrig_registry_set_flags(shmrig_registry *reg, uint32_t flags)
+{
+	if (!reg)
+		return shmrig__fail(-EINVAL, "registry_set_flags: NULL registry");
+	if (flags & ~SHMRIG_REGISTRY_FLAGS_ALL)
+		return shmrig__fail(-EINVAL, "registry_set_flags: unknown flags 0x%x",
+				    flags & ~SHMRIG_REGISTRY_FLAGS_ALL);
+	/* encodes read the flags without a lock: they must not change once one may run */
+	if (atomic_load(&reg->frozen))
+		return shmrig__fail(-EBUSY, "registry_set_flags: the registry is in use (frozen)");
+	reg->flags = flags;
+	return 0;
 }
 
 int shmrig_registry_user_type(shmrig_registry *reg, const char *name)
@@ -300,6 +323,142 @@ static void drop_ref(shmrig_pool *pool, const struct shmrig_ref *ref)
 	(void)!shmrig__pool_drop(pool, ref); /* best effort: the encode failed already */
 }
 
+/* ---- guards (SHMRIG_REGISTRY_GUARD) ----
+ *
+ * The bytes past a buffer's content_size are inside its block: the pool does
+ * not see a codec write there, nor does a sanitizer (the block is shared
+ * memory we mapped, all of it ours), and the receiver never reads them, so
+ * the bug stays hidden until the bytes are someone's (the next buffer of a
+ * pack, the next block of a class). With the flag each buffer gets GUARD
+ * bytes of its own right at content_size, filled with a pattern of its index,
+ * and the encode checks them when the codec returns.
+ */
+#define GUARD SHMRIG_REGISTRY_GUARD_BYTES
+
+_Static_assert(GUARD % SHMRIG_POOL_MIN_BLOCK == 0, "a pack's buffers stay 64-byte aligned");
+
+/*
+ * The guard of buffer `index`: bytes that depend on the index, not a constant
+ * a codec could write by accident. Each is odd and in 0x81..0xfd: never NUL,
+ * 0xff, ASCII or an even fill byte (0xaa, 0xcc...), so a terminator, text or
+ * a memset past the end always shows.
+ */
+static void guard_pattern(uint32_t index, unsigned char out[GUARD])
+{
+	for (unsigned w = 0; w < GUARD / 8; w++) {
+		uint64_t z = 0x5348524947554152ull ^ ((uint64_t)index << 8 | w); /* "SHRIGUAR" */
+
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull; /* splitmix64's mix */
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+		z ^= z >> 31;
+		for (unsigned b = 0; b < 8; b++)
+			out[w * 8 + b] = (unsigned char)(0x81 + 2 * ((z >> (8 * b)) % 63));
+	}
+}
+
+/* The first guard that changed: -EFAULT with the codec, the buffer and where. */
+static int guard_check(const struct shmrig_encoder *enc)
+{
+	unsigned char want[GUARD];
+
+	for (uint32_t i = 0; i < enc->nrefs; i++) {
+		const unsigned char *guard =
+			(const unsigned char *)enc->guard.data[i] + enc->refs[i].content_size;
+		unsigned changed = 0, first = 0;
+
+		guard_pattern(i, want);
+		if (memcmp(guard, want, GUARD) == 0)
+			continue;
+		for (unsigned j = GUARD; j-- > 0;)
+			if (guard[j] != want[j]) {
+				changed++;
+				first = j;
+			}
+		return shmrig__fail(-EFAULT,
+				    "codec '%s' wrote past content_size of buffer %u (%u bytes, "
+				    "first at offset +%u)",
+				    enc->codec_name, i, changed, first);
+	}
+	return 0;
+}
+
+/* shmrig_encoder_buffer with a guard after the buffer (flags checked). */
+static int guarded_buffer(struct shmrig_encoder *enc, size_t size, uint32_t alloc_flags,
+			  void **data)
+{
+	uint32_t index = enc->nrefs;
+	struct shmrig_ref ref;
+	char *p;
+	int ret;
+
+	/* room to remember where it is first: a failure after the alloc would leak it */
+	if (index == enc->guard.cap) {
+		uint32_t cap = enc->guard.cap ? enc->guard.cap * 2 : INLINE_REFS;
+		char **grown = realloc(enc->guard.data, cap * sizeof(*grown));
+
+		if (!grown)
+			return shmrig__fail(-ENOMEM, "encode: out of memory");
+		enc->guard.data = grown;
+		enc->guard.cap = cap;
+	}
+	if (enc->packing) {
+		/* the room the codec sees is the unguarded pack's: the same buffers fit */
+		size_t need = shmrig_pack_size(size ? size : 1);
+
+		if (need > enc->guard.pack_room - enc->pack_used)
+			return shmrig__fail(-ENOSPC,
+					    "codec '%s': a %zu-byte buffer does not fit the pack "
+					    "(%zu of %zu bytes used)",
+					    enc->codec_name, size, enc->pack_used,
+					    enc->guard.pack_room);
+		ret = shmrig_pool_subref(enc->pool, &enc->pack_ref, enc->guard.pack_offset,
+					 need + GUARD, size, alloc_flags, &ref);
+		if (ret)
+			return ret;
+		p = enc->pack_data + enc->guard.pack_offset;
+		enc->pack_used += need;
+		enc->guard.pack_offset += need + GUARD;
+	} else {
+		void *block;
+
+		/* past SIZE_MAX: the pool refuses it as over its limit, in its words */
+		ret = shmrig__pool_alloc_handed(enc->pool,
+						size <= SIZE_MAX - GUARD ? size + GUARD : SIZE_MAX,
+						alloc_flags, 0, &ref, &block);
+		if (ret)
+			return ret;
+		ref.content_size = size; /* the guard is past it */
+		p = block;
+	}
+	guard_pattern(index, (unsigned char *)p + size);
+	ret = add_ref(enc, &ref);
+	if (ret < 0) {
+		drop_ref(enc->pool, &ref);
+		return ret;
+	}
+	enc->guard.data[index] = p;
+	*data = p;
+	return ret;
+}
+
+/* How much to allocate for a guarded pack of `capacity`, and the room the codec gets. */
+static size_t guarded_pack_size(size_t capacity, size_t *room)
+{
+	size_t guards;
+
+	/* no pool gives this much: let it refuse in its words */
+	if (capacity > SIZE_MAX / 4) {
+		*room = capacity;
+		return SIZE_MAX;
+	}
+	*room = shmrig_pool_block_size(capacity);
+	/* each buffer takes 64 bytes of the room at least, and a frame has so many */
+	guards = *room / SHMRIG_POOL_MIN_BLOCK;
+	if (guards > SHMRIG_FRAME_MAX_BUFFERS)
+		guards = SHMRIG_FRAME_MAX_BUFFERS;
+	return *room + guards * GUARD;
+}
+
 int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flags, void **data)
 {
 	uint32_t alloc_flags = (flags & SHMRIG_BUF_TEMPORARY) ? SHMRIG_ALLOC_TEMPORARY : 0;
@@ -313,6 +472,8 @@ int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flag
 		return shmrig__fail(-EINVAL, "encoder_buffer: unknown flags 0x%x", flags);
 	if (enc->nrefs == SHMRIG_FRAME_MAX_BUFFERS)
 		return add_ref(enc, NULL);
+	if (SHMRIG_UNLIKELY(enc->guard.on))
+		return guarded_buffer(enc, size, alloc_flags, data);
 	if (enc->packing) {
 		size_t need = shmrig_pack_size(size ? size : 1);
 
@@ -352,6 +513,10 @@ int shmrig_encoder_pack(struct shmrig_encoder *enc, size_t capacity)
 		return shmrig__fail(-EINVAL, "encoder_pack: NULL encoder or capacity 0");
 	if (enc->packing)
 		return shmrig__fail(-EBUSY, "codec '%s': a pack is open already", enc->codec_name);
+	if (SHMRIG_UNLIKELY(enc->guard.on)) {
+		capacity = guarded_pack_size(capacity, &enc->guard.pack_room);
+		enc->guard.pack_offset = 0;
+	}
 	ret = shmrig_pool_alloc(enc->pool, capacity, 0, 0, &enc->pack_ref, &data);
 	if (ret)
 		return ret;
@@ -466,6 +631,9 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 	enc.codec_name = codec->name;
 	enc.refs = enc.inline_refs;
 	enc.cap = INLINE_REFS;
+	enc.guard.on = reg->flags & SHMRIG_REGISTRY_GUARD;
+	enc.guard.data = NULL;
+	enc.guard.cap = 0;
 	shmrig__meta_writer_init(&enc.meta, codec->name);
 
 	ret = codec->encode(codec->ctx, &enc, value);
@@ -475,6 +643,12 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 
 		if (!ret)
 			ret = freed;
+	}
+	/* first: an overrun may be why the rest of what the codec did looks wrong */
+	if (SHMRIG_UNLIKELY(enc.guard.on)) {
+		if (!ret)
+			ret = guard_check(&enc);
+		free(enc.guard.data);
 	}
 	/* a failed write left the metadata incomplete, whatever the codec returned */
 	if (!ret && enc.meta.error)

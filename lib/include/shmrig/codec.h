@@ -74,7 +74,10 @@ struct shmrig_codec {
 /*
  * Add a buffer of `size` bytes and return its index (0, 1, ...) with a
  * pointer to write it through. Within a pack (shmrig_encoder_pack) the buffer
- * is carved from the pack's block; otherwise it is a block of its own.
+ * is carved from the pack's block; otherwise it is a block of its own. Write
+ * `size` bytes at most: the frame says content_size = size, and a registry
+ * with SHMRIG_REGISTRY_GUARD (registry.h) fails the encode of a codec that
+ * writes past it.
  * Errors: -EINVAL unknown flags; -ENOSPC more than the frame's buffer limit or
  * the pack is full; -ENOMEM and the pool's errors.
  */
@@ -84,13 +87,18 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_encoder_buffer(struct shmrig_encoder *enc
 /*
  * Start a pack: one pool block of `capacity` bytes from which the following
  * shmrig_encoder_buffer() calls are carved, 64-byte aligned (each one needs
- * round_up(size, 64) bytes of it). This is the seed's slab: many small arrays,
- * one segment. The pack ends with the encode call. Only one pack per encode.
+ * round_up(size, 64) bytes of it: shmrig_pack_size()). This is the seed's
+ * slab: many small arrays, one segment. The pack ends with the encode call.
+ * Only one pack per encode. The buffers that fit are those that fit the
+ * block `capacity` gets (shmrig_pool_block_size()), with or without
+ * SHMRIG_REGISTRY_GUARD: a guarded pack reserves its guards' room itself.
+ * (Unguarded, a large block's slack is room too: its segment's rounding, or
+ * a bigger segment reused. Size a pack by shmrig_pack_size() of its buffers.)
  * Errors: -EBUSY a pack is open; -EINVAL capacity 0; the pool's errors.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_encoder_pack(struct shmrig_encoder *enc, size_t capacity);
 
-/* Bytes a buffer of `size` takes in a pack. */
+/* Bytes a buffer of `size` takes in a pack (its guard, if any, not counted). */
 SHMRIG_API size_t shmrig_pack_size(size_t size);
 
 /* ---- decoder services ---- */

@@ -37,6 +37,45 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_create(shmrig_registry **out);
 SHMRIG_API void shmrig_registry_free(shmrig_registry *reg);
 
 /*
+ * Guard every buffer of every encode: catch a codec that writes past the
+ * content_size it asked for (the conformance kit's
+ * Required.Buffers.NoWritePastContent). The bytes past content_size are still
+ * inside the pool's block, so neither the pool nor a sanitizer sees such a
+ * write; with this flag shmrig_encoder_buffer() puts
+ * SHMRIG_REGISTRY_GUARD_BYTES of its own right after each buffer's
+ * content_size, filled with a pattern that depends on the buffer's index, and
+ * the encode checks them all when the codec returns, before the frame is
+ * built: a guard that changed fails the encode with -EFAULT, "codec 'X' wrote
+ * past content_size of buffer I (N bytes, first at offset +K)" (N bytes of
+ * the guard differ, the first K bytes past content_size), and frees its
+ * blocks as any failed encode does. Frames keep content_size = the size asked
+ * for; the guard is in [content_size, size) of the ref.
+ *
+ * What it costs: a buffer of its own is a block of size + 64 bytes; a pack
+ * (shmrig_encoder_pack) gives the codec the room of the block its capacity
+ * gets (shmrig_pool_block_size(): the same buffers fit as without the flag,
+ * the same one is -ENOSPC) and reserves the guards' room on top, 64 bytes for
+ * each buffer that room can hold: up to as much again (at most 4 MiB, 64 for
+ * each of SHMRIG_FRAME_MAX_BUFFERS); the fill and the check touch 64 bytes a
+ * buffer. The pool's record of a buffer of its own (shmrig_pool_for_each_live)
+ * counts the guard in content_size; the frame's ref does not. A debugging and
+ * validation mode: without the flag an encode pays a predictable branch for
+ * it after the codec and one in each shmrig_encoder_buffer() call.
+ */
+#define SHMRIG_REGISTRY_GUARD (1u << 0)
+#define SHMRIG_REGISTRY_FLAGS_ALL SHMRIG_REGISTRY_GUARD
+/* Guard bytes after each buffer's content (SHMRIG_REGISTRY_GUARD). */
+#define SHMRIG_REGISTRY_GUARD_BYTES 64u
+
+/*
+ * Set the registry's flags (SHMRIG_REGISTRY_*), replacing those it had (0
+ * clears them). Only before the registry freezes (its first encode or decode),
+ * like register: every encode of a frozen registry sees the same flags.
+ * Errors: -EINVAL reg NULL or an unknown flag; -EBUSY the registry is frozen.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_set_flags(shmrig_registry *reg, uint32_t flags);
+
+/*
  * Append a codec (the struct is copied; name and ctx must outlive the
  * registry). Returns its id (>= 0). A codec->user_type is resolved with
  * shmrig_registry_user_type() (the type is added if new).
@@ -79,7 +118,8 @@ SHMRIG_API uint64_t shmrig_registry_fingerprint(const shmrig_registry *reg);
  * are owned by the caller until the frame is decoded, transferred
  * (shmrig_frame_transfer) or discarded (shmrig_frame_discard).
  * Errors: -EINVAL bad value; -ENOTSUP no codec takes it; the codec's errors;
- * -ENOMEM. On error nothing is allocated.
+ * -ENOMEM; -EFAULT the codec wrote past content_size of a buffer (only with
+ * SHMRIG_REGISTRY_GUARD, which says the words). On error nothing is allocated.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 						       const struct shmrig_value *value,
