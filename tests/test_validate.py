@@ -20,6 +20,9 @@ Cases:
   plugin          a plugin (tests/plugins/tp_good.so, --plugins DIR) passes with its own
                   generator and equality; plugins that do not load (another ABI, no entry
                   symbol, not a shared object) fail the run, saying why
+  overrun         tests/plugins/tp_overrun.so, whose codec writes a byte past content_size,
+                  fails Required.Buffers.NoWritePastContent (the codec, the value and the
+                  guard's words) and no other required check; the built-in codecs pass it
 
 Exit 0 pass, 1 fail (each problem on its own line). Standard library only.
 """
@@ -35,7 +38,7 @@ import xml.etree.ElementTree as ET
 sys.dont_write_bytecode = True
 
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed, (\d+) skipped, (\d+) expected failures$")
-NOT_YET = {"Required.Buffers.NoWritePastContent", "Recommended.Golden.Frames"}
+NOT_YET = {"Recommended.Golden.Frames"}
 CATALOGUE = [
     ("Required.RoundTrip.InProcess", "required"),
     ("Required.RoundTrip.CrossProcess", "required"),
@@ -349,9 +352,47 @@ def case_plugin(tmp):
               f"{path}: exit {proc.returncode}, want 1 and {words!r}:\n{show(proc)}")
 
 
+def case_overrun(tmp):
+    if not ARGS.plugins:
+        print("no --plugins directory: skipped")
+        sys.exit(77)
+    overrun = os.path.join(ARGS.plugins, "tp_overrun.so")
+    check_name = "Required.Buffers.NoWritePastContent"
+    # the check alone: FAIL, naming the codec, the value and where the guard changed
+    proc = run([overrun, "--check", "NoWritePastContent"])
+    check(proc.returncode == 1, f"tp_overrun.so must fail NoWritePastContent:\n{show(proc)}")
+    lines = result_lines(proc)
+    check([(v, c, k) for v, c, k, _ in lines] == [("FAIL", check_name, "tp.overrun")],
+          f"want one FAIL of {check_name} [tp.overrun]:\n{show(proc)}")
+    check(re.search(r"^FAIL Required\.Buffers\.NoWritePastContent \[tp\.overrun\] "
+                    r"\(0 values, [0-9.]+ s\): value 0 \(bytes edge case 0\): "
+                    r"codec 'tp\.overrun' wrote past content_size of buffer 0 "
+                    r"\(1 bytes, first at offset \+0\)$", proc.stdout, re.M) is not None,
+          f"the FAIL does not name the value, the codec and the guard's bytes:\n{show(proc)}")
+    check(summary(proc) == (0, 1, 0, 0), f"counts {summary(proc)}, want (0, 1, 0, 0)")
+    # every required check: that one fails, and only that one (the codec is right otherwise)
+    proc = run([overrun, "--level", "required"])
+    check(proc.returncode == 1, f"tp_overrun.so --level required:\n{show(proc)}")
+    failed = [c for v, c, k, _ in result_lines(proc) if v == "FAIL"]
+    check(failed == [check_name], f"failed {failed}, want [{check_name}] only:\n{show(proc)}")
+    passed = [c for v, c, k, _ in result_lines(proc) if v == "PASS"]
+    want = [name for name, level in CATALOGUE if level == "required" and name != check_name]
+    check(passed == want, f"passed {passed}, want {want}:\n{show(proc)}")
+    # the built-in codecs write nothing past their content
+    proc = run(["--builtin", "--check", "NoWritePastContent"])
+    check(proc.returncode == 0, f"--builtin fails NoWritePastContent:\n{show(proc)}")
+    lines = result_lines(proc)
+    check(sorted((v, c, k) for v, c, k, _ in lines) ==
+          sorted(("PASS", check_name, codec) for codec in BUILTINS),
+          f"want {check_name} to pass for every built-in codec:\n{show(proc)}")
+    check(all("buffers guarded, none written past content_size" in rest
+              for _, _, _, rest in lines), f"the PASS lines do not count the guards:\n"
+          f"{show(proc)}")
+
+
 CASES = {"builtin": case_builtin, "list": case_list, "usage": case_usage,
          "known_failures": case_known_failures, "crash": case_crash, "hang": case_hang,
-         "plugin": case_plugin}
+         "plugin": case_plugin, "overrun": case_overrun}
 
 
 def main():

@@ -37,8 +37,9 @@ const struct val_check val_catalogue[] = {
 	  "temporary buffer survives decode",
 	  val_check_buffers_temporary, NULL },
 	{ "Required.Buffers.NoWritePastContent", VAL_REQUIRED,
-	  "nothing is written past content_size in a buffer (guard bytes)", NULL,
-	  "needs the registry's canary hook" },
+	  "nothing is written past content_size in a buffer (64 guard bytes after each, "
+	  "SHMRIG_REGISTRY_GUARD)",
+	  val_check_buffers_no_write_past, NULL },
 	{ "Required.Lifetimes.Accounting", VAL_REQUIRED,
 	  "live blocks after encode, decode and release are exactly what the frame declares",
 	  val_check_lifetimes_accounting, NULL },

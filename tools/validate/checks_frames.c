@@ -2,8 +2,9 @@
 /*
  * The checks that read the frames a codec makes: its metadata
  * (Required.Meta.JsonCompatible, Recommended.Meta.SizeLimit), its refs
- * (Required.Refs.InBounds, Required.Refs.Aligned) and its temporary flags
- * (Required.Buffers.TemporaryFlags).
+ * (Required.Refs.InBounds, Required.Refs.Aligned), its temporary flags
+ * (Required.Buffers.TemporaryFlags) and the bytes past its buffers' content
+ * (Required.Buffers.NoWritePastContent).
  */
 #include "validate.h"
 
@@ -459,5 +460,85 @@ enum val_verdict val_check_buffers_temporary(struct val_ctx *ctx)
 		return val_fail(ctx, "out of memory");
 	verdict = each_frame(ctx, buffers_temporary, reuse);
 	free(reuse);
+	return verdict;
+}
+
+/* ---- Required.Buffers.NoWritePastContent ---- */
+
+/*
+ * Every value encoded by a registry with SHMRIG_REGISTRY_GUARD: the encoder
+ * puts 64 bytes of a pattern right after each buffer's content_size and checks
+ * them when the codec returns, failing the encode with -EFAULT and where. The
+ * bytes past content_size are inside the pool's block, so neither the pool
+ * nor a sanitizer sees a codec write there: the guard does.
+ */
+
+static int no_write_past(struct val_ctx *ctx, shmrig_pool *pool, const struct val_value *v,
+			 uint64_t *buffers)
+{
+	char name[96], err[VAL_MSG_MAX / 2];
+	struct shmrig_frame f;
+	void *frame;
+	size_t len;
+	int ret;
+
+	val_value_name(v, name, sizeof(name));
+	ret = shmrig_registry_encode(ctx->target->reg, pool, &v->value, &frame, &len);
+	if (ret == -EFAULT) {
+		/* the library's words name the codec, the buffer and the bytes */
+		val_fail(ctx, "%s: %s", name, shmrig_last_error());
+		return ret;
+	}
+	if (ret) {
+		val_fail(ctx, "%s: encode with guards: %s", name, val_error(ret, err, sizeof(err)));
+		return ret;
+	}
+	ret = shmrig_frame_parse(frame, len, &f);
+	if (ret) {
+		val_fail(ctx, "%s: encode made a frame that does not parse: %s", name,
+			 val_error(ret, err, sizeof(err)));
+		free(frame);
+		return ret;
+	}
+	*buffers += f.nbuffers;
+	val_frame_drop(pool, frame, len);
+	return 0;
+}
+
+enum val_verdict val_check_buffers_no_write_past(struct val_ctx *ctx)
+{
+	struct val_iter it = { .ctx = ctx };
+	char err[VAL_MSG_MAX / 2], name[96];
+	enum val_verdict verdict;
+	uint64_t buffers = 0;
+	shmrig_pool *pool;
+	struct val_value v;
+	int ret;
+
+	/* before the first encode freezes the target's registry */
+	ret = shmrig_registry_set_flags(ctx->target->reg, SHMRIG_REGISTRY_GUARD);
+	if (ret)
+		return val_fail(ctx, "registry_set_flags: %s", val_error(ret, err, sizeof(err)));
+	ret = val_pool_open(ctx, 0, 0, &pool);
+	if (ret)
+		return val_fail(ctx, "pool_open: %s", val_error(ret, err, sizeof(err)));
+	while ((ret = val_next(&it, &v)) == 0) {
+		val_at(ctx, "%s", val_value_name(&v, name, sizeof(name)));
+		ret = no_write_past(ctx, pool, &v, &buffers);
+		val_value_free(&v);
+		if (ret) {
+			(void)!val_pool_close(pool); /* failed already */
+			return VAL_FAIL;
+		}
+		ctx->values++;
+	}
+	if (ret < 0) {
+		(void)!val_pool_close(pool);
+		return VAL_FAIL;
+	}
+	verdict = val_finish(ctx, &it, pool);
+	if (verdict == VAL_PASS && !ctx->message[0])
+		val_pass(ctx, "%llu buffers guarded, none written past content_size",
+			 (unsigned long long)buffers);
 	return verdict;
 }

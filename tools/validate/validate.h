@@ -278,6 +278,7 @@ enum val_verdict val_check_meta_size(struct val_ctx *ctx);
 enum val_verdict val_check_refs_inbounds(struct val_ctx *ctx);
 enum val_verdict val_check_refs_aligned(struct val_ctx *ctx);
 enum val_verdict val_check_buffers_temporary(struct val_ctx *ctx);
+enum val_verdict val_check_buffers_no_write_past(struct val_ctx *ctx);
 enum val_verdict val_check_lifetimes_accounting(struct val_ctx *ctx);
 enum val_verdict val_check_lifetimes_churn(struct val_ctx *ctx);
 enum val_verdict val_check_lifetimes_decode_twice(struct val_ctx *ctx);
