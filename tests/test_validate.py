@@ -23,6 +23,14 @@ Cases:
   overrun         tests/plugins/tp_overrun.so, whose codec writes a byte past content_size,
                   fails Required.Buffers.NoWritePastContent (the codec, the value and the
                   guard's words) and no other required check; the built-in codecs pass it
+  golden          Recommended.Golden.Frames: the built-in codecs' committed golden frames
+                  pass (--golden, and found from the build tree); damaged and lying copies
+                  of one (a flipped byte, truncated, a lying buffer count...) are a FAIL
+                  naming the file and why; frames of tests/plugins/tp_golden_v1.so fail
+                  under tp_golden_v2.so (the same format read differently); --write-golden
+                  keeps what is there and adds after it; a plugin's golden_dir
+  golden_fuzz     mutated golden files (bit flips, truncation, lying counts and lengths,
+                  with and without the CRC made right): PASS or FAIL, never a crash or hang
 
 Exit 0 pass, 1 fail (each problem on its own line). Standard library only.
 """
@@ -38,7 +46,7 @@ import xml.etree.ElementTree as ET
 sys.dont_write_bytecode = True
 
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed, (\d+) skipped, (\d+) expected failures$")
-NOT_YET = {"Recommended.Golden.Frames"}
+NOT_YET = set()
 CATALOGUE = [
     ("Required.RoundTrip.InProcess", "required"),
     ("Required.RoundTrip.CrossProcess", "required"),
@@ -337,7 +345,8 @@ def case_plugin(tmp):
         check(doc["plugin"] == good, f"JSON plugin {doc['plugin']!r}")
         for name, _ in CATALOGUE:
             r = [r for r in doc["results"] if r["check"] == name and r["codec"] == "tp.blob"]
-            want = "skip" if name in NOT_YET else "pass"
+            # tp_good names a golden_dir it does not ship: Golden.Frames skips, saying so
+            want = "skip" if name in NOT_YET or name == GOLDEN else "pass"
             check(len(r) == 1 and r[0]["status"] == want,
                   f"{name} [tp.blob]: {r}, want {want}")
     proc = run([good, "tp.nothing"])
@@ -390,7 +399,308 @@ def case_overrun(tmp):
           f"{show(proc)}")
 
 
-CASES = {"builtin": case_builtin, "list": case_list, "usage": case_usage,
+# ---- golden frames (Recommended.Golden.Frames, --write-golden; tools/validate/golden.h) ----
+
+GOLDEN = "Recommended.Golden.Frames"
+GF_HEADER = 224  # golden.h: the header; then the value, the frame, the buffers (each padded to 8)
+GF_CRC, GF_LEN, GF_VERSION = 12, 16, 8
+GF_VALUE_LEN, GF_FRAME_LEN, GF_NBUFFERS = 208, 212, 216
+FRAME_HEADER, REF_SIZE = 24, 96  # shmrig/frame.h, struct shmrig_ref
+REF_SIZE_FIELD, REF_CONTENT_SIZE, REF_TEMPORARY = 72, 80, 92
+
+
+def pad8(n):
+    return (n + 7) & ~7
+
+
+def gf_fix(data, fix_len=False):
+    """The golden file with its CRC (and, if asked, its length field) made right again."""
+    import zlib
+    data = bytearray(data)
+    if fix_len and len(data) >= 24:
+        data[GF_LEN:GF_LEN + 8] = len(data).to_bytes(8, "little")
+    if len(data) >= 16:
+        data[GF_CRC:GF_CRC + 4] = (zlib.crc32(bytes(data[:GF_CRC]) + b"\0" * 4 +
+                                              bytes(data[GF_CRC + 4:])) & 0xffffffff
+                                   ).to_bytes(4, "little")
+    return bytes(data)
+
+
+def gf_u32(data, off):
+    return int.from_bytes(data[off:off + 4], "little")
+
+
+def gf_layout(data):
+    """Offsets of the frame, of each ref and of each buffer of a well-formed golden file."""
+    frame = GF_HEADER + pad8(gf_u32(data, GF_VALUE_LEN))
+    nbuffers = gf_u32(data, GF_NBUFFERS)
+    refs = [frame + FRAME_HEADER + i * REF_SIZE for i in range(nbuffers)]
+    at, buffers = frame + pad8(gf_u32(data, GF_FRAME_LEN)), []
+    for ref in refs:
+        content = int.from_bytes(data[ref + REF_CONTENT_SIZE:ref + REF_CONTENT_SIZE + 8],
+                                 "little")
+        buffers.append((at, content))
+        at += pad8(content)
+    return frame, refs, buffers
+
+
+def golden_run(args, what):
+    """Run the kit on the Golden check; its result lines, never a crash, hang or lost verdict."""
+    proc = run(args + ["--check", "Golden.Frames"])
+    lines = result_lines(proc)
+    check(proc.returncode in (0, 1) and lines, f"{what}: exit {proc.returncode}:\n{show(proc)}")
+    for verdict, name, codec, rest in lines:
+        check(name == GOLDEN, f"{what}: a line of {name}:\n{show(proc)}")
+        check(not any(w in rest for w in ("killed by", "timed out", "exited with status",
+                                          "gave no verdict", "without a verdict")),
+              f"{what}: the check's process did not end with a verdict:\n{show(proc)}")
+        check("leave blocks live" not in rest and "pool_close" not in rest,
+              f"{what}: a golden file left blocks behind:\n{show(proc)}")
+    return proc, lines
+
+
+def builtin_golden_files(codec=None):
+    src = os.path.join(ARGS.source_root, "tools", "validate", "golden", "builtin")
+    names = sorted(n for n in os.listdir(src) if n.endswith(".golden") and
+                   (codec is None or re.match(rf"^{re.escape(codec)}-\d+\.golden$", n)))
+    return src, names
+
+
+def case_golden(tmp):
+    src, names = builtin_golden_files()
+    check(len(names) >= 4 * 4, f"{src}: {len(names)} golden files, want a few a codec")
+    total = sum(os.path.getsize(os.path.join(src, n)) for n in names)
+    check(total < 200 * 1024 and all(os.path.getsize(os.path.join(src, n)) <= 64 * 1024
+                                     for n in names),
+          f"{src}: {total} bytes in all, want small files under 200 KiB")
+
+    # the committed golden frames of the built-in codecs pass, named with --golden and found
+    # from the build directory without it
+    for args, where in ((["--golden", src], "--golden"), ([], "the build tree")):
+        proc, lines = golden_run(["--builtin"] + args, f"--builtin ({where})")
+        check(proc.returncode == 0, f"--builtin Golden.Frames ({where}):\n{show(proc)}")
+        for codec in BUILTINS:
+            n = len(builtin_golden_files(codec)[1])
+            mine = [(v, rest) for v, c, k, rest in lines if k == codec]
+            m = re.search(rf": {n} golden files in (.*)$", mine[0][1]) if len(mine) == 1 else None
+            check(m is not None and mine[0][0] == "PASS" and
+                  os.path.realpath(m.group(1)) == os.path.realpath(src),
+                  f"{codec} ({where}): want PASS of its {n} golden files in {src}:\n{show(proc)}")
+
+    # a damaged or lying copy of one golden file: a FAIL naming the file and why
+    with open(os.path.join(src, "table-003.golden"), "rb") as f:
+        good = f.read()
+    frame, refs, buffers = gf_layout(good)
+
+    def flipped(data, off, bit=0x01):
+        data = bytearray(data)
+        data[off] ^= bit
+        return bytes(data)
+
+    def put32(data, off, value):
+        data = bytearray(data)
+        data[off:off + 4] = value.to_bytes(4, "little")
+        return bytes(data)
+
+    meta = frame + FRAME_HEADER + len(refs) * REF_SIZE
+    corruptions = [
+        ("a flipped byte in the frame", flipped(good, meta + 3), "damaged: its CRC-32"),
+        ("a flipped byte in the frame's version, the CRC made right",
+         gf_fix(flipped(good, frame + 4, 0x02)), "its frame does not parse"),
+        ("a flipped byte in a column, the CRC made right",
+         gf_fix(flipped(good, buffers[0][0] + buffers[0][1] - 1)), "decodes to another value"),
+        ("a flipped temporary flag, the CRC made right",
+         gf_fix(flipped(good, refs[0] + REF_TEMPORARY)), "decode"),
+        ("a truncated file", good[:len(good) // 2], "truncated"),
+        ("a truncated file whose header says so", gf_fix(good[:len(good) - 8], fix_len=True),
+         "bytes left in the file"),
+        ("a lying buffer count", gf_fix(put32(good, GF_NBUFFERS, gf_u32(good, GF_NBUFFERS) + 1)),
+         "buffers, the frame"),
+        ("a lying buffer count in the frame",
+         gf_fix(put32(good, frame + 8, gf_u32(good, frame + 8) + 1000)),
+         "its frame does not parse"),
+        ("a lying frame length", gf_fix(put32(good, GF_FRAME_LEN, 0xfffffff0)),
+         "does not fit"),
+        ("a lying content size", gf_fix(put32(good, refs[-1] + REF_CONTENT_SIZE, 1 << 30)),
+         "its frame does not parse"),
+        ("another format version", gf_fix(put32(good, GF_VERSION, 2)), "format version 2"),
+        ("not a golden file", b"hello, this is not a golden file\n", "not a golden file"),
+        ("an empty file", b"", "not a golden file"),
+    ]
+    with open(os.path.join(src, "bytes-001.golden"), "rb") as f:
+        corruptions.append(("a golden file of another codec", f.read(),
+                            "written for codec 'bytes'"))
+    for i, (what, data, words) in enumerate(corruptions):
+        d = os.path.join(tmp, f"corrupt{i}")
+        os.mkdir(d)
+        path = os.path.join(d, "table-003.golden")
+        with open(path, "wb") as f:
+            f.write(data)
+        proc, lines = golden_run(["--builtin", "table", "--golden", d], what)
+        check(proc.returncode == 1 and len(lines) == 1 and lines[0][0] == "FAIL" and
+              f"{path}: " in lines[0][3] and words in lines[0][3],
+              f"{what}: want a FAIL naming {path} and saying {words!r}:\n{show(proc)}")
+
+    # a change of format: golden frames of tp_golden 1.0 fail under 2.0, which reads the
+    # same frames differently; both pass their own round trips
+    if not ARGS.plugins:
+        return
+    v1, v2 = (os.path.join(ARGS.plugins, f"tp_golden_v{v}.so") for v in (1, 2))
+    gdir = os.path.join(tmp, "tp_golden")
+    proc = run(["--write-golden", gdir, v1])
+    written = sorted(os.listdir(gdir)) if os.path.isdir(gdir) else []
+    check(proc.returncode == 0 and "tp.series: 7 golden files written, 0 unchanged" in proc.stdout
+          and written == [f"tp.series-{i:03d}.golden" for i in range(7)],
+          f"--write-golden {v1}: {written}:\n{show(proc)}")
+    proc, lines = golden_run([v1, "--golden", gdir], "tp_golden 1.0, its own golden frames")
+    check(proc.returncode == 0 and [l[0] for l in lines] == ["PASS"],
+          f"tp_golden 1.0 must pass its own golden frames:\n{show(proc)}")
+    proc, lines = golden_run([v2, "--golden", gdir], "tp_golden 2.0, 1.0's golden frames")
+    check(proc.returncode == 1 and [l[0] for l in lines] == ["FAIL"] and
+          "decodes to another value than it holds" in lines[0][3] and
+          "(written by tp_golden 1.0)" in lines[0][3] and gdir in lines[0][3],
+          f"tp_golden 2.0 must fail 1.0's golden frames:\n{show(proc)}")
+    proc = run([v2, "--check", "RoundTrip", "--values", "20", "--quiet"])
+    check(proc.returncode == 0 and summary(proc) == (3, 0, 0, 0),
+          f"tp_golden 2.0 passes its own round trips:\n{show(proc)}")
+    # writing again keeps every file; 2.0 adds its own frames after 1.0's, which stay
+    before = {n: open(os.path.join(gdir, n), "rb").read() for n in written}
+    proc = run(["--write-golden", gdir, v1])
+    check(proc.returncode == 0 and "0 golden files written, 7 unchanged" in proc.stdout and
+          sorted(os.listdir(gdir)) == written, f"--write-golden again:\n{show(proc)}")
+    proc = run(["--write-golden", gdir, v2, "tp.series"])
+    added = sorted(set(os.listdir(gdir)) - set(written))
+    check(proc.returncode == 0 and added and all(
+        int(n.split("-")[1].split(".")[0]) >= 7 for n in added) and
+        all(open(os.path.join(gdir, n), "rb").read() == b for n, b in before.items()),
+        f"--write-golden {v2} must add files after 1.0's and keep them: {added}\n{show(proc)}")
+    proc, lines = golden_run([v1, "--golden", gdir], "tp_golden 1.0, 2.0's frames added")
+    check(proc.returncode == 1 and "(written by tp_golden 2.0)" in lines[0][3],
+          f"tp_golden 1.0 must fail 2.0's golden frames:\n{show(proc)}")
+
+    # a plugin's golden_dir is relative to its .so; none there: SKIP saying where it looked
+    plug = os.path.join(tmp, "plug")
+    os.makedirs(os.path.join(plug, "golden"))
+    import shutil
+    shutil.copy(v1, plug)
+    copy = os.path.join(plug, "tp_golden_v1.so")
+    proc, lines = golden_run([copy], "tp_golden 1.0, no golden_dir yet")
+    check(proc.returncode == 0 and [l[0] for l in lines] == ["SKIP"] and
+          os.path.join(plug, "golden", "tp_golden") in lines[0][3],
+          f"a plugin whose golden_dir is missing: want SKIP naming it:\n{show(proc)}")
+    proc = run(["--quiet", "--write-golden", os.path.join(plug, "golden", "tp_golden"), copy])
+    check(proc.returncode == 0, f"--write-golden into the plugin's golden_dir:\n{show(proc)}")
+    proc, lines = golden_run([copy], "tp_golden 1.0, its golden_dir")
+    check(proc.returncode == 0 and [l[0] for l in lines] == ["PASS"] and
+          "7 golden files in " + os.path.join(plug, "golden", "tp_golden") in lines[0][3],
+          f"the plugin's own golden_dir: want PASS:\n{show(proc)}")
+    empty = os.path.join(tmp, "empty")
+    os.mkdir(empty)
+    proc, lines = golden_run(["--builtin", "bytes", "--golden", empty], "no golden files")
+    check(proc.returncode == 0 and [l[0] for l in lines] == ["SKIP"] and
+          "no golden frames for codec 'bytes'" in lines[0][3],
+          f"no golden files for the codec: want SKIP saying so:\n{show(proc)}")
+
+    # command lines
+    for args, words in ((["--builtin", "--golden", os.path.join(tmp, "nope")], "not a directory"),
+                        (["--write-golden", gdir, "--builtin", "--json", os.path.join(tmp, "j")],
+                         "--write-golden runs no check"),
+                        (["--write-golden", gdir, "--builtin", "nocodec"], "no codec 'nocodec'"),
+                        (["--write-golden", os.path.join(v1, "sub"), "--builtin"],
+                         "cannot create")):
+        proc = run(args)
+        check(proc.returncode == 2 and words in proc.stderr,
+              f"{args}: want exit 2 saying {words!r}:\n{show(proc)}")
+
+
+def case_golden_fuzz(tmp):
+    """Mutations of golden files (bit flips, truncations, lying counts and lengths, with and
+    without the CRC made right): each file a PASS or a FAIL of its own, never a crash, hang or
+    leak of the check's process."""
+    import random
+    rng = random.Random(13)
+    subjects = []  # (the kit's subject arguments, codec, golden files to mutate)
+    src, _ = builtin_golden_files()
+    for codec, picks in (("ndarray", (5, 7, 12)), ("table", (3, 5)), ("dataset", (3, 4)),
+                         ("bytes", (1, 4))):
+        subjects.append((["--builtin", codec], codec,
+                         [open(os.path.join(src, f"{codec}-{i:03d}.golden"), "rb").read()
+                          for i in picks]))
+    if ARGS.plugins:  # a user kind: the expected value made again by the plugin's generator
+        v1 = os.path.join(ARGS.plugins, "tp_golden_v1.so")
+        gdir = os.path.join(tmp, "tp_golden")
+        proc = run(["--quiet", "--write-golden", gdir, v1])
+        check(proc.returncode == 0, f"--write-golden {v1}:\n{show(proc)}")
+        subjects.append(([v1], "tp.series",
+                         [open(os.path.join(gdir, f"tp.series-{i:03d}.golden"), "rb").read()
+                          for i in (1, 3)]))
+    per_source = int(os.environ.get("GOLDEN_FUZZ_MUTATIONS", "60"))
+
+    def mutate(data):
+        """(mutated bytes, must it fail?)"""
+        data = bytearray(data)
+        frame, refs, buffers = gf_layout(bytes(data))
+        kind = rng.randrange(6)
+        if kind == 0:  # bit flips, the CRC left: always caught
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            return bytes(data), True
+        if kind == 1:  # bit flips past the CRC check
+            for _ in range(rng.randint(1, 3)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            return gf_fix(data), False
+        if kind == 2:  # truncation, as is or with the header's length and CRC made right
+            cut = bytes(data[:rng.randrange(len(data))])
+            return (cut, True) if rng.randrange(2) else (gf_fix(cut, fix_len=True), True)
+        if kind == 3:  # a count or length that lies, past the CRC check
+            fields = [GF_VALUE_LEN, GF_FRAME_LEN, GF_NBUFFERS, frame + 8, frame + 12]
+            fields += [r + f for r in refs for f in (REF_SIZE_FIELD, REF_CONTENT_SIZE)]
+            off = rng.choice(fields)
+            value = rng.choice([0, 1, 7, 0xffffffff, 0x7fffffff, 1 << 20,
+                                rng.randrange(1 << 32)])
+            data[off:off + 4] = value.to_bytes(4, "little")
+            return gf_fix(data), False
+        if kind == 4:  # random bytes in the frame's metadata or a buffer, past the CRC check
+            lo, hi = (frame + FRAME_HEADER + len(refs) * REF_SIZE,
+                      frame + gf_u32(data, GF_FRAME_LEN))
+            if buffers and rng.randrange(2):
+                lo, hi = buffers[0][0], buffers[0][0] + max(buffers[0][1], 1)
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(lo, hi)] = rng.randrange(256)
+            return gf_fix(data), False
+        # the expected value's bytes, past the CRC check
+        value_len = gf_u32(data, GF_VALUE_LEN)
+        for _ in range(rng.randint(1, 4)):
+            data[GF_HEADER + rng.randrange(max(value_len, 1))] ^= 1 << rng.randrange(8)
+        return gf_fix(data), False
+
+    for subject, codec, originals in subjects:
+        d = os.path.join(tmp, "mutated-" + codec)
+        os.mkdir(d)
+        must_fail = n = 0
+        for original in originals:
+            for _ in range(per_source):
+                data, fails = mutate(original)
+                with open(os.path.join(d, f"{codec}-{n:04d}.golden"), "wb") as f:
+                    f.write(data)
+                n += 1
+                must_fail += fails and data != original  # two flips of one bit undo each other
+        proc, lines = golden_run(subject + ["--golden", d, "--timeout", "300"],
+                                 f"{n} mutations of {codec} golden files")
+        if not check(len(lines) == 1, f"{codec}: want one result line:\n{show(proc)}"):
+            continue
+        verdict, _, _, rest = lines[0]
+        m = re.search(r"(\d+) of (\d+) golden files fail", rest)
+        failed = int(m.group(1)) if m else (1 if verdict == "FAIL" else 0)
+        check(verdict == "FAIL" and (m is None or int(m.group(2)) == n) and failed >= must_fail,
+              f"{codec}: {n} mutations, {must_fail} of them must fail; got {failed}:\n"
+              f"{show(proc)}")
+        print(f"{codec}: {n} mutated golden files, {failed} fail ({must_fail} had to), "
+              f"the rest pass; no crash, hang or leak")
+
+
+CASES = {"golden": case_golden, "golden_fuzz": case_golden_fuzz,
+         "builtin": case_builtin, "list": case_list, "usage": case_usage,
          "known_failures": case_known_failures, "crash": case_crash, "hang": case_hang,
          "plugin": case_plugin, "overrun": case_overrun}
 

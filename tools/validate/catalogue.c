@@ -54,7 +54,9 @@ const struct val_check val_catalogue[] = {
 	  "or fail, never crash, hang or leak",
 	  val_check_hostile_mutations, NULL },
 	{ "Recommended.Golden.Frames", VAL_RECOMMENDED,
-	  "committed golden frames decode to their expected values", NULL, "needs golden frames" },
+	  "committed golden frames (the plugin's golden_dir, the kit's for the built-ins, --golden "
+	  "DIR) decode to the values they hold",
+	  val_check_golden_frames, NULL },
 	{ "Recommended.Throughput", VAL_RECOMMENDED,
 	  "encode and decode GB/s at 1 KiB, 1 MiB, 64 MiB beside memcpy (--bench-json)",
 	  val_check_throughput, NULL },

@@ -27,6 +27,7 @@ static const char usage[] =
 	"usage: shmrig-validate [options] --builtin [CODEC...]\n"
 	"       shmrig-validate [options] PLUGIN.so [CODEC...]\n"
 	"       shmrig-validate --list [--check REGEX] [--level LEVEL]\n"
+	"       shmrig-validate --write-golden DIR (--builtin | PLUGIN.so) [CODEC...]\n"
 	"\n"
 	"Runs the conformance checks of the catalogue (--list) against each codec of\n"
 	"the built-in set or of a plugin (all of them, or the CODECs named). Every\n"
@@ -56,6 +57,13 @@ static const char usage[] =
 	"  --junit FILE           write the results as JUnit XML\n"
 	"  --bench-json FILE      write the Throughput figures as Google Benchmark JSON\n"
 	"                         (scripts/report, scripts/compare read it)\n"
+	"  --golden DIR           the golden frames Recommended.Golden.Frames decodes\n"
+	"                         (default: the plugin's golden_dir, or the kit's own\n"
+	"                         for --builtin)\n"
+	"  --write-golden DIR     run no check: write golden frames of each codec into\n"
+	"                         DIR (created if missing) as CODEC-INDEX.golden, from\n"
+	"                         the current code: the edge cases and a few --seed\n"
+	"                         values, small; files already there are kept\n"
 	"  --prefix NAME          pool segment prefix (default $SHMRIG_PREFIX, else\n"
 	"                         " VAL_DEFAULT_PREFIX ")\n"
 	"  --quiet                print only failures, expected failures and the last\n"
@@ -75,6 +83,7 @@ struct cli {
 	regex_t regex;
 	bool have_regex;
 	enum val_level level;
+	const char *write_golden; /* --write-golden DIR */
 	const char *known_path, *json_path, *junit_path, *bench_path;
 	const char *prefix_from; /* "--prefix" or "$SHMRIG_PREFIX" */
 };
@@ -146,7 +155,9 @@ static int parse(int argc, char **argv, struct cli *cli)
 		OPT_BENCH,
 		OPT_PREFIX,
 		OPT_QUIET,
-		OPT_HELP
+		OPT_HELP,
+		OPT_GOLDEN,
+		OPT_WRITE_GOLDEN
 	};
 	static const struct option options[] = {
 		{ "builtin", no_argument, NULL, OPT_BUILTIN },
@@ -165,6 +176,8 @@ static int parse(int argc, char **argv, struct cli *cli)
 		{ "prefix", required_argument, NULL, OPT_PREFIX },
 		{ "quiet", no_argument, NULL, OPT_QUIET },
 		{ "help", no_argument, NULL, OPT_HELP },
+		{ "golden", required_argument, NULL, OPT_GOLDEN },
+		{ "write-golden", required_argument, NULL, OPT_WRITE_GOLDEN },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *env_prefix = getenv("SHMRIG_PREFIX");
@@ -269,6 +282,17 @@ static int parse(int argc, char **argv, struct cli *cli)
 		case OPT_HELP:
 			cli->help = true;
 			return 0;
+		case OPT_GOLDEN: {
+			struct stat st;
+
+			if (stat(optarg, &st) || !S_ISDIR(st.st_mode))
+				return usage_error("--golden %s: not a directory", optarg);
+			cli->opt.golden_dir = optarg;
+			break;
+		}
+		case OPT_WRITE_GOLDEN:
+			cli->write_golden = optarg;
+			break;
 		case ':':
 			return usage_error("%s needs a value", argv[optind - 1]);
 		default:
@@ -279,6 +303,10 @@ static int parse(int argc, char **argv, struct cli *cli)
 	}
 	if (cli->list)
 		return optind < argc ? usage_error("--list takes no subject") : 0;
+	if (cli->write_golden && (cli->have_regex || cli->known_path || cli->json_path ||
+				  cli->junit_path || cli->bench_path))
+		return usage_error("--write-golden runs no check: no --check, --known-failures, "
+				   "--json, --junit or --bench-json");
 	if (!cli->builtin) {
 		if (optind >= argc)
 			return usage_error("what should be validated? --builtin, or a PLUGIN.so");
@@ -288,6 +316,7 @@ static int parse(int argc, char **argv, struct cli *cli)
 	}
 	cli->codecs = (const char **)&argv[optind];
 	cli->ncodecs = argc - optind;
+	cli->opt.plugin_path = cli->plugin;
 	return 0;
 }
 
@@ -399,6 +428,9 @@ static int run(int argc, char **argv, struct state *st)
 					   shmrig_last_error());
 		(void)!shmrig_pool_close(pool); /* nothing allocated */
 	}
+	if (cli->write_golden)
+		return val_golden_write(cli->plugin, cli->codecs, cli->ncodecs, cli->write_golden,
+					&cli->opt);
 
 	val_runner_init();
 	ret = val_discover(cli->plugin, &cli->opt, d, err, sizeof(err));

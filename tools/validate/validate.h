@@ -20,7 +20,8 @@
  * pipe), catalogue.c (the one table of checks), subject.c, gen_builtin.c,
  * rng.c, meta_json.c (a second reading of frame metadata), check_common.c and
  * checks_*.c (the checks), report.c (lines, JSON, JUnit), known.c (the
- * known-failures list).
+ * known-failures list), golden.h and golden.c (the golden file format),
+ * golden_write.c (--write-golden).
  */
 
 #include <shmrig/plugin.h>
@@ -189,7 +190,9 @@ struct val_options {
 	uint32_t repetitions; /* of each Throughput figure */
 	const char *prefix;   /* pool segments */
 	bool quiet;
-	const char *selftest; /* $SHMRIG_VALIDATE_SELFTEST */
+	const char *selftest;    /* $SHMRIG_VALIDATE_SELFTEST */
+	const char *plugin_path; /* PLUGIN.so, NULL for --builtin (its golden_dir is relative) */
+	const char *golden_dir;  /* --golden DIR: golden frames instead of the subject's own */
 };
 
 /* What a check runs with, in its child, and what it reports. */
@@ -283,7 +286,13 @@ enum val_verdict val_check_lifetimes_accounting(struct val_ctx *ctx);
 enum val_verdict val_check_lifetimes_churn(struct val_ctx *ctx);
 enum val_verdict val_check_lifetimes_decode_twice(struct val_ctx *ctx);
 enum val_verdict val_check_hostile_mutations(struct val_ctx *ctx);
+enum val_verdict val_check_golden_frames(struct val_ctx *ctx);
 enum val_verdict val_check_throughput(struct val_ctx *ctx);
+
+/* --write-golden DIR (golden_write.c): golden frames of the codecs named (all: ncodecs 0),
+ * written in a child. Returns the exit status (VAL_EXIT_*). */
+int val_golden_write(const char *plugin, const char *const *codecs, int ncodecs, const char *dir,
+		     const struct val_options *opt);
 
 /* ---- metadata, read a second time (meta_json.c) ---- */
 
