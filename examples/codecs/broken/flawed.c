@@ -3,8 +3,8 @@
  * The example codec (../good/delta.c) with one flaw each, chosen at build time
  * (meson.build: one plugin a flaw, -DFLAW_<NAME>), for shmrig-validate to
  * catch: tests/test_examples.py asserts which check fails for each. Every
- * plugin keeps the good one's name, version and codec name, and its kind
- * (../good/series.c): only the flaw differs. Do not copy this file; read each
+ * plugin keeps the good one's name, version and codec name, its kind
+ * (../good/series.c) and its golden frames: only the flaw differs. Do not copy this file; read each
  * flaw as what not to do.
  *
  *   FLAW_LEAK            stages the varints in a pool block of its own and
@@ -337,6 +337,8 @@ static const struct shmrig_plugin plugin = {
 	.nkinds = 1,
 	.codecs = codecs,
 	.kinds = kinds,
+	/* the good plugin's golden frames, where the tree's build puts them (a sibling) */
+	.golden_dir = "../good/golden",
 };
 
 SHMRIG_PLUGIN_DEFINE(plugin)

@@ -260,6 +260,8 @@ static const struct shmrig_plugin plugin = {
 	.nkinds = 1,
 	.codecs = codecs,
 	.kinds = kinds,
+	/* shmrig-validate --write-golden golden example_delta.so; installed beside the .so */
+	.golden_dir = "golden",
 };
 
 SHMRIG_PLUGIN_DEFINE(plugin)
