@@ -3468,6 +3468,72 @@ static int encode_meta_nospc_ignored(void)
 	return rc;
 }
 
+/* A codec that answers a positive number (not 0 or -errno): encode or decode. */
+static int positive_from; /* 1: encode, 2: decode */
+
+static int positive_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	int rc = meta_encode(ctx, enc, value);
+
+	return rc ? rc : positive_from == 1 ? 1 : 0;
+}
+
+static int positive_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	int rc = meta_decode(ctx, dec, out);
+
+	return rc ? rc : positive_from == 2 ? 1 : 0;
+}
+
+static int empty_map(struct shmrig_encoder *enc)
+{
+	return shmrig_meta_put_map(enc, 0);
+}
+
+static int codec_positive(int from)
+{
+	struct shmrig_codec codec = OPTS(struct shmrig_codec);
+	shmrig_pool *pool = small_pool();
+	shmrig_registry *reg = NULL;
+	struct shmrig_value value;
+	void *frame = NULL;
+	size_t len;
+	int rc = SETUP_FAILED;
+
+	codec.name = "positive";
+	codec.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_BYTES);
+	codec.encode = positive_encode;
+	codec.decode = positive_decode;
+	meta_writer = empty_map;
+	meta_reader = NULL;
+	positive_from = from;
+	if (!pool || shmrig_registry_create(&reg) || shmrig_registry_register(reg, &codec) < 0)
+		goto out;
+	if (from == 1) {
+		rc = TESTED(shmrig_registry_encode(reg, pool, &some_bytes, &frame, &len));
+		goto out;
+	}
+	if (shmrig_registry_encode(reg, pool, &some_bytes, &frame, &len))
+		goto out;
+	rc = TESTED(shmrig_registry_decode(reg, pool, frame, len, &value));
+	if (rc == 0)
+		(void)!shmrig_value_release(&value);
+out:
+	free(frame);
+	drop_pool(pool);
+	shmrig_registry_free(reg);
+	return rc;
+}
+
+static int encode_codec_positive(void)
+{
+	return codec_positive(1);
+}
+static int decode_codec_positive(void)
+{
+	return codec_positive(2);
+}
+
 /* Readers: the frame's metadata is {"s": "text", "n": 7, "neg": -1, "big": 2^63,
  * "a": <an array description, or a broken one>}. */
 static const char *array_dtype = "int8";
@@ -5372,6 +5438,10 @@ static const struct row rows[] = {
 	  meta_put_over_limit, WORDS },
 	{ "shmrig_meta_put_map", "-ENOSPC", "any call after an -ENOSPC (it sticks)", -ENOSPC,
 	  meta_put_after_nospc, 0 },
+	{ "shmrig_registry_encode", "-EPROTO", "the codec returned 1", -EPROTO,
+	  encode_codec_positive, WORDS },
+	{ "shmrig_registry_decode", "-EPROTO", "the codec returned 1", -EPROTO,
+	  decode_codec_positive, WORDS },
 	{ "shmrig_registry_encode", "-ENOSPC", "the codec ignored a metadata -ENOSPC", -ENOSPC,
 	  encode_meta_nospc_ignored, 0 },
 	{ "shmrig_meta_uint", "-EBADMSG", "a string", -EBADMSG, meta_uint_of_str, WORDS },

@@ -637,6 +637,9 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 	shmrig__meta_writer_init(&enc.meta, codec->name);
 
 	ret = codec->encode(codec->ctx, &enc, value);
+	if (SHMRIG_UNLIKELY(ret > 0))
+		ret = shmrig__fail(-EPROTO, "codec '%s': encode returned %d (0 or -errno)",
+				   codec->name, ret);
 	/* The pack's own reference goes: its buffers hold the block from now on. */
 	if (enc.packing) {
 		int freed = shmrig_pool_free(pool, &enc.pack_ref);
@@ -724,7 +727,8 @@ int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, uint32_t f
 		return shmrig__fail(-EBADMSG,
 				    "codec '%s': buffer %u is %s in the frame, the codec reads it as "
 				    "%s",
-				    dec->codec_name, index, ref->temporary ? "temporary" : "persistent",
+				    dec->codec_name, index,
+				    ref->temporary ? "temporary" : "persistent",
 				    temporary ? "temporary (copied out)" : "persistent (a view)");
 	/* Claimed at the start of decode: ours, so nobody frees it under us. */
 	p = dec->data[index];
@@ -839,6 +843,9 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	}
 	out->storage = dec.storage;
 	ret = codec->decode(codec->ctx, &dec, out);
+	if (SHMRIG_UNLIKELY(ret > 0))
+		ret = shmrig__fail(-EPROTO, "codec '%s': decode returned %d (0 or -errno)",
+				   codec->name, ret);
 	/* the storage is the registry's, whatever the codec did to `out` */
 	out->storage = dec.storage;
 	/* a codec of one user type decodes values of that type: its tag here */

@@ -117,8 +117,8 @@ SHMRIG_API uint64_t shmrig_registry_fingerprint(const shmrig_registry *reg);
  * 8-byte aligned, `*len` bytes; the caller frees it with free()). The blocks
  * are owned by the caller until the frame is decoded, transferred
  * (shmrig_frame_transfer) or discarded (shmrig_frame_discard).
- * Errors: -EINVAL bad value; -ENOTSUP no codec takes it; the codec's errors;
- * -ENOMEM; -EFAULT the codec wrote past content_size of a buffer (only with
+ * Errors: -EINVAL bad value; -ENOTSUP no codec takes it; the codec's errors
+ * (-EPROTO: it returned a positive number); -ENOMEM; -EFAULT the codec wrote past content_size of a buffer (only with
  * SHMRIG_REGISTRY_GUARD, which says the words). On error nothing is allocated.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
@@ -139,7 +139,7 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_encode(shmrig_registry *reg, shm
  * message lists the codecs); -EBADMSG metadata not MessagePack or not
  * JSON-compatible, a buffer asked twice or never, out of range; -EPERM a
  * block is not the caller's (not transferred to it); the pool's attach
- * errors; the codec's errors.
+ * errors; the codec's errors (-EPROTO: it returned a positive number).
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool,
 						       const void *frame, size_t len,
