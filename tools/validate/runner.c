@@ -325,9 +325,26 @@ struct check_job {
 	const struct val_options *opt;
 };
 
+/*
+ * The prefix a codec's own pools get in a check's process: $SHMRIG_PREFIX is
+ * set to it there, so what such a pool leaves when the process ends is the
+ * codec's leak, told apart from the kit's segments (the kit names its own).
+ */
+static void codec_prefix(const struct val_options *opt, char *buf, size_t len)
+{
+	snprintf(buf, len, "%.*s_c", SHMRIG_PREFIX_MAX - 2, opt->prefix);
+}
+
+static void count_name(void *arg, const char *name)
+{
+	(void)name;
+	(*(int *)arg)++;
+}
+
 static int check_child(int fd, void *arg)
 {
 	const struct check_job *job = arg;
+	char own[SHMRIG_PREFIX_MAX + 1];
 	struct val_ctx ctx = { .opt = job->opt, .check = job->check->name, .report_fd = fd };
 	struct val_subject *subject = NULL;
 	enum val_verdict verdict;
@@ -335,6 +352,8 @@ static int check_child(int fd, void *arg)
 	char err[VAL_MSG_MAX];
 	json_t *rec;
 
+	codec_prefix(job->opt, own, sizeof(own));
+	setenv("SHMRIG_PREFIX", own, 1);
 	if (val_subject_open(job->plugin, &subject, err, sizeof(err)) ||
 	    job->codec_index >= subject->ncodecs) {
 		verdict =
@@ -370,6 +389,34 @@ void val_sweep(const char *prefix)
 		return;
 	(void)!shmrig_pool_sweep(pool); /* best effort: what is left is reported by nobody */
 	(void)!shmrig_pool_close(pool);
+}
+
+/*
+ * Segments the check's process left with the codec's prefix: a pool the codec
+ * opened and never closed (blocks of the kit's pool it cannot leak: the
+ * registry frees them on every path). They fail the check, then are swept.
+ */
+static void leaked_segments(const struct val_options *opt, struct val_result *r)
+{
+	char own[SHMRIG_PREFIX_MAX + 1], note[200];
+	int n = 0;
+
+	codec_prefix(opt, own, sizeof(own));
+	if (shmrig_segment_list(own, count_name, &n) <= 0 || n <= 0)
+		return;
+	snprintf(note, sizeof(note),
+		 "the codec's process left %d shared-memory segment%s of a pool of its own "
+		 "(prefix %s): a pool it opened and never closed",
+		 n, n == 1 ? "" : "s", own);
+	if (r->verdict == VAL_FAIL) {
+		size_t used = strlen(r->message);
+
+		snprintf(r->message + used, sizeof(r->message) - used, "; and %s", note);
+	} else {
+		r->verdict = VAL_FAIL;
+		snprintf(r->message, sizeof(r->message), "%s", note);
+	}
+	val_sweep(own);
 }
 
 void val_run(const struct val_check *check, const char *plugin, uint32_t codec_index,
@@ -429,6 +476,7 @@ void val_run(const struct val_check *check, const char *plugin, uint32_t codec_i
 	}
 	json_decref(out.last);
 	val_sweep(opt->prefix);
+	leaked_segments(opt, r);
 }
 
 /* ---- discovery: the codecs of the subject, from a child ---- */
