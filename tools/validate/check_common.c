@@ -241,3 +241,30 @@ enum val_verdict val_finish(struct val_ctx *ctx, const struct val_iter *it, shmr
 		return val_pass(ctx, "%u values declined by the codec's can_encode", it->declined);
 	return VAL_PASS;
 }
+
+enum val_verdict val_each_value(struct val_ctx *ctx, val_value_fn fn, void *arg)
+{
+	struct val_iter it = { .ctx = ctx };
+	char err[VAL_MSG_MAX / 2], name[96];
+	struct val_value v;
+	shmrig_pool *pool;
+	bool failed = false;
+	int ret = val_pool_open(ctx, 0, 0, &pool);
+
+	if (ret)
+		return val_fail(ctx, "pool_open: %s", val_error(ret, err, sizeof(err)));
+	/* val_next: 0 a value, > 0 the end, < 0 it failed the check */
+	while ((ret = val_next(&it, &v)) == 0) {
+		val_at(ctx, "%s", val_value_name(&v, name, sizeof(name)));
+		failed = fn(ctx, pool, &v, arg) != 0;
+		val_value_free(&v);
+		if (failed)
+			break;
+		ctx->values++;
+	}
+	if (failed || ret < 0) {
+		(void)!val_pool_close(pool); /* failed already */
+		return VAL_FAIL;
+	}
+	return val_finish(ctx, &it, pool);
+}

@@ -474,8 +474,9 @@ enum val_verdict val_check_buffers_temporary(struct val_ctx *ctx)
  */
 
 static int no_write_past(struct val_ctx *ctx, shmrig_pool *pool, const struct val_value *v,
-			 uint64_t *buffers)
+			 void *arg)
 {
+	uint64_t *buffers = arg;
 	char name[96], err[VAL_MSG_MAX / 2];
 	struct shmrig_frame f;
 	void *frame;
@@ -507,36 +508,16 @@ static int no_write_past(struct val_ctx *ctx, shmrig_pool *pool, const struct va
 
 enum val_verdict val_check_buffers_no_write_past(struct val_ctx *ctx)
 {
-	struct val_iter it = { .ctx = ctx };
-	char err[VAL_MSG_MAX / 2], name[96];
+	char err[VAL_MSG_MAX / 2];
 	enum val_verdict verdict;
 	uint64_t buffers = 0;
-	shmrig_pool *pool;
-	struct val_value v;
 	int ret;
 
 	/* before the first encode freezes the target's registry */
 	ret = shmrig_registry_set_flags(ctx->target->reg, SHMRIG_REGISTRY_GUARD);
 	if (ret)
 		return val_fail(ctx, "registry_set_flags: %s", val_error(ret, err, sizeof(err)));
-	ret = val_pool_open(ctx, 0, 0, &pool);
-	if (ret)
-		return val_fail(ctx, "pool_open: %s", val_error(ret, err, sizeof(err)));
-	while ((ret = val_next(&it, &v)) == 0) {
-		val_at(ctx, "%s", val_value_name(&v, name, sizeof(name)));
-		ret = no_write_past(ctx, pool, &v, &buffers);
-		val_value_free(&v);
-		if (ret) {
-			(void)!val_pool_close(pool); /* failed already */
-			return VAL_FAIL;
-		}
-		ctx->values++;
-	}
-	if (ret < 0) {
-		(void)!val_pool_close(pool);
-		return VAL_FAIL;
-	}
-	verdict = val_finish(ctx, &it, pool);
+	verdict = val_each_value(ctx, no_write_past, &buffers);
 	if (verdict == VAL_PASS && !ctx->message[0])
 		val_pass(ctx, "%llu buffers guarded, none written past content_size",
 			 (unsigned long long)buffers);

@@ -139,9 +139,10 @@ static int expect_blocks(struct val_ctx *ctx, shmrig_pool *pool, struct live_blo
 	return ret;
 }
 
-static int accounting_value(struct val_ctx *ctx, shmrig_pool *pool, struct live_blocks *lb,
-			    const struct val_value *v)
+static int accounting_value(struct val_ctx *ctx, shmrig_pool *pool, const struct val_value *v,
+			    void *arg)
 {
+	struct live_blocks *lb = arg;
 	char name[96], err[VAL_MSG_MAX / 2];
 	struct shmrig_value out;
 	struct shmrig_frame f;
@@ -197,32 +198,14 @@ static int accounting_value(struct val_ctx *ctx, shmrig_pool *pool, struct live_
 enum val_verdict val_check_lifetimes_accounting(struct val_ctx *ctx)
 {
 	struct live_blocks lb = { .cap = SHMRIG_FRAME_MAX_BUFFERS };
-	struct val_iter it = { .ctx = ctx };
-	char err[VAL_MSG_MAX / 2], name[96];
-	struct val_value v;
-	shmrig_pool *pool;
-	int ret;
+	enum val_verdict verdict;
 
 	lb.blocks = malloc(lb.cap * sizeof(*lb.blocks));
 	if (!lb.blocks)
 		return val_fail(ctx, "out of memory");
-	ret = val_pool_open(ctx, 0, 0, &pool);
-	if (ret) {
-		free(lb.blocks);
-		return val_fail(ctx, "pool_open: %s", val_error(ret, err, sizeof(err)));
-	}
-	while ((ret = val_next(&it, &v)) == 0) {
-		val_at(ctx, "%s", val_value_name(&v, name, sizeof(name)));
-		ret = accounting_value(ctx, pool, &lb, &v);
-		val_value_free(&v);
-		if (ret)
-			break;
-		ctx->values++;
-	}
+	verdict = val_each_value(ctx, accounting_value, &lb);
 	free(lb.blocks);
-	if (ret < 0)
-		return VAL_FAIL;
-	return val_finish(ctx, &it, pool);
+	return verdict;
 }
 
 /* ---- Churn ---- */
@@ -337,8 +320,10 @@ out:
 
 /* ---- DecodeTwiceRefused ---- */
 
-static int decode_twice(struct val_ctx *ctx, shmrig_pool *pool, const struct val_value *v)
+static int decode_twice(struct val_ctx *ctx, shmrig_pool *pool, const struct val_value *v,
+			void *arg)
 {
+	(void)arg;
 	char name[96], err[VAL_MSG_MAX / 2], why[VAL_MSG_MAX / 2];
 	struct shmrig_value first, second;
 	struct shmrig_frame f;
@@ -402,23 +387,5 @@ static int decode_twice(struct val_ctx *ctx, shmrig_pool *pool, const struct val
 
 enum val_verdict val_check_lifetimes_decode_twice(struct val_ctx *ctx)
 {
-	struct val_iter it = { .ctx = ctx };
-	char err[VAL_MSG_MAX / 2], name[96];
-	struct val_value v;
-	shmrig_pool *pool;
-	int ret = val_pool_open(ctx, 0, 0, &pool);
-
-	if (ret)
-		return val_fail(ctx, "pool_open: %s", val_error(ret, err, sizeof(err)));
-	while ((ret = val_next(&it, &v)) == 0) {
-		val_at(ctx, "%s", val_value_name(&v, name, sizeof(name)));
-		ret = decode_twice(ctx, pool, &v);
-		val_value_free(&v);
-		if (ret)
-			return VAL_FAIL;
-		ctx->values++;
-	}
-	if (ret < 0)
-		return VAL_FAIL;
-	return val_finish(ctx, &it, pool);
+	return val_each_value(ctx, decode_twice, NULL);
 }

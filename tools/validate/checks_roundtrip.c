@@ -17,8 +17,9 @@
 #include <unistd.h>
 
 /* One value through encode, decode, compare, release. 0, or -errno with the FAIL message set. */
-static int round_trip(struct val_ctx *ctx, shmrig_pool *pool, const struct val_value *v)
+static int round_trip(struct val_ctx *ctx, shmrig_pool *pool, const struct val_value *v, void *arg)
 {
+	(void)arg;
 	struct shmrig_value out;
 	char err[VAL_MSG_MAX / 2];
 	void *frame;
@@ -39,25 +40,7 @@ static int round_trip(struct val_ctx *ctx, shmrig_pool *pool, const struct val_v
 
 enum val_verdict val_check_roundtrip_inprocess(struct val_ctx *ctx)
 {
-	struct val_iter it = { .ctx = ctx };
-	char err[VAL_MSG_MAX / 2], name[96];
-	struct val_value v;
-	shmrig_pool *pool;
-	int ret = val_pool_open(ctx, 0, 0, &pool);
-
-	if (ret)
-		return val_fail(ctx, "pool_open: %s", val_error(ret, err, sizeof(err)));
-	while ((ret = val_next(&it, &v)) == 0) {
-		val_at(ctx, "%s", val_value_name(&v, name, sizeof(name)));
-		ret = round_trip(ctx, pool, &v);
-		val_value_free(&v);
-		if (ret)
-			return VAL_FAIL;
-		ctx->values++;
-	}
-	if (ret < 0)
-		return VAL_FAIL;
-	return val_finish(ctx, &it, pool);
+	return val_each_value(ctx, round_trip, NULL);
 }
 
 /* ---- across processes ---- */
@@ -341,7 +324,7 @@ static void *thread_main(void *p)
 			break;
 		}
 		if (v.accepted) {
-			arg->ret = round_trip(ctx, arg->pool, &v);
+			arg->ret = round_trip(ctx, arg->pool, &v, NULL);
 			ctx->values++;
 		}
 		val_value_free(&v);

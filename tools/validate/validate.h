@@ -268,6 +268,12 @@ void val_frame_drop(shmrig_pool *pool, void *frame, size_t len);
  * declined every value, else PASS (keeping a message the check set). */
 enum val_verdict val_finish(struct val_ctx *ctx, const struct val_iter *it, shmrig_pool *pool);
 
+/* A check over values: open a pool, call fn on every generated value (named in
+ * the report), then val_finish. fn returns 0, or not 0 after failing the check. */
+typedef int (*val_value_fn)(struct val_ctx *ctx, shmrig_pool *pool, const struct val_value *v,
+			    void *arg);
+enum val_verdict val_each_value(struct val_ctx *ctx, val_value_fn fn, void *arg);
+
 /* Close the fds a grandchild must not hold (the report pipe). */
 void val_child_detach(struct val_ctx *ctx);
 
