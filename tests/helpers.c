@@ -92,15 +92,26 @@ int th_count_segments_of(const char *prefix, pid_t pid)
 	return ctx.count;
 }
 
-const char *th_prefix(void)
+/*
+ * A test binary run by hand (no $SHMRIG_PREFIX) must not create segments with
+ * the library's default prefix, which its own leak counts would never see and
+ * a crash would leave behind: before main, the prefix becomes t_<pid>, for the
+ * library and th_prefix() alike, and forked children inherit it.
+ */
+__attribute__((constructor)) static void th_default_prefix(void)
 {
-	static char buf[32];
 	const char *env = getenv("SHMRIG_PREFIX");
+	char buf[32];
 
 	if (env && *env)
-		return env;
+		return;
 	snprintf(buf, sizeof(buf), "t_%d", (int)getpid());
-	return buf;
+	setenv("SHMRIG_PREFIX", buf, 1);
+}
+
+const char *th_prefix(void)
+{
+	return getenv("SHMRIG_PREFIX");
 }
 
 static int decode_status(int status)

@@ -40,6 +40,20 @@ static void test_block_sizes(void **state)
 }
 
 /* Every class: alignment, bounds, bytes survive, accounting per class. */
+/* The pools a test opens take th_prefix(), which its segment counts use: also
+ * when $SHMRIG_PREFIX is unset or empty (test_pool_no_prefix runs so). */
+static void test_prefix_is_the_tests(void **state)
+{
+	shmrig_pool *pool = th_open_pool(4 * MiB, 64 * MiB);
+	struct shmrig_pool_info info = SHMRIG_SIZED(struct shmrig_pool_info);
+
+	(void)state;
+	assert_non_null(pool);
+	assert_int_equal(shmrig_pool_info(pool, &info), 0);
+	assert_string_equal(info.prefix, th_prefix());
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 static void test_alloc_every_class(void **state)
 {
 	shmrig_pool *pool = open_pool(8 * MiB, 256 * MiB);
@@ -602,6 +616,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_block_sizes),
+		cmocka_unit_test(test_prefix_is_the_tests),
 		cmocka_unit_test(test_alloc_every_class),
 		cmocka_unit_test(test_reuse_and_stale),
 		cmocka_unit_test(test_not_live),
