@@ -147,6 +147,33 @@ static int kid_close(shmrig_pool *pool, int in, int out, const char *point)
 	return 52;
 }
 
+/*
+ * Hand the parent a block, then fill the other three chunks of its 8 MiB
+ * arena with a class each, free the first of them, and die inside the
+ * allocation that takes that empty chunk back for a fourth class.
+ */
+static int kid_reclaim(shmrig_pool *pool, int in, int out, const char *point)
+{
+	static const size_t sizes[] = { 64, 1000, 16000 };
+	struct shmrig_ref ref, first;
+	void *data;
+
+	(void)in;
+	if (shmrig_pool_alloc(pool, BLOCK, 0, 2, &ref, &data))
+		return 60;
+	th_fill(data, BLOCK, 6);
+	if (shmrig_pool_transfer(pool, &ref, getppid()) || th_write_all(out, &ref, sizeof(ref)))
+		return 61;
+	for (unsigned i = 0; i < 3; i++)
+		if (shmrig_pool_alloc(pool, sizes[i], 0, 3, i ? &ref : &first, &data))
+			return 62;
+	if (shmrig_pool_free(pool, &first))
+		return 63;
+	arm(point);
+	(void)!shmrig_pool_alloc(pool, 4000, 0, 4, &ref, &data);
+	return 64;
+}
+
 /* The survivor's checks: reap, audit, the canary, and the lost block back. */
 static void check_survivor(shmrig_pool *pool, const struct shmrig_ref *canary, void *canary_data,
 			   const struct shmrig_ref *lost)
@@ -194,6 +221,22 @@ static void run_point(const char *point)
 		/* its arena holds nothing anybody needs (or has no header yet:
 		 * nobody can have attached it): sweep removes it */
 		assert_true(shmrig_pool_sweep(pool) >= 1);
+		assert_int_equal(th_count_segments_of(th_prefix(), k.pid), 0);
+		check_survivor(pool, &canary, canary_data, NULL);
+	} else if (strcmp(point, "chunk_reclaim") == 0) {
+		k = spawn(kid_reclaim, point);
+		assert_int_equal(th_read_all(k.from_child, &ref, sizeof(ref)), 0);
+		assert_int_equal(finish(&k), 128 + SIGKILL);
+		/* the dead child's arena, one chunk unassigned: its block to us
+		 * is intact, audit accounts for the rest, and once we free it
+		 * nothing of the arena is held: sweep removes it */
+		assert_int_equal(shmrig_pool_claim(pool, &ref), 0);
+		assert_int_equal(shmrig_pool_attach(pool, &ref, &data), 0);
+		assert_int_equal(th_first_mismatch(data, BLOCK, 6), BLOCK);
+		assert_int_equal(shmrig_pool_audit(pool), 0);
+		assert_int_equal(shmrig_pool_free(pool, &ref), 0);
+		assert_true(shmrig_pool_reap(pool) >= 0);
+		assert_true(shmrig_pool_sweep(pool) >= 0);
 		assert_int_equal(th_count_segments_of(th_prefix(), k.pid), 0);
 		check_survivor(pool, &canary, canary_data, NULL);
 	} else if (strcmp(point, "close") == 0) {
@@ -280,6 +323,12 @@ static void dp_reap(void **state)
 	run_point("reap");
 }
 
+static void dp_chunk_reclaim(void **state)
+{
+	(void)state;
+	run_point("chunk_reclaim");
+}
+
 static void dp_close(void **state)
 {
 	(void)state;
@@ -293,7 +342,7 @@ int main(void)
 		cmocka_unit_test(dp_free),
 		cmocka_unit_test(dp_remote_free), cmocka_unit_test(dp_transfer),
 		cmocka_unit_test(dp_claim),	    cmocka_unit_test(dp_reap),
-		cmocka_unit_test(dp_close),
+		cmocka_unit_test(dp_close),	    cmocka_unit_test(dp_chunk_reclaim),
 	};
 
 	return cmocka_run_group_tests(tests, th_sweep_leftovers, th_remove_leftovers);

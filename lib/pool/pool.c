@@ -412,6 +412,39 @@ int shmrig_pool_open(const struct shmrig_pool_opts *user_opts, shmrig_pool **out
 	return 0;
 }
 
+/* -ENOMEM at the pool's limit, in words: the class, the limit, and which
+ * classes hold the chunks (none of them empty). */
+static int no_room(shmrig_pool *pool, unsigned c, size_t size)
+{
+	uint32_t counts[NCLASS] = { 0 };
+	char held[NCLASS * 24] = "";
+	size_t len = 0;
+
+	for (struct seg_local *sl = pool->segs; sl; sl = sl->next)
+		if (sl->created && !sl->large)
+			shmrig__arena_count_chunks(sl, counts);
+	for (unsigned k = 0; k < NCLASS && len < sizeof(held); k++) {
+		if (!counts[k])
+			continue;
+		len += (size_t)snprintf(held + len, sizeof(held) - len, "%s%zu B x%u",
+					len ? ", " : "", class_size(k), counts[k]);
+	}
+	if (!len)
+		return shmrig__fail(-ENOMEM,
+				    "pool: no room for a %zu-byte value: class %u (%zu-byte blocks) "
+				    "needs an arena, and a new %zu-byte arena would pass the pool's "
+				    "limit of %zu bytes (max_bytes, $SHMRIG_POOL_MAX; %zu in use)",
+				    size, c, class_size(c), pool->arena_size, pool->max_bytes,
+				    pool->created_bytes);
+	return shmrig__fail(-ENOMEM,
+			    "pool: no room for a %zu-byte value: class %u (%zu-byte blocks) has "
+			    "no free block and no chunk is empty (chunks by class: %s), and a "
+			    "new %zu-byte arena would pass the pool's limit of %zu bytes "
+			    "(max_bytes, $SHMRIG_POOL_MAX; %zu in use)",
+			    size, c, class_size(c), held, pool->arena_size, pool->max_bytes,
+			    pool->created_bytes);
+}
+
 static int class_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
 		       struct shmrig_ref *ref, void **data)
 {
@@ -434,7 +467,15 @@ static int class_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t 
 	/* A corrupt list is said once, by the call that found it. */
 	if (corrupt)
 		return corrupt;
+	/* Every chunk serves some class: an empty one goes to this class before
+	 * the pool grows, so that what it holds follows what is live. */
+	for (sl = pool->segs; sl; sl = sl->next)
+		if (sl->created && !sl->large && shmrig__arena_reclaim(sl, c) &&
+		    !shmrig__arena_take(sl, c, &id))
+			goto found;
 	ret = shmrig__arena_new(pool, &sl);
+	if (ret == -ENOMEM && pool->created_bytes + pool->arena_size > pool->max_bytes)
+		return no_room(pool, c, size);
 	if (ret)
 		return ret;
 	ret = shmrig__arena_take(sl, c, &id);

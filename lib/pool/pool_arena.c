@@ -62,20 +62,6 @@ static void init_layouts(struct seg_local *sl)
 	}
 }
 
-unsigned shmrig__chunk_class_read(struct seg_local *sl, uint32_t chunk)
-{
-	uint32_t cp1;
-
-	/* a creator assigned every class it has: an unknown one is unassigned */
-	if (sl->created)
-		return NCLASS;
-	cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1, memory_order_acquire);
-	if (cp1 == 0 || cp1 > NCLASS)
-		return NCLASS;
-	sl->classes[chunk] = (uint8_t)cp1;
-	return cp1 - 1;
-}
-
 /* Is `id` a block of a chunk of class c? (validates links read from shared memory) */
 static bool id_valid(struct seg_local *sl, uint32_t id, unsigned c)
 {
@@ -86,8 +72,9 @@ static bool id_valid(struct seg_local *sl, uint32_t id, unsigned c)
 }
 
 /* The free list of class c, made again from the descriptors: every FREE block
- * of the class's chunks, linked afresh. Only the creator changes FREE blocks,
- * under its lock, so these are exactly the blocks the list should hold. */
+ * of the class's chunks, linked afresh (and counted again a chunk). Only the
+ * creator changes FREE blocks, under its lock, so these are exactly the blocks
+ * the list should hold. */
 static void rebuild_free_list(struct seg_local *sl, unsigned c)
 {
 	uint32_t used = chunks_used(sl);
@@ -98,6 +85,7 @@ static void rebuild_free_list(struct seg_local *sl, unsigned c)
 	for (uint32_t chunk = 0; chunk < used; chunk++) {
 		if (chunk_class(sl, chunk) != c)
 			continue;
+		sl->onlist[chunk] = 0;
 		for (uint32_t slot = 0; slot < chunk_layout(sl, chunk, c)->nblocks; slot++) {
 			uint32_t id = block_id(chunk, slot);
 			struct desc *d = id_desc(sl, id, c);
@@ -107,6 +95,7 @@ static void rebuild_free_list(struct seg_local *sl, unsigned c)
 				continue;
 			atomic_store_explicit(&d->next_free, first, memory_order_relaxed);
 			first = id;
+			sl->onlist[chunk]++;
 		}
 	}
 	atomic_store_explicit(head, ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | first,
@@ -170,6 +159,7 @@ static int list_pop(struct seg_local *sl, unsigned c)
 		new_head = ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | next;
 	} while (!atomic_compare_exchange_weak_explicit(head, &old, new_head, memory_order_acquire,
 							memory_order_acquire));
+	sl->onlist[id_chunk(id)]--;
 	d = id_desc(sl, id, c);
 	w = atomic_load_explicit(&d->word, memory_order_acquire);
 	if (word_state(w) != ST_FREE ||
@@ -242,6 +232,7 @@ static int collect_remote(struct seg_local *sl, unsigned c)
 			if (first == NIL)
 				last = d;
 			first = id;
+			sl->onlist[id_chunk(id)]++;
 		}
 		id = next;
 	}
@@ -274,28 +265,53 @@ static void cache_flush(struct seg_local *sl, unsigned c, uint32_t count)
 		else
 			first = cache[i];
 		prev = d;
+		sl->onlist[id_chunk(cache[i])]++;
 	}
 	list_push(sl, c, first, prev);
 	memmove(cache, cache + count, (sl->ncache[c] - count) * sizeof(*cache));
 	sl->ncache[c] -= count;
 }
 
-/* Assign the next unused chunk of arena sl to class c; its blocks go to our
- * cache (up to a batch) and the free list. false if the arena is full. */
+/* Give chunk `chunk` (unassigned) to class c, its descriptors stamped and
+ * FREE at generation `gen`: its blocks go to our cache (up to a batch) and
+ * the free list. */
+static void assign_chunk(struct seg_local *sl, uint32_t chunk, unsigned c, uint32_t gen)
+{
+	const struct layout *l = chunk_layout(sl, chunk, c);
+	struct desc *descs = chunk_descs(sl, chunk, c);
+	uint32_t n = l->nblocks, keep = n < CACHE_BATCH ? n : CACHE_BATCH;
+
+	sl->classes[chunk] = (uint8_t)(c + 1);
+	for (uint32_t i = 0; i < n; i++) {
+		atomic_store_explicit(&descs[i].owner, sl->self, memory_order_relaxed);
+		descs[i].content_size = desc_stamp(c, 0);
+		atomic_store_explicit(&descs[i].word,
+				      word_make(gen, 0, 0, i < keep ? ST_CACHED : ST_FREE),
+				      memory_order_relaxed);
+		atomic_store_explicit(&descs[i].next_free, i + 1 < n ? block_id(chunk, i + 1) : NIL,
+				      memory_order_relaxed);
+	}
+	/* release: a reader that sees the class sees the stamps under it */
+	atomic_store_explicit(&sl->hdr->chunks[chunk].class_plus1, c + 1, memory_order_release);
+	for (uint32_t i = 0; i < keep; i++)
+		cache_add(sl, c, block_id(chunk, i));
+	sl->onlist[chunk] = (uint16_t)(n - keep);
+	if (keep < n)
+		list_push(sl, c, block_id(chunk, keep), &descs[n - 1]);
+}
+
+/* Assign the next unused chunk of arena sl to class c. false if the arena
+ * has none left. */
 static bool claim_chunk(struct seg_local *sl, unsigned c)
 {
 	uint32_t chunk = sl->next_chunk;
-	const struct layout *l;
-	struct desc *descs;
-	uint32_t n, keep;
 
 	/* Only the creator claims chunks, under its pool lock, counting in its
 	 * own copy: the shared next_chunk is what others read, never what we
 	 * trust (a peer that lowered it would make us claim a chunk in use). */
 	if (chunk >= sl->nchunks)
 		return false;
-	l = chunk_layout(sl, chunk, c);
-	if (l->nblocks == 0) {
+	if (chunk_layout(sl, chunk, c)->nblocks == 0) {
 		/* chunk 0 may be too small for the largest classes; skip it for them */
 		if (chunk != 0 || sl->nchunks == 1)
 			return false;
@@ -304,26 +320,98 @@ static bool claim_chunk(struct seg_local *sl, unsigned c)
 		return false;
 	}
 	sl->next_chunk = chunk + 1;
-	sl->classes[chunk] = (uint8_t)(c + 1);
-	descs = chunk_descs(sl, chunk, c);
-	n = l->nblocks;
-	keep = n < CACHE_BATCH ? n : CACHE_BATCH;
 	/* Generations start at 1, so that a zeroed ref never matches a block. */
-	for (uint32_t i = 0; i < n; i++) {
-		atomic_store_explicit(&descs[i].owner, sl->self, memory_order_relaxed);
-		atomic_store_explicit(&descs[i].word, word_make(1, 0, 0, i < keep ? ST_CACHED : ST_FREE),
-				      memory_order_relaxed);
-		atomic_store_explicit(&descs[i].next_free, i + 1 < n ? block_id(chunk, i + 1) : NIL,
-				      memory_order_relaxed);
-	}
-	atomic_store_explicit(&sl->hdr->chunks[chunk].class_plus1, c + 1, memory_order_release);
+	assign_chunk(sl, chunk, c, 1);
 	/* after the class: a walker in another process caps what it reads by it */
 	atomic_store_explicit(&sl->hdr->next_chunk, chunk + 1, memory_order_release);
-	for (uint32_t i = 0; i < keep; i++)
-		cache_add(sl, c, block_id(chunk, i));
-	if (keep < n)
-		list_push(sl, c, block_id(chunk, keep), &descs[n - 1]);
 	return true;
+}
+
+/*
+ * Every block of chunk `chunk` (class c) FREE? Then *gen is the generation
+ * its blocks start at in the next class: past every generation of the
+ * chunk's blocks, so that a ref from before (a replay, a stale copy) matches
+ * none of them. Each class's generations start above the ones before it, so
+ * the highest of the present class is above all earlier ones too.
+ */
+static bool chunk_empty(struct seg_local *sl, uint32_t chunk, unsigned c, uint32_t *gen)
+{
+	const struct layout *l = chunk_layout(sl, chunk, c);
+	struct desc *descs = chunk_descs(sl, chunk, c);
+	uint32_t top = 0;
+
+	for (uint32_t i = 0; i < l->nblocks; i++) {
+		uint64_t w = atomic_load_explicit(&descs[i].word, memory_order_acquire);
+
+		if (word_state(w) != ST_FREE)
+			return false;
+		if (word_gen(w) > top)
+			top = word_gen(w);
+	}
+	*gen = gen_next(top);
+	return true;
+}
+
+/* Blocks of chunk `chunk` in our cache of class c. */
+static uint32_t cached_in(const struct seg_local *sl, unsigned c, uint32_t chunk)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < sl->ncache[c]; i++)
+		n += id_chunk(sl->cache[c * CACHE_CAP + i]) == chunk;
+	return n;
+}
+
+/*
+ * The arena has no unused chunk left and class c no free block: a chunk of
+ * another class whose every block is free goes to class c. What others freed
+ * is collected first; a chunk is a candidate when its blocks on the free list
+ * and in our cache are all it has, and it is taken only when its descriptors
+ * say FREE, every one.
+ *
+ * The steps, each leaving what a reaper or an audit can read: the chunk is
+ * unassigned (readers refuse refs into it: none is legitimate, every block
+ * is free); its old class's free list is made again without it; it is
+ * assigned to c like a fresh chunk. The creator is the one process that
+ * changes classes, FREE blocks and the free lists, so nothing moves under it;
+ * a creator that dies half-way leaves an unassigned chunk, which nobody reads.
+ */
+bool shmrig__arena_reclaim(struct seg_local *sl, unsigned c)
+{
+	uint32_t used = sl->next_chunk, gen;
+
+	if (!sl->created || sl->large)
+		return false;
+	for (unsigned k = 0; k < NCLASS; k++)
+		(void)collect_remote(sl, k); /* a corrupt remote list: said by the next take */
+	for (uint32_t chunk = 0; chunk < used; chunk++) {
+		unsigned old = chunk_class(sl, chunk);
+
+		if (old == NCLASS || old == c || chunk_layout(sl, chunk, c)->nblocks == 0 ||
+		    sl->onlist[chunk] + cached_in(sl, old, chunk) !=
+			    chunk_layout(sl, chunk, old)->nblocks)
+			continue;
+		cache_flush(sl, old, sl->ncache[old]);
+		if (!chunk_empty(sl, chunk, old, &gen))
+			continue; /* a count that was off (a peer wrote the list): next one */
+		sl->classes[chunk] = 0;
+		atomic_store_explicit(&sl->hdr->chunks[chunk].class_plus1, 0, memory_order_release);
+		rebuild_free_list(sl, old);
+		DEATH_POINT("chunk_reclaim"); /* unassigned, the old list without it */
+		assign_chunk(sl, chunk, c, gen);
+		return true;
+	}
+	return false;
+}
+
+void shmrig__arena_count_chunks(const struct seg_local *sl, uint32_t counts[NCLASS])
+{
+	for (uint32_t chunk = 0; chunk < sl->next_chunk; chunk++) {
+		unsigned c = chunk_class(sl, chunk);
+
+		if (c < NCLASS)
+			counts[c]++;
+	}
 }
 
 /*
@@ -430,6 +518,7 @@ static void recover_one(void *arg, struct seg_local *sl, struct desc *d, unsigne
 						     memory_order_acq_rel, memory_order_relaxed))
 		return;
 	list_push(sl, c, id, d);
+	sl->onlist[id_chunk(id)]++;
 	ctx->count++;
 }
 
@@ -541,7 +630,7 @@ int shmrig__arena_audit(struct seg_local *sl)
 						    memory_order_acquire);
 		const struct layout *l;
 
-		if (cp1 > NCLASS || (sl->classes[chunk] && cp1 != sl->classes[chunk]))
+		if (cp1 > NCLASS || (sl->created && cp1 != sl->classes[chunk]))
 			return shmrig__fail(-SHMRIG_ECORRUPT, "audit %s: chunk %u has class %u",
 					    sl->name, chunk, cp1);
 		if (!cp1)

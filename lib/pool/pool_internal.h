@@ -64,10 +64,13 @@ struct seg_local {
 	uint32_t ncache[NCLASS];
 	uint32_t *cache;        /* [NCLASS][CACHE_CAP], created arenas only */
 	uint32_t next_chunk;    /* created arenas: the first unclaimed chunk (ours alone) */
-	/* Class + 1 of each chunk, once known: a chunk's class never changes
-	 * after it is assigned, so it is read from the segment once (by a
-	 * creator, never: it assigned it) and this copy is used from then on. */
+	/* Created arenas: class + 1 of each chunk (0 unassigned), the one copy
+	 * the creator uses, since it alone assigns classes; and how many blocks
+	 * of each chunk are on its class's free list, kept as it pushes and pops
+	 * (which chunks may be empty: reclaim_chunk). Other processes read a
+	 * chunk's class from the segment for each ref, since it can change. */
 	uint8_t classes[MAX_CHUNKS];
+	uint16_t onlist[MAX_CHUNKS];
 	/* large */
 	struct large_hdr *lhdr;
 	uint64_t capacity; /* the trailer's, read once */
@@ -192,16 +195,22 @@ static inline uint64_t id_offset(const struct seg_local *sl, uint32_t id, unsign
 	       id_slot(id) * class_size(c);
 }
 
-unsigned shmrig__chunk_class_read(struct seg_local *sl, uint32_t chunk);
-
-/* The class of chunk `chunk` (0..NCLASS-1), or NCLASS if unassigned or bad. */
-static inline unsigned chunk_class(struct seg_local *sl, uint32_t chunk)
+/*
+ * The class of chunk `chunk` (0..NCLASS-1), or NCLASS if unassigned or bad.
+ * The creator's own copy; anyone else's is read now, once for the ref at
+ * hand (checked, and used for nothing else), since an empty chunk may have
+ * gone to another class since the last one.
+ */
+static inline unsigned chunk_class(const struct seg_local *sl, uint32_t chunk)
 {
-	uint8_t cp1 = sl->classes[chunk];
+	uint32_t cp1;
 
-	if (SHMRIG_LIKELY(cp1))
-		return cp1 - 1u;
-	return shmrig__chunk_class_read(sl, chunk);
+	if (sl->created)
+		cp1 = sl->classes[chunk];
+	else
+		cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1,
+					   memory_order_acquire);
+	return cp1 && cp1 <= NCLASS ? cp1 - 1u : NCLASS;
 }
 
 /* Chunks of the arena that may be in use: ours, or the shared count capped. */
@@ -293,7 +302,7 @@ static inline void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t
 	struct desc *d = id_desc(sl, id, c);
 	uint32_t gen = word_gen(atomic_load_explicit(&d->word, memory_order_relaxed));
 
-	d->content_size = content_size;
+	d->content_size = desc_stamp(c, content_size);
 	d->tag = tag;
 	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
 	/* A cached block is ours alone: a plain store publishes it, no atomic
@@ -340,6 +349,11 @@ static inline int shmrig__arena_locate(struct seg_local *sl, const struct shmrig
 		goto bounds;
 	b->id = block_id((uint32_t)chunk, (uint32_t)slot);
 	b->desc = id_desc(sl, b->id, b->cls);
+	if (SHMRIG_UNLIKELY(desc_class(b->desc->content_size) != b->cls + 1))
+		return shmrig__fail(-SHMRIG_EBADREF,
+				    "ref '%s': offset %llu: the block there is not of the class "
+				    "its chunk says (the chunk is changing class)",
+				    ref->name, (unsigned long long)off);
 	return 0;
 bounds:
 	return shmrig__fail(-SHMRIG_EBADREF,
@@ -375,6 +389,11 @@ void shmrig__note_pusher(struct dead_pushers *dead, struct shmrig__life_cache *l
 /* Creator: REMOTE blocks on no list whose pusher is one of `dead` go back
  * (after every push of those pushers has been collected). Returns how many. */
 int shmrig__arena_recover(struct seg_local *sl, const struct dead_pushers *dead);
+/* Creator: give an empty chunk of another class to class c, so that the next
+ * take finds blocks. true if it did (see pool_arena.c). */
+bool shmrig__arena_reclaim(struct seg_local *sl, unsigned c);
+/* Creator: chunks of arena sl per class, added to counts[NCLASS]. */
+void shmrig__arena_count_chunks(const struct seg_local *sl, uint32_t counts[NCLASS]);
 int shmrig__arena_audit(struct seg_local *sl);
 
 /* ---- pool_large.c ---- */

@@ -13,9 +13,13 @@
  *   chunk i: [descriptors] [payload blocks]
  * Classes of 64 KiB and more have at most 32 blocks a chunk; their descriptors
  * live in the header's table (32 a chunk) so that the payload can start at the
- * chunk's first byte. A chunk serves one size class, chosen by the creator when
- * it first needs it; its layout is computed from the class and the header
- * size, never read from shared memory.
+ * chunk's first byte. A chunk serves one size class at a time, chosen by the
+ * creator when it needs one; its layout is computed from the class and the
+ * header size, never read from shared memory. When the creator needs a chunk
+ * and has none unused, a chunk whose every block is free goes back and serves
+ * another class (pool_arena.c, reclaim_chunk): a reader therefore reads the
+ * chunk's class for each ref it locates, and checks it against the class
+ * stamp in the descriptor it computed from it (desc_class below).
  *
  * Large block: a segment of its own, payload at offset 0, a large_hdr (with the
  * block's one descriptor) in its last LARGE_TRAILER bytes.
@@ -33,7 +37,7 @@
 
 #define ARENA_MAGIC 0x414e455241524853ull /* "SHRARENA" */
 #define LARGE_MAGIC 0x454752414c524853ull /* "SHRLARGE" */
-#define LAYOUT_VERSION 2u
+#define LAYOUT_VERSION 3u
 #define ROLE_ARENA 'a'
 #define ROLE_LARGE 'l'
 #define CHUNK ((size_t)SHMRIG_POOL_CHUNK)
@@ -111,14 +115,37 @@ static inline bool state_held(unsigned state)
 struct desc {
 	_Atomic uint64_t word;
 	_Atomic uint64_t owner; /* shmrig__procid */
-	uint64_t content_size;
+	uint64_t content_size;  /* arena blocks: (class + 1) << DESC_CLASS_SHIFT | bytes */
 	uint32_t tag;
 	_Atomic uint32_t next_free;
 };
 _Static_assert(sizeof(struct desc) == 32, "descriptor layout is shared");
 
+/*
+ * The class stamp: an arena descriptor's content_size carries its chunk's
+ * class + 1 in its top byte, written when the chunk is assigned to the class
+ * and at every allocation. A process that computed a descriptor from a class
+ * the chunk no longer has (or that a peer scribbled for a moment) finds
+ * another stamp there, or none, and refuses the ref instead of acting on a
+ * neighbour's descriptor. Large blocks' descriptors carry no stamp.
+ */
+#define DESC_CLASS_SHIFT 56
+static inline uint64_t desc_stamp(unsigned c, uint64_t bytes)
+{
+	return ((uint64_t)(c + 1) << DESC_CLASS_SHIFT) | bytes;
+}
+static inline uint64_t desc_bytes(uint64_t content_size)
+{
+	return content_size & ((1ull << DESC_CLASS_SHIFT) - 1);
+}
+/* 0 for none, else the class + 1 */
+static inline unsigned desc_class(uint64_t content_size)
+{
+	return (unsigned)(content_size >> DESC_CLASS_SHIFT);
+}
+
 struct chunk_info {
-	_Atomic uint32_t class_plus1; /* 0: unassigned */
+	_Atomic uint32_t class_plus1; /* 0: unassigned (never used, or being reassigned) */
 	uint32_t reserved;
 };
 _Static_assert(sizeof(struct chunk_info) == 8, "chunk table layout is shared");

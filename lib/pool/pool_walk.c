@@ -37,8 +37,11 @@ void shmrig__walk_blocks(struct seg_local *sl, block_fn fn, void *arg)
 			uint32_t id = block_id(chunk, slot);
 			struct desc *d = id_desc(sl, id, c);
 
+			/* a stamp of another class: the chunk changed class while
+			 * we walk it (or a peer wrote its class): not this block */
 			if (word_state(atomic_load_explicit(&d->word, memory_order_acquire)) !=
-			    ST_FREE)
+				    ST_FREE &&
+			    desc_class(d->content_size) == c + 1)
 				fn(arg, sl, d, c, id, id_offset(sl, id, c));
 		}
 	}
@@ -53,7 +56,7 @@ static void fill_info(struct shmrig_block_info *info, struct seg_local *sl, stru
 		      unsigned c, uint64_t offset)
 {
 	uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
-	uint64_t content = d->content_size, capacity = block_capacity(sl, c);
+	uint64_t content = desc_bytes(d->content_size), capacity = block_capacity(sl, c);
 
 	memset(info, 0, sizeof(*info));
 	info->size = sizeof(*info);
@@ -84,7 +87,7 @@ static void stats_one(void *arg, struct seg_local *sl, struct desc *d, unsigned 
 		      uint64_t offset)
 {
 	struct walk_stats *stats = arg;
-	uint64_t content = d->content_size, capacity = block_capacity(sl, c);
+	uint64_t content = desc_bytes(d->content_size), capacity = block_capacity(sl, c);
 
 	(void)id, (void)offset;
 	if (!counts_live(atomic_load_explicit(&d->word, memory_order_acquire)))
@@ -206,7 +209,8 @@ static bool collect_from(struct seg_local *sl, uint64_t *pos, struct batch *batc
 			continue;
 		}
 		d = id_desc(sl, id, c);
-		if (!counts_live(atomic_load_explicit(&d->word, memory_order_acquire)))
+		if (!counts_live(atomic_load_explicit(&d->word, memory_order_acquire)) ||
+		    desc_class(d->content_size) != c + 1)
 			continue;
 		if (batch->n == INFO_BATCH)
 			return false;
