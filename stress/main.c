@@ -85,13 +85,32 @@ static const char usage[] =
 	"                        free_range, free_cycle, remote_live, remote_range,\n"
 	"                        remote_cycle, state, owner, large_capacity, large_field\n"
 	"  --quiet               no progress line (it is shown on a terminal only)\n"
+	"  --workload FILE       replay a workload file (shmrig-plan's; e.g.\n"
+	"                        examples/workloads/small_messages.json) OPEN LOOP for\n"
+	"                        --duration seconds instead of the pairs above: each\n"
+	"                        flow's producers send at its rate on an absolute\n"
+	"                        schedule (a late message is sent at once, its latency\n"
+	"                        counted from when it was due), sizes, codec, window,\n"
+	"                        backend and hold as the file says; a flow of P\n"
+	"                        producers and C consumers has max(P, C) channels,\n"
+	"                        channel k from producer k % P to consumer k % C.\n"
+	"                        Reports rates offered and achieved, latency p50, p99,\n"
+	"                        p99.9, max, and each class's live blocks (mean, p99,\n"
+	"                        p99.9, max; the producers' pools sampled on one time\n"
+	"                        grid, summed, after a warm-up of 10 % of the duration\n"
+	"                        or 0.5 s, whichever is less). Goes with --duration,\n"
+	"                        --seed, --json, --prefix, --pool-limit,\n"
+	"                        --send-timeout-ms, --quiet and these two:\n"
+	"  --rate-scale X        multiply every flow's rate by X (default 1)\n"
+	"  --sample-ms MS        sample the pools every MS milliseconds (default 10)\n"
 	"  -h, --help\n"
 	"\n"
 	"At the end, shmrig_pool_sweep() removes the segments of dead creators that no\n"
 	"live process holds a block in; a segment of the prefix left after it is stale.\n"
 	"\n"
 	"Exit status: 0 clean; 1 a message lost or corrupted, a leaked block, fd or\n"
-	"segment, or a worker that failed; 2 bad usage or a setup error.\n";
+	"segment, or a worker that failed (crashed, or hung and was killed); 2 bad\n"
+	"usage, a bad workload file (the message names the field) or a setup error.\n";
 
 /* A pair's processes in the driver's view. */
 struct member {
@@ -125,6 +144,9 @@ struct totals {
 };
 
 static struct stress_opts opts;
+/* --workload: the file, the factor on its rates, the sampling interval */
+static const char *workload_path;
+static double rate_scale = 1, sample_ms = 10;
 static struct slot *slots;
 static struct pair pairs[STRESS_MAX_PAIRS];
 static struct totals tot;
@@ -182,14 +204,21 @@ static void parse_args(int argc, char **argv)
 		{ "quiet", no_argument, 0, 'q' },           { "require", required_argument, 0, 'R' },
 		{ "inject", required_argument, 0, 'I' },           { "help", no_argument, 0, 'h' },
 		{ "scribbles", required_argument, 0, 'X' },
+		{ "workload", required_argument, 0, 'W' }, { "rate-scale", required_argument, 0, 'x' },
+		{ "sample-ms", required_argument, 0, 'i' },
 		{ 0, 0, 0, 0 },
 	};
 	const char *sizes = DEFAULT_SIZES;
+	char why[256];
+	int nsizes;
 	static const char *const injects[] = {
 		[INJECT_CORRUPT] = "corrupt", [INJECT_LEAK] = "leak",
 		[INJECT_ORPHAN] = "orphan",   [INJECT_HOSTILE] = "hostile",
 		[INJECT_REPLAY] = "replay",   [INJECT_CLOSE_AFTER_SEND] = "close-after-send",
 	};
+	/* what a workload file says, or that a replay does not do */
+	static const char not_with_workload[] = "bpmzwLHMksSIXR";
+	bool given[128] = { false };
 	int c;
 
 	opts = (struct stress_opts){ .backend = "ring", .pairs = 2, .duration_s = 10, .window = 8,
@@ -198,6 +227,7 @@ static void parse_args(int argc, char **argv)
 				     .scribbles = (1u << SC_KINDS) - 1 };
 	snprintf(opts.prefix, sizeof(opts.prefix), "stress%d", (int)getpid());
 	while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+		given[c & 127] = true;
 		switch (c) {
 		case 'b': opts.backend = optarg; break;
 		case 'p': opts.pairs = (unsigned)parse_number("pairs", optarg, 1, STRESS_MAX_PAIRS); break;
@@ -240,20 +270,32 @@ static void parse_args(int argc, char **argv)
 				die("--scribbles: '%s' is not all or a list of the kinds (see --help)",
 				    optarg);
 			break;
+		case 'W': workload_path = optarg; break;
+		case 'x': rate_scale = parse_number("rate-scale", optarg, 1e-6, 1e3); break;
+		case 'i': sample_ms = parse_number("sample-ms", optarg, 0.1, 60000); break;
 		case 'h': fputs(usage, stdout); exit(0);
 		default: fputs(usage, stderr); exit(2);
 		}
 	}
 	if (optind < argc)
 		die("unexpected argument '%s' (see --help)", argv[optind]);
+	for (const struct option *o = longs; o->name; o++)
+		if (given[o->val] && strchr(not_with_workload, o->val) && workload_path)
+			die("--%s does not go with --workload (the file says what runs)", o->name);
+		else if (given[o->val] && (o->val == 'x' || o->val == 'i') && !workload_path)
+			die("--%s goes with --workload only", o->name);
+	if (workload_path && !(opts.duration_s > 0))
+		die("--workload needs a --duration above 0");
 	if (!opts.duration_s && !opts.messages)
 		die("--duration 0 needs --messages");
-	if (parse_sizes(sizes, &opts))
-		die("--sizes: '%s' is not weight:min-max[,...] (e.g. %s)", sizes, DEFAULT_SIZES);
+	nsizes = plan_parse_size_spec(sizes, opts.sizes, STRESS_MAX_SIZE_CLASSES, why, sizeof(why));
+	if (nsizes < 0)
+		die("--sizes: '%s': %s (e.g. %s)", sizes, why, DEFAULT_SIZES);
+	opts.nsizes = (unsigned)nsizes;
 	if (opts.pool_limit)
 		for (unsigned i = 0; i < opts.nsizes; i++) {
 			/* one value must fit with others in flight */
-			size_t cap = opts.pool_limit / 4;
+			uint64_t cap = opts.pool_limit / 4;
 
 			opts.sizes[i].max = opts.sizes[i].max < cap ? opts.sizes[i].max : cap;
 			opts.sizes[i].min = opts.sizes[i].min < opts.sizes[i].max ? opts.sizes[i].min
@@ -1142,6 +1184,11 @@ int main(int argc, char **argv)
 	if (ret)
 		die("registry: %s", shmrig_last_error());
 	opts.fingerprint = shmrig_registry_fingerprint(opts.registry);
+	if (workload_path) {
+		ret = workload_main(&opts, workload_path, rate_scale, sample_ms);
+		shmrig_registry_free(opts.registry);
+		return ret;
+	}
 	slots = mmap(NULL, sizeof(*slots) * opts.pairs, PROT_READ | PROT_WRITE,
 		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (slots == MAP_FAILED)

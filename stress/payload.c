@@ -34,7 +34,7 @@ double rng_unit(uint64_t *state)
 size_t draw_size(const struct stress_opts *o, uint64_t *rng)
 {
 	double total = 0, pick;
-	const struct size_class *c = &o->sizes[o->nsizes - 1];
+	const struct plan_size_item *c = &o->sizes[o->nsizes - 1];
 
 	for (unsigned i = 0; i < o->nsizes; i++)
 		total += o->sizes[i].weight;
@@ -93,9 +93,13 @@ static void named_arrays(struct payload *p, unsigned n, enum shmrig_dtype dtype,
 
 int payload_make(struct payload *p, size_t size, uint64_t *rng)
 {
+	return payload_make_kind(p, (enum shmrig_kind)(rng_next(rng) % 4), size, rng);
+}
+
+int payload_make_kind(struct payload *p, enum shmrig_kind kind, size_t size, uint64_t *rng)
+{
 	static const enum shmrig_dtype dtypes[] = { SHMRIG_DTYPE_UINT8, SHMRIG_DTYPE_INT32,
 						    SHMRIG_DTYPE_FLOAT64 };
-	unsigned kind = (unsigned)(rng_next(rng) % 4);
 	enum shmrig_dtype dtype = dtypes[rng_next(rng) % 3];
 	size_t esize = shmrig_dtype_size(dtype);
 	unsigned n = 1 + (unsigned)(rng_next(rng) % 4);
@@ -166,38 +170,4 @@ void payload_free(struct payload *p)
 {
 	free(p->buf);
 	memset(p, 0, sizeof(*p));
-}
-
-/* "80:16-4K,17:4K-1M,3:1M-4M": weight:min-max, sizes as shmrig_parse_size reads them. */
-int parse_sizes(const char *spec, struct stress_opts *o)
-{
-	char *copy = strdup(spec), *save = NULL;
-	int ret = 0;
-
-	if (!copy)
-		return -ENOMEM;
-	o->nsizes = 0;
-	o->max_size = 0;
-	for (char *item = strtok_r(copy, ",", &save); item && !ret;
-	     item = strtok_r(NULL, ",", &save)) {
-		struct size_class *c = &o->sizes[o->nsizes];
-		char *colon = strchr(item, ':'), *dash = colon ? strchr(colon, '-') : NULL, *end;
-
-		if (o->nsizes == STRESS_MAX_SIZE_CLASSES || !colon || !dash) {
-			ret = -EINVAL;
-			break;
-		}
-		*colon = *dash = '\0';
-		c->weight = strtod(item, &end);
-		if (*end || !(c->weight > 0) || shmrig_parse_size(colon + 1, &c->min) ||
-		    shmrig_parse_size(dash + 1, &c->max) || c->min == 0 || c->min > c->max)
-			ret = -EINVAL;
-		if (c->max > o->max_size)
-			o->max_size = c->max;
-		o->nsizes++;
-	}
-	if (!o->nsizes)
-		ret = -EINVAL;
-	free(copy);
-	return ret;
 }

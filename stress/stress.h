@@ -15,6 +15,8 @@
 
 #include <shmrig/shmrig.h>
 
+#include "workload.h" /* tools/plan: struct plan_size_item, the workload file */
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,27 +24,21 @@
 #include <sys/types.h>
 
 #define STRESS_MAX_PAIRS 64
-#define STRESS_MAX_SIZE_CLASSES 8
+#define STRESS_MAX_SIZE_CLASSES PLAN_MAX_SIZE_ITEMS
 #define STRESS_MAX_HOLD 64
 
 /* Latency histogram: 4 buckets per power of two of nanoseconds. */
 #define HIST_SUB 4
 #define HIST_BUCKETS (64 * HIST_SUB)
 
-/* One entry of the size distribution: weight, then bytes in [min, max], log-uniform. */
-struct size_class {
-	double weight;
-	size_t min, max;
-};
-
 struct stress_opts {
 	const char *backend;
 	unsigned pairs;
 	double duration_s;  /* 0: until `messages` */
 	uint64_t messages;  /* 0: until `duration_s` */
-	struct size_class sizes[STRESS_MAX_SIZE_CLASSES];
+	/* weight, then bytes in [min, max], log-uniform (plan_parse_size_spec) */
+	struct plan_size_item sizes[STRESS_MAX_SIZE_CLASSES];
 	unsigned nsizes;
-	size_t max_size;    /* largest size any class can draw */
 	unsigned window;    /* messages in flight per pair */
 	unsigned slots;     /* ring: slots per direction (0: the channel's default) */
 	unsigned hold_max;  /* persistent values a consumer holds at most */
@@ -206,6 +202,7 @@ struct slot {
 #define MSG_END 0x21444e45u  /* "END!": the producer sent its last message */
 #define MSG_DONE 0x454e4f44u /* "DONE": the consumer released everything */
 #define MSG_ACK 0x214b4341u  /* "ACK!": one message taken by the consumer */
+#define MSG_WARM 0x4d524157u /* "WARM": --workload, before time 0: decoded and dropped */
 
 struct msg_hdr {
 	uint32_t magic;
@@ -233,8 +230,9 @@ double rng_unit(uint64_t *state);
 size_t draw_size(const struct stress_opts *o, uint64_t *rng);
 /* A random value of about `size` payload bytes in p (reusing p's buffer). 0 or -ENOMEM. */
 int payload_make(struct payload *p, size_t size, uint64_t *rng);
+/* The same, of the given kind (bytes, ndarray, table or dataset). */
+int payload_make_kind(struct payload *p, enum shmrig_kind kind, size_t size, uint64_t *rng);
 void payload_free(struct payload *p);
-int parse_sizes(const char *spec, struct stress_opts *o);
 
 /* worker.c: run one side of a pair in a forked child; returns the exit status. */
 int producer_main(const struct stress_opts *o, struct slot *slot, unsigned pair, unsigned epoch,
@@ -245,6 +243,88 @@ int consumer_main(const struct stress_opts *o, struct slot *slot, unsigned pair,
 /* hostile.c: the hostile peer, in a forked child; returns the exit status. */
 int hostile_main(const struct stress_opts *o, struct hostile_ledger *ledger);
 int parse_scribbles(const char *spec, uint32_t *mask);
+
+/* ---- --workload: the open-loop replay of a workload file (workload.c, replay.c) ---- */
+
+/*
+ * A flow of P producers and C consumers has max(P, C) links, each a channel
+ * pair: link k joins the flow's producer k % P and consumer k % C. With P == C
+ * each process has one link; otherwise the side with fewer processes serves
+ * several, round-robin (a producer sends its messages over its links in turn;
+ * a consumer polls its links).
+ *
+ * The driver maps the ledger (MAP_SHARED, before any fork): a header, then one
+ * wl_proc per process, one wl_link per link, and per process `nsamples`
+ * wl_samples (a producer's pool on the run's time grid: sample k is taken at
+ * start_ns + k * sample_ns, or as soon after as the producer gets to it). Each
+ * worker writes only its own wl_proc, its links' side and its samples; the
+ * driver reads them once the worker has exited.
+ */
+#define WL_LARGE SHMRIG_POOL_NUM_CLASSES     /* in wl_sample.live: blocks above 1 MiB */
+#define WL_CLASSES (SHMRIG_POOL_NUM_CLASSES + 1)
+#define WL_HIST_SUB 16 /* latency: 16 buckets per power of two of ns, each 4.4 % wide */
+#define WL_HIST_BUCKETS (64 * WL_HIST_SUB)
+#define WL_MAX_PROCS 256u
+#define WL_MAX_SAMPLE_BYTES ((size_t)256 << 20) /* every process's samples */
+
+struct wl_sample {
+	uint32_t taken; /* 1: written */
+	uint32_t live[WL_CLASSES];
+	uint64_t live_bytes; /* content bytes of every live block */
+};
+
+struct wl_link {
+	uint64_t sent;     /* producer: messages the channel took */
+	uint64_t received; /* consumer: messages decoded */
+	uint64_t gaps, dups;
+};
+
+struct wl_proc {
+	struct side side; /* pid (set by the driver), counters, end-of-run checks, error */
+	/* producer */
+	uint64_t scheduled;      /* schedule points before the end: sent, given up or not sent */
+	uint64_t unsent;         /* ... that it had not got to when the run ended (behind) */
+	uint64_t window_waits;   /* messages due with the window full */
+	uint64_t window_wait_ns; /* ... and how long they waited for it */
+	uint64_t samples, samples_missed, sample_ns; /* taken, grid points skipped, time spent */
+	/* consumer */
+	uint64_t hist[WL_HIST_BUCKETS]; /* latency: receipt - scheduled send */
+	uint64_t max_latency_ns;
+	uint64_t held_max; /* values held at once, at most */
+};
+
+struct wl_ledger {
+	_Atomic int pids_set;  /* driver: every process forked, side.pid set */
+	_Atomic int ready;     /* workers: how many have their channels open */
+	_Atomic int abort;     /* driver: a worker failed to start; give up */
+	_Atomic uint64_t start_ns; /* driver: the schedule's time 0, CLOCK_MONOTONIC (0: not yet) */
+};
+
+/* The run's layout, the same in every process (computed before fork). */
+struct wl_run {
+	const struct stress_opts *o;
+	const struct plan_workload *wl;
+	double rate_scale;
+	uint64_t duration_ns, sample_ns;
+	unsigned nprocs, nlinks, nsamples;
+	unsigned first_proc[PLAN_MAX_FLOWS]; /* producers, then consumers */
+	unsigned first_link[PLAN_MAX_FLOWS];
+	struct wl_ledger *ledger;
+	struct wl_proc *procs;
+	struct wl_link *links;
+	struct wl_sample *samples; /* nprocs * nsamples */
+	shmrig_channel_pair **pairs; /* one per link */
+};
+
+/* workload.c: the driver of --workload; returns the exit status. */
+int workload_main(struct stress_opts *o, const char *path, double rate_scale, double sample_ms);
+
+/* replay.c: process `proc` of the run, in a forked child; returns the exit status. */
+int replay_producer(const struct wl_run *run, unsigned flow, unsigned index, unsigned proc);
+int replay_consumer(const struct wl_run *run, unsigned flow, unsigned index, unsigned proc);
+unsigned wl_hist_bucket(uint64_t ns);
+/* A bucket's middle, geometric: within 2.2 % of any latency in it. */
+double wl_hist_mid_ns(unsigned bucket);
 
 uint64_t now_ns(void);
 /* The descriptors open now (below FD_SET_MAX), and how many are open now that were not then. */
