@@ -1,13 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * shmrig-plan: how much shared memory and how many hugepages a workload needs
- * (issue 14, first slice: the mean by Little's law; see model.h).
+ * shmrig-plan: how much shared memory and how many hugepages a workload needs,
+ * where it saturates, and whether a run agrees (issue 14). The mean by
+ * Little's law (model.h), the tail by simulation (sim.h), CPU from the
+ * benchmark suite's results (results.h), the outputs (report.h) and the
+ * verification by shmrig-stress --workload (verify.h).
  *
- * Exit status: 0 a plan, 1 the JSON could not be written, 2 bad usage or a
- * bad workload file (the message names the field).
+ * Exit status: 0 a plan (and with --verify, predicted and measured agree);
+ * 1 a verification that disagrees, or an output that could not be written;
+ * 2 bad usage or a bad workload or results file (the message names the field);
+ * 3 --verify cannot judge: the stress tool is missing or failed to run.
  */
 #include "model.h"
+#include "report.h"
+#include "results.h"
+#include "sim.h"
+#include "verify.h"
 #include "workload.h"
+
+#include <shmrig/options.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -17,36 +28,61 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef SHMRIG_PLAN_VERSION
-#define SHMRIG_PLAN_VERSION "unknown"
-#endif
+#include <time.h>
+#include <unistd.h>
 
 #define MAX_WHAT_IF 16
-#define NCLASS SHMRIG_POOL_NUM_CLASSES
-
-static const char tail_note[] =
-	"mean occupancy only (Little's law): a pool sized at the mean runs short about half "
-	"the time; p99/p99.9 by simulation is the next slice of issue 14";
+#define EXIT_DISAGREE 1
+#define EXIT_USAGE 2
+#define EXIT_CANNOT_JUDGE 3
 
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: shmrig-plan WORKLOAD.json [--json FILE] [--what-if KEY=xF]...\n"
+		"usage: shmrig-plan WORKLOAD.json [--json FILE] [--what-if KEY=xF]... [--seed N]\n"
+		"                   [--sim-events N] [--results RESULTS.json] [--pool-limit BYTES]\n"
+		"                   [--report DIR] [--verify [--verify-seconds S] [--verify-steps N]]\n"
 		"\n"
-		"Plans the shared memory of a workload: per size class the mean live blocks\n"
-		"(Little's law, L = rate x P(class) x (flight + hold)), chunks and bytes; large\n"
-		"blocks; pool bytes and 2 MiB hugepages per NUMA node, SHMRIG_ARENA_SIZE and\n"
-		"SHMRIG_POOL_MAX for each flow's producers, and the /dev/shm size. The mean only\n"
-		"in this version: the tail (p99, by simulation) is to come.\n"
+		"Plans the shared memory of a workload. Per flow and size class: the mean live\n"
+		"blocks by Little's law (L = rate x P(class) x (flight + hold)) and the mean, p99,\n"
+		"p99.9 and max from a seeded simulation of arrivals, windows and holds; chunks and\n"
+		"bytes sized at the p99.9 of one producer's pool (the mean's beside them); large\n"
+		"blocks; pool bytes and 2 MiB hugepages per NUMA node; the sysctl, boot, sysfs and\n"
+		"/dev/shm lines; SHMRIG_ARENA_SIZE and SHMRIG_POOL_MAX for each flow's producers.\n"
 		"\n"
-		"  --json FILE      also write the plan as JSON (schema shmrig-plan/1; '-': stdout)\n"
-		"  --what-if K=xF   re-plan with every flow's K multiplied by F, without editing\n"
-		"                   the file: rate, hold or flight (e.g. --what-if rate=x2)\n"
-		"  --help           this text\n"
+		"  --json FILE         also write the plan as JSON (schema shmrig-plan/2; '-': stdout\n"
+		"                      and no table)\n"
+		"  --what-if K=xF      re-plan with every flow's K multiplied by F, without editing\n"
+		"                      the file: rate, hold or flight (e.g. --what-if rate=x2)\n"
+		"  --seed N            the simulation's seed (default 1): same seed, same plan\n"
+		"  --sim-events N      the simulation's event cap (default %u, at most %u); the\n"
+		"                      plan says how long was simulated\n"
+		"  --results FILE      the benchmark suite's JSON from this machine class\n"
+		"                      (results/<machine>/<stamp>.json of scripts/run): encode,\n"
+		"                      decode and transport core-seconds a second per flow, memory\n"
+		"                      bandwidth, the resource that saturates first and the rate\n"
+		"                      where it does, the headroom. Without it, no CPU figures.\n"
+		"  --pool-limit BYTES  a producer's pool limit (SHMRIG_POOL_MAX; K/M/G): the size\n"
+		"                      class that runs out first under it, in the simulation\n"
+		"  --report DIR        write DIR/<workload>.md, DIR/<workload>.json and SVG plots\n"
+		"                      (gnuplot: occupancy over time; with --verify, throughput and\n"
+		"                      p99 latency against the offered rate)\n"
+		"  --verify            run shmrig-stress --workload (the one next to this program's\n"
+		"                      build directory, ../stress/shmrig-stress, or $SHMRIG_STRESS)\n"
+		"                      at rate x1, x2, x4... until it saturates (achieved < 90 %% of\n"
+		"                      offered, p99 latency > 10 x the first step's, or ENOMEM), and\n"
+		"                      compare: throughput and the mean and p99 live blocks of each\n"
+		"                      class predicted to hold >= 10 blocks must agree within 20 %%\n"
+		"  --verify-seconds S  each step's duration (default 10; the whole stepping stops\n"
+		"                      after 6 steps' worth)\n"
+		"  --verify-steps N    at most N steps (1 to %u, default 6)\n"
+		"  --help              this text\n"
 		"\n"
-		"The workload file: tools/plan/workload.h; an example: examples/workloads/.\n"
-		"Exit status: 0 a plan; 1 the JSON could not be written; 2 bad usage or file.\n");
+		"The workload file: tools/plan/workload.h; examples: examples/workloads/.\n"
+		"Exit status: 0 a plan (with --verify: it agrees); 1 the verification disagrees,\n"
+		"or an output could not be written; 2 bad usage, workload or results file;\n"
+		"3 --verify cannot judge (shmrig-stress missing or failed).\n",
+		PLAN_SIM_DEFAULT_EVENTS, PLAN_SIM_MAX_EVENTS, PLAN_VERIFY_MAX_STEPS);
 }
 
 static void die_usage(const char *fmt, const char *arg)
@@ -54,7 +90,7 @@ static void die_usage(const char *fmt, const char *arg)
 	fprintf(stderr, "shmrig-plan: ");
 	fprintf(stderr, fmt, arg);
 	fprintf(stderr, "\n(shmrig-plan --help for usage)\n");
-	exit(2);
+	exit(EXIT_USAGE);
 }
 
 struct what_if {
@@ -102,215 +138,201 @@ static void apply_what_if(struct plan_workload *wl, const struct what_if *w)
 	}
 }
 
-static const char *human(uint64_t bytes, char *buf, size_t len)
+static double number_arg(const char *opt, const char *text, double min, double max)
 {
-	if (bytes >= ((uint64_t)1 << 30) && bytes % ((uint64_t)1 << 20) == 0)
-		snprintf(buf, len, "%.2f GiB", (double)bytes / (1 << 30));
-	else if (bytes >= ((uint64_t)1 << 20))
-		snprintf(buf, len, "%.1f MiB", (double)bytes / (1 << 20));
-	else if (bytes >= 1024)
-		snprintf(buf, len, "%.1f KiB", (double)bytes / 1024);
-	else
-		snprintf(buf, len, "%" PRIu64 " B", bytes);
-	return buf;
-}
+	char *end;
+	double v;
 
-static const char *class_label(unsigned c, char *buf, size_t len)
-{
-	uint64_t size = plan_class_size(c);
+	errno = 0;
+	v = strtod(text, &end);
+	if (end == text || *end || errno || !isfinite(v) || v < min || v > max) {
+		char msg[128];
 
-	if (size >= (1u << 20))
-		snprintf(buf, len, "%" PRIu64 "M", size >> 20);
-	else if (size >= 1024)
-		snprintf(buf, len, "%" PRIu64 "K", size >> 10);
-	else
-		snprintf(buf, len, "%" PRIu64, size);
-	return buf;
-}
-
-static void print_settings(const struct plan_result *r)
-{
-	char b[32];
-
-	printf("\nper node (blocks live on their producer's node)\n");
-	printf("  %-6s %14s %10s\n", "node", "pool bytes", "hugepages");
-	for (unsigned k = 0; k < r->nnodes; k++)
-		printf("  %-6d %14s %10" PRIu64 "\n", r->nodes[k].node,
-		       human(r->nodes[k].pool_bytes, b, sizeof(b)), r->nodes[k].hugepages);
-	printf("\nsettings\n");
-	printf("  sysctl vm.nr_hugepages=%" PRIu64 "\n", r->hugepages);
-	for (unsigned k = 0; k < r->nnodes; k++)
-		printf("  echo %" PRIu64
-		       " > /sys/devices/system/node/node%d/hugepages/hugepages-2048kB/nr_hugepages\n",
-		       r->nodes[k].hugepages, r->nodes[k].node);
-	printf("  boot line: hugepagesz=2M hugepages=%" PRIu64, r->hugepages);
-	if (r->nnodes > 1 || (r->nnodes == 1 && r->nodes[0].node != 0)) {
-		printf("   (per node: hugepagesz=2M hugepages=");
-		for (unsigned k = 0; k < r->nnodes; k++)
-			printf("%s%d:%" PRIu64, k ? "," : "", r->nodes[k].node,
-			       r->nodes[k].hugepages);
-		printf(")");
+		snprintf(msg, sizeof(msg), "%s '%%s': expected a number in [%g, %g]", opt, min,
+			 max);
+		die_usage(msg, text);
 	}
-	printf("\n  /dev/shm: at least %s (segments fall back to /dev/shm without free hugepages;"
-	       " channels' own segments not counted)\n",
-	       human(r->dev_shm_bytes, b, sizeof(b)));
+	return v;
 }
 
-static void print_table(const struct plan_workload *wl, const struct plan_result *r,
-			const struct what_if *what_ifs, unsigned nwhat_ifs)
+static double now_s(void)
 {
-	char b1[32], b2[32];
+	struct timespec ts;
 
-	printf("shmrig-plan %s: workload '%s', %u flow%s\n", SHMRIG_PLAN_VERSION, wl->name,
-	       wl->nflows, wl->nflows == 1 ? "" : "s");
-	printf("NOTE: %s\n", tail_note);
-	for (unsigned i = 0; i < nwhat_ifs; i++)
-		printf("what-if: %s\n", what_ifs[i].text);
-	for (unsigned i = 0; i < wl->nflows; i++) {
-		const struct plan_flow *f = &wl->flows[i];
-		const struct plan_flow_need *n = &r->flows[i];
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
-		printf("\nflow '%s': %u producer%s (node %d) -> %u consumer%s (node %d), %g msg/s %s, "
-		       "%s over %s, window %u\n",
-		       f->name, f->producers, f->producers == 1 ? "" : "s", f->producer_node,
-		       f->consumers, f->consumers == 1 ? "" : "s", f->consumer_node, f->rate,
-		       f->arrival == PLAN_ARRIVAL_POISSON ? "poisson" : "constant", f->codec,
-		       f->backend, f->window);
-		printf("  in flight %.3g messages%s, hold %g ms mean: a block lives %.4g ms, "
-		       "%.4g messages live\n",
-		       n->in_flight, n->window_bound ? " (capped by the window)" : "",
-		       f->hold_mean_ms, n->live_per_message * 1000, n->live_per_message * f->rate);
-		printf("  %-6s %8s %12s %12s %8s %12s\n", "class", "P", "mean blocks", "per chunk",
-		       "chunks", "bytes");
-		for (unsigned c = 0; c < NCLASS; c++) {
-			const struct plan_class_need *cn = &n->classes[c];
+struct verify_opts {
+	double seconds, base_scale;
+	unsigned max_steps;
+	uint64_t seed;
+};
 
-			if (cn->probability <= 0)
-				continue;
-			printf("  %-6s %8.4f %12.4g %12" PRIu64 " %8" PRIu64 " %12s\n",
-			       class_label(c, b1, sizeof(b1)), cn->probability, cn->blocks,
-			       plan_blocks_per_chunk(c), cn->chunks,
-			       human(cn->bytes, b2, sizeof(b2)));
+/*
+ * --verify: the steps, the comparison, a status line. Returns the exit
+ * status: 0 agrees, 1 disagrees, 3 cannot judge (*v then NULL-able: *ran 0).
+ */
+static int run_verify(const char *workload_path, const struct verify_opts *vo,
+		      const struct plan_sim_result *sim, struct plan_verify *v, int *ran,
+		      char *status, size_t statuslen)
+{
+	char stress[4096], tmp[] = "/tmp/shmrig-plan-verify-XXXXXX", out[4200], log[4200];
+	char err[1024], why[160];
+	double start = now_s(), budget = 6 * vo->seconds;
+	int ret = 0, exit_status = 0;
+
+	memset(v, 0, sizeof(*v));
+	*ran = 0;
+	v->seconds_per_step = vo->seconds;
+	plan_stress_path(stress, sizeof(stress));
+	if (access(stress, X_OK)) {
+		snprintf(status, statuslen,
+			 "cannot judge: shmrig-stress not found at %.1500s (%s; build stress/, or set "
+			 "SHMRIG_STRESS)",
+			 stress, strerror(errno));
+		return EXIT_CANNOT_JUDGE;
+	}
+	if (!mkdtemp(tmp)) {
+		snprintf(status, statuslen, "cannot judge: no temporary directory: %s",
+			 strerror(errno));
+		return EXIT_CANNOT_JUDGE;
+	}
+	for (unsigned i = 0; i < vo->max_steps; i++) {
+		double scale = vo->base_scale * ldexp(1, (int)i);
+		struct plan_measured *m = &v->steps[v->nsteps];
+		char *text = NULL;
+		size_t len;
+
+		if (i > 0 && now_s() - start + vo->seconds > budget)
+			break;
+		snprintf(out, sizeof(out), "%s/step%u.json", tmp, i);
+		snprintf(log, sizeof(log), "%s/step%u.log", tmp, i);
+		fprintf(stderr, "shmrig-plan: verify step %u: %s --rate-scale %g, %g s\n", i + 1,
+			stress, scale, vo->seconds);
+		ret = plan_stress_run(stress, workload_path, vo->seconds, scale, vo->seed, out, log,
+				      3 * vo->seconds + 30, err, sizeof(err));
+		if (!ret)
+			ret = plan_read_file(out, PLAN_STRESS_MAX_BYTES, &text, &len, err,
+					     sizeof(err));
+		if (!ret) {
+			char sub[512];
+
+			ret = plan_stress_parse(text, len, m, sub, sizeof(sub));
+			if (ret)
+				snprintf(err, sizeof(err), "its JSON (%.400s): %.500s", out, sub);
 		}
-		if (n->large_probability > 0)
-			printf("  %-6s %8.4f %12.4g %12s %8s %12s  (segments of %s on average, "
-			       "and %u kept for reuse a producer)\n",
-			       "large", n->large_probability, n->large_blocks, "-", "-",
-			       human(n->large_bytes, b1, sizeof(b1)),
-			       human((uint64_t)n->large_segment_bytes, b2, sizeof(b2)),
-			       PLAN_LARGE_CACHE);
-		if (n->arena_size)
-			printf("  each producer: %" PRIu64 " chunk%s in %" PRIu64
-			       " arena%s: SHMRIG_ARENA_SIZE=%" PRIu64 "M SHMRIG_POOL_MAX=%" PRIu64
-			       "M\n",
-			       n->chunks_per_producer, n->chunks_per_producer == 1 ? "" : "s",
-			       n->arenas_per_producer, n->arenas_per_producer == 1 ? "" : "s",
-			       n->arena_size >> 20, n->pool_max >> 20);
-		else
-			printf("  each producer: large blocks only: SHMRIG_POOL_MAX=%" PRIu64 "M\n",
-			       n->pool_max >> 20);
-		printf("  the flow's producers: %s\n", human(n->pool_bytes, b1, sizeof(b1)));
-	}
-	print_settings(r);
-}
+		free(text);
+		if (ret) {
+			FILE *f = fopen(log, "r");
 
-static json_t *plan_json(const struct plan_workload *wl, const struct plan_result *r,
-			 const struct what_if *what_ifs, unsigned nwhat_ifs)
-{
-	json_t *root = json_object(), *flows = json_array(), *nodes = json_array();
-	json_t *what = json_array(), *per_node_boot = json_array();
+			if (f) { /* the tail of what it said, for the reader */
+				char line[512];
 
-	for (unsigned i = 0; i < nwhat_ifs; i++)
-		json_array_append_new(what, json_string(what_ifs[i].text));
-	for (unsigned i = 0; i < wl->nflows; i++) {
-		const struct plan_flow *f = &wl->flows[i];
-		const struct plan_flow_need *n = &r->flows[i];
-		json_t *classes = json_array();
-
-		for (unsigned c = 0; c < NCLASS; c++) {
-			const struct plan_class_need *cn = &n->classes[c];
-
-			if (cn->probability <= 0)
-				continue;
-			json_array_append_new(classes,
-					      json_pack("{s:i,s:I,s:f,s:f,s:I,s:I,s:I}", "class",
-							(int)c, "block_size",
-							(json_int_t)plan_class_size(c),
-							"probability", cn->probability,
-							"mean_blocks", cn->blocks,
-							"blocks_per_chunk",
-							(json_int_t)plan_blocks_per_chunk(c),
-							"chunks", (json_int_t)cn->chunks, "bytes",
-							(json_int_t)cn->bytes));
+				fprintf(stderr, "shmrig-plan: the stress tool said:\n");
+				while (fgets(line, sizeof(line), f))
+					fprintf(stderr, "  | %s", line);
+				fclose(f);
+			}
+			if (i == 0) {
+				snprintf(status, statuslen, "cannot judge: %s", err);
+				exit_status = EXIT_CANNOT_JUDGE;
+				goto out;
+			}
+			v->saturated = 1;
+			v->saturation_offered = v->steps[v->nsteps - 1].offered_rate * 2;
+			snprintf(v->saturation_reason, sizeof(v->saturation_reason),
+				 "the run at x%g failed: %.120s", scale, err);
+			break;
 		}
-		json_array_append_new(
-			flows,
-			json_pack("{s:s,s:i,s:i,s:i,s:i,s:f,s:s,s:s,s:s,s:i,s:f,s:f,s:f,s:b,s:f,"
-				  "s:o,s:{s:f,s:f,s:f,s:I},s:{s:I,s:I,s:I,s:I},s:I}",
-				  "name", f->name, "producers", (int)f->producers, "consumers",
-				  (int)f->consumers, "producer_node", f->producer_node,
-				  "consumer_node", f->consumer_node, "rate", f->rate, "arrival",
-				  f->arrival == PLAN_ARRIVAL_POISSON ? "poisson" : "constant",
-				  "codec", f->codec, "backend", f->backend, "window",
-				  (int)f->window, "flight_ms", f->flight_ms, "hold_mean_ms",
-				  f->hold_mean_ms, "in_flight", n->in_flight, "window_bound",
-				  n->window_bound, "live_per_message_s", n->live_per_message,
-				  "classes", classes, "large", "probability", n->large_probability,
-				  "mean_blocks", n->large_blocks, "mean_segment_bytes",
-				  n->large_segment_bytes, "bytes", (json_int_t)n->large_bytes,
-				  "per_producer", "chunks", (json_int_t)n->chunks_per_producer,
-				  "arenas", (json_int_t)n->arenas_per_producer, "arena_size",
-				  (json_int_t)n->arena_size, "pool_max", (json_int_t)n->pool_max,
-				  "pool_bytes", (json_int_t)n->pool_bytes));
+		v->nsteps++;
+		if (i == 0) {
+			plan_verify_compare(sim, v);
+			*ran = 1;
+		}
+		if (plan_verify_saturated(v, i, why, sizeof(why))) {
+			v->saturated = 1;
+			v->saturation_offered = m->offered_rate;
+			snprintf(v->saturation_reason, sizeof(v->saturation_reason), "%s", why);
+			break;
+		}
+		v->last_good_achieved = m->achieved_rate;
 	}
-	for (unsigned k = 0; k < r->nnodes; k++) {
-		json_array_append_new(nodes,
-				      json_pack("{s:i,s:I,s:I}", "node", r->nodes[k].node,
-						"pool_bytes", (json_int_t)r->nodes[k].pool_bytes,
-						"hugepages", (json_int_t)r->nodes[k].hugepages));
-		json_array_append_new(per_node_boot,
-				      json_pack("{s:i,s:I}", "node", r->nodes[k].node, "hugepages",
-						(json_int_t)r->nodes[k].hugepages));
-	}
-	json_object_set_new(root, "schema", json_string("shmrig-plan/1"));
-	json_object_set_new(root, "version", json_string(SHMRIG_PLAN_VERSION));
-	json_object_set_new(root, "workload", json_string(wl->name));
-	json_object_set_new(root, "statistic", json_string("mean"));
-	json_object_set_new(root, "note", json_string(tail_note));
-	json_object_set_new(root, "what_if", what);
-	json_object_set_new(root, "flows", flows);
-	json_object_set_new(root, "nodes", nodes);
-	json_object_set_new(root, "totals",
-			    json_pack("{s:f,s:I,s:I,s:I,s:I}", "large_mean_blocks", r->large_blocks,
-				      "large_bytes", (json_int_t)r->large_bytes, "pool_bytes",
-				      (json_int_t)r->pool_bytes, "hugepages_2m",
-				      (json_int_t)r->hugepages, "dev_shm_bytes",
-				      (json_int_t)r->dev_shm_bytes));
-	{
-		char sysctl[64], boot[64];
+	if (v->pass) {
+		unsigned judged = 0;
 
-		snprintf(sysctl, sizeof(sysctl), "vm.nr_hugepages=%" PRIu64, r->hugepages);
-		snprintf(boot, sizeof(boot), "hugepagesz=2M hugepages=%" PRIu64, r->hugepages);
-		json_object_set_new(root, "settings",
-				    json_pack("{s:s,s:s,s:o}", "sysctl", sysctl, "boot", boot,
-					      "hugepages_per_node", per_node_boot));
+		for (unsigned i = 0; i < v->nrows; i++)
+			judged += (unsigned)v->rows[i].judged;
+		snprintf(status, statuslen,
+			 "PASS: predicted and measured agree within 20 %% (%u judged rows)",
+			 judged);
+	} else {
+		size_t used;
+
+		snprintf(status, statuslen,
+			 "FAIL: %u judged row%s disagree%s by more than 20 %%:", v->disagreements,
+			 v->disagreements == 1 ? "" : "s", v->disagreements == 1 ? "s" : "");
+		for (unsigned i = 0; i < v->nrows; i++) {
+			const struct plan_verify_row *row = &v->rows[i];
+
+			if (!row->judged || row->agrees)
+				continue;
+			used = strlen(status);
+			snprintf(status + used, statuslen - used,
+				 " %s predicted %.4g, measured %.4g;", row->what, row->predicted,
+				 row->measured);
+		}
+		exit_status = EXIT_DISAGREE;
 	}
-	return root;
+	if (v->steps[0].enomem) {
+		size_t used = strlen(status);
+
+		snprintf(status + used, statuslen - used,
+			 " (the first step had %" PRIu64
+			 " ENOMEM: its pools were too small for it)",
+			 v->steps[0].enomem);
+	}
+out:
+	for (unsigned i = 0; i < PLAN_VERIFY_MAX_STEPS; i++) {
+		snprintf(out, sizeof(out), "%s/step%u.json", tmp, i);
+		snprintf(log, sizeof(log), "%s/step%u.log", tmp, i);
+		unlink(out);
+		unlink(log);
+	}
+	rmdir(tmp);
+	return exit_status;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option options[] = { { "json", required_argument, 0, 'j' },
 						 { "what-if", required_argument, 0, 'w' },
+						 { "seed", required_argument, 0, 's' },
+						 { "sim-events", required_argument, 0, 'e' },
+						 { "results", required_argument, 0, 'r' },
+						 { "pool-limit", required_argument, 0, 'l' },
+						 { "report", required_argument, 0, 'R' },
+						 { "verify", no_argument, 0, 'v' },
+						 { "verify-seconds", required_argument, 0, 'S' },
+						 { "verify-steps", required_argument, 0, 'N' },
 						 { "help", no_argument, 0, 'h' },
 						 { 0, 0, 0, 0 } };
 	struct what_if what_ifs[MAX_WHAT_IF];
+	const char *what_if_texts[MAX_WHAT_IF];
 	unsigned nwhat_ifs = 0;
-	const char *json_path = NULL;
+	const char *json_path = NULL, *results_path = NULL, *report_dir = NULL;
+	struct plan_sim_opts sim_opts = { .seed = 1 };
+	struct verify_opts vo = { .seconds = 10, .base_scale = 1, .max_steps = 6 };
+	int verify = 0, verify_ran = 0, status = 0;
 	struct plan_workload *wl;
-	struct plan_result *r;
-	char err[768];
-	int opt, status = 0;
+	struct plan_result *mean, *tail;
+	struct plan_sim_result *sim;
+	struct plan_results *results = NULL;
+	struct plan_cpu *cpu = NULL;
+	struct plan_verify *v = NULL;
+	struct plan_run run;
+	char err[2048], verify_status[2048] = "";
+	int opt, ret;
 
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
@@ -321,7 +343,42 @@ int main(int argc, char **argv)
 		case 'w':
 			if (nwhat_ifs == MAX_WHAT_IF)
 				die_usage("more than %s --what-if", "16");
-			parse_what_if(optarg, &what_ifs[nwhat_ifs++]);
+			parse_what_if(optarg, &what_ifs[nwhat_ifs]);
+			what_if_texts[nwhat_ifs] = optarg;
+			nwhat_ifs++;
+			break;
+		case 's':
+			sim_opts.seed =
+				(uint64_t)number_arg("--seed", optarg, 0, 9007199254740992.0);
+			break;
+		case 'e':
+			sim_opts.max_events = (uint64_t)number_arg("--sim-events", optarg, 1000,
+								   PLAN_SIM_MAX_EVENTS);
+			break;
+		case 'r':
+			results_path = optarg;
+			break;
+		case 'l': {
+			size_t bytes;
+
+			if (shmrig_parse_size(optarg, &bytes) || bytes == 0)
+				die_usage("--pool-limit '%s': expected a size in bytes (K, M, G), above 0",
+					  optarg);
+			sim_opts.pool_limit = bytes;
+			break;
+		}
+		case 'R':
+			report_dir = optarg;
+			break;
+		case 'v':
+			verify = 1;
+			break;
+		case 'S':
+			vo.seconds = number_arg("--verify-seconds", optarg, 0.1, 3600);
+			break;
+		case 'N':
+			vo.max_steps = (unsigned)number_arg("--verify-steps", optarg, 1,
+							    PLAN_VERIFY_MAX_STEPS);
 			break;
 		case 'h':
 			usage(stdout);
@@ -336,39 +393,117 @@ int main(int argc, char **argv)
 	if (argc - optind != 1)
 		die_usage("%s", argc - optind ? "one workload file, not several" :
 						"which workload? (shmrig-plan WORKLOAD.json)");
+	for (unsigned i = 0; i < nwhat_ifs; i++) {
+		/* the stress tool replays the file: only a rate can be scaled for it */
+		if (verify && strcmp(what_ifs[i].key, "rate") != 0)
+			die_usage("--verify replays the file as written: only --what-if rate=xF can "
+				  "go with it, not '%s'",
+				  what_ifs[i].text);
+		if (strcmp(what_ifs[i].key, "rate") == 0)
+			vo.base_scale *= what_ifs[i].factor;
+	}
+	vo.seed = sim_opts.seed;
 	wl = malloc(sizeof(*wl));
-	r = malloc(sizeof(*r));
-	if (!wl || !r) {
+	mean = malloc(sizeof(*mean));
+	tail = malloc(sizeof(*tail));
+	sim = malloc(sizeof(*sim));
+	if (!wl || !mean || !tail || !sim) {
 		fprintf(stderr, "shmrig-plan: out of memory\n");
 		return 1;
 	}
 	if (plan_workload_load(argv[optind], wl, err, sizeof(err))) {
 		fprintf(stderr, "shmrig-plan: %s\n", err);
-		free(wl);
-		free(r);
-		return 2;
+		return EXIT_USAGE;
 	}
 	for (unsigned i = 0; i < nwhat_ifs; i++)
 		apply_what_if(wl, &what_ifs[i]);
-	plan_model(wl, r);
+	if (results_path) {
+		results = malloc(sizeof(*results));
+		cpu = malloc(sizeof(*cpu));
+		if (!results || !cpu) {
+			fprintf(stderr, "shmrig-plan: out of memory\n");
+			return 1;
+		}
+		if (plan_results_load(results_path, results, err, sizeof(err))) {
+			fprintf(stderr, "shmrig-plan: --results %s\n", err);
+			return EXIT_USAGE;
+		}
+		if (plan_results_check(results, wl, err, sizeof(err))) {
+			fprintf(stderr,
+				"shmrig-plan: --results %s lacks what this workload needs: %s\n",
+				results_path, err);
+			return EXIT_USAGE;
+		}
+		plan_cpu_model(wl, results, cpu);
+	}
+	plan_model(wl, mean);
+	ret = plan_sim_run(wl, &sim_opts, sim);
+	if (ret) {
+		fprintf(stderr, "shmrig-plan: the simulation failed: %s\n", strerror(-ret));
+		return 1;
+	}
+	plan_model_tail(wl, mean, sim, tail);
+	if (verify) {
+		v = malloc(sizeof(*v));
+		if (!v) {
+			fprintf(stderr, "shmrig-plan: out of memory\n");
+			return 1;
+		}
+		status = run_verify(argv[optind], &vo, sim, v, &verify_ran, verify_status,
+				    sizeof(verify_status));
+	}
+	run = (struct plan_run){ .workload_path = argv[optind],
+				 .wl = wl,
+				 .mean = mean,
+				 .tail = tail,
+				 .sim = sim,
+				 .results_path = results_path,
+				 .results = results,
+				 .cpu = cpu,
+				 .pool_limit = sim_opts.pool_limit,
+				 .verify = verify_ran ? v : NULL,
+				 .verify_status = verify ? verify_status : NULL,
+				 .what_ifs = what_if_texts,
+				 .nwhat_ifs = nwhat_ifs };
 	if (!json_path || strcmp(json_path, "-") != 0) /* --json -: the JSON alone */
-		print_table(wl, r, what_ifs, nwhat_ifs);
+		plan_print_table(stdout, &run);
 	if (json_path) {
-		json_t *root = plan_json(wl, r, what_ifs, nwhat_ifs);
-		int ret =
+		json_t *root = plan_to_json(&run);
+		int failed =
 			strcmp(json_path, "-") == 0 ?
 				json_dumpf(root, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) :
 				json_dump_file(root, json_path,
 					       JSON_INDENT(2) | JSON_REAL_PRECISION(10));
 
-		if (ret) {
+		if (failed) {
 			fprintf(stderr, "shmrig-plan: cannot write %s\n", json_path);
-			status = 1;
+			if (!status)
+				status = 1;
 		}
 		json_decref(root);
 	}
+	if (report_dir) {
+		char note[512];
+
+		if (plan_write_report(report_dir, &run, note, sizeof(note), err, sizeof(err))) {
+			fprintf(stderr, "shmrig-plan: %s\n", err);
+			if (!status)
+				status = 1;
+		} else if (note[0]) {
+			fprintf(stderr, "shmrig-plan: report written to %s; %s\n", report_dir,
+				note);
+		}
+	}
+	if (verify && status == EXIT_CANNOT_JUDGE)
+		fprintf(stderr, "shmrig-plan: --verify %s\n", verify_status);
 	fflush(stdout);
+	plan_sim_free(sim);
 	free(wl);
-	free(r);
+	free(mean);
+	free(tail);
+	free(sim);
+	free(results);
+	free(cpu);
+	free(v);
 	return status;
 }

@@ -55,7 +55,7 @@ unsigned plan_class_of(uint64_t bytes)
 }
 
 /* A large block's segment: its payload (64-byte multiple) and trailer, in 2 MiB pages. */
-static uint64_t large_segment(uint64_t bytes)
+uint64_t plan_large_segment(uint64_t bytes)
 {
 	return round_up(round_up(bytes, SHMRIG_POOL_MIN_BLOCK) + LARGE_TRAILER, PLAN_HUGEPAGE);
 }
@@ -85,7 +85,7 @@ void plan_size_split(const struct plan_flow *f, double prob[NCLASS + 1], double 
 
 			prob[c] += w;
 			if (c == NCLASS)
-				large_bytes += w * (double)large_segment(it->min);
+				large_bytes += w * (double)plan_large_segment(it->min);
 			continue;
 		}
 		for (unsigned c = 0; c < NCLASS; c++)
@@ -107,10 +107,54 @@ void plan_size_split(const struct plan_flow *f, double prob[NCLASS + 1], double 
 	*large_segment_out = prob[NCLASS] > 0 ? large_bytes / prob[NCLASS] : 0;
 }
 
+uint64_t plan_pool_bytes(uint64_t chunks, uint64_t large_bytes)
+{
+	uint64_t arenas = (chunks + CHUNKS_PER_ARENA_MAX - 2) / (CHUNKS_PER_ARENA_MAX - 1);
+
+	return (chunks + arenas) * SHMRIG_POOL_CHUNK + large_bytes;
+}
+
+void plan_size_flow(const struct plan_flow *f, const double blocks_per_producer[NCLASS],
+		    double large_per_producer, struct plan_flow_need *n)
+{
+	uint64_t large_segments, large_bytes_per_producer;
+
+	n->chunks_per_producer = 0;
+	for (unsigned c = 0; c < NCLASS; c++) {
+		struct plan_class_need *cn = &n->classes[c];
+
+		cn->chunks = f->producers *
+			     ceil_count(blocks_per_producer[c] / (double)plan_blocks_per_chunk(c));
+		cn->bytes = cn->chunks * SHMRIG_POOL_CHUNK;
+		n->chunks_per_producer += cn->chunks / f->producers;
+	}
+	large_segments = ceil_count(large_per_producer);
+	if (n->large_probability > 0)
+		large_segments += PLAN_LARGE_CACHE;
+	large_bytes_per_producer =
+		round_up((uint64_t)ceil((double)large_segments * n->large_segment_bytes),
+			 PLAN_HUGEPAGE);
+	n->large_bytes = large_bytes_per_producer * f->producers;
+	/* chunk 0 of an arena holds its header: count it as serving no class */
+	if (n->chunks_per_producer == 0) {
+		n->arenas_per_producer = 0;
+		n->arena_size = 0;
+	} else if (n->chunks_per_producer + 1 <= CHUNKS_PER_ARENA_MAX) {
+		n->arenas_per_producer = 1;
+		n->arena_size = (n->chunks_per_producer + 1) * SHMRIG_POOL_CHUNK;
+	} else {
+		n->arenas_per_producer = (n->chunks_per_producer + CHUNKS_PER_ARENA_MAX - 2) /
+					 (CHUNKS_PER_ARENA_MAX - 1);
+		n->arena_size = SHMRIG_POOL_ARENA_MAX;
+	}
+	n->pool_max = n->arenas_per_producer * n->arena_size + large_bytes_per_producer;
+	n->pool_bytes = n->pool_max * f->producers;
+}
+
 static void model_flow(const struct plan_flow *f, struct plan_flow_need *n)
 {
 	double prob[NCLASS + 1], per_producer_in_flight, live, hold_s = f->hold_mean_ms / 1000;
-	uint64_t large_segments, large_per_producer;
+	double blocks_per_producer[NCLASS];
 
 	memset(n, 0, sizeof(*n));
 	plan_size_split(f, prob, &n->large_segment_bytes);
@@ -124,50 +168,28 @@ static void model_flow(const struct plan_flow *f, struct plan_flow_need *n)
 	live = n->in_flight + f->rate * hold_s; /* mean live messages: one block each */
 	n->live_per_message = live / f->rate;
 	for (unsigned c = 0; c < NCLASS; c++) {
-		struct plan_class_need *cn = &n->classes[c];
-
-		cn->probability = prob[c];
-		cn->blocks = prob[c] * live;
-		cn->chunks = f->producers * ceil_count(cn->blocks / f->producers /
-						       (double)plan_blocks_per_chunk(c));
-		cn->bytes = cn->chunks * SHMRIG_POOL_CHUNK;
-		n->chunks_per_producer += cn->chunks / f->producers;
+		n->classes[c].probability = prob[c];
+		n->classes[c].blocks = prob[c] * live;
+		blocks_per_producer[c] = n->classes[c].blocks / f->producers;
 	}
 	n->large_probability = prob[NCLASS];
 	n->large_blocks = prob[NCLASS] * live;
-	large_segments = ceil_count(n->large_blocks / f->producers);
-	if (prob[NCLASS] > 0)
-		large_segments += PLAN_LARGE_CACHE;
-	large_per_producer =
-		round_up((uint64_t)ceil((double)large_segments * n->large_segment_bytes),
-			 PLAN_HUGEPAGE);
-	n->large_bytes = large_per_producer * f->producers;
-	/* chunk 0 of an arena holds its header: count it as serving no class */
-	if (n->chunks_per_producer == 0) {
-		n->arenas_per_producer = 0;
-		n->arena_size = 0;
-	} else if (n->chunks_per_producer + 1 <= CHUNKS_PER_ARENA_MAX) {
-		n->arenas_per_producer = 1;
-		n->arena_size = (n->chunks_per_producer + 1) * SHMRIG_POOL_CHUNK;
-	} else {
-		n->arenas_per_producer = (n->chunks_per_producer + CHUNKS_PER_ARENA_MAX - 2) /
-					 (CHUNKS_PER_ARENA_MAX - 1);
-		n->arena_size = SHMRIG_POOL_ARENA_MAX;
-	}
-	n->pool_max = n->arenas_per_producer * n->arena_size + large_per_producer;
-	n->pool_bytes = n->pool_max * f->producers;
+	plan_size_flow(f, blocks_per_producer, n->large_blocks / f->producers, n);
 }
 
-void plan_model(const struct plan_workload *wl, struct plan_result *r)
+void plan_total(const struct plan_workload *wl, struct plan_result *r)
 {
-	memset(r, 0, sizeof(*r));
-	r->nflows = wl->nflows;
-	for (unsigned i = 0; i < wl->nflows; i++) {
+	memset(r->classes, 0, sizeof(r->classes));
+	r->large_blocks = 0;
+	r->large_bytes = 0;
+	r->pool_bytes = 0;
+	r->hugepages = 0;
+	r->nnodes = 0;
+	for (unsigned i = 0; i < r->nflows; i++) {
 		const struct plan_flow *f = &wl->flows[i];
-		struct plan_flow_need *n = &r->flows[i];
+		const struct plan_flow_need *n = &r->flows[i];
 		unsigned k;
 
-		model_flow(f, n);
 		for (unsigned c = 0; c < NCLASS; c++) {
 			r->classes[c].blocks += n->classes[c].blocks;
 			r->classes[c].chunks += n->classes[c].chunks;
@@ -193,4 +215,13 @@ void plan_model(const struct plan_workload *wl, struct plan_result *r)
 		r->hugepages += r->nodes[k].hugepages;
 	}
 	r->dev_shm_bytes = r->pool_bytes;
+}
+
+void plan_model(const struct plan_workload *wl, struct plan_result *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->nflows = wl->nflows;
+	for (unsigned i = 0; i < wl->nflows; i++)
+		model_flow(&wl->flows[i], &r->flows[i]);
+	plan_total(wl, r);
 }

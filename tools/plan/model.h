@@ -13,8 +13,10 @@
  * a segment each (rounded up to a 2 MiB hugepage with its 128-byte trailer),
  * and a pool keeps up to four freed ones mapped.
  *
- * The tail (p99/p99.9 occupancy, from a simulation of arrivals and holds)
- * is the next slice: a pool sized at the mean runs out about half the time.
+ * The mean is not what a pool is sized at (one sized at the mean runs out
+ * about half the time): sim.h simulates arrivals and holds, and
+ * plan_size_flow() sizes the pools again at the simulated p99.9 of one
+ * producer's live blocks. plan_model() keeps the mean, Little's law exactly.
  */
 #ifndef SHMRIG_PLAN_MODEL_H
 #define SHMRIG_PLAN_MODEL_H
@@ -91,5 +93,30 @@ void plan_size_split(const struct plan_flow *f, double prob[SHMRIG_POOL_NUM_CLAS
 
 /* The mean plan of a workload. */
 void plan_model(const struct plan_workload *wl, struct plan_result *r);
+
+/*
+ * Size one flow's pools from the live blocks ONE producer's pool must hold:
+ * blocks_per_producer[c] of each class, large_per_producer blocks above 1 MiB
+ * (segments of n->large_segment_bytes on average). Writes n's chunks, bytes,
+ * large_bytes and per-producer figures; leaves its means (probability,
+ * blocks, in_flight, ...) alone. plan_model() calls it with L_c / producers;
+ * the simulation with its p99.9. Call plan_total() after.
+ */
+void plan_size_flow(const struct plan_flow *f,
+		    const double blocks_per_producer[SHMRIG_POOL_NUM_CLASSES],
+		    double large_per_producer, struct plan_flow_need *n);
+
+/* r's totals and nodes from its flows (r->nflows of wl's flows, sized). */
+void plan_total(const struct plan_workload *wl, struct plan_result *r);
+
+/* The segment of a large block of `bytes`: payload and trailer in 2 MiB pages. */
+uint64_t plan_large_segment(uint64_t bytes);
+
+/*
+ * A pool's bytes for `chunks` class chunks (each arena's chunk 0 holds its
+ * header: one more chunk per arena of at most SHMRIG_POOL_ARENA_MAX) and
+ * large segments of large_bytes. What --pool-limit compares against.
+ */
+uint64_t plan_pool_bytes(uint64_t chunks, uint64_t large_bytes);
 
 #endif
