@@ -324,9 +324,9 @@ int main(int argc, char **argv)
 	struct plan_sim_opts sim_opts = { .seed = 1 };
 	struct verify_opts vo = { .seconds = 10, .base_scale = 1, .max_steps = 6 };
 	int verify = 0, verify_ran = 0, status = 0;
-	struct plan_workload *wl;
-	struct plan_result *mean, *tail;
-	struct plan_sim_result *sim;
+	struct plan_workload *wl = NULL;
+	struct plan_result *mean = NULL, *tail = NULL;
+	struct plan_sim_result *sim = NULL;
 	struct plan_results *results = NULL;
 	struct plan_cpu *cpu = NULL;
 	struct plan_verify *v = NULL;
@@ -406,14 +406,16 @@ int main(int argc, char **argv)
 	wl = malloc(sizeof(*wl));
 	mean = malloc(sizeof(*mean));
 	tail = malloc(sizeof(*tail));
-	sim = malloc(sizeof(*sim));
+	sim = calloc(1, sizeof(*sim));
 	if (!wl || !mean || !tail || !sim) {
 		fprintf(stderr, "shmrig-plan: out of memory\n");
-		return 1;
+		status = 1;
+		goto out;
 	}
 	if (plan_workload_load(argv[optind], wl, err, sizeof(err))) {
 		fprintf(stderr, "shmrig-plan: %s\n", err);
-		return EXIT_USAGE;
+		status = EXIT_USAGE;
+		goto out;
 	}
 	for (unsigned i = 0; i < nwhat_ifs; i++)
 		apply_what_if(wl, &what_ifs[i]);
@@ -422,17 +424,20 @@ int main(int argc, char **argv)
 		cpu = malloc(sizeof(*cpu));
 		if (!results || !cpu) {
 			fprintf(stderr, "shmrig-plan: out of memory\n");
-			return 1;
+			status = 1;
+			goto out;
 		}
 		if (plan_results_load(results_path, results, err, sizeof(err))) {
 			fprintf(stderr, "shmrig-plan: --results %s\n", err);
-			return EXIT_USAGE;
+			status = EXIT_USAGE;
+			goto out;
 		}
 		if (plan_results_check(results, wl, err, sizeof(err))) {
 			fprintf(stderr,
 				"shmrig-plan: --results %s lacks what this workload needs: %s\n",
 				results_path, err);
-			return EXIT_USAGE;
+			status = EXIT_USAGE;
+			goto out;
 		}
 		plan_cpu_model(wl, results, cpu);
 	}
@@ -440,14 +445,16 @@ int main(int argc, char **argv)
 	ret = plan_sim_run(wl, &sim_opts, sim);
 	if (ret) {
 		fprintf(stderr, "shmrig-plan: the simulation failed: %s\n", strerror(-ret));
-		return 1;
+		status = 1;
+		goto out;
 	}
 	plan_model_tail(wl, mean, sim, tail);
 	if (verify) {
 		v = malloc(sizeof(*v));
 		if (!v) {
 			fprintf(stderr, "shmrig-plan: out of memory\n");
-			return 1;
+			status = 1;
+			goto out;
 		}
 		status = run_verify(argv[optind], &vo, sim, v, &verify_ran, verify_status,
 				    sizeof(verify_status));
@@ -497,7 +504,9 @@ int main(int argc, char **argv)
 	if (verify && status == EXIT_CANNOT_JUDGE)
 		fprintf(stderr, "shmrig-plan: --verify %s\n", verify_status);
 	fflush(stdout);
-	plan_sim_free(sim);
+out:
+	if (sim)
+		plan_sim_free(sim);
 	free(wl);
 	free(mean);
 	free(tail);
