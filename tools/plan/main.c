@@ -64,6 +64,9 @@ static void usage(FILE *out)
 		"                      where it does, the headroom. Without it, no CPU figures.\n"
 		"  --pool-limit BYTES  a producer's pool limit (SHMRIG_POOL_MAX; K/M/G): the size\n"
 		"                      class that runs out first under it, in the simulation\n"
+		"  --brief             the plan on one screen: a line a flow (live blocks, each\n"
+		"                      producer's SHMRIG_POOL_MAX), the hugepages and /dev/shm lines,\n"
+		"                      what saturates first\n"
 		"  --report DIR        write DIR/<workload>.md, DIR/<workload>.json and SVG plots\n"
 		"                      (gnuplot: occupancy over time; with --verify, throughput and\n"
 		"                      p99 latency against the offered rate)\n"
@@ -173,9 +176,49 @@ struct verify_opts {
  * --verify: the steps, the comparison, a status line. Returns the exit
  * status: 0 agrees, 1 disagrees, 3 cannot judge (*v then NULL-able: *ran 0).
  */
+/*
+ * With a CPU plan (--results), the saturation found by stepping is judged too:
+ * the predicted scale (the CPU plan's headroom) must fall within 20 % of the
+ * steps that bracket the measured one (or above the last step, if none fell
+ * short). Appends the verdict to status; returns 1 when they disagree.
+ */
+static int judge_saturation(const struct verify_opts *vo, const struct plan_cpu *cpu,
+			    const struct plan_verify *v, char *status, size_t statuslen)
+{
+	/* scales of the planned rates, from what the steps offered and achieved */
+	double unit = v->nsteps ? vo->base_scale / v->steps[0].offered_rate : 0;
+	double predicted = cpu->headroom, good = v->last_good_achieved * unit;
+	double bad = v->saturation_offered * unit;
+	size_t used = strlen(status);
+	int agrees;
+
+	if (!v->saturated && v->nsteps)
+		good = v->steps[v->nsteps - 1].achieved_rate * unit;
+	agrees = predicted >= 0.8 * good && (!v->saturated || predicted <= 1.2 * bad);
+	if (v->saturated)
+		snprintf(status + used, statuslen - used,
+			 " Saturation: predicted at x%.3g the planned rates, measured between x%.3g "
+			 "and x%.3g: %s.",
+			 predicted, good, bad, agrees ? "agrees" : "DISAGREES");
+	else
+		snprintf(status + used, statuslen - used,
+			 " Saturation: predicted at x%.3g the planned rates, not reached up to x%.3g: "
+			 "%s.",
+			 predicted, good, agrees ? "agrees" : "DISAGREES");
+	if (!agrees) {
+		used = strlen(status);
+		snprintf(status + used, statuslen - used,
+			 " The CPU plan counts the suite's costs a message (encode, decode, a "
+			 "batched send) on a core a process; a stream between processes that sleep "
+			 "between messages also pays their wake-ups and spins, and the processes "
+			 "share the machine's CPUs (README, Capacity planning).");
+	}
+	return !agrees;
+}
+
 static int run_verify(const char *workload_path, const struct verify_opts *vo,
-		      const struct plan_sim_result *sim, struct plan_verify *v, int *ran,
-		      char *status, size_t statuslen)
+		      const struct plan_sim_result *sim, const struct plan_cpu *cpu,
+		      struct plan_verify *v, int *ran, char *status, size_t statuslen)
 {
 	char stress[4096], tmp[] = "/tmp/shmrig-plan-verify-XXXXXX", out[4200], log[4200];
 	char err[1024], why[160];
@@ -264,14 +307,14 @@ static int run_verify(const char *workload_path, const struct verify_opts *vo,
 		for (unsigned i = 0; i < v->nrows; i++)
 			judged += (unsigned)v->rows[i].judged;
 		snprintf(status, statuslen,
-			 "PASS: predicted and measured agree within 20 %% (%u judged rows)",
-			 judged);
+			 "occupancy and throughput agree within 20 %% (%u judged rows).", judged);
 	} else {
 		size_t used;
 
 		snprintf(status, statuslen,
-			 "FAIL: %u judged row%s disagree%s by more than 20 %%:", v->disagreements,
-			 v->disagreements == 1 ? "" : "s", v->disagreements == 1 ? "s" : "");
+			 "occupancy and throughput: %u judged row%s disagree%s by more than 20 %%:",
+			 v->disagreements, v->disagreements == 1 ? "" : "s",
+			 v->disagreements == 1 ? "s" : "");
 		for (unsigned i = 0; i < v->nrows; i++) {
 			const struct plan_verify_row *row = &v->rows[i];
 
@@ -291,6 +334,18 @@ static int run_verify(const char *workload_path, const struct verify_opts *vo,
 			 " (the first step had %" PRIu64
 			 " ENOMEM: its pools were too small for it)",
 			 v->steps[0].enomem);
+	}
+	if (cpu && judge_saturation(vo, cpu, v, status, statuslen))
+		exit_status = EXIT_DISAGREE;
+	{
+		const char *verdict = exit_status ? "FAIL: " : "PASS: ";
+		size_t n = strlen(verdict), len = strnlen(status, statuslen - 1);
+
+		if (len + n >= statuslen)
+			len = statuslen - n - 1;
+		memmove(status + n, status, len);
+		memcpy(status, verdict, n);
+		status[len + n] = 0;
 	}
 out:
 	for (unsigned i = 0; i < PLAN_VERIFY_MAX_STEPS; i++) {
@@ -313,6 +368,7 @@ int main(int argc, char **argv)
 						 { "pool-limit", required_argument, 0, 'l' },
 						 { "report", required_argument, 0, 'R' },
 						 { "verify", no_argument, 0, 'v' },
+						 { "brief", no_argument, 0, 'b' },
 						 { "verify-seconds", required_argument, 0, 'S' },
 						 { "verify-steps", required_argument, 0, 'N' },
 						 { "help", no_argument, 0, 'h' },
@@ -323,7 +379,7 @@ int main(int argc, char **argv)
 	const char *json_path = NULL, *results_path = NULL, *report_dir = NULL;
 	struct plan_sim_opts sim_opts = { .seed = 1 };
 	struct verify_opts vo = { .seconds = 10, .base_scale = 1, .max_steps = 6 };
-	int verify = 0, verify_ran = 0, status = 0;
+	int verify = 0, verify_ran = 0, status = 0, brief = 0;
 	struct plan_workload *wl = NULL;
 	struct plan_result *mean = NULL, *tail = NULL;
 	struct plan_sim_result *sim = NULL;
@@ -354,6 +410,9 @@ int main(int argc, char **argv)
 		case 'e':
 			sim_opts.max_events = (uint64_t)number_arg("--sim-events", optarg, 1000,
 								   PLAN_SIM_MAX_EVENTS);
+			break;
+		case 'b':
+			brief = 1;
 			break;
 		case 'r':
 			results_path = optarg;
@@ -456,7 +515,7 @@ int main(int argc, char **argv)
 			status = 1;
 			goto out;
 		}
-		status = run_verify(argv[optind], &vo, sim, v, &verify_ran, verify_status,
+		status = run_verify(argv[optind], &vo, sim, cpu, v, &verify_ran, verify_status,
 				    sizeof(verify_status));
 	}
 	run = (struct plan_run){ .workload_path = argv[optind],
@@ -473,7 +532,7 @@ int main(int argc, char **argv)
 				 .what_ifs = what_if_texts,
 				 .nwhat_ifs = nwhat_ifs };
 	if (!json_path || strcmp(json_path, "-") != 0) /* --json -: the JSON alone */
-		plan_print_table(stdout, &run);
+		(brief ? plan_print_brief : plan_print_table)(stdout, &run);
 	if (json_path) {
 		json_t *root = plan_to_json(&run);
 		int failed =

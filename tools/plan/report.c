@@ -349,6 +349,46 @@ void plan_print_table(FILE *out, const struct plan_run *run)
 	print_verify(out, run);
 }
 
+void plan_print_brief(FILE *out, const struct plan_run *run)
+{
+	const struct plan_result *t = run->tail;
+	char b1[32], b2[32];
+
+	fprintf(out,
+		"plan for workload '%s' (shmrig-plan --brief; sized at the p99.9 of a %.3g s simulation)\n",
+		run->wl->name, run->sim->simulated_s);
+	fprintf(out, "  %-12s %10s %12s %12s %10s %14s\n", "flow", "msgs/s", "live blocks",
+		"sum p99.9", "pool max", "live bytes p99.9");
+	for (unsigned i = 0; i < run->wl->nflows; i++) {
+		const struct plan_sim_flow *sf = &run->sim->flows[i];
+		double mean = 0, p999 = 0;
+
+		for (unsigned c = 0; c <= NCLASS; c++) {
+			mean += sf->blocks[c].mean;
+			p999 += sf->blocks[c].p999;
+		}
+		fprintf(out, "  %-12.12s %10.4g %12.4g %12.4g %9" PRIu64 "M %14s\n",
+			run->wl->flows[i].name, run->wl->flows[i].rate, mean, p999,
+			t->flows[i].pool_max >> 20,
+			human((uint64_t)sf->bytes.p999, b1, sizeof(b1)));
+	}
+	fprintf(out,
+		"  set: sysctl vm.nr_hugepages=%" PRIu64 "  (boot: hugepagesz=2M hugepages=%" PRIu64
+		"); /dev/shm at least %s; pools %s in all\n",
+		t->hugepages, t->hugepages, human(t->dev_shm_bytes, b1, sizeof(b1)),
+		human(t->pool_bytes, b2, sizeof(b2)));
+	if (run->cpu)
+		fprintf(out,
+			"  CPU: flow '%s' saturates first, on %s, at x%.3g the planned rates\n",
+			run->wl->flows[run->cpu->first_flow].name,
+			plan_resource_name(run->cpu->flows[run->cpu->first_flow].first),
+			run->cpu->headroom);
+	else
+		fprintf(out, "  CPU: no results file (--results)\n");
+	fprintf(out, "  the whole plan: shmrig-plan %s%s%s\n", run->workload_path,
+		run->results_path ? " --results " : "", run->results_path ? run->results_path : "");
+}
+
 /* ---- JSON ---- */
 
 static json_t *stat_json(const struct plan_stat *s)

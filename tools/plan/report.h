@@ -37,6 +37,8 @@ struct plan_run {
 };
 
 void plan_print_table(FILE *out, const struct plan_run *run);
+/* The plan on one screen (--brief): a line a flow, the settings, what saturates first. */
+void plan_print_brief(FILE *out, const struct plan_run *run);
 
 /* The plan as JSON (the caller owns the reference). */
 json_t *plan_to_json(const struct plan_run *run);
