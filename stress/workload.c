@@ -25,11 +25,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define START_TIMEOUT_NS 30000000000ull /* every channel open */
+#define START_TIMEOUT_NS 30000000000ull  /* every channel open */
 #define FINISH_TIMEOUT_NS 60000000000ull /* after the end of the schedule */
 #define START_DELAY_NS 20000000u         /* time 0: this long after every worker is ready */
 #define WARMUP_FRACTION 0.1
 #define WARMUP_MAX_S 0.5
+#define WARMUP_LONGEST_FRACTION 0.4
 #define MAX_OCCUPANCY_POINTS 1000
 #define MAX_FAILURES 16
 
@@ -144,8 +145,8 @@ static void start_all(void)
 						  .backend = fl->backend };
 
 		for (unsigned l = run.first_link[f];
-		     l < run.first_link[f] + (fl->producers > fl->consumers ? fl->producers :
-									      fl->consumers);
+		     l < run.first_link[f] +
+				 (fl->producers > fl->consumers ? fl->producers : fl->consumers);
 		     l++)
 			if (shmrig_channel_pair_create(&co, &run.pairs[l]))
 				die("flow %s: channel (%s): %s", fl->name, fl->backend,
@@ -359,11 +360,13 @@ static void add_up(void)
 			char how[64];
 
 			if (WIFSIGNALED(p->status))
-				snprintf(how, sizeof(how), "died of signal %d", WTERMSIG(p->status));
+				snprintf(how, sizeof(how), "died of signal %d",
+					 WTERMSIG(p->status));
 			else
-				snprintf(how, sizeof(how), "exited with %d", WEXITSTATUS(p->status));
-			failure("flow %s %s %u (pid %d) %s: %.*s", flow, role, p->index, (int)p->pid,
-				how, (int)sizeof(w->side.error),
+				snprintf(how, sizeof(how), "exited with %d",
+					 WEXITSTATUS(p->status));
+			failure("flow %s %s %u (pid %d) %s: %.*s", flow, role, p->index,
+				(int)p->pid, how, (int)sizeof(w->side.error),
 				w->side.error[0] ? w->side.error : "no words");
 		}
 	}
@@ -394,7 +397,8 @@ static void add_up(void)
 		tot.all.window_wait_ns += ft->window_wait_ns;
 	}
 	if (tot.leaked_blocks)
-		failure("%llu blocks live at the workers' end", (unsigned long long)tot.leaked_blocks);
+		failure("%llu blocks live at the workers' end",
+			(unsigned long long)tot.leaked_blocks);
 	if (tot.leaked_fds)
 		failure("%llu descriptors left open by the workers",
 			(unsigned long long)tot.leaked_fds);
@@ -403,7 +407,10 @@ static void add_up(void)
 /* ---- occupancy ---- */
 
 /* What a series follows: a class's live blocks (0 .. WL_LARGE), or these. */
-enum { Q_BLOCKS = WL_CLASSES, Q_BYTES };
+enum {
+	Q_BLOCKS = WL_CLASSES,
+	Q_BYTES
+};
 
 static double quantity(const struct wl_sample *s, unsigned what)
 {
@@ -473,8 +480,8 @@ static struct occupancy occupancy_of(double *v, unsigned from)
 
 static json_t *occupancy_json(const struct occupancy *o, bool p999)
 {
-	json_t *j = json_pack("{s:f,s:f,s:f}", "live_mean", o->mean, "live_p99", o->p99,
-			      "live_max", o->max);
+	json_t *j = json_pack("{s:f,s:f,s:f}", "live_mean", o->mean, "live_p99", o->p99, "live_max",
+			      o->max);
 
 	if (p999)
 		json_object_set_new(j, "live_p999", json_real(o->p999));
@@ -516,8 +523,10 @@ static json_t *latency_json(const struct latency *l)
 
 static json_t *report_json(const char *path, unsigned warm, bool pass)
 {
-	double secs = (double)run.duration_ns / 1e9, *scratch = calloc(run.nsamples, sizeof(double));
-	double *blocks = calloc(run.nsamples, sizeof(double)), *bytes = calloc(run.nsamples, sizeof(double));
+	double secs = (double)run.duration_ns / 1e9,
+	       *scratch = calloc(run.nsamples, sizeof(double));
+	double *blocks = calloc(run.nsamples, sizeof(double)),
+	       *bytes = calloc(run.nsamples, sizeof(double));
 	json_t *flows = json_array(), *nodes = json_array(), *occupancy = json_array(), *large;
 	json_t *fails = json_array(), *report, *classes;
 	unsigned stride;
@@ -538,9 +547,9 @@ static json_t *report_json(const char *path, unsigned warm, bool pass)
 				  "name", fl->name, "offered_rate", (double)ft->scheduled / secs,
 				  "achieved_rate", (double)ft->received / secs, "latency_us",
 				  latency_json(&ft->lat), "scheduled", (json_int_t)ft->scheduled,
-				  "sent", (json_int_t)ft->sent, "received", (json_int_t)ft->received,
-				  "not_sent", (json_int_t)ft->unsent, "values_given_up",
-				  (json_int_t)ft->skipped, "window_waits",
+				  "sent", (json_int_t)ft->sent, "received",
+				  (json_int_t)ft->received, "not_sent", (json_int_t)ft->unsent,
+				  "values_given_up", (json_int_t)ft->skipped, "window_waits",
 				  (json_int_t)ft->window_waits, "window_wait_ms",
 				  (double)ft->window_wait_ns / 1e6, "held_max",
 				  (json_int_t)ft->held_max, "producers", (int)fl->producers,
@@ -553,12 +562,12 @@ static json_t *report_json(const char *path, unsigned warm, bool pass)
 			seen_nodes[nnodes++] = fl->producer_node;
 	}
 	for (int n = 0; n < nnodes; n++) {
-		json_t *node_large, *node_classes = classes_json(seen_nodes[n], warm, scratch,
-								 &node_large);
+		json_t *node_large,
+			*node_classes = classes_json(seen_nodes[n], warm, scratch, &node_large);
 
-		json_array_append_new(nodes, json_pack("{s:i,s:o,s:o}", "node", seen_nodes[n],
-						       "classes", node_classes, "large",
-						       node_large));
+		json_array_append_new(nodes,
+				      json_pack("{s:i,s:o,s:o}", "node", seen_nodes[n], "classes",
+						node_classes, "large", node_large));
 	}
 	grid_sums(-1, Q_BLOCKS, blocks);
 	grid_sums(-1, Q_BYTES, bytes);
@@ -574,18 +583,22 @@ static json_t *report_json(const char *path, unsigned warm, bool pass)
 		"kind", "shmrig-stress-workload", "workload", run.wl->name, "file", path,
 		"duration_s", secs, "rate_scale", run.rate_scale, "seed", (json_int_t)run.o->seed,
 		"offered_rate", (double)tot.all.scheduled / secs, "achieved_rate",
-		(double)tot.all.received / secs, "messages", (json_int_t)tot.all.received,
-		"enomem", (json_int_t)tot.all.enomem, "checksum_failures",
-		(json_int_t)tot.corrupted, "lost_blocks", (json_int_t)tot.leaked_blocks,
-		"latency_us", latency_json(&tot.all.lat), "sample_interval_ms",
-		(double)run.sample_ns / 1e6, "samples", (json_int_t)run.nsamples, "classes", classes,
-		"large", large, "flows", flows, "occupancy", occupancy);
+		(double)tot.all.received / secs, "messages", (json_int_t)tot.all.received, "enomem",
+		(json_int_t)tot.all.enomem, "checksum_failures", (json_int_t)tot.corrupted,
+		"lost_blocks", (json_int_t)tot.leaked_blocks, "latency_us",
+		latency_json(&tot.all.lat), "sample_interval_ms", (double)run.sample_ns / 1e6,
+		"samples", (json_int_t)run.nsamples, "classes", classes, "large", large, "flows",
+		flows, "occupancy", occupancy);
 	if (!report)
 		die("out of memory for the report");
-	json_object_set_new(report, "warmup_s", json_real((double)warm * (double)run.sample_ns / 1e9));
+	json_object_set_new(report, "warmup_s",
+			    json_real((double)warm * (double)run.sample_ns / 1e9));
 	json_object_set_new(report, "warmup_rule",
-			    json_string("the first 10 % of the duration or 0.5 s, whichever is less; "
-					"occupancy statistics are over the samples after it"));
+			    json_string(
+				    "the first 10 % of the duration or 0.5 s, whichever is less, "
+				    "but at least a block's longest life (flight + p99 hold) "
+				    "up to 40 % of the duration; occupancy statistics are over "
+				    "the samples after it"));
 	json_object_set_new(report, "nodes", nodes);
 	json_object_set_new(report, "scheduled", json_integer((json_int_t)tot.all.scheduled));
 	json_object_set_new(report, "sent", json_integer((json_int_t)tot.all.sent));
@@ -630,7 +643,8 @@ static void print_table(json_t *r)
 	json_t *v;
 	size_t i;
 
-	printf("\nshmrig-stress --workload %s  %s\n", json_string_value(json_object_get(r, "workload")),
+	printf("\nshmrig-stress --workload %s  %s\n",
+	       json_string_value(json_object_get(r, "workload")),
 	       json_is_true(json_object_get(r, "pass")) ? "PASS" : "FAIL");
 	printf("  %.1f s, rate scale %g, seed %lld, %lld processes\n", get_real(r, "duration_s"),
 	       get_real(r, "rate_scale"), (long long)json_integer_value(json_object_get(r, "seed")),
@@ -652,16 +666,17 @@ static void print_table(json_t *r)
 			      json_object_get(v, "latency_us"));
 	print_latency("all", json_object_get(r, "latency_us"));
 	printf("  live blocks, producers summed, %g ms samples after %.2f s of warm-up (%lld "
-	       "samples missed):\n", get_real(r, "sample_interval_ms"), get_real(r, "warmup_s"),
+	       "samples missed):\n",
+	       get_real(r, "sample_interval_ms"), get_real(r, "warmup_s"),
 	       (long long)json_integer_value(json_object_get(r, "samples_missed")));
-	printf("  %-8s %10s %10s %10s %10s %10s\n", "class", "block", "mean", "p99", "p99.9", "max");
-	json_array_foreach(json_object_get(r, "classes"), i, v)
-		if (get_real(v, "live_max") > 0)
-			printf("  %-8lld %10lld %10.1f %10.0f %10.0f %10.0f\n",
-			       (long long)json_integer_value(json_object_get(v, "class")),
-			       (long long)json_integer_value(json_object_get(v, "block_size")),
-			       get_real(v, "live_mean"), get_real(v, "live_p99"),
-			       get_real(v, "live_p999"), get_real(v, "live_max"));
+	printf("  %-8s %10s %10s %10s %10s %10s\n", "class", "block", "mean", "p99", "p99.9",
+	       "max");
+	json_array_foreach(json_object_get(r, "classes"), i, v) if (get_real(v, "live_max") > 0)
+		printf("  %-8lld %10lld %10.1f %10.0f %10.0f %10.0f\n",
+		       (long long)json_integer_value(json_object_get(v, "class")),
+		       (long long)json_integer_value(json_object_get(v, "block_size")),
+		       get_real(v, "live_mean"), get_real(v, "live_p99"), get_real(v, "live_p999"),
+		       get_real(v, "live_max"));
 	v = json_object_get(r, "large");
 	printf("  %-8s %10s %10.1f %10.0f %10.0f %10.0f\n", "large", "> 1M",
 	       get_real(v, "live_mean"), get_real(v, "live_p99"), get_real(v, "live_p999"),
@@ -693,20 +708,32 @@ int workload_main(struct stress_opts *o, const char *path, double rate_scale, do
 
 	if (ret)
 		die("--workload: %s", err); /* err names the file and the field */
-	run = (struct wl_run){ .o = o, .wl = &wl, .rate_scale = rate_scale,
+	run = (struct wl_run){ .o = o,
+			       .wl = &wl,
+			       .rate_scale = rate_scale,
 			       .duration_ns = (uint64_t)(o->duration_s * 1e9),
 			       .sample_ns = (uint64_t)(sample_ms * 1e6) };
 	run.nsamples = (unsigned)(run.duration_ns / run.sample_ns);
 	if (run.nsamples == 0)
 		die("--sample-ms %g: longer than the --duration %g s", sample_ms, o->duration_s);
-	/* the warm-up: 10 % of the duration or 0.5 s, whichever is less */
-	warm = (unsigned)(fmin(WARMUP_FRACTION * o->duration_s, WARMUP_MAX_S) * 1e9 /
-			  (double)run.sample_ns);
+	/* the warm-up: 10 % of the duration or 0.5 s, whichever is less; but at
+	 * least a block's longest life (flight + p99 hold), the time occupancy
+	 * takes to climb to its steady state, up to 40 % of the duration */
+	{
+		double warm_s = fmin(WARMUP_FRACTION * o->duration_s, WARMUP_MAX_S);
+
+		for (unsigned i = 0; i < wl.nflows; i++)
+			warm_s = fmax(warm_s,
+				      (wl.flows[i].flight_ms + wl.flows[i].hold_p99_ms) / 1e3);
+		warm_s = fmin(warm_s, WARMUP_LONGEST_FRACTION * o->duration_s);
+		warm = (unsigned)(warm_s * 1e9 / (double)run.sample_ns);
+	}
 	layout(&wl);
 	fds_snapshot(&fds);
 	if (o->progress)
-		fprintf(stderr, "shmrig-stress: workload %s, %u flows, %u processes, %u links, "
-				"prefix %s, %.1f s\n",
+		fprintf(stderr,
+			"shmrig-stress: workload %s, %u flows, %u processes, %u links, "
+			"prefix %s, %.1f s\n",
 			wl.name, wl.nflows, run.nprocs, run.nlinks, o->prefix, o->duration_s);
 	start_all();
 	run_all();
@@ -719,8 +746,8 @@ int workload_main(struct stress_opts *o, const char *path, double rate_scale, do
 			fds_left);
 	}
 	if (tot.all.received == 0)
-		failure("no message went through%s%s", tot.enomem_words[0] ? ": the first ENOMEM: " : "",
-			tot.enomem_words);
+		failure("no message went through%s%s",
+			tot.enomem_words[0] ? ": the first ENOMEM: " : "", tot.enomem_words);
 	pass = failures.n == 0 && !tot.corrupted && !tot.lost && !tot.leaked_blocks &&
 	       !tot.stale_segments && !tot.leaked_fds && !tot.gaps && !tot.dups;
 	report = report_json(path, warm, pass);
