@@ -75,8 +75,9 @@ uint64_t plan_draw_size(const struct plan_flow *f, struct plan_rng *r)
 		return it->min;
 	/* Up, not to the nearest: a range from 64 is then above 64 (class 1) as
 	 * the model's continuous split says, never exactly 64 (class 0). */
-	v = (uint64_t)ceil(exp(log((double)it->min) +
-			       plan_rng_uniform(r) * (log((double)it->max) - log((double)it->min))));
+	v = (uint64_t)ceil(
+		exp(log((double)it->min) +
+		    plan_rng_uniform(r) * (log((double)it->max) - log((double)it->min))));
 	return v < it->min ? it->min : v > it->max ? it->max : v;
 }
 

@@ -5,7 +5,6 @@
 #include "model.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -13,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 static const char *const kinds[PLAN_KINDS] = { "ndarray", "table", "dataset", "bytes" };
 static const char *const backends[PLAN_BACKENDS] = { "pipe", "uring", "ring" };
@@ -33,63 +30,6 @@ int plan_backend_index(const char *backend)
 		if (strcmp(backend, backends[i]) == 0)
 			return (int)i;
 	return -1;
-}
-
-int plan_read_file(const char *path, size_t max, char **text_out, size_t *len_out, char *err,
-		   size_t errlen)
-{
-	struct stat st;
-	char *text;
-	ssize_t got;
-	size_t len = 0, cap;
-	int fd, ret;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
-		return ret;
-	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-		close(fd);
-		snprintf(err, errlen, "%s: not a regular file", path);
-		return -EINVAL;
-	}
-	if ((uint64_t)st.st_size > max) {
-		close(fd);
-		snprintf(err, errlen, "%s: file too large (%lld bytes; at most %zu)", path,
-			 (long long)st.st_size, max);
-		return -EFBIG;
-	}
-	/* what fstat said and one byte more: a file that grew is refused, never held */
-	cap = (size_t)st.st_size + 1;
-	text = malloc(cap + 1);
-	if (!text) {
-		close(fd);
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	while (len < cap && (got = read(fd, text + len, cap - len)) != 0) {
-		if (got < 0) {
-			ret = -errno;
-			free(text);
-			close(fd);
-			snprintf(err, errlen, "%s: %s", path, strerror(-ret));
-			return ret;
-		}
-		len += (size_t)got;
-	}
-	close(fd);
-	if (len > max || len == cap) {
-		free(text);
-		snprintf(err, errlen, "%s: file too large or growing (at most %zu bytes)", path,
-			 max);
-		return -EFBIG;
-	}
-	text[len] = '\0';
-	*text_out = text;
-	*len_out = len;
-	return 0;
 }
 
 /* Seconds from a row's time and its time_unit. */

@@ -116,14 +116,6 @@ struct plan_cpu {
 void plan_cpu_model(const struct plan_workload *wl, const struct plan_results *r,
 		    struct plan_cpu *out);
 
-/*
- * Read a whole file of at most `max` bytes into *text (NUL-terminated, free()
- * it). Returns 0, or -errno with the reason in err: -EFBIG above max (never
- * read past it), -EINVAL for what is not a regular file.
- */
-int plan_read_file(const char *path, size_t max, char **text, size_t *len, char *err,
-		   size_t errlen);
-
 /* The index of a codec kind or a backend name; -1 if unknown. */
 int plan_kind_index(const char *codec);
 int plan_backend_index(const char *backend);

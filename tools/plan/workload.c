@@ -437,12 +437,13 @@ done:
 	return ret;
 }
 
-int plan_workload_load(const char *path, struct plan_workload *wl, char *err, size_t errlen)
+int plan_read_file(const char *path, size_t max, char **text_out, size_t *len_out, char *err,
+		   size_t errlen)
 {
 	struct stat st;
 	char *text;
 	ssize_t got;
-	size_t len = 0;
+	size_t len = 0, cap;
 	int fd, ret;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -456,15 +457,21 @@ int plan_workload_load(const char *path, struct plan_workload *wl, char *err, si
 		snprintf(err, errlen, "%s: not a regular file", path);
 		return -EINVAL;
 	}
-	/* Read at most one byte past the cap: a larger file is refused, never held. */
-	text = malloc(PLAN_MAX_FILE_BYTES + 1);
+	if ((uint64_t)st.st_size > max) {
+		close(fd);
+		snprintf(err, errlen, "%s: file too large (%lld bytes; at most %zu)", path,
+			 (long long)st.st_size, max);
+		return -EFBIG;
+	}
+	/* what fstat said and one byte more: a file that grew is refused, never held */
+	cap = (size_t)st.st_size + 1;
+	text = malloc(cap + 1);
 	if (!text) {
 		close(fd);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	while (len <= PLAN_MAX_FILE_BYTES &&
-	       (got = read(fd, text + len, PLAN_MAX_FILE_BYTES + 1 - len)) != 0) {
+	while (len < cap && (got = read(fd, text + len, cap - len)) != 0) {
 		if (got < 0) {
 			ret = -errno;
 			free(text);
@@ -475,12 +482,26 @@ int plan_workload_load(const char *path, struct plan_workload *wl, char *err, si
 		len += (size_t)got;
 	}
 	close(fd);
-	if (len > PLAN_MAX_FILE_BYTES) {
+	if (len > max || len == cap) {
 		free(text);
-		snprintf(err, errlen, "%s: file too large (a workload is at most %zu bytes)", path,
-			 PLAN_MAX_FILE_BYTES);
+		snprintf(err, errlen, "%s: file too large or growing (at most %zu bytes)", path,
+			 max);
 		return -EFBIG;
 	}
+	text[len] = '\0';
+	*text_out = text;
+	*len_out = len;
+	return 0;
+}
+
+int plan_workload_load(const char *path, struct plan_workload *wl, char *err, size_t errlen)
+{
+	char *text;
+	size_t len;
+	int ret = plan_read_file(path, PLAN_MAX_FILE_BYTES, &text, &len, err, errlen);
+
+	if (ret)
+		return ret;
 	{
 		char sub[512];
 

@@ -73,6 +73,14 @@ int plan_workload_parse(const char *text, size_t len, struct plan_workload *wl, 
 			size_t errlen);
 
 /*
+ * Read a whole file of at most `max` bytes into *text (NUL-terminated, free()
+ * it). Returns 0, or -errno with the reason in err: -EFBIG above max (never
+ * read past it), -EINVAL for what is not a regular file.
+ */
+int plan_read_file(const char *path, size_t max, char **text, size_t *len, char *err,
+		   size_t errlen);
+
+/*
  * Parse weighted log-uniform ranges, "weight:min-max,..." (sizes take K, M, G),
  * the syntax of shmrig-stress --sizes, into items. Returns the item count,
  * or -EINVAL with the reason ("item 2 ('3:64-'): ...") in err.
