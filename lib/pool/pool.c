@@ -398,8 +398,8 @@ int shmrig_pool_open(const struct shmrig_pool_opts *user_opts, shmrig_pool **out
 	pool->arena_size = round_up(shmrig__option_size(opts->arena_size, "SHMRIG_ARENA_SIZE",
 							DEFAULT_ARENA_SIZE, MAX_CHUNKS * CHUNK),
 				    CHUNK);
-	pool->max_bytes =
-		shmrig__option_size(opts->max_bytes, "SHMRIG_POOL_MAX", DEFAULT_MAX_BYTES, SIZE_MAX);
+	pool->max_bytes = shmrig__option_size(opts->max_bytes, "SHMRIG_POOL_MAX", DEFAULT_MAX_BYTES,
+					      SIZE_MAX);
 	pool->backing = opts->backing;
 	pool->numa_node = opts->numa_node;
 	pool->flags = opts->flags;
@@ -414,7 +414,7 @@ int shmrig_pool_open(const struct shmrig_pool_opts *user_opts, shmrig_pool **out
 
 /* -ENOMEM at the pool's limit, in words: the class, the limit, and which
  * classes hold the chunks (none of them empty). */
-static int no_room(shmrig_pool *pool, unsigned c, size_t size)
+__attribute__((cold, noinline)) static int no_room(shmrig_pool *pool, unsigned c, size_t size)
 {
 	uint32_t counts[NCLASS] = { 0 };
 	char held[NCLASS * 24] = "";
@@ -445,6 +445,35 @@ static int no_room(shmrig_pool *pool, unsigned c, size_t size)
 			    pool->created_bytes);
 }
 
+/*
+ * No arena of ours had a block of class c: an empty chunk of another class
+ * goes to it before the pool grows (so that what the pool holds follows what
+ * is live), else a new arena. 0 with *out and *id, or -errno.
+ */
+__attribute__((noinline)) static int class_grow(shmrig_pool *pool, unsigned c, size_t size,
+						struct seg_local **out, uint32_t *id)
+{
+	struct seg_local *sl;
+	int ret;
+
+	for (sl = pool->segs; sl; sl = sl->next)
+		if (sl->created && !sl->large && shmrig__arena_reclaim(sl, c) &&
+		    !shmrig__arena_take(sl, c, id)) {
+			*out = sl;
+			return 0;
+		}
+	ret = shmrig__arena_new(pool, &sl);
+	if (ret == -ENOMEM && pool->created_bytes + pool->arena_size > pool->max_bytes)
+		return no_room(pool, c, size);
+	if (ret)
+		return ret;
+	if (shmrig__arena_take(sl, c, id))
+		return shmrig__fail(-ENOMEM, "pool: a new arena has no room for a %zu-byte block",
+				    size);
+	*out = sl;
+	return 0;
+}
+
 static int class_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
 		       struct shmrig_ref *ref, void **data)
 {
@@ -467,21 +496,9 @@ static int class_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t 
 	/* A corrupt list is said once, by the call that found it. */
 	if (corrupt)
 		return corrupt;
-	/* Every chunk serves some class: an empty one goes to this class before
-	 * the pool grows, so that what it holds follows what is live. */
-	for (sl = pool->segs; sl; sl = sl->next)
-		if (sl->created && !sl->large && shmrig__arena_reclaim(sl, c) &&
-		    !shmrig__arena_take(sl, c, &id))
-			goto found;
-	ret = shmrig__arena_new(pool, &sl);
-	if (ret == -ENOMEM && pool->created_bytes + pool->arena_size > pool->max_bytes)
-		return no_room(pool, c, size);
+	ret = class_grow(pool, c, size, &sl, &id);
 	if (ret)
 		return ret;
-	ret = shmrig__arena_take(sl, c, &id);
-	if (ret)
-		return shmrig__fail(-ENOMEM, "pool: a new arena has no room for a %zu-byte block",
-				    size);
 found:
 	DEATH_POINT("alloc"); /* taken from the cache, not yet ours in the descriptor */
 	shmrig__arena_give(sl, c, id, size, tag, flags, ref, data);
@@ -662,7 +679,8 @@ static int transfer_locked(shmrig_pool *pool, const struct shmrig_ref *refs, uin
 		if (owner == target && word_state(word) == ST_HANDED)
 			continue;
 		if (owner != pool->self)
-			return shmrig__fail(-EPERM, "ref '%s' offset %llu: block is owned by pid %d",
+			return shmrig__fail(-EPERM,
+					    "ref '%s' offset %llu: block is owned by pid %d",
 					    ref->name, (unsigned long long)ref->offset,
 					    (int)shmrig__procid_pid(owner));
 		if (word_state(word) == ST_HANDED) {
@@ -687,10 +705,12 @@ static int transfer_locked(shmrig_pool *pool, const struct shmrig_ref *refs, uin
 		/* Every reference goes with the block, unclaimed: the receiver's
 		 * decode claims them, once. The state first: if we die before the
 		 * owner store, the block is HANDED and ours, and reap returns it. */
-		if (!atomic_compare_exchange_strong_explicit(
-			    &b.desc->word, &word,
-			    word_make(word_gen(word), word_refs(word), word_refs(word), ST_HANDED),
-			    memory_order_acq_rel, memory_order_relaxed))
+		if (!atomic_compare_exchange_strong_explicit(&b.desc->word, &word,
+							     word_make(word_gen(word),
+								       word_refs(word),
+								       word_refs(word), ST_HANDED),
+							     memory_order_acq_rel,
+							     memory_order_relaxed))
 			return shmrig__fail(-SHMRIG_ECORRUPT,
 					    "ref '%s' offset %llu: the block's word changed under "
 					    "its owner",
@@ -820,11 +840,12 @@ static int claim_one(shmrig_pool *pool, const struct shmrig_ref *ref, void **dat
 				    ref->name, (unsigned long long)ref->offset);
 	/* One CAS: of two decodes of one frame, only one can take the last
 	 * unclaimed reference. */
-	if (!atomic_compare_exchange_strong_explicit(
-		    &b.desc->word, &word,
-		    word_make(word_gen(word), word_refs(word), unclaimed - 1,
-			      unclaimed == 1 ? ST_LIVE : ST_HANDED),
-		    memory_order_acq_rel, memory_order_relaxed))
+	if (!atomic_compare_exchange_strong_explicit(&b.desc->word, &word,
+						     word_make(word_gen(word), word_refs(word),
+							       unclaimed - 1,
+							       unclaimed == 1 ? ST_LIVE :
+										ST_HANDED),
+						     memory_order_acq_rel, memory_order_relaxed))
 		return shmrig__fail(-SHMRIG_ECORRUPT,
 				    "ref '%s' offset %llu: the block's word changed under its owner",
 				    ref->name, (unsigned long long)ref->offset);

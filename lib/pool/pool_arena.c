@@ -62,6 +62,25 @@ static void init_layouts(struct seg_local *sl)
 	}
 }
 
+unsigned shmrig__chunk_class_read(const struct seg_local *sl, uint32_t chunk)
+{
+	uint32_t cp1;
+
+	/* a creator knows every class it assigned: an unknown one is unassigned */
+	if (sl->created)
+		return NCLASS;
+	cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1, memory_order_acquire);
+	return cp1 && cp1 <= NCLASS ? cp1 - 1 : NCLASS;
+}
+
+int shmrig__stamp_mismatch(const struct shmrig_ref *ref)
+{
+	return shmrig__fail(-SHMRIG_EBADREF,
+			    "ref '%s': offset %llu: the block there is not of the class its "
+			    "chunk says (the chunk is changing class)",
+			    ref->name, (unsigned long long)ref->offset);
+}
+
 /* Is `id` a block of a chunk of class c? (validates links read from shared memory) */
 static bool id_valid(struct seg_local *sl, uint32_t id, unsigned c)
 {
@@ -113,7 +132,8 @@ static int corrupt(struct seg_local *sl, unsigned c, bool remote, uint32_t id, c
 	if (!remote)
 		rebuild_free_list(sl, c);
 	return shmrig__fail(-SHMRIG_ECORRUPT, "segment %s: class %u %s list: block %u.%u %s",
-			    sl->name, c, remote ? "remote" : "free", id_chunk(id), id_slot(id), why);
+			    sl->name, c, remote ? "remote" : "free", id_chunk(id), id_slot(id),
+			    why);
 }
 
 /* ---- the free list: the creator's alone (Treiber stack with an ABA tag, as
@@ -216,10 +236,12 @@ static int collect_remote(struct seg_local *sl, unsigned c)
 		next = atomic_load_explicit(&d->next_free, memory_order_relaxed);
 		w = atomic_load_explicit(&d->word, memory_order_acquire);
 		if (word_state(w) != ST_REMOTE ||
-		    !atomic_compare_exchange_strong_explicit(
-			    &d->word, &w,
-			    word_make(word_gen(w), 0, 0, to_cache ? ST_CACHED : ST_FREE),
-			    memory_order_acq_rel, memory_order_relaxed)) {
+		    !atomic_compare_exchange_strong_explicit(&d->word, &w,
+							     word_make(word_gen(w), 0, 0,
+								       to_cache ? ST_CACHED :
+										  ST_FREE),
+							     memory_order_acq_rel,
+							     memory_order_relaxed)) {
 			if (first != NIL)
 				list_push(sl, c, first, last);
 			return corrupt(sl, c, true, id, "is not remote-freed");
@@ -623,8 +645,9 @@ int shmrig__arena_audit(struct seg_local *sl)
 
 	memset(&ctx, 0, sizeof(ctx));
 	if (used > sl->nchunks || (sl->created && used != sl->next_chunk))
-		return shmrig__fail(-SHMRIG_ECORRUPT, "audit %s: next_chunk %u (%u chunks, %u ours)",
-				    sl->name, used, sl->nchunks, sl->next_chunk);
+		return shmrig__fail(-SHMRIG_ECORRUPT,
+				    "audit %s: next_chunk %u (%u chunks, %u ours)", sl->name, used,
+				    sl->nchunks, sl->next_chunk);
 	for (uint32_t chunk = 0; chunk < used; chunk++) {
 		uint32_t cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1,
 						    memory_order_acquire);
@@ -675,8 +698,8 @@ int shmrig__arena_audit(struct seg_local *sl)
 							    sl->name, c, lists[k].name, id,
 							    (unsigned long long)steps);
 				d = id_desc(sl, id, c);
-				if (word_state(atomic_load_explicit(&d->word,
-								    memory_order_acquire)) !=
+				if (word_state(
+					    atomic_load_explicit(&d->word, memory_order_acquire)) !=
 				    lists[k].state)
 					return shmrig__fail(-SHMRIG_ECORRUPT,
 							    "audit %s: class %u %s list holds a "

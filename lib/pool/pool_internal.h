@@ -51,9 +51,9 @@ struct seg_local {
 	size_t name_len;
 	char *base;
 	size_t size;
-	bool created;        /* by this pool: it unlinks it when nobody else holds a block */
+	bool created; /* by this pool: it unlinks it when nobody else holds a block */
 	bool large;
-	shmrig__procid self; /* this process (a pool does not outlive a fork) */
+	shmrig__procid self;         /* this process (a pool does not outlive a fork) */
 	struct seg_local *next;      /* all segments, newest first */
 	struct seg_local *hash_next; /* bucket chain */
 	/* arenas */
@@ -62,8 +62,8 @@ struct seg_local {
 	struct layout layout0[NCLASS]; /* chunk 0, after the header */
 	struct layout layout[NCLASS];  /* other chunks */
 	uint32_t ncache[NCLASS];
-	uint32_t *cache;        /* [NCLASS][CACHE_CAP], created arenas only */
-	uint32_t next_chunk;    /* created arenas: the first unclaimed chunk (ours alone) */
+	uint32_t *cache;     /* [NCLASS][CACHE_CAP], created arenas only */
+	uint32_t next_chunk; /* created arenas: the first unclaimed chunk (ours alone) */
 	/* Created arenas: class + 1 of each chunk (0 unassigned), the one copy
 	 * the creator uses, since it alone assigns classes; and how many blocks
 	 * of each chunk are on its class's free list, kept as it pushes and pops
@@ -88,7 +88,7 @@ struct slab {
 struct shmrig_pool {
 	/* Who may be inside the pool's process-local state: see pool_enter(). */
 	shmrig__lock lock;
-	const char *opener; /* thread_mark of the thread that opened it */
+	const char *opener;  /* thread_mark of the thread that opened it */
 	_Atomic bool shared; /* another thread came: everybody takes the lock */
 	_Atomic int busy;    /* the opener is inside without the lock */
 	unsigned fork_epoch;
@@ -195,22 +195,22 @@ static inline uint64_t id_offset(const struct seg_local *sl, uint32_t id, unsign
 	       id_slot(id) * class_size(c);
 }
 
+unsigned shmrig__chunk_class_read(const struct seg_local *sl, uint32_t chunk);
+
 /*
  * The class of chunk `chunk` (0..NCLASS-1), or NCLASS if unassigned or bad.
- * The creator's own copy; anyone else's is read now, once for the ref at
- * hand (checked, and used for nothing else), since an empty chunk may have
- * gone to another class since the last one.
+ * The creator's own copy (classes[] is the creator's alone: it stays 0 in
+ * every other process); anyone else's is read now, once for the ref at hand
+ * (checked, and used for nothing else), since an empty chunk may have gone
+ * to another class since the last one.
  */
 static inline unsigned chunk_class(const struct seg_local *sl, uint32_t chunk)
 {
-	uint32_t cp1;
+	uint8_t cp1 = sl->classes[chunk];
 
-	if (sl->created)
-		cp1 = sl->classes[chunk];
-	else
-		cp1 = atomic_load_explicit(&sl->hdr->chunks[chunk].class_plus1,
-					   memory_order_acquire);
-	return cp1 && cp1 <= NCLASS ? cp1 - 1u : NCLASS;
+	if (SHMRIG_LIKELY(cp1))
+		return cp1 - 1u;
+	return shmrig__chunk_class_read(sl, chunk);
 }
 
 /* Chunks of the arena that may be in use: ours, or the shared count capped. */
@@ -296,13 +296,14 @@ static inline int shmrig__arena_take(struct seg_local *sl, unsigned c, uint32_t 
 }
 
 /* Make block `id` live for the caller and fill its ref. */
-static inline void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t id, size_t content_size,
-			uint32_t tag, uint32_t flags, struct shmrig_ref *ref, void **data)
+static inline void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t id,
+				      size_t content_size, uint32_t tag, uint32_t flags,
+				      struct shmrig_ref *ref, void **data)
 {
 	struct desc *d = id_desc(sl, id, c);
 	uint32_t gen = word_gen(atomic_load_explicit(&d->word, memory_order_relaxed));
 
-	d->content_size = desc_stamp(c, content_size);
+	desc_set_bytes(d, (uint32_t)content_size); /* at most 1 MiB: under the stamp */
 	d->tag = tag;
 	atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
 	/* A cached block is ours alone: a plain store publishes it, no atomic
@@ -322,9 +323,12 @@ static inline void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t
 	*data = sl->base + ref->offset;
 }
 
+/* -SHMRIG_EBADREF: the descriptor's class stamp is not the chunk's class. */
+__attribute__((cold, noinline)) int shmrig__stamp_mismatch(const struct shmrig_ref *ref);
 
 /* Find the block holding [ref->offset, ref->offset + ref->size) in arena sl. */
-static inline int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref, struct block *b)
+static inline int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref,
+				       struct block *b)
 {
 	uint64_t off = ref->offset, size = ref->size;
 	uint64_t chunk = off / CHUNK, rel = off % CHUNK, slot, bsize;
@@ -349,18 +353,15 @@ static inline int shmrig__arena_locate(struct seg_local *sl, const struct shmrig
 		goto bounds;
 	b->id = block_id((uint32_t)chunk, (uint32_t)slot);
 	b->desc = id_desc(sl, b->id, b->cls);
-	if (SHMRIG_UNLIKELY(desc_class(b->desc->content_size) != b->cls + 1))
-		return shmrig__fail(-SHMRIG_EBADREF,
-				    "ref '%s': offset %llu: the block there is not of the class "
-				    "its chunk says (the chunk is changing class)",
-				    ref->name, (unsigned long long)off);
+	/* the creator's class is its own; anyone else's was read just now */
+	if (!sl->created && SHMRIG_UNLIKELY(desc_class(b->desc->content_size) != b->cls + 1))
+		return shmrig__stamp_mismatch(ref);
 	return 0;
 bounds:
 	return shmrig__fail(-SHMRIG_EBADREF,
 			    "ref '%s': offset %llu size %llu is not inside one block of the segment",
 			    ref->name, (unsigned long long)off, (unsigned long long)size);
 }
-
 
 /* Free a block whose last reference we dropped (word: as we read it, ours). */
 static inline void shmrig__arena_release(struct seg_local *sl, struct block *b, uint64_t word)

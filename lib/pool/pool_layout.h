@@ -34,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define ARENA_MAGIC 0x414e455241524853ull /* "SHRARENA" */
 #define LARGE_MAGIC 0x454752414c524853ull /* "SHRLARGE" */
@@ -124,7 +125,7 @@ _Static_assert(sizeof(struct desc) == 32, "descriptor layout is shared");
 /*
  * The class stamp: an arena descriptor's content_size carries its chunk's
  * class + 1 in its top byte, written when the chunk is assigned to the class
- * and at every allocation. A process that computed a descriptor from a class
+ * (an allocation writes the low 32 bits only: desc_set_bytes). A process that computed a descriptor from a class
  * the chunk no longer has (or that a peer scribbled for a moment) finds
  * another stamp there, or none, and refuses the ref instead of acting on a
  * neighbour's descriptor. Large blocks' descriptors carry no stamp.
@@ -142,6 +143,14 @@ static inline uint64_t desc_bytes(uint64_t content_size)
 static inline unsigned desc_class(uint64_t content_size)
 {
 	return (unsigned)(content_size >> DESC_CLASS_SHIFT);
+}
+/* An allocation's content size into an arena descriptor, below the stamp its
+ * chunk's assignment wrote: the low 32 bits alone (an arena block is at most
+ * 1 MiB), one store, the stamp and the zero bytes between left as they are. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "desc_set_bytes: low half first");
+static inline void desc_set_bytes(struct desc *d, uint32_t bytes)
+{
+	memcpy(&d->content_size, &bytes, sizeof(bytes));
 }
 
 struct chunk_info {
