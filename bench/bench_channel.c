@@ -13,6 +13,15 @@
  *                                for an acknowledgement and waits for it, so
  *                                the time covers messages delivered, not
  *                                queued (items = messages)
+ *   channel/<backend>/paced      CPU time of both processes a message when
+ *                                messages come 100 us apart (an open-loop
+ *                                stream): the sender sleeps until each is
+ *                                due, the peer has gone to sleep by then, so
+ *                                every message pays the wake-ups and spins a
+ *                                busy channel does not. The figure is CPU
+ *                                seconds (sender + peer, read from their
+ *                                CPU-time clocks) a message, not wall time;
+ *                                the capacity plan's transport cost
  *   session/<backend>/echo/<B>   shmrig_session_call("echo") with a float64
  *                                ndarray of B bytes (64 B, 64 KiB, 1 MiB): encode
  *                                into the pool, hand over, the worker decodes,
@@ -60,10 +69,12 @@
 #define SELF_CPU 0 /* topology index of the caller's CPU */
 #define PEER_CPU 1 /* and of the peer's */
 #define MSG_SIZE 64
-#define RTT_BATCH 64       /* round trips per timed batch */
-#define BATCH_MSGS 64      /* messages per sendv() */
-#define BATCHES_PER_ACK 16 /* sendv() calls per acknowledgement (one timed batch) */
-#define ACK_SIZE 8         /* the length that marks "acknowledge" and the answer */
+#define RTT_BATCH 64        /* round trips per timed batch */
+#define BATCH_MSGS 64       /* messages per sendv() */
+#define BATCHES_PER_ACK 16  /* sendv() calls per acknowledgement (one timed batch) */
+#define ACK_SIZE 8          /* the length that marks "acknowledge" and the answer */
+#define PACED_GAP_NS 100000 /* channel/<backend>/paced: longer than a ring's spin */
+#define PACED_BATCH 50      /* messages a timed batch (and one acknowledgement) */
 #define PEER_TIMEOUT_MS 10000
 #define FINGERPRINT 0x62656e6368ull /* both ends of a bare channel agree on it */
 #define POOL_PREFIX "b_channel"
@@ -208,7 +219,8 @@ static void check_peer_exit(gbench_state *st, pid_t pid)
 	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return;
 	if (status < 0)
-		snprintf(message, sizeof(message), "failed: peer %d did not end in time: killed", (int)pid);
+		snprintf(message, sizeof(message), "failed: peer %d did not end in time: killed",
+			 (int)pid);
 	else if (WIFSIGNALED(status))
 		snprintf(message, sizeof(message), "failed: peer %d killed by signal %d", (int)pid,
 			 WTERMSIG(status));
@@ -516,6 +528,70 @@ static void bm_channel_batch64(gbench_state *st, void *arg)
 	channel_end(st, &run);
 }
 
+/* ---- channel/<backend>/paced ---- */
+
+static double clock_s(clockid_t clock)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void bm_channel_paced(gbench_state *st, void *arg)
+{
+	static const uint64_t ack = 0x61636b; /* "ack" */
+	unsigned char msg[MSG_SIZE];
+	struct channel_run run;
+	clockid_t peer_clock;
+	int ret = 0;
+
+	memset(msg, 0x5a, sizeof(msg));
+	if (!channel_start(st, &run, arg, PEER_SINK))
+		return;
+	ret = -clock_getcpuclockid(run.peer, &peer_clock);
+	if (ret)
+		fail(st, "clock_getcpuclockid (the peer's CPU time)", ret);
+	while (!ret && gbench_loop(st, PACED_BATCH)) {
+		double cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) + clock_s(peer_clock);
+		struct timespec due;
+		void *answer;
+		size_t len;
+
+		clock_gettime(CLOCK_MONOTONIC, &due);
+		for (int i = 0; !ret && i < PACED_BATCH; i++) {
+			due.tv_nsec += PACED_GAP_NS;
+			if (due.tv_nsec >= 1000000000) {
+				due.tv_nsec -= 1000000000;
+				due.tv_sec++;
+			}
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL) == EINTR)
+				;
+			ret = shmrig_channel_send(run.ch, msg, sizeof(msg), PEER_TIMEOUT_MS);
+		}
+		/* every message is taken once the acknowledgement is back */
+		if (!ret)
+			ret = shmrig_channel_send(run.ch, &ack, sizeof(ack), PEER_TIMEOUT_MS);
+		if (!ret)
+			ret = shmrig_channel_recv(run.ch, &answer, &len, PEER_TIMEOUT_MS);
+		if (ret) {
+			fail(st, "paced send", ret);
+			break;
+		}
+		free(answer);
+		if (len != sizeof(ack)) {
+			ret = -EBADMSG;
+			fail(st, "the acknowledgement has the wrong length", -1);
+			break;
+		}
+		gbench_set_iteration_time(st, clock_s(CLOCK_PROCESS_CPUTIME_ID) +
+						      clock_s(peer_clock) - cpu);
+	}
+	if (!ret)
+		gbench_counter(st, "gap_us", PACED_GAP_NS / 1e3, 0);
+	channel_end(st, &run);
+}
+
 /* ---- session/<backend>/echo/<bytes> ---- */
 
 /* Calls per timed batch: enough to amortize reading the clock, few for large payloads. */
@@ -820,6 +896,8 @@ void bench_channel_register(void)
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
 		snprintf(name, sizeof(name), "channel/%s/batch64", backends[i]);
 		register_manual(name, bm_channel_batch64, (void *)backends[i], 'u', NULL, 0);
+		snprintf(name, sizeof(name), "channel/%s/paced", backends[i]);
+		register_manual(name, bm_channel_paced, (void *)backends[i], 'u', NULL, 0);
 	}
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
 		snprintf(name, sizeof(name), "session/%s/echo", backends[i]);

@@ -656,6 +656,52 @@ static void test_results_saturation(void **state)
 	assert_non_null(strstr(err, "codec/ndarray/decode/<size>: no rows"));
 }
 
+/*
+ * With a paced row and the machine's CPUs: 1e4/s of 64 B, bytes over the
+ * ring, 2 producers and 2 consumers; a paced message costs 20 us of both
+ * sides' CPU, so 10 us a side:
+ *   producer core: 5e3/s x (0.1 + 10) us = 0.0505; consumer: 5e3 x 10.2 us = 0.051
+ *   the machine: 1e4/s x (0.1 + 0.2 + 20) us = 0.203 cores of 2: 0.1015, first
+ * Without the paced row the same flow saturates on a consumer's core at 1/0.0025.
+ */
+static void test_results_paced_machine(void **state)
+{
+	static struct plan_cpu cpu;
+	const struct plan_cpu_flow *c = &cpu.flows[0];
+	char err[1024] = "", text[2048];
+	const char *rows = strstr(HAND_MADE, "\"benchmarks\": [") + strlen("\"benchmarks\": [");
+
+	(void)state;
+	snprintf(text, sizeof(text),
+		 "{\"context\": {\"cpu_model\": \"hand\", \"num_cpus\": 2}, \"benchmarks\": ["
+		 "{\"name\": \"channel/ring/paced/manual_time\", \"run_name\": "
+		 "\"channel/ring/paced/manual_time\", \"real_time\": 20, \"cpu_time\": 1, "
+		 "\"time_unit\": \"us\"}, %s",
+		 rows);
+	results_of(text);
+	assert_int_equal(results.num_cpus, 2);
+	assert_float_equal(results.paced_cpu_s[2], 20e-6, 1e-15);
+	if (parse(FLOW("{\"rate\": 1e4, \"sizes\": [[64, 1]], \"producers\": 2, "
+		       "\"consumers\": 2, \"codec\": \"bytes\", \"backend\": \"ring\"}"),
+		  err, sizeof(err)))
+		fail_msg("%s", err);
+	plan_cpu_model(&wl, &results, &cpu);
+	assert_true(c->paced);
+	assert_float_equal(c->transport_s, 10e-6, 1e-15);
+	assert_float_equal(c->load[PLAN_RES_PRODUCER_CORE], 0.0505, 1e-9);
+	assert_float_equal(c->load[PLAN_RES_CONSUMER_CORE], 0.051, 1e-9);
+	assert_float_equal(cpu.machine_cores, 0.203, 1e-9);
+	assert_float_equal(c->load[PLAN_RES_MACHINE], 0.1015, 1e-9);
+	assert_int_equal(c->first, PLAN_RES_MACHINE);
+	assert_float_equal(cpu.headroom, 1 / 0.1015, 1e-6);
+	/* the hand-made file alone: no paced row, no CPU count */
+	results_of(HAND_MADE);
+	plan_cpu_model(&wl, &results, &cpu);
+	assert_false(c->paced);
+	assert_float_equal(c->load[PLAN_RES_MACHINE], 0, 1e-12);
+	assert_int_equal(c->first, PLAN_RES_CONSUMER_CORE);
+}
+
 struct bad_results {
 	const char *text;
 	const char *want;
@@ -756,6 +802,7 @@ int main(void)
 		cmocka_unit_test(test_sim_event_cap),
 		cmocka_unit_test(test_results_curves),
 		cmocka_unit_test(test_results_saturation),
+		cmocka_unit_test(test_results_paced_machine),
 		cmocka_unit_test(test_results_bad),
 		cmocka_unit_test(test_results_missing_rows),
 		cmocka_unit_test(test_results_files),

@@ -206,12 +206,19 @@ static int judge_saturation(const struct verify_opts *vo, const struct plan_cpu 
 			 "%s.",
 			 predicted, good, agrees ? "agrees" : "DISAGREES");
 	if (!agrees) {
+		int paced = 0;
+
+		for (unsigned i = 0; i < cpu->nflows; i++)
+			paced |= cpu->flows[i].paced;
 		used = strlen(status);
 		snprintf(status + used, statuslen - used,
-			 " The CPU plan counts the suite's costs a message (encode, decode, a "
-			 "batched send) on a core a process; a stream between processes that sleep "
-			 "between messages also pays their wake-ups and spins, and the processes "
-			 "share the machine's CPUs (README, Capacity planning).");
+			 " The CPU plan counts the suite's costs of a message (encode, decode, "
+			 "the transport %s) against a core a process and the machine's CPUs; it "
+			 "leaves out what the replay adds a message (its payloads, checksums and "
+			 "timers), new segments for large values, and the queueing that lifts p99 "
+			 "latency before the CPUs are full (README, Capacity planning).",
+			 paced ? "of a message to a sleeping peer" :
+				 "of a busy channel: the results have no paced rows");
 	}
 	return !agrees;
 }

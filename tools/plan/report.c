@@ -247,19 +247,25 @@ static void print_cpu(FILE *out, const struct plan_run *run)
 
 		fprintf(out,
 			"  '%s' loads at the planned rate: producer core %.3g, consumer core %.3g, "
-			"channel %.3g, window %.3g, memory %.3g (1 = saturated); per message: encode "
-			"%.3g us, decode %.3g us, transport %.3g us a side\n",
+			"channel %.3g, window %.3g, memory %.3g, the machine's CPUs %.3g (1 = "
+			"saturated); per message: encode %.3g us, decode %.3g us, transport %.3g us "
+			"a side (%s)\n",
 			run->wl->flows[i].name, c->load[PLAN_RES_PRODUCER_CORE],
 			c->load[PLAN_RES_CONSUMER_CORE], c->load[PLAN_RES_CHANNEL],
 			c->load[PLAN_RES_WINDOW], c->load[PLAN_RES_MEMORY_BANDWIDTH],
-			c->encode_s * 1e6, c->decode_s * 1e6, c->transport_s * 1e6);
+			c->load[PLAN_RES_MACHINE], c->encode_s * 1e6, c->decode_s * 1e6,
+			c->transport_s * 1e6,
+			c->paced ? "a paced stream's, channel/<backend>/paced" :
+				   "a busy channel's, batch64: no paced row in the results");
 	}
 	fprintf(out,
-		"  memory: %s/s needed of %s/s measured (memcpy of %s); all rates scaled together, "
-		"flow '%s' saturates first: %s at x%.3g the planned rates\n",
+		"  memory: %s/s needed of %s/s measured (memcpy of %s); CPUs: %.3g cores of the "
+		"machine's %u needed; all rates scaled together, flow '%s' saturates first: %s "
+		"at x%.3g the planned rates\n",
 		si(run->cpu->memory_bytes_per_s, "B", b1, sizeof(b1)),
 		si(run->cpu->memory_bandwidth, "B", b2, sizeof(b2)),
 		human((uint64_t)run->results->memcpy_size, (char[32]){ 0 }, 32),
+		run->cpu->machine_cores, run->cpu->num_cpus,
 		run->wl->flows[run->cpu->first_flow].name,
 		plan_resource_name(run->cpu->flows[run->cpu->first_flow].first),
 		run->cpu->headroom);

@@ -91,6 +91,7 @@ struct collect {
 		decode_size[PLAN_KINDS][PLAN_RESULTS_MAX_SIZES];
 	unsigned encode_n[PLAN_KINDS], decode_n[PLAN_KINDS];
 	struct figure channel_rate[PLAN_BACKENDS], channel_share[PLAN_BACKENDS];
+	struct figure paced[PLAN_BACKENDS];
 	struct figure memcpy_bw[PLAN_RESULTS_MAX_SIZES];
 	double memcpy_sizes[PLAN_RESULTS_MAX_SIZES];
 	unsigned memcpy_n;
@@ -270,6 +271,20 @@ static int parse_row(json_t *row, size_t index, struct collect *co, struct plan_
 		}
 		figure_add(&co->channel_rate[b], is_median, rate);
 		figure_add(&co->channel_share[b], is_median, cpu / real);
+	} else if (n >= 3 && strcmp(parts[0], "channel") == 0 && strcmp(parts[2], "paced") == 0 &&
+		   (n == 3 || (n == 4 && strcmp(parts[3], "manual_time") == 0))) {
+		int b = plan_backend_index(parts[1]);
+		double cpu_per_message;
+
+		if (b < 0 || errored)
+			return 0;
+		if (row_seconds(row, "real_time", &cpu_per_message)) {
+			snprintf(err, errlen,
+				 "benchmarks[%zu] (%s): needs real_time, a positive number", index,
+				 json_string_value(name));
+			return -EINVAL;
+		}
+		figure_add(&co->paced[b], is_median, cpu_per_message);
 	}
 	return 0;
 }
@@ -312,6 +327,10 @@ int plan_results_parse(const char *text, size_t len, struct plan_results *out, c
 			snprintf(out->date, sizeof(out->date), "%s", json_string_value(v));
 		if (json_is_string(v = json_object_get(ctx, "shmrig_git_rev")))
 			snprintf(out->git_rev, sizeof(out->git_rev), "%s", json_string_value(v));
+		v = json_object_get(ctx, "num_cpus");
+		if (json_is_integer(v) && json_integer_value(v) > 0 &&
+		    json_integer_value(v) <= 65536)
+			out->num_cpus = (unsigned)json_integer_value(v);
 	}
 	co = calloc(1, sizeof(*co));
 	if (!co) {
@@ -333,6 +352,7 @@ int plan_results_parse(const char *text, size_t len, struct plan_results *out, c
 		for (unsigned b = 0; b < PLAN_BACKENDS; b++) {
 			out->channel_rate[b] = figure_value(&co->channel_rate[b]);
 			out->channel_cpu_share[b] = figure_value(&co->channel_share[b]);
+			out->paced_cpu_s[b] = figure_value(&co->paced[b]);
 			if (out->channel_cpu_share[b] > 1)
 				out->channel_cpu_share[b] = 1;
 		}
@@ -475,9 +495,10 @@ static double size_mean(const struct plan_flow *f, const struct plan_cost_curve 
 	return sum;
 }
 
-static const char *const resource_names[PLAN_RES_COUNT] = { "a producer's core",
-							    "a consumer's core", "the channel",
-							    "the window", "memory bandwidth" };
+static const char *const resource_names[PLAN_RES_COUNT] = {
+	"a producer's core", "a consumer's core", "the channel",
+	"the window",        "memory bandwidth",  "the machine's CPUs"
+};
 
 const char *plan_resource_name(enum plan_resource res)
 {
@@ -490,6 +511,7 @@ void plan_cpu_model(const struct plan_workload *wl, const struct plan_results *r
 	memset(out, 0, sizeof(*out));
 	out->nflows = wl->nflows;
 	out->memory_bandwidth = r->memcpy_bandwidth;
+	out->num_cpus = r->num_cpus;
 	for (unsigned i = 0; i < wl->nflows; i++) {
 		const struct plan_flow *f = &wl->flows[i];
 		struct plan_cpu_flow *c = &out->flows[i];
@@ -502,6 +524,12 @@ void plan_cpu_model(const struct plan_workload *wl, const struct plan_results *r
 		c->transport_s = b >= 0 && r->channel_rate[b] > 0 ?
 					 r->channel_cpu_share[b] / r->channel_rate[b] :
 					 0;
+		/* a stream's message to a peer that sleeps between messages: what it
+		 * costs both sides, half a side (a busy channel's share is far less) */
+		if (b >= 0 && r->paced_cpu_s[b] > 0) {
+			c->transport_s = r->paced_cpu_s[b] / 2;
+			c->paced = 1;
+		}
 		c->mean_bytes = size_mean(f, NULL);
 		/* encode writes the value into the pool; bytes' decode copies it out again */
 		c->copies = strcmp(f->codec, "bytes") == 0 ? 2 : 1;
@@ -510,6 +538,7 @@ void plan_cpu_model(const struct plan_workload *wl, const struct plan_results *r
 		c->transport_cores = 2 * f->rate * c->transport_s; /* a send and a receive */
 		c->memory_bytes_per_s = f->rate * c->mean_bytes * c->copies;
 		out->memory_bytes_per_s += c->memory_bytes_per_s;
+		out->machine_cores += c->encode_cores + c->decode_cores + c->transport_cores;
 		c->load[PLAN_RES_PRODUCER_CORE] = per_producer * (c->encode_s + c->transport_s);
 		c->load[PLAN_RES_CONSUMER_CORE] = per_consumer * (c->decode_s + c->transport_s);
 		c->load[PLAN_RES_CHANNEL] =
@@ -525,6 +554,8 @@ void plan_cpu_model(const struct plan_workload *wl, const struct plan_results *r
 			out->memory_bandwidth > 0 ?
 				out->memory_bytes_per_s / out->memory_bandwidth :
 				0;
+		/* every process of every flow runs on the same CPUs */
+		c->load[PLAN_RES_MACHINE] = out->num_cpus ? out->machine_cores / out->num_cpus : 0;
 		c->first = PLAN_RES_PRODUCER_CORE;
 		for (unsigned res = 0; res < PLAN_RES_COUNT; res++)
 			if (c->load[res] > top) {

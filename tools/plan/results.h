@@ -7,6 +7,13 @@
  *   channel/<backend>/batch64[/manual_time]   items_per_second: messages a
  *                                  channel carries a second; cpu_time/real_time
  *                                  of it: the sender's CPU share
+ *   channel/<backend>/paced[/manual_time]     real_time (manual): CPU seconds
+ *                                  of both sides a message of a stream whose
+ *                                  peer sleeps between messages; when present,
+ *                                  the transport cost (half a side), else the
+ *                                  batch64 share (a busy channel's, far less)
+ *   context.num_cpus               the machine's CPUs, which every process of
+ *                                  the workload shares
  *   codec/memcpy/<size>            bytes_per_second: the largest size is the
  *                                  machine's memory bandwidth
  *
@@ -46,7 +53,9 @@ struct plan_results {
 	double channel_rate[PLAN_BACKENDS];      /* messages/s of one channel; 0: not measured */
 	double channel_cpu_share[PLAN_BACKENDS]; /* sender's cpu_time / real_time */
 	unsigned channel_errored[PLAN_BACKENDS];
-	double memcpy_bandwidth; /* bytes/s at memcpy_size */
+	double paced_cpu_s[PLAN_BACKENDS]; /* both sides, a message; 0: not measured */
+	unsigned num_cpus;                 /* 0: not given */
+	double memcpy_bandwidth;           /* bytes/s at memcpy_size */
 	double memcpy_size;
 };
 
@@ -78,6 +87,7 @@ enum plan_resource {
 	PLAN_RES_CHANNEL,
 	PLAN_RES_WINDOW,
 	PLAN_RES_MEMORY_BANDWIDTH,
+	PLAN_RES_MACHINE, /* the machine's CPUs: every flow's encode, decode and transport */
 	PLAN_RES_COUNT
 };
 
@@ -85,8 +95,9 @@ const char *plan_resource_name(enum plan_resource res);
 
 struct plan_cpu_flow {
 	double encode_s, decode_s, transport_s; /* per message: mean over the sizes */
-	double mean_bytes;                      /* a value's mean size */
-	double copies; /* memory passes a byte: encode, and decode for bytes */
+	int paced;         /* transport_s from channel/<backend>/paced (else batch64) */
+	double mean_bytes; /* a value's mean size */
+	double copies;     /* memory passes a byte: encode, and decode for bytes */
 	/* core-seconds a second at the planned rate, the whole flow */
 	double encode_cores, decode_cores, transport_cores;
 	double memory_bytes_per_s;
@@ -101,6 +112,8 @@ struct plan_cpu {
 	unsigned nflows;
 	struct plan_cpu_flow flows[PLAN_MAX_FLOWS];
 	double memory_bytes_per_s, memory_bandwidth; /* all flows; measured */
+	double machine_cores;                        /* all flows: encode, decode, transport */
+	unsigned num_cpus;                           /* the results' machine; 0: unknown */
 	unsigned first_flow;                         /* the flow that saturates first */
 	double headroom;                             /* all rates scaled together */
 };
