@@ -122,8 +122,8 @@ struct member {
 struct pair {
 	unsigned epoch;
 	struct member prod, cons;
-	bool running;        /* started and not ended */
-	bool killed_empty;   /* its last epoch was killed before a message got through */
+	bool running;           /* started and not ended */
+	bool killed_empty;      /* its last epoch was killed before a message got through */
 	uint64_t stalled_until; /* consumer SIGSTOPped until then (0: not) */
 };
 
@@ -193,18 +193,30 @@ static double parse_number(const char *name, const char *text, double min, doubl
 static void parse_args(int argc, char **argv)
 {
 	static const struct option longs[] = {
-		{ "backend", required_argument, 0, 'b' },   { "pairs", required_argument, 0, 'p' },
-		{ "duration", required_argument, 0, 'd' },  { "messages", required_argument, 0, 'm' },
-		{ "sizes", required_argument, 0, 'z' },     { "window", required_argument, 0, 'w' },
-		{ "hold", required_argument, 0, 'H' },      { "slots", required_argument, 0, 'L' },      { "hold-ms", required_argument, 0, 'M' },
-		{ "kill-rate", required_argument, 0, 'k' }, { "stall-rate", required_argument, 0, 's' },
-		{ "stall-ms", required_argument, 0, 'S' },  { "send-timeout-ms", required_argument, 0, 't' },
-		{ "pool-limit", required_argument, 0, 'l' }, { "seed", required_argument, 0, 'r' },
-		{ "prefix", required_argument, 0, 'P' },    { "json", required_argument, 0, 'j' },
-		{ "quiet", no_argument, 0, 'q' },           { "require", required_argument, 0, 'R' },
-		{ "inject", required_argument, 0, 'I' },           { "help", no_argument, 0, 'h' },
+		{ "backend", required_argument, 0, 'b' },
+		{ "pairs", required_argument, 0, 'p' },
+		{ "duration", required_argument, 0, 'd' },
+		{ "messages", required_argument, 0, 'm' },
+		{ "sizes", required_argument, 0, 'z' },
+		{ "window", required_argument, 0, 'w' },
+		{ "hold", required_argument, 0, 'H' },
+		{ "slots", required_argument, 0, 'L' },
+		{ "hold-ms", required_argument, 0, 'M' },
+		{ "kill-rate", required_argument, 0, 'k' },
+		{ "stall-rate", required_argument, 0, 's' },
+		{ "stall-ms", required_argument, 0, 'S' },
+		{ "send-timeout-ms", required_argument, 0, 't' },
+		{ "pool-limit", required_argument, 0, 'l' },
+		{ "seed", required_argument, 0, 'r' },
+		{ "prefix", required_argument, 0, 'P' },
+		{ "json", required_argument, 0, 'j' },
+		{ "quiet", no_argument, 0, 'q' },
+		{ "require", required_argument, 0, 'R' },
+		{ "inject", required_argument, 0, 'I' },
+		{ "help", no_argument, 0, 'h' },
 		{ "scribbles", required_argument, 0, 'X' },
-		{ "workload", required_argument, 0, 'W' }, { "rate-scale", required_argument, 0, 'x' },
+		{ "workload", required_argument, 0, 'W' },
+		{ "rate-scale", required_argument, 0, 'x' },
 		{ "sample-ms", required_argument, 0, 'i' },
 		{ 0, 0, 0, 0 },
 	};
@@ -221,38 +233,81 @@ static void parse_args(int argc, char **argv)
 	bool given[128] = { false };
 	int c;
 
-	opts = (struct stress_opts){ .backend = "ring", .pairs = 2, .duration_s = 10, .window = 8,
-				     .hold_max = 16, .hold_ms = 20, .stall_ms = 500,
-				     .send_timeout_ms = 100, .seed = 1, .progress = isatty(2),
+	opts = (struct stress_opts){ .backend = "ring",
+				     .pairs = 2,
+				     .duration_s = 10,
+				     .window = 8,
+				     .hold_max = 16,
+				     .hold_ms = 20,
+				     .stall_ms = 500,
+				     .send_timeout_ms = 100,
+				     .seed = 1,
+				     .progress = isatty(2),
 				     .scribbles = (1u << SC_KINDS) - 1 };
 	snprintf(opts.prefix, sizeof(opts.prefix), "stress%d", (int)getpid());
 	while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
 		given[c & 127] = true;
 		switch (c) {
-		case 'b': opts.backend = optarg; break;
-		case 'p': opts.pairs = (unsigned)parse_number("pairs", optarg, 1, STRESS_MAX_PAIRS); break;
-		case 'd': opts.duration_s = parse_number("duration", optarg, 0, 1e6); break;
-		case 'm': opts.messages = (uint64_t)parse_number("messages", optarg, 0, 1e15); break;
-		case 'z': sizes = optarg; break;
-		case 'w': opts.window = (unsigned)parse_number("window", optarg, 1, 128); break;
-		case 'L': opts.slots = (unsigned)parse_number("slots", optarg, 1, 65536); break;
-		case 'H': opts.hold_max = (unsigned)parse_number("hold", optarg, 0, STRESS_MAX_HOLD); break;
-		case 'M': opts.hold_ms = (int)parse_number("hold-ms", optarg, 0, 60000); break;
-		case 'k': opts.kill_rate = parse_number("kill-rate", optarg, 0, 1000); break;
-		case 's': opts.stall_rate = parse_number("stall-rate", optarg, 0, 1000); break;
-		case 'S': opts.stall_ms = (int)parse_number("stall-ms", optarg, 1, 60000); break;
-		case 't': opts.send_timeout_ms = (int)parse_number("send-timeout-ms", optarg, 1, 60000); break;
+		case 'b':
+			opts.backend = optarg;
+			break;
+		case 'p':
+			opts.pairs = (unsigned)parse_number("pairs", optarg, 1, STRESS_MAX_PAIRS);
+			break;
+		case 'd':
+			opts.duration_s = parse_number("duration", optarg, 0, 1e6);
+			break;
+		case 'm':
+			opts.messages = (uint64_t)parse_number("messages", optarg, 0, 1e15);
+			break;
+		case 'z':
+			sizes = optarg;
+			break;
+		case 'w':
+			opts.window = (unsigned)parse_number("window", optarg, 1, 128);
+			break;
+		case 'L':
+			opts.slots = (unsigned)parse_number("slots", optarg, 1, 65536);
+			break;
+		case 'H':
+			opts.hold_max = (unsigned)parse_number("hold", optarg, 0, STRESS_MAX_HOLD);
+			break;
+		case 'M':
+			opts.hold_ms = (int)parse_number("hold-ms", optarg, 0, 60000);
+			break;
+		case 'k':
+			opts.kill_rate = parse_number("kill-rate", optarg, 0, 1000);
+			break;
+		case 's':
+			opts.stall_rate = parse_number("stall-rate", optarg, 0, 1000);
+			break;
+		case 'S':
+			opts.stall_ms = (int)parse_number("stall-ms", optarg, 1, 60000);
+			break;
+		case 't':
+			opts.send_timeout_ms =
+				(int)parse_number("send-timeout-ms", optarg, 1, 60000);
+			break;
 		case 'l':
 			if (shmrig_parse_size(optarg, &opts.pool_limit))
 				die("--pool-limit: '%s' is not a size (e.g. 16M)", optarg);
 			break;
-		case 'r': opts.seed = (uint64_t)parse_number("seed", optarg, 0, 1e18); break;
-		case 'P': snprintf(opts.prefix, sizeof(opts.prefix), "%s", optarg); break;
-		case 'j': opts.json_path = optarg; break;
-		case 'q': opts.progress = false; break;
+		case 'r':
+			opts.seed = (uint64_t)parse_number("seed", optarg, 0, 1e18);
+			break;
+		case 'P':
+			snprintf(opts.prefix, sizeof(opts.prefix), "%s", optarg);
+			break;
+		case 'j':
+			opts.json_path = optarg;
+			break;
+		case 'q':
+			opts.progress = false;
+			break;
 		case 'R':
 			if (opts.nrequire == sizeof(opts.require) / sizeof(opts.require[0]))
-				die("--require: at most %zu", sizeof(opts.require) / sizeof(opts.require[0]));
+				die("--require: at most %zu",
+				    sizeof(opts.require) / sizeof(opts.require[0]));
 			opts.require[opts.nrequire++] = optarg;
 			break;
 		case 'I':
@@ -263,18 +318,29 @@ static void parse_args(int argc, char **argv)
 				;
 			if (opts.inject > INJECT_CLOSE_AFTER_SEND)
 				die("--inject: '%s' is not corrupt, leak, orphan, hostile, replay or "
-				    "close-after-send", optarg);
+				    "close-after-send",
+				    optarg);
 			break;
 		case 'X':
 			if (parse_scribbles(optarg, &opts.scribbles))
 				die("--scribbles: '%s' is not all or a list of the kinds (see --help)",
 				    optarg);
 			break;
-		case 'W': workload_path = optarg; break;
-		case 'x': rate_scale = parse_number("rate-scale", optarg, 1e-6, 1e3); break;
-		case 'i': sample_ms = parse_number("sample-ms", optarg, 0.1, 60000); break;
-		case 'h': fputs(usage, stdout); exit(0);
-		default: fputs(usage, stderr); exit(2);
+		case 'W':
+			workload_path = optarg;
+			break;
+		case 'x':
+			rate_scale = parse_number("rate-scale", optarg, 1e-6, 1e3);
+			break;
+		case 'i':
+			sample_ms = parse_number("sample-ms", optarg, 0.1, 60000);
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			exit(0);
+		default:
+			fputs(usage, stderr);
+			exit(2);
 		}
 	}
 	if (optind < argc)
@@ -298,8 +364,9 @@ static void parse_args(int argc, char **argv)
 			uint64_t cap = opts.pool_limit / 4;
 
 			opts.sizes[i].max = opts.sizes[i].max < cap ? opts.sizes[i].max : cap;
-			opts.sizes[i].min = opts.sizes[i].min < opts.sizes[i].max ? opts.sizes[i].min
-										  : opts.sizes[i].max;
+			opts.sizes[i].min = opts.sizes[i].min < opts.sizes[i].max ?
+						    opts.sizes[i].min :
+						    opts.sizes[i].max;
 		}
 }
 
@@ -717,9 +784,9 @@ static void progress(uint64_t t0, uint64_t now)
 	fprintf(stderr,
 		"\r%6.1fs  %10llu msgs  %6.2f GB/s  in flight %3llu  held blocks %4llu  "
 		"kills %llu  ",
-		secs, (unsigned long long)live_messages(), secs > 0 ? (double)bytes / secs / 1e9 : 0,
-		(unsigned long long)inflight, (unsigned long long)held,
-		(unsigned long long)tot.kills);
+		secs, (unsigned long long)live_messages(),
+		secs > 0 ? (double)bytes / secs / 1e9 : 0, (unsigned long long)inflight,
+		(unsigned long long)held, (unsigned long long)tot.kills);
 }
 
 static uint64_t percentile_ns(double q)
@@ -750,23 +817,27 @@ static json_t *report_json(double secs, bool pass)
 		for (int p = 0; p < PH_COUNT; p++)
 			if (tot.kills_by_phase[r][p])
 				json_object_set_new(by, phase_names[p],
-						    json_integer((json_int_t)tot.kills_by_phase[r][p]));
+						    json_integer(
+							    (json_int_t)tot.kills_by_phase[r][p]));
 		json_object_set_new(kills, roles[r], by);
 	}
 	for (unsigned i = 0; i < tot.nfailures; i++)
 		json_array_append_new(failures, json_string(tot.failures[i]));
 	for (unsigned i = 0; i < opts.nsizes; i++)
-		json_array_append_new(sizes, json_pack("{s:f,s:I,s:I}", "weight", opts.sizes[i].weight,
-						       "min", (json_int_t)opts.sizes[i].min, "max",
-						       (json_int_t)opts.sizes[i].max));
-	json_t *config = json_pack(
-		"{s:s,s:i,s:i,s:f,s:I,s:o,s:i,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:I,s:I,s:s}", "backend",
-		opts.backend, "pairs", (int)opts.pairs, "processes", (int)(2 * opts.pairs),
-		"duration_s", opts.duration_s, "messages_limit", (json_int_t)opts.messages, "sizes",
-		sizes, "window", (int)opts.window, "slots", (int)opts.slots, "hold", (int)opts.hold_max, "hold_ms",
-		opts.hold_ms, "kill_rate", opts.kill_rate, "stall_rate", opts.stall_rate, "stall_ms",
-		opts.stall_ms, "send_timeout_ms", opts.send_timeout_ms, "pool_limit",
-		(json_int_t)opts.pool_limit, "seed", (json_int_t)opts.seed, "prefix", opts.prefix);
+		json_array_append_new(sizes,
+				      json_pack("{s:f,s:I,s:I}", "weight", opts.sizes[i].weight,
+						"min", (json_int_t)opts.sizes[i].min, "max",
+						(json_int_t)opts.sizes[i].max));
+	json_t *config =
+		json_pack("{s:s,s:i,s:i,s:f,s:I,s:o,s:i,s:i,s:i,s:i,s:f,s:f,s:i,s:i,s:I,s:I,s:s}",
+			  "backend", opts.backend, "pairs", (int)opts.pairs, "processes",
+			  (int)(2 * opts.pairs), "duration_s", opts.duration_s, "messages_limit",
+			  (json_int_t)opts.messages, "sizes", sizes, "window", (int)opts.window,
+			  "slots", (int)opts.slots, "hold", (int)opts.hold_max, "hold_ms",
+			  opts.hold_ms, "kill_rate", opts.kill_rate, "stall_rate", opts.stall_rate,
+			  "stall_ms", opts.stall_ms, "send_timeout_ms", opts.send_timeout_ms,
+			  "pool_limit", (json_int_t)opts.pool_limit, "seed", (json_int_t)opts.seed,
+			  "prefix", opts.prefix);
 	json_t *res = json_object();
 	const struct {
 		const char *key;
@@ -811,12 +882,13 @@ static json_t *report_json(double secs, bool pass)
 	json_object_set_new(res, "seconds", json_real(secs));
 	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
 		json_object_set_new(res, counts[i].key, json_integer((json_int_t)counts[i].value));
-	json_object_set_new(res, "gb_per_s", json_real(secs > 0 ? (double)tot.bytes / secs / 1e9 : 0));
+	json_object_set_new(res, "gb_per_s",
+			    json_real(secs > 0 ? (double)tot.bytes / secs / 1e9 : 0));
 	json_object_set_new(res, "messages_per_s",
 			    json_real(secs > 0 ? (double)tot.messages / secs : 0));
 	json_object_set_new(res, "latency_ns",
-			    json_pack("{s:I,s:I,s:I}", "p50", (json_int_t)percentile_ns(0.50), "p99",
-				      (json_int_t)percentile_ns(0.99), "max",
+			    json_pack("{s:I,s:I,s:I}", "p50", (json_int_t)percentile_ns(0.50),
+				      "p99", (json_int_t)percentile_ns(0.99), "max",
 				      (json_int_t)tot.max_latency_ns));
 	json_object_set_new(res, "kills_by_phase", kills);
 	for (unsigned k = 0; k < ERR_KINDS; k++)
@@ -845,9 +917,10 @@ static void print_table(json_t *report)
 	const char *key;
 	json_t *v;
 
-	printf("\n%-30s %s\n", "shmrig-stress", json_is_true(json_object_get(report, "pass")) ?
-							 "PASS" : "FAIL");
-	json_object_foreach(res, key, v) {
+	printf("\n%-30s %s\n", "shmrig-stress",
+	       json_is_true(json_object_get(report, "pass")) ? "PASS" : "FAIL");
+	json_object_foreach(res, key, v)
+	{
 		if (json_is_integer(v))
 			printf("  %-28s %lld\n", key, (long long)json_integer_value(v));
 		else if (json_is_real(v))
@@ -890,7 +963,8 @@ static bool required(json_t *results)
 			printf("  REQUIRED: %s is no counter of the results\n", opts.require[i]);
 			ok = false;
 		} else if (json_integer_value(v) <= 0) {
-			printf("  REQUIRED: %s is 0: the run did not exercise it\n", opts.require[i]);
+			printf("  REQUIRED: %s is 0: the run did not exercise it\n",
+			       opts.require[i]);
 			ok = false;
 		}
 	}
@@ -952,8 +1026,8 @@ static bool hostile_verdict(bool clean)
  * refused, producers closed early: nothing else wrong. */
 static bool injected_fault_caught(bool clean)
 {
-	static const char *const names[] = { "", "corruption", "leak", "orphans", "", "replays",
-					     "close-after-send" };
+	static const char *const names[] = { "",        "corruption",      "leak", "orphans", "",
+					     "replays", "close-after-send" };
 	static const char *const replay_names[REPLAY_KINDS] = {
 		[REPLAY_CLAIMED] = "refused ECLAIMED",
 		[REPLAY_STALE] = "refused ESTALE (temporary)",
@@ -974,15 +1048,16 @@ static bool injected_fault_caught(bool clean)
 	case INJECT_REPLAY:
 		printf("  replays: ");
 		print_counts(replay_names, tot.replays, REPLAY_KINDS);
-		caught = clean && tot.replays[REPLAY_CLAIMED] > 0 && !tot.replays[REPLAY_ACCEPTED] &&
-			 !tot.replays[REPLAY_WRONG];
+		caught = clean && tot.replays[REPLAY_CLAIMED] > 0 &&
+			 !tot.replays[REPLAY_ACCEPTED] && !tot.replays[REPLAY_WRONG];
 		break;
 	case INJECT_CLOSE_AFTER_SEND:
 		printf("  producers closed after a send %llu times, %llu messages in flight: their "
 		       "close kept %llu segments for their consumer; %llu were left after it "
 		       "exited, %llu removed by the final sweep\n",
 		       (unsigned long long)tot.closes, (unsigned long long)tot.closed_in_flight,
-		       (unsigned long long)tot.closed_kept, (unsigned long long)tot.left_after_close,
+		       (unsigned long long)tot.closed_kept,
+		       (unsigned long long)tot.left_after_close,
 		       (unsigned long long)tot.swept_at_end);
 		caught = clean && tot.closes > 0;
 		break;
@@ -991,11 +1066,11 @@ static bool injected_fault_caught(bool clean)
 		break;
 	}
 	printf("  injected %s: %s\n", names[opts.inject],
-	       !caught				? "NOT CAUGHT (exit 1)" :
-	       opts.inject == INJECT_ORPHAN	? "freed, nothing lost (exit 0)" :
-	       opts.inject == INJECT_REPLAY	? "every replay refused, nothing else wrong (exit 0)" :
+	       !caught                      ? "NOT CAUGHT (exit 1)" :
+	       opts.inject == INJECT_ORPHAN ? "freed, nothing lost (exit 0)" :
+	       opts.inject == INJECT_REPLAY ? "every replay refused, nothing else wrong (exit 0)" :
 	       opts.inject == INJECT_CLOSE_AFTER_SEND ? "nothing lost, leaked or left (exit 0)" :
-						  "caught (exit 0)");
+							"caught (exit 0)");
 	return caught;
 }
 
@@ -1095,7 +1170,8 @@ static void run(void)
 		struct timespec ts;
 		bool any = false;
 
-		if (!stopping && (now >= end_at || (opts.messages && live_messages() >= opts.messages))) {
+		if (!stopping &&
+		    (now >= end_at || (opts.messages && live_messages() >= opts.messages))) {
 			stopping = true;
 			deadline = now + (uint64_t)FINISH_TIMEOUT_S * 1000000000u;
 			resume_stalled(now, true);
@@ -1114,7 +1190,8 @@ static void run(void)
 		}
 		if (!stopping && now >= next_stall) {
 			stall_one(now);
-			next_stall = now + (uint64_t)fmin(exp_interval(opts.stall_rate) * 1e9, 1e18);
+			next_stall =
+				now + (uint64_t)fmin(exp_interval(opts.stall_rate) * 1e9, 1e18);
 		}
 		resume_stalled(now, false);
 		if (opts.progress && now >= next_progress) {
@@ -1129,7 +1206,8 @@ static void run(void)
 		if (stopping && now > deadline) {
 			if (hostile.alive) {
 				kill(hostile.pid, SIGKILL);
-				failure("the hostile peer did not stop in %d s: killed", FINISH_TIMEOUT_S);
+				failure("the hostile peer did not stop in %d s: killed",
+					FINISH_TIMEOUT_S);
 			}
 			for (unsigned i = 0; i < opts.pairs; i++) {
 				if (pairs[i].prod.alive)
@@ -1194,8 +1272,8 @@ int main(int argc, char **argv)
 	if (slots == MAP_FAILED)
 		die("mmap of the ledger: %s", strerror(errno));
 	if (opts.progress)
-		fprintf(stderr, "shmrig-stress: %u pairs over %s, prefix %s, seed %llu\n", opts.pairs,
-			opts.backend, opts.prefix, (unsigned long long)opts.seed);
+		fprintf(stderr, "shmrig-stress: %u pairs over %s, prefix %s, seed %llu\n",
+			opts.pairs, opts.backend, opts.prefix, (unsigned long long)opts.seed);
 
 	t0 = now_ns();
 	run();

@@ -148,7 +148,8 @@ int payload_make_kind(struct payload *p, enum shmrig_kind kind, size_t size, uin
 		elems = size / esize / n;
 		named_arrays(p, n, dtype, elems);
 		p->value.kind = SHMRIG_KIND_DATASET;
-		p->groups[0] = (struct shmrig_group){ .name = "g0", .nvariables = n,
+		p->groups[0] = (struct shmrig_group){ .name = "g0",
+						      .nvariables = n,
 						      .variables = p->arrays };
 		p->value.dataset.ngroups = 1;
 		p->value.dataset.groups = p->groups;

@@ -74,9 +74,9 @@ struct end {
 	shmrig_channel *ch;
 	unsigned link;
 	pid_t peer;
-	uint64_t seq;   /* producer: the next to send; consumer: the next expected */
-	bool finished;  /* producer: DONE came; consumer: END came */
-	bool warm;      /* consumer: the warm-up message came */
+	uint64_t seq;  /* producer: the next to send; consumer: the next expected */
+	bool finished; /* producer: DONE came; consumer: END came */
+	bool warm;     /* consumer: the warm-up message came */
 };
 
 struct held {
@@ -130,7 +130,7 @@ static void sleep_until(uint64_t t_ns)
 static enum shmrig_kind codec_kind(const char *codec)
 {
 	return !strcmp(codec, "ndarray") ? SHMRIG_KIND_NDARRAY :
-	       !strcmp(codec, "table")	 ? SHMRIG_KIND_TABLE :
+	       !strcmp(codec, "table")   ? SHMRIG_KIND_TABLE :
 	       !strcmp(codec, "dataset") ? SHMRIG_KIND_DATASET :
 					   SHMRIG_KIND_BYTES;
 }
@@ -156,15 +156,17 @@ static int warm_up_links(struct rworker *w, bool producer, uint64_t deadline)
 			continue;
 		}
 		while (!ret && !w->ends[e].warm && !w->ends[e].finished && !failed(w))
-			ret = now_ns() > deadline ? fail(w, "link %u: no warm-up message",
-							  w->ends[e].link) :
-			      receive(w, &w->ends[e], WAIT_SLICE_MS) < 0 ? -1 : 0;
+			ret = now_ns() > deadline ?
+				      fail(w, "link %u: no warm-up message", w->ends[e].link) :
+			      receive(w, &w->ends[e], WAIT_SLICE_MS) < 0 ? -1 :
+									   0;
 	}
 	payload_free(&p);
 	while (producer && !ret && w->inflight && !failed(w))
 		for (unsigned e = 0; e < w->nends && !ret; e++)
-			ret = now_ns() > deadline ? fail(w, "no ack of the warm-up messages") :
-			      take_acks(w, &w->ends[e], w->nends == 1 ? WAIT_SLICE_MS : 1);
+			ret = now_ns() > deadline ?
+				      fail(w, "no ack of the warm-up messages") :
+				      take_acks(w, &w->ends[e], w->nends == 1 ? WAIT_SLICE_MS : 1);
 	return ret || failed(w) ? -1 : 0;
 }
 
@@ -191,8 +193,11 @@ static int start(struct rworker *w, const struct wl_run *run, unsigned flow, uns
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* the schedule's sleeps are short: the default 50 us slack would show in them */
 	(void)!prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
-	*w = (struct rworker){ .run = run, .flow = f, .me = &run->procs[proc],
-			       .content_rng = run->o->seed ^ ((uint64_t)proc << 32) ^ 0xc017e47ull };
+	*w = (struct rworker){ .run = run,
+			       .flow = f,
+			       .me = &run->procs[proc],
+			       .content_rng = run->o->seed ^ ((uint64_t)proc << 32) ^
+					      0xc017e47ull };
 	plan_rng_seed(&w->draws, run->o->seed * 0x9e3779b97f4a7c15ull + proc + 1);
 	fds_snapshot(&w->fds);
 	atomic_store(&w->me->side.pid, (int)getpid());
@@ -230,8 +235,7 @@ static int start(struct rworker *w, const struct wl_run *run, unsigned flow, uns
 	w->nends = (nlinks - index + mine - 1) / mine;
 	/* links in ascending order on both sides: the opens cannot wait in a cycle */
 	for (unsigned k = index, e = 0; k < nlinks; k += mine, e++) {
-		unsigned peer_proc = run->first_proc[flow] +
-				     (producer ? np + k % nc : k % np);
+		unsigned peer_proc = run->first_proc[flow] + (producer ? np + k % nc : k % np);
 
 		w->ends[e].link = run->first_link[flow] + k;
 		w->ends[e].peer = (pid_t)atomic_load(&run->procs[peer_proc].side.pid);
@@ -312,7 +316,8 @@ static int take_acks(struct rworker *w, struct end *e, int timeout_ms)
 		memcpy(&hdr, msg, len < sizeof(hdr) ? len : sizeof(hdr));
 		free(msg);
 		if (len != sizeof(hdr) || (hdr.magic != MSG_ACK && hdr.magic != MSG_DONE))
-			return fail(w, "link %u: a reply of %zu bytes that is no ack", e->link, len);
+			return fail(w, "link %u: a reply of %zu bytes that is no ack", e->link,
+				    len);
 		if (hdr.magic == MSG_DONE) {
 			/* the consumer's last word: it closes its end next */
 			e->finished = true;
@@ -379,7 +384,8 @@ static int encode(struct rworker *w, const struct payload *p, void **frame, size
 		  uint64_t give_up_ns)
 {
 	for (;;) {
-		int ret = shmrig_registry_encode(w->run->o->registry, w->pool, &p->value, frame, len);
+		int ret =
+			shmrig_registry_encode(w->run->o->registry, w->pool, &p->value, frame, len);
 
 		if (ret == 0)
 			return 0;
@@ -410,12 +416,15 @@ static int produce(struct rworker *w, struct payload *p, struct end *e, uint64_t
 	char *msg;
 	int ret;
 
+	uint64_t own = thread_cpu_ns();
+
 	if (payload_make_kind(p, codec_kind(w->flow->codec), size, &w->content_rng))
 		return fail(w, "out of memory for a %zu-byte value", size);
 	hdr.kind = p->value.kind;
 	hdr.nbytes = p->nbytes;
 	if (shmrig_session_checksum(&p->value, &hdr.checksum))
 		return fail(w, "checksum: %s", shmrig_last_error());
+	w->me->own_cpu_ns += thread_cpu_ns() - own;
 	ret = encode(w, p, &frame, &flen, end_ns);
 	if (ret)
 		return ret;
@@ -486,7 +495,8 @@ int replay_producer(const struct wl_run *run, unsigned flow, unsigned index, uns
 
 		if (now >= next_sample && now < end_ns) {
 			sample(&w, now, start_ns, &last_k);
-			next_sample = start_ns + ((now - start_ns) / run->sample_ns + 1) * run->sample_ns;
+			next_sample =
+				start_ns + ((now - start_ns) / run->sample_ns + 1) * run->sample_ns;
 		}
 		if (take_all_acks(&w))
 			break;
@@ -544,8 +554,8 @@ int replay_producer(const struct wl_run *run, unsigned flow, unsigned index, uns
 		/* every consumer has released everything: nothing of ours is live */
 		struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
 
-		w.me->side.live_end = shmrig_pool_stats(w.pool, &st) == 0 ? (int64_t)st.live_blocks
-									   : -1;
+		w.me->side.live_end =
+			shmrig_pool_stats(w.pool, &st) == 0 ? (int64_t)st.live_blocks : -1;
 		w.me->side.audit_ret = shmrig_pool_audit(w.pool);
 		if (w.me->side.live_end)
 			fail(&w, "%lld blocks live in its pool at the end",
@@ -590,9 +600,10 @@ static int hold(struct rworker *w, const struct held *h)
 
 static void verify(struct rworker *w, const struct shmrig_value *v, uint64_t want, uint64_t seq)
 {
-	uint64_t sum;
+	uint64_t sum, own = thread_cpu_ns();
 	int ret = shmrig_session_checksum(v, &sum);
 
+	w->me->own_cpu_ns += thread_cpu_ns() - own;
 	if (ret == 0 && sum == want)
 		return;
 	w->me->side.corrupted++;
@@ -634,8 +645,8 @@ static void release_due(struct rworker *w, uint64_t now)
 	}
 }
 
-static void consume(struct rworker *w, struct end *e, const struct msg_hdr *hdr,
-		    const void *frame, size_t len)
+static void consume(struct rworker *w, struct end *e, const struct msg_hdr *hdr, const void *frame,
+		    size_t len)
 {
 	struct wl_link *link = &w->run->links[e->link];
 	struct shmrig_value v;
@@ -677,8 +688,10 @@ static void consume(struct rworker *w, struct end *e, const struct msg_hdr *hdr,
 	if (!shmrig_value_leases(&v))
 		w->me->side.temporary++; /* its block went at the decode: nothing to hold */
 	else if (hold_s > 0) {
-		struct held h = { .value = v, .until_ns = now + (uint64_t)(hold_s * 1e9),
-				  .seq = hdr->seq, .checksum = hdr->checksum };
+		struct held h = { .value = v,
+				  .until_ns = now + (uint64_t)(hold_s * 1e9),
+				  .seq = hdr->seq,
+				  .checksum = hdr->checksum };
 
 		if (hold(w, &h) == 0)
 			return;
@@ -761,13 +774,15 @@ int replay_consumer(const struct wl_run *run, unsigned flow, unsigned index, uns
 			while (e->finished)
 				e++;
 			if (wait >= 1000000u || !w.nheld) {
-				got = receive(&w, e, wait / 1000000u > WAIT_SLICE_MS ?
-							     WAIT_SLICE_MS :
-							     (int)(wait / 1000000u));
+				got = receive(&w, e,
+					      wait / 1000000u > WAIT_SLICE_MS ?
+						      WAIT_SLICE_MS :
+						      (int)(wait / 1000000u));
 			} else {
 				got = receive(&w, e, 0);
 				if (!got)
-					sleep_until(now + (wait < SHORT_SLEEP_NS ? wait : SHORT_SLEEP_NS));
+					sleep_until(now + (wait < SHORT_SLEEP_NS ? wait :
+										   SHORT_SLEEP_NS));
 			}
 		} else {
 			/* several links: poll each in turn, then sleep a little */

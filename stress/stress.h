@@ -34,20 +34,20 @@
 struct stress_opts {
 	const char *backend;
 	unsigned pairs;
-	double duration_s;  /* 0: until `messages` */
-	uint64_t messages;  /* 0: until `duration_s` */
+	double duration_s; /* 0: until `messages` */
+	uint64_t messages; /* 0: until `duration_s` */
 	/* weight, then bytes in [min, max], log-uniform (plan_parse_size_spec) */
 	struct plan_size_item sizes[STRESS_MAX_SIZE_CLASSES];
 	unsigned nsizes;
-	unsigned window;    /* messages in flight per pair */
-	unsigned slots;     /* ring: slots per direction (0: the channel's default) */
-	unsigned hold_max;  /* persistent values a consumer holds at most */
-	int hold_ms;        /* held for a random time in [0, hold_ms] */
-	double kill_rate;   /* SIGKILLs per second, of a random worker */
-	double stall_rate;  /* SIGSTOPs per second, of a random consumer */
-	int stall_ms;       /* how long a stalled consumer stays stopped */
+	unsigned window;   /* messages in flight per pair */
+	unsigned slots;    /* ring: slots per direction (0: the channel's default) */
+	unsigned hold_max; /* persistent values a consumer holds at most */
+	int hold_ms;       /* held for a random time in [0, hold_ms] */
+	double kill_rate;  /* SIGKILLs per second, of a random worker */
+	double stall_rate; /* SIGSTOPs per second, of a random consumer */
+	int stall_ms;      /* how long a stalled consumer stays stopped */
 	int send_timeout_ms;
-	size_t pool_limit;  /* each worker's pool max_bytes; 0: the pool's default */
+	size_t pool_limit; /* each worker's pool max_bytes; 0: the pool's default */
 	uint64_t seed;
 	const char *json_path;
 	/* --require: counters that must not be zero (the scenario did what it claims) */
@@ -75,17 +75,17 @@ struct stress_opts {
  * peer's scribbles must show as errors), by the code the library returned.
  */
 enum err_kind {
-	ERR_STALE,    /* -SHMRIG_ESTALE */
-	ERR_NOTLIVE,  /* -SHMRIG_ENOTLIVE */
-	ERR_BADREF,   /* -SHMRIG_EBADREF */
-	ERR_CORRUPT,  /* -SHMRIG_ECORRUPT */
-	ERR_CLAIMED,  /* -SHMRIG_ECLAIMED */
-	ERR_LEAK,     /* -SHMRIG_ELEAK (pool close) */
-	ERR_PERM,     /* -EPERM */
-	ERR_BUSY,     /* -EBUSY */
-	ERR_BADMSG,   /* -EBADMSG */
-	ERR_NOENT,    /* -ENOENT */
-	ERR_INVAL,    /* -EINVAL */
+	ERR_STALE,   /* -SHMRIG_ESTALE */
+	ERR_NOTLIVE, /* -SHMRIG_ENOTLIVE */
+	ERR_BADREF,  /* -SHMRIG_EBADREF */
+	ERR_CORRUPT, /* -SHMRIG_ECORRUPT */
+	ERR_CLAIMED, /* -SHMRIG_ECLAIMED */
+	ERR_LEAK,    /* -SHMRIG_ELEAK (pool close) */
+	ERR_PERM,    /* -EPERM */
+	ERR_BUSY,    /* -EBUSY */
+	ERR_BADMSG,  /* -EBADMSG */
+	ERR_NOENT,   /* -ENOENT */
+	ERR_INVAL,   /* -EINVAL */
 	ERR_OTHER,
 	ERR_KINDS
 };
@@ -104,20 +104,20 @@ enum replay_outcome {
 
 /* What the hostile peer writes (--inject hostile); each a bit of `scribbles`. */
 enum scribble {
-	SC_ARENA_FIELD,  /* arena header: magic, version, nchunks, hdr_size, arena_size */
-	SC_NEXT_CHUNK,   /* arena header: next_chunk lowered to a chunk in use, or past the end */
-	SC_CHUNK_CLASS,  /* arena header: an assigned chunk's class changed */
-	SC_CLOSED,       /* arena header or large trailer: closed set under a live creator */
-	SC_FREE_LIVE,    /* a free-list head pointed at a live block */
-	SC_FREE_RANGE,   /* a free-list head pointed at an id out of range */
-	SC_FREE_CYCLE,   /* a free-list head block linked to itself */
-	SC_REMOTE_LIVE,  /* the same three on remote-list heads */
+	SC_ARENA_FIELD, /* arena header: magic, version, nchunks, hdr_size, arena_size */
+	SC_NEXT_CHUNK,  /* arena header: next_chunk lowered to a chunk in use, or past the end */
+	SC_CHUNK_CLASS, /* arena header: an assigned chunk's class changed */
+	SC_CLOSED,      /* arena header or large trailer: closed set under a live creator */
+	SC_FREE_LIVE,   /* a free-list head pointed at a live block */
+	SC_FREE_RANGE,  /* a free-list head pointed at an id out of range */
+	SC_FREE_CYCLE,  /* a free-list head block linked to itself */
+	SC_REMOTE_LIVE, /* the same three on remote-list heads */
 	SC_REMOTE_RANGE,
 	SC_REMOTE_CYCLE,
-	SC_STATE,        /* a descriptor word of a block someone holds */
-	SC_OWNER,        /* a descriptor's owner of a block someone holds */
+	SC_STATE,          /* a descriptor word of a block someone holds */
+	SC_OWNER,          /* a descriptor's owner of a block someone holds */
 	SC_LARGE_CAPACITY, /* a large trailer's capacity */
-	SC_LARGE_FIELD,  /* a large trailer's magic, version, descriptor word or owner */
+	SC_LARGE_FIELD,    /* a large trailer's magic, version, descriptor word or owner */
 	SC_KINDS
 };
 
@@ -125,7 +125,7 @@ extern const char *const scribble_names[SC_KINDS];
 
 /* The hostile peer's side of the ledger: it writes, the driver reads. */
 struct hostile_ledger {
-	_Atomic int stop;  /* driver: stop scribbling and exit */
+	_Atomic int stop; /* driver: stop scribbling and exit */
 	_Atomic uint64_t scribbles[SC_KINDS];
 	_Atomic uint64_t segments; /* pool segments it attached */
 	_Atomic int done;
@@ -135,16 +135,16 @@ struct hostile_ledger {
 /* What a worker is doing; read by the driver when it kills it. */
 enum phase {
 	PH_START = 0,
-	PH_IDLE,      /* between messages */
-	PH_GENERATE,  /* building a value in host memory */
-	PH_ENCODE,    /* registry encode: blocks being allocated and written */
-	PH_SEND,      /* blocks handed over, frame being sent */
-	PH_WAIT,      /* waiting for an ack (window full) or a message */
-	PH_BACKOFF,   /* the pool said -ENOMEM */
-	PH_DECODE,    /* registry decode */
-	PH_VERIFY,    /* checksumming a decoded value */
-	PH_RELEASE,   /* releasing a held value */
-	PH_FINISH,    /* the epoch's end: reap, checks, close */
+	PH_IDLE,     /* between messages */
+	PH_GENERATE, /* building a value in host memory */
+	PH_ENCODE,   /* registry encode: blocks being allocated and written */
+	PH_SEND,     /* blocks handed over, frame being sent */
+	PH_WAIT,     /* waiting for an ack (window full) or a message */
+	PH_BACKOFF,  /* the pool said -ENOMEM */
+	PH_DECODE,   /* registry decode */
+	PH_VERIFY,   /* checksumming a decoded value */
+	PH_RELEASE,  /* releasing a held value */
+	PH_FINISH,   /* the epoch's end: reap, checks, close */
 	PH_COUNT
 };
 
@@ -155,44 +155,44 @@ struct side {
 	_Atomic int phase;
 	_Atomic int pid;
 	_Atomic uint32_t held_blocks;
-	_Atomic uint64_t messages;  /* producer: taken by the channel; consumer: received */
-	_Atomic uint64_t bytes;     /* payload bytes of those */
-	_Atomic uint64_t enomem;    /* producer: encodes refused with -ENOMEM (backed off) */
-	_Atomic uint64_t skipped;   /* producer: values given up after backing off too long */
-	_Atomic uint64_t timeouts;  /* producer: sends that timed out (sent again) */
-	_Atomic uint64_t corrupted; /* consumer: checksum or shape mismatch */
+	_Atomic uint64_t messages;   /* producer: taken by the channel; consumer: received */
+	_Atomic uint64_t bytes;      /* payload bytes of those */
+	_Atomic uint64_t enomem;     /* producer: encodes refused with -ENOMEM (backed off) */
+	_Atomic uint64_t skipped;    /* producer: values given up after backing off too long */
+	_Atomic uint64_t timeouts;   /* producer: sends that timed out (sent again) */
+	_Atomic uint64_t corrupted;  /* consumer: checksum or shape mismatch */
 	_Atomic uint64_t reverified; /* consumer: held values checked again at release */
-	_Atomic uint64_t gaps;      /* consumer: sequence numbers skipped */
-	_Atomic uint64_t dups;      /* consumer: sequence numbers seen twice */
-	_Atomic uint64_t temporary; /* consumer: messages whose buffers were all temporary */
-	_Atomic uint64_t refused;   /* consumer: messages whose decode failed (--inject hostile) */
+	_Atomic uint64_t gaps;       /* consumer: sequence numbers skipped */
+	_Atomic uint64_t dups;       /* consumer: sequence numbers seen twice */
+	_Atomic uint64_t temporary;  /* consumer: messages whose buffers were all temporary */
+	_Atomic uint64_t refused;    /* consumer: messages whose decode failed (--inject hostile) */
 	_Atomic uint64_t errors[ERR_KINDS]; /* errors counted, not failed on (--inject hostile) */
 	/* The words of the first error of each kind met without failing: the call,
 	 * the code and shmrig_last_error() ("encode: -ENOMEM: pool: a new ..."). The
 	 * worker writes each once; the driver reads them after the worker is gone,
 	 * bounded (a kill can cut one short). */
-	char enomem_words[200]; /* producer: the first -ENOMEM backed off from */
-	char error_words[ERR_KINDS][160]; /* the first of each errors[] code */
+	char enomem_words[200];                 /* producer: the first -ENOMEM backed off from */
+	char error_words[ERR_KINDS][160];       /* the first of each errors[] code */
 	_Atomic uint64_t replays[REPLAY_KINDS]; /* consumer: second decodes (--inject replay) */
 	/* written once, at the end of the epoch, by a worker that was not killed */
-	_Atomic int self_killed;    /* --inject orphan: the producer killed itself */
+	_Atomic int self_killed;       /* --inject orphan: the producer killed itself */
 	_Atomic int closed_after_send; /* --inject close-after-send: the producer closed, exits */
-	int closed_in_flight;       /* ... with this many messages not acked yet */
-	int closed_kept;            /* ... and its close left this many of its segments */
-	_Atomic int done;           /* 1: the fields below are final */
-	int64_t reaped;             /* blocks shmrig_pool_reap() returned */
-	int64_t orphans;            /* consumer: blocks it owned but no value held (freed) */
-	int64_t live_end;           /* blocks live in the segments it mapped, after its clean-up
+	int closed_in_flight;          /* ... with this many messages not acked yet */
+	int closed_kept;               /* ... and its close left this many of its segments */
+	_Atomic int done;              /* 1: the fields below are final */
+	int64_t reaped;                /* blocks shmrig_pool_reap() returned */
+	int64_t orphans;               /* consumer: blocks it owned but no value held (freed) */
+	int64_t live_end;              /* blocks live in the segments it mapped, after its clean-up
 				     * (a producer that closed after a send: blocks it owned) */
-	int close_ret;              /* shmrig_pool_close() */
-	int audit_ret;              /* producer: shmrig_pool_audit() of its arenas */
-	int fds_leaked;             /* descriptors open at its end that were not at its start */
-	char error[200];            /* the first failure, in words */
+	int close_ret;                 /* shmrig_pool_close() */
+	int audit_ret;                 /* producer: shmrig_pool_audit() of its arenas */
+	int fds_leaked;                /* descriptors open at its end that were not at its start */
+	char error[200];               /* the first failure, in words */
 };
 
 struct slot {
 	struct side prod, cons;
-	_Atomic int stop;           /* driver: finish the epoch in order */
+	_Atomic int stop;                    /* driver: finish the epoch in order */
 	_Atomic uint64_t hist[HIST_BUCKETS]; /* consumer: latency encode -> verified */
 	_Atomic uint64_t max_latency_ns;
 };
@@ -206,7 +206,7 @@ struct slot {
 
 struct msg_hdr {
 	uint32_t magic;
-	uint32_t kind;     /* enum shmrig_kind of the value */
+	uint32_t kind; /* enum shmrig_kind of the value */
 	uint64_t seq;
 	uint64_t checksum; /* shmrig_session_checksum() of the value */
 	uint64_t nbytes;   /* payload bytes */
@@ -260,7 +260,7 @@ int parse_scribbles(const char *spec, uint32_t *mask);
  * worker writes only its own wl_proc, its links' side and its samples; the
  * driver reads them once the worker has exited.
  */
-#define WL_LARGE SHMRIG_POOL_NUM_CLASSES     /* in wl_sample.live: blocks above 1 MiB */
+#define WL_LARGE SHMRIG_POOL_NUM_CLASSES /* in wl_sample.live: blocks above 1 MiB */
 #define WL_CLASSES (SHMRIG_POOL_NUM_CLASSES + 1)
 #define WL_HIST_SUB 16 /* latency: 16 buckets per power of two of ns, each 4.4 % wide */
 #define WL_HIST_BUCKETS (64 * WL_HIST_SUB)
@@ -287,6 +287,9 @@ struct wl_proc {
 	uint64_t window_waits;   /* messages due with the window full */
 	uint64_t window_wait_ns; /* ... and how long they waited for it */
 	uint64_t samples, samples_missed, sample_ns; /* taken, grid points skipped, time spent */
+	/* both sides: the thread CPU time of the replay's own work on values
+	 * (making payloads, checksums), not the library's */
+	uint64_t own_cpu_ns;
 	/* consumer */
 	uint64_t hist[WL_HIST_BUCKETS]; /* latency: receipt - scheduled send */
 	uint64_t max_latency_ns;
@@ -294,9 +297,9 @@ struct wl_proc {
 };
 
 struct wl_ledger {
-	_Atomic int pids_set;  /* driver: every process forked, side.pid set */
-	_Atomic int ready;     /* workers: how many have their channels open */
-	_Atomic int abort;     /* driver: a worker failed to start; give up */
+	_Atomic int pids_set;      /* driver: every process forked, side.pid set */
+	_Atomic int ready;         /* workers: how many have their channels open */
+	_Atomic int abort;         /* driver: a worker failed to start; give up */
 	_Atomic uint64_t start_ns; /* driver: the schedule's time 0, CLOCK_MONOTONIC (0: not yet) */
 };
 
@@ -312,7 +315,7 @@ struct wl_run {
 	struct wl_ledger *ledger;
 	struct wl_proc *procs;
 	struct wl_link *links;
-	struct wl_sample *samples; /* nprocs * nsamples */
+	struct wl_sample *samples;   /* nprocs * nsamples */
 	shmrig_channel_pair **pairs; /* one per link */
 };
 
@@ -327,6 +330,8 @@ unsigned wl_hist_bucket(uint64_t ns);
 double wl_hist_mid_ns(unsigned bucket);
 
 uint64_t now_ns(void);
+/* This thread's CPU time, ns. */
+uint64_t thread_cpu_ns(void);
 /* The descriptors open now (below FD_SET_MAX), and how many are open now that were not then. */
 #define FD_SET_MAX 1024
 struct fd_set_bits {

@@ -22,7 +22,7 @@ CONTRACT = {
     "offered_rate": NUMBER, "achieved_rate": NUMBER, "messages": int, "enomem": int,
     "checksum_failures": int, "lost_blocks": int, "latency_us": dict,
     "sample_interval_ms": NUMBER, "samples": int, "classes": list, "large": dict,
-    "flows": list, "occupancy": list,
+    "flows": list, "occupancy": list, "replay_own_us_per_message": NUMBER,
 }
 PERCENTILES = ("p50", "p99", "p999", "max")
 

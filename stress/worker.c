@@ -41,38 +41,50 @@
 #define BACKOFF_MS 1
 #define BACKOFF_TRIES 5000 /* ~5 s of backing off before a value is given up */
 #define FINISH_TIMEOUT_MS 30000
-#define REPLAY_EVERY 3          /* --inject replay: every third frame is decoded twice */
-#define CLOSE_AFTER_MAX 200     /* --inject close-after-send: after 1..this many messages */
+#define REPLAY_EVERY 3      /* --inject replay: every third frame is decoded twice */
+#define CLOSE_AFTER_MAX 200 /* --inject close-after-send: after 1..this many messages */
 #define MAX_ARENA_SIZE ((size_t)1 << 30) /* shmrig_pool_opts.arena_size at most */
 
 const char *const err_names[ERR_KINDS] = {
-	[ERR_STALE] = "ESTALE",	  [ERR_NOTLIVE] = "ENOTLIVE", [ERR_BADREF] = "EBADREF",
+	[ERR_STALE] = "ESTALE",     [ERR_NOTLIVE] = "ENOTLIVE", [ERR_BADREF] = "EBADREF",
 	[ERR_CORRUPT] = "ECORRUPT", [ERR_CLAIMED] = "ECLAIMED", [ERR_LEAK] = "ELEAK",
-	[ERR_PERM] = "EPERM",	  [ERR_BUSY] = "EBUSY",	      [ERR_BADMSG] = "EBADMSG",
-	[ERR_NOENT] = "ENOENT",	  [ERR_INVAL] = "EINVAL",     [ERR_OTHER] = "other",
+	[ERR_PERM] = "EPERM",       [ERR_BUSY] = "EBUSY",       [ERR_BADMSG] = "EBADMSG",
+	[ERR_NOENT] = "ENOENT",     [ERR_INVAL] = "EINVAL",     [ERR_OTHER] = "other",
 };
 
 enum err_kind err_kind_of(int code)
 {
 	switch (code) {
-	case -SHMRIG_ESTALE: return ERR_STALE;
-	case -SHMRIG_ENOTLIVE: return ERR_NOTLIVE;
-	case -SHMRIG_EBADREF: return ERR_BADREF;
-	case -SHMRIG_ECORRUPT: return ERR_CORRUPT;
-	case -SHMRIG_ECLAIMED: return ERR_CLAIMED;
-	case -SHMRIG_ELEAK: return ERR_LEAK;
-	case -EPERM: return ERR_PERM;
-	case -EBUSY: return ERR_BUSY;
-	case -EBADMSG: return ERR_BADMSG;
-	case -ENOENT: return ERR_NOENT;
-	case -EINVAL: return ERR_INVAL;
-	default: return ERR_OTHER;
+	case -SHMRIG_ESTALE:
+		return ERR_STALE;
+	case -SHMRIG_ENOTLIVE:
+		return ERR_NOTLIVE;
+	case -SHMRIG_EBADREF:
+		return ERR_BADREF;
+	case -SHMRIG_ECORRUPT:
+		return ERR_CORRUPT;
+	case -SHMRIG_ECLAIMED:
+		return ERR_CLAIMED;
+	case -SHMRIG_ELEAK:
+		return ERR_LEAK;
+	case -EPERM:
+		return ERR_PERM;
+	case -EBUSY:
+		return ERR_BUSY;
+	case -EBADMSG:
+		return ERR_BADMSG;
+	case -ENOENT:
+		return ERR_NOENT;
+	case -EINVAL:
+		return ERR_INVAL;
+	default:
+		return ERR_OTHER;
 	}
 }
 
 const char *const phase_names[PH_COUNT] = {
-	[PH_START] = "start",	  [PH_IDLE] = "idle",	  [PH_GENERATE] = "generate",
-	[PH_ENCODE] = "encode",	  [PH_SEND] = "send",	  [PH_WAIT] = "wait",
+	[PH_START] = "start",     [PH_IDLE] = "idle",     [PH_GENERATE] = "generate",
+	[PH_ENCODE] = "encode",   [PH_SEND] = "send",     [PH_WAIT] = "wait",
 	[PH_BACKOFF] = "backoff", [PH_DECODE] = "decode", [PH_VERIFY] = "verify",
 	[PH_RELEASE] = "release", [PH_FINISH] = "finish",
 };
@@ -82,6 +94,14 @@ uint64_t now_ns(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -139,8 +159,8 @@ struct worker {
 	shmrig_pool *pool;
 	shmrig_channel *ch;
 	pid_t peer;
-	unsigned inflight; /* producer: sent, not acked yet */
-	bool done;         /* producer: the consumer's DONE arrived */
+	unsigned inflight;           /* producer: sent, not acked yet */
+	bool done;                   /* producer: the consumer's DONE arrived */
 	struct fd_set_bits fds;      /* open at the start */
 	struct fd_set_bits fds_open; /* ... and once the channel is open */
 	uint64_t rng;
@@ -180,8 +200,8 @@ __attribute__((format(printf, 2, 3))) static int fail(struct worker *w, const ch
  * scribbling peer must cause: counted by code, and the worker goes on
  * (returns 1). Otherwise a failure (returns -1).
  */
-__attribute__((format(printf, 3, 4))) static int error(struct worker *w, int code,
-							const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int error(struct worker *w, int code, const char *fmt,
+						       ...)
 {
 	va_list ap;
 
@@ -208,8 +228,8 @@ static bool stopping(const struct worker *w)
 	return atomic_load_explicit(&w->slot->stop, memory_order_relaxed) != 0;
 }
 
-static int start(struct worker *w, const struct stress_opts *o, struct slot *slot,
-		 struct side *me, shmrig_channel_pair *chp, int end, pid_t peer, uint64_t salt)
+static int start(struct worker *w, const struct stress_opts *o, struct slot *slot, struct side *me,
+		 shmrig_channel_pair *chp, int end, pid_t peer, uint64_t salt)
 {
 	struct shmrig_pool_opts po = { .size = sizeof(struct shmrig_pool_opts),
 				       .prefix = o->prefix,

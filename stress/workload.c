@@ -289,7 +289,7 @@ struct flow_totals {
 static struct {
 	struct flow_totals flows[PLAN_MAX_FLOWS], all;
 	uint64_t corrupted, lost, gaps, dups, leaked_blocks, leaked_fds, stale_segments;
-	uint64_t samples_taken, samples_missed, sample_ns;
+	uint64_t samples_taken, samples_missed, sample_ns, own_cpu_ns, own_producer_ns;
 	char enomem_words[256];
 } tot;
 
@@ -332,6 +332,9 @@ static void add_up(void)
 				 flow, role, p->index, (int)sizeof(w->side.enomem_words),
 				 w->side.enomem_words);
 		tot.corrupted += w->side.corrupted;
+		tot.own_cpu_ns += w->own_cpu_ns;
+		if (p->producer)
+			tot.own_producer_ns += w->own_cpu_ns + w->sample_ns;
 		tot.leaked_fds += (uint64_t)(w->side.fds_leaked > 0 ? w->side.fds_leaked : 0);
 		if (w->side.done && w->side.live_end > 0)
 			tot.leaked_blocks += (uint64_t)w->side.live_end;
@@ -614,6 +617,18 @@ static json_t *report_json(const char *path, unsigned warm, bool pass)
 			    json_real(tot.samples_taken ? (double)tot.sample_ns /
 								  (double)tot.samples_taken / 1e3 :
 							  0));
+	/* the replay's own work a message (payloads, checksums, samples), which a
+	 * workload's own processes would not do: shmrig-plan --verify adds it to
+	 * the plan's CPU before it judges the saturation */
+	json_object_set_new(report, "replay_own_us_per_message",
+			    json_real(tot.all.received ? (double)(tot.own_cpu_ns + tot.sample_ns) /
+								 (double)tot.all.received / 1e3 :
+							 0));
+	/* ... of which in the producers (payloads, a checksum, samples) */
+	json_object_set_new(report, "replay_own_producer_us_per_message",
+			    json_real(tot.all.received ? (double)tot.own_producer_ns /
+								 (double)tot.all.received / 1e3 :
+							 0));
 	json_object_set_new(report, "processes", json_integer(run.nprocs));
 	json_object_set_new(report, "prefix", json_string(run.o->prefix));
 	if (tot.enomem_words[0])

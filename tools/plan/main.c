@@ -182,16 +182,44 @@ struct verify_opts {
  * steps that bracket the measured one (or above the last step, if none fell
  * short). Appends the verdict to status; returns 1 when they disagree.
  */
-static int judge_saturation(const struct verify_opts *vo, const struct plan_cpu *cpu,
-			    const struct plan_verify *v, char *status, size_t statuslen)
+static int judge_saturation(const struct verify_opts *vo, const struct plan_workload *wl,
+			    const struct plan_cpu *cpu, const struct plan_verify *v, char *status,
+			    size_t statuslen)
 {
 	/* scales of the planned rates, from what the steps offered and achieved */
 	double unit = v->nsteps ? vo->base_scale / v->steps[0].offered_rate : 0;
 	double predicted = cpu->headroom, good = v->last_good_achieved * unit;
-	double bad = v->saturation_offered * unit;
+	double bad = v->saturation_offered * unit, own_cores = 0;
 	size_t used = strlen(status);
 	int agrees;
 
+	/* The replay does work a workload's own processes would not (it makes
+	 * and checksums every payload, and samples the pools), measured at the
+	 * first step a message on each side: added to each producer's and
+	 * consumer's core and to the machine's CPUs, the plan is of the replay. */
+	if (v->nsteps && v->steps[0].replay_own_us > 0) {
+		double own_p = v->steps[0].replay_own_producer_us * 1e-6;
+		double own_c = v->steps[0].replay_own_us * 1e-6 - own_p, rate = 0, machine;
+
+		for (unsigned i = 0; i < wl->nflows; i++)
+			rate += wl->flows[i].rate;
+		own_cores = rate * (own_p + own_c);
+		machine = cpu->num_cpus ? (cpu->machine_cores + own_cores) / cpu->num_cpus : 0;
+		for (unsigned i = 0; i < wl->nflows; i++) {
+			const struct plan_flow *f = &wl->flows[i];
+			const struct plan_cpu_flow *c = &cpu->flows[i];
+			double top = machine, load[PLAN_RES_COUNT];
+
+			memcpy(load, c->load, sizeof(load));
+			load[PLAN_RES_PRODUCER_CORE] += f->rate / f->producers * own_p;
+			load[PLAN_RES_CONSUMER_CORE] += f->rate / f->consumers * own_c;
+			for (unsigned res = 0; res < PLAN_RES_COUNT; res++)
+				if (res != PLAN_RES_MACHINE && load[res] > top)
+					top = load[res];
+			if (top > 0 && 1 / top < predicted)
+				predicted = 1 / top;
+		}
+	}
 	if (!v->saturated && v->nsteps)
 		good = v->steps[v->nsteps - 1].achieved_rate * unit;
 	agrees = predicted >= 0.8 * good && (!v->saturated || predicted <= 1.2 * bad);
@@ -205,6 +233,14 @@ static int judge_saturation(const struct verify_opts *vo, const struct plan_cpu 
 			 " Saturation: predicted at x%.3g the planned rates, not reached up to x%.3g: "
 			 "%s.",
 			 predicted, good, agrees ? "agrees" : "DISAGREES");
+	if (own_cores > 0) {
+		used = strlen(status);
+		snprintf(status + used, statuslen - used,
+			 " (With the replay's own work, %.3g us a message measured at x1 (%.3g in "
+			 "the producers), %.3g cores; the workload alone: x%.3g.)",
+			 v->steps[0].replay_own_us, v->steps[0].replay_own_producer_us, own_cores,
+			 cpu->headroom);
+	}
 	if (!agrees) {
 		int paced = 0;
 
@@ -213,10 +249,10 @@ static int judge_saturation(const struct verify_opts *vo, const struct plan_cpu 
 		used = strlen(status);
 		snprintf(status + used, statuslen - used,
 			 " The CPU plan counts the suite's costs of a message (encode, decode, "
-			 "the transport %s) against a core a process and the machine's CPUs; it "
-			 "leaves out what the replay adds a message (its payloads, checksums and "
-			 "timers), new segments for large values, and the queueing that lifts p99 "
-			 "latency before the CPUs are full (README, Capacity planning).",
+			 "the transport %s) and the replay's own work against a core a process and "
+			 "the machine's CPUs; it leaves out new segments for large values, and the "
+			 "queueing that lifts p99 latency before the CPUs are full (README, "
+			 "Capacity planning).",
 			 paced ? "of a message to a sleeping peer" :
 				 "of a busy channel: the results have no paced rows");
 	}
@@ -224,8 +260,9 @@ static int judge_saturation(const struct verify_opts *vo, const struct plan_cpu 
 }
 
 static int run_verify(const char *workload_path, const struct verify_opts *vo,
-		      const struct plan_sim_result *sim, const struct plan_cpu *cpu,
-		      struct plan_verify *v, int *ran, char *status, size_t statuslen)
+		      const struct plan_workload *wl, const struct plan_sim_result *sim,
+		      const struct plan_cpu *cpu, struct plan_verify *v, int *ran, char *status,
+		      size_t statuslen)
 {
 	char stress[4096], tmp[] = "/tmp/shmrig-plan-verify-XXXXXX", out[4200], log[4200];
 	char err[1024], why[160];
@@ -342,7 +379,7 @@ static int run_verify(const char *workload_path, const struct verify_opts *vo,
 			 " ENOMEM: its pools were too small for it)",
 			 v->steps[0].enomem);
 	}
-	if (cpu && judge_saturation(vo, cpu, v, status, statuslen))
+	if (cpu && judge_saturation(vo, wl, cpu, v, status, statuslen))
 		exit_status = EXIT_DISAGREE;
 	{
 		const char *verdict = exit_status ? "FAIL: " : "PASS: ";
@@ -522,7 +559,7 @@ int main(int argc, char **argv)
 			status = 1;
 			goto out;
 		}
-		status = run_verify(argv[optind], &vo, sim, cpu, v, &verify_ran, verify_status,
+		status = run_verify(argv[optind], &vo, wl, sim, cpu, v, &verify_ran, verify_status,
 				    sizeof(verify_status));
 	}
 	run = (struct plan_run){ .workload_path = argv[optind],

@@ -103,6 +103,14 @@ int plan_stress_parse(const char *text, size_t len, struct plan_measured *out, c
 			*dst[i] = (uint64_t)x;
 		}
 	}
+	if (!ret)
+		ret = get_nonneg(root, "replay_own_us_per_message", 0, 1e12, &out->replay_own_us,
+				 err, errlen, "");
+	if (!ret)
+		ret = get_nonneg(root, "replay_own_producer_us_per_message", 0, 1e12,
+				 &out->replay_own_producer_us, err, errlen, "");
+	if (out->replay_own_producer_us > out->replay_own_us)
+		out->replay_own_producer_us = out->replay_own_us;
 	v = json_object_get(root, "latency_us");
 	if (!ret && !json_is_object(v))
 		ret = bad(err, errlen, "latency_us", "missing or not an object");

@@ -37,6 +37,8 @@ struct plan_measured {
 	double offered_rate, achieved_rate;
 	uint64_t messages, enomem, checksum_failures, lost_blocks;
 	double latency_p50_us, latency_p99_us, latency_p999_us, latency_max_us;
+	double replay_own_us; /* the replay's own CPU a message (payloads, checksums); 0: not said */
+	double replay_own_producer_us; /* ... of which in the producers */
 	struct plan_measured_class classes[SHMRIG_POOL_NUM_CLASSES + 1]; /* [15]: large */
 };
 
@@ -48,7 +50,9 @@ struct plan_measured {
  *    "latency_us":{"p50":..,"p99":..,"p999":..,"max":..},
  *    "classes":[{"class":c,"block_size":B,"live_mean":..,"live_p99":..,
  *                "live_p999":..,"live_max":..},...],
- *    "large":{"live_mean":..,"live_p99":..,"live_max":..}, ...}
+ *    "large":{"live_mean":..,"live_p99":..,"live_max":..},
+ *    "replay_own_us_per_message":.., "replay_own_producer_us_per_message":..
+ *    (optional), ...}
  * Returns 0 or -EINVAL naming the field.
  */
 int plan_stress_parse(const char *text, size_t len, struct plan_measured *out, char *err,
