@@ -483,10 +483,32 @@ static void bm_pingpong_rtt(gbench_state *st, void *arg)
 
 /* ---- channel/<backend>/batch64 ---- */
 
+/* Ask the sink for an acknowledgement and wait for it: everything sent before
+ * has been taken. 0, or -errno (the benchmark is stopped, saying why). */
+static int await_ack(gbench_state *st, shmrig_channel *ch)
+{
+	static const uint64_t ack = 0x61636b; /* "ack" */
+	void *answer;
+	size_t len;
+	int ret = shmrig_channel_send(ch, &ack, sizeof(ack), PEER_TIMEOUT_MS);
+
+	if (!ret)
+		ret = shmrig_channel_recv(ch, &answer, &len, PEER_TIMEOUT_MS);
+	if (ret) {
+		fail(st, "acknowledgement", ret);
+		return ret;
+	}
+	free(answer);
+	if (len != sizeof(ack)) {
+		fail(st, "the acknowledgement has the wrong length", -1);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 static void bm_channel_batch64(gbench_state *st, void *arg)
 {
 	static unsigned char bufs[BATCH_MSGS][MSG_SIZE];
-	static const uint64_t ack = 0x61636b; /* "ack" */
 	const void *msgs[BATCH_MSGS];
 	size_t lens[BATCH_MSGS];
 	struct channel_run run;
@@ -501,26 +523,15 @@ static void bm_channel_batch64(gbench_state *st, void *arg)
 		return;
 	while (!ret && gbench_loop(st, BATCHES_PER_ACK)) {
 		double start = now_s();
-		void *answer;
-		size_t len;
 
 		for (int i = 0; !ret && i < BATCHES_PER_ACK; i++)
 			ret = shmrig_channel_sendv(run.ch, msgs, lens, BATCH_MSGS, PEER_TIMEOUT_MS);
-		/* everything sent is taken once the acknowledgement is back */
-		if (!ret)
-			ret = shmrig_channel_send(run.ch, &ack, sizeof(ack), PEER_TIMEOUT_MS);
-		if (!ret)
-			ret = shmrig_channel_recv(run.ch, &answer, &len, PEER_TIMEOUT_MS);
-		if (ret) {
+		if (ret)
 			fail(st, "batch", ret);
+		else
+			ret = await_ack(st, run.ch);
+		if (ret)
 			break;
-		}
-		free(answer);
-		if (len != sizeof(ack)) {
-			ret = -EBADMSG;
-			fail(st, "the acknowledgement has the wrong length", -1);
-			break;
-		}
 		gbench_set_iteration_time(st, now_s() - start);
 	}
 	if (!ret)
@@ -540,7 +551,6 @@ static double clock_s(clockid_t clock)
 
 static void bm_channel_paced(gbench_state *st, void *arg)
 {
-	static const uint64_t ack = 0x61636b; /* "ack" */
 	unsigned char msg[MSG_SIZE];
 	struct channel_run run;
 	clockid_t peer_clock;
@@ -555,8 +565,6 @@ static void bm_channel_paced(gbench_state *st, void *arg)
 	while (!ret && gbench_loop(st, PACED_BATCH)) {
 		double cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) + clock_s(peer_clock);
 		struct timespec due;
-		void *answer;
-		size_t len;
 
 		clock_gettime(CLOCK_MONOTONIC, &due);
 		for (int i = 0; !ret && i < PACED_BATCH; i++) {
@@ -569,21 +577,12 @@ static void bm_channel_paced(gbench_state *st, void *arg)
 				;
 			ret = shmrig_channel_send(run.ch, msg, sizeof(msg), PEER_TIMEOUT_MS);
 		}
-		/* every message is taken once the acknowledgement is back */
-		if (!ret)
-			ret = shmrig_channel_send(run.ch, &ack, sizeof(ack), PEER_TIMEOUT_MS);
-		if (!ret)
-			ret = shmrig_channel_recv(run.ch, &answer, &len, PEER_TIMEOUT_MS);
-		if (ret) {
+		if (ret)
 			fail(st, "paced send", ret);
+		else
+			ret = await_ack(st, run.ch);
+		if (ret)
 			break;
-		}
-		free(answer);
-		if (len != sizeof(ack)) {
-			ret = -EBADMSG;
-			fail(st, "the acknowledgement has the wrong length", -1);
-			break;
-		}
 		gbench_set_iteration_time(st, clock_s(CLOCK_PROCESS_CPUTIME_ID) +
 						      clock_s(peer_clock) - cpu);
 	}

@@ -876,22 +876,6 @@ bool golden_same(const unsigned char *a, size_t a_len, const unsigned char *b, s
 
 /* ---- decoding and comparing ---- */
 
-static const struct val_kind *builtin_kind(enum shmrig_kind kind)
-{
-	switch (kind) {
-	case SHMRIG_KIND_BYTES:
-		return &val_kind_bytes;
-	case SHMRIG_KIND_NDARRAY:
-		return &val_kind_ndarray;
-	case SHMRIG_KIND_TABLE:
-		return &val_kind_table;
-	case SHMRIG_KIND_DATASET:
-		return &val_kind_dataset;
-	default:
-		return NULL;
-	}
-}
-
 /* The user kind's value, made again by the codec's generator of that type. */
 static int regenerate(const struct val_target *t, const struct golden *g, struct val_value *v,
 		      char *why, size_t why_len)
@@ -919,7 +903,7 @@ static int regenerate(const struct val_target *t, const struct golden *g, struct
 int golden_verify(const struct val_target *t, shmrig_pool *pool, uint64_t self,
 		  const struct golden *g, char *why, size_t why_len)
 {
-	const struct val_kind *kind = builtin_kind(g->kind);
+	const struct val_kind *kind = val_builtin_kind(g->kind);
 	struct val_value generated = { 0 };
 	struct shmrig_value got;
 	struct shmrig_frame_header h;

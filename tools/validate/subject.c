@@ -54,7 +54,7 @@ static bool plugin_equal(void *ctx, const struct shmrig_value *expected,
 	return false;
 }
 
-static const struct val_kind *builtin_kind(enum shmrig_kind kind)
+const struct val_kind *val_builtin_kind(enum shmrig_kind kind)
 {
 	switch (kind) {
 	case SHMRIG_KIND_BYTES:
@@ -88,8 +88,8 @@ static void choose_kinds(struct val_subject *s, struct val_codec *c)
 			c->gens[c->nkinds++] = &s->plugin_kinds[i];
 			found = true;
 		}
-		if (!found && builtin_kind((enum shmrig_kind)kind) && c->nkinds < VAL_MAX_KINDS)
-			c->gens[c->nkinds++] = builtin_kind((enum shmrig_kind)kind);
+		if (!found && val_builtin_kind((enum shmrig_kind)kind) && c->nkinds < VAL_MAX_KINDS)
+			c->gens[c->nkinds++] = val_builtin_kind((enum shmrig_kind)kind);
 	}
 }
 

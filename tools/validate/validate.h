@@ -92,6 +92,9 @@ struct val_kind {
 };
 
 extern const struct val_kind val_kind_ndarray, val_kind_table, val_kind_dataset, val_kind_bytes;
+/* The built-in generator of a built-in kind; NULL for a user kind (only its
+ * plugin can make values of it). */
+const struct val_kind *val_builtin_kind(enum shmrig_kind kind);
 
 struct val_codec {
 	char name[VAL_NAME_MAX];
