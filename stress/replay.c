@@ -48,25 +48,17 @@
 
 unsigned wl_hist_bucket(uint64_t ns)
 {
-	unsigned log2;
-
-	if (ns < WL_HIST_SUB)
-		return (unsigned)ns;
-	log2 = 63u - (unsigned)__builtin_clzll(ns);
-	/* log2 >= 4: the 4 bits below the top one choose the sub-bucket */
-	return log2 * WL_HIST_SUB + (unsigned)((ns >> (log2 - 4)) & (WL_HIST_SUB - 1));
+	return log_bucket(ns, WL_HIST_SUB_BITS);
 }
 
 double wl_hist_mid_ns(unsigned bucket)
 {
-	unsigned log2 = bucket / WL_HIST_SUB, sub = bucket % WL_HIST_SUB;
-	double low;
+	uint64_t width, low = log_bucket_low(bucket, WL_HIST_SUB_BITS, &width);
 
-	if (log2 < 4)
-		return bucket;
-	low = (double)((uint64_t)(WL_HIST_SUB + sub) << (log2 - 4));
-	/* the bucket is [low, low * (17 + sub) / (16 + sub)): its geometric middle */
-	return low * __builtin_sqrt((double)(WL_HIST_SUB + sub + 1) / (WL_HIST_SUB + sub));
+	if ((bucket >> WL_HIST_SUB_BITS) < WL_HIST_SUB_BITS)
+		return (double)bucket; /* below 2^bits: an exact value */
+	/* the bucket is [low, low + width): its geometric middle */
+	return (double)low * __builtin_sqrt(1.0 + (double)width / (double)low);
 }
 
 /* One end of a link in this process. */

@@ -28,7 +28,8 @@
 #define STRESS_MAX_HOLD 64
 
 /* Latency histogram: 4 buckets per power of two of nanoseconds. */
-#define HIST_SUB 4
+#define HIST_SUB_BITS 2
+#define HIST_SUB (1u << HIST_SUB_BITS)
 #define HIST_BUCKETS (64 * HIST_SUB)
 
 struct stress_opts {
@@ -262,7 +263,8 @@ int parse_scribbles(const char *spec, uint32_t *mask);
  */
 #define WL_LARGE SHMRIG_POOL_NUM_CLASSES /* in wl_sample.live: blocks above 1 MiB */
 #define WL_CLASSES (SHMRIG_POOL_NUM_CLASSES + 1)
-#define WL_HIST_SUB 16 /* latency: 16 buckets per power of two of ns, each 4.4 % wide */
+#define WL_HIST_SUB_BITS 4 /* latency: 16 buckets per power of two of ns, each 4.4 % wide */
+#define WL_HIST_SUB (1u << WL_HIST_SUB_BITS)
 #define WL_HIST_BUCKETS (64 * WL_HIST_SUB)
 #define WL_MAX_PROCS 256u
 #define WL_MAX_SAMPLE_BYTES ((size_t)256 << 20) /* every process's samples */
@@ -339,6 +341,10 @@ struct fd_set_bits {
 };
 void fds_snapshot(struct fd_set_bits *set);
 int fds_new_since(const struct fd_set_bits *then);
+/* Log-linear buckets: below 2^bits a value is its own bucket; above, each power
+ * of two has 2^bits buckets. log_bucket_low: a bucket's lowest value and width. */
+unsigned log_bucket(uint64_t ns, unsigned bits);
+uint64_t log_bucket_low(unsigned bucket, unsigned bits, uint64_t *width);
 unsigned hist_bucket(uint64_t ns);
 uint64_t hist_upper_ns(unsigned bucket);
 

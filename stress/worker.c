@@ -133,23 +133,39 @@ int fds_new_since(const struct fd_set_bits *then)
 	return n;
 }
 
-unsigned hist_bucket(uint64_t ns)
+unsigned log_bucket(uint64_t ns, unsigned bits)
 {
 	unsigned log2;
 
-	if (ns < HIST_SUB)
+	if (ns < (1u << bits))
 		return (unsigned)ns;
 	log2 = 63u - (unsigned)__builtin_clzll(ns);
-	return log2 * HIST_SUB + (unsigned)((ns >> (log2 - 2)) & (HIST_SUB - 1));
+	/* the `bits` bits below the top one choose the sub-bucket */
+	return (log2 << bits) + (unsigned)((ns >> (log2 - bits)) & ((1u << bits) - 1));
+}
+
+uint64_t log_bucket_low(unsigned bucket, unsigned bits, uint64_t *width)
+{
+	unsigned log2 = bucket >> bits, sub = bucket & ((1u << bits) - 1);
+
+	if (log2 < bits) {
+		*width = 1;
+		return bucket;
+	}
+	*width = (uint64_t)1 << (log2 - bits);
+	return (uint64_t)((1u << bits) + sub) << (log2 - bits);
+}
+
+unsigned hist_bucket(uint64_t ns)
+{
+	return log_bucket(ns, HIST_SUB_BITS);
 }
 
 uint64_t hist_upper_ns(unsigned bucket)
 {
-	unsigned log2 = bucket / HIST_SUB, sub = bucket % HIST_SUB;
+	uint64_t width, low = log_bucket_low(bucket, HIST_SUB_BITS, &width);
 
-	if (log2 < 2)
-		return bucket;
-	return ((uint64_t)(HIST_SUB + sub + 1) << (log2 - 2)) - 1;
+	return low + width - 1;
 }
 
 struct worker {
