@@ -289,22 +289,25 @@ static void test_peer_follows_class_change(void **state)
 /*
  * A workload whose size mix shifts over time: phases of two classes each,
  * values held in a FIFO bounded by block bytes (the peak), each phase turning
- * it over three times. It runs, without one -ENOMEM, at a limit of twice its
- * peak live block bytes plus two chunks. Not less: when the mix shifts, the
- * values of the phase before are spread over all of their chunks (a freed
- * slot is reused by the next value of its class, whatever its age), so none
- * of those chunks is empty until nearly all of them are gone, while the new
- * phase's values already need their own. Before chunks came back it ran out
- * in the third phase: every chunk still belonged to an earlier class. (A
- * batch that frees its values before the next begins needs its peak and the
- * header's chunk: test_each_class_in_turn.)
+ * it over three times. It runs, without one -ENOMEM, at a limit of its peak
+ * live block bytes plus a tenth, plus one chunk for each of the four classes
+ * in play when the mix shifts (two leaving, two arriving), rounded down to
+ * whole chunks: 10 chunks for a 6-chunk peak. It can, because blocks are used
+ * again in the order they were freed: a chunk holds values of like age, and
+ * empties as they go. With a stack of free blocks (before) it needed 14: a
+ * chunk of the phase before was held by one young value among old ones, and
+ * the new phase's values already needed chunks of their own. Before chunks
+ * came back at all it ran out in the third phase, every chunk still belonging
+ * to an earlier class. (A batch that frees its values before the next begins
+ * needs its peak and the header's chunk: test_each_class_in_turn.)
  */
 static void test_shifting_mix(void **state)
 {
 	static const size_t mixes[][2] = {
 		{ 64, 1024 }, { 16384, 262144 }, { 2048, 65536 }, { 128, 8192 }
 	};
-	const size_t peak = 6 * CHUNK, limit = 2 * peak + 2 * CHUNK;
+	const size_t peak = 6 * CHUNK;
+	const size_t limit = (peak + peak / 10 + 4 * CHUNK) / CHUNK * CHUNK;
 	shmrig_pool *pool = th_open_pool(limit, limit);
 	struct held *h = held_new();
 	uint64_t rng = 12345;
@@ -336,10 +339,63 @@ static void test_shifting_mix(void **state)
 	}
 	printf("# %zu values, peak live %zu block bytes, limit %zu bytes (%.2fx the peak)\n",
 	       values, top, limit, (double)limit / (double)top);
+	assert_true(limit <= top + top / 10 + 4 * CHUNK);
 	drop_all(pool, h);
 	assert_int_equal(shmrig_pool_audit(pool), 0);
 	assert_int_equal(shmrig_pool_close(pool), 0);
 	free(h);
+}
+
+/*
+ * Blocks are used again in the order they were freed, except a block freed
+ * before any other of its class was taken: that one is taken next, while its
+ * lines are still in this CPU's cache.
+ */
+static void test_reuse_order(void **state)
+{
+	static const int order[] = { 5, 1, 6, 2 }, kept[] = { 0, 3, 4, 7 };
+	shmrig_pool *pool = th_open_pool(4 * CHUNK, 4 * CHUNK);
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
+	struct shmrig_ref refs[8], again[4], skip[64], hot;
+	uint64_t before, last = 0;
+	void *data;
+
+	(void)state;
+	assert_non_null(pool);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(shmrig_pool_alloc(pool, 1000, 0, 0, &refs[i], &data), 0);
+	/* a value freed right after it was made: its block is the next one */
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(shmrig_pool_alloc(pool, 1000, 0, 0, &hot, &data), 0);
+		if (i)
+			assert_int_equal(hot.offset, last);
+		last = hot.offset;
+		assert_int_equal(shmrig_pool_free(pool, &hot), 0);
+	}
+	/* freed in the order 5, 1, 6, 2: taken again in that order, after the
+	 * blocks the class had in its cache before (freed earlier) */
+	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
+	before = st.cached_blocks;
+	assert_true(before <= 64);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(shmrig_pool_free(pool, &refs[order[i]]), 0);
+	for (uint64_t k = 0; k < before; k++) {
+		assert_int_equal(shmrig_pool_alloc(pool, 1000, 0, 0, &skip[k], &data), 0);
+		for (int i = 0; i < 4; i++)
+			assert_false(skip[k].offset == refs[order[i]].offset);
+	}
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(shmrig_pool_alloc(pool, 1000, 0, 0, &again[i], &data), 0);
+		assert_int_equal(again[i].offset, refs[order[i]].offset);
+	}
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(shmrig_pool_free(pool, &again[i]), 0);
+	for (uint64_t k = 0; k < before; k++)
+		assert_int_equal(shmrig_pool_free(pool, &skip[k]), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(shmrig_pool_free(pool, &refs[kept[i]]), 0);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
 }
 
 int main(void)
@@ -350,6 +406,7 @@ int main(void)
 		cmocka_unit_test(test_old_refs_refused),
 		cmocka_unit_test(test_peer_follows_class_change),
 		cmocka_unit_test(test_shifting_mix),
+		cmocka_unit_test(test_reuse_order),
 	};
 
 	return cmocka_run_group_tests(tests, th_sweep_leftovers, th_remove_leftovers);

@@ -91,16 +91,18 @@ static bool id_valid(struct seg_local *sl, uint32_t id, unsigned c)
 }
 
 /* The free list of class c, made again from the descriptors: every FREE block
- * of the class's chunks, linked afresh (and counted again a chunk). Only the
- * creator changes FREE blocks, under its lock, so these are exactly the blocks
- * the list should hold. */
+ * of the class's chunks, linked afresh in address order (and counted again a
+ * chunk). Only the creator changes FREE blocks, under its lock, so these are
+ * exactly the blocks the list should hold. */
 static void rebuild_free_list(struct seg_local *sl, unsigned c)
 {
 	uint32_t used = chunks_used(sl);
 	_Atomic uint64_t *head = &sl->hdr->free_list[c].head;
 	uint64_t old = atomic_load_explicit(head, memory_order_relaxed);
 	uint32_t first = NIL;
+	struct desc *prev = NULL;
 
+	sl->ftail[c] = NIL;
 	for (uint32_t chunk = 0; chunk < used; chunk++) {
 		if (chunk_class(sl, chunk) != c)
 			continue;
@@ -112,8 +114,13 @@ static void rebuild_free_list(struct seg_local *sl, unsigned c)
 			if (word_state(atomic_load_explicit(&d->word, memory_order_acquire)) !=
 			    ST_FREE)
 				continue;
-			atomic_store_explicit(&d->next_free, first, memory_order_relaxed);
-			first = id;
+			atomic_store_explicit(&d->next_free, NIL, memory_order_relaxed);
+			if (prev)
+				atomic_store_explicit(&prev->next_free, id, memory_order_relaxed);
+			else
+				first = id;
+			prev = d;
+			sl->ftail[c] = id;
 			sl->onlist[chunk]++;
 		}
 	}
@@ -136,25 +143,43 @@ static int corrupt(struct seg_local *sl, unsigned c, bool remote, uint32_t id, c
 			    why);
 }
 
-/* ---- the free list: the creator's alone (Treiber stack with an ABA tag, as
- * it lives in shared memory where a peer may write it; we check, not trust) */
+/*
+ * ---- the free list: the creator's alone. A queue: blocks join at the tail
+ * (ours, private) and leave at the head (in shared memory, with an ABA tag,
+ * where a peer may write it: we check, not trust). First freed, first reused:
+ * when values live about as long as each other, a chunk's blocks are taken
+ * again in the order they were, so each chunk holds values of like age and
+ * empties as they go (a stack hands the newest value the slot the oldest
+ * left, and a chunk is held by one young value among old ones). ----
+ */
 
-static void list_push(struct seg_local *sl, unsigned c, uint32_t first, struct desc *last)
+/* Append the chain first..last (ids, already linked) at the tail. */
+static void list_push(struct seg_local *sl, unsigned c, uint32_t first, uint32_t last)
 {
 	_Atomic uint64_t *head = &sl->hdr->free_list[c].head;
 	uint64_t old = atomic_load_explicit(head, memory_order_relaxed), new_head;
+	uint32_t tail = sl->ftail[c];
 
-	do {
-		atomic_store_explicit(&last->next_free, (uint32_t)old, memory_order_relaxed);
+	atomic_store_explicit(&id_desc(sl, last, c)->next_free, NIL, memory_order_relaxed);
+	sl->ftail[c] = last;
+	if (tail != NIL && (uint32_t)old != NIL) {
+		/* release: the chain's links are visible before the link to it */
+		atomic_store_explicit(&id_desc(sl, tail, c)->next_free, first,
+				      memory_order_release);
+		return;
+	}
+	/* empty (or a peer emptied it: what it held is made again by the
+	 * next check that fails, or found by audit) */
+	do
 		new_head = ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | first;
-	} while (!atomic_compare_exchange_weak_explicit(head, &old, new_head, memory_order_release,
-							memory_order_relaxed));
+	while (!atomic_compare_exchange_weak_explicit(head, &old, new_head, memory_order_release,
+						      memory_order_relaxed));
 }
 
-/* Move a block we just took (state CACHED by our CAS) into the cache. */
+/* Move a block we just took (state CACHED by our CAS) to the cache's end. */
 static void cache_add(struct seg_local *sl, unsigned c, uint32_t id)
 {
-	sl->cache[c * CACHE_CAP + sl->ncache[c]++] = id;
+	*shmrig__cache_at(sl, c, sl->ncache[c]++) = id;
 }
 
 /*
@@ -179,6 +204,8 @@ static int list_pop(struct seg_local *sl, unsigned c)
 		new_head = ((uint64_t)((uint32_t)(old >> 32) + 1) << 32) | next;
 	} while (!atomic_compare_exchange_weak_explicit(head, &old, new_head, memory_order_acquire,
 							memory_order_acquire));
+	if (next == NIL || id == sl->ftail[c])
+		sl->ftail[c] = NIL; /* the list is empty now: the next push sets the head */
 	sl->onlist[id_chunk(id)]--;
 	d = id_desc(sl, id, c);
 	w = atomic_load_explicit(&d->word, memory_order_acquire);
@@ -215,8 +242,7 @@ void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, uint32_t id)
 static int collect_remote(struct seg_local *sl, unsigned c)
 {
 	_Atomic uint64_t *head = &sl->hdr->remote[c].head;
-	uint32_t id, first = NIL;
-	struct desc *last = NULL;
+	uint32_t id, first = NIL, last = NIL;
 
 	/* Nothing there (the usual case): no locked instruction. */
 	if ((uint32_t)atomic_load_explicit(head, memory_order_relaxed) == NIL)
@@ -252,7 +278,7 @@ static int collect_remote(struct seg_local *sl, unsigned c)
 		} else {
 			atomic_store_explicit(&d->next_free, first, memory_order_relaxed);
 			if (first == NIL)
-				last = d;
+				last = id;
 			first = id;
 			sl->onlist[id_chunk(id)]++;
 		}
@@ -268,29 +294,31 @@ static int collect_remote(struct seg_local *sl, unsigned c)
 /* Hand the oldest `count` cached blocks back to the free list (one CAS). */
 static void cache_flush(struct seg_local *sl, unsigned c, uint32_t count)
 {
-	uint32_t *cache = &sl->cache[c * CACHE_CAP];
 	struct desc *prev = NULL;
-	uint32_t first = NIL;
+	uint32_t first = NIL, id = NIL;
 
 	if (count > sl->ncache[c])
 		count = sl->ncache[c];
 	if (!count)
 		return;
 	for (uint32_t i = 0; i < count; i++) {
-		struct desc *d = id_desc(sl, cache[i], c);
-		uint64_t w = atomic_load_explicit(&d->word, memory_order_relaxed);
+		struct desc *d;
+		uint64_t w;
 
+		id = *shmrig__cache_at(sl, c, i);
+		d = id_desc(sl, id, c);
+		w = atomic_load_explicit(&d->word, memory_order_relaxed);
 		atomic_store_explicit(&d->word, word_make(word_gen(w), 0, 0, ST_FREE),
 				      memory_order_relaxed);
 		if (prev)
-			atomic_store_explicit(&prev->next_free, cache[i], memory_order_relaxed);
+			atomic_store_explicit(&prev->next_free, id, memory_order_relaxed);
 		else
-			first = cache[i];
+			first = id;
 		prev = d;
-		sl->onlist[id_chunk(cache[i])]++;
+		sl->onlist[id_chunk(id)]++;
 	}
-	list_push(sl, c, first, prev);
-	memmove(cache, cache + count, (sl->ncache[c] - count) * sizeof(*cache));
+	list_push(sl, c, first, id);
+	sl->cfirst[c] = (sl->cfirst[c] + count) & (CACHE_CAP - 1);
 	sl->ncache[c] -= count;
 }
 
@@ -319,7 +347,7 @@ static void assign_chunk(struct seg_local *sl, uint32_t chunk, unsigned c, uint3
 		cache_add(sl, c, block_id(chunk, i));
 	sl->onlist[chunk] = (uint16_t)(n - keep);
 	if (keep < n)
-		list_push(sl, c, block_id(chunk, keep), &descs[n - 1]);
+		list_push(sl, c, block_id(chunk, keep), block_id(chunk, n - 1));
 }
 
 /* Assign the next unused chunk of arena sl to class c. false if the arena
@@ -380,7 +408,7 @@ static uint32_t cached_in(const struct seg_local *sl, unsigned c, uint32_t chunk
 	uint32_t n = 0;
 
 	for (uint32_t i = 0; i < sl->ncache[c]; i++)
-		n += id_chunk(sl->cache[c * CACHE_CAP + i]) == chunk;
+		n += id_chunk(*shmrig__cache_at((struct seg_local *)sl, c, i)) == chunk;
 	return n;
 }
 
@@ -473,7 +501,7 @@ int shmrig__arena_take_slow(struct seg_local *sl, unsigned c, uint32_t *id)
 			if (!sl->ncache[c] && !claim_chunk(sl, c))
 				return -ENOSPC;
 		}
-		*id = sl->cache[c * CACHE_CAP + --sl->ncache[c]];
+		*id = shmrig__cache_get(sl, c);
 		if (SHMRIG_DEBUG_CHECKS < 1 || shmrig__cached_block_intact(sl, c, *id))
 			return 0;
 	}
@@ -488,7 +516,7 @@ void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t 
 		cache_flush(sl, b->cls, CACHE_BATCH);
 		atomic_store_explicit(&b->desc->word, word_make(next_gen, 0, 0, ST_CACHED),
 				      memory_order_release);
-		sl->cache[b->cls * CACHE_CAP + sl->ncache[b->cls]++] = b->id;
+		shmrig__cache_put(sl, b->cls, b->id);
 		return;
 	}
 	/* Someone else's arena. Step 1, one CAS: REMOTE, still owned by us (a
@@ -539,7 +567,7 @@ static void recover_one(void *arg, struct seg_local *sl, struct desc *d, unsigne
 						     word_make(word_gen(w), 0, 0, ST_FREE),
 						     memory_order_acq_rel, memory_order_relaxed))
 		return;
-	list_push(sl, c, id, d);
+	list_push(sl, c, id, id);
 	sl->onlist[id_chunk(id)]++;
 	ctx->count++;
 }
@@ -596,6 +624,8 @@ int shmrig__arena_new(shmrig_pool *pool, struct seg_local **out)
 	for (unsigned c = 0; c < NCLASS; c++) {
 		atomic_store_explicit(&sl->hdr->free_list[c].head, NIL, memory_order_relaxed);
 		atomic_store_explicit(&sl->hdr->remote[c].head, NIL, memory_order_relaxed);
+		sl->ftail[c] = NIL;
+		sl->last_taken[c] = NIL;
 	}
 	init_layouts(sl);
 	/* The magic last, with release: a peer that sees it sees a whole header. */

@@ -27,7 +27,7 @@
 #define SHMRIG__ALLOC_HANDED (1u << 31)
 
 /* Per-process cache of free blocks, per arena and class. */
-#define CACHE_CAP 64u
+#define CACHE_CAP 64u /* a power of two: the cache is a ring */
 #define CACHE_BATCH 32u
 /* Free large segments kept mapped for reuse by the process that made them. */
 #define LARGE_KEEP 4u
@@ -61,8 +61,12 @@ struct seg_local {
 	uint32_t nchunks;
 	struct layout layout0[NCLASS]; /* chunk 0, after the header */
 	struct layout layout[NCLASS];  /* other chunks */
+	/* Created arenas: a ring of free blocks a class, [NCLASS][CACHE_CAP]:
+	 * ncache of them from cfirst on, taken oldest first (see list_push) */
 	uint32_t ncache[NCLASS];
-	uint32_t *cache;     /* [NCLASS][CACHE_CAP], created arenas only */
+	uint32_t cfirst[NCLASS];
+	uint32_t last_taken[NCLASS]; /* the block taken last (shmrig__cache_put) */
+	uint32_t *cache;
 	uint32_t next_chunk; /* created arenas: the first unclaimed chunk (ours alone) */
 	/* Created arenas: class + 1 of each chunk (0 unassigned), the one copy
 	 * the creator uses, since it alone assigns classes; and how many blocks
@@ -71,6 +75,9 @@ struct seg_local {
 	 * chunk's class from the segment for each ref, since it can change. */
 	uint8_t classes[MAX_CHUNKS];
 	uint16_t onlist[MAX_CHUNKS];
+	/* Created arenas: the last block of each class's free list (NIL: empty),
+	 * where frees join it, ours alone (list_push) */
+	uint32_t ftail[NCLASS];
 	/* large */
 	struct large_hdr *lhdr;
 	uint64_t capacity; /* the trailer's, read once */
@@ -282,13 +289,47 @@ int shmrig__arena_take_slow(struct seg_local *sl, unsigned c, uint32_t *id);
 bool shmrig__cached_block_intact(struct seg_local *sl, unsigned c, uint32_t id);
 void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t word);
 
+/*
+ * The creator's cache of class c is a ring: blocks are taken from its front,
+ * oldest first, so that blocks are used again in the order they were freed
+ * (see list_push: values of like age share chunks, which then empty
+ * together). One exception keeps a short-lived value's block hot: a block
+ * freed before any other of its class was taken goes back to the front, to
+ * be taken next (an encode's scratch, a value freed where it was made).
+ */
+static inline uint32_t *shmrig__cache_at(struct seg_local *sl, unsigned c, uint32_t i)
+{
+	return &sl->cache[c * CACHE_CAP + ((sl->cfirst[c] + i) & (CACHE_CAP - 1))];
+}
+
+static inline uint32_t shmrig__cache_get(struct seg_local *sl, unsigned c)
+{
+	uint32_t id = sl->cache[c * CACHE_CAP + sl->cfirst[c]];
+
+	sl->cfirst[c] = (sl->cfirst[c] + 1) & (CACHE_CAP - 1);
+	sl->ncache[c]--;
+	sl->last_taken[c] = id;
+	return id;
+}
+
+static inline void shmrig__cache_put(struct seg_local *sl, unsigned c, uint32_t id)
+{
+	if (id == sl->last_taken[c]) {
+		sl->cfirst[c] = (sl->cfirst[c] - 1) & (CACHE_CAP - 1);
+		sl->cache[c * CACHE_CAP + sl->cfirst[c]] = id;
+		sl->ncache[c]++;
+		return;
+	}
+	*shmrig__cache_at(sl, c, sl->ncache[c]++) = id;
+}
+
 /* A block of class c for the creator: 0 with *id, -ENOSPC (the arena has no
  * room), -SHMRIG_ECORRUPT (a shared list failed a check: it is abandoned, and
  * the next call goes on without it). */
 static inline int shmrig__arena_take(struct seg_local *sl, unsigned c, uint32_t *id)
 {
 	if (SHMRIG_LIKELY(sl->ncache[c])) {
-		*id = sl->cache[c * CACHE_CAP + --sl->ncache[c]];
+		*id = shmrig__cache_get(sl, c);
 		if (SHMRIG_DEBUG_CHECKS < 1 || shmrig__cached_block_intact(sl, c, *id))
 			return 0;
 	}
@@ -370,7 +411,7 @@ static inline void shmrig__arena_release(struct seg_local *sl, struct block *b, 
 		atomic_store_explicit(&b->desc->word,
 				      word_make(gen_next(word_gen(word)), 0, 0, ST_CACHED),
 				      memory_order_release);
-		sl->cache[b->cls * CACHE_CAP + sl->ncache[b->cls]++] = b->id;
+		shmrig__cache_put(sl, b->cls, b->id);
 		return;
 	}
 	shmrig__arena_release_slow(sl, b, word);
