@@ -66,8 +66,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SELF_CPU 0 /* topology index of the caller's CPU */
-#define PEER_CPU 1 /* and of the peer's */
 #define MSG_SIZE 64
 #define RTT_BATCH 64        /* round trips per timed batch */
 #define BATCH_MSGS 64       /* messages per sendv() */
@@ -75,7 +73,7 @@
 #define ACK_SIZE 8          /* the length that marks "acknowledge" and the answer */
 #define PACED_GAP_NS 100000 /* channel/<backend>/paced: longer than a ring's spin */
 #define PACED_BATCH 50      /* messages a timed batch (and one acknowledgement) */
-#define PEER_TIMEOUT_MS 10000
+#define PEER_TIMEOUT_MS BENCH_PEER_TIMEOUT_MS
 #define FINGERPRINT 0x62656e6368ull /* both ends of a bare channel agree on it */
 #define POOL_PREFIX "b_channel"
 #define POOL_ARENA_SIZE ((size_t)16 << 20)
@@ -142,101 +140,13 @@ static int read_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
-/* ---- pinning ---- */
-
-/* The caller's CPUs (OS indices) and the affinity to restore after the run. */
-struct pinning {
-	shmrig_topo *topo;
-	int self_cpu;
-	int peer_cpu;
-	cpu_set_t saved;
-};
-
-/* Bind this thread to CPU 0 (of the topology). false: the benchmark is skipped. */
-static bool pin_start(gbench_state *st, struct pinning *pin)
-{
-	int ret;
-
-	pin->topo = shmrig_topo_system();
-	if (!pin->topo) {
-		fail(st, "no topology", -ENODEV);
-		return false;
-	}
-	if (shmrig_topo_num_cpus(pin->topo) < 2) {
-		bench_unavailable(st, "needs 2 CPUs, to pin the peer on another CPU than the "
-				      "caller; this machine has 1");
-		return false;
-	}
-	pin->self_cpu = shmrig_topo_cpu_os_index(pin->topo, SELF_CPU);
-	pin->peer_cpu = shmrig_topo_cpu_os_index(pin->topo, PEER_CPU);
-	if (sched_getaffinity(0, sizeof(pin->saved), &pin->saved)) {
-		fail(st, "sched_getaffinity", -errno);
-		return false;
-	}
-	ret = shmrig_topo_bind_thread(pin->topo, pin->self_cpu);
-	if (ret) {
-		fail(st, "skipped: cannot pin the caller on CPU 0", ret);
-		return false;
-	}
-	return true;
-}
-
-static void pin_end(struct pinning *pin)
-{
-	sched_setaffinity(0, sizeof(pin->saved), &pin->saved);
-}
-
-/* ---- peers ---- */
-
-/* Wait for a child for at most PEER_TIMEOUT_MS, then kill it: never a zombie.
- * Returns its wait status, or -1 if it had to be killed. */
-static int reap_child(pid_t pid)
-{
-	struct timespec tick = { .tv_nsec = 1000000 };
-	int status;
-
-	for (int waited_ms = 0; waited_ms < PEER_TIMEOUT_MS; waited_ms++) {
-		pid_t got = waitpid(pid, &status, WNOHANG);
-
-		if (got == pid)
-			return status;
-		if (got < 0 && errno != EINTR)
-			return -1;
-		nanosleep(&tick, NULL);
-	}
-	kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	return -1;
-}
-
-/* Check a peer's end: 0 if it exited with 0, else the benchmark is an error. */
-static void check_peer_exit(gbench_state *st, pid_t pid)
-{
-	char message[ERROR_MAX];
-	int status = reap_child(pid);
-
-	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
-		return;
-	if (status < 0)
-		snprintf(message, sizeof(message), "failed: peer %d did not end in time: killed",
-			 (int)pid);
-	else if (WIFSIGNALED(status))
-		snprintf(message, sizeof(message), "failed: peer %d killed by signal %d", (int)pid,
-			 WTERMSIG(status));
-	else
-		snprintf(message, sizeof(message), "failed: peer %d exited with %d", (int)pid,
-			 WEXITSTATUS(status));
-	gbench_skip(st, message);
-}
-
 enum peer_mode {
 	PEER_ECHO, /* send every message back */
 	PEER_SINK, /* drop messages; answer an ACK_SIZE message with one */
 };
 
 /* The channel peer (a forked child): its exit status. */
-static int channel_peer(shmrig_channel_pair *pair, pid_t parent, const struct pinning *pin,
+static int channel_peer(shmrig_channel_pair *pair, pid_t parent, const struct bench_pinning *pin,
 			enum peer_mode mode)
 {
 	shmrig_channel *ch;
@@ -266,7 +176,7 @@ static int channel_peer(shmrig_channel_pair *pair, pid_t parent, const struct pi
 }
 
 struct channel_run {
-	struct pinning pin;
+	struct bench_pinning pin;
 	shmrig_channel *ch;
 	pid_t peer;
 };
@@ -280,12 +190,12 @@ static bool channel_start(gbench_state *st, struct channel_run *run, const char 
 	shmrig_channel_pair *pair;
 	int ret;
 
-	if (!pin_start(st, &run->pin))
+	if (!bench_pin_start(st, &run->pin))
 		return false;
 	ret = shmrig_channel_pair_create(&opts, &pair);
 	if (ret) {
 		fail(st, "channel_pair_create", ret);
-		pin_end(&run->pin);
+		bench_pin_end(&run->pin);
 		return false;
 	}
 	fflush(NULL);
@@ -293,7 +203,7 @@ static bool channel_start(gbench_state *st, struct channel_run *run, const char 
 	if (run->peer < 0) {
 		fail(st, "fork", -errno);
 		shmrig_channel_pair_free(pair);
-		pin_end(&run->pin);
+		bench_pin_end(&run->pin);
 		return false;
 	}
 	if (run->peer == 0)
@@ -303,8 +213,8 @@ static bool channel_start(gbench_state *st, struct channel_run *run, const char 
 	if (ret) {
 		fail(st, "channel_open", ret);
 		kill(run->peer, SIGKILL);
-		reap_child(run->peer);
-		pin_end(&run->pin);
+		bench_reap_child(run->peer);
+		bench_pin_end(&run->pin);
 		return false;
 	}
 	gbench_set_label(st, shmrig_channel_notes(run->ch));
@@ -315,8 +225,8 @@ static void channel_end(gbench_state *st, struct channel_run *run)
 {
 	/* the peer sees -EPIPE after our last message and exits with 0 */
 	shmrig_channel_close(run->ch);
-	check_peer_exit(st, run->peer);
-	pin_end(&run->pin);
+	bench_check_peer_exit(st, run->peer);
+	bench_pin_end(&run->pin);
 }
 
 /* ---- channel/<backend>/rtt ---- */
@@ -387,7 +297,7 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static int pingpong_peer(struct pingpong_line *line, pid_t parent, const struct pinning *pin)
+static int pingpong_peer(struct pingpong_line *line, pid_t parent, const struct bench_pinning *pin)
 {
 	uint32_t spins = 0;
 
@@ -415,20 +325,20 @@ static int pingpong_peer(struct pingpong_line *line, pid_t parent, const struct 
 static void bm_pingpong_rtt(gbench_state *st, void *arg)
 {
 	struct pingpong_line *line;
-	struct pinning pin;
+	struct bench_pinning pin;
 	uint64_t value = 0;
 	double total_s = 0;
 	bool ok = true;
 	pid_t peer;
 
 	(void)arg;
-	if (!pin_start(st, &pin))
+	if (!bench_pin_start(st, &pin))
 		return;
 	/* anonymous shared memory: inherited by the fork, no /dev/shm entry */
 	line = mmap(NULL, sizeof(*line), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (line == MAP_FAILED) {
 		fail(st, "mmap", -errno);
-		pin_end(&pin);
+		bench_pin_end(&pin);
 		return;
 	}
 	atomic_store(&line->counter, 0);
@@ -437,7 +347,7 @@ static void bm_pingpong_rtt(gbench_state *st, void *arg)
 	if (peer < 0) {
 		fail(st, "fork", -errno);
 		munmap(line, sizeof(*line));
-		pin_end(&pin);
+		bench_pin_end(&pin);
 		return;
 	}
 	if (peer == 0)
@@ -474,11 +384,11 @@ static void bm_pingpong_rtt(gbench_state *st, void *arg)
 			       0);
 	atomic_store_explicit(&line->counter, PINGPONG_STOP, memory_order_release);
 	if (ok)
-		check_peer_exit(st, peer);
+		bench_check_peer_exit(st, peer);
 	else
-		reap_child(peer);
+		bench_reap_child(peer);
 	munmap(line, sizeof(*line));
-	pin_end(&pin);
+	bench_pin_end(&pin);
 }
 
 /* ---- channel/<backend>/batch64 ---- */
@@ -600,7 +510,7 @@ static int64_t calls_per_batch(int64_t bytes)
 }
 
 struct session_run {
-	struct pinning pin;
+	struct bench_pinning pin;
 	shmrig_pool *pool;
 	shmrig_registry *reg;
 	shmrig_session *sess;
@@ -628,7 +538,7 @@ static void session_end(gbench_state *st, struct session_run *run)
 			fail(st, "pool_close", ret);
 	}
 	free(run->elements);
-	pin_end(&run->pin);
+	bench_pin_end(&run->pin);
 }
 
 /* Call echo once and compare the answer with the request. 0 or -errno. */
@@ -673,12 +583,12 @@ static bool session_start(gbench_state *st, struct session_run *run, const char 
 	int ret;
 
 	memset(run, 0, sizeof(*run));
-	if (!pin_start(st, &run->pin))
+	if (!bench_pin_start(st, &run->pin))
 		return false;
 	run->elements = malloc(bytes);
 	if (!run->elements) {
 		fail(st, "out of memory", -ENOMEM);
-		pin_end(&run->pin);
+		bench_pin_end(&run->pin);
 		return false;
 	}
 	for (size_t i = 0; i < count; i++)
@@ -770,7 +680,7 @@ static void bm_session_echo(gbench_state *st, void *arg)
 /* ---- session/pipe_bytes_twin/<bytes> ---- */
 
 /* Read `bytes` from `in`, write them back to `out`, until EOF. */
-static int pipe_twin_peer(int in, int out, size_t bytes, const struct pinning *pin)
+static int pipe_twin_peer(int in, int out, size_t bytes, const struct bench_pinning *pin)
 {
 	char *buf = malloc(bytes);
 	int ret;
@@ -791,7 +701,7 @@ static void bm_pipe_bytes_twin(gbench_state *st, void *arg)
 	struct sigaction ignore = { .sa_handler = SIG_IGN }, saved_sigpipe;
 	unsigned char *out = malloc(bytes), *back = malloc(bytes);
 	int to_peer[2] = { -1, -1 }, from_peer[2] = { -1, -1 };
-	struct pinning pin;
+	struct bench_pinning pin;
 	pid_t peer = -1;
 	int ret = 0;
 
@@ -802,7 +712,7 @@ static void bm_pipe_bytes_twin(gbench_state *st, void *arg)
 	}
 	for (size_t i = 0; i < bytes; i++)
 		out[i] = (unsigned char)(i * 131 + 7);
-	if (!pin_start(st, &pin))
+	if (!bench_pin_start(st, &pin))
 		goto out;
 	/* A dead peer is an EPIPE to report, not a SIGPIPE that ends the suite. */
 	sigaction(SIGPIPE, &ignore, &saved_sigpipe);
@@ -852,7 +762,7 @@ static void bm_pipe_bytes_twin(gbench_state *st, void *arg)
 	/* EOF ends the peer */
 	close(to_peer[1]);
 	to_peer[1] = -1;
-	check_peer_exit(st, peer);
+	bench_check_peer_exit(st, peer);
 unpin:
 	for (int i = 0; i < 2; i++) {
 		if (to_peer[i] >= 0)
@@ -861,7 +771,7 @@ unpin:
 			close(from_peer[i]);
 	}
 	sigaction(SIGPIPE, &saved_sigpipe, NULL);
-	pin_end(&pin);
+	bench_pin_end(&pin);
 out:
 	free(out);
 	free(back);

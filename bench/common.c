@@ -4,9 +4,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <shmrig/shmrig.h>
@@ -89,4 +92,79 @@ out:
 	close(fd);
 	shm_unlink(name);
 	return ret;
+}
+
+#define SELF_CPU 0 /* topology index of the caller's CPU */
+#define PEER_CPU 1 /* and of the peer's */
+
+bool bench_pin_start(gbench_state *st, struct bench_pinning *pin)
+{
+	int ret;
+
+	pin->topo = shmrig_topo_system();
+	if (!pin->topo) {
+		bench_fail(st, "no topology", -ENODEV);
+		return false;
+	}
+	if (shmrig_topo_num_cpus(pin->topo) < 2) {
+		bench_unavailable(st, "needs 2 CPUs, to pin the peer on another CPU than the "
+				      "caller; this machine has 1");
+		return false;
+	}
+	pin->self_cpu = shmrig_topo_cpu_os_index(pin->topo, SELF_CPU);
+	pin->peer_cpu = shmrig_topo_cpu_os_index(pin->topo, PEER_CPU);
+	if (sched_getaffinity(0, sizeof(pin->saved), &pin->saved)) {
+		bench_fail_os(st, "sched_getaffinity", -errno);
+		return false;
+	}
+	ret = shmrig_topo_bind_thread(pin->topo, pin->self_cpu);
+	if (ret) {
+		bench_fail(st, "cannot pin the caller on CPU 0", ret);
+		return false;
+	}
+	return true;
+}
+
+void bench_pin_end(struct bench_pinning *pin)
+{
+	sched_setaffinity(0, sizeof(pin->saved), &pin->saved);
+}
+
+int bench_reap_child(pid_t pid)
+{
+	struct timespec tick = { .tv_nsec = 1000000 };
+	int status;
+
+	for (int waited_ms = 0; waited_ms < BENCH_PEER_TIMEOUT_MS; waited_ms++) {
+		pid_t got = waitpid(pid, &status, WNOHANG);
+
+		if (got == pid)
+			return status;
+		if (got < 0 && errno != EINTR)
+			return -1;
+		nanosleep(&tick, NULL);
+	}
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return -1;
+}
+
+void bench_check_peer_exit(gbench_state *st, pid_t pid)
+{
+	char message[512];
+	int status = bench_reap_child(pid);
+
+	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return;
+	if (status < 0)
+		snprintf(message, sizeof(message), "failed: peer %d did not end in time: killed",
+			 (int)pid);
+	else if (WIFSIGNALED(status))
+		snprintf(message, sizeof(message), "failed: peer %d killed by signal %d", (int)pid,
+			 WTERMSIG(status));
+	else
+		snprintf(message, sizeof(message), "failed: peer %d exited with %d", (int)pid,
+			 WEXITSTATUS(status));
+	gbench_skip(st, message);
 }

@@ -9,8 +9,12 @@
  * bench/meson.build found the file and defined HAVE_BENCH_<NAME>.
  */
 
+#include <sched.h> /* cpu_set_t (the build defines _GNU_SOURCE) */
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
+
+#include <shmrig/topo.h>
 
 #include "gbench.h"
 
@@ -38,6 +42,26 @@ void bench_fail_os(gbench_state *st, const char *what, int err);
 int bench_pin_cpu_index(int index);
 /* Pin to the first CPU; on failure the benchmark is stopped and false returned. */
 bool bench_pin(gbench_state *st);
+
+/* A two-process benchmark: the caller on the topology's CPU 0, its peer (a
+ * forked child, which binds itself to peer_cpu) on CPU 1, and the affinity to
+ * restore after the run. */
+struct bench_pinning {
+	shmrig_topo *topo;
+	int self_cpu; /* OS indices */
+	int peer_cpu;
+	cpu_set_t saved;
+};
+/* Bind this thread to CPU 0. false: the benchmark was stopped (skipped with
+ * the reason on a machine with one CPU). */
+bool bench_pin_start(gbench_state *st, struct bench_pinning *pin);
+void bench_pin_end(struct bench_pinning *pin);
+#define BENCH_PEER_TIMEOUT_MS 10000
+/* Wait for a child for at most BENCH_PEER_TIMEOUT_MS, then kill it: never a
+ * zombie. Its wait status, or -1 if it had to be killed. */
+int bench_reap_child(pid_t pid);
+/* Reap a peer: if it did not exit with 0, the benchmark is an error. */
+void bench_check_peer_exit(gbench_state *st, pid_t pid);
 /*
  * The seed's way, one message: a fresh POSIX shm segment of size bytes, mapped,
  * written (a copy of src, or one byte a page if src is NULL), unmapped and
