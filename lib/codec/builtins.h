@@ -12,4 +12,8 @@
  * "bytes"), `*count` of them: static, the library's own. */
 const struct shmrig_codec *shmrig__builtin_codecs(uint32_t *count);
 
+/* shmrig_decoder_alloc() without the zeroing: for a buffer filled whole (a
+ * copy-out). */
+void *shmrig__decoder_alloc_raw(struct shmrig_decoder *dec, size_t size);
+
 #endif

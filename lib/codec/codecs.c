@@ -401,7 +401,7 @@ static int bytes_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_val
 		return shmrig__fail(-EBADMSG, "bytes: buffer holds %llu bytes, metadata says %llu",
 				    (unsigned long long)len, (unsigned long long)meta_len);
 	/* The buffer is temporary: freed when decode returns, so copy out. */
-	copy = shmrig_decoder_alloc(dec, len ? (size_t)len : 1);
+	copy = shmrig__decoder_alloc_raw(dec, len ? (size_t)len : 1);
 	if (!copy)
 		return shmrig__fail(-ENOMEM, "bytes: out of memory for %llu bytes",
 				    (unsigned long long)len);

@@ -5,6 +5,7 @@
  */
 #include "base/internal.h"
 #include "pool/handover.h"
+#include "codec/builtins.h"
 #include "codec/meta.h"
 #include "codec/storage.h"
 
@@ -746,6 +747,11 @@ int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, uint32_t f
 void *shmrig_decoder_alloc(struct shmrig_decoder *dec, size_t size)
 {
 	return shmrig__storage_alloc(dec->storage, size);
+}
+
+void *shmrig__decoder_alloc_raw(struct shmrig_decoder *dec, size_t size)
+{
+	return shmrig__storage_alloc_raw(dec->storage, size);
 }
 
 char *shmrig_decoder_strdup(struct shmrig_decoder *dec, const shmrig_meta *str)

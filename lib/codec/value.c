@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "base/internal.h"
+#include "codec/hostmem.h"
 #include "codec/storage.h"
 
 #include <errno.h>
@@ -106,6 +107,8 @@ const char *shmrig_kind_name(enum shmrig_kind kind)
 
 struct alloc_hdr {
 	struct alloc_hdr *next;
+	void *big;      /* a hostmem mapping (the payload is there), or NULL */
+	size_t big_cap; /* its length */
 	max_align_t payload[];
 };
 
@@ -158,7 +161,7 @@ int shmrig__storage_lease(struct shmrig_value_storage *st, const struct shmrig_r
 	return 0;
 }
 
-void *shmrig__storage_alloc(struct shmrig_value_storage *st, size_t size)
+static void *storage_alloc(struct shmrig_value_storage *st, size_t size, bool zero)
 {
 	size_t rounded =
 		(size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
@@ -171,14 +174,36 @@ void *shmrig__storage_alloc(struct shmrig_value_storage *st, size_t size)
 		memset(p, 0, size);
 		return p;
 	}
-	if (size > SIZE_MAX - sizeof(*h))
-		return NULL;
-	h = calloc(1, sizeof(*h) + size);
-	if (!h)
-		return NULL;
+	if (size >= HOSTMEM_BIG) {
+		h = malloc(sizeof(*h));
+		if (!h)
+			return NULL;
+		h->big = shmrig__hostmem_alloc(size, zero, &h->big_cap);
+		if (!h->big) {
+			free(h);
+			return NULL;
+		}
+	} else {
+		if (size > SIZE_MAX - sizeof(*h))
+			return NULL;
+		h = zero ? calloc(1, sizeof(*h) + size) : malloc(sizeof(*h) + size);
+		if (!h)
+			return NULL;
+		h->big = NULL;
+	}
 	h->next = st->allocs;
 	st->allocs = h;
-	return h->payload;
+	return h->big ? h->big : (void *)h->payload;
+}
+
+void *shmrig__storage_alloc(struct shmrig_value_storage *st, size_t size)
+{
+	return storage_alloc(st, size, true);
+}
+
+void *shmrig__storage_alloc_raw(struct shmrig_value_storage *st, size_t size)
+{
+	return storage_alloc(st, size, false);
 }
 
 int shmrig_value_release(struct shmrig_value *value)
@@ -199,6 +224,7 @@ int shmrig_value_release(struct shmrig_value *value)
 		while (st->allocs) {
 			struct alloc_hdr *next = st->allocs->next;
 
+			shmrig__hostmem_free(st->allocs->big, st->allocs->big_cap);
 			free(st->allocs);
 			st->allocs = next;
 		}
