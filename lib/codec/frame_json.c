@@ -22,7 +22,8 @@ int shmrig_frame_to_json(const void *buf, size_t len, const struct shmrig_regist
 {
 	const char *codec_name;
 	json_t *root = NULL, *buffers, *meta;
-	msgpack_unpacked unpacked;
+	msgpack_object unpacked;
+	msgpack_zone zone;
 	struct shmrig_frame f;
 	int ret;
 
@@ -31,12 +32,16 @@ int shmrig_frame_to_json(const void *buf, size_t len, const struct shmrig_regist
 	ret = shmrig_frame_parse(buf, len, &f);
 	if (ret)
 		return ret;
-	ret = shmrig__meta_unpack(f.meta, f.meta_len, &unpacked);
-	if (ret)
+	if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE))
+		return shmrig__fail(-ENOMEM, "frame_to_json: out of memory");
+	ret = shmrig__meta_unpack(f.meta, f.meta_len, &zone, &unpacked);
+	if (ret) {
+		msgpack_zone_destroy(&zone);
 		return ret;
+	}
 	codec_name = reg ? shmrig_registry_codec_name(reg, f.codec_id) : NULL;
-	meta = shmrig__meta_to_json(&unpacked.data);
-	msgpack_unpacked_destroy(&unpacked);
+	meta = shmrig__meta_to_json(&unpacked);
+	msgpack_zone_destroy(&zone);
 	buffers = json_array();
 	root = json_object();
 	ret = -ENOMEM;

@@ -233,18 +233,18 @@ int shmrig__meta_check(const void *buf, size_t len)
 	return 0;
 }
 
-int shmrig__meta_unpack(const void *buf, size_t len, msgpack_unpacked *out)
+int shmrig__meta_unpack(const void *buf, size_t len, msgpack_zone *zone, msgpack_object *out)
 {
 	size_t off = 0;
 	int ret = shmrig__meta_check(buf, len);
 
 	if (ret)
 		return ret;
-	msgpack_unpacked_init(out);
-	if (msgpack_unpack_next(out, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
-		msgpack_unpacked_destroy(out);
+	/* msgpack_unpack(), which msgpack-c calls obsolete but keeps, unpacks
+	 * into a zone we give it: msgpack_unpack_next() makes and frees a zone
+	 * each time, two mallocs and their frees, a fifth of a small decode */
+	if (msgpack_unpack(buf, len, &off, zone, out) != MSGPACK_UNPACK_SUCCESS || off != len)
 		return shmrig__fail(-EBADMSG, "metadata could not be unpacked");
-	}
 	return 0;
 }
 

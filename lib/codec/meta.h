@@ -63,8 +63,9 @@ static inline const msgpack_object *shmrig__meta_object(const shmrig_meta *m)
 /* 0 if buf holds exactly one JSON-compatible MessagePack object, else -EBADMSG. */
 int shmrig__meta_check(const void *buf, size_t len);
 
-/* meta_check, then unpack into `out` (msgpack_unpacked_destroy() it). 0 or -EBADMSG. */
-int shmrig__meta_unpack(const void *buf, size_t len, msgpack_unpacked *out);
+/* meta_check, then unpack into `out`, its parts allocated in `zone` (they
+ * live until the zone is cleared or destroyed). 0 or -EBADMSG. */
+int shmrig__meta_unpack(const void *buf, size_t len, msgpack_zone *zone, msgpack_object *out);
 
 /* A new JSON value for a checked object; NULL on ENOMEM. */
 json_t *shmrig__meta_to_json(const msgpack_object *obj);

@@ -38,6 +38,10 @@ struct shmrig_registry {
 	uint32_t user_tags[SHMRIG_MAX_CODECS];
 	uint32_t flags; /* SHMRIG_REGISTRY_*: set before the registry freezes */
 	pthread_mutex_t freeze_lock;
+	/* A cleared zone the next decode unpacks metadata into (one per
+	 * registry; a decode that finds none, as when threads decode at once,
+	 * makes its own) */
+	_Atomic(msgpack_zone *) spare_zone;
 };
 
 /* Ref lists start in place, as the metadata does (meta.h): most are small, and
@@ -104,6 +108,7 @@ void shmrig_registry_free(shmrig_registry *reg)
 		free(reg->candidates[k]);
 	for (int i = 0; i < reg->nuser_types; i++)
 		free(reg->user_types[i]);
+	msgpack_zone_free(atomic_load(&reg->spare_zone));
 	pthread_mutex_destroy(&reg->freeze_lock);
 	free(reg);
 }
@@ -789,7 +794,8 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 {
 	struct shmrig_decoder dec = { .pool = pool };
 	const struct shmrig_codec *codec;
-	msgpack_unpacked unpacked;
+	msgpack_object unpacked;
+	msgpack_zone *zone = NULL;
 	struct shmrig_frame f;
 	/* per buffer: asked, claimed, and where it is: on the stack up to 64 */
 	struct {
@@ -838,10 +844,15 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	}
 	codec = &reg->codecs[f.codec_id];
 	dec.codec_name = codec->name;
-	ret = shmrig__meta_unpack(f.meta, f.meta_len, &unpacked);
-	if (ret)
+	zone = atomic_exchange_explicit(&reg->spare_zone, NULL, memory_order_acquire);
+	if (!zone && !(zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE))) {
+		ret = shmrig__fail(-ENOMEM, "decode: out of memory");
 		goto settle;
-	dec.meta = &unpacked.data;
+	}
+	ret = shmrig__meta_unpack(f.meta, f.meta_len, zone, &unpacked);
+	if (ret)
+		goto unpacked;
+	dec.meta = &unpacked;
 	dec.storage = shmrig__storage_new(pool);
 	if (!dec.storage) {
 		ret = shmrig__fail(-ENOMEM, "decode: out of memory");
@@ -868,7 +879,15 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 		shmrig__fail(ret, "%s", why);
 	}
 unpacked:
-	msgpack_unpacked_destroy(&unpacked);
+	{
+		msgpack_zone *none = NULL;
+
+		msgpack_zone_clear(zone);
+		if (!atomic_compare_exchange_strong_explicit(&reg->spare_zone, &none, zone,
+							     memory_order_release,
+							     memory_order_relaxed))
+			msgpack_zone_free(zone);
+	}
 settle:
 	/* frees that fail here must not replace the reason decode failed */
 	if (ret)
