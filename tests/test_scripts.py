@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """scripts/report, scripts/plot and scripts/compare against bad input: one table
-(and the usage errors of scripts/setup, run and fuzz).
+(and the usage errors of scripts/setup, run and fuzz; scripts/report's words and goals).
 
 Each row is a command line, the files it reads (written into a fresh temporary directory,
 the row's working directory), the exit status it must end with and the words its output
@@ -109,6 +109,74 @@ def deep_context(doc):
     doc["context"]["caches"] = json.loads("[" * 500 + "]" * 500)
 
 
+def synthetic(times):
+    """A results JSON with BASE's context and one iteration for each name -> real time (ns)."""
+    return json.dumps({"context": BASE["context"], "benchmarks": [
+        {"name": name, "run_name": name, "run_type": "iteration", "repetitions": 1,
+         "repetition_index": 0, "threads": 1, "iterations": 1000, "real_time": ns,
+         "cpu_time": ns, "time_unit": "ns"} for name, ns in times.items()]}, indent=1).encode()
+
+
+# scripts/report's words and goals: figure time / twin time of each pair, and its goal
+WORDS = synthetic({
+    "pool/alloc_free/64": 30,                           # 3x slower; goal <= 2.5x: misses
+    "pool/alloc_free_twin_malloc/64/manual_time": 10,   # a twin with the suffix, a figure without
+    "pool/seed_fresh_segment/64": 30000,                # 1,000x faster; no goal
+    "pool/alloc_free_2proc/64": 50,                     # 5x slower; goal <= 6x: meets
+    "pool/alloc_free_2proc_twin_ring/64": 10,
+    "codec/bytes/encode/1024": 100,                     # 0.5 % apart: as fast as
+    "codec/memcpy/1024": 100.5,
+    "codec/bytes/decode/1048576": 1504,                 # 1.504x; goal <= 1.5x: misses
+    "codec/memcpy/1048576": 1000,
+    "session/ring/echo/64/manual_time": 4000,           # 2x the ring's round trip: meets <= 3x
+    "channel/ring/rtt/manual_time": 2000,               # (the twin with the figure's suffix)
+    "channel/ring/rtt": 1e6,                            # (not this one, without it)
+    "peer/seed_python/echo/64": 800000,                 # 200x faster; goal >= 100x: meets
+})
+WORDS_JSON_KEYS = {"figure", "time_ns", "twin", "twin_is", "twin_time_ns", "ratio", "words",
+                   "goal", "meets"}
+
+
+def check_words_json(tmp):
+    """The -pairs.json of WORDS: the old keys and the new ones, per pair."""
+    with open(os.path.join(tmp, "pairs.json"), encoding="utf-8") as f:
+        doc = json.load(f)
+    pairs = {(p["figure"], p["twin"]): p for p in doc["pairs"]}
+    problems = [f"{p['figure']} / {p['twin']}: keys {sorted(p)}" for p in doc["pairs"]
+                if set(p) != WORDS_JSON_KEYS]
+    want = {
+        ("pool/alloc_free/64", "pool/alloc_free_twin_malloc/64/manual_time"):
+            {"ratio": 3.0, "words": "3x slower than malloc+free", "goal": {"max_ratio": 2.5},
+             "meets": False},
+        ("pool/alloc_free/64", "pool/seed_fresh_segment/64"):
+            {"words": "1,000x faster than seed: fresh segment", "goal": None, "meets": None},
+        ("pool/alloc_free_2proc/64", "pool/alloc_free_2proc_twin_ring/64"):
+            {"ratio": 5.0, "goal": {"max_ratio": 6.0}, "meets": True},
+        ("codec/bytes/encode/1024", "codec/memcpy/1024"): {"words": "as fast as memcpy"},
+        ("codec/bytes/decode/1048576", "codec/memcpy/1048576"):
+            {"words": "1.504x slower than memcpy", "meets": False},
+        ("session/ring/echo/64/manual_time", "channel/ring/rtt/manual_time"):
+            {"ratio": 2.0, "goal": {"max_ratio": 3.0}, "meets": True},
+        ("session/ring/echo/64/manual_time", "peer/seed_python/echo/64"):
+            {"words": "200x faster than the seed (Python)", "goal": {"min_speedup": 100},
+             "meets": True},
+    }
+    for key, fields in want.items():
+        if key not in pairs:
+            problems.append(f"no pair {key[0]} / {key[1]}")
+            continue
+        problems += [f"{key[0]} / {key[1]}: {field} {pairs[key].get(field)!r}, want {value!r}"
+                     for field, value in fields.items() if pairs[key].get(field) != value]
+    if ("session/ring/echo/64/manual_time", "channel/ring/rtt") in pairs:
+        problems.append("session/ring/echo/64/manual_time paired with channel/ring/rtt, not "
+                        "the twin with its own suffix")
+    met = sum(p["meets"] is True for p in doc["pairs"])
+    missed = sum(p["meets"] is False for p in doc["pairs"])
+    if doc.get("goals") != {"met": met, "missed": missed, "none": len(pairs) - met - missed}:
+        problems.append(f"goals {doc.get('goals')!r} do not count the pairs' meets")
+    return problems
+
+
 VALID = mutated(lambda doc: None)
 HUGE = object()  # a sparse file of 257 MiB, made by the runner
 BAD = "bad.json"
@@ -147,9 +215,11 @@ BAD_FILES = [
 ]
 
 
-def row(name, argv, status, words, files=None, absent=(), output=None, needs=()):
+def row(name, argv, status, words, files=None, absent=(), output=None, needs=(), check=None):
+    """check: a function of the row's directory, after the run, returning problems."""
     return {"name": name, "argv": argv, "status": status, "words": words,
-            "files": files or {}, "absent": absent, "output": output, "needs": needs}
+            "files": files or {}, "absent": absent, "output": output, "needs": needs,
+            "check": check}
 
 
 def rows():
@@ -174,6 +244,17 @@ def rows():
             escape, absent=["\x1b", "\x07"]),
         row("report: a valid file (control)", ["report", "base.json", "--json", "it's.json"],
             0, ["3 pairs"], ok, output=("it's.json", "pool/alloc_free/64")),
+        row("report: words both ways, as fast as, goals met and missed, suffixes",
+            ["report", "words.json", "--json", "pairs.json"], 0,
+            ["MISSES  3x slower than malloc+free (goal: at most 2.5x slower)",
+             "1,000x faster than seed: fresh segment",
+             "meets   5x slower than ring twin (goal: at most 6x slower)",
+             "as fast as memcpy",
+             "MISSES  1.504x slower than memcpy (goal: at most 1.5x slower)",
+             "meets   2x slower than the ring channel's round trip (goal: at most 3x slower)",
+             "meets   200x faster than the seed (Python) (goal: at least 100x faster)",
+             "7 pairs", "goals: 3 met, 2 missed"],
+            {"words.json": WORDS}, absent=["0.333x", "3.000x"], check=check_words_json),
 
         row("plot: cpu_model runs system()", ["plot", BAD, "out.svg"], 0, [],
             {BAD: mutated(lambda d: d["context"].__setitem__("cpu_model", SYSTEM))},
@@ -291,6 +372,8 @@ def run_row(r, tmp):
                     problems.append(f"no {word!r} in {path}")
         except OSError as err:
             problems.append(f"{path}: {err.strerror}")
+    if r["check"] and not problems:
+        problems += r["check"](tmp)
     if problems:
         last = output.strip().splitlines()[-1:] or ["(no output)"]
         problems.append(f"output ends: {last[0][:200]!r}")
