@@ -23,10 +23,13 @@
  *                                CPU-time clocks) a message, not wall time;
  *                                the capacity plan's transport cost
  *   session/<backend>/echo/<B>   shmrig_session_call("echo") with a float64
- *                                ndarray of B bytes (64 B, 64 KiB, 1 MiB): encode
+ *                                ndarray of B bytes (64 B, 64 KiB, 1 MiB, 16 MiB:
+ *                                above the largest class, a large block): encode
  *                                into the pool, hand over, the worker decodes,
  *                                re-encodes into its pool, the caller decodes
- *                                and releases (bytes = B per call)
+ *                                and releases (bytes = B per call). The seed's
+ *                                Python twin is peer/seed_python/echo/<B>
+ *                                (bench_peer_seed.c)
  *   session/pipe_bytes_twin/<B>  the seed's way for the same bytes: B bytes
  *                                written through a pipe(2) to a forked peer,
  *                                which reads them all and writes them back
@@ -80,7 +83,7 @@
 #define ERROR_MAX 512
 
 static const char *const backends[] = { "pipe", "uring", "ring" };
-static const int64_t session_sizes[] = { 64, 64 << 10, 1 << 20 };
+static const int64_t session_sizes[] = { 64, 64 << 10, 1 << 20, 16 << 20 };
 
 static double now_s(void)
 {

@@ -134,5 +134,8 @@ int main(int argc, char **argv)
 #ifdef HAVE_BENCH_WIRE
 	bench_wire_register();
 #endif
+#ifdef HAVE_BENCH_PEER_SEED
+	bench_peer_seed_register();
+#endif
 	return gbench_main(argc, argv);
 }

@@ -22,6 +22,7 @@ void bench_pool_register(void);
 void bench_codec_register(void);
 void bench_channel_register(void);
 void bench_wire_register(void);
+void bench_peer_seed_register(void);
 
 /* ---- shared by the suite files (common.c) ---- */
 
