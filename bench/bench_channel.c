@@ -33,6 +33,18 @@
  *   session/pipe_bytes_twin/<B>  the seed's way for the same bytes: B bytes
  *                                written through a pipe(2) to a forked peer,
  *                                which reads them all and writes them back
+ *   session/copy_2proc_twin/<B>  the floor of an echo that copies twice: the
+ *                                caller copies B bytes into shared memory, the
+ *                                peer (other CPU, busy-waiting on a cache
+ *                                line) copies them into a second buffer, and
+ *                                answers; what the session's encode and the
+ *                                worker's re-encode must at least cost, with
+ *                                the lines moving between the CPUs' caches
+ *   channel/<ring|pipe>/rtt_hogs/<n>  channel/<backend>/rtt with n CPU-bound
+ *                                hog processes on each CPU (started before the
+ *                                run, killed after): cores are scarce, so a
+ *                                side that spins holds the CPU its peer needs;
+ *                                counter p99_us: the 99th percentile round trip
  *
  * Method. The caller runs on CPU 0 and its peer (echo peer, worker, twin
  * peer) on CPU 1, both pinned with shmrig_topo_bind_thread(): a round trip
@@ -792,6 +804,254 @@ static void register_manual(const char *name, gbench_fn fn, void *arg, char unit
 		b = gbench_arg(b, sizes[i]);
 }
 
+/* ---- session/copy_2proc_twin/<B> ---- */
+
+/* The shared part: the line the two sides bounce, then the two buffers. */
+struct copy_twin {
+	struct pingpong_line line;
+	size_t size;
+	unsigned char *in, *out; /* in the same mapping, inherited by the fork */
+};
+
+static int copy_twin_peer(struct copy_twin *ct, pid_t parent, const struct bench_pinning *pin)
+{
+	uint32_t spins = 0;
+
+	if (shmrig_topo_bind_thread(pin->topo, pin->peer_cpu))
+		return 1;
+	for (;;) {
+		uint64_t v = atomic_load_explicit(&ct->line.counter, memory_order_acquire);
+
+		if (v == PINGPONG_STOP)
+			return 0;
+		if (v & 1) {
+			memcpy(ct->out, ct->in, ct->size); /* the worker's re-encode */
+			atomic_store_explicit(&ct->line.counter, v + 1, memory_order_release);
+			continue;
+		}
+		cpu_relax();
+		if (++spins == PINGPONG_CHECK_SPINS) {
+			spins = 0;
+			if (getppid() != parent)
+				return 1; /* an orphan stops spinning */
+		}
+	}
+}
+
+/* One round trip: copy in, hand over, wait for the copy back. 0 or -1 (the peer died). */
+static int copy_twin_round(struct copy_twin *ct, const unsigned char *src, uint64_t *value,
+			   pid_t peer)
+{
+	uint32_t spins = 0;
+
+	memcpy(ct->in, src, ct->size); /* the caller's encode */
+	atomic_store_explicit(&ct->line.counter, ++*value, memory_order_release);
+	while (atomic_load_explicit(&ct->line.counter, memory_order_acquire) != *value + 1) {
+		cpu_relax();
+		if (++spins == PINGPONG_CHECK_SPINS) {
+			spins = 0;
+			if (waitpid(peer, NULL, WNOHANG) != 0)
+				return -1;
+		}
+	}
+	++*value;
+	return 0;
+}
+
+static void bm_copy_2proc_twin(gbench_state *st, void *arg)
+{
+	size_t size = (size_t)gbench_range(st, 0);
+	size_t map_len = sizeof(struct copy_twin) + 2 * size + 128;
+	int per_batch = size >= ((size_t)1 << 20) ? 1 : RTT_BATCH;
+	struct bench_pinning pin;
+	struct copy_twin *ct;
+	unsigned char *src;
+	uint64_t value = 0;
+	bool ok = true;
+	pid_t peer;
+
+	(void)arg;
+	if (!bench_pin_start(st, &pin))
+		return;
+	src = malloc(size);
+	ct = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (!src || ct == MAP_FAILED) {
+		fail(st, "out of memory", -ENOMEM);
+		free(src);
+		if (ct != MAP_FAILED)
+			munmap(ct, map_len);
+		bench_pin_end(&pin);
+		return;
+	}
+	for (size_t i = 0; i < size; i++)
+		src[i] = (unsigned char)(i * 131 + 7);
+	ct->size = size;
+	ct->in = (unsigned char *)(ct + 1) + 64;
+	ct->out = ct->in + size;
+	atomic_store(&ct->line.counter, 0);
+	fflush(NULL);
+	peer = fork();
+	if (peer < 0) {
+		fail(st, "fork", -errno);
+		free(src);
+		munmap(ct, map_len);
+		bench_pin_end(&pin);
+		return;
+	}
+	if (peer == 0)
+		_exit(copy_twin_peer(ct, getppid(), &pin));
+	gbench_set_label(st, "copy in, the other CPU copies it out, busy-wait both sides");
+	/* every byte came back once before timing: a wrong copy is an error */
+	if (copy_twin_round(ct, src, &value, peer) || memcmp(ct->out, src, size)) {
+		fail(st, "the copy twin's first round trip failed", -1);
+		ok = false;
+	}
+	while (ok && gbench_loop(st, per_batch)) {
+		double start = now_s();
+
+		for (int i = 0; ok && i < per_batch; i++)
+			if (copy_twin_round(ct, src, &value, peer)) {
+				fail(st, "the copy twin's peer died", -1);
+				ok = false;
+			}
+		if (ok)
+			gbench_set_iteration_time(st, now_s() - start);
+	}
+	if (ok)
+		gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)size);
+	atomic_store_explicit(&ct->line.counter, PINGPONG_STOP, memory_order_release);
+	if (ok)
+		bench_check_peer_exit(st, peer);
+	else
+		bench_reap_child(peer);
+	free(src);
+	munmap(ct, map_len);
+	bench_pin_end(&pin);
+}
+
+/* ---- channel/<ring|pipe>/rtt_hogs/<n> ---- */
+
+#define HOG_CHECK_EVERY (1u << 22) /* spins between a hog's checks that we live */
+#define MAX_HOGS 64
+#define MAX_RTT_SAMPLES (1u << 16)
+
+static const char *const hog_backends[] = { "ring", "pipe" };
+static const int64_t hogs_per_cpu[] = { 1, 2, 4 };
+
+/* A CPU-bound process on `cpu` until killed (or orphaned). */
+static void hog(const struct bench_pinning *pin, int cpu, pid_t parent)
+{
+	volatile uint64_t sink = 0;
+
+	if (shmrig_topo_bind_thread(pin->topo, cpu))
+		_exit(1);
+	for (;;) {
+		for (uint32_t i = 0; i < HOG_CHECK_EVERY; i++)
+			sink += i;
+		if (getppid() != parent)
+			_exit(0);
+	}
+}
+
+static void stop_hogs(const pid_t *hogs, int n)
+{
+	for (int i = 0; i < n; i++)
+		kill(hogs[i], SIGKILL);
+	for (int i = 0; i < n; i++)
+		while (waitpid(hogs[i], NULL, 0) < 0 && errno == EINTR)
+			;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void bm_channel_rtt_hogs(gbench_state *st, void *arg)
+{
+	int per_cpu = (int)gbench_range(st, 0), nhogs = 0, ret = 0;
+	unsigned char msg[MSG_SIZE];
+	pid_t hogs[MAX_HOGS];
+	struct channel_run run;
+	double *samples = malloc(MAX_RTT_SAMPLES * sizeof(double));
+	size_t nsamples = 0;
+	char label[96];
+
+	if (!samples) {
+		fail(st, "out of memory", -ENOMEM);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(msg); i++)
+		msg[i] = (unsigned char)(i * 131 + 7);
+	if (!channel_start(st, &run, arg, PEER_ECHO)) {
+		free(samples);
+		return;
+	}
+	/* the hogs: per_cpu on each CPU of the topology, after the peer is up */
+	for (int cpu = 0; cpu < shmrig_topo_num_cpus(run.pin.topo) && !ret; cpu++)
+		for (int k = 0; k < per_cpu && !ret; k++) {
+			pid_t pid;
+
+			if (nhogs == MAX_HOGS) {
+				ret = -E2BIG;
+				fail(st, "too many hogs for this machine (64 at most)", -1);
+				break;
+			}
+			fflush(NULL);
+			pid = fork();
+			if (pid < 0) {
+				ret = -errno;
+				fail(st, "fork a hog", ret);
+				break;
+			}
+			if (pid == 0)
+				hog(&run.pin, shmrig_topo_cpu_os_index(run.pin.topo, cpu), getppid());
+			hogs[nhogs++] = pid;
+		}
+	snprintf(label, sizeof(label), "%d CPU-bound hog(s) on each CPU (%d in all)", per_cpu,
+		 nhogs);
+	gbench_set_label(st, label);
+	while (!ret && gbench_loop(st, RTT_BATCH)) {
+		double batch_s = 0;
+
+		for (int i = 0; i < RTT_BATCH; i++) {
+			double start = now_s(), rtt;
+			void *back;
+			size_t len;
+
+			ret = shmrig_channel_send(run.ch, msg, sizeof(msg), PEER_TIMEOUT_MS);
+			if (!ret)
+				ret = shmrig_channel_recv(run.ch, &back, &len, PEER_TIMEOUT_MS);
+			if (ret) {
+				fail(st, "round trip", ret);
+				break;
+			}
+			rtt = now_s() - start;
+			batch_s += rtt;
+			if (nsamples < MAX_RTT_SAMPLES)
+				samples[nsamples++] = rtt;
+			if (len != sizeof(msg) || memcmp(back, msg, sizeof(msg))) {
+				ret = -EBADMSG;
+				fail(st, "the echo differs from the message", -1);
+			}
+			free(back);
+			if (ret)
+				break;
+		}
+		if (!ret)
+			gbench_set_iteration_time(st, batch_s);
+	}
+	stop_hogs(hogs, nhogs);
+	if (!ret && nsamples) {
+		qsort(samples, nsamples, sizeof(*samples), cmp_double);
+		gbench_counter(st, "p99_us", samples[(nsamples * 99) / 100] * 1e6, 0);
+	}
+	free(samples);
+	channel_end(st, &run);
+}
+
 void bench_channel_register(void)
 {
 	const size_t nsizes = sizeof(session_sizes) / sizeof(session_sizes[0]);
@@ -818,4 +1078,11 @@ void bench_channel_register(void)
 	}
 	register_manual("session/pipe_bytes_twin", bm_pipe_bytes_twin, NULL, 'u', session_sizes,
 			nsizes);
+	register_manual("session/copy_2proc_twin", bm_copy_2proc_twin, NULL, 'u', session_sizes,
+			nsizes);
+	for (size_t i = 0; i < sizeof(hog_backends) / sizeof(hog_backends[0]); i++) {
+		snprintf(name, sizeof(name), "channel/%s/rtt_hogs", hog_backends[i]);
+		register_manual(name, bm_channel_rtt_hogs, (void *)hog_backends[i], 'u', hogs_per_cpu,
+				sizeof(hogs_per_cpu) / sizeof(hogs_per_cpu[0]));
+	}
 }
