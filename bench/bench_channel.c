@@ -1007,7 +1007,8 @@ static void bm_channel_rtt_hogs(gbench_state *st, void *arg)
 				break;
 			}
 			if (pid == 0)
-				hog(&run.pin, shmrig_topo_cpu_os_index(run.pin.topo, cpu), getppid());
+				hog(&run.pin, shmrig_topo_cpu_os_index(run.pin.topo, cpu),
+				    getppid());
 			hogs[nhogs++] = pid;
 		}
 	snprintf(label, sizeof(label), "%d CPU-bound hog(s) on each CPU (%d in all)", per_cpu,
@@ -1082,7 +1083,7 @@ void bench_channel_register(void)
 			nsizes);
 	for (size_t i = 0; i < sizeof(hog_backends) / sizeof(hog_backends[0]); i++) {
 		snprintf(name, sizeof(name), "channel/%s/rtt_hogs", hog_backends[i]);
-		register_manual(name, bm_channel_rtt_hogs, (void *)hog_backends[i], 'u', hogs_per_cpu,
-				sizeof(hogs_per_cpu) / sizeof(hogs_per_cpu[0]));
+		register_manual(name, bm_channel_rtt_hogs, (void *)hog_backends[i], 'u',
+				hogs_per_cpu, sizeof(hogs_per_cpu) / sizeof(hogs_per_cpu[0]));
 	}
 }
