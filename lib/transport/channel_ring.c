@@ -52,9 +52,20 @@
 #include <unistd.h>
 
 #define SLICE_MS 100
-/* Spin this many pause instructions (about 10 us on a 2 GHz Zen core) before
- * sleeping: a peer that answers within that time costs no syscall at all. */
-#define SPIN_ITERATIONS 512
+/*
+ * How long a side with nothing to do spins before it sleeps. SPIN_MIN_NS,
+ * except when it waits for an answer (it sent since it last received: the
+ * peer is working for it): then about four times its recent waits for
+ * answers (struct spin), at most SPIN_MAX_NS, and SPIN_MIN_NS again when
+ * those are longer than SPIN_MAX_NS (a slow peer, or cores so busy that the
+ * peer waits for one: spinning then holds a CPU someone needs, and a pipe,
+ * which sleeps at once, would do better). A peer that answers within the
+ * spin costs no syscall; a consumer between messages of a stream spins
+ * briefly, as a long spin there would burn a core at low rates.
+ */
+#define SPIN_MIN_NS 10000
+#define SPIN_MAX_NS 500000
+#define SPIN_CHECK 32 /* pauses between looks at the clock */
 #define DEFAULT_SLOT_SIZE 4096u
 #define DEFAULT_SLOTS 256u
 #define MIN_SLOT_SIZE 128u
@@ -114,6 +125,13 @@ struct ring_pair {
 	uint32_t slots;
 };
 
+/* Waits for answers so far: their mean (an EWMA of 1/8), and the spin it
+ * makes (see SPIN_MIN_NS). */
+struct spin {
+	int64_t avg_ns;
+	int64_t budget_ns;
+};
+
 /* One direction as seen by one end. `mine` and `peers` are private copies:
  * our own index is never re-read from shared memory, and the peer's is
  * re-read only when the cached value says we must wait. */
@@ -130,8 +148,10 @@ struct ring_end {
 	struct ring_dir in;  /* ring `!end`: we consume */
 	uint32_t slot_size;
 	uint32_t slots;
-	bool peer_gone; /* the peer died (seen once, sticky) */
-	bool spilled;   /* we sent a spill; spill_end is the index after the last one */
+	bool peer_gone;  /* the peer died (seen once, sticky) */
+	bool answer_due; /* we sent since we last received */
+	struct spin spin;
+	bool spilled; /* we sent a spill; spill_end is the index after the last one */
 	uint32_t spill_end;
 };
 
@@ -178,23 +198,54 @@ static void store_and_wake(_Atomic uint32_t *word, uint32_t value, _Atomic uint3
 		shmrig__futex_wake(word, 1); /* one reader per word */
 }
 
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+/* A wait for an answer took `waited_ns`: learn from it. */
+static void spin_learn(struct spin *sp, int64_t waited_ns)
+{
+	int64_t avg = sp->avg_ns + (waited_ns - sp->avg_ns) / 8;
+
+	sp->avg_ns = avg;
+	if (avg > SPIN_MAX_NS)
+		sp->budget_ns = SPIN_MIN_NS;
+	else
+		sp->budget_ns = avg * 4 < SPIN_MIN_NS ? SPIN_MIN_NS :
+				avg * 4 > SPIN_MAX_NS ? SPIN_MAX_NS :
+							avg * 4;
+}
+
 /*
- * Wait until the peer changes *word from `seen`: spin briefly, then sleep on
- * the futex in slices, each ending with a check that the peer lives. *start
- * is when this call's waiting began (set on the first slice; < 0 until then).
+ * Wait until the peer changes *word from `seen`: spin (SPIN_MIN_NS, or what
+ * `sp` learnt of waits for answers, which this one then teaches it), then
+ * sleep on the futex in slices, each ending with a check that the peer
+ * lives. *start is when this call's waiting began (set on the first slice;
+ * < 0 until then).
  * 0 the word moved; -EPIPE the peer is gone; -ETIMEDOUT; -errno.
  */
-static int wait_change(struct shmrig_channel *ch, _Atomic uint32_t *word, uint32_t seen,
-		       _Atomic uint32_t *sleeping, int64_t *start, int timeout_ms)
+static int wait_change(struct shmrig_channel *ch, struct spin *sp, _Atomic uint32_t *word,
+		       uint32_t seen, _Atomic uint32_t *sleeping, int64_t *start, int timeout_ms)
 {
+	int64_t began = now_ns();
+	int64_t deadline = began + (sp && sp->budget_ns ? sp->budget_ns : SPIN_MIN_NS);
 	int ret = 0;
 
 	/* acquire, here and below: if the word moved, what the peer wrote
 	 * before moving it (slots, or its last reads of them) is visible */
-	for (int i = 0; i < SPIN_ITERATIONS; i++) {
-		if (atomic_load_explicit(word, memory_order_acquire) != seen)
+	for (unsigned i = 1;; i++) {
+		if (atomic_load_explicit(word, memory_order_acquire) != seen) {
+			if (sp)
+				spin_learn(sp, now_ns() - began);
 			return 0;
+		}
 		shmrig__cpu_relax();
+		if (i % SPIN_CHECK == 0 && now_ns() >= deadline)
+			break;
 	}
 	if (*start < 0)
 		*start = shmrig__now_ms();
@@ -231,6 +282,8 @@ static int wait_change(struct shmrig_channel *ch, _Atomic uint32_t *word, uint32
 	}
 	/* A peer that still sees 1 makes one needless FUTEX_WAKE: harmless. */
 	atomic_store_explicit(sleeping, 0, memory_order_relaxed);
+	if (!ret && sp)
+		spin_learn(sp, now_ns() - began);
 	return ret;
 }
 
@@ -400,7 +453,7 @@ static int wait_spills_taken(struct shmrig_channel *ch, struct ring_end *re)
 		if ((word & IDX_CLOSED) || pending > re->slots ||
 		    pending <= ((d->mine - re->spill_end) & IDX_MASK))
 			return 0;
-		ret = wait_change(ch, &d->ctl->head, word, &d->ctl->producer_sleeping, &start,
+		ret = wait_change(ch, NULL, &d->ctl->head, word, &d->ctl->producer_sleeping, &start,
 				  ch->opts.open_timeout_ms);
 		if (ret)
 			return ret;
@@ -553,7 +606,7 @@ static int ring_sendv(struct shmrig_channel *ch, const void *const *msgs, const 
 					store_and_wake(&d->ctl->tail, d->mine,
 						       &d->ctl->consumer_sleeping);
 				published = d->mine;
-				ret = wait_change(ch, &d->ctl->head, head_word,
+				ret = wait_change(ch, NULL, &d->ctl->head, head_word,
 						  &d->ctl->producer_sleeping, &start, timeout_ms);
 				if (ret)
 					break;
@@ -567,8 +620,10 @@ static int ring_sendv(struct shmrig_channel *ch, const void *const *msgs, const 
 	}
 	/* One publish (and at most one wake) for the batch, also on error:
 	 * what was written is sent, and a spill in it is the peer's already. */
-	if (published != d->mine)
+	if (published != d->mine) {
 		store_and_wake(&d->ctl->tail, d->mine, &d->ctl->consumer_sleeping);
+		re->answer_due = true;
+	}
 	return ret;
 }
 
@@ -687,8 +742,12 @@ static int ring_recv(struct shmrig_channel *ch, void **msg, size_t *len, int tim
 		uint32_t tail_word, count;
 		int ret;
 
-		if (d->mine != d->peers)
-			return take(ch, re, msg, len);
+		if (d->mine != d->peers) {
+			ret = take(ch, re, msg, len);
+			if (!ret)
+				re->answer_due = false;
+			return ret;
+		}
 		/* acquire: the producer's slot writes come before its tail store */
 		tail_word = atomic_load_explicit(&d->ctl->tail, memory_order_acquire);
 		count = ((tail_word & IDX_MASK) - d->mine) & IDX_MASK;
@@ -706,8 +765,8 @@ static int ring_recv(struct shmrig_channel *ch, void **msg, size_t *len, int tim
 					    (int)ch->peer);
 		if (re->peer_gone)
 			return shmrig__fail(-EPIPE, "channel: peer pid %d is gone", (int)ch->peer);
-		ret = wait_change(ch, &d->ctl->tail, tail_word, &d->ctl->consumer_sleeping, &start,
-				  timeout_ms);
+		ret = wait_change(ch, re->answer_due ? &re->spin : NULL, &d->ctl->tail, tail_word,
+				  &d->ctl->consumer_sleeping, &start, timeout_ms);
 		if (ret == -EPIPE) {
 			/* Deliver what it published before it died, then -EPIPE. */
 			re->peer_gone = true;
