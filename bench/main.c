@@ -137,5 +137,8 @@ int main(int argc, char **argv)
 #ifdef HAVE_BENCH_PEER_SEED
 	bench_peer_seed_register();
 #endif
+#ifdef HAVE_BENCH_PEER_UCX
+	bench_peer_ucx_register();
+#endif
 	return gbench_main(argc, argv);
 }

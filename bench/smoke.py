@@ -4,7 +4,9 @@
 argument, and fail if any row stopped with an error.
 
 A row may stop for two reasons: the machine lacks what it measures (its
-message starts with "skipped: ", bench_unavailable()), or something failed
+message starts with "skipped: ", bench_unavailable(): no hugepages, one NUMA
+node, one CPU; for a peer row, the peer library not built in, or a transport
+the peer says cannot run here), or something failed
 (bench_fail(): "failed: ..."; anything else is taken as a failure too). Only
 the first is allowed: a suite whose decode rows all fail must not pass.
 
