@@ -118,43 +118,6 @@ static void fail(gbench_state *st, const char *what, int err)
 	gbench_skip(st, message);
 }
 
-/* Write / read exactly len bytes, retrying EINTR: 0, or -errno (-EPIPE on EOF). */
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int read_all(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = read(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EPIPE;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 enum peer_mode {
 	PEER_ECHO, /* send every message back */
 	PEER_SINK, /* drop messages; answer an ACK_SIZE message with one */
@@ -702,8 +665,8 @@ static int pipe_twin_peer(int in, int out, size_t bytes, const struct bench_pinn
 
 	if (!buf || shmrig_topo_bind_thread(pin->topo, pin->peer_cpu))
 		return 1;
-	while ((ret = read_all(in, buf, bytes)) == 0)
-		if (write_all(out, buf, bytes))
+	while ((ret = bench_read_all(in, buf, bytes, -1)) == 0)
+		if (bench_write_all(out, buf, bytes))
 			return 1;
 	free(buf);
 	return ret == -EPIPE ? 0 : 1;
@@ -750,9 +713,9 @@ static void bm_pipe_bytes_twin(gbench_state *st, void *arg)
 	close(from_peer[1]);
 	to_peer[0] = from_peer[1] = -1;
 	/* Checked before timing: the bytes come back unchanged. */
-	ret = write_all(to_peer[1], out, bytes);
+	ret = bench_write_all(to_peer[1], out, bytes);
 	if (!ret)
-		ret = read_all(from_peer[0], back, bytes);
+		ret = bench_read_all(from_peer[0], back, bytes, -1);
 	if (ret || memcmp(out, back, bytes)) {
 		fail(st, "the pipe peer did not echo the bytes", ret ? ret : -1);
 		ret = ret ? ret : -EBADMSG;
@@ -762,9 +725,9 @@ static void bm_pipe_bytes_twin(gbench_state *st, void *arg)
 		double start = now_s();
 
 		for (int64_t i = 0; !ret && i < batch; i++) {
-			ret = write_all(to_peer[1], out, bytes);
+			ret = bench_write_all(to_peer[1], out, bytes);
 			if (!ret)
-				ret = read_all(from_peer[0], back, bytes);
+				ret = bench_read_all(from_peer[0], back, bytes, -1);
 		}
 		if (ret) {
 			fail(st, "pipe round trip", ret);

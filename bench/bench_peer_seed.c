@@ -71,8 +71,8 @@ static int64_t trips_per_batch(int64_t bytes)
 
 struct seed_script {
 	pid_t pid;
-	int to_fd;   /* its stdin */
-	int from_fd; /* its stdout */
+	int to_fd;                    /* its stdin */
+	int from_fd;                  /* its stdout */
 	char pending[LINE_MAX_BYTES]; /* read past the last line handed out */
 	size_t pending_len;
 };
@@ -137,19 +137,7 @@ static int read_line(struct seed_script *s, char *line, size_t size, int timeout
 
 static int write_line(struct seed_script *s, const char *line)
 {
-	size_t len = strlen(line);
-
-	while (len) {
-		ssize_t n = write(s->to_fd, line, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		line += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return bench_write_all(s->to_fd, line, strlen(line));
 }
 
 /*
@@ -237,7 +225,8 @@ static void script_stop(gbench_state *st, struct seed_script *s, bool ok)
 		close(s->to_fd);
 		s->to_fd = -1;
 		if (read_line(s, line, sizeof(line), BENCH_PEER_TIMEOUT_MS) == 0 && ok) {
-			snprintf(message, sizeof(message), "failed: seed_echo.py at quit: %s", line);
+			snprintf(message, sizeof(message), "failed: seed_echo.py at quit: %s",
+				 line);
 			gbench_skip(st, message);
 			ok = false;
 		}
@@ -251,11 +240,12 @@ static void script_stop(gbench_state *st, struct seed_script *s, bool ok)
 		return;
 	if (status < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		snprintf(message, sizeof(message),
-			 status < 0 ? "failed: seed_echo.py did not end in time: killed" :
+			 status < 0          ? "failed: seed_echo.py did not end in time: killed" :
 			 WIFSIGNALED(status) ? "failed: seed_echo.py killed by signal %d" :
 					       "failed: seed_echo.py exited with %d",
-			 status < 0 ? 0 : WIFSIGNALED(status) ? WTERMSIG(status) :
-								WEXITSTATUS(status));
+			 status < 0          ? 0 :
+			 WIFSIGNALED(status) ? WTERMSIG(status) :
+					       WEXITSTATUS(status));
 		gbench_skip(st, message);
 	} else if (leftovers) {
 		snprintf(message, sizeof(message),
@@ -268,8 +258,8 @@ static void script_stop(gbench_state *st, struct seed_script *s, bool ok)
  * Start the script and wait for its `ready ...` line, which goes into label.
  * false: the row is skipped with the reason (and the script reaped).
  */
-static bool script_start(gbench_state *st, struct seed_script *s,
-			 const struct bench_pinning *pin, char *label, size_t label_size)
+static bool script_start(gbench_state *st, struct seed_script *s, const struct bench_pinning *pin,
+			 char *label, size_t label_size)
 {
 	char line[LINE_MAX_BYTES], why[LINE_MAX_BYTES + 128];
 	int ret, status;
@@ -373,10 +363,10 @@ out:
 
 void bench_peer_seed_register(void)
 {
-	gbench_benchmark *b = gbench_unit(
-		gbench_use_manual_time(gbench_register("peer/seed_python/echo",
-						       bm_seed_python_echo, NULL)),
-		'u');
+	gbench_benchmark *b =
+		gbench_unit(gbench_use_manual_time(gbench_register("peer/seed_python/echo",
+								   bm_seed_python_echo, NULL)),
+			    'u');
 
 	for (size_t i = 0; i < sizeof(seed_sizes) / sizeof(seed_sizes[0]); i++)
 		b = gbench_arg(b, seed_sizes[i]);

@@ -387,53 +387,6 @@ static void side_close(struct side *side, bool force)
 	side->context = NULL;
 }
 
-/* Write / read exactly len bytes; reads wait at most BENCH_PEER_TIMEOUT_MS
- * for each chunk. 0 or -errno (-EPIPE: the other end closed, -ETIMEDOUT). */
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int read_all(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-
-	while (len) {
-		struct pollfd in = { .fd = fd, .events = POLLIN };
-		int ready = poll(&in, 1, BENCH_PEER_TIMEOUT_MS);
-		ssize_t n;
-
-		if (ready < 0 && errno == EINTR)
-			continue;
-		if (ready < 0)
-			return -errno;
-		if (ready == 0)
-			return -ETIMEDOUT;
-		n = read(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EPIPE;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Read the other's address (a length, then the bytes) into a malloc'ed buffer. */
 static int read_address(int fd, const struct peer_note *note, ucp_address_t **address)
 {
@@ -445,7 +398,7 @@ static int read_address(int fd, const struct peer_note *note, ucp_address_t **ad
 	bytes = malloc(note->address_length);
 	if (!bytes)
 		return -ENOMEM;
-	ret = read_all(fd, bytes, note->address_length);
+	ret = bench_read_all(fd, bytes, note->address_length, BENCH_PEER_TIMEOUT_MS);
 	if (ret) {
 		free(bytes);
 		return ret;
@@ -459,10 +412,10 @@ static int write_note(int fd, const struct side *side)
 	struct peer_note note = { .stage = side->fail_stage,
 				  .status = side->fail_stage ? side->fail_status : UCS_OK,
 				  .address_length = side->fail_stage ? 0 : (uint32_t)side->address_length };
-	int ret = write_all(fd, &note, sizeof(note));
+	int ret = bench_write_all(fd, &note, sizeof(note));
 
 	if (!ret && note.address_length)
-		ret = write_all(fd, side->address, side->address_length);
+		ret = bench_write_all(fd, side->address, side->address_length);
 	return ret;
 }
 
@@ -566,7 +519,7 @@ static int peer_main(const struct peer_args *args, pid_t caller)
 	told = side.fail_stage != 0;
 	ret = write_note(args->to_caller, &side);
 	if (!ret && !side.fail_stage)
-		ret = read_all(args->from_caller, &note, sizeof(note));
+		ret = bench_read_all(args->from_caller, &note, sizeof(note), BENCH_PEER_TIMEOUT_MS);
 	if (!ret && !side.fail_stage)
 		ret = read_address(args->from_caller, &note, &remote);
 	if (ret && !side.fail_stage)
@@ -854,7 +807,7 @@ static bool run_start(gbench_state *st, struct run *run, const struct ucx_tls *t
 	if (side_open(side, tls->tls) != UCS_OK)
 		goto fail;
 	/* the peer's hello: its address, or why it could not start */
-	ret = read_all(run->from_peer, &note, sizeof(note));
+	ret = bench_read_all(run->from_peer, &note, sizeof(note), BENCH_PEER_TIMEOUT_MS);
 	if (ret) {
 		side_fail(side, STAGE_EXCHANGE, ret, NULL);
 		goto fail;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -167,4 +168,52 @@ void bench_check_peer_exit(gbench_state *st, pid_t pid)
 		snprintf(message, sizeof(message), "failed: peer %d exited with %d", (int)pid,
 			 WEXITSTATUS(status));
 	gbench_skip(st, message);
+}
+
+int bench_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int bench_read_all(int fd, void *buf, size_t len, int timeout_ms)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n;
+
+		if (timeout_ms >= 0) {
+			struct pollfd in = { .fd = fd, .events = POLLIN };
+			int ready = poll(&in, 1, timeout_ms);
+
+			if (ready < 0 && errno == EINTR)
+				continue;
+			if (ready < 0)
+				return -errno;
+			if (ready == 0)
+				return -ETIMEDOUT;
+		}
+		n = read(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EPIPE;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
 }

@@ -64,6 +64,11 @@ void bench_pin_end(struct bench_pinning *pin);
 int bench_reap_child(pid_t pid);
 /* Reap a peer: if it did not exit with 0, the benchmark is an error. */
 void bench_check_peer_exit(gbench_state *st, pid_t pid);
+/* Write / read exactly len bytes of a pipe or socket, retrying EINTR: 0, or
+ * -errno (-EPIPE: the other end closed). A read waits at most timeout_ms for
+ * each chunk (-ETIMEDOUT), or for ever if it is negative. */
+int bench_write_all(int fd, const void *buf, size_t len);
+int bench_read_all(int fd, void *buf, size_t len, int timeout_ms);
 /*
  * The seed's way, one message: a fresh POSIX shm segment of size bytes, mapped,
  * written (a copy of src, or one byte a page if src is NULL), unmapped and
