@@ -209,31 +209,38 @@ static void channel_end(gbench_state *st, struct channel_run *run)
 
 /* ---- channel/<backend>/rtt ---- */
 
-static void bm_channel_rtt(gbench_state *st, void *arg)
+/*
+ * Round trips of a 64-byte message until the benchmark has enough, timed a
+ * batch at a time; each one's time goes to samples[] while there is room (if
+ * samples is not NULL). The total time, or < 0 if one failed (the benchmark
+ * is stopped, saying why).
+ */
+static double rtt_loop(gbench_state *st, struct channel_run *run, double *samples, size_t *nsamples,
+		       size_t max_samples)
 {
 	unsigned char msg[MSG_SIZE];
-	struct channel_run run;
 	double total_s = 0;
 	int ret = 0;
 
 	for (size_t i = 0; i < sizeof(msg); i++)
 		msg[i] = (unsigned char)(i * 131 + 7);
-	if (!channel_start(st, &run, arg, PEER_ECHO))
-		return;
 	while (!ret && gbench_loop(st, RTT_BATCH)) {
 		double start = now_s(), batch_s;
 
 		for (int i = 0; i < RTT_BATCH; i++) {
+			double sent = samples ? now_s() : 0;
 			void *back;
 			size_t len;
 
-			ret = shmrig_channel_send(run.ch, msg, sizeof(msg), PEER_TIMEOUT_MS);
+			ret = shmrig_channel_send(run->ch, msg, sizeof(msg), PEER_TIMEOUT_MS);
 			if (!ret)
-				ret = shmrig_channel_recv(run.ch, &back, &len, PEER_TIMEOUT_MS);
+				ret = shmrig_channel_recv(run->ch, &back, &len, PEER_TIMEOUT_MS);
 			if (ret) {
 				fail(st, "round trip", ret);
 				break;
 			}
+			if (samples && *nsamples < max_samples)
+				samples[(*nsamples)++] = now_s() - sent;
 			/* the message came back whole: a wrong one is an error, not a figure */
 			if (len != sizeof(msg) || memcmp(back, msg, sizeof(msg))) {
 				ret = -EBADMSG;
@@ -248,7 +255,18 @@ static void bm_channel_rtt(gbench_state *st, void *arg)
 		if (!ret)
 			gbench_set_iteration_time(st, batch_s);
 	}
-	if (!ret && gbench_iterations(st))
+	return ret ? -1 : total_s;
+}
+
+static void bm_channel_rtt(gbench_state *st, void *arg)
+{
+	struct channel_run run;
+	double total_s;
+
+	if (!channel_start(st, &run, arg, PEER_ECHO))
+		return;
+	total_s = rtt_loop(st, &run, NULL, NULL, 0);
+	if (total_s >= 0 && gbench_iterations(st))
 		gbench_counter(st, "one_way_ns", total_s * 1e9 / (double)gbench_iterations(st) / 2,
 			       0);
 	channel_end(st, &run);
@@ -935,7 +953,6 @@ static int cmp_double(const void *a, const void *b)
 static void bm_channel_rtt_hogs(gbench_state *st, void *arg)
 {
 	int per_cpu = (int)gbench_range(st, 0), nhogs = 0, ret = 0;
-	unsigned char msg[MSG_SIZE];
 	pid_t hogs[MAX_HOGS];
 	struct channel_run run;
 	double *samples = malloc(MAX_RTT_SAMPLES * sizeof(double));
@@ -946,8 +963,6 @@ static void bm_channel_rtt_hogs(gbench_state *st, void *arg)
 		fail(st, "out of memory", -ENOMEM);
 		return;
 	}
-	for (size_t i = 0; i < sizeof(msg); i++)
-		msg[i] = (unsigned char)(i * 131 + 7);
 	if (!channel_start(st, &run, arg, PEER_ECHO)) {
 		free(samples);
 		return;
@@ -977,36 +992,8 @@ static void bm_channel_rtt_hogs(gbench_state *st, void *arg)
 	snprintf(label, sizeof(label), "%d CPU-bound hog(s) on each CPU (%d in all)", per_cpu,
 		 nhogs);
 	gbench_set_label(st, label);
-	while (!ret && gbench_loop(st, RTT_BATCH)) {
-		double batch_s = 0;
-
-		for (int i = 0; i < RTT_BATCH; i++) {
-			double start = now_s(), rtt;
-			void *back;
-			size_t len;
-
-			ret = shmrig_channel_send(run.ch, msg, sizeof(msg), PEER_TIMEOUT_MS);
-			if (!ret)
-				ret = shmrig_channel_recv(run.ch, &back, &len, PEER_TIMEOUT_MS);
-			if (ret) {
-				fail(st, "round trip", ret);
-				break;
-			}
-			rtt = now_s() - start;
-			batch_s += rtt;
-			if (nsamples < MAX_RTT_SAMPLES)
-				samples[nsamples++] = rtt;
-			if (len != sizeof(msg) || memcmp(back, msg, sizeof(msg))) {
-				ret = -EBADMSG;
-				fail(st, "the echo differs from the message", -1);
-			}
-			free(back);
-			if (ret)
-				break;
-		}
-		if (!ret)
-			gbench_set_iteration_time(st, batch_s);
-	}
+	if (!ret && rtt_loop(st, &run, samples, &nsamples, MAX_RTT_SAMPLES) < 0)
+		ret = -1;
 	stop_hogs(hogs, nhogs);
 	if (!ret && nsamples) {
 		qsort(samples, nsamples, sizeof(*samples), cmp_double);
