@@ -140,5 +140,8 @@ int main(int argc, char **argv)
 #ifdef HAVE_BENCH_PEER_UCX
 	bench_peer_ucx_register();
 #endif
+#ifdef HAVE_BENCH_PEER_IOX
+	bench_peer_iox_register();
+#endif
 	return gbench_main(argc, argv);
 }

@@ -24,6 +24,7 @@ void bench_channel_register(void);
 void bench_wire_register(void);
 void bench_peer_seed_register(void);
 void bench_peer_ucx_register(void);
+void bench_peer_iox_register(void);
 
 /* ---- shared by the suite files (common.c) ---- */
 
