@@ -56,10 +56,10 @@
  * How long a side with nothing to do spins before it sleeps. SPIN_MIN_NS,
  * except when it waits for an answer (it sent since it last received: the
  * peer is working for it): then about four times its recent waits for
- * answers (struct spin), at most SPIN_MAX_NS, and SPIN_MIN_NS again when
- * those are longer than SPIN_MAX_NS (a slow peer, or cores so busy that the
- * peer waits for one: spinning then holds a CPU someone needs, and a pipe,
- * which sleeps at once, would do better). A peer that answers within the
+ * answers (struct spin), at most SPIN_MAX_NS, and next to none when those
+ * are longer than SPIN_MAX_NS (a slow peer, or cores so busy that the peer
+ * waits for one: spinning then holds a CPU someone needs; it sleeps at once,
+ * as a pipe does). A peer that answers within the
  * spin costs no syscall; a consumer between messages of a stream spins
  * briefly, as a long spin there would burn a core at low rates.
  */
@@ -213,7 +213,7 @@ static void spin_learn(struct spin *sp, int64_t waited_ns)
 
 	sp->avg_ns = avg;
 	if (avg > SPIN_MAX_NS)
-		sp->budget_ns = SPIN_MIN_NS;
+		sp->budget_ns = 1; /* next to none: sleep at once, as a pipe does */
 	else
 		sp->budget_ns = avg * 4 < SPIN_MIN_NS ? SPIN_MIN_NS :
 				avg * 4 > SPIN_MAX_NS ? SPIN_MAX_NS :
