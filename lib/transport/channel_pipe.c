@@ -1,13 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The "pipe" backend: a socketpair, one sendmsg and one kernel copy per
- * message. Each message is a stream_hdr then its bytes. Sends do not block
- * (MSG_DONTWAIT; a full socket is waited for with poll()). A receive is one
- * blocking read bounded by the socket's receive timeout (SO_RCVTIMEO), a
- * slice at most: one system call when the bytes come within the slice, not a
- * read, a poll and a read again. Each slice ends with a check that the peer
- * still lives, so a wedged or dead peer is an error in bounded time even if
- * some other process holds a copy of its socket.
+ * message. Each message is a stream_hdr then its bytes. The socket is
+ * non-blocking; waits are poll()s in slices, each slice ending with a check
+ * that the peer still lives, so a wedged or dead peer is an error in bounded
+ * time even if some other process holds a copy of its socket.
  *
  * A recv that times out in the middle of a message keeps what it has and the
  * next recv goes on from there; a send that times out in the middle of a
@@ -17,11 +14,11 @@
 #include "base/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -44,7 +41,6 @@ struct pipe_state {
 	char *pending;
 	size_t pending_len;
 	size_t pending_off;
-	int rcvtimeo_ms; /* the socket's receive timeout now */
 };
 
 int shmrig__channel_wait_fd(struct shmrig_channel *ch, short events, int64_t start, int timeout_ms)
@@ -67,16 +63,12 @@ int shmrig__channel_wait_fd(struct shmrig_channel *ch, short events, int64_t sta
 	}
 }
 
-/* The socket's receive timeout: a blocking read returns EAGAIN after it. */
-static int set_rcvtimeo(struct shmrig_channel *ch, struct pipe_state *st, int ms)
+static int set_nonblocking(int fd)
 {
-	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	int flags = fcntl(fd, F_GETFL);
 
-	if (st->rcvtimeo_ms == ms)
-		return 0;
-	if (setsockopt(ch->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)))
-		return shmrig__fail(-errno, "channel: setsockopt SO_RCVTIMEO: %s", strerror(errno));
-	st->rcvtimeo_ms = ms;
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		return -errno;
 	return 0;
 }
 
@@ -99,18 +91,15 @@ static void pipe_pair_free(struct shmrig_channel_pair *pair)
 
 static int pipe_open(struct shmrig_channel *ch, struct shmrig_channel_pair *pair)
 {
-	struct pipe_state *st = calloc(1, sizeof(struct pipe_state));
 	int ret;
 
 	(void)pair;
-	if (!st)
+	ret = set_nonblocking(ch->fd);
+	if (ret)
+		return shmrig__fail(ret, "channel: fcntl: %s", strerror(-ret));
+	ch->backend = calloc(1, sizeof(struct pipe_state));
+	if (!ch->backend)
 		return shmrig__fail(-ENOMEM, "channel: out of memory");
-	ret = set_rcvtimeo(ch, st, SLICE_MS);
-	if (ret) {
-		free(st);
-		return ret;
-	}
-	ch->backend = st;
 	return 0;
 }
 
@@ -145,7 +134,7 @@ static int write_all(struct shmrig_channel *ch, struct iovec *iov, int iovcnt, i
 	*written = 0;
 	while (iovcnt) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
-		ssize_t n = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = sendmsg(ch->fd, &mh, MSG_NOSIGNAL);
 
 		if (n < 0) {
 			int ret;
@@ -239,20 +228,10 @@ static int pipe_sendv(struct shmrig_channel *ch, const void *const *msgs, const 
 static ssize_t read_ready(struct shmrig_channel *ch, void *buf, size_t len, int64_t start,
 			  int timeout_ms)
 {
-	struct pipe_state *st = ch->backend;
-
 	for (;;) {
-		int left = shmrig__remaining_ms(start, timeout_ms), ret;
-		ssize_t n;
+		ssize_t n = read(ch->fd, buf, len);
+		int ret;
 
-		/* blocking for a slice at most; a last try without waiting (a
-		 * receive timeout of 0 would block for ever) */
-		ret = left == 0 ?
-			      0 :
-			      set_rcvtimeo(ch, st, left < 0 || left > SLICE_MS ? SLICE_MS : left);
-		if (ret)
-			return ret;
-		n = recv(ch->fd, buf, len, left == 0 ? MSG_DONTWAIT : 0);
 		if (n > 0)
 			return n;
 		if (n == 0)
@@ -260,13 +239,11 @@ static ssize_t read_ready(struct shmrig_channel *ch, void *buf, size_t len, int6
 					    (int)ch->peer);
 		if (errno == EINTR)
 			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
+		if (errno != EAGAIN)
 			return io_error(ch, errno);
-		if (!shmrig__channel_peer_alive(ch))
-			return shmrig__fail(-EPIPE, "channel: peer pid %d is gone", (int)ch->peer);
-		if (left == 0)
-			return shmrig__fail(-ETIMEDOUT, "channel: timed out after %d ms",
-					    timeout_ms);
+		ret = shmrig__channel_wait_fd(ch, POLLIN, start, timeout_ms);
+		if (ret)
+			return ret;
 	}
 }
 
