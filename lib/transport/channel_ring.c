@@ -53,19 +53,21 @@
 
 #define SLICE_MS 100
 /*
- * How long a side with nothing to do spins before it sleeps. SPIN_MIN_NS,
- * except when it waits for an answer (it sent since it last received: the
- * peer is working for it): then about four times its recent waits for
- * answers (struct spin), at most SPIN_MAX_NS, and next to none when those
- * are longer than SPIN_MAX_NS (a slow peer, or cores so busy that the peer
- * waits for one: spinning then holds a CPU someone needs; it sleeps at once,
- * as a pipe does). A peer that answers within the
- * spin costs no syscall; a consumer between messages of a stream spins
- * briefly, as a long spin there would burn a core at low rates.
+ * How long a side with nothing to do spins before it sleeps: SPIN_PAUSES
+ * pause instructions, as long as most round trips take, without reading the
+ * clock. A side that waits for an answer (it sent since it last received:
+ * the peer is working for it) then spins on for about four times what its
+ * recent answers took beyond that (struct spin), at most SPIN_MAX_NS, timed
+ * by the clock; and when answers have been taking longer than SPIN_MAX_NS (a
+ * slow peer, or cores so busy that the peer waits for one, when spinning
+ * holds a CPU someone needs) it sleeps at once, as a pipe does. A peer that
+ * answers within the spin costs no syscall; a consumer between the messages
+ * of a stream spins no longer than before, so a slow stream burns no core.
  */
-#define SPIN_MIN_NS 10000
+#define SPIN_PAUSES 512 /* first, without the clock: ~5-20 us here */
 #define SPIN_MAX_NS 500000
-#define SPIN_CHECK 32 /* pauses between looks at the clock */
+#define SPIN_NONE (-1) /* budget: sleep at once */
+#define SPIN_CHECK 32  /* pauses between looks at the clock */
 #define DEFAULT_SLOT_SIZE 4096u
 #define DEFAULT_SLOTS 256u
 #define MIN_SLOT_SIZE 128u
@@ -125,8 +127,8 @@ struct ring_pair {
 	uint32_t slots;
 };
 
-/* Waits for answers so far: their mean (an EWMA of 1/8), and the spin it
- * makes (see SPIN_MIN_NS). */
+/* Waits for answers so far, beyond the first SPIN_PAUSES: their mean (an
+ * EWMA of 1/8), and the spin it makes (see SPIN_PAUSES). */
 struct spin {
 	int64_t avg_ns;
 	int64_t budget_ns;
@@ -213,15 +215,13 @@ static void spin_learn(struct spin *sp, int64_t waited_ns)
 
 	sp->avg_ns = avg;
 	if (avg > SPIN_MAX_NS)
-		sp->budget_ns = 1; /* next to none: sleep at once, as a pipe does */
+		sp->budget_ns = SPIN_NONE; /* sleep at once, as a pipe does */
 	else
-		sp->budget_ns = avg * 4 < SPIN_MIN_NS ? SPIN_MIN_NS :
-				avg * 4 > SPIN_MAX_NS ? SPIN_MAX_NS :
-							avg * 4;
+		sp->budget_ns = avg * 4 > SPIN_MAX_NS ? SPIN_MAX_NS : avg * 4;
 }
 
 /*
- * Wait until the peer changes *word from `seen`: spin (SPIN_MIN_NS, or what
+ * Wait until the peer changes *word from `seen`: spin (SPIN_PAUSES, and what
  * `sp` learnt of waits for answers, which this one then teaches it), then
  * sleep on the futex in slices, each ending with a check that the peer
  * lives. *start is when this call's waiting began (set on the first slice;
@@ -231,22 +231,40 @@ static void spin_learn(struct spin *sp, int64_t waited_ns)
 static int wait_change(struct shmrig_channel *ch, struct spin *sp, _Atomic uint32_t *word,
 		       uint32_t seen, _Atomic uint32_t *sleeping, int64_t *start, int timeout_ms)
 {
-	int64_t began = now_ns();
-	int64_t deadline = began + (sp && sp->budget_ns ? sp->budget_ns : SPIN_MIN_NS);
+	bool sleep_now = sp && sp->budget_ns == SPIN_NONE;
+	int64_t began = 0;
 	int ret = 0;
 
 	/* acquire, here and below: if the word moved, what the peer wrote
-	 * before moving it (slots, or its last reads of them) is visible */
-	for (unsigned i = 1;; i++) {
+	 * before moving it (slots, or its last reads of them) is visible.
+	 * First SPIN_PAUSES pauses without the clock (a round trip of the ring
+	 * takes less): most waits end here, and cost no clock read. */
+	for (unsigned i = 0; i < SPIN_PAUSES && !sleep_now; i++) {
 		if (atomic_load_explicit(word, memory_order_acquire) != seen) {
 			if (sp)
-				spin_learn(sp, now_ns() - began);
+				spin_learn(sp, 0);
 			return 0;
 		}
 		shmrig__cpu_relax();
-		if (i % SPIN_CHECK == 0 && now_ns() >= deadline)
-			break;
 	}
+	/* Waiting for an answer: on, for what the recent answers took. */
+	if (sp) {
+		int64_t deadline;
+
+		began = now_ns();
+		deadline = began + sp->budget_ns;
+		for (unsigned i = 1; !sleep_now; i++) {
+			if (atomic_load_explicit(word, memory_order_acquire) != seen) {
+				spin_learn(sp, now_ns() - began);
+				return 0;
+			}
+			shmrig__cpu_relax();
+			if (i % SPIN_CHECK == 0 && now_ns() >= deadline)
+				break;
+		}
+	}
+	if (sp && !began)
+		began = now_ns(); /* what the sleep takes teaches sp too */
 	if (*start < 0)
 		*start = shmrig__now_ms();
 	for (;;) {
