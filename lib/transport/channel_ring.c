@@ -247,7 +247,8 @@ static int wait_change(struct shmrig_channel *ch, struct spin *sp, _Atomic uint3
 		}
 		shmrig__cpu_relax();
 	}
-	/* Waiting for an answer: on, for what the recent answers took. */
+	/* Waiting for an answer: on, for what the recent answers took (the
+	 * time from here, a sleep's too, teaches sp). */
 	if (sp) {
 		int64_t deadline;
 
@@ -263,8 +264,6 @@ static int wait_change(struct shmrig_channel *ch, struct spin *sp, _Atomic uint3
 				break;
 		}
 	}
-	if (sp && !began)
-		began = now_ns(); /* what the sleep takes teaches sp too */
 	if (*start < 0)
 		*start = shmrig__now_ms();
 	for (;;) {
