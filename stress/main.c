@@ -22,7 +22,6 @@
 
 #define DEFAULT_SIZES "80:16-4K,17:4K-1M,3:1M-4M"
 #define FINISH_TIMEOUT_S 60
-#define MAX_FAILURES 16
 
 static const char usage[] =
 	"usage: shmrig-stress [options]\n"
@@ -139,8 +138,7 @@ struct totals {
 	uint64_t hist[HIST_BUCKETS], max_latency_ns;
 	/* the first words of each kind over the run, with the pair and side they came from */
 	char enomem_words[256], error_words[ERR_KINDS][256];
-	unsigned nfailures;
-	char failures[MAX_FAILURES][512];
+	struct failures failures;
 };
 
 static struct stress_opts opts;
@@ -155,16 +153,7 @@ static uint64_t drng; /* the driver's schedule */
 static struct hostile_ledger *hledger;
 static struct member hostile;
 
-__attribute__((format(printf, 1, 2))) static void failure(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (tot.nfailures == MAX_FAILURES)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(tot.failures[tot.nfailures++], sizeof(tot.failures[0]), fmt, ap);
-	va_end(ap);
-}
+#define failure(...) failures_add(&tot.failures, __VA_ARGS__)
 
 static void die(const char *fmt, ...)
 {
@@ -523,7 +512,7 @@ static void end_epoch(unsigned i)
 	struct slot *sl = &slots[i];
 	struct seg_check sc = { .pr = pr, .closed_after_send = sl->prod.closed_after_send };
 	uint64_t taken = sl->prod.messages, got = sl->cons.messages;
-	unsigned failures_before = tot.nfailures;
+	unsigned failures_before = tot.failures.n;
 	bool hostile_run = opts.inject == INJECT_HOSTILE;
 
 	pr->running = false;
@@ -572,7 +561,7 @@ static void end_epoch(unsigned i)
 	tot.stale_segments += sc.stale;
 	tot.swept_segments += sc.swept;
 	tot.left_after_close += sc.left;
-	if (tot.nfailures == failures_before)
+	if (tot.failures.n == failures_before)
 		tot.kills_survived += (uint64_t)pr->prod.killed + (uint64_t)pr->cons.killed;
 	pr->epoch++;
 }
@@ -616,7 +605,7 @@ static void collect(bool restart)
 		if (!pairs[i].prod.alive && !pairs[i].cons.alive) {
 			end_epoch(i);
 			/* after a failure the run winds down: its report is what counts */
-			if (restart && !tot.nfailures)
+			if (restart && !tot.failures.n)
 				start_pair(i);
 		}
 	}
@@ -821,8 +810,8 @@ static json_t *report_json(double secs, bool pass)
 							    (json_int_t)tot.kills_by_phase[r][p]));
 		json_object_set_new(kills, roles[r], by);
 	}
-	for (unsigned i = 0; i < tot.nfailures; i++)
-		json_array_append_new(failures, json_string(tot.failures[i]));
+	for (unsigned i = 0; i < tot.failures.n; i++)
+		json_array_append_new(failures, json_string(tot.failures.text[i]));
 	for (unsigned i = 0; i < opts.nsizes; i++)
 		json_array_append_new(sizes,
 				      json_pack("{s:f,s:I,s:I}", "weight", opts.sizes[i].weight,
@@ -1164,7 +1153,7 @@ static void run(void)
 		start_hostile();
 	for (unsigned i = 0; i < opts.pairs; i++)
 		if (start_pair(i))
-			die("pair %u would not start: %s", i, tot.failures[tot.nfailures - 1]);
+			die("pair %u would not start: %s", i, tot.failures.text[tot.failures.n - 1]);
 	for (;;) {
 		uint64_t now = now_ns(), wake = now + 100000000u;
 		struct timespec ts;
@@ -1291,7 +1280,7 @@ int main(int argc, char **argv)
 	if (tot.messages == 0)
 		no_message_failure();
 	/* under a hostile peer, lost messages, leaks and segments left are expected */
-	pass = tot.nfailures == 0 && !tot.corrupted && !tot.leaked_fds &&
+	pass = tot.failures.n == 0 && !tot.corrupted && !tot.leaked_fds &&
 	       (opts.inject == INJECT_HOSTILE ||
 		(!tot.lost && !tot.leaked_blocks && !tot.stale_segments));
 	report = report_json(secs, pass);

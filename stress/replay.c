@@ -731,22 +731,11 @@ static int receive(struct rworker *w, struct end *e, int timeout_ms)
 	return 1;
 }
 
-struct owned {
-	pid_t self;
-	int64_t blocks;
-};
-
-static void count_owned(void *arg, const struct shmrig_block_info *info)
-{
-	struct owned *own = arg;
-
-	own->blocks += info->owner == own->self;
-}
 
 int replay_consumer(const struct wl_run *run, unsigned flow, unsigned index, unsigned proc)
 {
 	struct rworker w;
-	struct owned own;
+	int64_t own;
 	unsigned open_ends, turn = 0;
 
 	if (start(&w, run, flow, index, proc, false)) {
@@ -798,12 +787,12 @@ int replay_consumer(const struct wl_run *run, unsigned flow, unsigned index, uns
 	}
 	release_due(&w, UINT64_MAX);
 	free(w.held);
-	own = (struct owned){ .self = getpid() };
-	if (shmrig_pool_for_each_live(w.pool, count_owned, &own) < 0)
+	own = own_live_blocks(w.pool);
+	if (own < 0)
 		fail(&w, "for_each_live: %s", shmrig_last_error());
-	w.me->side.live_end = own.blocks;
-	if (own.blocks)
-		fail(&w, "%lld blocks of its own live at the end", (long long)own.blocks);
+	w.me->side.live_end = own < 0 ? 0 : own;
+	if (own > 0)
+		fail(&w, "%lld blocks of its own live at the end", (long long)own);
 	/* after a failure too: its producers must not wait for it */
 	for (unsigned e = 0; e < w.nends; e++)
 		send_word(&w, &w.ends[e], MSG_DONE);

@@ -334,6 +334,16 @@ double wl_hist_mid_ns(unsigned bucket);
 uint64_t now_ns(void);
 /* This thread's CPU time, ns. */
 uint64_t thread_cpu_ns(void);
+/* What went wrong in a run, in words, the first STRESS_MAX_FAILURES kept. */
+#define STRESS_MAX_FAILURES 16
+struct failures {
+	unsigned n;
+	char text[STRESS_MAX_FAILURES][512];
+};
+__attribute__((format(printf, 2, 3))) void failures_add(struct failures *f, const char *fmt,
+							 ...);
+/* Live blocks of the pool this process owns (for_each_live), or -errno. */
+int64_t own_live_blocks(shmrig_pool *pool);
 /* The descriptors open now (below FD_SET_MAX), and how many are open now that were not then. */
 #define FD_SET_MAX 1024
 struct fd_set_bits {

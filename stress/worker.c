@@ -489,6 +489,25 @@ static void count_owned(void *arg, const struct shmrig_block_info *info)
 	own->blocks += info->owner == own->self;
 }
 
+void failures_add(struct failures *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (f->n == STRESS_MAX_FAILURES)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(f->text[f->n++], sizeof(f->text[0]), fmt, ap);
+	va_end(ap);
+}
+
+int64_t own_live_blocks(shmrig_pool *pool)
+{
+	struct owned own = { .self = getpid() };
+	int ret = shmrig_pool_for_each_live(pool, count_owned, &own);
+
+	return ret < 0 ? ret : own.blocks;
+}
+
 struct own_segments {
 	const char *prefix;
 	pid_t self;
@@ -523,7 +542,7 @@ static shmrig_channel *volatile channel_left_open;
 
 static int close_after_send(struct worker *w, unsigned epoch)
 {
-	struct owned own = { .self = getpid() };
+	int64_t own;
 	struct own_segments kept = { .prefix = w->o->prefix, .self = getpid() };
 	bool channel_first = epoch % 2;
 
@@ -534,9 +553,10 @@ static int close_after_send(struct worker *w, unsigned epoch)
 		shmrig_channel_close(w->ch);
 	else
 		channel_left_open = w->ch;
-	if (shmrig_pool_for_each_live(w->pool, count_owned, &own) < 0)
+	own = own_live_blocks(w->pool);
+	if (own < 0)
 		fail(w, "for_each_live: %s", shmrig_last_error());
-	w->me->live_end = own.blocks;
+	w->me->live_end = own < 0 ? 0 : own;
 	w->me->close_ret = shmrig_pool_close(w->pool);
 	if (w->me->close_ret)
 		fail(w, "pool_close: %s", shmrig_strerror(w->me->close_ret));

@@ -32,23 +32,10 @@
 #define WARMUP_MAX_S 0.5
 #define WARMUP_LONGEST_FRACTION 0.4
 #define MAX_OCCUPANCY_POINTS 1000
-#define MAX_FAILURES 16
 
-static struct {
-	unsigned n;
-	char text[MAX_FAILURES][512];
-} failures;
+static struct failures failures;
 
-__attribute__((format(printf, 1, 2))) static void failure(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (failures.n == MAX_FAILURES)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(failures.text[failures.n++], sizeof(failures.text[0]), fmt, ap);
-	va_end(ap);
-}
+#define failure(...) failures_add(&failures, __VA_ARGS__)
 
 __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
 {
