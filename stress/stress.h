@@ -340,8 +340,7 @@ struct failures {
 	unsigned n;
 	char text[STRESS_MAX_FAILURES][512];
 };
-__attribute__((format(printf, 2, 3))) void failures_add(struct failures *f, const char *fmt,
-							 ...);
+__attribute__((format(printf, 2, 3))) void failures_add(struct failures *f, const char *fmt, ...);
 /* Live blocks of the pool this process owns (for_each_live), or -errno. */
 int64_t own_live_blocks(shmrig_pool *pool);
 /* The descriptors open now (below FD_SET_MAX), and how many are open now that were not then. */

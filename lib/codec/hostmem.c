@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* hostmem: large decoded values' host memory (see hostmem.h). */
 #include "codec/hostmem.h"
+#include "os/prim.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #define HUGE_ALIGN ((size_t)2 << 20)
 
@@ -21,14 +21,6 @@ static struct {
 	struct kept slot[HOSTMEM_SLOTS];
 	size_t bytes;
 } kept = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 /* A fresh mapping of `cap` bytes (a multiple of HUGE_ALIGN) aligned to it. */
 static void *map_aligned(size_t cap)
@@ -80,7 +72,7 @@ void *shmrig__hostmem_alloc(size_t size, bool zero, size_t *cap)
 	}
 	*cap = (size + HUGE_ALIGN - 1) / HUGE_ALIGN * HUGE_ALIGN;
 	pthread_mutex_lock(&kept.lock);
-	(void)trim_locked(now_ns());
+	(void)trim_locked(shmrig__now_ns());
 	/* the smallest kept mapping that holds it, if it is not twice too big */
 	for (unsigned i = 0; i < HOSTMEM_SLOTS; i++) {
 		struct kept *k = &kept.slot[i];
@@ -109,7 +101,7 @@ void shmrig__hostmem_free(void *base, size_t cap)
 	if (!base)
 		return;
 	pthread_mutex_lock(&kept.lock);
-	(void)trim_locked(now_ns());
+	(void)trim_locked(shmrig__now_ns());
 	if (kept.bytes + cap <= HOSTMEM_KEEP_BYTES)
 		for (unsigned i = 0; i < HOSTMEM_SLOTS && !slot; i++)
 			if (!kept.slot[i].base)
@@ -117,7 +109,7 @@ void shmrig__hostmem_free(void *base, size_t cap)
 	if (slot) {
 		slot->base = base;
 		slot->cap = cap;
-		slot->since_ns = now_ns();
+		slot->since_ns = shmrig__now_ns();
 		kept.bytes += cap;
 	}
 	pthread_mutex_unlock(&kept.lock);

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* A process identity that survives pid reuse: pid plus its start time in clock
  * ticks since boot (field 22 of /proc/PID/stat). Packed in 64 bits so that it
@@ -94,6 +95,15 @@ int shmrig__membarrier_register(void);
 void shmrig__membarrier(void);
 
 /* A spin-wait's pause: kinder to the sibling hyperthread and the power budget. */
+/* CLOCK_MONOTONIC in nanoseconds (the vDSO: no syscall). */
+static inline int64_t shmrig__now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
 static inline void shmrig__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

@@ -200,14 +200,6 @@ static void store_and_wake(_Atomic uint32_t *word, uint32_t value, _Atomic uint3
 		shmrig__futex_wake(word, 1); /* one reader per word */
 }
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
 /* A wait for an answer took `waited_ns`: learn from it. */
 static void spin_learn(struct spin *sp, int64_t waited_ns)
 {
@@ -252,15 +244,15 @@ static int wait_change(struct shmrig_channel *ch, struct spin *sp, _Atomic uint3
 	if (sp) {
 		int64_t deadline;
 
-		began = now_ns();
+		began = shmrig__now_ns();
 		deadline = began + sp->budget_ns;
 		for (unsigned i = 1; !sleep_now; i++) {
 			if (atomic_load_explicit(word, memory_order_acquire) != seen) {
-				spin_learn(sp, now_ns() - began);
+				spin_learn(sp, shmrig__now_ns() - began);
 				return 0;
 			}
 			shmrig__cpu_relax();
-			if (i % SPIN_CHECK == 0 && now_ns() >= deadline)
+			if (i % SPIN_CHECK == 0 && shmrig__now_ns() >= deadline)
 				break;
 		}
 	}
@@ -300,7 +292,7 @@ static int wait_change(struct shmrig_channel *ch, struct spin *sp, _Atomic uint3
 	/* A peer that still sees 1 makes one needless FUTEX_WAKE: harmless. */
 	atomic_store_explicit(sleeping, 0, memory_order_relaxed);
 	if (!ret && sp)
-		spin_learn(sp, now_ns() - began);
+		spin_learn(sp, shmrig__now_ns() - began);
 	return ret;
 }
 
