@@ -38,6 +38,11 @@ KEEP = ("pool/alloc_free/64", "pool/alloc_free_twin_malloc/64", "codec/bytes/enc
         "codec/dataset/decode/64")
 TWIN = "pool/alloc_free_twin_malloc/64"
 CODEC = "codec/bytes/encode/1024"
+# and for scripts/plot --latency (in PEERS, BASE with these: scripts/report's rows count the
+# pairs of BASE): a session's echo and the copy twin, which every suite run has
+LATENCY_KEEP = ("session/ring/echo/64/manual_time", "session/ring/echo/65536/manual_time",
+                "session/copy_2proc_twin/64/manual_time",
+                "session/copy_2proc_twin/65536/manual_time")
 
 # gnuplot commands that create $SHMRIG_TEST_PWNED if a string reaches its script unescaped
 SYSTEM = "AMD'; system \"touch $SHMRIG_TEST_PWNED\"; set title '"
@@ -45,7 +50,7 @@ BACKTICK = "AMD' `touch $SHMRIG_TEST_PWNED` '"
 PATH_INJECTION = "out'; system \"touch $SHMRIG_TEST_PWNED\"; set output 'o.svg"
 
 
-def base_document():
+def base_document(keep):
     found = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(ROOT, "results"))
              for f in files if RESULT_NAME.match(f)]
     if not found:
@@ -53,11 +58,12 @@ def base_document():
     path = max(found, key=os.path.basename)  # the newest date
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
-    doc["benchmarks"] = [b for b in doc["benchmarks"] if b.get("run_name", b["name"]) in KEEP]
+    doc["benchmarks"] = [b for b in doc["benchmarks"] if b.get("run_name", b["name"]) in keep]
     return doc
 
 
-BASE = base_document()
+BASE = base_document(KEEP)
+PEERS = base_document(KEEP + LATENCY_KEEP)
 
 
 def first(name):
@@ -74,9 +80,9 @@ def iteration_indices(name):
 T, C = first(TWIN), first(CODEC)
 
 
-def mutated(change):
-    """BASE as JSON text after change(doc)."""
-    doc = copy.deepcopy(BASE)
+def mutated(change, base=BASE):
+    """base as JSON text after change(doc)."""
+    doc = copy.deepcopy(base)
     change(doc)
     return json.dumps(doc, indent=1).encode()
 
@@ -96,6 +102,14 @@ def all_twin_times(value):
     return change
 
 
+def rename(name, new_name):
+    def change(doc):
+        for b in doc["benchmarks"]:
+            if b.get("run_name", b["name"]) == name:
+                b["name"] = b["run_name"] = new_name
+    return change
+
+
 def only_pool(doc):
     doc["benchmarks"] = [b for b in doc["benchmarks"] if b["name"].startswith("pool/")]
 
@@ -110,11 +124,20 @@ def deep_context(doc):
 
 
 def synthetic(times):
-    """A results JSON with BASE's context and one iteration for each name -> real time (ns)."""
+    """A results JSON with BASE's context and one iteration for each name -> real time (ns),
+    or -> (real time, time unit), or -> None: an error (a skip)."""
+    def entry(name, time):
+        if time is None:
+            return {"name": name, "run_name": name, "run_type": "iteration",
+                    "repetitions": 1, "repetition_index": 0, "threads": 1, "iterations": 0,
+                    "real_time": 0, "cpu_time": 0, "time_unit": "ns", "error_occurred": True,
+                    "error_message": "skipped: not here"}
+        time, unit = time if isinstance(time, tuple) else (time, "ns")
+        return {"name": name, "run_name": name, "run_type": "iteration", "repetitions": 1,
+                "repetition_index": 0, "threads": 1, "iterations": 1000, "real_time": time,
+                "cpu_time": time, "time_unit": unit}
     return json.dumps({"context": BASE["context"], "benchmarks": [
-        {"name": name, "run_name": name, "run_type": "iteration", "repetitions": 1,
-         "repetition_index": 0, "threads": 1, "iterations": 1000, "real_time": ns,
-         "cpu_time": ns, "time_unit": "ns"} for name, ns in times.items()]}, indent=1).encode()
+        entry(name, time) for name, time in times.items()]}, indent=1).encode()
 
 
 # scripts/report's words and goals: figure time / twin time of each pair, and its goal
@@ -177,6 +200,57 @@ def check_words_json(tmp):
     return problems
 
 
+# scripts/plot --latency: every path, names with and without /manual_time, times in three
+# units (from 600 ns to 10 ms: the y ticks 100 ns to 10 ms say the units were read), UCX's cma
+# skipped and its sysv only a bandwidth row (neither drawn), no codec rows
+LATENCY = synthetic({
+    "session/ring/echo/64/manual_time": 3000,
+    "session/ring/echo/1048576/manual_time": (250, "us"),
+    "session/pipe/echo/64": (40, "us"),
+    "session/uring/echo/1024/manual_time": (41, "us"),
+    "session/copy_2proc_twin/64/manual_time": 600,
+    "session/copy_2proc_twin/1048576/manual_time": (184, "us"),
+    "peer/iceoryx/echo/64/manual_time": 4200,
+    "peer/iceoryx/echo/1048576/manual_time": (0.294, "ms"),
+    "peer/ucx/posix/rtt/64/manual_time": 1360,
+    "peer/ucx/posix/rtt/1024": 1500,
+    "peer/ucx/sysv/bw/1048576/manual_time": (76, "us"),
+    "peer/ucx/cma/rtt/64/manual_time": None,
+    "peer/seed_python/echo/64/manual_time": (357, "us"),
+    "peer/seed_python/echo/1048576/manual_time": (10, "ms"),
+})
+LATENCY_TITLES = ["shmrig session, ring", "shmrig session, pipe", "shmrig session, uring",
+                  "two-process copy (twin)", "iceoryx (zero-copy pub/sub)", "UCX posix",
+                  "the seed in Python"]
+# a tick label in a number's form (1.04858e+06), not in words
+NUMBER_LABEL = re.compile(r">\s*[-+]?[0-9.]+(e[-+]?[0-9]+|x10\^?[-+]?[0-9]+)\s*<", re.I)
+
+
+def svg_check(want=None, missing=(), unwanted=None):
+    """A row's check: each file of want holds each of its words (as a text of the SVG) and
+    no number-like tick label, each file of unwanted none of its words, no file of missing
+    exists."""
+    def check(tmp):
+        problems = []
+        for path, words in (want or {}).items():
+            try:
+                with open(os.path.join(tmp, path), encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except OSError as err:
+                problems.append(f"{path}: {err.strerror}")
+                continue
+            problems += [f"no {w!r} in {path}" for w in words if f">{w}<" not in text]
+            problems += [f"{w!r} in {path}" for w in (unwanted or {}).get(path, ())
+                         if f">{w}<" in text]
+            label = NUMBER_LABEL.search(text)
+            if label:
+                problems.append(f"{path}: a tick label {label.group(0)!r}, not in words")
+        problems += [f"{path} was written" for path in missing
+                     if os.path.exists(os.path.join(tmp, path))]
+        return problems
+    return check
+
+
 VALID = mutated(lambda doc: None)
 HUGE = object()  # a sparse file of 257 MiB, made by the runner
 BAD = "bad.json"
@@ -229,10 +303,14 @@ def rows():
         table += [
             row(f"report: {what}", ["report", BAD], 2, [BAD, *words], files),
             row(f"plot: {what}", ["plot", BAD, "out.svg"], 2, [BAD, *words], files),
+            row(f"plot --latency: {what}", ["plot", BAD, "--codecs", "a.svg", "--latency",
+                                            "b.svg"], 2, [BAD, *words], files),
             row(f"compare: {what}", ["compare", "base.json", BAD], 2, [BAD, *words], files,
                 needs=["scipy"]),
         ]
     ok = {"base.json": VALID}
+    peers = {"peers.json": mutated(lambda d: None, PEERS)}
+    both = ["--codecs", "a.svg", "--latency", "b.svg"]
     escape = {"base.json": mutated(lambda d: d["context"].__setitem__("cpu_model",
                                                                       "AMD\x1b]0;owned\x07"))}
     table += [
@@ -265,22 +343,75 @@ def rows():
         row("plot: shmrig_git_rev runs system()", ["plot", BAD, "out.svg"], 0, [],
             {BAD: mutated(lambda d: d["context"].__setitem__("shmrig_git_rev", SYSTEM))},
             output=("out.svg", "shmrig codecs"), needs=["gnuplot"]),
+        row("plot --latency: cpu_model runs system()", ["plot", BAD, *both], 0, [],
+            {BAD: mutated(lambda d: d["context"].__setitem__("cpu_model", SYSTEM), PEERS)},
+            output=("b.svg", "shmrig and its peers"), needs=["gnuplot"]),
+        row("plot --latency: shmrig_git_rev runs a backquote", ["plot", BAD, *both], 0, [],
+            {BAD: mutated(lambda d: d["context"].__setitem__("shmrig_git_rev", BACKTICK),
+                          PEERS)},
+            output=("b.svg", "shmrig and its peers"), needs=["gnuplot"]),
+        row("plot: a codec name runs system()", ["plot", BAD, *both], 0, [],
+            {BAD: mutated(rename(CODEC, "codec/x" + SYSTEM + "/encode/1024"), PEERS)},
+            output=("a.svg", "memcpy (twin)"), needs=["gnuplot"]),
         row("plot: the output path runs system()", ["plot", "base.json", PATH_INJECTION], 0,
             [], ok, output=(PATH_INJECTION, "shmrig codecs"), needs=["gnuplot"]),
+        row("plot --latency: the output path runs system()",
+            ["plot", "peers.json", "--latency", PATH_INJECTION], 0, [], peers,
+            output=(PATH_INJECTION, "shmrig and its peers"), needs=["gnuplot"]),
         row("plot: a quote in the output path", ["plot", "base.json", "it's.svg"], 0, [], ok,
             output=("it's.svg", "shmrig codecs"), needs=["gnuplot"]),
         row("plot: output into a missing directory", ["plot", "base.json", "nodir/out.svg"], 2,
             ["nodir/out.svg", "no such directory"], ok),
+        row("plot --latency: output into a missing directory",
+            ["plot", "peers.json", "--codecs", "a.svg", "--latency", "nodir/b.svg"], 2,
+            ["nodir/b.svg", "no such directory"], peers, check=svg_check(missing=["a.svg"])),
         row("plot: no such file", ["plot", "nosuch.json", "out.svg"], 2,
             ["nosuch.json", "cannot read"]),
-        row("plot: no codec throughput", ["plot", BAD, "out.svg"], 2,
-            [BAD, "no codec throughput"], {BAD: mutated(only_pool)}),
-        row("plot: string bytes_per_second", ["plot", BAD, "out.svg"], 2,
-            [BAD, f"benchmarks[{C}].bytes_per_second", "not a finite number"],
-            {BAD: mutated(set_field(C, "bytes_per_second", "fast"))}),
+        row("plot: no codec rows", ["plot", BAD, "out.svg"], 2,
+            [BAD, "no codec rows"], {BAD: mutated(only_pool)}),
+        row("plot: no codec nor latency rows", ["plot", BAD, *both], 2,
+            [BAD, "no codec rows", "no latency rows"], {BAD: mutated(only_pool)},
+            check=svg_check(missing=["a.svg", "b.svg"])),
+        row("plot: only --latency, no latency rows", ["plot", "base.json", "--latency",
+                                                       "b.svg"], 2,
+            ["base.json", "no latency rows"], ok, check=svg_check(missing=["b.svg"])),
+        row("plot: every latency row skipped", ["plot", BAD, "--latency", "b.svg"], 2,
+            [BAD, "no latency rows"], {BAD: mutated(all_errors, PEERS)}),
+        row("plot: a codec time too small to draw", ["plot", BAD, "out.svg"], 2,
+            [BAD, f"benchmarks[{C}].real_time", "too small to draw"],
+            {BAD: mutated(set_field(C, "real_time", 1e-320))}),
         row("plot: one argument", ["plot", "base.json"], 2, ["RESULT.json OUT.svg"], ok),
+        row("plot: OUT.svg and --codecs", ["plot", "base.json", "a.svg", "--codecs", "b.svg"],
+            2, ["both name the codec plot"], ok),
+        row("plot: --codecs and --latency into one file",
+            ["plot", "peers.json", "--codecs", "a.svg", "--latency", "a.svg"], 2,
+            ["the same file"], peers),
+        row("plot: an unknown option", ["plot", "base.json", "--bogus", "a.svg"], 2,
+            ["unrecognized arguments: --bogus"], ok),
+        row("plot: --help", ["plot", "--help"], 0, ["--codecs OUT.svg", "--latency OUT.svg",
+                                                    "Exit status"]),
         row("plot: a valid file (control)", ["plot", "base.json", "out.svg"], 0, [], ok,
-            output=("out.svg", "memcpy (twin)"), needs=["gnuplot"]),
+            output=("out.svg", "memcpy (twin)"), needs=["gnuplot"],
+            check=svg_check({"out.svg": ["memcpy (twin)", "bytes encode", "64 B", "1 KiB",
+                                         "64 KiB"]})),
+        row("plot: both plots of a suite's rows (control)", ["plot", "peers.json", *both], 0,
+            [], peers, needs=["gnuplot"],
+            check=svg_check({"a.svg": ["memcpy (twin)", "1 KiB"],
+                             "b.svg": ["shmrig session, ring", "two-process copy (twin)",
+                                       "64 B", "1 KiB", "64 KiB"]})),
+        row("plot: every latency path, units, skips, suffixes", ["plot", "lat.json", "--latency",
+                                                                 "b.svg"], 0,
+            [], {"lat.json": LATENCY}, needs=["gnuplot"],
+            check=svg_check({"b.svg": [*LATENCY_TITLES, "64 B", "1 KiB", "64 KiB", "1 MiB",
+                                       "100 ns", "1 us", "10 us", "100 us", "1 ms",
+                                       "10 ms"]},
+                             unwanted={"b.svg": ["UCX sysv", "UCX cma", "10 ns"]})),
+        row("plot: codec rows, no latency rows", ["plot", "base.json", *both], 0,
+            ["no latency rows", "b.svg not written"], ok, needs=["gnuplot"],
+            check=svg_check({"a.svg": ["memcpy (twin)"]}, missing=["b.svg"])),
+        row("plot: latency rows, no codec rows", ["plot", "lat.json", *both], 0,
+            ["no codec rows", "a.svg not written"], {"lat.json": LATENCY}, needs=["gnuplot"],
+            check=svg_check({"b.svg": ["iceoryx (zero-copy pub/sub)"]}, missing=["a.svg"])),
 
         row("compare: 3 against 3 cannot reach --alpha 0.01",
             ["compare", "base.json", "base.json"], 2, ["cannot judge", "too few samples"], ok,
