@@ -43,8 +43,13 @@
  *   channel/<ring|pipe>/rtt_hogs/<n>  channel/<backend>/rtt with n CPU-bound
  *                                hog processes on each CPU (started before the
  *                                run, killed after): cores are scarce, so a
- *                                side that spins holds the CPU its peer needs;
- *                                counter p99_us: the 99th percentile round trip
+ *                                side that spins holds the CPU its peer needs
+ *
+ * Every round-trip row (rtt, pingpong_twin, echo, pipe_bytes_twin,
+ * copy_2proc_twin, rtt_hogs) also records each round trip's time (suite.h,
+ * bench_lat_mark(): one clock read a round trip, between the send and the
+ * wait where there are two) and reports the median and the 99th percentile
+ * as counters p50_us and p99_us.
  *
  * Method. The caller runs on CPU 0 and its peer (echo peer, worker, twin
  * peer) on CPU 1, both pinned with shmrig_topo_bind_thread(): a round trip
@@ -211,36 +216,35 @@ static void channel_end(gbench_state *st, struct channel_run *run)
 
 /*
  * Round trips of a 64-byte message until the benchmark has enough, timed a
- * batch at a time; each one's time goes to samples[] while there is room (if
- * samples is not NULL). The total time, or < 0 if one failed (the benchmark
- * is stopped, saying why).
+ * batch at a time, each one recorded in lat. The total time, or < 0 if one
+ * failed (the benchmark is stopped, saying why).
  */
-static double rtt_loop(gbench_state *st, struct channel_run *run, double *samples, size_t *nsamples,
-		       size_t max_samples)
+static double rtt_loop(gbench_state *st, struct channel_run *run, struct bench_lat *lat)
 {
 	unsigned char msg[MSG_SIZE];
+	struct bench_lat_batch batch;
 	double total_s = 0;
 	int ret = 0;
 
 	for (size_t i = 0; i < sizeof(msg); i++)
 		msg[i] = (unsigned char)(i * 131 + 7);
 	while (!ret && gbench_loop(st, RTT_BATCH)) {
-		double start = now_s(), batch_s;
+		double batch_s;
 
+		bench_lat_batch_start(&batch);
 		for (int i = 0; i < RTT_BATCH; i++) {
-			double sent = samples ? now_s() : 0;
 			void *back;
 			size_t len;
 
 			ret = shmrig_channel_send(run->ch, msg, sizeof(msg), PEER_TIMEOUT_MS);
-			if (!ret)
+			if (!ret) {
+				bench_lat_mark(&batch); /* while the peer answers */
 				ret = shmrig_channel_recv(run->ch, &back, &len, PEER_TIMEOUT_MS);
+			}
 			if (ret) {
 				fail(st, "round trip", ret);
 				break;
 			}
-			if (samples && *nsamples < max_samples)
-				samples[(*nsamples)++] = now_s() - sent;
 			/* the message came back whole: a wrong one is an error, not a figure */
 			if (len != sizeof(msg) || memcmp(back, msg, sizeof(msg))) {
 				ret = -EBADMSG;
@@ -250,7 +254,7 @@ static double rtt_loop(gbench_state *st, struct channel_run *run, double *sample
 			if (ret)
 				break;
 		}
-		batch_s = now_s() - start;
+		batch_s = bench_lat_batch_end(&batch, ret ? NULL : lat);
 		total_s += batch_s;
 		if (!ret)
 			gbench_set_iteration_time(st, batch_s);
@@ -261,14 +265,18 @@ static double rtt_loop(gbench_state *st, struct channel_run *run, double *sample
 static void bm_channel_rtt(gbench_state *st, void *arg)
 {
 	struct channel_run run;
+	struct bench_lat lat;
 	double total_s;
 
+	bench_lat_init(&lat);
 	if (!channel_start(st, &run, arg, PEER_ECHO))
 		return;
-	total_s = rtt_loop(st, &run, NULL, NULL, 0);
-	if (total_s >= 0 && gbench_iterations(st))
+	total_s = rtt_loop(st, &run, &lat);
+	if (total_s >= 0 && gbench_iterations(st)) {
 		gbench_counter(st, "one_way_ns", total_s * 1e9 / (double)gbench_iterations(st) / 2,
 			       0);
+		bench_lat_counters(st, &lat);
+	}
 	channel_end(st, &run);
 }
 
@@ -321,13 +329,16 @@ static int pingpong_peer(struct pingpong_line *line, pid_t parent, const struct 
 static void bm_pingpong_rtt(gbench_state *st, void *arg)
 {
 	struct pingpong_line *line;
+	struct bench_lat_batch batch;
 	struct bench_pinning pin;
+	struct bench_lat lat;
 	uint64_t value = 0;
 	double total_s = 0;
 	bool ok = true;
 	pid_t peer;
 
 	(void)arg;
+	bench_lat_init(&lat);
 	if (!bench_pin_start(st, &pin))
 		return;
 	/* anonymous shared memory: inherited by the fork, no /dev/shm entry */
@@ -350,12 +361,14 @@ static void bm_pingpong_rtt(gbench_state *st, void *arg)
 		_exit(pingpong_peer(line, getppid(), &pin));
 	gbench_set_label(st, "one 64-byte line, busy-wait both sides");
 	while (ok && gbench_loop(st, RTT_BATCH)) {
-		double start = now_s(), batch_s;
+		double batch_s;
 
+		bench_lat_batch_start(&batch);
 		for (int i = 0; ok && i < RTT_BATCH; i++) {
 			uint32_t spins = 0;
 
 			atomic_store_explicit(&line->counter, ++value, memory_order_release);
+			bench_lat_mark(&batch); /* while the line goes to the peer and back */
 			while (atomic_load_explicit(&line->counter, memory_order_acquire) !=
 			       value + 1) {
 				cpu_relax();
@@ -370,14 +383,16 @@ static void bm_pingpong_rtt(gbench_state *st, void *arg)
 			}
 			value++;
 		}
-		batch_s = now_s() - start;
+		batch_s = bench_lat_batch_end(&batch, ok ? &lat : NULL);
 		total_s += batch_s;
 		if (ok)
 			gbench_set_iteration_time(st, batch_s);
 	}
-	if (ok && gbench_iterations(st))
+	if (ok && gbench_iterations(st)) {
 		gbench_counter(st, "one_way_ns", total_s * 1e9 / (double)gbench_iterations(st) / 2,
 			       0);
+		bench_lat_counters(st, &lat);
+	}
 	atomic_store_explicit(&line->counter, PINGPONG_STOP, memory_order_release);
 	if (ok)
 		bench_check_peer_exit(st, peer);
@@ -639,18 +654,22 @@ static void bm_session_echo(gbench_state *st, void *arg)
 {
 	size_t bytes = (size_t)gbench_range(st, 0);
 	int64_t batch = calls_per_batch((int64_t)bytes);
+	struct bench_lat_batch timed;
 	struct session_run run;
+	struct bench_lat lat;
 	char label[128];
 	int ret = 0;
 
+	bench_lat_init(&lat);
 	if (!session_start(st, &run, arg, bytes))
 		return;
 	snprintf(label, sizeof(label), "float64 ndarray, %zu B each way, worker on cpu %d", bytes,
 		 run.pin.peer_cpu);
 	gbench_set_label(st, label);
 	while (!ret && gbench_loop(st, batch)) {
-		double start = now_s();
+		double batch_s;
 
+		bench_lat_batch_start(&timed);
 		for (int64_t i = 0; i < batch; i++) {
 			struct shmrig_value back;
 
@@ -664,12 +683,17 @@ static void bm_session_echo(gbench_state *st, void *arg)
 				fail(st, "value_release", ret);
 				break;
 			}
+			/* one call is the round trip: no wait to read the clock in */
+			bench_lat_mark(&timed);
 		}
+		batch_s = bench_lat_batch_end(&timed, ret ? NULL : &lat);
 		if (!ret)
-			gbench_set_iteration_time(st, now_s() - start);
+			gbench_set_iteration_time(st, batch_s);
 	}
-	if (!ret)
+	if (!ret) {
 		gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)bytes);
+		bench_lat_counters(st, &lat);
+	}
 	session_end(st, &run);
 }
 
@@ -697,11 +721,14 @@ static void bm_pipe_bytes_twin(gbench_state *st, void *arg)
 	struct sigaction ignore = { .sa_handler = SIG_IGN }, saved_sigpipe;
 	unsigned char *out = malloc(bytes), *back = malloc(bytes);
 	int to_peer[2] = { -1, -1 }, from_peer[2] = { -1, -1 };
+	struct bench_lat_batch timed;
 	struct bench_pinning pin;
+	struct bench_lat lat;
 	pid_t peer = -1;
 	int ret = 0;
 
 	(void)arg;
+	bench_lat_init(&lat);
 	if (!out || !back) {
 		fail(st, "out of memory", -ENOMEM);
 		goto out;
@@ -740,21 +767,27 @@ static void bm_pipe_bytes_twin(gbench_state *st, void *arg)
 	}
 	gbench_set_label(st, "pipe(2) each way, the default 64 KiB pipe buffer");
 	while (!ret && gbench_loop(st, batch)) {
-		double start = now_s();
+		double batch_s;
 
+		bench_lat_batch_start(&timed);
 		for (int64_t i = 0; !ret && i < batch; i++) {
 			ret = bench_write_all(to_peer[1], out, bytes);
-			if (!ret)
+			if (!ret) {
+				bench_lat_mark(&timed); /* while the peer reads and answers */
 				ret = bench_read_all(from_peer[0], back, bytes, -1);
+			}
 		}
+		batch_s = bench_lat_batch_end(&timed, ret ? NULL : &lat);
 		if (ret) {
 			fail(st, "pipe round trip", ret);
 			break;
 		}
-		gbench_set_iteration_time(st, now_s() - start);
+		gbench_set_iteration_time(st, batch_s);
 	}
-	if (!ret)
+	if (!ret) {
 		gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)bytes);
+		bench_lat_counters(st, &lat);
+	}
 	/* EOF ends the peer */
 	close(to_peer[1]);
 	to_peer[1] = -1;
@@ -819,14 +852,17 @@ static int copy_twin_peer(struct copy_twin *ct, pid_t parent, const struct bench
 	}
 }
 
-/* One round trip: copy in, hand over, wait for the copy back. 0 or -1 (the peer died). */
+/* One round trip: copy in, hand over, (mark the batch if not NULL,) wait for the
+ * copy back. 0 or -1 (the peer died). */
 static int copy_twin_round(struct copy_twin *ct, const unsigned char *src, uint64_t *value,
-			   pid_t peer)
+			   pid_t peer, struct bench_lat_batch *batch)
 {
 	uint32_t spins = 0;
 
 	memcpy(ct->in, src, ct->size); /* the caller's encode */
 	atomic_store_explicit(&ct->line.counter, ++*value, memory_order_release);
+	if (batch)
+		bench_lat_mark(batch); /* while the peer copies */
 	while (atomic_load_explicit(&ct->line.counter, memory_order_acquire) != *value + 1) {
 		cpu_relax();
 		if (++spins == PINGPONG_CHECK_SPINS) {
@@ -844,14 +880,17 @@ static void bm_copy_2proc_twin(gbench_state *st, void *arg)
 	size_t size = (size_t)gbench_range(st, 0);
 	size_t map_len = sizeof(struct copy_twin) + 2 * size + 128;
 	int per_batch = size >= ((size_t)1 << 20) ? 1 : RTT_BATCH;
+	struct bench_lat_batch batch;
 	struct bench_pinning pin;
 	struct copy_twin *ct;
+	struct bench_lat lat;
 	unsigned char *src;
 	uint64_t value = 0;
 	bool ok = true;
 	pid_t peer;
 
 	(void)arg;
+	bench_lat_init(&lat);
 	if (!bench_pin_start(st, &pin))
 		return;
 	src = malloc(size);
@@ -883,23 +922,27 @@ static void bm_copy_2proc_twin(gbench_state *st, void *arg)
 		_exit(copy_twin_peer(ct, getppid(), &pin));
 	gbench_set_label(st, "copy in, the other CPU copies it out, busy-wait both sides");
 	/* every byte came back once before timing: a wrong copy is an error */
-	if (copy_twin_round(ct, src, &value, peer) || memcmp(ct->out, src, size)) {
+	if (copy_twin_round(ct, src, &value, peer, NULL) || memcmp(ct->out, src, size)) {
 		fail(st, "the copy twin's first round trip failed", -1);
 		ok = false;
 	}
 	while (ok && gbench_loop(st, per_batch)) {
-		double start = now_s();
+		double batch_s;
 
+		bench_lat_batch_start(&batch);
 		for (int i = 0; ok && i < per_batch; i++)
-			if (copy_twin_round(ct, src, &value, peer)) {
+			if (copy_twin_round(ct, src, &value, peer, &batch)) {
 				fail(st, "the copy twin's peer died", -1);
 				ok = false;
 			}
+		batch_s = bench_lat_batch_end(&batch, ok ? &lat : NULL);
 		if (ok)
-			gbench_set_iteration_time(st, now_s() - start);
+			gbench_set_iteration_time(st, batch_s);
 	}
-	if (ok)
+	if (ok) {
 		gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)size);
+		bench_lat_counters(st, &lat);
+	}
 	atomic_store_explicit(&ct->line.counter, PINGPONG_STOP, memory_order_release);
 	if (ok)
 		bench_check_peer_exit(st, peer);
@@ -914,7 +957,6 @@ static void bm_copy_2proc_twin(gbench_state *st, void *arg)
 
 #define HOG_CHECK_EVERY (1u << 22) /* spins between a hog's checks that we live */
 #define MAX_HOGS 64
-#define MAX_RTT_SAMPLES (1u << 16)
 
 static const char *const hog_backends[] = { "ring", "pipe" };
 static const int64_t hogs_per_cpu[] = { 1, 2, 4 };
@@ -943,30 +985,17 @@ static void stop_hogs(const pid_t *hogs, int n)
 			;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static void bm_channel_rtt_hogs(gbench_state *st, void *arg)
 {
 	int per_cpu = (int)gbench_range(st, 0), nhogs = 0, ret = 0;
 	pid_t hogs[MAX_HOGS];
 	struct channel_run run;
-	double *samples = malloc(MAX_RTT_SAMPLES * sizeof(double));
-	size_t nsamples = 0;
+	struct bench_lat lat;
 	char label[96];
 
-	if (!samples) {
-		fail(st, "out of memory", -ENOMEM);
+	bench_lat_init(&lat);
+	if (!channel_start(st, &run, arg, PEER_ECHO))
 		return;
-	}
-	if (!channel_start(st, &run, arg, PEER_ECHO)) {
-		free(samples);
-		return;
-	}
 	/* the hogs: per_cpu on each CPU of the topology, after the peer is up */
 	for (int cpu = 0; cpu < shmrig_topo_num_cpus(run.pin.topo) && !ret; cpu++)
 		for (int k = 0; k < per_cpu && !ret; k++) {
@@ -992,14 +1021,11 @@ static void bm_channel_rtt_hogs(gbench_state *st, void *arg)
 	snprintf(label, sizeof(label), "%d CPU-bound hog(s) on each CPU (%d in all)", per_cpu,
 		 nhogs);
 	gbench_set_label(st, label);
-	if (!ret && rtt_loop(st, &run, samples, &nsamples, MAX_RTT_SAMPLES) < 0)
+	if (!ret && rtt_loop(st, &run, &lat) < 0)
 		ret = -1;
 	stop_hogs(hogs, nhogs);
-	if (!ret && nsamples) {
-		qsort(samples, nsamples, sizeof(*samples), cmp_double);
-		gbench_counter(st, "p99_us", samples[(nsamples * 99) / 100] * 1e6, 0);
-	}
-	free(samples);
+	if (!ret)
+		bench_lat_counters(st, &lat);
 	channel_end(st, &run);
 }
 

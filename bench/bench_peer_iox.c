@@ -25,8 +25,12 @@
  * ping through a pipe: "run n round trips", and ping answers with the wall
  * time they took (CLOCK_MONOTONIC, read in ping around the n round trips, so
  * the pipe is outside the time). shmrig-bench waits in read(2) meanwhile, so
- * it takes no CPU from ping on CPU 0. Both iceoryx processes end with exit(),
- * not _exit(): the runtime's destructor unregisters them from RouDi.
+ * it takes no CPU from ping on CPU 0. ping also records each round trip's time
+ * (the clock read after the publish, while the echo works: suite.h) in a
+ * histogram in a shared anonymous mapping, which shmrig-bench reads for the
+ * counters p50_us and p99_us once ping is reaped. Both iceoryx processes end
+ * with exit(), not _exit(): the runtime's destructor unregisters them from
+ * RouDi.
  *
  * Waiting. A side that waits for a sample tries iox_sub_take_chunk() up to
  * SPIN_TAKES times with a pause between (the ring channel's 512 pauses; an
@@ -161,7 +165,7 @@ struct roudi {
 };
 
 /* What a run's processes share: written before the forks, read-only after,
- * but for `stop`, which lives in a shared anonymous mapping. */
+ * but for `stop` and `lat`, which live in shared anonymous mappings. */
 struct iox_echo {
 	size_t bytes;
 	const struct bench_pinning *pin;
@@ -169,16 +173,9 @@ struct iox_echo {
 	pid_t bench; /* shmrig-bench */
 	char ping_name[64];
 	char pong_name[64];
-	_Atomic int *stop; /* ping sets it when the run is over */
+	_Atomic int *stop;     /* ping sets it when the run is over */
+	struct bench_lat *lat; /* ping records the timed round trips, shmrig-bench reads */
 };
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int64_t now_ms(void)
 {
@@ -719,9 +716,10 @@ static const char *ping_gone(void *ctx, char *what)
 	return what;
 }
 
-/* One round trip; 0, or -1 with what said in `what`. */
+/* One round trip (marked in batch, if not NULL); 0, or -1 with what said in `what`. */
 static int round_trip(struct iox_end *end, const unsigned char *payload, size_t bytes,
-		      struct ping_ctx *ctx, const void **reply, char *what)
+		      struct ping_ctx *ctx, const void **reply, struct bench_lat_batch *batch,
+		      char *what)
 {
 	void *chunk;
 	enum iox_AllocationResult loaned = iox_pub_loan_chunk(end->pub, &chunk, (uint32_t)bytes);
@@ -732,6 +730,8 @@ static int round_trip(struct iox_end *end, const unsigned char *payload, size_t 
 	}
 	memcpy(chunk, payload, bytes);
 	iox_pub_publish_chunk(end->pub, chunk);
+	if (batch)
+		bench_lat_mark(batch); /* while the echo works */
 	return take_next(end, reply, PEER_TIMEOUT_MS, ping_gone, ctx, what);
 }
 
@@ -767,6 +767,7 @@ static int ping_run(const struct iox_echo *echo, struct iox_end *end, struct pin
 		    int cmd_fd, int result_fd)
 {
 	unsigned char *payload = malloc(echo->bytes);
+	struct bench_lat_batch timed;
 	char what[WHAT_MAX] = "";
 	const void *reply;
 	int ret = -1;
@@ -779,7 +780,7 @@ static int ping_run(const struct iox_echo *echo, struct iox_end *end, struct pin
 	iox_set_loglevel(Iceoryx_LogLevel_Error);
 	iox_runtime_init(echo->ping_name);
 	if (!end_open(end, "request", "reply", what) || await_connection(end, ctx, what) ||
-	    round_trip(end, payload, echo->bytes, ctx, &reply, what))
+	    round_trip(end, payload, echo->bytes, ctx, &reply, NULL, what))
 		goto out;
 	/* Checked before timing: the reply holds the request's bytes. */
 	if (memcmp(reply, payload, echo->bytes)) {
@@ -792,7 +793,7 @@ static int ping_run(const struct iox_echo *echo, struct iox_end *end, struct pin
 		goto out_quiet;
 	for (;;) {
 		int64_t batch;
-		double start;
+		double batch_s;
 		ssize_t got = read(cmd_fd, &batch, sizeof(batch));
 
 		if (got < 0 && errno == EINTR)
@@ -802,13 +803,15 @@ static int ping_run(const struct iox_echo *echo, struct iox_end *end, struct pin
 			ret = 0;
 			goto out_quiet;
 		}
-		start = now_s();
+		bench_lat_batch_start(&timed);
 		for (int64_t i = 0; i < batch; i++) {
-			if (round_trip(end, payload, echo->bytes, ctx, &reply, what))
+			if (round_trip(end, payload, echo->bytes, ctx, &reply, &timed, what))
 				goto out;
 			iox_sub_release_chunk(end->sub, reply);
 		}
-		if (send_result(result_fd, 0, now_s() - start, NULL))
+		/* recorded before the answer: shmrig-bench reads them after the last */
+		batch_s = bench_lat_batch_end(&timed, echo->lat);
+		if (send_result(result_fd, 0, batch_s, NULL))
 			goto out_quiet;
 	}
 out:
@@ -932,6 +935,14 @@ static void bm_iox_echo(gbench_state *st, void *arg)
 		bench_fail_os(st, "mmap", -errno);
 		goto stop_roudi;
 	}
+	echo.lat = mmap(NULL, sizeof(*echo.lat), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			-1, 0);
+	if (echo.lat == MAP_FAILED) {
+		echo.lat = NULL;
+		bench_fail_os(st, "mmap", -errno);
+		goto stop_roudi;
+	}
+	bench_lat_init(echo.lat);
 	if (pipe2(cmd, O_CLOEXEC) || pipe2(result, O_CLOEXEC)) {
 		bench_fail_os(st, "pipe", -errno);
 		goto stop_roudi;
@@ -980,6 +991,8 @@ static void bm_iox_echo(gbench_state *st, void *arg)
 	close(cmd[1]);
 	cmd[1] = -1;
 	bench_check_peer_exit(st, ping);
+	if (ok) /* ping has written its last and is gone */
+		bench_lat_counters(st, echo.lat);
 stop_roudi:
 	for (int i = 0; i < 2; i++) {
 		if (cmd[i] >= 0)
@@ -989,6 +1002,8 @@ stop_roudi:
 	}
 	if (echo.stop)
 		munmap(echo.stop, sizeof(*echo.stop));
+	if (echo.lat)
+		munmap(echo.lat, sizeof(*echo.lat));
 	roudi_stop(st, &roudi);
 unpin:
 	bench_pin_end(&pin);

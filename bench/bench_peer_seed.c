@@ -19,13 +19,15 @@
  * are passed with --cpus; this thread is pinned to CPU 0 too, and waits in
  * read() while Python works). Each gbench batch of N iterations is one line
  * `N B` to the script, which runs N round trips and answers with the
- * nanoseconds they took (time.perf_counter_ns): that is the batch's manual
- * time, so Python's own loop is the clock and the pipes to this process are
- * outside it. The first batch of a run is preceded, inside the script and
- * untimed, by one round trip whose answer is compared with the value. After
- * the run: `quit`, a bounded wait, SIGKILL as a last resort, reaped; the run
- * is an error if the script did not exit with 0 or left a block in /dev/shm
- * (its blocks carry its pid in their name; any found are removed).
+ * nanoseconds of each (time.perf_counter_ns read before the first and after
+ * each): their sum is the batch's manual time, so Python's own loop is the
+ * clock and the pipes to this process are outside it, and each is a sample
+ * for the counters p50_us and p99_us. The first batch of a run is preceded,
+ * inside the script and untimed, by one round trip whose answer is compared
+ * with the value. After the run: `quit`, a bounded wait, SIGKILL as a last
+ * resort, reaped; the run is an error if the script did not exit with 0 or
+ * left a block in /dev/shm (its blocks carry its pid in their name; any found
+ * are removed).
  *
  * No /usr/bin/python3, an unreadable script, or a script that does not come
  * up (no `ready` line) skips the row with the reason; a figure is never made up.
@@ -59,7 +61,10 @@
 #define SEED_BLOCK_PREFIX "shmrigbench-seedpy-"
 #define START_TIMEOUT_MS 20000 /* the script waits 10 s for its peer */
 #define BATCH_TIMEOUT_MS 60000 /* one batch: ~30 ms here; a hung script is an error */
-#define LINE_MAX_BYTES 512
+#define TRIPS_MAX 64           /* round trips a batch, at most (trips_per_batch()) */
+/* A line from the script: at most TRIPS_MAX numbers of up to 20 digits, with spaces. */
+#define LINE_MAX_BYTES 2048
+_Static_assert(LINE_MAX_BYTES >= TRIPS_MAX * 21 + 1, "an answer fits a line");
 
 static const int64_t seed_sizes[] = { 64, 64 << 10, 1 << 20, 16 << 20 };
 
@@ -302,15 +307,47 @@ static bool script_start(gbench_state *st, struct seed_script *s, const struct b
 	return false;
 }
 
-/* One batch: `trips bytes` to the script, its elapsed nanoseconds back. 0 or -errno
- * (the benchmark is stopped, saying why). */
+/*
+ * The answer to a batch of trips round trips: exactly trips numbers of
+ * nanoseconds, each > 0 and below the batch's timeout, one space between.
+ * Their sum, or 0 if the line is not that.
+ */
+static uint64_t parse_answer(const char *line, int64_t trips, uint64_t *trip_ns)
+{
+	const char *p = line;
+	uint64_t sum = 0;
+
+	for (int64_t i = 0; i < trips; i++) {
+		char *end;
+
+		if (i && *p++ != ' ')
+			return 0;
+		if (*p < '0' || *p > '9') /* strtoull would take a sign or spaces */
+			return 0;
+		errno = 0;
+		trip_ns[i] = strtoull(p, &end, 10);
+		if (errno || trip_ns[i] == 0 || trip_ns[i] >= (uint64_t)BATCH_TIMEOUT_MS * 1000000)
+			return 0;
+		sum += trip_ns[i];
+		p = end;
+	}
+	return *p ? 0 : sum;
+}
+
+/* One batch: `trips bytes` to the script, the nanoseconds of each round trip
+ * back, recorded in lat, and their sum in elapsed_ns. 0 or -errno (the
+ * benchmark is stopped, saying why). */
 static int run_batch(gbench_state *st, struct seed_script *s, int64_t trips, int64_t bytes,
-		     uint64_t *elapsed_ns)
+		     struct bench_lat *lat, uint64_t *elapsed_ns)
 {
 	char line[LINE_MAX_BYTES], message[LINE_MAX_BYTES + 64];
-	char *end;
+	uint64_t trip_ns[TRIPS_MAX];
 	int ret;
 
+	if (trips < 1 || trips > TRIPS_MAX) {
+		gbench_skip(st, "failed: seed_echo.py batch: round trips out of range");
+		return -EINVAL;
+	}
 	snprintf(line, sizeof(line), "%" PRId64 " %" PRId64 "\n", trips, bytes);
 	ret = write_line(s, line);
 	if (!ret)
@@ -319,13 +356,16 @@ static int run_batch(gbench_state *st, struct seed_script *s, int64_t trips, int
 		bench_fail_os(st, "seed_echo.py batch", ret);
 		return ret;
 	}
-	errno = 0;
-	*elapsed_ns = strtoull(line, &end, 10);
-	if (errno || end == line || *end || line[0] == '-' || *elapsed_ns == 0) {
-		snprintf(message, sizeof(message), "failed: seed_echo.py answered: %s", line);
+	*elapsed_ns = parse_answer(line, trips, trip_ns);
+	if (*elapsed_ns == 0) {
+		snprintf(message, sizeof(message),
+			 "failed: seed_echo.py answered (want %" PRId64 " times in ns): %.200s",
+			 trips, line);
 		gbench_skip(st, message);
 		return -EBADMSG;
 	}
+	for (int64_t i = 0; i < trips; i++)
+		bench_lat_record(lat, trip_ns[i]);
 	return 0;
 }
 
@@ -335,10 +375,12 @@ static void bm_seed_python_echo(gbench_state *st, void *arg)
 	struct sigaction ignore = { .sa_handler = SIG_IGN }, saved_sigpipe;
 	struct bench_pinning pin;
 	struct seed_script script;
+	struct bench_lat lat;
 	char label[LINE_MAX_BYTES + 32];
 	int ret = 0;
 
 	(void)arg;
+	bench_lat_init(&lat);
 	if (!bench_pin_start(st, &pin))
 		return;
 	/* A dead script is an EPIPE to report, not a SIGPIPE that ends the suite. */
@@ -349,12 +391,14 @@ static void bm_seed_python_echo(gbench_state *st, void *arg)
 	while (!ret && gbench_loop(st, trips)) {
 		uint64_t elapsed_ns;
 
-		ret = run_batch(st, &script, trips, bytes, &elapsed_ns);
+		ret = run_batch(st, &script, trips, bytes, &lat, &elapsed_ns);
 		if (!ret)
 			gbench_set_iteration_time(st, (double)elapsed_ns / 1e9);
 	}
-	if (!ret)
+	if (!ret) {
 		gbench_set_bytes_processed(st, gbench_iterations(st) * bytes);
+		bench_lat_counters(st, &lat);
+	}
 	script_stop(st, &script, ret == 0);
 out:
 	sigaction(SIGPIPE, &saved_sigpipe, NULL);

@@ -23,9 +23,11 @@
  *
  * Method, as bench_channel.c: the caller on CPU 0, the forked peer on CPU 1,
  * both busy-polling with ucp_worker_progress() (as ucx_perftest does for
- * latency); manual wall time per batch. Both processes create their UCP
- * context and worker after the fork (UCX does not survive a fork with a live
- * context) and exchange worker addresses through two pipes made before it.
+ * latency); manual wall time per batch, and each round trip's time for the
+ * counters p50_us and p99_us (the clock read after the send, suite.h). Both
+ * processes create their UCP context and worker after the fork (UCX does not
+ * survive a fork with a live context) and exchange worker addresses through
+ * two pipes made before it.
  * One round trip is checked before timing (the echo equals what was sent). A
  * transport UCX cannot run here (context, worker or endpoint creation, or that
  * checked round trip, fails with "unreachable", "no such device",
@@ -961,29 +963,35 @@ static void bm_ucx_rtt(gbench_state *st, void *arg)
 	const struct ucx_tls *tls = arg;
 	size_t bytes = (size_t)gbench_range(st, 0);
 	int64_t batch = round_trips_per_batch(bytes);
+	struct bench_lat_batch timed;
+	struct bench_lat lat;
 	struct run run;
 	double total_s = 0;
 	ucs_status_t status = UCS_OK;
 
+	bench_lat_init(&lat);
 	if (!run_start(st, &run, tls, MODE_ECHO, bytes))
 		return;
 	if (!set_lanes_label(st, &run, tls))
 		status = UCS_ERR_UNSUPPORTED;
 	while (status == UCS_OK && gbench_loop(st, batch)) {
-		double start = now_s(), batch_s;
+		double batch_s;
 
+		bench_lat_batch_start(&timed);
 		for (int64_t i = 0; status == UCS_OK && i < batch; i++) {
 			ucp_tag_recv_info_t info;
 			void *receive = recv_tag(&run.side, run.back, bytes, TAG_ECHO, TAG_EXACT,
 						 &info);
 
 			status = send_wait(&run.side, run.out, bytes, TAG_DATA);
-			if (status == UCS_OK)
+			if (status == UCS_OK) {
+				bench_lat_mark(&timed); /* while the peer answers */
 				status = wait_request(&run.side, receive, &info, true);
-			else
+			} else {
 				abandon(&run.side, receive, &info);
+			}
 		}
-		batch_s = now_s() - start;
+		batch_s = bench_lat_batch_end(&timed, status == UCS_OK ? &lat : NULL);
 		total_s += batch_s;
 		if (status == UCS_OK)
 			gbench_set_iteration_time(st, batch_s);
@@ -994,6 +1002,7 @@ static void bm_ucx_rtt(gbench_state *st, void *arg)
 		gbench_set_bytes_processed(st, gbench_iterations(st) * (int64_t)bytes);
 		gbench_counter(st, "one_way_ns", total_s * 1e9 / (double)gbench_iterations(st) / 2,
 			       0);
+		bench_lat_counters(st, &lat);
 	}
 	run_end(st, &run, tls->tls);
 }

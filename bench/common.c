@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* What the suite files share: failing a benchmark, pinning, the seed's segment. */
+/* What the suite files share: failing a benchmark, pinning, the seed's segment,
+ * the round-trip histogram. */
 #include "suite.h"
 
 #include <errno.h>
@@ -216,4 +217,106 @@ int bench_read_all(int fd, void *buf, size_t len, int timeout_ms)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+/* ---- round-trip latencies ---- */
+
+#define LAT_SUB_COUNT (1u << BENCH_LAT_SUB_BITS)
+
+_Static_assert(BENCH_LAT_TOP_BITS < 64, "a shift by the top bits must stay in a uint64_t");
+
+void bench_lat_init(struct bench_lat *lat)
+{
+	memset(lat, 0, sizeof(*lat));
+}
+
+/*
+ * Bucket of ns (at most BENCH_LAT_MAX_NS): group 0 holds 0 .. 2^SUB_BITS - 1
+ * one value a bucket; group g >= 1 holds [2^(g + SUB_BITS - 1), 2^(g + SUB_BITS))
+ * in 2^SUB_BITS buckets of 2^(g - 1) values each.
+ */
+static unsigned lat_bucket(uint64_t ns)
+{
+	unsigned top, group;
+
+	if (ns < LAT_SUB_COUNT)
+		return (unsigned)ns;
+	top = 63u - (unsigned)__builtin_clzll(ns); /* >= SUB_BITS */
+	group = top - BENCH_LAT_SUB_BITS + 1;
+	return (group << BENCH_LAT_SUB_BITS) + (unsigned)(ns >> (group - 1)) - LAT_SUB_COUNT;
+}
+
+/* The middle of a bucket's values, in ns. */
+static double lat_bucket_middle(unsigned bucket)
+{
+	unsigned group = bucket >> BENCH_LAT_SUB_BITS, sub = bucket & (LAT_SUB_COUNT - 1);
+	uint64_t lowest, width;
+
+	if (group == 0)
+		return sub;
+	lowest = (uint64_t)(LAT_SUB_COUNT + sub) << (group - 1);
+	width = (uint64_t)1 << (group - 1);
+	return (double)lowest + (double)(width - 1) / 2;
+}
+
+void bench_lat_record(struct bench_lat *lat, uint64_t ns)
+{
+	if (ns > BENCH_LAT_MAX_NS) {
+		ns = BENCH_LAT_MAX_NS;
+		lat->clamped++;
+	}
+	lat->buckets[lat_bucket(ns)]++;
+	lat->count++;
+}
+
+double bench_lat_percentile(const struct bench_lat *lat, double q)
+{
+	uint64_t rank, seen = 0;
+	double wanted;
+
+	if (!lat->count)
+		return 0;
+	/* the rank, ceil(q * count) within 1 .. count (a q outside (0, 1] is
+	 * taken as the nearest end; NaN as 1) */
+	wanted = q * (double)lat->count;
+	if (!(wanted >= 1))
+		rank = 1;
+	else if (wanted >= (double)lat->count)
+		rank = lat->count;
+	else
+		rank = (uint64_t)wanted + ((double)(uint64_t)wanted < wanted);
+	for (unsigned b = 0; b < BENCH_LAT_BUCKETS; b++) {
+		seen += lat->buckets[b];
+		if (seen >= rank)
+			return lat_bucket_middle(b);
+	}
+	/* buckets that add up to less than count (a peer's histogram): the highest used */
+	for (unsigned b = BENCH_LAT_BUCKETS; b-- > 0;)
+		if (lat->buckets[b])
+			return lat_bucket_middle(b);
+	return 0;
+}
+
+void bench_lat_counters(gbench_state *st, const struct bench_lat *lat)
+{
+	if (!lat->count)
+		return;
+	gbench_counter(st, "p50_us", bench_lat_percentile(lat, 0.50) / 1e3, 0);
+	gbench_counter(st, "p99_us", bench_lat_percentile(lat, 0.99) / 1e3, 0);
+}
+
+double bench_lat_batch_end(struct bench_lat_batch *batch, struct bench_lat *lat)
+{
+	uint64_t end = bench_now_ns();
+	unsigned marks = batch->marks;
+
+	if (lat && marks && marks <= BENCH_LAT_BATCH_MAX) {
+		/* the first round trip: from the start to the first mark, and from the
+		 * last mark to the end (the time between batches is in neither) */
+		bench_lat_record(lat, (batch->mark_ns[0] - batch->start_ns) +
+					      (end - batch->mark_ns[marks - 1]));
+		for (unsigned i = 1; i < marks; i++)
+			bench_lat_record(lat, batch->mark_ns[i] - batch->mark_ns[i - 1]);
+	}
+	return (double)(end - batch->start_ns) * 1e-9;
 }

@@ -29,6 +29,14 @@
  * Repetitions and min-time are set on the command line
  * (--benchmark_repetitions, --benchmark_min_time), not per benchmark, so that
  * names stay stable against a baseline.
+ *
+ * SHMRIG_BENCH_REFERENCE=1 in the environment (scripts/compare sets it) adds a
+ * counter ref_ns to every run: the median time of a fixed chain of integer
+ * multiply-adds run between the body's batches, with the timer paused, at
+ * most every 0.1 ms of the loop (gbench_shim.cc). It tracks the CPU's speed
+ * at the moments the body ran, so figure / ref_ns cancels a change of speed.
+ * The slices cost a run ~3 % more wall time outside the timed region; a body
+ * that pauses the timer (gbench_pause) gets no slice while paused.
  */
 
 #include <stdbool.h>

@@ -22,6 +22,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -31,6 +32,8 @@
 #include <exception>
 #include <regex.h>
 #include <string>
+#include <vector>
+#include <time.h>
 
 namespace {
 
@@ -47,10 +50,7 @@ struct CBenchmark final : Benchmark {
 	{
 	}
 
-	void Run(State &st) override
-	{
-		fn(reinterpret_cast<gbench_state *>(&st), arg);
-	}
+	void Run(State &st) override;
 
 	// May argument lists of `count` values be added? (none added yet: any)
 	bool takes_args(int count) const
@@ -61,6 +61,70 @@ struct CBenchmark final : Benchmark {
 	gbench_fn fn;
 	void *arg;
 };
+
+// SHMRIG_BENCH_REFERENCE=1 (read once by gbench_main()): a reference is
+// measured interleaved with every body, for scripts/compare.
+//
+// The reference is a fixed chain of dependent integer multiply-adds, timed. A
+// slice of it runs between two batches of the timed loop (gbench_loop(), with
+// the timer paused) once at least REFERENCE_EVERY_NS of the loop have passed
+// since the last slice, so the slices sample the moments the body ran, and
+// their median is the speed the CPU had then: a VM's vCPU that changes speed
+// during a run changes the reference with the body, and the body's time divided
+// by it keeps what the code does. (A slice that lost the CPU to another process
+// is an outlier the median drops: time lost that way is not the reference's to
+// cancel; scripts/compare takes CPU time for that.) A run takes about
+// REFERENCE_STEPS' time in REFERENCE_EVERY_NS (~3 % here) longer, outside the
+// timed region; a body whose loop is one long batch gets one slice after it.
+bool reference_on = false;
+constexpr int REFERENCE_STEPS = 2000;               // ~3-6 us
+constexpr std::int64_t REFERENCE_EVERY_NS = 100000; // of the loop
+
+// Per thread: each thread of a benchmark runs its own State.
+struct reference_acc {
+	bool started; // the loop has begun: its timer runs between batches
+	bool paused;  // the body paused the timer (gbench_pause), or the loop ended
+	std::int64_t last_ns;
+	std::vector<double> slices_ns;
+};
+thread_local reference_acc reference;
+
+std::int64_t monotonic_ns() noexcept
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (std::int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+void reference_slice()
+{
+	std::int64_t t0 = monotonic_ns(), t1;
+	std::uint64_t x = (std::uint64_t)t0 | 1u;
+
+	for (int i = 0; i < REFERENCE_STEPS; i++)
+		x = x * 6364136223846793005u + 1442695040888963407u + (x >> 29);
+	benchmark::DoNotOptimize(x);
+	t1 = monotonic_ns();
+	reference.slices_ns.push_back((double)(t1 - t0));
+	reference.last_ns = t1;
+}
+
+// Between two batches (the timer running, not paused by the body): a slice when due.
+void reference_between_batches(State &st)
+{
+	if (!reference.started) {
+		reference.started = true;
+		reference.last_ns = monotonic_ns();
+		return;
+	}
+	if (reference.paused || st.error_occurred() ||
+	    monotonic_ns() - reference.last_ns < REFERENCE_EVERY_NS)
+		return;
+	st.PauseTiming();
+	reference_slice();
+	st.ResumeTiming();
+}
 
 // Set by a registration or configuration call that failed; gbench_main() then
 // refuses to run. Registration happens on one thread, before gbench_main().
@@ -119,6 +183,30 @@ template <typename F> void in_body(State &st, F f) noexcept
 	} catch (...) {
 		skip(st, "unknown C++ exception");
 	}
+}
+
+// The body; with the reference on, its slices (see reference_between_batches)
+// become the counters ref_ns, the median time of one slice, and ref_n, how many.
+void CBenchmark::Run(State &st)
+{
+	if (reference_on) {
+		reference.started = reference.paused = false;
+		reference.slices_ns.clear();
+	}
+	fn(reinterpret_cast<gbench_state *>(&st), arg);
+	if (!reference_on)
+		return;
+	in_body(st, [&st] {
+		std::vector<double> &v = reference.slices_ns;
+
+		if (v.empty())
+			reference_slice();
+		std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+		st.counters["ref_ns"] =
+		    benchmark::Counter(v[v.size() / 2], benchmark::Counter::kAvgThreads);
+		st.counters["ref_n"] =
+		    benchmark::Counter((double)v.size(), benchmark::Counter::kAvgThreads);
+	});
 }
 
 // Run f on a registered benchmark, unless the call is invalid: `invalid` says
@@ -309,7 +397,14 @@ bool gbench_loop(gbench_state *st, int64_t batch)
 		return false;
 	}
 	try {
-		return state.KeepRunningBatch(batch);
+		bool more;
+
+		if (reference_on)
+			reference_between_batches(state);
+		more = state.KeepRunningBatch(batch);
+		if (!more)
+			reference.paused = true; // the timer has stopped for good
+		return more;
 	} catch (const std::exception &e) {
 		skip(state, e.what());
 	} catch (...) {
@@ -353,6 +448,7 @@ void gbench_pause(gbench_state *st)
 
 	if (!state.error_occurred())
 		in_body(state, [&state] { state.PauseTiming(); });
+	reference.paused = true;
 }
 
 void gbench_resume(gbench_state *st)
@@ -361,6 +457,7 @@ void gbench_resume(gbench_state *st)
 
 	if (!state.error_occurred())
 		in_body(state, [&state] { state.ResumeTiming(); });
+	reference.paused = false;
 }
 
 void gbench_set_iteration_time(gbench_state *st, double seconds)
@@ -454,8 +551,11 @@ int gbench_main(int argc, char **argv)
 		std::string filter;
 		std::size_t matched;
 
+		const char *reference = std::getenv("SHMRIG_BENCH_REFERENCE");
+
 		if (!repetitions_ok(argc, argv))
 			return usage_error;
+		reference_on = reference && std::strcmp(reference, "1") == 0;
 		// Consumes every --benchmark_* flag (and exits after --help).
 		benchmark::Initialize(&argc, argv);
 		// A flag it does not know, or whose value it cannot parse, is left in argv.

@@ -110,6 +110,34 @@ def rename(name, new_name):
     return change
 
 
+def round_trips(index, p50, p99):
+    """Round-trip counters on entry index (None: that counter left out)."""
+    def change(doc):
+        for field, value in (("p50_us", p50), ("p99_us", p99)):
+            if value is not None:
+                doc["benchmarks"][index][field] = value
+    return change
+
+
+def round_trips_all(name, p50, p99):
+    """The same on every iteration of name."""
+    def change(doc):
+        for i in iteration_indices(name):
+            round_trips(i, p50, p99)(doc)
+    return change
+
+
+def check_latency_json(tmp):
+    """The "latency" list of the round-trip control row's --json: the two rows, no other."""
+    with open(os.path.join(tmp, "lat.json"), encoding="utf-8") as f:
+        got = json.load(f).get("latency")
+    want = [{"benchmark": CODEC, "p50_us": None, "p99_us": 250,
+             "repetitions": len(iteration_indices(CODEC))},
+            {"benchmark": TWIN, "p50_us": 3.1, "p99_us": 9.8,
+             "repetitions": len(iteration_indices(TWIN))}]
+    return [] if got == want else [f"latency {got!r}, want {want!r}"]
+
+
 def only_pool(doc):
     doc["benchmarks"] = [b for b in doc["benchmarks"] if b["name"].startswith("pool/")]
 
@@ -322,6 +350,31 @@ def rows():
             escape, absent=["\x1b", "\x07"]),
         row("report: a valid file (control)", ["report", "base.json", "--json", "it's.json"],
             0, ["3 pairs"], ok, output=("it's.json", "pool/alloc_free/64")),
+        # round-trip counters (p50_us, p99_us): untrusted like the times
+        row("report: p99_us a string", ["report", BAD], 2,
+            [BAD, f"benchmarks[{T}].p99_us", "not a finite number"],
+            {BAD: mutated(round_trips(T, 3.1, "9.8"))}),
+        row("report: p99_us NaN", ["report", BAD], 2,
+            [BAD, f"benchmarks[{T}].p99_us", "not a finite number"],
+            {BAD: mutated(round_trips(T, 3.1, float("nan")))}),
+        row("report: p99_us missing beside p50_us", ["report", BAD], 2,
+            [BAD, f"benchmarks[{T}].p99_us", "missing"],
+            {BAD: mutated(round_trips(T, 3.1, None))}),
+        row("report: p99_us 0", ["report", BAD], 2,
+            [BAD, f"benchmarks[{T}].p99_us", "not a positive number"],
+            {BAD: mutated(round_trips(T, 3.1, 0))}),
+        row("report: p99_us below p50_us", ["report", BAD], 2,
+            [BAD, f"benchmarks[{T}].p99_us", "below p50_us"],
+            {BAD: mutated(round_trips(T, 9.8, 3.1))}),
+        row("report: p50_us an object", ["report", BAD], 2,
+            [BAD, f"benchmarks[{T}].p50_us", "not a finite number"],
+            {BAD: mutated(round_trips(T, {"us": 3.1}, 9.8))}),
+        row("report: round trips shown (control; p99 alone as older records have it)",
+            ["report", "lat.json.in", "--json", "lat.json"], 0,
+            [f"{TWIN}  p50 3.1 us, p99 9.8 us", f"{CODEC}", "p99 250 us", "3 pairs"],
+            {"lat.json.in": mutated(lambda d: (round_trips_all(TWIN, 3.1, 9.8)(d),
+                                               round_trips_all(CODEC, None, 250)(d)))},
+            check=check_latency_json),
         row("report: words both ways, as fast as, goals met and missed, suffixes",
             ["report", "words.json", "--json", "pairs.json"], 0,
             ["MISSES  3x slower than malloc+free (goal: at most 2.5x slower)",

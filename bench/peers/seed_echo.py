@@ -23,8 +23,10 @@ in fresh.
 Line protocol on stdin/stdout (one line each way):
   at start          prints `ready python=X.Y.Z context=spawn cpus=SELF,PEER`
                     (cpus=none: not pinned) once the peer answers
-  `N BYTES`         N round trips of BYTES-byte values; prints the elapsed
-                    nanoseconds (time.perf_counter_ns around the N trips).
+  `N BYTES`         N round trips of BYTES-byte values; prints the nanoseconds
+                    each took, N numbers separated by spaces, in order
+                    (time.perf_counter_ns read before the first and after
+                    each: they add up to the elapsed time of the N trips).
                     The first time a size is asked for, one more round trip
                     runs before the timer starts and its answer is compared
                     with the value: a wrong echo is an error, not a figure
@@ -198,7 +200,7 @@ class Caller:
         return attach(payload)
 
     def batch(self, count, size):
-        """count round trips of size bytes: the elapsed nanoseconds."""
+        """count round trips of size bytes: the nanoseconds of each."""
         value = self.values.get(size)
         if value is None:
             value = self.values[size] = pattern(size)
@@ -209,11 +211,15 @@ class Caller:
             if not same:
                 raise ProtocolError(f"the echo of {size} bytes differs from the value")
             self.checked.add(size)
-        start = time.perf_counter_ns()
-        for _ in range(count):
+        times = [0] * count  # allocated before the clock starts
+        last = time.perf_counter_ns()
+        for i in range(count):
             block, view = self.round_trip(value, size)
             release(block, view)
-        return time.perf_counter_ns() - start
+            now = time.perf_counter_ns()
+            times[i] = now - last
+            last = now
+        return times
 
     def close(self):
         """Stop and join the peer, then the tracker. Every block is unlinked by then:
@@ -270,7 +276,7 @@ def serve(caller):
         if words == ["quit"]:
             return
         count, size = parse_batch(words)
-        say(str(caller.batch(count, size)))
+        say(" ".join(map(str, caller.batch(count, size))))
 
 
 def main(argv):
