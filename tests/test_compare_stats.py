@@ -1,0 +1,132 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""scripts/compare's sequential judgement, checked against what it claims (issue 16).
+
+- signed_rank_k() against the null distribution of the Wilcoxon signed-rank statistic
+  counted by brute force (every sign pattern), n = 1..12.
+- shift_bounds() is the inverse of the test: for random samples, the one-sided lower bound
+  is above 0 exactly when scipy's exact one-sided Wilcoxon p is at most alpha.
+- The false-alarm rate over all looks is held by construction: simulated A/A comparisons
+  (normal and heavy-tailed noise, --min-effect 0, so only the bound decides) flag "slower"
+  in at most alpha of them (plus binomial slack).
+- The design has power where it should: a 10 % shift under 3 % noise is "slower" at the
+  first look; A/A under the same noise is "same" within 20 pairs.
+- measure_of(): CPU time for a body on the CPU in one of A's processes, else wall time;
+  "/ref" only when every process has the reference.
+
+Exit 0 all hold, 1 one does not (listed), 77 no numpy/scipy here (skip).
+"""
+import importlib.machinery
+import importlib.util
+import itertools
+import math
+import os
+import random
+import sys
+
+sys.dont_write_bytecode = True
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
+try:
+    import numpy
+    import scipy.stats
+except ImportError as err:
+    print(f"test_compare_stats: skipped: {err} (Debian: python3-scipy)")
+    sys.exit(77)
+
+loader = importlib.machinery.SourceFileLoader("compare", os.path.join(ROOT, "scripts", "compare"))
+spec = importlib.util.spec_from_loader("compare", loader)
+compare = importlib.util.module_from_spec(spec)
+loader.exec_module(compare)
+
+failures = []
+
+
+def check(what, ok, detail=""):
+    print(f"{'ok  ' if ok else 'FAIL'}  {what}{': ' + detail if detail and not ok else ''}")
+    if not ok:
+        failures.append(what)
+
+
+def brute_k(n, alpha):
+    sums = [sum(r for r, s in zip(range(1, n + 1), signs) if s)
+            for signs in itertools.product((0, 1), repeat=n)]
+    k = 0
+    while sum(t <= k for t in sums) / 2 ** n <= alpha:  # P(T <= k) <= alpha: k + 1 works
+        k += 1
+    return k
+
+
+bad = [(n, a) for n in range(1, 13) for a in (0.001, 0.002, 0.01, 0.05, 0.2)
+       if compare.signed_rank_k(n, a) != brute_k(n, a)]
+check("signed_rank_k matches the brute-force null distribution, n 1..12", not bad, str(bad))
+
+rng = numpy.random.default_rng(16)
+mismatch = []
+for trial in range(300):
+    n = int(rng.integers(6, 30))
+    x = rng.normal(float(rng.normal(0, 0.5)), 1.0, n)
+    alpha = float(rng.choice([0.002, 0.01, 0.05]))
+    _, lo, hi = compare.shift_bounds(x, alpha)
+    p_greater = scipy.stats.wilcoxon(x, alternative="greater", method="exact").pvalue
+    p_less = scipy.stats.wilcoxon(x, alternative="less", method="exact").pvalue
+    if (lo > 0) != (p_greater <= alpha) or (hi < 0) != (p_less <= alpha):
+        mismatch.append((trial, n, alpha, lo, hi, p_greater, p_less))
+check("shift_bounds inverts the exact one-sided Wilcoxon test (300 samples)", not mismatch,
+      str(mismatch[:3]))
+
+
+def simulate(shift, noise, max_pairs, alpha, min_effect, draw):
+    """One sequential comparison on synthetic pairs: (verdict, pairs used)."""
+    schedule = compare.looks(max_pairs)
+    alpha_look = alpha / len(schedule)
+    a = [{"real_ns": 1.0, "cpu_ns": 1.0, "ref_ns": None} for _ in range(max_pairs)]
+    b = [{"real_ns": math.exp(shift + noise * draw()), "cpu_ns": None, "ref_ns": None}
+         for _ in range(max_pairs)]
+    for look in schedule:
+        entry = {"a": a[:look], "b": b[:look], "measure": "wall"}
+        verdict = compare.analyse_look(entry, alpha_look, min_effect)
+        if verdict:
+            return verdict, look
+    return "inconclusive", max_pairs
+
+
+random.seed(16)
+for label, draw in (("normal", lambda: random.gauss(0, 1)),
+                    ("heavy-tailed (t, 3 df)", lambda: float(rng.standard_t(3)))):
+    sims, alpha = 3000, 0.05
+    slower = sum(simulate(0.0, 0.1, 40, alpha, 0.0, draw)[0] == "slower" for _ in range(sims))
+    limit = alpha * sims + 3 * math.sqrt(alpha * (1 - alpha) * sims)
+    check(f"A/A, {label} noise, min-effect 0: 'slower' in {slower} of {sims} "
+          f"sequential comparisons, at most alpha {alpha} (+3 sd: {limit:.0f})",
+          slower <= limit)
+
+verdicts = [simulate(math.log(1.10), 0.03, 40, 0.01, 0.05, lambda: random.gauss(0, 1))
+            for _ in range(50)]
+check("a 10 % slowdown under 3 % noise: 'slower' at the first look (10 pairs), 50 of 50",
+      all(v == ("slower", 10) for v in verdicts), str(verdicts[:5]))
+verdicts = [simulate(0.0, 0.03, 40, 0.01, 0.05, lambda: random.gauss(0, 1)) for _ in range(50)]
+check("A/A under 3 % noise: 'same' within 20 pairs, 50 of 50",
+      all(v[0] == "same" and v[1] <= 20 for v in verdicts), str(verdicts[:5]))
+verdicts = [simulate(0.0, 1.0, 40, 0.01, 0.05, lambda: random.gauss(0, 1)) for _ in range(20)]
+check("A/A under 100 % noise: 'inconclusive' at 40 pairs, never 'slower' or 'faster'",
+      all(v == ("inconclusive", 40) for v in verdicts), str(verdicts[:5]))
+
+
+def samples(cpu_share, ref):
+    return [{"real_ns": 100.0, "cpu_ns": 100.0 * s, "ref_ns": 3.0 if ref else None}
+            for s in cpu_share]
+
+
+check("measure: a body on the CPU in one of A's processes is judged on CPU time",
+      compare.measure_of(samples([0.5, 0.95, 0.6], False), False) == "cpu")
+check("measure: a body off the CPU in all of A's processes is judged on wall time",
+      compare.measure_of(samples([0.5, 0.85, 0.6], True), True) == "wall/ref")
+check("measure: no cpu_time in a process: wall time",
+      compare.measure_of([{"real_ns": 1.0, "cpu_ns": None, "ref_ns": None}], False) == "wall")
+check("looks: 10, 14, 20, 28, 40 up to 40; capped at 25; 12 alone",
+      compare.looks(40) == [10, 14, 20, 28, 40] and compare.looks(25) == [10, 14, 20, 25]
+      and compare.looks(12) == [10, 12])
+
+print(f"test_compare_stats: {len(failures)} failed")
+sys.exit(1 if failures else 0)
