@@ -102,13 +102,6 @@
 static const char *const backends[] = { "pipe", "uring", "ring" };
 static const int64_t session_sizes[] = { 64, 64 << 10, 1 << 20, 16 << 20 };
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* Stop the benchmark with "<what>: <shmrig's words>" (err < 0) or "<what>". */
 static void fail(gbench_state *st, const char *what, int err)
@@ -443,7 +436,7 @@ static void bm_channel_batch64(gbench_state *st, void *arg)
 	if (!channel_start(st, &run, arg, PEER_SINK))
 		return;
 	while (!ret && gbench_loop(st, BATCHES_PER_ACK)) {
-		double start = now_s();
+		uint64_t start = bench_now_ns();
 
 		for (int i = 0; !ret && i < BATCHES_PER_ACK; i++)
 			ret = shmrig_channel_sendv(run.ch, msgs, lens, BATCH_MSGS, PEER_TIMEOUT_MS);
@@ -453,7 +446,7 @@ static void bm_channel_batch64(gbench_state *st, void *arg)
 			ret = await_ack(st, run.ch);
 		if (ret)
 			break;
-		gbench_set_iteration_time(st, now_s() - start);
+		gbench_set_iteration_time(st, (double)(bench_now_ns() - start) * 1e-9);
 	}
 	if (!ret)
 		gbench_set_items_processed(st, gbench_iterations(st) * BATCH_MSGS);

@@ -13,6 +13,7 @@
   ("not slower") in at most beta of the simulated comparisons.
 - The design has power where it should: a 10 % shift under 3 % noise is "slower" within
   14 pairs; A/A under the same noise is "not slower" within 10 pairs.
+- --hog's process is stopped and reaped when the comparison ends early.
 - measure_of(): CPU time for a body on the CPU in one of A's processes, else wall time;
   "/ref" only when every process has the reference.
 
@@ -81,7 +82,7 @@ for trial in range(300):
     n = int(rng.integers(6, 30))
     x = rng.normal(float(rng.normal(0, 0.5)), 1.0, n)
     alpha = float(rng.choice([0.002, 0.01, 0.05]))
-    _, lo, hi = compare.shift_bounds(x, alpha)
+    _, (lo, hi) = compare.shift_bounds(x, alpha)
     p_greater = scipy.stats.wilcoxon(x, alternative="greater", method="exact").pvalue
     p_less = scipy.stats.wilcoxon(x, alternative="less", method="exact").pvalue
     if (lo > 0) != (p_greater <= alpha) or (hi < 0) != (p_less <= alpha):
@@ -159,6 +160,26 @@ check("measure: a manual-time body is judged on the wall time it reports",
 check("looks: 6, 10, 14, 20, 28, 40 up to 40; capped at 25; 8 alone",
       compare.looks(40) == [6, 10, 14, 20, 28, 40] and compare.looks(25) == [6, 10, 14, 20, 25]
       and compare.looks(8) == [6, 8])
+
+# --hog's process has a release path: a comparison that cannot judge (no such builds) after
+# the hog started still stops it and reaps it.
+if len(os.sched_getaffinity(0)) >= 2:
+    import re
+    import subprocess
+    run = subprocess.run([os.path.join(ROOT, "scripts", "compare"), "--hog",
+                          "/nonexistent/a", "/nonexistent/b"], capture_output=True, text=True,
+                         timeout=60)
+    pid = re.search(r"hog runs on CPU \d+ \(pid (\d+)\)", run.stdout)
+    gone = False
+    if pid:
+        try:
+            os.kill(int(pid.group(1)), 0)
+        except ProcessLookupError:
+            gone = True
+    check("--hog: started, and stopped and reaped when the comparison cannot judge",
+          run.returncode == 2 and pid is not None and gone, run.stdout[-400:])
+else:
+    print("skip  --hog needs 2 CPUs")
 
 print(f"test_compare_stats: {len(failures)} failed")
 sys.exit(1 if failures else 0)
