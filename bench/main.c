@@ -95,8 +95,11 @@ static void record_context(void)
 	/* The build of shmrig under test; libbenchmark's own is library_build_type. */
 	gbench_add_context("shmrig_build_type", SHMRIG_BENCH_BUILDTYPE);
 	gbench_add_context("shmrig_debug_checks", SHMRIG_BENCH_DEBUG_CHECKS);
-	/* Non-zero only in the build scripts/compare's proof slows down on purpose. */
-	gbench_add_context("shmrig_proof_slowdown", SHMRIG_BENCH_PROOF_SLOWDOWN);
+	/* Non-zero only in scripts/compare's proof: the spins every alloc makes on purpose
+	 * (-Dproof_slowdown=true, $SHMRIG_PROOF_SPINS as the library reads it). */
+	gbench_add_context("shmrig_proof_slowdown",
+			   SHMRIG_BENCH_PROOF_SLOWDOWN && getenv("SHMRIG_PROOF_SPINS") ?
+			   getenv("SHMRIG_PROOF_SPINS") : "0");
 	gbench_add_context("shmrig_sanitize", SHMRIG_BENCH_SANITIZE);
 	gbench_add_context("c_compiler", SHMRIG_BENCH_C_COMPILER);
 	gbench_add_context("benchmark_version", SHMRIG_BENCH_BENCHMARK_VERSION);

@@ -14,6 +14,9 @@
 - The design has power where it should: a 10 % shift under 3 % noise is "slower" within
   14 pairs; A/A under the same noise is "not slower" within 10 pairs.
 - --hog's process is stopped and reaped when the comparison ends early.
+- launches(): A's and B's processes get the same variables and command lines and
+  environments of the same size; fixed_layout() turns randomization off in a child (two
+  children get the same stack address), where the kernel allows it.
 - measure_of(): CPU time for a body on the CPU in one of A's processes, else wall time;
   "/ref" only when every process has the reference.
 
@@ -160,6 +163,42 @@ check("measure: a manual-time body is judged on the wall time it reports",
 check("looks: 6, 10, 14, 20, 28, 40 up to 40; capped at 25; 8 alone",
       compare.looks(40) == [6, 10, 14, 20, 28, 40] and compare.looks(25) == [6, 10, 14, 20, 25]
       and compare.looks(8) == [6, 8])
+
+# Same layout for A and B: the same variables, and the same bytes on the stack.
+sides = {"A": {"bench": "/x/build-a/bench/shmrig-bench", "rev": None, "env": {"K": "0000000"}},
+         "B": {"bench": "/x/b/bench/shmrig-bench", "rev": "f" * 40, "env": {"OTHER": "1"}}}
+plans = compare.launches(sides, "^pool/.*$", 0.04, "/tmp/out.json")
+
+
+def stack_bytes(cmd, env):
+    return len(cmd[0]) + 1 + sum(len(a) + 1 for a in cmd) + \
+        sum(len(k) + len(v) + 2 for k, v in env.items())
+
+
+check("launches: A and B get the same variables",
+      set(plans["A"][1]) == set(plans["B"][1]) and "SHMRIG_COMPARE_PAD" in plans["A"][1],
+      str(set(plans["A"][1]) ^ set(plans["B"][1])))
+check("launches: A's and B's command lines and environments have the same size",
+      stack_bytes(*plans["A"]) == stack_bytes(*plans["B"]),
+      f"{stack_bytes(*plans['A'])} != {stack_bytes(*plans['B'])}")
+check("launches: each side keeps its own values",
+      plans["A"][1]["K"] == "0000000" and plans["B"][1]["K"] == "" and
+      plans["B"][1]["SHMRIG_GIT_REV"] == "f" * 40 and plans["A"][1]["SHMRIG_GIT_REV"] == "")
+if compare.layout_allowed():
+    import subprocess
+
+    def fixed():
+        if not compare.fixed_layout():
+            os._exit(3)
+    stacks = [subprocess.run(["grep", r"\[stack\]", "/proc/self/maps"], preexec_fn=fixed,
+                             capture_output=True, text=True).stdout for _ in range(2)]
+    persona = subprocess.run(["cat", "/proc/self/personality"], preexec_fn=fixed,
+                             capture_output=True, text=True).stdout
+    check("fixed_layout: the child has ADDR_NO_RANDOMIZE, and two children one stack",
+          int(persona, 16) & compare.ADDR_NO_RANDOMIZE and stacks[0] == stacks[1] != "",
+          f"{persona!r} {stacks}")
+else:
+    print("skip  fixed_layout: the kernel refuses personality(ADDR_NO_RANDOMIZE) here")
 
 # --hog's process has a release path: a comparison that cannot judge (no such builds) after
 # the hog started still stops it and reaps it.

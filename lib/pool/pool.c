@@ -547,6 +547,28 @@ static int unref(shmrig_pool *pool, struct block *b, uint64_t word)
 static int slab_alloc(shmrig_pool *pool, size_t size, uint32_t flags, struct shmrig_ref *ref,
 		      void **data);
 
+#if SHMRIG_PROOF_SLOWDOWN
+/* The spins of the proof build: $SHMRIG_PROOF_SPINS, read once (0 to 1000000; anything
+ * else is 0). One binary serves as A (0) and B (K) of scripts/compare --proof, so the
+ * two differ in nothing but the spins, not in code layout. */
+static unsigned long proof_spins(void)
+{
+	static _Atomic long spins = -1;
+	long n = atomic_load_explicit(&spins, memory_order_relaxed);
+
+	if (n < 0) {
+		const char *env = getenv("SHMRIG_PROOF_SPINS");
+		char *end;
+
+		n = env ? strtol(env, &end, 10) : 0;
+		if (!env || *end || n < 0 || n > 1000000)
+			n = 0;
+		atomic_store_explicit(&spins, n, memory_order_relaxed);
+	}
+	return (unsigned long)n;
+}
+#endif
+
 int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
 		      struct shmrig_ref *ref, void **data)
 {
@@ -563,9 +585,9 @@ int shmrig_pool_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t t
 		return shmrig__fail(-ENOMEM,
 				    "pool_alloc: %zu bytes is more than the pool's limit %zu", size,
 				    pool->max_bytes);
-#if SHMRIG_PROOF_SLOWDOWN > 0
-	/* -Dproof_slowdown: the deliberate regression scripts/compare must flag. */
-	for (volatile unsigned long spin = 0; spin < SHMRIG_PROOF_SLOWDOWN; spin++)
+#if SHMRIG_PROOF_SLOWDOWN
+	/* -Dproof_slowdown=true: the deliberate regression scripts/compare must flag. */
+	for (volatile unsigned long spin = 0, n = proof_spins(); spin < n; spin++)
 		;
 #endif
 	pool_enter(pool);
