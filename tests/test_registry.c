@@ -352,6 +352,58 @@ static void test_ndarray_every_dtype(void **state)
 	close_pool(pool);
 }
 
+/*
+ * Decode remembers the metadata it unpacked last and reuses it for a frame
+ * whose metadata bytes are the same: frames alternating between two shapes of
+ * the same metadata length, a third with one byte of its metadata broken
+ * (refused, though it is as long as the one remembered), each decoded as sent.
+ */
+static void test_meta_remembered(void **state)
+{
+	static double data[6];
+	static const uint64_t shapes[2][2] = { { 2, 3 }, { 3, 2 } };
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	struct shmrig_value v, out;
+	struct shmrig_frame f;
+	unsigned char *meta;
+	void *frame;
+	size_t len;
+
+	(void)state;
+	for (int i = 0; i < 6; i++)
+		data[i] = i * 1.5;
+	for (int round = 0; round < 6; round++) {
+		const uint64_t *shape = shapes[round % 2];
+
+		v = ndarray_value(SHMRIG_DTYPE_FLOAT64, 'C', 2, shape, data);
+		check_roundtrip(reg, pool, &v, "ndarray");
+	}
+	/* the second shape's frame with its metadata broken where the shapes differ */
+	v = ndarray_value(SHMRIG_DTYPE_FLOAT64, 'C', 2, shapes[1], data);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), 0);
+	assert_int_equal(out.array.shape[0], 3);
+	assert_int_equal(shmrig_value_release(&out), 0);
+	free(frame);
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(shmrig_frame_parse(frame, len, &f), 0);
+	meta = (unsigned char *)frame + ((const unsigned char *)f.meta - (unsigned char *)frame);
+	for (uint32_t i = 0; i < f.meta_len; i++) {
+		if (meta[i] == 3 && i + 1 < f.meta_len && meta[i + 1] == 2) {
+			meta[i] = 0xc1; /* never used in MessagePack */
+			break;
+		}
+	}
+	assert_int_equal(shmrig_registry_decode(reg, pool, frame, len, &out), -EBADMSG);
+	assert_null(out.storage);
+	free(frame);
+	assert_int_equal(th_live_blocks(pool), 0);
+	check_roundtrip(reg, pool, &v, "ndarray");
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
 /* Empty arrays (with and without data), and a 3 MiB array in a block of its own. */
 static void test_ndarray_empty_and_large(void **state)
 {
@@ -1988,6 +2040,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ndarray_every_dtype),
 		cmocka_unit_test(test_ndarray_empty_and_large),
+		cmocka_unit_test(test_meta_remembered),
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_dataset),
 		cmocka_unit_test(test_bytes),
