@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <shmrig/channel.h>
 #include <shmrig/frame.h>
 #include <shmrig/pool.h>
 #include <shmrig/segment.h>
@@ -363,4 +364,20 @@ void th_frame_set_ref(void *frame, uint32_t i, const struct shmrig_ref *ref)
 {
 	memcpy((char *)frame + sizeof(struct shmrig_frame_header) + i * sizeof(*ref), ref,
 	       sizeof(*ref));
+}
+
+const char *th_ucx_skip_reason(void)
+{
+	static char reason[512];
+	struct shmrig_channel_opts opts = { .size = sizeof(opts), .backend = "ucx" };
+	shmrig_channel_pair *pair;
+	int ret;
+
+	ret = shmrig_channel_pair_create(&opts, &pair);
+	if (ret == 0) {
+		shmrig_channel_pair_free(pair);
+		return NULL;
+	}
+	snprintf(reason, sizeof(reason), "no ucx backend: %s", shmrig_last_error());
+	return reason;
 }

@@ -112,4 +112,8 @@ int th_peer_finish(struct th_peer *peer, unsigned timeout_ms);
 /* Wait for `pid` for at most timeout_ms; same return convention as th_run_child. */
 int th_wait_child(pid_t pid, unsigned timeout_ms);
 
+/* Why the "ucx" channel backend cannot be tested here (NULL: it can): a library
+ * built without UCX, in the library's own words. */
+const char *th_ucx_skip_reason(void);
+
 #endif

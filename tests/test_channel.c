@@ -4,6 +4,11 @@
  * messages in order, sizes around a ring slot and 16 MiB, both directions at
  * once, timeouts, frames whose blocks move to the receiver, and a peer killed
  * while we wait in recv or in send.
+ *
+ * SHMRIG_TEST_BACKEND=ucx runs the cases over "ucx" alone, with the transports
+ * UCX_TLS names (tests/meson.build runs it once for tcp and once for shared
+ * memory); exit 77 when the library was built without UCX. The listen/connect
+ * API has its own cases in test_channel_ucx.c.
  */
 #include "helpers.h"
 
@@ -1013,6 +1018,13 @@ static int use_ring(void **state)
 	return 0;
 }
 
+static int use_ucx(void **state)
+{
+	(void)state;
+	backend = "ucx";
+	return 0;
+}
+
 #define CASES(setup)                                                      \
 	cmocka_unit_test_setup(test_hello, setup),                        \
 		cmocka_unit_test_setup(test_inherited_end, setup),       \
@@ -1043,6 +1055,16 @@ int main(void)
 		cmocka_unit_test_setup(test_ring_close_after_send, use_ring),
 	};
 
+	const struct CMUnitTest ucx_tests[] = { CASES(use_ucx) };
+	const char *only = getenv("SHMRIG_TEST_BACKEND");
+
 	signal(SIGPIPE, SIG_IGN);
+	if (only && strcmp(only, "ucx") == 0) {
+		if (th_ucx_skip_reason()) {
+			printf("SKIP: %s\n", th_ucx_skip_reason());
+			return TEST_SKIP_EXIT;
+		}
+		return cmocka_run_group_tests_name("ucx", ucx_tests, th_sweep_leftovers, NULL);
+	}
 	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);
 }

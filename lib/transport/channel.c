@@ -27,7 +27,28 @@ static const struct channel_ops *const backends[] = {
 	&shmrig__channel_pipe,
 	&shmrig__channel_uring,
 	&shmrig__channel_ring,
+#ifdef SHMRIG_HAVE_UCX
+	&shmrig__channel_ucx,
+#endif
 };
+
+#ifdef SHMRIG_HAVE_UCX
+#define BACKEND_NAMES "pipe, uring, ring, ucx"
+#else
+#define BACKEND_NAMES "pipe, uring, ring"
+#endif
+
+/* A backend the library knows of but was built without: -EOPNOTSUPP saying why. */
+static int not_built(const char *name)
+{
+#ifndef SHMRIG_HAVE_UCX
+	if (strcmp(name, "ucx") == 0)
+		return shmrig__fail(-EOPNOTSUPP,
+				    "channel: backend 'ucx' is not built in (UCX, libucx-dev, was "
+				    "not found, or -Ducx=disabled, when libshmrig was built)");
+#endif
+	return shmrig__fail(-EINVAL, "channel: no backend '%s' (" BACKEND_NAMES ")", name);
+}
 
 int64_t shmrig__now_ms(void)
 {
@@ -61,6 +82,8 @@ uint64_t shmrig__channel_peer_id(const struct shmrig_channel *ch)
 
 bool shmrig__channel_peer_alive(struct shmrig_channel *ch)
 {
+	if (ch->remote)
+		return true;
 	return shmrig__watch_life(&ch->peer_watch, 0) != SHMRIG__DEAD;
 }
 
@@ -89,7 +112,7 @@ int shmrig_channel_pair_create(const struct shmrig_channel_opts *user_opts,
 		if (strcmp(backends[i]->name, name) == 0)
 			ops = backends[i];
 	if (!ops)
-		return shmrig__fail(-EINVAL, "channel: no backend '%s' (pipe, uring, ring)", name);
+		return not_built(name);
 	pair = calloc(1, sizeof(*pair));
 	if (!pair)
 		return shmrig__fail(-ENOMEM, "channel: out of memory");
@@ -120,7 +143,7 @@ void shmrig_channel_pair_free(shmrig_channel_pair *pair)
 }
 
 /* Both sides send their hello, then read the other's: neither waits on the other to go first. */
-static int exchange_hello(struct shmrig_channel *ch)
+static int exchange_hello(struct shmrig_channel *ch, int timeout_ms)
 {
 	struct hello mine = {
 		.magic = HELLO_MAGIC,
@@ -132,17 +155,20 @@ static int exchange_hello(struct shmrig_channel *ch)
 	size_t len = sizeof(mine);
 	struct hello theirs;
 	void *buf;
+	int64_t start = shmrig__now_ms();
 	size_t got;
 	int ret;
 
-	ret = ch->ops->sendv(ch, &msg, &len, 1, ch->opts.open_timeout_ms);
+	ret = ch->ops->sendv(ch, &msg, &len, 1, timeout_ms);
 	if (ret)
 		return ret;
-	ret = ch->ops->recv(ch, &buf, &got, ch->opts.open_timeout_ms);
+	ret = ch->ops->recv(ch, &buf, &got, shmrig__remaining_ms(start, timeout_ms));
+	if (ret == -ETIMEDOUT && ch->remote)
+		return shmrig__fail(ret, "channel: no hello from the peer in %d ms", timeout_ms);
 	if (ret)
 		return ret == -ETIMEDOUT ?
 			       shmrig__fail(ret, "channel: no hello from pid %d in %d ms",
-					    (int)ch->peer, ch->opts.open_timeout_ms) :
+					    (int)ch->peer, timeout_ms) :
 			       ret;
 	if (got != sizeof(theirs)) {
 		free(buf);
@@ -160,7 +186,7 @@ static int exchange_hello(struct shmrig_channel *ch)
 				    "%016llx",
 				    (unsigned long long)ch->fingerprint, (int)theirs.pid,
 				    (unsigned long long)theirs.fingerprint);
-	if (theirs.pid != ch->peer)
+	if (!ch->remote && theirs.pid != ch->peer)
 		return shmrig__fail(-EPROTO, "channel: hello from pid %d, expected pid %d",
 				    (int)theirs.pid, (int)ch->peer);
 	return 0;
@@ -207,7 +233,7 @@ int shmrig_channel_open(shmrig_channel_pair *pair, int end, pid_t peer, shmrig_p
 	}
 	ret = ch->ops->open(ch, pair);
 	if (!ret)
-		ret = exchange_hello(ch);
+		ret = exchange_hello(ch, ch->opts.open_timeout_ms);
 	if (ret) {
 		shmrig_channel_close(ch);
 		return ret;
@@ -286,6 +312,11 @@ int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len,
 
 	if (!ch || !ch->pool)
 		return shmrig__fail(-EINVAL, "channel_send_frame: the channel has no pool");
+	if (ch->remote)
+		return shmrig__fail(-EOPNOTSUPP,
+				    "channel_send_frame: this channel was made by accept or connect: "
+				    "its peer may be on another host, where a frame's blocks do not "
+				    "exist (send the bytes with shmrig_channel_send)");
 	if (SHMRIG_UNLIKELY(ch->fork_epoch != shmrig__fork_epoch()))
 		return forked_error();
 	/* to the identity the hello verified: no syscall per frame */
@@ -293,4 +324,183 @@ int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len,
 	if (ret)
 		return ret;
 	return shmrig_channel_send(ch, frame, len, timeout_ms);
+}
+
+/* ---- ends that are not parent and child (ucx) ---- */
+
+/* The options of listen and connect, checked: *local gets them (backend "ucx"). */
+static int remote_opts(const struct shmrig_channel_opts *user_opts, const char *what,
+		       struct shmrig_channel_opts *local)
+{
+	int ret;
+
+	*local = SHMRIG_SIZED(struct shmrig_channel_opts);
+	if (user_opts) {
+		ret = shmrig__sized_in(local, sizeof(*local), user_opts, what);
+		if (ret)
+			return ret;
+	}
+	if (local->flags)
+		return shmrig__fail(-EINVAL, "channel: unknown flags 0x%x", local->flags);
+	if (local->backend && strcmp(local->backend, "ucx") != 0) {
+		for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+			if (strcmp(backends[i]->name, local->backend) == 0)
+				return shmrig__fail(-EOPNOTSUPP,
+						    "channel: backend '%s' joins parent and child "
+						    "only; listen and connect need 'ucx'",
+						    local->backend);
+		return not_built(local->backend);
+	}
+#ifdef SHMRIG_HAVE_UCX
+	local->backend = shmrig__channel_ucx.name;
+	if (!local->open_timeout_ms)
+		local->open_timeout_ms = DEFAULT_OPEN_TIMEOUT_MS;
+	return 0;
+#else
+	return not_built("ucx");
+#endif
+}
+
+#ifdef SHMRIG_HAVE_UCX
+/* A channel with no pid behind it, ready for the backend to fill. */
+static struct shmrig_channel *remote_channel(const struct shmrig_channel_opts *opts,
+					     shmrig_pool *pool, uint64_t fingerprint)
+{
+	struct shmrig_channel *ch = calloc(1, sizeof(*ch));
+
+	if (!ch)
+		return NULL;
+	ch->ops = &shmrig__channel_ucx;
+	ch->opts = *opts;
+	ch->end = -1;
+	ch->pool = pool;
+	ch->fingerprint = fingerprint;
+	ch->remote = true;
+	ch->fork_epoch = shmrig__fork_epoch();
+	ch->fd = -1;
+	ch->peer_watch.pidfd = -1;
+	return ch;
+}
+#endif
+
+int shmrig_channel_listen(const struct shmrig_channel_opts *opts, const char *address,
+			  shmrig_channel_listener **out)
+{
+	struct shmrig_channel_opts local;
+	int ret;
+
+	if (!address || !out)
+		return shmrig__fail(-EINVAL, "channel_listen: NULL address or out");
+	ret = remote_opts(opts, "channel_listen: struct shmrig_channel_opts", &local);
+	if (ret)
+		return ret;
+#ifdef SHMRIG_HAVE_UCX
+	return shmrig__ucx_listen(&local, address, out);
+#else
+	return not_built("ucx");
+#endif
+}
+
+int shmrig_channel_listener_address(const shmrig_channel_listener *l, char *buf, size_t len)
+{
+	if (!l || !buf || !len)
+		return shmrig__fail(-EINVAL, "channel_listener_address: NULL argument");
+#ifdef SHMRIG_HAVE_UCX
+	return shmrig__ucx_listener_address(l, buf, len);
+#else
+	return not_built("ucx");
+#endif
+}
+
+int shmrig_channel_accept(shmrig_channel_listener *l, shmrig_pool *pool, uint64_t fingerprint,
+			  int timeout_ms, shmrig_channel **out)
+{
+#ifdef SHMRIG_HAVE_UCX
+	struct shmrig_channel *ch;
+	int ret;
+
+	if (!l || !out)
+		return shmrig__fail(-EINVAL, "channel_accept: NULL listener or out");
+	ch = remote_channel(shmrig__ucx_listener_opts(l), pool, fingerprint);
+	if (!ch)
+		return shmrig__fail(-ENOMEM, "channel: out of memory");
+	ret = shmrig__ucx_accept(l, ch, timeout_ms);
+	if (!ret)
+		ret = exchange_hello(ch, ch->opts.open_timeout_ms);
+	if (ret) {
+		shmrig_channel_close(ch);
+		return ret;
+	}
+	*out = ch;
+	return 0;
+#else
+	(void)pool;
+	(void)fingerprint;
+	(void)timeout_ms;
+	if (!l || !out)
+		return shmrig__fail(-EINVAL, "channel_accept: NULL listener or out");
+	return not_built("ucx");
+#endif
+}
+
+void shmrig_channel_listener_close(shmrig_channel_listener *l)
+{
+#ifdef SHMRIG_HAVE_UCX
+	if (l)
+		shmrig__ucx_listener_close(l);
+#else
+	(void)l;
+#endif
+}
+
+#ifdef SHMRIG_HAVE_UCX
+/* connect, its options checked: the endpoint, then the hello (which makes the connection). */
+static int connect_ucx(const struct shmrig_channel_opts *opts, const char *address,
+		       shmrig_pool *pool, uint64_t fingerprint, int timeout_ms,
+		       shmrig_channel **out)
+{
+	struct shmrig_channel *ch = remote_channel(opts, pool, fingerprint);
+	int ret;
+
+	if (!ch)
+		return shmrig__fail(-ENOMEM, "channel: out of memory");
+	ret = shmrig__ucx_connect(ch, address);
+	if (!ret) {
+		/* a peer that is not there fails the hello: -EPIPE from the endpoint */
+		ret = exchange_hello(ch, timeout_ms < 0 ? opts->open_timeout_ms : timeout_ms);
+		if (ret == -EPIPE)
+			ret = shmrig__fail(-ECONNREFUSED,
+					   "channel_connect: %s: refused or unreachable (nothing "
+					   "listens, or no tcp in UCX_TLS): %s",
+					   address, shmrig_last_error());
+	}
+	if (ret) {
+		shmrig_channel_close(ch);
+		return ret;
+	}
+	*out = ch;
+	return 0;
+}
+#endif
+
+int shmrig_channel_connect(const struct shmrig_channel_opts *opts, const char *address,
+			   shmrig_pool *pool, uint64_t fingerprint, int timeout_ms,
+			   shmrig_channel **out)
+{
+	struct shmrig_channel_opts local;
+	int ret;
+
+	if (!address || !out)
+		return shmrig__fail(-EINVAL, "channel_connect: NULL address or out");
+	ret = remote_opts(opts, "channel_connect: struct shmrig_channel_opts", &local);
+	if (ret)
+		return ret;
+#ifdef SHMRIG_HAVE_UCX
+	return connect_ucx(&local, address, pool, fingerprint, timeout_ms, out);
+#else
+	(void)pool;
+	(void)fingerprint;
+	(void)timeout_ms;
+	return not_built("ucx");
+#endif
 }

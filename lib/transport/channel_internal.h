@@ -4,7 +4,7 @@
 
 /*
  * What channel.c shares with its backends (channel_pipe.c, channel_uring.c,
- * channel_ring.c). channel.c owns the pair, the hello and the liveness of the
+ * channel_ring.c, channel_ucx.c when built with UCX: SHMRIG_HAVE_UCX). channel.c owns the pair, the hello and the liveness of the
  * peer; a backend moves bytes.
  */
 
@@ -44,7 +44,9 @@ struct shmrig_channel {
 	int end;
 	shmrig_pool *pool;
 	uint64_t fingerprint;
-	pid_t peer;
+	pid_t peer;                      /* 0 for a remote end (remote) */
+	bool remote;                     /* made by listen/accept/connect: no pid to watch,
+					  * the backend alone knows whether the peer lives */
 	struct shmrig__watch peer_watch; /* a pidfd on the peer, held while the channel is open */
 	shmrig__procid peer_id;          /* = peer_watch.id: pid + start time (a reused pid is
 					  * not our peer) */
@@ -57,9 +59,25 @@ struct shmrig_channel {
 extern const struct channel_ops shmrig__channel_pipe;
 extern const struct channel_ops shmrig__channel_uring;
 extern const struct channel_ops shmrig__channel_ring;
+#ifdef SHMRIG_HAVE_UCX
+extern const struct channel_ops shmrig__channel_ucx;
+
+/* listen/accept/connect (channel_ucx.c); channel.c checks the arguments, makes
+ * the channel (remote) and runs the hello. */
+int shmrig__ucx_listen(const struct shmrig_channel_opts *opts, const char *address,
+		       struct shmrig_channel_listener **out);
+int shmrig__ucx_listener_address(const struct shmrig_channel_listener *l, char *buf, size_t len);
+const struct shmrig_channel_opts *shmrig__ucx_listener_opts(const struct shmrig_channel_listener *l);
+/* Wait for a connection (timeout_ms) and make ch's endpoint from it. */
+int shmrig__ucx_accept(struct shmrig_channel_listener *l, struct shmrig_channel *ch, int timeout_ms);
+/* Make ch's endpoint to `address`; the connection is made as the hello goes. */
+int shmrig__ucx_connect(struct shmrig_channel *ch, const char *address);
+void shmrig__ucx_listener_close(struct shmrig_channel_listener *l);
+#endif
 
 /* Is the peer still alive? One poll of its pidfd: false only when it is known
- * dead (its whole thread group is gone); "unknown" counts as alive. */
+ * dead (its whole thread group is gone); "unknown" counts as alive, and so does
+ * a remote peer (no pid: its backend tells). */
 bool shmrig__channel_peer_alive(struct shmrig_channel *ch);
 
 /* Milliseconds on a monotonic clock, and what is left of a timeout from `start`

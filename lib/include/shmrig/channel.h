@@ -17,6 +17,11 @@
  *            spin briefly, then futex-wait; the peer is woken only when it
  *            sleeps, so with both sides busy no syscall is made at all. A
  *            message larger than a slot spills into a temporary pool block.
+ *   "ucx"    UCX (UCP streams) over the transports UCX_TLS allows: tcp between
+ *            hosts, posix/sysv shared memory, cma, self on one. Present only if
+ *            the library was built with UCX (libucx-dev); otherwise the name is
+ *            refused with -EOPNOTSUPP. The one backend whose ends need not be
+ *            parent and child: shmrig_channel_listen()/accept()/connect() below.
  *
  * Use: create a pair before fork(); after it, each process opens its end
  * (0 or 1) naming its peer's pid. Open exchanges a hello (protocol version and
@@ -43,6 +48,7 @@ extern "C" {
 
 typedef struct shmrig_channel shmrig_channel;
 typedef struct shmrig_channel_pair shmrig_channel_pair;
+typedef struct shmrig_channel_listener shmrig_channel_listener;
 
 #define SHMRIG_CHANNEL_VERSION 1u
 /* Largest message any backend carries. */
@@ -52,7 +58,8 @@ typedef struct shmrig_channel_pair shmrig_channel_pair;
 struct shmrig_channel_opts {
 	uint32_t size;        /* sizeof where it was filled: SHMRIG_SIZED() */
 	uint32_t flags;       /* none yet: must be 0 */
-	const char *backend;  /* "pipe", "uring" or "ring"; NULL: "pipe" */
+	const char *backend;  /* "pipe", "uring", "ring" or "ucx"; NULL: "pipe" (listen and
+			       * connect: "ucx") */
 	uint32_t slot_size;   /* ring: bytes per slot (0: 4096), a multiple of 64 */
 	uint32_t slots;       /* ring: slots per direction (0: 256), a power of two */
 	int open_timeout_ms;  /* hello exchange (0: 5000) */
@@ -62,8 +69,9 @@ struct shmrig_channel_opts {
  * Make the resources both ends share (socketpair, ring segment), before fork.
  * opts NULL: every default.
  * Errors: -EINVAL bad options or unknown backend (the message lists them),
- * opts->size below 8; -E2BIG opts->size above SHMRIG_SIZED_MAX, or a non-zero
- * byte past this library's struct (shmrig/common.h); -ENOMEM; -errno from the OS.
+ * opts->size below 8; -EOPNOTSUPP "ucx" in a library built without UCX;
+ * -E2BIG opts->size above SHMRIG_SIZED_MAX, or a non-zero byte past this
+ * library's struct (shmrig/common.h); -ENOMEM; -errno from the OS.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_pair_create(const struct shmrig_channel_opts *opts,
 							   shmrig_channel_pair **out);
@@ -130,14 +138,84 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **m
 
 /*
  * Hand the frame's blocks to the peer (needs the pool given at open), then send it.
- * Errors: as shmrig_frame_transfer and shmrig_channel_send. After -ETIMEDOUT
- * the blocks are the peer's already but the frame was not taken: send it
+ * Errors: as shmrig_frame_transfer and shmrig_channel_send; -EOPNOTSUPP a
+ * channel made by accept or connect (the peer may be on another host). After
+ * -ETIMEDOUT the blocks are the peer's already but the frame was not taken: send it
  * again (handing blocks to the same peer twice is a no-op) until it goes or
  * the peer is gone (-EPIPE: then reap() frees them); a frame given up while
  * the peer lives leaves its blocks to the peer, who never learns of them.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame,
 							  size_t len, int timeout_ms);
+
+/*
+ * Ends that are not parent and child ("ucx" only): one process listens, the
+ * other connects; each side then has a channel as from shmrig_channel_open(),
+ * the same hello included, but with no pid to watch: the peer's death is what
+ * UCX reports (a lost connection at once, a silent host by keepalive, 1 s
+ * unless UCX_KEEPALIVE_INTERVAL says otherwise), never a guess. Such a channel
+ * carries messages; shmrig_channel_send_frame() is -EOPNOTSUPP on it (the
+ * peer may be on another host, where our segments do not exist).
+ * UCX needs tcp in UCX_TLS ("tcp", "tcp,self", "posix,tcp"...): for the
+ * connection, and for the data too, since UCX 1.13's shared-memory transports
+ * cannot report a peer's failure (with "posix,self" the listener opens but
+ * every connection fails).
+ * Ends accepted from one listener share its UCX worker: use the listener and
+ * those ends from one thread at a time.
+ *
+ * address: "HOST:PORT", HOST an IPv4 literal, a name, or an IPv6 literal in
+ * brackets ("[::1]:7000"); PORT 0 to listen picks a free port.
+ */
+
+/*
+ * Listen on `address`. opts as for shmrig_channel_pair_create (backend NULL or
+ * "ucx"; open_timeout_ms is each accepted hello's).
+ * Errors: -EINVAL bad options, NULL argument, or a bad or unresolvable address
+ * (the message says which); -EOPNOTSUPP another backend, or a library built
+ * without UCX; -EADDRINUSE; -EADDRNOTAVAIL cannot listen there; -ENODEV UCX
+ * found no usable transport; -ENOMEM.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_listen(const struct shmrig_channel_opts *opts,
+						      const char *address,
+						      shmrig_channel_listener **out);
+
+/*
+ * The address the listener is bound to, ephemeral port resolved ("127.0.0.1:41234",
+ * "[::1]:41234"), into buf (len bytes with the NUL).
+ * Errors: -EINVAL NULL argument; -ERANGE buf too small; -EIO.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_listener_address(const shmrig_channel_listener *l,
+								char *buf, size_t len);
+
+/*
+ * Take the next connection, waiting at most timeout_ms for it (< 0: forever),
+ * then exchange the hello (at most the listener's open timeout). pool and
+ * fingerprint as for shmrig_channel_open.
+ * Errors: -EINVAL; -ETIMEDOUT no connection (or no hello) in time; -EPROTO
+ * version or fingerprint mismatch (both values in the message; the peer sees
+ * -EPROTO too); -EPIPE the peer went away during the hello; -ECONNABORTED;
+ * -ENOMEM; -SHMRIG_EFORK a listener inherited through fork.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_accept(shmrig_channel_listener *l,
+						      shmrig_pool *pool, uint64_t fingerprint,
+						      int timeout_ms, shmrig_channel **out);
+
+/* Stop listening; connections not accepted are refused. Ends already accepted
+ * stay open (they keep what they share with the listener). NULL is ignored. */
+SHMRIG_API void shmrig_channel_listener_close(shmrig_channel_listener *l);
+
+/*
+ * Connect to a listener at `address` and exchange the hello, all within
+ * timeout_ms (< 0: the options' open timeout). opts as for listen.
+ * Errors: -EINVAL bad options, NULL argument, bad or unresolvable address;
+ * -EOPNOTSUPP another backend, or no UCX; -ECONNREFUSED nothing listens there
+ * (or it refused us); -ETIMEDOUT no hello in time (e.g. nobody accepts);
+ * -EPROTO version or fingerprint mismatch; -ENODEV; -ENOMEM.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_connect(const struct shmrig_channel_opts *opts,
+						       const char *address, shmrig_pool *pool,
+						       uint64_t fingerprint, int timeout_ms,
+						       shmrig_channel **out);
 
 #ifdef __cplusplus
 }

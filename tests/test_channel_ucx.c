@@ -1,0 +1,633 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The "ucx" backend's ends that are not parent and child: listen, accept,
+ * connect. The peer is a forked process that shares nothing with us (spawned
+ * before we listen, every fd but its two pipes closed) and learns our address
+ * through a pipe, as an unrelated process would from its command line. Cases:
+ * an ephemeral port, sizes 0 B to 16 MiB both ways, 100,000 messages in
+ * order, the hello mismatch, bad addresses and options, nothing listening,
+ * a listener closed with a connection it never accepted, a peer SIGKILLed
+ * while we wait in recv and in send. Exit 77 without UCX.
+ * The transports are UCX_TLS's (tests/meson.build: tcp, and posix,tcp).
+ */
+#include "helpers.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <shmrig/channel.h>
+
+#define TIMEOUT_MS 20000
+#define FINGERPRINT 0x5eed5eed87654321ull
+/* A dead peer must be noticed within this (a lost TCP connection is seen at
+ * once; slices of 100 ms plus slack). */
+#define DEAD_PEER_BOUND_MS 3000
+#define ADDR_LEN 128
+
+static const struct shmrig_channel_opts ucx_opts = { .size = sizeof(struct shmrig_channel_opts),
+						     .backend = "ucx" };
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the peer: a process of its own that connects ---- */
+
+/*
+ * The peer is this binary run again ("peer MODE FINGERPRINT"): fork, then exec,
+ * so that it starts with none of our state. (A child that is only forked
+ * inherits UCX's process-wide state from a parent that used UCX, and
+ * th_peer_spawn's closing of every fd breaks that: UCS keeps an event fd for
+ * its async thread.) It reads our address from fd 0, connects, writes "c" to
+ * fd 1 and runs MODE; its exit status is MODE's.
+ */
+typedef int (*peer_fn)(shmrig_channel *ch);
+
+struct peer_args {
+	const char *mode;
+	uint64_t fingerprint;
+};
+
+/* This binary (argv[0]: under valgrind /proc/self/exe is valgrind's tool, and
+ * the peer runs natively, --trace-children=no) */
+static const char *self_exe = "/proc/self/exe";
+
+static int peer_exec(int in, int out, void *arg)
+{
+	const struct peer_args *pa = arg;
+	char fingerprint[32];
+
+	if (dup2(in, 0) != 0 || dup2(out, 1) != 1)
+		return 79;
+	snprintf(fingerprint, sizeof(fingerprint), "%llx", (unsigned long long)pa->fingerprint);
+	execl(self_exe, "test_channel_ucx", "peer", pa->mode, fingerprint, (char *)NULL);
+	return 78;
+}
+
+static int read_address(int fd, char *address, size_t len)
+{
+	memset(address, 0, len);
+	for (size_t i = 0; i < len - 1; i++) {
+		if (th_read_all(fd, &address[i], 1))
+			return -1;
+		if (address[i] == '\0')
+			return 0;
+	}
+	return -1;
+}
+
+static int peer_main(peer_fn fn, uint64_t fingerprint)
+{
+	char address[ADDR_LEN];
+	shmrig_channel *ch;
+	int ret;
+
+	if (read_address(0, address, sizeof(address)))
+		return 80;
+	ret = shmrig_channel_connect(&ucx_opts, address, NULL, fingerprint, TIMEOUT_MS, &ch);
+	if (ret) {
+		fprintf(stderr, "peer: connect %s: %d %s\n", address, ret, shmrig_last_error());
+		return ret == -EPROTO ? 81 : 82;
+	}
+	/* say we are connected (the kill cases wait for this) */
+	if (th_write_all(1, "c", 1))
+		return 83;
+	ret = fn(ch);
+	shmrig_channel_close(ch);
+	return ret;
+}
+
+struct session {
+	struct th_peer peer;
+	struct peer_args args;
+	shmrig_channel_listener *listener;
+	shmrig_channel *ch;
+	int accept_ret;
+};
+
+/* Spawn a peer, listen on 127.0.0.1:0, tell it the address, accept it. */
+static void start_with_pool(struct session *s, const char *mode, uint64_t peer_fingerprint,
+			    shmrig_pool *pool)
+{
+	char address[ADDR_LEN];
+
+	*s = (struct session){ .args = { .mode = mode, .fingerprint = peer_fingerprint } };
+	s->peer = th_peer_spawn(peer_exec, &s->args);
+	assert_int_equal(shmrig_channel_listen(&ucx_opts, "127.0.0.1:0", &s->listener), 0);
+	assert_int_equal(shmrig_channel_listener_address(s->listener, address, sizeof(address)), 0);
+	assert_int_equal(th_write_all(s->peer.to_child, address, strlen(address) + 1), 0);
+	s->accept_ret = shmrig_channel_accept(s->listener, pool, FINGERPRINT, TIMEOUT_MS, &s->ch);
+}
+
+static void start(struct session *s, const char *mode, uint64_t peer_fingerprint)
+{
+	start_with_pool(s, mode, peer_fingerprint, NULL);
+}
+
+/* The peer said it is connected. */
+static void wait_connected(struct session *s)
+{
+	char c;
+
+	assert_int_equal(th_read_all(s->peer.from_child, &c, 1), 0);
+}
+
+static int finish(struct session *s)
+{
+	shmrig_channel_close(s->ch);
+	s->ch = NULL;
+	shmrig_channel_listener_close(s->listener);
+	s->listener = NULL;
+	return th_peer_finish(&s->peer, TIMEOUT_MS);
+}
+
+/* ---- an ephemeral port, and the hello ---- */
+
+static int peer_idle(shmrig_channel *ch)
+{
+	(void)ch;
+	return 0;
+}
+
+static void test_ephemeral_port(void **state)
+{
+	char address[ADDR_LEN];
+	shmrig_channel_listener *l, *other;
+	char small[4];
+
+	(void)state;
+	assert_int_equal(shmrig_channel_listen(&ucx_opts, "127.0.0.1:0", &l), 0);
+	assert_int_equal(shmrig_channel_listener_address(l, address, sizeof(address)), 0);
+	assert_int_equal(strncmp(address, "127.0.0.1:", 10), 0);
+	assert_true(atoi(address + 10) > 0);
+	assert_int_equal(shmrig_channel_listener_address(l, small, sizeof(small)), -ERANGE);
+	assert_int_equal(shmrig_channel_listener_address(NULL, address, sizeof(address)), -EINVAL);
+	/* that port is taken now */
+	assert_int_equal(shmrig_channel_listen(&ucx_opts, address, &other), -EADDRINUSE);
+	/* nobody connects: accept times out, in time */
+	assert_int_equal(shmrig_channel_accept(l, NULL, FINGERPRINT, 50, &(shmrig_channel *){ 0 }),
+			 -ETIMEDOUT);
+	shmrig_channel_listener_close(l);
+	shmrig_channel_listener_close(NULL);
+}
+
+static void test_hello(void **state)
+{
+	shmrig_pool *pool = th_open_pool(8 * MiB, 64 * MiB);
+	static const char frame[64];
+	struct session s;
+
+	(void)state;
+	assert_non_null(pool);
+	start_with_pool(&s, "idle", FINGERPRINT, pool);
+	assert_int_equal(s.accept_ret, 0);
+	assert_string_equal(shmrig_channel_backend(s.ch), "ucx");
+	assert_non_null(strstr(shmrig_channel_notes(s.ch), "accepted"));
+	/* a frame's blocks cannot go to a peer that may be on another host */
+	assert_int_equal(shmrig_channel_send_frame(s.ch, frame, sizeof(frame), TIMEOUT_MS),
+			 -EOPNOTSUPP);
+	assert_non_null(strstr(shmrig_last_error(), "another host"));
+	/* the listener may go first: the end it accepted keeps what they share */
+	shmrig_channel_listener_close(s.listener);
+	s.listener = NULL;
+	assert_int_equal(shmrig_channel_send(s.ch, "after", 5, TIMEOUT_MS), 0);
+	assert_int_equal(finish(&s), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+static void test_fingerprint_mismatch(void **state)
+{
+	char expect[64];
+	struct session s;
+
+	(void)state;
+	start(&s, "idle", FINGERPRINT ^ 1);
+	assert_int_equal(s.accept_ret, -EPROTO);
+	/* both values in the message */
+	snprintf(expect, sizeof(expect), "%016llx", (unsigned long long)FINGERPRINT);
+	assert_non_null(strstr(shmrig_last_error(), expect));
+	snprintf(expect, sizeof(expect), "%016llx", (unsigned long long)(FINGERPRINT ^ 1));
+	assert_non_null(strstr(shmrig_last_error(), expect));
+	assert_int_equal(finish(&s), 81); /* the peer saw -EPROTO too */
+}
+
+/* ---- bad arguments, nothing listening, a listener that never accepts ---- */
+
+static void test_bad_address(void **state)
+{
+	static const char *const bad[] = {
+		"127.0.0.1",       /* no port */
+		"127.0.0.1:",      /* empty port */
+		":80",             /* no host */
+		"127.0.0.1:65536", /* port out of range */
+		"127.0.0.1:http",  /* ports are numbers */
+		"::1:80",          /* IPv6 without brackets */
+		"[::1]80",         /* no colon after the bracket */
+		"no-such-host.invalid:80",
+		"",
+	};
+	struct shmrig_channel_opts pipe_opts = { .size = sizeof(pipe_opts), .backend = "pipe" };
+	struct shmrig_channel_opts flags_opts = { .size = sizeof(flags_opts), .flags = 1 };
+	shmrig_channel_listener *l;
+	shmrig_channel *ch;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(shmrig_channel_listen(&ucx_opts, bad[i], &l), -EINVAL);
+		assert_non_null(strstr(shmrig_last_error(), "address") ?
+					strstr(shmrig_last_error(), "address") :
+					strstr(shmrig_last_error(), "resolve"));
+		assert_int_equal(shmrig_channel_connect(&ucx_opts, bad[i], NULL, FINGERPRINT, 1000,
+							&ch),
+				 -EINVAL);
+	}
+	assert_int_equal(shmrig_channel_listen(&ucx_opts, NULL, &l), -EINVAL);
+	assert_int_equal(shmrig_channel_listen(&ucx_opts, "127.0.0.1:0", NULL), -EINVAL);
+	assert_int_equal(shmrig_channel_listen(&flags_opts, "127.0.0.1:0", &l), -EINVAL);
+	/* other backends join parent and child only */
+	assert_int_equal(shmrig_channel_listen(&pipe_opts, "127.0.0.1:0", &l), -EOPNOTSUPP);
+	assert_non_null(strstr(shmrig_last_error(), "ucx"));
+	assert_int_equal(shmrig_channel_connect(&pipe_opts, "127.0.0.1:1", NULL, 0, 1000, &ch),
+			 -EOPNOTSUPP);
+	assert_int_equal(shmrig_channel_accept(NULL, NULL, 0, 0, &ch), -EINVAL);
+}
+
+static void test_nothing_listening(void **state)
+{
+	char address[ADDR_LEN];
+	shmrig_channel_listener *l;
+	shmrig_channel *ch;
+	int64_t t0;
+	int ret;
+
+	(void)state;
+	/* a port that was free a moment ago: listen, note it, close */
+	assert_int_equal(shmrig_channel_listen(NULL, "127.0.0.1:0", &l), 0);
+	assert_int_equal(shmrig_channel_listener_address(l, address, sizeof(address)), 0);
+	shmrig_channel_listener_close(l);
+	t0 = now_ms();
+	ret = shmrig_channel_connect(NULL, address, NULL, FINGERPRINT, 2000, &ch);
+	assert_true(ret == -ECONNREFUSED || ret == -ETIMEDOUT);
+	assert_true(now_ms() - t0 < 2000 + 1000);
+}
+
+/* Run as "peer refused": connect must fail, in bounded time. */
+static int peer_expect_refused(void)
+{
+	char address[ADDR_LEN];
+	shmrig_channel *ch;
+	int64_t t0;
+	int ret;
+
+	if (read_address(0, address, sizeof(address)))
+		return 80;
+	if (th_write_all(1, "c", 1))
+		return 83;
+	t0 = now_ms();
+	ret = shmrig_channel_connect(&ucx_opts, address, NULL, FINGERPRINT, 3000, &ch);
+	if (ret == 0) {
+		shmrig_channel_close(ch);
+		return 84;
+	}
+	if (ret != -ECONNREFUSED && ret != -ETIMEDOUT)
+		return 85;
+	return now_ms() - t0 < 3000 + 1000 ? 0 : 86;
+}
+
+/* A listener closed with a connection it never accepted: the client gets an
+ * error in bounded time, and nothing leaks here. */
+static void test_listener_closed_unaccepted(void **state)
+{
+	char address[ADDR_LEN];
+	shmrig_channel_listener *l;
+	struct peer_args args = { .mode = "refused" };
+	struct th_peer peer;
+	char c;
+
+	(void)state;
+	peer = th_peer_spawn(peer_exec, &args);
+	assert_int_equal(shmrig_channel_listen(&ucx_opts, "127.0.0.1:0", &l), 0);
+	assert_int_equal(shmrig_channel_listener_address(l, address, sizeof(address)), 0);
+	assert_int_equal(th_write_all(peer.to_child, address, strlen(address) + 1), 0);
+	/* The peer is about to connect: whether its request has reached the
+	 * listener when it closes (rejected) or not (the socket goes), it fails. */
+	assert_int_equal(th_read_all(peer.from_child, &c, 1), 0);
+	shmrig_channel_listener_close(l);
+	assert_int_equal(th_peer_finish(&peer, TIMEOUT_MS), 0);
+}
+
+/* ---- sizes and order ---- */
+
+static const size_t sizes[] = { 0, 1, 64 * 1024, 16 * MiB };
+#define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
+
+static int peer_echo(shmrig_channel *ch)
+{
+	for (size_t i = 0; i < NSIZES; i++) {
+		void *msg;
+		size_t len;
+		int ret;
+
+		if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+			return 20;
+		if (len != sizes[i] || th_first_mismatch(msg, len, (unsigned)i) != len) {
+			free(msg);
+			return 21;
+		}
+		ret = shmrig_channel_send(ch, msg, len, TIMEOUT_MS);
+		free(msg);
+		if (ret)
+			return 22;
+	}
+	return 0;
+}
+
+static void test_sizes(void **state)
+{
+	unsigned char *buf = malloc(16 * MiB);
+	struct session s;
+
+	(void)state;
+	assert_non_null(buf);
+	start(&s, "echo", FINGERPRINT);
+	assert_int_equal(s.accept_ret, 0);
+	for (size_t i = 0; i < NSIZES; i++) {
+		void *msg;
+		size_t len;
+
+		th_fill(buf, sizes[i], (unsigned)i);
+		assert_int_equal(shmrig_channel_send(s.ch, buf, sizes[i], TIMEOUT_MS), 0);
+		assert_int_equal(shmrig_channel_recv(s.ch, &msg, &len, TIMEOUT_MS), 0);
+		assert_int_equal(len, sizes[i]);
+		assert_int_equal((uintptr_t)msg % 8, 0);
+		assert_int_equal(th_first_mismatch(msg, len, (unsigned)i), len);
+		free(msg);
+	}
+	/* the peer closed after its last echo: -EPIPE, not a hang */
+	{
+		void *msg;
+		size_t len;
+
+		assert_int_equal(shmrig_channel_recv(s.ch, &msg, &len, TIMEOUT_MS), -EPIPE);
+	}
+	free(buf);
+	assert_int_equal(finish(&s), 0);
+}
+
+enum {
+	COUNT = 100000,
+	BATCH = 64
+};
+
+static int peer_check_order(shmrig_channel *ch)
+{
+	uint64_t expect = 0;
+
+	while (expect < COUNT) {
+		void *msg;
+		size_t len;
+		uint64_t seq;
+
+		if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+			return 10;
+		memcpy(&seq, msg, sizeof(seq));
+		free(msg);
+		if (len != 8 + seq % 100 || seq != expect)
+			return 11;
+		expect++;
+	}
+	return shmrig_channel_send(ch, &expect, sizeof(expect), TIMEOUT_MS) ? 12 : 0;
+}
+
+static void test_in_order(void **state)
+{
+	static unsigned char bufs[BATCH][128];
+	const void *msgs[BATCH];
+	size_t lens[BATCH];
+	uint64_t count = 0;
+	struct session s;
+	void *msg;
+	size_t len;
+
+	(void)state;
+	start(&s, "order", FINGERPRINT);
+	assert_int_equal(s.accept_ret, 0);
+	for (uint64_t seq = 0; seq < COUNT;) {
+		uint32_t n = 0;
+
+		for (; n < BATCH && seq < COUNT; n++, seq++) {
+			memcpy(bufs[n], &seq, sizeof(seq));
+			msgs[n] = bufs[n];
+			lens[n] = 8 + seq % 100;
+		}
+		assert_int_equal(shmrig_channel_sendv(s.ch, msgs, lens, n, TIMEOUT_MS), 0);
+	}
+	assert_int_equal(shmrig_channel_recv(s.ch, &msg, &len, TIMEOUT_MS), 0);
+	memcpy(&count, msg, sizeof(count));
+	free(msg);
+	assert_int_equal(count, COUNT);
+	assert_int_equal(finish(&s), 0);
+}
+
+/* ---- a peer killed while we wait ---- */
+
+static int peer_sleep(shmrig_channel *ch)
+{
+	/* neither read nor write until killed (a caught signal would end it: 61) */
+	(void)ch;
+	pause();
+	return 61;
+}
+
+static pid_t kill_later(pid_t victim, int delay_ms)
+{
+	pid_t killer = fork();
+
+	if (killer == 0) {
+		struct timespec ts = { delay_ms / 1000, (long)(delay_ms % 1000) * 1000000 };
+
+		/* a delay, not a synchronisation: the test holds whether or not we
+		 * are blocked yet when it fires */
+		nanosleep(&ts, NULL);
+		kill(victim, SIGKILL);
+		_exit(0);
+	}
+	return killer;
+}
+
+static void test_peer_killed_in_recv(void **state)
+{
+	struct session s;
+	pid_t killer;
+	int64_t t0;
+	void *msg;
+	size_t len;
+
+	(void)state;
+	start(&s, "sleep", FINGERPRINT);
+	assert_int_equal(s.accept_ret, 0);
+	wait_connected(&s);
+	killer = kill_later(s.peer.pid, 200);
+	t0 = now_ms();
+	assert_int_equal(shmrig_channel_recv(s.ch, &msg, &len, -1), -EPIPE);
+	assert_true(now_ms() - t0 < DEAD_PEER_BOUND_MS);
+	/* and stays so */
+	assert_int_equal(shmrig_channel_recv(s.ch, &msg, &len, -1), -EPIPE);
+	assert_int_equal(shmrig_channel_send(s.ch, "x", 1, -1), -EPIPE);
+	assert_int_equal(th_wait_child(killer, TIMEOUT_MS), 0);
+	assert_int_equal(finish(&s), 128 + SIGKILL);
+}
+
+static void test_peer_killed_in_send(void **state)
+{
+	static unsigned char chunk[64 * 1024];
+	struct session s;
+	pid_t killer;
+	int64_t t0;
+	int ret = 0;
+
+	(void)state;
+	start(&s, "sleep", FINGERPRINT);
+	assert_int_equal(s.accept_ret, 0);
+	wait_connected(&s);
+	killer = kill_later(s.peer.pid, 300);
+	t0 = now_ms();
+	/* the peer never reads: we block once its buffers are full, until it dies */
+	for (int i = 0; i < 100000 && ret == 0; i++)
+		ret = shmrig_channel_send(s.ch, chunk, sizeof(chunk), -1);
+	assert_int_equal(ret, -EPIPE);
+	assert_true(now_ms() - t0 < DEAD_PEER_BOUND_MS + 300);
+	assert_int_equal(th_wait_child(killer, TIMEOUT_MS), 0);
+	assert_int_equal(finish(&s), 128 + SIGKILL);
+}
+
+/* ---- IPv6, where the machine has it ---- */
+
+static void test_ipv6_loopback(void **state)
+{
+	char address[ADDR_LEN];
+	shmrig_channel_listener *l;
+	int ret;
+
+	(void)state;
+	ret = shmrig_channel_listen(&ucx_opts, "[::1]:0", &l);
+	if (ret) {
+		printf("no IPv6 loopback here (%s): case skipped\n", shmrig_last_error());
+		skip();
+	}
+	assert_int_equal(shmrig_channel_listener_address(l, address, sizeof(address)), 0);
+	assert_int_equal(strncmp(address, "[::1]:", 6), 0);
+	shmrig_channel_listener_close(l);
+}
+
+/* ---- a library built without UCX ---- */
+
+/* Every call says why, and checks its arguments first: 0, or 1 after printing what was wrong. */
+static int without_ucx(void)
+{
+	shmrig_channel_listener *l;
+	shmrig_channel *ch;
+	char address[ADDR_LEN];
+
+	if (shmrig_channel_listen(NULL, "127.0.0.1:0", &l) != -EOPNOTSUPP ||
+	    !strstr(shmrig_last_error(), "not built in") ||
+	    shmrig_channel_connect(&ucx_opts, "127.0.0.1:1", NULL, 0, 100, &ch) != -EOPNOTSUPP ||
+	    shmrig_channel_listen(&ucx_opts, NULL, &l) != -EINVAL ||
+	    shmrig_channel_accept(NULL, NULL, 0, 0, &ch) != -EINVAL ||
+	    shmrig_channel_listener_address(NULL, address, sizeof(address)) != -EINVAL) {
+		printf("FAIL: without UCX, listen/connect/accept answered wrong: %s\n",
+		       shmrig_last_error());
+		return 1;
+	}
+	shmrig_channel_listener_close(NULL);
+	return 0;
+}
+
+/* ---- every case gives back its fds ---- */
+
+static int fds_before;
+
+static int count_fds(void **state)
+{
+	(void)state;
+	fds_before = th_count_fds();
+	return 0;
+}
+
+static int same_fds(void **state)
+{
+	int now = th_count_fds();
+
+	(void)state;
+	if (now == fds_before)
+		return 0;
+	fprintf(stderr, "%d fds open after the case, %d before\n", now, fds_before);
+	return 1;
+}
+
+/* UCX opens its process-wide fds (the async thread's event set) on first use
+ * and keeps them: bring them up before the first count. */
+static int warm_up(void **state)
+{
+	shmrig_channel_listener *l;
+
+	(void)state;
+	if (shmrig_channel_listen(&ucx_opts, "127.0.0.1:0", &l))
+		return 1;
+	shmrig_channel_listener_close(l);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_ephemeral_port, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_hello, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_fingerprint_mismatch, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_bad_address, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_nothing_listening, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_listener_closed_unaccepted, count_fds,
+						same_fds),
+		cmocka_unit_test_setup_teardown(test_sizes, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_in_order, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_peer_killed_in_recv, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_peer_killed_in_send, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_ipv6_loopback, count_fds, same_fds),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	if (argc > 0 && strchr(argv[0], '/'))
+		self_exe = argv[0];
+	if (argc == 4 && strcmp(argv[1], "peer") == 0) {
+		static const struct {
+			const char *mode;
+			peer_fn fn;
+		} modes[] = { { "idle", peer_idle },
+			      { "echo", peer_echo },
+			      { "order", peer_check_order },
+			      { "sleep", peer_sleep } };
+		uint64_t fingerprint = strtoull(argv[3], NULL, 16);
+
+		if (strcmp(argv[2], "refused") == 0)
+			return peer_expect_refused();
+		for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+			if (strcmp(argv[2], modes[i].mode) == 0)
+				return peer_main(modes[i].fn, fingerprint);
+		return 77 + 1;
+	}
+	if (th_ucx_skip_reason()) {
+		printf("SKIP: %s\n", th_ucx_skip_reason());
+		return without_ucx() ? 1 : TEST_SKIP_EXIT;
+	}
+	return cmocka_run_group_tests(tests, warm_up, NULL);
+}
