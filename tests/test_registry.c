@@ -379,6 +379,24 @@ static void test_meta_remembered(void **state)
 		v = ndarray_value(SHMRIG_DTYPE_FLOAT64, 'C', 2, shape, data);
 		check_roundtrip(reg, pool, &v, "ndarray");
 	}
+	/* the remembered metadata does not point into the frame it came from: that
+	 * frame scribbled over, a frame of the same metadata still decodes right */
+	{
+		void *first, *second;
+		size_t first_len, second_len;
+
+		v = ndarray_value(SHMRIG_DTYPE_FLOAT64, 'C', 2, shapes[0], data);
+		assert_int_equal(shmrig_registry_encode(reg, pool, &v, &first, &first_len), 0);
+		assert_int_equal(shmrig_registry_encode(reg, pool, &v, &second, &second_len), 0);
+		assert_int_equal(shmrig_registry_decode(reg, pool, first, first_len, &out), 0);
+		assert_int_equal(shmrig_value_release(&out), 0);
+		memset(first, 0xff, first_len);
+		assert_int_equal(shmrig_registry_decode(reg, pool, second, second_len, &out), 0);
+		assert_true(same_value(&v, &out));
+		assert_int_equal(shmrig_value_release(&out), 0);
+		free(first);
+		free(second);
+	}
 	/* the second shape's frame with its metadata broken where the shapes differ */
 	v = ndarray_value(SHMRIG_DTYPE_FLOAT64, 'C', 2, shapes[1], data);
 	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);

@@ -80,20 +80,27 @@ static void memo_free(struct meta_memo *m)
 	}
 }
 
-/* m->obj = the metadata meta[0..len), checked and unpacked, or remembered. */
+/*
+ * m->obj = the metadata meta[0..len), checked and unpacked, or remembered.
+ * msgpack-c's strings point into the bytes they were unpacked from: metadata
+ * that fits is copied first and unpacked from our copy, which lives as long as
+ * obj; larger metadata is unpacked from the frame, and obj is good only while
+ * the caller's frame is (one decode).
+ */
 static int memo_unpack(struct meta_memo *m, const void *meta, size_t len)
 {
+	bool keep = len && len <= MEMO_BYTES;
 	int ret;
 
 	if (m->len && m->len == len && memcmp(m->bytes, meta, len) == 0)
 		return 0;
 	m->len = 0;
 	msgpack_zone_clear(m->zone);
-	ret = shmrig__meta_unpack(meta, len, m->zone, &m->obj);
-	if (!ret && len && len <= MEMO_BYTES) {
+	if (keep)
 		memcpy(m->bytes, meta, len);
+	ret = shmrig__meta_unpack(keep ? m->bytes : meta, len, m->zone, &m->obj);
+	if (!ret && keep)
 		m->len = len;
-	}
 	return ret;
 }
 
