@@ -7,13 +7,17 @@
  * an ephemeral port, sizes 0 B to 16 MiB both ways, 100,000 messages in
  * order, the hello mismatch, bad addresses and options, nothing listening,
  * a listener closed with a connection it never accepted, a peer SIGKILLed
- * while we wait in recv and in send. Exit 77 without UCX.
+ * while we wait in recv and in send; frames of every built-in codec (16 MiB
+ * of blocks among them) sent flat to a peer that decodes them in its own pool
+ * and answers their checksums, a frame to an end with no pool, a frame to a
+ * dead peer, and no block left live on either side. Exit 77 without UCX.
  * The transports are UCX_TLS's (tests/meson.build: tcp, and posix,tcp).
  */
 #include "helpers.h"
 
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +25,11 @@
 #include <unistd.h>
 
 #include <shmrig/channel.h>
+#include <shmrig/frame.h>
+#include <shmrig/pool.h>
+#include <shmrig/registry.h>
+#include <shmrig/session.h>
+#include <shmrig/value.h>
 
 #define TIMEOUT_MS 20000
 #define FINGERPRINT 0x5eed5eed87654321ull
@@ -85,7 +94,10 @@ static int read_address(int fd, char *address, size_t len)
 	return -1;
 }
 
-static int peer_main(peer_fn fn, uint64_t fingerprint)
+/* The peer's own pool, for the modes that take or send frames (NULL for the others). */
+static shmrig_pool *peer_pool;
+
+static int peer_main(peer_fn fn, bool with_pool, uint64_t fingerprint)
 {
 	char address[ADDR_LEN];
 	shmrig_channel *ch;
@@ -93,9 +105,13 @@ static int peer_main(peer_fn fn, uint64_t fingerprint)
 
 	if (read_address(0, address, sizeof(address)))
 		return 80;
-	ret = shmrig_channel_connect(&ucx_opts, address, NULL, fingerprint, TIMEOUT_MS, &ch);
+	if (with_pool && !(peer_pool = th_open_pool(8 * MiB, 256 * MiB)))
+		return 87;
+	ret = shmrig_channel_connect(&ucx_opts, address, peer_pool, fingerprint, TIMEOUT_MS, &ch);
 	if (ret) {
 		fprintf(stderr, "peer: connect %s: %d %s\n", address, ret, shmrig_last_error());
+		if (peer_pool)
+			(void)!shmrig_pool_close(peer_pool);
 		return ret == -EPROTO ? 81 : 82;
 	}
 	/* say we are connected (the kill cases wait for this) */
@@ -103,6 +119,9 @@ static int peer_main(peer_fn fn, uint64_t fingerprint)
 		return 83;
 	ret = fn(ch);
 	shmrig_channel_close(ch);
+	/* -SHMRIG_ELEAK if the peer still owned a block */
+	if (peer_pool && shmrig_pool_close(peer_pool) && !ret)
+		ret = 88;
 	return ret;
 }
 
@@ -183,7 +202,7 @@ static void test_ephemeral_port(void **state)
 static void test_hello(void **state)
 {
 	shmrig_pool *pool = th_open_pool(8 * MiB, 64 * MiB);
-	static const char frame[64];
+	static const uint64_t frame[8];
 	struct session s;
 
 	(void)state;
@@ -192,10 +211,11 @@ static void test_hello(void **state)
 	assert_int_equal(s.accept_ret, 0);
 	assert_string_equal(shmrig_channel_backend(s.ch), "ucx");
 	assert_non_null(strstr(shmrig_channel_notes(s.ch), "accepted"));
-	/* a frame's blocks cannot go to a peer that may be on another host */
+	/* a frame goes flat to a peer that may be on another host: this one is
+	 * not a frame, and nothing is sent */
 	assert_int_equal(shmrig_channel_send_frame(s.ch, frame, sizeof(frame), TIMEOUT_MS),
-			 -EOPNOTSUPP);
-	assert_non_null(strstr(shmrig_last_error(), "another host"));
+			 -EBADMSG);
+	assert_non_null(strstr(shmrig_last_error(), "magic"));
 	/* the listener may go first: the end it accepted keeps what they share */
 	shmrig_channel_listener_close(s.listener);
 	s.listener = NULL;
@@ -511,6 +531,240 @@ static void test_peer_killed_in_send(void **state)
 	assert_int_equal(finish(&s), 128 + SIGKILL);
 }
 
+/* ---- frames, flat ---- */
+
+/* What the peer answers for each frame: the checksum of the value it decoded. */
+struct frame_answer {
+	uint64_t checksum;
+	uint32_t kind;
+	uint32_t reserved;
+};
+
+static uint64_t live_blocks(shmrig_pool *pool)
+{
+	struct shmrig_pool_stats stats = { .size = sizeof(stats) };
+
+	return shmrig_pool_stats(pool, &stats) ? UINT64_MAX : stats.live_blocks;
+}
+
+/* Run as "peer frames": decode each frame in our pool and answer its checksum,
+ * until an empty message; then nothing of them may be left live. */
+static int peer_frames(shmrig_channel *ch)
+{
+	shmrig_registry *reg;
+	int ret = 0;
+
+	if (shmrig_registry_create(&reg) || shmrig_registry_add_builtins(reg))
+		return 30;
+	while (!ret) {
+		struct frame_answer answer = { 0 };
+		struct shmrig_value value;
+		void *msg;
+		size_t len;
+
+		if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS)) {
+			fprintf(stderr, "peer: recv: %s\n", shmrig_last_error());
+			ret = 31;
+			break;
+		}
+		if (len == 0) {
+			free(msg);
+			break;
+		}
+		if (shmrig_registry_decode(reg, peer_pool, msg, len, &value)) {
+			fprintf(stderr, "peer: decode: %s\n", shmrig_last_error());
+			ret = 32;
+		} else {
+			answer.kind = value.kind;
+			if (shmrig_session_checksum(&value, &answer.checksum))
+				ret = 33;
+			if (shmrig_value_release(&value))
+				ret = 34;
+		}
+		free(msg);
+		if (!ret && shmrig_channel_send(ch, &answer, sizeof(answer), TIMEOUT_MS))
+			ret = 35;
+	}
+	shmrig_registry_free(reg);
+	return !ret && live_blocks(peer_pool) != 0 ? 36 : ret;
+}
+
+/* Run as "peer send_frame": send a frame to an end that has no pool, then a
+ * message; our blocks go once the frame is flattened. */
+static int peer_send_frame(shmrig_channel *ch)
+{
+	static const char payload[] = "a frame to an end with no pool";
+	struct shmrig_value value = { .kind = SHMRIG_KIND_BYTES };
+	shmrig_registry *reg;
+	void *frame = NULL;
+	size_t len;
+	int ret = 0;
+
+	if (shmrig_registry_create(&reg) || shmrig_registry_add_builtins(reg))
+		return 40;
+	value.bytes.data = payload;
+	value.bytes.len = sizeof(payload);
+	if (shmrig_registry_encode(reg, peer_pool, &value, &frame, &len))
+		ret = 41;
+	else if (shmrig_channel_send_frame(ch, frame, len, TIMEOUT_MS))
+		ret = 42;
+	else if (live_blocks(peer_pool) != 0)
+		ret = 43;
+	else if (shmrig_channel_send(ch, "after", 5, TIMEOUT_MS))
+		ret = 44;
+	free(frame);
+	shmrig_registry_free(reg);
+	return ret;
+}
+
+static struct shmrig_array array_of(enum shmrig_dtype dtype, char order, uint32_t ndim,
+				    const uint64_t *shape, const void *data)
+{
+	struct shmrig_array a = { .dtype = dtype, .ndim = ndim, .order = order };
+
+	for (uint32_t d = 0; d < ndim; d++)
+		a.shape[d] = shape[d];
+	a.data = (void *)data;
+	return a;
+}
+
+/* Encode, send flat, and compare the peer's checksum with ours; our blocks
+ * are gone as soon as send_frame returns. */
+static void send_and_check(struct session *s, shmrig_registry *reg, shmrig_pool *pool,
+			   const struct shmrig_value *value)
+{
+	struct frame_answer answer;
+	uint64_t expect;
+	void *frame, *msg;
+	size_t len;
+
+	assert_int_equal(shmrig_session_checksum(value, &expect), 0);
+	assert_int_equal(shmrig_registry_encode(reg, pool, value, &frame, &len), 0);
+	assert_int_equal(shmrig_channel_send_frame(s->ch, frame, len, TIMEOUT_MS), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
+	free(frame);
+	assert_int_equal(shmrig_channel_recv(s->ch, &msg, &len, TIMEOUT_MS), 0);
+	assert_int_equal(len, sizeof(answer));
+	memcpy(&answer, msg, sizeof(answer));
+	free(msg);
+	assert_int_equal(answer.kind, value->kind);
+	assert_int_equal(answer.checksum, expect);
+}
+
+static void test_frames(void **state)
+{
+	static const double matrix[3][4] = { { 0.5, 1.5, 2.5, 3.5 },
+					     { 4.5, 5.5, 6.5, 7.5 },
+					     { 8.5, 9.5, 10.5, 11.5 } };
+	static const int32_t col_a[5] = { 1, -2, 3, -4, 5 };
+	static const double col_b[5] = { 0.25, 0.5, 0.75, 1.0, 1.25 };
+	static const int16_t tiny[3] = { -7, 0, 7 };
+	static const uint64_t matrix_shape[2] = { 3, 4 }, rows[1] = { 5 }, tiny_shape[1] = { 3 };
+	static const size_t byte_sizes[] = { 0, 64, MiB, 16 * MiB };
+	shmrig_pool *pool = th_open_pool(8 * MiB, 256 * MiB);
+	unsigned char *buf = malloc(16 * MiB);
+	struct shmrig_named_array columns[2], vars[2];
+	struct shmrig_group groups[2];
+	struct shmrig_value v;
+	shmrig_registry *reg;
+	struct session s;
+
+	(void)state;
+	assert_non_null(pool);
+	assert_non_null(buf);
+	assert_int_equal(shmrig_registry_create(&reg), 0);
+	assert_int_equal(shmrig_registry_add_builtins(reg), 0);
+	start_with_pool(&s, "frames", FINGERPRINT, pool);
+	assert_int_equal(s.accept_ret, 0);
+	/* bytes, 16 MiB the largest: a block of its own, sent in one message */
+	for (size_t i = 0; i < sizeof(byte_sizes) / sizeof(byte_sizes[0]); i++) {
+		th_fill(buf, byte_sizes[i], (unsigned)i);
+		v = (struct shmrig_value){ .kind = SHMRIG_KIND_BYTES };
+		v.bytes.data = buf;
+		v.bytes.len = byte_sizes[i];
+		send_and_check(&s, reg, pool, &v);
+	}
+	v = (struct shmrig_value){ .kind = SHMRIG_KIND_NDARRAY };
+	v.array = array_of(SHMRIG_DTYPE_FLOAT64, 'C', 2, matrix_shape, matrix);
+	send_and_check(&s, reg, pool, &v);
+	columns[0] = (struct shmrig_named_array){ "a", array_of(SHMRIG_DTYPE_INT32, 'C', 1, rows,
+								col_a) };
+	columns[1] = (struct shmrig_named_array){ "b", array_of(SHMRIG_DTYPE_FLOAT64, 'C', 1, rows,
+								col_b) };
+	v = (struct shmrig_value){ .kind = SHMRIG_KIND_TABLE };
+	v.table = (struct shmrig_table){ .nrows = 5, .ncolumns = 2, .columns = columns };
+	send_and_check(&s, reg, pool, &v);
+	vars[0] = (struct shmrig_named_array){ "x", array_of(SHMRIG_DTYPE_FLOAT64, 'C', 2,
+							     matrix_shape, matrix) };
+	vars[1] = (struct shmrig_named_array){ "t", array_of(SHMRIG_DTYPE_INT16, 'C', 1, tiny_shape,
+							     tiny) };
+	groups[0] = (struct shmrig_group){ .name = "g0", .nvariables = 1, .variables = vars };
+	groups[1] = (struct shmrig_group){ .name = "g1", .nvariables = 1, .variables = vars + 1 };
+	v = (struct shmrig_value){ .kind = SHMRIG_KIND_DATASET };
+	v.dataset = (struct shmrig_dataset){ .ngroups = 2, .groups = groups };
+	send_and_check(&s, reg, pool, &v);
+	/* the end; the peer exits 0 only with nothing of ours live in its pool */
+	assert_int_equal(shmrig_channel_send(s.ch, "", 0, TIMEOUT_MS), 0);
+	assert_int_equal(finish(&s), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
+	shmrig_registry_free(reg);
+	free(buf);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+/* An end with no pool that receives a frame: an error saying why, the frame
+ * dropped, the stream goes on. */
+static void test_frame_without_pool(void **state)
+{
+	struct session s;
+	void *msg;
+	size_t len;
+
+	(void)state;
+	start(&s, "send_frame", FINGERPRINT);
+	assert_int_equal(s.accept_ret, 0);
+	assert_int_equal(shmrig_channel_recv(s.ch, &msg, &len, TIMEOUT_MS), -EINVAL);
+	assert_non_null(strstr(shmrig_last_error(), "no pool"));
+	assert_int_equal(shmrig_channel_recv(s.ch, &msg, &len, TIMEOUT_MS), 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(msg, "after", 5);
+	free(msg);
+	assert_int_equal(finish(&s), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
+/* A frame to a peer that is gone: -EPIPE, and its blocks are freed (channel.h). */
+static void test_frame_to_dead_peer(void **state)
+{
+	shmrig_pool *pool = th_open_pool(8 * MiB, 64 * MiB);
+	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES };
+	shmrig_registry *reg;
+	struct session s;
+	void *frame, *msg;
+	size_t len;
+
+	(void)state;
+	assert_non_null(pool);
+	assert_int_equal(shmrig_registry_create(&reg), 0);
+	assert_int_equal(shmrig_registry_add_builtins(reg), 0);
+	start_with_pool(&s, "idle", FINGERPRINT, pool);
+	assert_int_equal(s.accept_ret, 0);
+	/* the idle peer closes at once: its BYE makes the end closed */
+	assert_int_equal(shmrig_channel_recv(s.ch, &msg, &len, TIMEOUT_MS), -EPIPE);
+	v.bytes.data = "to nobody";
+	v.bytes.len = 9;
+	assert_int_equal(shmrig_registry_encode(reg, pool, &v, &frame, &len), 0);
+	assert_int_equal(th_live_blocks(pool), 1);
+	assert_int_equal(shmrig_channel_send_frame(s.ch, frame, len, TIMEOUT_MS), -EPIPE);
+	assert_int_equal(th_live_blocks(pool), 0);
+	free(frame);
+	assert_int_equal(finish(&s), 0);
+	shmrig_registry_free(reg);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
 /* ---- IPv6, where the machine has it ---- */
 
 static void test_ipv6_loopback(void **state)
@@ -603,6 +857,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_peer_killed_in_recv, count_fds, same_fds),
 		cmocka_unit_test_setup_teardown(test_peer_killed_in_send, count_fds, same_fds),
 		cmocka_unit_test_setup_teardown(test_ipv6_loopback, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_frames, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_frame_without_pool, count_fds, same_fds),
+		cmocka_unit_test_setup_teardown(test_frame_to_dead_peer, count_fds, same_fds),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
@@ -612,17 +869,20 @@ int main(int argc, char **argv)
 		static const struct {
 			const char *mode;
 			peer_fn fn;
-		} modes[] = { { "idle", peer_idle },
-			      { "echo", peer_echo },
-			      { "order", peer_check_order },
-			      { "sleep", peer_sleep } };
+			bool with_pool;
+		} modes[] = { { "idle", peer_idle, false },
+			      { "echo", peer_echo, false },
+			      { "order", peer_check_order, false },
+			      { "sleep", peer_sleep, false },
+			      { "frames", peer_frames, true },
+			      { "send_frame", peer_send_frame, true } };
 		uint64_t fingerprint = strtoull(argv[3], NULL, 16);
 
 		if (strcmp(argv[2], "refused") == 0)
 			return peer_expect_refused();
 		for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
 			if (strcmp(argv[2], modes[i].mode) == 0)
-				return peer_main(modes[i].fn, fingerprint);
+				return peer_main(modes[i].fn, modes[i].with_pool, fingerprint);
 		return 77 + 1;
 	}
 	if (th_ucx_skip_reason()) {

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,4 +121,242 @@ int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len)
 			first = ret;
 	}
 	return first;
+}
+
+/* ---- flat frames: a frame with its payload, for a peer on another host ---- */
+
+static size_t pad8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
+/* Are the `len` bytes at p all zero? (Padding, and a flat ref's block fields.) */
+static bool all_zero(const void *p, size_t len)
+{
+	const unsigned char *bytes = p;
+
+	for (size_t i = 0; i < len; i++)
+		if (bytes[i])
+			return false;
+	return true;
+}
+
+/* Give back the references a failed flatten claimed: handed to us again,
+ * unclaimed, as they were (a block all of whose references were claimed goes
+ * back whole; one with a reference the frame did not name was never ours to
+ * take whole, and its claim failed first). Best effort: the flatten failed. */
+static void unclaim(shmrig_pool *pool, const struct shmrig_frame *f, const uint8_t *claimed)
+{
+	for (uint32_t i = 0; i < f->nbuffers; i++)
+		if (claimed[i])
+			(void)!shmrig__pool_hand_out(pool, &f->buffers[i], 1);
+}
+
+int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void **flat,
+			 size_t *flat_len)
+{
+	struct shmrig_frame f;
+	/* per buffer: claimed, and where it is: on the stack up to 64 */
+	struct {
+		void *data[64];
+		uint8_t claimed[64];
+	} small;
+	uint8_t *claimed;
+	void **data;
+	size_t total, off;
+	char *out;
+	int ret;
+
+	if (!pool || !frame || !flat || !flat_len)
+		return shmrig__fail(-EINVAL, "frame_flatten: NULL argument");
+	ret = shmrig_frame_parse(frame, len, &f);
+	if (ret)
+		return ret;
+	/* Sizes first, and the memory: nothing is taken before the flat form
+	 * is known to fit. A frame is at most a few hundred MiB: no overflow. */
+	total = pad8(len);
+	for (uint32_t i = 0; i < f.nbuffers; i++) {
+		uint64_t content_size = f.buffers[i].content_size;
+
+		if (total > SIZE_MAX - 8 || content_size > SIZE_MAX - 8 - total)
+			return shmrig__fail(-EOVERFLOW,
+					    "frame_flatten: buffer %u (%llu bytes) takes the flat "
+					    "frame past SIZE_MAX",
+					    i, (unsigned long long)content_size);
+		total += pad8(content_size);
+	}
+	if (f.nbuffers <= 64) {
+		data = small.data;
+		claimed = small.claimed;
+	} else {
+		data = malloc((size_t)f.nbuffers * (sizeof(*data) + 1));
+		if (!data)
+			return shmrig__fail(-ENOMEM, "frame_flatten: out of memory");
+		claimed = (uint8_t *)(data + f.nbuffers);
+	}
+	memset(claimed, 0, f.nbuffers);
+	out = aligned_alloc(8, total);
+	if (!out) {
+		ret = shmrig__fail(-ENOMEM, "frame_flatten: out of memory for %zu bytes", total);
+		goto done;
+	}
+	/* Take every reference the frame hands us (a frame decoded or sent
+	 * already fails here); on failure the ones taken go back. */
+	if (f.nbuffers)
+		ret = shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers, claimed, data);
+	if (ret) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		unclaim(pool, &f, claimed);
+		free(out);
+		shmrig__fail(ret, "frame_flatten: %s", why);
+		goto done;
+	}
+	memcpy(out, frame, len);
+	memset(out + len, 0, pad8(len) - len);
+	off = pad8(len);
+	for (uint32_t i = 0; i < f.nbuffers; i++) {
+		/* the ref names no block on the other side: sizes and flag only */
+		struct shmrig_ref *ref =
+			(struct shmrig_ref *)(out + sizeof(struct shmrig_frame_header)) + i;
+		size_t content_size = (size_t)f.buffers[i].content_size;
+
+		memset(ref->name, 0, sizeof(ref->name));
+		ref->offset = 0;
+		ref->generation = 0;
+		if (content_size)
+			memcpy(out + off, data[i], content_size);
+		memset(out + off + content_size, 0, pad8(content_size) - content_size);
+		off += pad8(content_size);
+		/* The bytes carry the payload now. A free that fails leaves the
+		 * block ours: pool_close reports it (the claim proved it ours). */
+		(void)!shmrig_pool_free(pool, &f.buffers[i]);
+	}
+	*flat = out;
+	*flat_len = total;
+done:
+	if (data != small.data)
+		free(data);
+	return ret;
+}
+
+int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len, void **frame,
+			   size_t *len)
+{
+	static const char no_name[SHMRIG_NAME_MAX];
+	const char *bytes = flat;
+	struct shmrig_frame_header h;
+	struct shmrig_frame f;
+	struct shmrig_ref *refs = NULL;
+	size_t frame_len, off;
+	uint32_t done = 0;
+	char *out;
+	int ret;
+
+	if (!pool || !flat || !frame || !len)
+		return shmrig__fail(-EINVAL, "frame_unflatten: NULL argument");
+	if ((uintptr_t)flat % 8)
+		return shmrig__fail(-EINVAL, "frame_unflatten: buffer is not 8-byte aligned");
+	if (flat_len % 8 || flat_len < sizeof(h))
+		return shmrig__fail(-EBADMSG,
+				    "flat frame: %zu bytes (at least a %zu-byte header, a multiple "
+				    "of 8)",
+				    flat_len, sizeof(h));
+	memcpy(&h, flat, sizeof(h));
+	frame_len = shmrig_frame_size(h.nbuffers, h.meta_len);
+	if (!frame_len || pad8(frame_len) > flat_len)
+		return shmrig__fail(-EBADMSG,
+				    "flat frame: its header says %u buffers and %u meta bytes, more "
+				    "than its %zu bytes hold",
+				    h.nbuffers, h.meta_len, flat_len);
+	/* Our copy of the frame from here (the refs of the result are written
+	 * into it): each field is read once from the flat bytes. */
+	out = aligned_alloc(8, pad8(frame_len));
+	if (!out)
+		return shmrig__fail(-ENOMEM, "frame_unflatten: out of memory for %zu bytes",
+				    frame_len);
+	memcpy(out, bytes, frame_len);
+	ret = shmrig_frame_parse(out, frame_len, &f);
+	if (ret) {
+		char why[512];
+
+		/* a bad ref is -SHMRIG_EBADREF there: here all is the flat frame's */
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		ret = shmrig__fail(-EBADMSG, "flat %s", why);
+		goto fail;
+	}
+	refs = (struct shmrig_ref *)(out + sizeof(h));
+	off = pad8(frame_len);
+	if (!all_zero(bytes + frame_len, off - frame_len)) {
+		ret = shmrig__fail(-EBADMSG, "flat frame: the padding after the frame is not zero");
+		goto fail;
+	}
+	/* Every size against what is left, before a block is taken: the blocks
+	 * then hold at most the flat bytes (each rounded up to its class). */
+	for (uint32_t i = 0; i < f.nbuffers; i++) {
+		uint64_t content_size = refs[i].content_size;
+
+		if (memcmp(refs[i].name, no_name, sizeof(no_name)) || refs[i].offset ||
+		    refs[i].generation) {
+			ret = shmrig__fail(-EBADMSG,
+					   "flat frame: ref %u names a block (its name, offset and "
+					   "generation must be zero)",
+					   i);
+			goto fail;
+		}
+		/* flat_len - off is a multiple of 8: content_size fits, so does its padding */
+		if (content_size > flat_len - off) {
+			ret = shmrig__fail(-EBADMSG,
+					   "flat frame: buffer %u is %llu bytes, only %zu are left",
+					   i, (unsigned long long)content_size, flat_len - off);
+			goto fail;
+		}
+		if (!all_zero(bytes + off + content_size,
+			      pad8((size_t)content_size) - (size_t)content_size)) {
+			ret = shmrig__fail(-EBADMSG,
+					   "flat frame: the padding after buffer %u is not zero",
+					   i);
+			goto fail;
+		}
+		off += pad8((size_t)content_size);
+	}
+	if (off != flat_len) {
+		ret = shmrig__fail(-EBADMSG,
+				   "flat frame: %zu bytes after the last buffer (%zu bytes, %u "
+				   "buffers)",
+				   flat_len - off, flat_len, f.nbuffers);
+		goto fail;
+	}
+	/* One block per buffer, handed to us unclaimed as encode leaves them:
+	 * the decode claims them. */
+	off = pad8(frame_len);
+	for (; done < f.nbuffers; done++) {
+		size_t content_size = (size_t)refs[done].content_size;
+		uint32_t flags = refs[done].temporary ? SHMRIG_ALLOC_TEMPORARY : 0;
+		struct shmrig_ref ref;
+		void *p;
+
+		ret = shmrig__pool_alloc_handed(pool, content_size, flags, 0, &ref, &p);
+		if (ret)
+			goto fail;
+		if (content_size)
+			memcpy(p, bytes + off, content_size);
+		off += pad8(content_size);
+		refs[done] = ref;
+	}
+	*frame = out;
+	*len = frame_len;
+	return 0;
+fail:
+	if (done) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		for (uint32_t i = 0; i < done; i++)
+			(void)!shmrig__pool_drop(pool, &refs[i]); /* best effort: it failed */
+		shmrig__fail(ret, "%s", why);
+	}
+	free(out);
+	return ret;
 }

@@ -312,13 +312,14 @@ int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len,
 
 	if (!ch || !ch->pool)
 		return shmrig__fail(-EINVAL, "channel_send_frame: the channel has no pool");
-	if (ch->remote)
-		return shmrig__fail(-EOPNOTSUPP,
-				    "channel_send_frame: this channel was made by accept or connect: "
-				    "its peer may be on another host, where a frame's blocks do not "
-				    "exist (send the bytes with shmrig_channel_send)");
 	if (SHMRIG_UNLIKELY(ch->fork_epoch != shmrig__fork_epoch()))
 		return forked_error();
+#ifdef SHMRIG_HAVE_UCX
+	/* the peer may be on another host, where our blocks do not exist: the
+	 * payload goes with the frame */
+	if (ch->remote)
+		return shmrig__ucx_send_frame(ch, frame, len, timeout_ms);
+#endif
 	/* to the identity the hello verified: no syscall per frame */
 	ret = shmrig_frame_transfer_peer(ch->pool, frame, len, ch->peer_id);
 	if (ret)

@@ -73,6 +73,10 @@ int shmrig__ucx_accept(struct shmrig_channel_listener *l, struct shmrig_channel 
 /* Make ch's endpoint to `address`; the connection is made as the hello goes. */
 int shmrig__ucx_connect(struct shmrig_channel *ch, const char *address);
 void shmrig__ucx_listener_close(struct shmrig_channel_listener *l);
+/* send_frame on a remote end: the frame goes flat (shmrig_frame_flatten), its
+ * blocks released once it is; errors and what they leave: channel.h. */
+int shmrig__ucx_send_frame(struct shmrig_channel *ch, const void *frame, size_t len,
+			   int timeout_ms);
 #endif
 
 /* Is the peer still alive? One poll of its pidfd: false only when it is known

@@ -13,7 +13,10 @@
  * there is no second copy on the receiving side. AM would deliver the bytes
  * in a callback (a copy, or a rendezvous to drive from inside it).
  *
- * Framing: each message is a ucx_hdr then its bytes. Two more kinds close a
+ * Framing: each message is a ucx_hdr then its bytes. A frame sent on an end
+ * made by accept or connect travels flat (KIND_FRAME: shmrig_frame_flatten's
+ * bytes, payload included, since the peer cannot map our pool) and the
+ * receiving recv unflattens it into its own pool. Two more kinds close a
  * channel cleanly: BYE ("no more from me") and BYE_ACK ("I have read up to
  * your BYE"). A closing end waits (at most the open timeout) for the ack, so
  * that its messages are read before its endpoint goes away: UCX tears down
@@ -49,6 +52,8 @@
 #include "transport/channel_internal.h"
 #include "base/internal.h"
 
+#include <shmrig/frame.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -75,6 +80,7 @@ enum ucx_kind {
 	KIND_DATA = 0,
 	KIND_BYE = 1,
 	KIND_BYE_ACK = 2,
+	KIND_FRAME = 3, /* a flat frame (shmrig_frame_flatten): recv unflattens it */
 };
 
 struct ucx_hdr {
@@ -357,22 +363,34 @@ static int sends_wait(struct ucx_state *st, int64_t start, int timeout_ms)
 	return err ? err : ret;
 }
 
+/* Room for n more posted sends: after this, posting n chunks cannot fail for memory. */
+static int sends_reserve(struct ucx_state *st, uint32_t n)
+{
+	uint32_t cap = st->sends_cap ? st->sends_cap : 16;
+	struct send_rec *grown;
+
+	while (cap - st->nsends < n)
+		cap *= 2;
+	if (cap == st->sends_cap)
+		return 0;
+	grown = realloc(st->sends, cap * sizeof(*grown));
+	if (!grown)
+		return shmrig__fail(-ENOMEM, "channel ucx: out of memory");
+	st->sends = grown;
+	st->sends_cap = cap;
+	return 0;
+}
+
 /* Post one chunk (UCX reads it until the request completes; we free it then). */
 static int post_chunk(struct ucx_state *st, void *copy, size_t len)
 {
 	ucp_request_param_t param = { .op_attr_mask = 0 };
 	ucs_status_ptr_t req;
+	int ret = sends_reserve(st, 1);
 
-	if (st->nsends == st->sends_cap) {
-		uint32_t cap = st->sends_cap ? 2 * st->sends_cap : 16;
-		struct send_rec *grown = realloc(st->sends, cap * sizeof(*grown));
-
-		if (!grown) {
-			free(copy);
-			return shmrig__fail(-ENOMEM, "channel ucx: out of memory");
-		}
-		st->sends = grown;
-		st->sends_cap = cap;
+	if (ret) {
+		free(copy);
+		return ret;
 	}
 	req = ucp_stream_send_nbx(st->ep, copy, len, &param);
 	if (req == NULL) { /* done already: UCX copied it */
@@ -454,6 +472,106 @@ static int ucx_sendv(struct shmrig_channel *ch, const void *const *msgs, const s
 	return ret == -ETIMEDOUT ? 0 : ret;
 }
 
+/* ---- frames to an end that cannot map our pool ---- */
+
+/* A frame whose flat form (shmrig_frame_flatten) is over SHMRIG_CHANNEL_MAX_MSG:
+ * -EMSGSIZE, said before anything is taken; a frame that does not parse is
+ * left to flatten to refuse. */
+static int flat_fits(const void *frame, size_t len)
+{
+	struct shmrig_frame f;
+	uint64_t total = ((uint64_t)len + 7) & ~(uint64_t)7;
+
+	if (shmrig_frame_parse(frame, len, &f))
+		return 0;
+	/* total stays at most twice the limit: no overflow */
+	for (uint32_t i = 0; i < f.nbuffers && total <= SHMRIG_CHANNEL_MAX_MSG; i++) {
+		uint64_t content_size = f.buffers[i].content_size;
+
+		if (content_size > SHMRIG_CHANNEL_MAX_MSG)
+			total = SHMRIG_CHANNEL_MAX_MSG + 1;
+		else
+			total += (content_size + 7) & ~(uint64_t)7;
+	}
+	if (total > SHMRIG_CHANNEL_MAX_MSG)
+		return shmrig__fail(-EMSGSIZE,
+				    "channel_send_frame: the frame with its payload is over %zu "
+				    "bytes (SHMRIG_CHANNEL_MAX_MSG)",
+				    SHMRIG_CHANNEL_MAX_MSG);
+	return 0;
+}
+
+/* The peer is gone before the frame was taken: its blocks are freed here, so
+ * that -EPIPE says one thing whenever it comes (channel.h). */
+static int frame_lost(struct shmrig_channel *ch, const void *frame, size_t len, int err)
+{
+	char why[512];
+
+	snprintf(why, sizeof(why), "%s", shmrig_last_error());
+	(void)!shmrig_frame_discard(ch->pool, frame, len); /* best effort: a bad frame held none */
+	return shmrig__fail(err, "%s (the frame's blocks are freed)", why);
+}
+
+int shmrig__ucx_send_frame(struct shmrig_channel *ch, const void *frame, size_t len, int timeout_ms)
+{
+	struct ucx_state *st = ch->backend;
+	int64_t start = shmrig__now_ms();
+	struct ucx_hdr *hdr;
+	size_t flat_len;
+	void *flat;
+	int ret;
+
+	if (st->ep_status != UCS_OK)
+		return frame_lost(ch, frame, len, peer_gone(st));
+	if (st->peer_closed)
+		return frame_lost(ch, frame, len,
+				  shmrig__fail(-EPIPE, "channel ucx: the peer closed its end"));
+	ret = flat_fits(frame, len);
+	if (ret)
+		return ret;
+	/* What an earlier call left posted goes first; until it has, this frame
+	 * is not taken and its blocks stay ours. */
+	ret = sends_wait(st, start, timeout_ms);
+	if (ret == -ETIMEDOUT)
+		return ret;
+	if (ret)
+		return frame_lost(ch, frame, len, ret == -EPIPE ? ret : -EIO);
+	/* Every allocation before the flatten: once it has released the
+	 * blocks, only the peer's loss or UCX's own failure can stop the send. */
+	ret = sends_reserve(st, 2);
+	if (ret)
+		return ret;
+	hdr = malloc(sizeof(*hdr));
+	if (!hdr)
+		return shmrig__fail(-ENOMEM, "channel ucx: out of memory");
+	ret = shmrig_frame_flatten(ch->pool, frame, len, &flat, &flat_len);
+	if (ret) {
+		free(hdr);
+		return ret;
+	}
+	/* Two sends, one after the other on the stream: the header, then the
+	 * flat bytes themselves (no second copy). */
+	*hdr = (struct ucx_hdr){ .magic = UCX_MAGIC, .kind = KIND_FRAME, .len = flat_len };
+	ret = post_chunk(st, hdr, sizeof(*hdr));
+	if (ret)
+		free(flat);
+	else
+		ret = post_chunk(st, flat, flat_len);
+	if (!ret) {
+		/* taken: a timeout now leaves it posted for the next call */
+		ret = sends_wait(st, start, timeout_ms);
+		if (ret == -ETIMEDOUT)
+			ret = 0;
+	}
+	if (ret && ret != -EPIPE && ret != -EIO) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		ret = shmrig__fail(-EIO, "channel ucx: sending a frame: %s", why);
+	}
+	return ret;
+}
+
 /* ---- receives ---- */
 
 static bool recv_done(void *arg)
@@ -495,8 +613,8 @@ static int recv_exact(struct ucx_state *st, void *buf, size_t len, int64_t start
 	return status == UCS_OK ? 0 : request_error(st, status, "stream receive");
 }
 
-/* The next message of any kind: its header in st->rhdr, a data message's body
- * in *msg (NULL for the others). */
+/* The next message of any kind: its header in st->rhdr, a data or frame
+ * message's body in *msg (NULL for the others). */
 static int read_next(struct ucx_state *st, void **msg, int64_t start, int timeout_ms)
 {
 	int ret;
@@ -505,15 +623,15 @@ static int read_next(struct ucx_state *st, void **msg, int64_t start, int timeou
 		ret = recv_exact(st, &st->rhdr, sizeof(st->rhdr), start, timeout_ms);
 		if (ret)
 			return ret;
-		if (st->rhdr.magic != UCX_MAGIC || st->rhdr.kind > KIND_BYE_ACK ||
+		if (st->rhdr.magic != UCX_MAGIC || st->rhdr.kind > KIND_FRAME ||
 		    st->rhdr.len > SHMRIG_CHANNEL_MAX_MSG ||
-		    (st->rhdr.kind != KIND_DATA && st->rhdr.len))
+		    (st->rhdr.kind != KIND_DATA && st->rhdr.kind != KIND_FRAME && st->rhdr.len))
 			return shmrig__fail(-EBADMSG,
 					    "channel ucx: corrupt stream (magic %08x, kind %u, "
 					    "length %llu)",
 					    st->rhdr.magic, st->rhdr.kind,
 					    (unsigned long long)st->rhdr.len);
-		if (st->rhdr.kind != KIND_DATA) {
+		if (st->rhdr.kind != KIND_DATA && st->rhdr.kind != KIND_FRAME) {
 			*msg = NULL;
 			return 0;
 		}
@@ -531,6 +649,38 @@ static int read_next(struct ucx_state *st, void **msg, int64_t start, int timeou
 	*msg = st->body;
 	st->body = NULL;
 	st->have_hdr = false;
+	return 0;
+}
+
+/*
+ * A flat frame read into *msg (st->rhdr.len bytes): into our pool, and *msg
+ * becomes the frame. Whatever fails, the flat bytes go: the message is
+ * dropped, and the stream goes on with the next one.
+ */
+static int recv_frame(struct shmrig_channel *ch, void **msg, size_t *len)
+{
+	struct ucx_state *st = ch->backend;
+	void *flat = *msg;
+	int ret;
+
+	*msg = NULL;
+	if (!ch->pool) {
+		free(flat);
+		return shmrig__fail(-EINVAL,
+				    "channel ucx: the peer sent a frame (%llu bytes with its "
+				    "payload) and this channel has no pool to put its blocks in "
+				    "(accept or connect was given none): the frame is dropped",
+				    (unsigned long long)st->rhdr.len);
+	}
+	ret = shmrig_frame_unflatten(ch->pool, flat, st->rhdr.len, msg, len);
+	free(flat);
+	if (ret) {
+		char why[512];
+
+		*msg = NULL;
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		return shmrig__fail(ret, "channel ucx: a frame from the peer is dropped: %s", why);
+	}
 	return 0;
 }
 
@@ -555,6 +705,8 @@ static int ucx_recv(struct shmrig_channel *ch, void **msg, size_t *len, int time
 		case KIND_DATA:
 			*len = st->rhdr.len;
 			return 0;
+		case KIND_FRAME:
+			return recv_frame(ch, msg, len);
 		case KIND_BYE:
 			/* the peer waits for this before it lets its endpoint go */
 			st->peer_closed = true;

@@ -33,7 +33,9 @@
  * Frames and their blocks: shmrig_channel_send_frame() hands a frame's blocks
  * to the peer (shmrig_frame_transfer) before publishing it, so a frame in
  * flight belongs to its receiver; if the receiver dies, any survivor's
- * shmrig_pool_reap() frees them.
+ * shmrig_pool_reap() frees them. An end made by accept or connect (whose peer
+ * may be on another host) sends the frame flat instead, its payload copied
+ * into the message, and the receiver's recv puts it in its own pool (below).
  *
  * A channel end is used by one thread at a time.
  */
@@ -129,21 +131,48 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_send(shmrig_channel *ch, const vo
 
 /*
  * Receive the next message into a new 8-byte aligned buffer (free() it).
+ * On an end made by accept or connect, a frame the peer sent with
+ * shmrig_channel_send_frame() arrives flat and is unflattened here
+ * (shmrig_frame_unflatten): the message is an ordinary frame whose blocks this
+ * call allocated in the pool given at accept or connect, handed to us
+ * unclaimed, to decode (or shmrig_frame_discard()).
  * Errors: -ETIMEDOUT nothing arrived in time; -EPIPE the peer is gone (its
  * messages sent before that are still delivered first); -EBADMSG the stream is
  * corrupt; -ENOMEM; -SHMRIG_EFORK an end inherited through fork (any backend).
+ * A frame that cannot be unflattened is dropped (its blocks freed, the next
+ * recv reads the next message) with: -EINVAL the channel has no pool (NULL at
+ * accept or connect); -EBADMSG a malformed flat frame; -ENOMEM no room for
+ * its blocks in the pool (at its max_bytes) or the host.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len,
 						    int timeout_ms);
 
 /*
  * Hand the frame's blocks to the peer (needs the pool given at open), then send it.
- * Errors: as shmrig_frame_transfer and shmrig_channel_send; -EOPNOTSUPP a
- * channel made by accept or connect (the peer may be on another host). After
+ * Errors: as shmrig_frame_transfer and shmrig_channel_send. After
  * -ETIMEDOUT the blocks are the peer's already but the frame was not taken: send it
  * again (handing blocks to the same peer twice is a no-op) until it goes or
  * the peer is gone (-EPIPE: then reap() frees them); a frame given up while
  * the peer lives leaves its blocks to the peer, who never learns of them.
+ *
+ * On a channel made by accept or connect (the peer may be on another host,
+ * where our segments do not exist) the frame is flattened instead
+ * (shmrig_frame_flatten: its blocks must be ours, as after encode): the
+ * payload is copied once into the message and the blocks are freed here as
+ * soon as it is; the peer's recv puts the payload in its own pool. Errors
+ * leave the blocks in one of two states, by code:
+ * - still ours, the frame untouched (send it again, or shmrig_frame_discard
+ *   it): -ETIMEDOUT (what earlier sends left posted is still going: this frame
+ *   was not taken); -EMSGSIZE the frame with its payload is over
+ *   SHMRIG_CHANNEL_MAX_MSG; -ENOMEM; -SHMRIG_EFORK; -EINVAL, -EBADMSG,
+ *   -SHMRIG_EBADREF, -SHMRIG_ECLAIMED, -EPERM and the other errors of
+ *   shmrig_frame_flatten;
+ * - freed, nothing left to discard: -EPIPE the peer is gone or closed its end
+ *   (before the frame was taken its blocks are freed here; after, they were
+ *   freed when it was flattened) and -EIO UCX failed; the frame may not
+ *   arrive.
+ * A frame taken when the time runs out returns 0, as for shmrig_channel_send:
+ * the next send or close finishes it.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame,
 							  size_t len, int timeout_ms);
@@ -154,8 +183,8 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_send_frame(shmrig_channel *ch, co
  * the same hello included, but with no pid to watch: the peer's death is what
  * UCX reports (a lost connection at once, a silent host by keepalive, 1 s
  * unless UCX_KEEPALIVE_INTERVAL says otherwise), never a guess. Such a channel
- * carries messages; shmrig_channel_send_frame() is -EOPNOTSUPP on it (the
- * peer may be on another host, where our segments do not exist).
+ * carries frames flat (shmrig_channel_send_frame above): the peer may be on
+ * another host, where our segments do not exist.
  * UCX needs tcp in UCX_TLS ("tcp", "tcp,self", "posix,tcp"...): for the
  * connection, and for the data too, since UCX 1.13's shared-memory transports
  * cannot report a peer's failure (with "posix,self" the listener opens but

@@ -81,6 +81,52 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_transfer_peer(shmrig_pool *pool, co
 SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_discard(shmrig_pool *pool, const void *buf,
 						     size_t len);
 
+/*
+ * Flat frames: a frame with its payload, for a peer that cannot map our pool
+ * (another host). The flat form is self-contained:
+ *
+ *   [the frame, its refs naming no block][0-7 zero bytes]
+ *   [buffer 0's content_size bytes][0-7 zero bytes] ... [buffer n-1's ...]
+ *
+ * Each part starts 8-aligned and is padded with zeros to 8; a ref keeps only
+ * its size, content_size and temporary flag (name, offset, generation zero).
+ * Integers are in host byte order, as in frames: both hosts must agree on it.
+ */
+
+/*
+ * Copy a frame and every buffer's content (content_size bytes of each ref)
+ * into one new 8-aligned allocation (*flat, *flat_len bytes; free() it). The
+ * frame's blocks must be ours, handed to us and not yet claimed (as after
+ * shmrig_registry_encode). On success they are released: the bytes carry the
+ * payload now, and `frame` is only bytes (do not decode or discard it). On
+ * error nothing is released: the frame is as it was.
+ * Errors: -EINVAL NULL argument; those of shmrig_frame_parse; -SHMRIG_ECLAIMED,
+ * -EPERM and the attach errors (shmrig_pool_claim): a block is not ours to
+ * take (a frame decoded, discarded or sent already); -EOVERFLOW the flat form
+ * would not fit a size_t; -ENOMEM.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_flatten(shmrig_pool *pool, const void *frame,
+						     size_t len, void **flat, size_t *flat_len);
+
+/*
+ * The reverse, into our pool: check a flat frame (from another host, so
+ * hostile: every count and size is checked against flat_len before anything
+ * is allocated, and the blocks allocated hold at most what flat_len carries),
+ * allocate one block per buffer, handed to us and unclaimed, copy each
+ * buffer's bytes in, and return an ordinary frame (*frame, *len bytes,
+ * 8-aligned; free() it) whose refs name those blocks, with the content sizes
+ * and temporary flags sent: shmrig_registry_decode() takes it as any frame
+ * (or shmrig_frame_discard() frees its blocks). On error every block it
+ * allocated is freed and *frame is untouched.
+ * Errors: -EINVAL NULL argument or `flat` not 8-aligned; -EBADMSG the flat
+ * frame is malformed (the message says where): too short or long for what its
+ * header and refs say, a frame that shmrig_frame_parse refuses, a ref that
+ * names a block, a size past the end, non-zero padding; -ENOMEM the pool (at
+ * its max_bytes) or the host has no room; -SHMRIG_EFORK.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat,
+						       size_t flat_len, void **frame, size_t *len);
+
 #ifdef __cplusplus
 }
 #endif
