@@ -19,6 +19,7 @@
 #include <shmrig/frame.h>
 #include <shmrig/pool.h>
 #include <shmrig/segment.h>
+#include <shmrig/value.h>
 
 static unsigned char fill_byte(size_t i, unsigned seed)
 {
@@ -380,4 +381,62 @@ const char *th_ucx_skip_reason(void)
 	}
 	snprintf(reason, sizeof(reason), "no ucx backend: %s", shmrig_last_error());
 	return reason;
+}
+
+/* ---- values ---- */
+
+static void assert_array_equal(const struct shmrig_array *a, const struct shmrig_array *b)
+{
+	uint64_t nbytes;
+
+	assert_int_equal(a->dtype, b->dtype);
+	assert_int_equal(a->ndim, b->ndim);
+	assert_int_equal(a->order, b->order);
+	for (uint32_t d = 0; d < a->ndim; d++)
+		assert_int_equal(a->shape[d], b->shape[d]);
+	assert_int_equal(shmrig_array_nbytes(a, &nbytes), 0);
+	if (nbytes)
+		assert_memory_equal(a->data, b->data, nbytes);
+}
+
+static void assert_named_equal(const struct shmrig_named_array *a,
+			       const struct shmrig_named_array *b, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		assert_string_equal(a[i].name, b[i].name);
+		assert_array_equal(&a[i].array, &b[i].array);
+	}
+}
+
+void th_assert_value_equal(const struct shmrig_value *a, const struct shmrig_value *b)
+{
+	assert_int_equal(a->kind, b->kind);
+	switch (a->kind) {
+	case SHMRIG_KIND_BYTES:
+		assert_int_equal(a->bytes.len, b->bytes.len);
+		if (a->bytes.len)
+			assert_memory_equal(a->bytes.data, b->bytes.data, a->bytes.len);
+		break;
+	case SHMRIG_KIND_NDARRAY:
+		assert_array_equal(&a->array, &b->array);
+		break;
+	case SHMRIG_KIND_TABLE:
+		assert_int_equal(a->table.nrows, b->table.nrows);
+		assert_int_equal(a->table.ncolumns, b->table.ncolumns);
+		assert_named_equal(a->table.columns, b->table.columns, a->table.ncolumns);
+		break;
+	case SHMRIG_KIND_DATASET:
+		assert_int_equal(a->dataset.ngroups, b->dataset.ngroups);
+		for (uint32_t g = 0; g < a->dataset.ngroups; g++) {
+			assert_string_equal(a->dataset.groups[g].name, b->dataset.groups[g].name);
+			assert_int_equal(a->dataset.groups[g].nvariables,
+					 b->dataset.groups[g].nvariables);
+			assert_named_equal(a->dataset.groups[g].variables,
+					   b->dataset.groups[g].variables,
+					   a->dataset.groups[g].nvariables);
+		}
+		break;
+	default:
+		fail();
+	}
 }

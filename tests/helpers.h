@@ -116,4 +116,9 @@ int th_wait_child(pid_t pid, unsigned timeout_ms);
  * built without UCX, in the library's own words. */
 const char *th_ucx_skip_reason(void);
 
+/* Two values equal (cmocka asserts): kind, then bytes, array, table or dataset
+ * field by field, data compared byte for byte. */
+struct shmrig_value;
+void th_assert_value_equal(const struct shmrig_value *a, const struct shmrig_value *b);
+
 #endif

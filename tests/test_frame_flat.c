@@ -85,62 +85,6 @@ static struct shmrig_array array_of(enum shmrig_dtype dtype, char order, uint32_
 	return a;
 }
 
-static void assert_array_equal(const struct shmrig_array *a, const struct shmrig_array *b)
-{
-	uint64_t nbytes;
-
-	assert_int_equal(a->dtype, b->dtype);
-	assert_int_equal(a->ndim, b->ndim);
-	assert_int_equal(a->order, b->order);
-	for (uint32_t d = 0; d < a->ndim; d++)
-		assert_int_equal(a->shape[d], b->shape[d]);
-	assert_int_equal(shmrig_array_nbytes(a, &nbytes), 0);
-	if (nbytes)
-		assert_memory_equal(a->data, b->data, nbytes);
-}
-
-static void assert_named_equal(const struct shmrig_named_array *a,
-			       const struct shmrig_named_array *b, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		assert_string_equal(a[i].name, b[i].name);
-		assert_array_equal(&a[i].array, &b[i].array);
-	}
-}
-
-static void assert_value_equal(const struct shmrig_value *a, const struct shmrig_value *b)
-{
-	assert_int_equal(a->kind, b->kind);
-	switch (a->kind) {
-	case SHMRIG_KIND_BYTES:
-		assert_int_equal(a->bytes.len, b->bytes.len);
-		if (a->bytes.len)
-			assert_memory_equal(a->bytes.data, b->bytes.data, a->bytes.len);
-		break;
-	case SHMRIG_KIND_NDARRAY:
-		assert_array_equal(&a->array, &b->array);
-		break;
-	case SHMRIG_KIND_TABLE:
-		assert_int_equal(a->table.nrows, b->table.nrows);
-		assert_int_equal(a->table.ncolumns, b->table.ncolumns);
-		assert_named_equal(a->table.columns, b->table.columns, a->table.ncolumns);
-		break;
-	case SHMRIG_KIND_DATASET:
-		assert_int_equal(a->dataset.ngroups, b->dataset.ngroups);
-		for (uint32_t g = 0; g < a->dataset.ngroups; g++) {
-			assert_string_equal(a->dataset.groups[g].name, b->dataset.groups[g].name);
-			assert_int_equal(a->dataset.groups[g].nvariables,
-					 b->dataset.groups[g].nvariables);
-			assert_named_equal(a->dataset.groups[g].variables,
-					   b->dataset.groups[g].variables,
-					   a->dataset.groups[g].nvariables);
-		}
-		break;
-	default:
-		fail();
-	}
-}
-
 static struct shmrig_value bytes_value(const void *data, size_t len)
 {
 	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES };
@@ -188,7 +132,7 @@ static void round_trip(struct fx *fx, const struct shmrig_value *v)
 	free(frame);
 
 	assert_int_equal(shmrig_registry_decode(fx->reg, fx->receiver, again, again_len, &out), 0);
-	assert_value_equal(v, &out);
+	th_assert_value_equal(v, &out);
 	free(again);
 	assert_int_equal(shmrig_value_release(&out), 0);
 	assert_int_equal(th_live_blocks(fx->receiver), 0);
@@ -282,7 +226,7 @@ static void test_flatten_refused(void **state)
 	assert_int_equal(th_live_blocks(fx.sender), 1);
 	/* ... still handed to us unclaimed: it decodes */
 	assert_int_equal(shmrig_registry_decode(fx.reg, fx.sender, frame, len, &out), 0);
-	assert_value_equal(&v, &out);
+	th_assert_value_equal(&v, &out);
 	assert_int_equal(shmrig_value_release(&out), 0);
 	/* decoded: its blocks are not ours to take any more */
 	assert_true(shmrig_frame_flatten(fx.sender, frame, len, &flat, &flat_len) < 0);
@@ -530,7 +474,7 @@ static void test_hostile(void **state)
 				 0);
 		assert_int_equal(shmrig_registry_decode(fx.reg, fx.receiver, frame, wide_len, &out),
 				 0);
-		assert_value_equal(&v, &out);
+		th_assert_value_equal(&v, &out);
 		assert_int_equal(shmrig_value_release(&out), 0);
 		free(frame);
 	}

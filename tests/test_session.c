@@ -264,62 +264,6 @@ static void free_values(void)
 	nvalues = nbuffers = 0;
 }
 
-static void assert_array_equal(const struct shmrig_array *a, const struct shmrig_array *b)
-{
-	uint64_t nbytes;
-
-	assert_int_equal(a->dtype, b->dtype);
-	assert_int_equal(a->ndim, b->ndim);
-	assert_int_equal(a->order, b->order);
-	for (uint32_t d = 0; d < a->ndim; d++)
-		assert_int_equal(a->shape[d], b->shape[d]);
-	assert_int_equal(shmrig_array_nbytes(a, &nbytes), 0);
-	if (nbytes)
-		assert_memory_equal(a->data, b->data, nbytes);
-}
-
-static void assert_named_equal(const struct shmrig_named_array *a,
-			       const struct shmrig_named_array *b, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		assert_string_equal(a[i].name, b[i].name);
-		assert_array_equal(&a[i].array, &b[i].array);
-	}
-}
-
-static void assert_value_equal(const struct shmrig_value *a, const struct shmrig_value *b)
-{
-	assert_int_equal(a->kind, b->kind);
-	switch (a->kind) {
-	case SHMRIG_KIND_BYTES:
-		assert_int_equal(a->bytes.len, b->bytes.len);
-		if (a->bytes.len)
-			assert_memory_equal(a->bytes.data, b->bytes.data, a->bytes.len);
-		break;
-	case SHMRIG_KIND_NDARRAY:
-		assert_array_equal(&a->array, &b->array);
-		break;
-	case SHMRIG_KIND_TABLE:
-		assert_int_equal(a->table.nrows, b->table.nrows);
-		assert_int_equal(a->table.ncolumns, b->table.ncolumns);
-		assert_named_equal(a->table.columns, b->table.columns, a->table.ncolumns);
-		break;
-	case SHMRIG_KIND_DATASET:
-		assert_int_equal(a->dataset.ngroups, b->dataset.ngroups);
-		for (uint32_t g = 0; g < a->dataset.ngroups; g++) {
-			assert_string_equal(a->dataset.groups[g].name, b->dataset.groups[g].name);
-			assert_int_equal(a->dataset.groups[g].nvariables,
-					 b->dataset.groups[g].nvariables);
-			assert_named_equal(a->dataset.groups[g].variables,
-					   b->dataset.groups[g].variables,
-					   a->dataset.groups[g].nvariables);
-		}
-		break;
-	default:
-		fail();
-	}
-}
-
 /* ---- ping, start, shutdown ---- */
 
 static void test_ping_and_shutdown(void **state)
@@ -475,7 +419,7 @@ static void echo_all(const char *backend)
 			assert_int_equal(shmrig_session_call(sess, "echo", 0, &values[i], &out,
 							     TIMEOUT_MS),
 					 0);
-			assert_value_equal(&values[i], &out);
+			th_assert_value_equal(&values[i], &out);
 			assert_int_equal(shmrig_value_release(&out), 0);
 		}
 	}
@@ -637,7 +581,7 @@ static void test_handler_error(void **state)
 	assert_null(out.storage);
 	/* the session goes on */
 	assert_int_equal(shmrig_session_call(sess, "echo", 0, &v, &out, TIMEOUT_MS), 0);
-	assert_value_equal(&v, &out);
+	th_assert_value_equal(&v, &out);
 	assert_int_equal(shmrig_value_release(&out), 0);
 	assert_int_equal(shmrig_session_stats(sess, &stats), 0);
 	assert_int_equal(stats.calls, 2);
@@ -673,7 +617,7 @@ static void test_timeout(void **state)
 	/* let the slow call finish: its answer comes before the next one's */
 	assert_int_equal(th_write_all(control[1], "g", 1), 0);
 	assert_int_equal(shmrig_session_call(sess, "echo", 0, &b, &out, TIMEOUT_MS), 0);
-	assert_value_equal(&b, &out);
+	th_assert_value_equal(&b, &out);
 	assert_int_equal(shmrig_value_release(&out), 0);
 	assert_int_equal(shmrig_session_stats(sess, &stats), 0);
 	assert_int_equal(stats.timeouts, 1);
@@ -750,7 +694,7 @@ static void crash_and_restart(int sig, const char *words)
 	assert_int_equal(th_live_blocks(pool), shmrig_value_leases(&held));
 	assert_int_equal(th_count_segments_of(th_prefix(), worker), 0);
 	/* what we hold is intact, though its segment's name is gone */
-	assert_value_equal(&values[0], &held);
+	th_assert_value_equal(&values[0], &held);
 	assert_int_equal(shmrig_value_release(&held), 0);
 	assert_int_equal(th_live_blocks(pool), 0);
 
@@ -766,7 +710,7 @@ static void crash_and_restart(int sig, const char *words)
 		assert_int_equal(shmrig_session_call(sess, "echo", 0, &values[i], &again,
 						     TIMEOUT_MS),
 				 0);
-		assert_value_equal(&values[i], &again);
+		th_assert_value_equal(&values[i], &again);
 		assert_int_equal(shmrig_value_release(&again), 0);
 	}
 	assert_int_equal(shmrig_session_shutdown(sess, TIMEOUT_MS), 0);
