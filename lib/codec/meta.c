@@ -370,6 +370,12 @@ static inline void store_head(struct shmrig__meta_writer *w, struct head h)
 	w->size += 1u + h.bytes;
 }
 
+static inline void store_bytes(struct shmrig__meta_writer *w, const void *bytes, size_t n)
+{
+	memcpy(w->data + w->size, bytes, n);
+	w->size += n;
+}
+
 static int put_head(struct shmrig__meta_writer *w, struct head h)
 {
 	int ret = room(w, 1u + h.bytes);
@@ -572,6 +578,8 @@ int shmrig_meta_put_array(struct shmrig_encoder *enc, const struct shmrig_array 
 {
 	const char *dtype;
 	char order[2];
+	size_t dtype_len, need;
+	struct head list;
 	int ret;
 	struct shmrig__meta_writer *w = begin(enc, "meta_put_array", &ret);
 
@@ -585,19 +593,34 @@ int shmrig_meta_put_array(struct shmrig_encoder *enc, const struct shmrig_array 
 		return shmrig__fail(-EINVAL,
 				    "codec '%s': meta_put_array: bad dtype %d, ndim %u or order",
 				    w->codec_name, (int)array->dtype, array->ndim);
-	order[0] = array->order;
-	order[1] = '\0';
-	/* every item checked above: only the writer can fail, and it is sticky */
-	ret = shmrig_meta_put_map(enc, 3);
-	ret = ret ? ret : shmrig_meta_put_str(enc, "dtype");
-	ret = ret ? ret : shmrig_meta_put_str(enc, dtype);
-	ret = ret ? ret : shmrig_meta_put_str(enc, "shape");
-	ret = ret ? ret : shmrig_meta_put_list(enc, array->ndim);
-	for (uint32_t d = 0; d < array->ndim && !ret; d++)
-		ret = shmrig_meta_put_uint(enc, array->shape[d]);
-	ret = ret ? ret : shmrig_meta_put_str(enc, "order");
-	ret = ret ? ret : shmrig_meta_put_str(enc, order);
-	return ret;
+	/*
+	 * {"dtype": name, "shape": [n, ...], "order": "C"}, the bytes the
+	 * shmrig_meta_put_*() calls would write, stored in one go: every item is
+	 * checked above, the keys and names are short ASCII (fixstr), so only the
+	 * room can fail. A third of a small encode when it went call by call.
+	 */
+	dtype_len = strlen(dtype); /* below 32: the longest is "float64" */
+	list = container_head(array->ndim, 0x90, 0xdc);
+	need = 1 + 6 + 1 + dtype_len + 6 + 1u + list.bytes + 6 + 2;
+
+	for (uint32_t d = 0; d < array->ndim; d++)
+		need += 1u + uint_head(array->shape[d]).bytes;
+	ret = room(w, need);
+	if (ret)
+		return ret;
+	store_head(w, (struct head){ 0x83, 0, 0 });
+	store_bytes(w, "\xa5" "dtype", 6);
+	store_head(w, (struct head){ (unsigned char)(0xa0 | dtype_len), 0, 0 });
+	store_bytes(w, dtype, dtype_len);
+	store_bytes(w, "\xa5" "shape", 6);
+	store_head(w, list);
+	for (uint32_t d = 0; d < array->ndim; d++)
+		store_head(w, uint_head(array->shape[d]));
+	store_bytes(w, "\xa5" "order", 6);
+	order[0] = (char)0xa1;
+	order[1] = array->order;
+	store_bytes(w, order, 2);
+	return 0;
 }
 
 /* ---- reading: nodes of the decoded metadata ---- */

@@ -38,11 +38,71 @@ struct shmrig_registry {
 	uint32_t user_tags[SHMRIG_MAX_CODECS];
 	uint32_t flags; /* SHMRIG_REGISTRY_*: set before the registry freezes */
 	pthread_mutex_t freeze_lock;
-	/* A cleared zone the next decode unpacks metadata into (one per
+	/* The metadata the last decode unpacked, kept for the next (one per
 	 * registry; a decode that finds none, as when threads decode at once,
 	 * makes its own) */
-	_Atomic(msgpack_zone *) spare_zone;
+	_Atomic(struct meta_memo *) spare_memo;
 };
+
+/*
+ * Metadata unpacked, with the bytes it came from: a stream of frames of one
+ * shape (the same dtype and shape, a run of calls) has the same metadata every
+ * time, and a decode whose metadata equals these bytes uses `obj` as it is,
+ * checked and unpacked once (two thirds of a small decode). The bytes are our
+ * copy: nothing is read again from the frame after the comparison.
+ */
+#define MEMO_BYTES 256
+struct meta_memo {
+	msgpack_zone *zone; /* obj's nodes */
+	msgpack_object obj;
+	size_t len;         /* of bytes; 0: no valid obj */
+	unsigned char bytes[MEMO_BYTES];
+};
+
+static struct meta_memo *memo_new(void)
+{
+	struct meta_memo *m = malloc(sizeof(*m));
+
+	if (m && !(m->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE))) {
+		free(m);
+		m = NULL;
+	}
+	if (m)
+		m->len = 0;
+	return m;
+}
+
+static void memo_free(struct meta_memo *m)
+{
+	if (m) {
+		msgpack_zone_free(m->zone);
+		free(m);
+	}
+}
+
+/*
+ * m->obj = the metadata meta[0..len), checked and unpacked, or remembered.
+ * msgpack-c's strings point into the bytes they were unpacked from: metadata
+ * that fits is copied first and unpacked from our copy, which lives as long as
+ * obj; larger metadata is unpacked from the frame, and obj is good only while
+ * the caller's frame is (one decode).
+ */
+static int memo_unpack(struct meta_memo *m, const void *meta, size_t len)
+{
+	bool keep = len && len <= MEMO_BYTES;
+	int ret;
+
+	if (m->len && m->len == len && memcmp(m->bytes, meta, len) == 0)
+		return 0;
+	m->len = 0;
+	msgpack_zone_clear(m->zone);
+	if (keep)
+		memcpy(m->bytes, meta, len);
+	ret = shmrig__meta_unpack(keep ? m->bytes : meta, len, m->zone, &m->obj);
+	if (!ret && keep)
+		m->len = len;
+	return ret;
+}
 
 /* Ref lists start in place, as the metadata does (meta.h): most are small, and
  * a malloc per encode would cost more than the rest of a small encode. */
@@ -108,7 +168,7 @@ void shmrig_registry_free(shmrig_registry *reg)
 		free(reg->candidates[k]);
 	for (int i = 0; i < reg->nuser_types; i++)
 		free(reg->user_types[i]);
-	msgpack_zone_free(atomic_load(&reg->spare_zone));
+	memo_free(atomic_load(&reg->spare_memo));
 	pthread_mutex_destroy(&reg->freeze_lock);
 	free(reg);
 }
@@ -794,8 +854,7 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 {
 	struct shmrig_decoder dec = { .pool = pool };
 	const struct shmrig_codec *codec;
-	msgpack_object unpacked;
-	msgpack_zone *zone = NULL;
+	struct meta_memo *memo;
 	struct shmrig_frame f;
 	/* per buffer: asked, claimed, and where it is: on the stack up to 64 */
 	struct {
@@ -844,15 +903,15 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	}
 	codec = &reg->codecs[f.codec_id];
 	dec.codec_name = codec->name;
-	zone = atomic_exchange_explicit(&reg->spare_zone, NULL, memory_order_acquire);
-	if (!zone && !(zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE))) {
+	memo = atomic_exchange_explicit(&reg->spare_memo, NULL, memory_order_acquire);
+	if (!memo && !(memo = memo_new())) {
 		ret = shmrig__fail(-ENOMEM, "decode: out of memory");
 		goto settle;
 	}
-	ret = shmrig__meta_unpack(f.meta, f.meta_len, zone, &unpacked);
+	ret = memo_unpack(memo, f.meta, f.meta_len);
 	if (ret)
 		goto unpacked;
-	dec.meta = &unpacked;
+	dec.meta = &memo->obj;
 	dec.storage = shmrig__storage_new(pool);
 	if (!dec.storage) {
 		ret = shmrig__fail(-ENOMEM, "decode: out of memory");
@@ -880,13 +939,14 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	}
 unpacked:
 	{
-		msgpack_zone *none = NULL;
+		struct meta_memo *none = NULL;
 
-		msgpack_zone_clear(zone);
-		if (!atomic_compare_exchange_strong_explicit(&reg->spare_zone, &none, zone,
+		if (!memo->len) /* nothing kept: give back what a large metadata took */
+			msgpack_zone_clear(memo->zone);
+		if (!atomic_compare_exchange_strong_explicit(&reg->spare_memo, &none, memo,
 							     memory_order_release,
 							     memory_order_relaxed))
-			msgpack_zone_free(zone);
+			memo_free(memo);
 	}
 settle:
 	/* frees that fail here must not replace the reason decode failed */

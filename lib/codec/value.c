@@ -35,17 +35,20 @@ _Static_assert(offsetof(struct shmrig_value, bytes) == 8, "shmrig_value is froze
 _Static_assert(offsetof(struct shmrig_value, storage) == 160, "shmrig_value is frozen");
 #endif
 
+#define DTYPE(name, size) { name, sizeof(name) - 1, size }
 static const struct {
 	const char *name;
+	size_t len; /* strlen(name): decode looks names up by length first */
 	size_t size;
 } dtypes[SHMRIG_DTYPE_COUNT] = {
-	[SHMRIG_DTYPE_INT8] = { "int8", 1 },       [SHMRIG_DTYPE_INT16] = { "int16", 2 },
-	[SHMRIG_DTYPE_INT32] = { "int32", 4 },     [SHMRIG_DTYPE_INT64] = { "int64", 8 },
-	[SHMRIG_DTYPE_UINT8] = { "uint8", 1 },     [SHMRIG_DTYPE_UINT16] = { "uint16", 2 },
-	[SHMRIG_DTYPE_UINT32] = { "uint32", 4 },   [SHMRIG_DTYPE_UINT64] = { "uint64", 8 },
-	[SHMRIG_DTYPE_FLOAT32] = { "float32", 4 }, [SHMRIG_DTYPE_FLOAT64] = { "float64", 8 },
-	[SHMRIG_DTYPE_BOOL] = { "bool", 1 },
+	[SHMRIG_DTYPE_INT8] = DTYPE("int8", 1),       [SHMRIG_DTYPE_INT16] = DTYPE("int16", 2),
+	[SHMRIG_DTYPE_INT32] = DTYPE("int32", 4),     [SHMRIG_DTYPE_INT64] = DTYPE("int64", 8),
+	[SHMRIG_DTYPE_UINT8] = DTYPE("uint8", 1),     [SHMRIG_DTYPE_UINT16] = DTYPE("uint16", 2),
+	[SHMRIG_DTYPE_UINT32] = DTYPE("uint32", 4),   [SHMRIG_DTYPE_UINT64] = DTYPE("uint64", 8),
+	[SHMRIG_DTYPE_FLOAT32] = DTYPE("float32", 4), [SHMRIG_DTYPE_FLOAT64] = DTYPE("float64", 8),
+	[SHMRIG_DTYPE_BOOL] = DTYPE("bool", 1),
 };
+#undef DTYPE
 
 size_t shmrig_dtype_size(enum shmrig_dtype dtype)
 {
@@ -61,7 +64,7 @@ const char *shmrig_dtype_name(enum shmrig_dtype dtype)
 enum shmrig_dtype shmrig_dtype_from_name(const char *name, size_t len)
 {
 	for (int d = SHMRIG_DTYPE_INVALID + 1; d < SHMRIG_DTYPE_COUNT; d++)
-		if (strlen(dtypes[d].name) == len && memcmp(dtypes[d].name, name, len) == 0)
+		if (dtypes[d].len == len && memcmp(dtypes[d].name, name, len) == 0)
 			return (enum shmrig_dtype)d;
 	return SHMRIG_DTYPE_INVALID;
 }
