@@ -1435,6 +1435,172 @@ static void test_lookup_and_fingerprint(void **state)
 	shmrig_registry_free(empty2);
 }
 
+/* ---- the metadata writer's shape: what it passes unchecked is valid ---- */
+
+/*
+ * A codec that writes a script of metadata puts. Encode skips the metadata
+ * check when the writer saw one complete object within the limits (meta.h):
+ * every metadata it lets through that way must be what the receiving side's
+ * check accepts (shmrig_frame_to_json runs it), and what it does not is left
+ * to the check, whose words the encode fails with.
+ */
+enum put_op { PUT_MAP, PUT_LIST, PUT_STR, PUT_UINT, PUT_NULL, PUT_ARRAY, PUT_OPS };
+
+struct put_step {
+	enum put_op op;
+	uint32_t count; /* entries of a map or list; nulls (0: one); an array's ndim % 3 */
+};
+
+struct script {
+	uint32_t n;
+	struct put_step step[64];
+};
+
+static int script_decode(void *ctx, struct shmrig_decoder *dec, struct shmrig_value *out)
+{
+	(void)ctx, (void)dec, (void)out;
+	return -EPROTO; /* never called: the test only encodes */
+}
+
+static int script_encode(void *ctx, struct shmrig_encoder *enc, const struct shmrig_value *value)
+{
+	const struct script *sc = ctx;
+	static const uint64_t shape[2] = { 3, 5 };
+
+	(void)value;
+	for (uint32_t i = 0; i < sc->n; i++) {
+		uint32_t c = sc->step[i].count;
+		struct shmrig_array a = { .dtype = SHMRIG_DTYPE_FLOAT64, .ndim = c % 3,
+					  .order = 'C' };
+		int ret;
+
+		memcpy(a.shape, shape, sizeof(shape));
+		switch (sc->step[i].op) {
+		case PUT_MAP:
+			ret = shmrig_meta_put_map(enc, c);
+			break;
+		case PUT_LIST:
+			ret = shmrig_meta_put_list(enc, c);
+			break;
+		case PUT_STR:
+			ret = shmrig_meta_put_str(enc, "k\xc3\xa9");
+			break;
+		case PUT_UINT:
+			ret = shmrig_meta_put_uint(enc, 1000);
+			break;
+		case PUT_NULL:
+			ret = shmrig_meta_put_null(enc);
+			for (uint32_t k = 1; k < c && !ret; k++)
+				ret = shmrig_meta_put_null(enc);
+			break;
+		default:
+			ret = shmrig_meta_put_array(enc, &a);
+			break;
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* Encode the script: 0 and the metadata accepted by the frame's check, or
+ * -EBADMSG with the check's words. Returns whether it encoded. */
+static bool encode_script(shmrig_registry *reg, shmrig_pool *pool, struct shmrig_value *v)
+{
+	void *frame = NULL;
+	char *json;
+	size_t len;
+	int ret = shmrig_registry_encode(reg, pool, v, &frame, &len);
+
+	if (ret) {
+		assert_int_equal(ret, -EBADMSG);
+		assert_non_null(strstr(shmrig_last_error(), "wrote bad metadata: metadata"));
+		return false;
+	}
+	/* the check a receiver runs on the metadata accepts it */
+	assert_int_equal(shmrig_frame_to_json(frame, len, NULL, &json), 0);
+	free(json);
+	assert_int_equal(shmrig_frame_discard(pool, frame, len), 0);
+	free(frame);
+	return true;
+}
+
+static void test_meta_shape(void **state)
+{
+	struct script sc;
+	struct shmrig_codec codec = {
+		.size = sizeof(struct shmrig_codec),
+		.name = "script",
+		.kinds = SHMRIG_KIND_BIT(SHMRIG_KIND_USER),
+		.encode = script_encode,
+		.decode = script_decode,
+		.ctx = &sc,
+	};
+	struct point p = { 1, 2, 3 };
+	struct shmrig_value v = point_value(1, &p);
+	shmrig_pool *pool = open_pool();
+	shmrig_registry *reg = builtin_registry();
+	unsigned good = 0, bad = 0;
+	uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+	(void)state;
+	assert_int_equal(shmrig_registry_register(reg, &codec), 4);
+
+	/* random scripts: most are malformed or incomplete, some whole */
+	for (int k = 0; k < 4000; k++) {
+		sc.n = 0;
+		do {
+			rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+			sc.step[sc.n].op = (enum put_op)((rng >> 33) % PUT_OPS);
+			sc.step[sc.n].count = (uint32_t)(rng >> 40) % 4;
+			sc.n++;
+		} while (sc.n < 12 && (rng >> 20) % 5);
+		if (encode_script(reg, pool, &v))
+			good++;
+		else
+			bad++;
+	}
+	assert_true(good > 200 && bad > 200);
+
+	/* at the depth limit and past it: 32 nested lists pass, 33 do not, and
+	 * an array's map and list count as two levels */
+	for (uint32_t depth = 30; depth <= 33; depth++) {
+		for (int with_array = 0; with_array < 2; with_array++) {
+			sc.n = 0;
+			for (uint32_t d = 0; d < depth - (uint32_t)with_array * 2; d++)
+				sc.step[sc.n++] = (struct put_step){ PUT_LIST, 1 };
+			if (with_array)
+				sc.step[sc.n++] = (struct put_step){ PUT_ARRAY, 2 };
+			else
+				sc.step[sc.n - 1].count = 0;
+			assert_int_equal(encode_script(reg, pool, &v), depth <= 32);
+		}
+	}
+	/* keys: a string passes, a map or an array where a key goes does not */
+	sc = (struct script){ 3, { { PUT_MAP, 1 }, { PUT_STR, 0 }, { PUT_ARRAY, 1 } } };
+	assert_true(encode_script(reg, pool, &v));
+	sc = (struct script){ 3, { { PUT_MAP, 1 }, { PUT_ARRAY, 1 }, { PUT_STR, 0 } } };
+	assert_false(encode_script(reg, pool, &v));
+	sc = (struct script){ 3, { { PUT_MAP, 1 }, { PUT_MAP, 0 }, { PUT_NULL, 0 } } };
+	assert_false(encode_script(reg, pool, &v));
+	/* at the item limit (keys, heads and all) and one past it */
+	sc = (struct script){ 2, { { PUT_LIST, SHMRIG_FRAME_MAX_META_ITEMS - 1 },
+				   { PUT_NULL, SHMRIG_FRAME_MAX_META_ITEMS - 1 } } };
+	assert_true(encode_script(reg, pool, &v));
+	sc = (struct script){ 2, { { PUT_LIST, SHMRIG_FRAME_MAX_META_ITEMS },
+				   { PUT_NULL, SHMRIG_FRAME_MAX_META_ITEMS } } };
+	assert_false(encode_script(reg, pool, &v));
+	/* nothing, and a second object after a whole one */
+	sc = (struct script){ 0 };
+	assert_false(encode_script(reg, pool, &v));
+	sc = (struct script){ 2, { { PUT_LIST, 0 }, { PUT_NULL, 0 } } };
+	assert_false(encode_script(reg, pool, &v));
+
+	assert_int_equal(th_live_blocks(pool), 0);
+	shmrig_registry_free(reg);
+	close_pool(pool);
+}
+
 /* ---- codecs that fail ---- */
 
 enum fault {
@@ -2071,6 +2237,7 @@ int main(void)
 		cmocka_unit_test(test_register_errors),
 		cmocka_unit_test(test_lookup_and_fingerprint),
 		cmocka_unit_test(test_encoder_errors),
+		cmocka_unit_test(test_meta_shape),
 		cmocka_unit_test(test_decoder_errors),
 		cmocka_unit_test(test_guard_overruns),
 		cmocka_unit_test(test_guard_pack_room),

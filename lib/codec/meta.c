@@ -24,7 +24,7 @@
 #include <string.h>
 
 /* Deeper than any metadata we write; msgpack-c itself stops at 32. */
-#define MAX_DEPTH 32
+#define MAX_DEPTH SHMRIG__META_MAX_DEPTH
 
 struct cursor {
 	const unsigned char *p, *end;
@@ -423,6 +423,76 @@ static struct head container_head(uint32_t n, unsigned char fix, unsigned char w
 	return (struct head){ (unsigned char)(wide + 1), 4, n };
 }
 
+/*
+ * The shape (meta.h): a value was completed at the current level. A map's key
+ * completes nothing; its value completes a pair; the last entry of a
+ * container completes the container, a value one level up.
+ */
+static void shape_complete(struct shmrig__meta_writer *w)
+{
+	while (w->depth) {
+		struct shmrig__meta_open *top = &w->open[w->depth - 1];
+
+		if (top->map) {
+			top->key_next = !top->key_next;
+			if (!top->key_next)
+				return; /* that was the key */
+		}
+		if (--top->left)
+			return;
+		w->depth--;
+	}
+	w->objects++;
+}
+
+/* An item is stored where the shape expects one: after the only object, or a
+ * non-string where a key goes, is malformed. `items` it holds, `levels` deep. */
+static void shape_item(struct shmrig__meta_writer *w, bool string, uint32_t items, uint32_t levels)
+{
+	w->items += items;
+	if (w->depth + levels > MAX_DEPTH)
+		w->malformed = true;
+	else if (!w->depth)
+		w->malformed |= w->objects != 0;
+	else
+		w->malformed |= w->open[w->depth - 1].key_next && !string;
+}
+
+/* A scalar (or a whole value stored in one go) was stored. */
+static void shape_value(struct shmrig__meta_writer *w, bool string, uint32_t items,
+			uint32_t levels)
+{
+	shape_item(w, string, items, levels);
+	if (!w->malformed)
+		shape_complete(w);
+}
+
+/* A container's head was stored; its n entries follow. */
+static void shape_open(struct shmrig__meta_writer *w, uint32_t n, bool map)
+{
+	shape_item(w, false, 1, 1);
+	if (w->malformed)
+		return;
+	if (!n) {
+		shape_complete(w);
+		return;
+	}
+	w->open[w->depth].left = n;
+	w->open[w->depth].map = map;
+	w->open[w->depth].key_next = map;
+	w->depth++;
+}
+
+/* A scalar item that is not a string: stored, then followed in the shape. */
+static int put_scalar(struct shmrig__meta_writer *w, struct head h)
+{
+	int ret = put_head(w, h);
+
+	if (SHMRIG_LIKELY(!ret))
+		shape_value(w, false, 1, 0);
+	return ret;
+}
+
 /* The writer of enc, or NULL (error recorded in *ret) if there is none or an earlier write failed. */
 static struct shmrig__meta_writer *begin(struct shmrig_encoder *enc, const char *call, int *ret)
 {
@@ -445,7 +515,9 @@ int shmrig_meta_put_map(struct shmrig_encoder *enc, uint32_t pairs)
 	int ret;
 	struct shmrig__meta_writer *w = begin(enc, "meta_put_map", &ret);
 
-	return w ? put_head(w, container_head(pairs, 0x80, 0xde)) : ret;
+	if (w && !(ret = put_head(w, container_head(pairs, 0x80, 0xde))))
+		shape_open(w, pairs, true);
+	return ret;
 }
 
 int shmrig_meta_put_list(struct shmrig_encoder *enc, uint32_t count)
@@ -453,7 +525,9 @@ int shmrig_meta_put_list(struct shmrig_encoder *enc, uint32_t count)
 	int ret;
 	struct shmrig__meta_writer *w = begin(enc, "meta_put_list", &ret);
 
-	return w ? put_head(w, container_head(count, 0x90, 0xdc)) : ret;
+	if (w && !(ret = put_head(w, container_head(count, 0x90, 0xdc))))
+		shape_open(w, count, false);
+	return ret;
 }
 
 /* A string of len bytes whose first `ascii` bytes are known ASCII. */
@@ -484,6 +558,7 @@ static int put_string(struct shmrig__meta_writer *w, const char *str, size_t len
 	store_head(w, h);
 	memcpy(w->data + w->size, str, len);
 	w->size += len;
+	shape_value(w, true, 1, 0);
 	return 0;
 }
 
@@ -528,7 +603,7 @@ int shmrig_meta_put_uint(struct shmrig_encoder *enc, uint64_t value)
 	int ret;
 	struct shmrig__meta_writer *w = begin(enc, "meta_put_uint", &ret);
 
-	return w ? put_head(w, uint_head(value)) : ret;
+	return w ? put_scalar(w, uint_head(value)) : ret;
 }
 
 int shmrig_meta_put_int(struct shmrig_encoder *enc, int64_t value)
@@ -538,7 +613,7 @@ int shmrig_meta_put_int(struct shmrig_encoder *enc, int64_t value)
 
 	if (!w)
 		return ret;
-	return put_head(w, value >= 0 ? uint_head((uint64_t)value) : negative_head(value));
+	return put_scalar(w, value >= 0 ? uint_head((uint64_t)value) : negative_head(value));
 }
 
 int shmrig_meta_put_double(struct shmrig_encoder *enc, double value)
@@ -555,7 +630,7 @@ int shmrig_meta_put_double(struct shmrig_encoder *enc, double value)
 				    "NaN or Infinity)",
 				    w->codec_name, value);
 	memcpy(&bits, &value, sizeof(bits));
-	return put_head(w, (struct head){ 0xcb, 8, bits }); /* always float64 */
+	return put_scalar(w, (struct head){ 0xcb, 8, bits }); /* always float64 */
 }
 
 int shmrig_meta_put_bool(struct shmrig_encoder *enc, bool value)
@@ -563,7 +638,7 @@ int shmrig_meta_put_bool(struct shmrig_encoder *enc, bool value)
 	int ret;
 	struct shmrig__meta_writer *w = begin(enc, "meta_put_bool", &ret);
 
-	return w ? put_head(w, (struct head){ value ? 0xc3 : 0xc2, 0, 0 }) : ret;
+	return w ? put_scalar(w, (struct head){ value ? 0xc3 : 0xc2, 0, 0 }) : ret;
 }
 
 int shmrig_meta_put_null(struct shmrig_encoder *enc)
@@ -571,7 +646,7 @@ int shmrig_meta_put_null(struct shmrig_encoder *enc)
 	int ret;
 	struct shmrig__meta_writer *w = begin(enc, "meta_put_null", &ret);
 
-	return w ? put_head(w, (struct head){ 0xc0, 0, 0 }) : ret;
+	return w ? put_scalar(w, (struct head){ 0xc0, 0, 0 }) : ret;
 }
 
 int shmrig_meta_put_array(struct shmrig_encoder *enc, const struct shmrig_array *array)
@@ -620,6 +695,8 @@ int shmrig_meta_put_array(struct shmrig_encoder *enc, const struct shmrig_array 
 	order[0] = (char)0xa1;
 	order[1] = array->order;
 	store_bytes(w, order, 2);
+	/* the map and its list, 2 levels; 7 items and the shape's */
+	shape_value(w, false, 7 + array->ndim, 2);
 	return 0;
 }
 
