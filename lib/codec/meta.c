@@ -459,8 +459,7 @@ static void shape_item(struct shmrig__meta_writer *w, bool string, uint32_t item
 }
 
 /* A scalar (or a whole value stored in one go) was stored. */
-static void shape_value(struct shmrig__meta_writer *w, bool string, uint32_t items,
-			uint32_t levels)
+static void shape_value(struct shmrig__meta_writer *w, bool string, uint32_t items, uint32_t levels)
 {
 	shape_item(w, string, items, levels);
 	if (!w->malformed)
@@ -897,39 +896,63 @@ int shmrig_meta_str(const shmrig_meta *m, const char **str, size_t *len)
 	return 0;
 }
 
+/* A key of 5 bytes (the array description's three): no strlen, no call. */
+static inline bool key5(const msgpack_object *k, const char name[5])
+{
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == 5 &&
+	       memcmp(k->via.str.ptr, name, 5) == 0;
+}
+
 int shmrig_meta_read_array(const shmrig_meta *m, struct shmrig_array *array)
 {
-	const shmrig_meta *shape;
-	const char *dtype, *order;
-	size_t dtype_len, order_len;
+	const msgpack_object *obj = shmrig__meta_object(m);
+	const msgpack_object *dtype = NULL, *shape = NULL, *order = NULL;
 	uint32_t ndim;
 	uint64_t nbytes;
 
 	if (!array)
 		return shmrig__fail(-EINVAL, "meta_read_array: NULL array");
 	memset(array, 0, sizeof(*array));
-	shape = shmrig_meta_get(m, "shape");
-	if (shmrig_meta_str(shmrig_meta_get(m, "dtype"), &dtype, &dtype_len) ||
-	    shmrig_meta_type(shape) != SHMRIG_META_LIST ||
-	    shmrig_meta_str(shmrig_meta_get(m, "order"), &order, &order_len))
+	/* one pass over the map; the first of a repeated key counts, as in
+	 * shmrig_meta_get() */
+	if (obj && obj->type == MSGPACK_OBJECT_MAP) {
+		for (uint32_t i = 0; i < obj->via.map.size; i++) {
+			const msgpack_object_kv *kv = &obj->via.map.ptr[i];
+
+			if (!dtype && key5(&kv->key, "dtype"))
+				dtype = &kv->val;
+			else if (!shape && key5(&kv->key, "shape"))
+				shape = &kv->val;
+			else if (!order && key5(&kv->key, "order"))
+				order = &kv->val;
+		}
+	}
+	if (!dtype || dtype->type != MSGPACK_OBJECT_STR || !shape ||
+	    shape->type != MSGPACK_OBJECT_ARRAY || !order || order->type != MSGPACK_OBJECT_STR)
 		return shmrig__fail(
 			-EBADMSG,
 			"array metadata needs dtype (string), shape (array), order (string)");
-	array->dtype = shmrig_dtype_from_name(dtype, dtype_len);
+	array->dtype = shmrig_dtype_from_name(dtype->via.str.ptr, dtype->via.str.size);
 	if (array->dtype == SHMRIG_DTYPE_INVALID)
 		return shmrig__fail(-EBADMSG, "array metadata: unknown dtype '%.*s'",
-				    (int)(dtype_len > 32 ? 32 : dtype_len), dtype);
-	ndim = shmrig_meta_count(shape);
+				    (int)(dtype->via.str.size > 32 ? 32 : dtype->via.str.size),
+				    dtype->via.str.size ? dtype->via.str.ptr : "");
+	ndim = shape->via.array.size;
 	if (ndim > SHMRIG_MAX_DIMS)
 		return shmrig__fail(-EBADMSG, "array metadata: %u dimensions (at most %d)", ndim,
 				    SHMRIG_MAX_DIMS);
 	array->ndim = ndim;
-	for (uint32_t d = 0; d < ndim; d++)
-		if (shmrig_meta_uint(shmrig_meta_at(shape, d), &array->shape[d]))
+	for (uint32_t d = 0; d < ndim; d++) {
+		const msgpack_object *n = &shape->via.array.ptr[d];
+
+		if (n->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
 			return shmrig__fail(-EBADMSG, "array metadata: shape[%u] is not a size", d);
-	if (order_len != 1 || (order[0] != 'C' && order[0] != 'F'))
+		array->shape[d] = n->via.u64;
+	}
+	if (order->via.str.size != 1 ||
+	    (order->via.str.ptr[0] != 'C' && order->via.str.ptr[0] != 'F'))
 		return shmrig__fail(-EBADMSG, "array metadata: order must be \"C\" or \"F\"");
-	array->order = order[0];
+	array->order = order->via.str.ptr[0];
 	if (shmrig_array_nbytes(array, &nbytes))
 		return shmrig__fail(-EBADMSG, "array metadata: the array's size overflows");
 	return 0;

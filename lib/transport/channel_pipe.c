@@ -85,8 +85,7 @@ static int set_rcvtimeo(struct shmrig_channel *ch, int ms)
 	if (st->rcvtimeo_ms == ms)
 		return 0;
 	if (setsockopt(ch->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)))
-		return shmrig__fail(-errno, "channel: setsockopt SO_RCVTIMEO: %s",
-				    strerror(errno));
+		return shmrig__fail(-errno, "channel: setsockopt SO_RCVTIMEO: %s", strerror(errno));
 	st->rcvtimeo_ms = ms;
 	return 0;
 }
