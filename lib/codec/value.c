@@ -64,7 +64,10 @@ const char *shmrig_dtype_name(enum shmrig_dtype dtype)
 enum shmrig_dtype shmrig_dtype_from_name(const char *name, size_t len)
 {
 	for (int d = SHMRIG_DTYPE_INVALID + 1; d < SHMRIG_DTYPE_COUNT; d++)
-		if (dtypes[d].len == len && memcmp(dtypes[d].name, name, len) == 0)
+		/* the last character tells most names of one length apart
+		 * ("int16"/"int32"/"int64"): memcmp only for the one that can match */
+		if (dtypes[d].len == len && dtypes[d].name[len - 1] == name[len - 1] &&
+		    memcmp(dtypes[d].name, name, len) == 0)
 			return (enum shmrig_dtype)d;
 	return SHMRIG_DTYPE_INVALID;
 }

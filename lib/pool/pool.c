@@ -105,8 +105,12 @@ static void remove_seg(shmrig_pool *pool, struct seg_local *sl)
 {
 	struct seg_local **pp = &pool->buckets[name_hash(sl->name)];
 
-	if (pool->last == sl)
-		pool->last = NULL;
+	if (pool->last[1] == sl)
+		pool->last[1] = NULL;
+	if (pool->last[0] == sl) {
+		pool->last[0] = pool->last[1];
+		pool->last[1] = NULL;
+	}
 	for (; *pp; pp = &(*pp)->hash_next)
 		if (*pp == sl) {
 			*pp = sl->hash_next;
@@ -267,25 +271,31 @@ static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **ou
 /* Validate a ref and find its block, live (or handed over) with the ref's generation. */
 static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block *b, uint64_t *word)
 {
-	struct seg_local *sl = pool->last;
+	struct seg_local *sl = pool->last[0];
 	unsigned st;
 	int ret;
 
 	if (!ref)
 		return shmrig__fail(-EINVAL, "ref is NULL");
-	/* Most refs name the segment the one before named: equal to its
+	/* Most refs name a segment one of the last two named: equal to its
 	 * (terminated) name, this one is terminated too; no lookup. */
-	if (!sl || memcmp(ref->name, sl->name, sl->name_len + 1) != 0) {
-		ret = shmrig__ref_check(ref);
-		if (!ret)
-			ret = attach_seg(pool, ref->name, &sl);
-		if (ret)
-			return ret;
-		pool->last = sl;
-	} else {
+	if (sl && memcmp(ref->name, sl->name, sl->name_len + 1) == 0) {
 		ret = shmrig__ref_fields_check(ref);
 		if (ret)
 			return ret;
+	} else {
+		sl = pool->last[1];
+		if (sl && memcmp(ref->name, sl->name, sl->name_len + 1) == 0) {
+			ret = shmrig__ref_fields_check(ref);
+		} else {
+			ret = shmrig__ref_check(ref);
+			if (!ret)
+				ret = attach_seg(pool, ref->name, &sl);
+		}
+		if (ret)
+			return ret;
+		pool->last[1] = pool->last[0];
+		pool->last[0] = sl;
 	}
 	ret = sl->large ? shmrig__large_locate(sl, ref, b) : shmrig__arena_locate(sl, ref, b);
 	if (ret)

@@ -110,7 +110,10 @@ struct shmrig_pool {
 	shmrig_topo *topo;
 	struct seg_local *segs;
 	struct seg_local *buckets[HASH_BUCKETS];
-	struct seg_local *last; /* the segment the last ref resolved to */
+	/* the segments the last refs resolved to, the latest first: a caller's
+	 * refs alternate between its own arena (requests) and its peer's
+	 * (responses), and two spare each a lookup */
+	struct seg_local *last[2];
 	struct slab slab;
 	/* The last names that failed to attach, and how: a frame of many refs
 	 * into a few bad segments opens each once, not once a ref. */
