@@ -373,6 +373,96 @@ static void test_large_mappings_pruned(void **state)
 	assert_int_equal(th_count_segments(th_prefix()), 0);
 }
 
+/* ---- a consumer keeps a few large segments it freed: their creator reuses them ---- */
+
+enum {
+	KEEP_ROUNDS = 10,
+	KEPT_MAX = 4, /* LARGE_KEEP (pool_internal.h): foreign free segments kept mapped */
+	KEEP_DISTINCT = KEPT_MAX + 3,
+};
+
+/* Phase 1: claim and free each large block sent, one at a time, and answer
+ * how many segments we map after the free; every name must be the first
+ * one's (the creator reused it). Phase 2: claim KEEP_DISTINCT blocks, then
+ * free them all, and answer once. */
+static int child_keep_large(shmrig_pool *pool, int in, int out)
+{
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
+	struct shmrig_ref refs[KEEP_DISTINCT], first;
+	uint32_t segments;
+	void *data;
+
+	for (unsigned i = 0; i < KEEP_ROUNDS + KEEP_DISTINCT; i++) {
+		struct shmrig_ref *ref = &refs[i < KEEP_ROUNDS ? 0 : i - KEEP_ROUNDS];
+
+		if (th_read_all(in, ref, sizeof(*ref)))
+			return 60;
+		if (i == 0)
+			first = *ref;
+		if (i < KEEP_ROUNDS && strcmp(ref->name, first.name) != 0)
+			return 61; /* not reused */
+		if (shmrig_pool_claim(pool, ref) || shmrig_pool_attach(pool, ref, &data) ||
+		    *(unsigned char *)data != (unsigned char)i)
+			return 62;
+		if (i >= KEEP_ROUNDS)
+			continue;
+		if (shmrig_pool_free(pool, ref) || shmrig_pool_stats(pool, &st))
+			return 63;
+		segments = st.segments;
+		if (th_write_all(out, &segments, sizeof(segments)))
+			return 64;
+	}
+	for (unsigned i = 0; i < KEEP_DISTINCT; i++)
+		if (shmrig_pool_free(pool, &refs[i]))
+			return 65;
+	if (shmrig_pool_stats(pool, &st))
+		return 66;
+	segments = st.segments;
+	if (th_write_all(out, &segments, sizeof(segments)))
+		return 67;
+	return shmrig_pool_close(pool) == 0 ? 0 : 68;
+}
+
+static void test_large_kept_mapped(void **state)
+{
+	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
+	struct shmrig_ref refs[KEEP_DISTINCT];
+	struct th_peer peer;
+	uint32_t segments;
+	void *data;
+
+	(void)state;
+	pool = open_pool();
+	assert_non_null(pool);
+	peer = spawn_peer(child_keep_large);
+	/* one size: the creator's next alloc reuses the segment the consumer
+	 * freed, and the consumer still has it mapped */
+	for (unsigned i = 0; i < KEEP_ROUNDS; i++) {
+		assert_int_equal(shmrig_pool_alloc(pool, 3 * MiB, 0, i, &refs[0], &data), 0);
+		*(unsigned char *)data = (unsigned char)i;
+		assert_int_equal(shmrig_pool_transfer(pool, &refs[0], peer.pid), 0);
+		assert_int_equal(th_write_all(peer.to_child, &refs[0], sizeof(refs[0])), 0);
+		assert_int_equal(th_read_all(peer.from_child, &segments, sizeof(segments)), 0);
+		assert_int_equal(segments, 1); /* freed, and kept */
+	}
+	/* distinct segments, all mapped there, then all freed: the newest
+	 * KEPT_MAX stay mapped */
+	for (unsigned i = 0; i < KEEP_DISTINCT; i++) {
+		assert_int_equal(shmrig_pool_alloc(pool, 3 * MiB, 0, i, &refs[i], &data), 0);
+		*(unsigned char *)data = (unsigned char)(KEEP_ROUNDS + i);
+	}
+	for (unsigned i = 0; i < KEEP_DISTINCT; i++) {
+		assert_int_equal(shmrig_pool_transfer(pool, &refs[i], peer.pid), 0);
+		assert_int_equal(th_write_all(peer.to_child, &refs[i], sizeof(refs[i])), 0);
+	}
+	assert_int_equal(th_read_all(peer.from_child, &segments, sizeof(segments)), 0);
+	assert_int_equal(segments, KEPT_MAX);
+	assert_int_equal(finish_peer(&peer), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
 /* ---- a handle inherited through fork refuses to work ---- */
 
 static int child_use_inherited(void *arg)
@@ -410,6 +500,7 @@ int main(void)
 		cmocka_unit_test(test_reap_killed_child),
 		cmocka_unit_test(test_concurrent_frees),
 		cmocka_unit_test(test_large_mappings_pruned),
+		cmocka_unit_test(test_large_kept_mapped),
 		cmocka_unit_test(test_inherited_handle),
 	};
 

@@ -175,6 +175,20 @@ int shmrig__large_locate(struct seg_local *sl, const struct shmrig_ref *ref, str
 	return 0;
 }
 
+/* Foreign large segments whose block is free and of which we hold nothing:
+ * the segment list is newest first; unmap those past the first LARGE_KEEP. */
+static void keep_foreign(shmrig_pool *pool)
+{
+	struct seg_local *sl, *next;
+	unsigned kept = 0;
+
+	for (sl = pool->segs; sl; sl = next) {
+		next = sl->next;
+		if (sl->large && !sl->created && !sl->held && seg_free(sl) && kept++ >= LARGE_KEEP)
+			shmrig__pool_drop_seg(pool, sl);
+	}
+}
+
 void shmrig__large_release(shmrig_pool *pool, struct block *b, uint64_t word)
 {
 	struct seg_local *sl = b->sl;
@@ -190,9 +204,17 @@ void shmrig__large_release(shmrig_pool *pool, struct block *b, uint64_t word)
 	}
 	sl->held = 0;
 	/* The creator closed its pool and left the segment to its last owner: us. */
-	if (atomic_load_explicit(&sl->lhdr->closed, memory_order_acquire))
+	if (atomic_load_explicit(&sl->lhdr->closed, memory_order_acquire)) {
 		(void)!shmrig_segment_unlink(sl->seg); /* best effort, as in forget_seg */
-	shmrig__pool_drop_seg(pool, sl); /* the creator reuses or unlinks it */
+		shmrig__pool_drop_seg(pool, sl);
+		return;
+	}
+	/* The creator reuses or unlinks it. It stays mapped here meanwhile: a
+	 * creator that reuses it sends it to us again (a worker's responses),
+	 * and mapping 16 MiB anew cost a populate (~1.7 ms) and an unmap (~1
+	 * ms) a call. At most LARGE_KEEP such, the newest; a new name's attach
+	 * unmaps them all (shmrig__large_prune_foreign). */
+	keep_foreign(pool);
 }
 
 /*
