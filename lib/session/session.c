@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * session: a forked worker that serves named handlers over a channel. This
- * file is the caller's side: the handle, handler registration, start, call,
- * ping, shutdown, stats, and the end of a worker (wait for it, free the
- * replies it sent, reap its blocks, remove its segments). session_internal.h
- * describes the messages and who owns the blocks; worker.c is the worker.
+ * session: a worker that serves named handlers over a channel, forked or at an
+ * address. This file is the caller's side: the handle, handler registration,
+ * start (fork, or connect), call, ping, shutdown, stats, and the end of a
+ * worker (a forked one: wait for it, free the replies it sent, reap its
+ * blocks, remove its segments; one at an address: close the connection).
+ * session_internal.h describes the messages and who owns the blocks;
+ * worker.c is the worker.
  */
 #include "session/session_internal.h"
 #include "transport/channel_internal.h"
@@ -68,6 +70,36 @@ static int find_handler(const struct shmrig_session *sess, const char *name)
 	return -1;
 }
 
+/* The connected worker's handlers (its READY_REMOTE), in the same words. */
+static const char *remote_list(const struct shmrig_session *sess, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	snprintf(buf, len, "none");
+	for (uint32_t i = 0; i < sess->nremote && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s'%s'", i ? ", " : "",
+					 sess->remote_names[i]);
+	return buf;
+}
+
+static int find_remote(const struct shmrig_session *sess, const char *name)
+{
+	for (uint32_t i = 0; i < sess->nremote; i++)
+		if (strcmp(sess->remote_names[i], name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* "worker 1234", or "the worker at 10.0.0.1:7000": who a message is about. */
+static const char *worker_words(const struct shmrig_session *sess, char *buf, size_t len)
+{
+	if (sess->address)
+		snprintf(buf, len, "the worker at %s", sess->address);
+	else
+		snprintf(buf, len, "worker %d", (int)sess->worker);
+	return buf;
+}
+
 int shmrig_session_handler(shmrig_session *sess, const char *name, shmrig_handler_fn fn, void *ctx)
 {
 	int ret = check_session(sess);
@@ -79,11 +111,14 @@ int shmrig_session_handler(shmrig_session *sess, const char *name, shmrig_handle
 				    "session_handler: the name must be 1..%d of [A-Za-z0-9_.-], "
 				    "and fn not NULL",
 				    HANDLER_NAME_MAX);
-	if (sess->state == STATE_RUNNING)
+	if (sess->state == STATE_RUNNING) {
+		char who[ADDRESS_MAX + 32];
+
 		return shmrig__fail(-EBUSY,
-				    "session_handler '%s': worker %d is running; register before "
-				    "it starts",
-				    name, (int)sess->worker);
+				    "session_handler '%s': %s is running; register before it "
+				    "starts",
+				    name, worker_words(sess, who, sizeof(who)));
+	}
 	if (find_handler(sess, name) >= 0)
 		return shmrig__fail(-EEXIST, "session_handler: '%s' is registered already", name);
 	if (sess->nhandlers == SHMRIG_SESSION_MAX_HANDLERS)
@@ -235,11 +270,30 @@ static int remove_segments_of(struct shmrig_session *sess, shmrig__procid id)
 static void discard_reply(struct shmrig_session *sess, const struct msg_hdr *hdr, void *msg,
 			  size_t len)
 {
-	/* best effort: nobody to tell; what stays ours is reported at pool_close */
-	if (hdr->type == MSG_RESULT)
+	/* best effort: nobody to tell; what stays ours is reported at pool_close.
+	 * A remote worker's RESULT is flat: bytes, no block. */
+	if (hdr->type == MSG_RESULT && !sess->address)
 		(void)!shmrig_frame_discard(sess->pool, (char *)msg + sizeof(*hdr),
 					    len - sizeof(*hdr));
 	free(msg);
+}
+
+/* Discard the replies the worker sent until its end of the channel is closed
+ * (or the time is out: 0, what has come): their blocks are ours. */
+static void drain_replies(struct shmrig_session *sess, int64_t start, int timeout_ms)
+{
+	void *msg;
+	size_t got;
+
+	while (shmrig_channel_recv(sess->ch, &msg, &got,
+				   timeout_ms ? shmrig__remaining_ms(start, timeout_ms) : 0) == 0) {
+		struct msg_hdr hdr;
+
+		if (shmrig__session_msg_check(msg, got, &hdr) == 0)
+			discard_reply(sess, &hdr, msg, got);
+		else
+			free(msg);
+	}
 }
 
 enum end_how {
@@ -260,9 +314,22 @@ static int end_worker(struct shmrig_session *sess, enum end_how how, char *how_e
 	int status = -1, ret, reaped;
 	bool known;
 
-	if (how == END_KILL)
+	int64_t start = shmrig__now_ms();
+
+	if (how == END_KILL) {
 		kill(pid, SIGKILL);
-	ret = wait_exit(pid, how == END_KILL ? -1 : EXIT_GRACE_MS, &status);
+	} else if (sess->ch) {
+		/* Read up to its end of the channel, then close ours, while it
+		 * exits: a backend whose close waits until its last words are
+		 * read and acknowledged ("ucx": its BYE, whose ack goes out as
+		 * our end progresses) would otherwise hold it here until one
+		 * of the two timeouts. */
+		drain_replies(sess, start, EXIT_GRACE_MS);
+		shmrig_channel_close(sess->ch);
+		sess->ch = NULL;
+	}
+	ret = wait_exit(pid, how == END_KILL ? -1 : shmrig__remaining_ms(start, EXIT_GRACE_MS),
+			&status);
 	if (ret == -ETIMEDOUT) {
 		kill(pid, SIGKILL);
 		ret = wait_exit(pid, -1, &status);
@@ -270,18 +337,7 @@ static int end_worker(struct shmrig_session *sess, enum end_how how, char *how_e
 	known = ret == 0;
 	describe_exit(status, known, how_ended, len);
 	if (sess->ch) {
-		void *msg;
-		size_t got;
-
-		/* replies it sent before it went: their blocks are ours */
-		while (shmrig_channel_recv(sess->ch, &msg, &got, 0) == 0) {
-			struct msg_hdr hdr;
-
-			if (shmrig__session_msg_check(msg, got, &hdr) == 0)
-				discard_reply(sess, &hdr, msg, got);
-			else
-				free(msg);
-		}
+		drain_replies(sess, start, 0);
 		shmrig_channel_close(sess->ch);
 		sess->ch = NULL;
 	}
@@ -317,12 +373,39 @@ static const char *request_words(const struct request *r, char *buf, size_t len)
 	return buf;
 }
 
+/* A worker at an address is gone, must go, or said BYE (then `state` is
+ * STATE_IDLE, else STATE_DEAD): close the connection (nothing was handed
+ * over, nothing to reap) and forget its handlers. */
+static void end_remote(struct shmrig_session *sess, const char *how, enum state state)
+{
+	shmrig_channel_close(sess->ch);
+	sess->ch = NULL;
+	free(sess->remote_names);
+	sess->remote_names = NULL;
+	sess->nremote = 0;
+	snprintf(sess->last_end, sizeof(sess->last_end), "the worker at %s: %s", sess->address,
+		 how);
+	sess->state = state;
+	if (state == STATE_DEAD)
+		sess->stats.deaths++;
+}
+
 /* The worker died while we talked to it: end it and say so. Returns -EPIPE. */
 static int lost_worker(struct shmrig_session *sess, const struct request *r)
 {
 	char how[128], during[80];
 	pid_t pid = sess->worker;
 	int reaped;
+
+	if (sess->address) {
+		char why[ERROR_TEXT_MAX];
+
+		snprintf(why, sizeof(why), "connection lost during %s (%s)",
+			 request_words(r, during, sizeof(during)), shmrig_last_error());
+		end_remote(sess, why, STATE_DEAD);
+		return shmrig__fail(-EPIPE, "session: %s (restart the session to reconnect)",
+				    sess->last_end);
+	}
 
 	end_worker(sess, END_EXITING, how, sizeof(how), &reaped);
 	sess->state = STATE_DEAD;
@@ -343,6 +426,14 @@ static int kill_worker(struct shmrig_session *sess, int err, const char *why)
 	int reaped;
 
 	snprintf(words, sizeof(words), "%s", why);
+	if (sess->address) {
+		char ended[ERROR_TEXT_MAX + 64];
+
+		snprintf(ended, sizeof(ended), "%s, so the connection was dropped", words);
+		end_remote(sess, ended, STATE_DEAD);
+		return shmrig__fail(err, "session: %s (restart the session to reconnect)",
+				    sess->last_end);
+	}
 	end_worker(sess, END_KILL, how, sizeof(how), &reaped);
 	sess->state = STATE_DEAD;
 	sess->stats.deaths++;
@@ -385,16 +476,22 @@ static int await_reply(struct shmrig_session *sess, uint64_t id, uint32_t types,
 					      shmrig__remaining_ms(start, timeout_ms));
 
 		if (ret == -ETIMEDOUT) {
+			char who[ADDRESS_MAX + 32];
+
 			sess->stats.timeouts++;
 			return shmrig__fail(-ETIMEDOUT,
-					    "session: worker %d did not answer %s within %d ms",
-					    (int)sess->worker, request_words(r, what, sizeof(what)),
-					    timeout_ms);
+					    "session: %s did not answer %s within %d ms",
+					    worker_words(sess, who, sizeof(who)),
+					    request_words(r, what, sizeof(what)), timeout_ms);
 		}
 		if (ret == -EPIPE)
 			return lost_worker(sess, r);
 		if (ret == -EBADMSG)
 			return kill_worker(sess, -EPROTO, "broke the channel's framing");
+		/* a remote end has no pool: a frame sent to it with send_frame
+		 * (never, by the protocol) is refused, and so is the worker */
+		if (ret == -EINVAL && sess->address)
+			return kill_worker(sess, -EPROTO, "sent a frame outside the protocol");
 		if (ret)
 			return ret;
 		ret = shmrig__session_msg_check(*msg, *len, hdr);
@@ -455,6 +552,9 @@ int shmrig_session_create(const struct shmrig_session_opts *user_opts, shmrig_re
 		if (ret)
 			return ret;
 	}
+	if (opts->address && (!*opts->address || strlen(opts->address) > ADDRESS_MAX))
+		return shmrig__fail(-EINVAL, "session_create: the address must be 1..%d bytes",
+				    ADDRESS_MAX);
 	if (opts->flags)
 		return shmrig__fail(-EINVAL, "session_create: unknown flags 0x%x", opts->flags);
 	if (opts->call_timeout_ms < 0 || opts->start_timeout_ms < 0)
@@ -472,17 +572,30 @@ int shmrig_session_create(const struct shmrig_session_opts *user_opts, shmrig_re
 		if (ret)
 			return ret;
 	}
+	/* a worker at an address is reached by connect, which only "ucx" does */
+	if (opts->address && channel_opts.backend && strcmp(channel_opts.backend, "ucx") != 0)
+		return shmrig__fail(-EINVAL,
+				    "session_create: a worker at an address is reached over the "
+				    "\"ucx\" backend, not \"%s\"",
+				    channel_opts.backend);
 	ret = shmrig_pool_info(pool, &info);
 	if (ret)
 		return ret;
 	sess = calloc(1, sizeof(*sess));
 	if (!sess)
 		return shmrig__fail(-ENOMEM, "session_create: out of memory");
+	if (opts->address && !(sess->address = strdup(opts->address))) {
+		free(sess);
+		return shmrig__fail(-ENOMEM, "session_create: out of memory");
+	}
 	sess->reg = reg;
 	sess->pool = pool;
 	sess->fork_epoch = shmrig__fork_epoch();
 	snprintf(sess->prefix, sizeof(sess->prefix), "%s", info.prefix);
 	sess->channel_opts = channel_opts;
+	/* NULL is "ucx" for connect, the one backend it takes */
+	if (sess->address)
+		sess->channel_opts.backend = NULL;
 	sess->call_timeout_ms = opts->call_timeout_ms ? opts->call_timeout_ms :
 							SHMRIG_SESSION_CALL_TIMEOUT_MS;
 	sess->start_timeout_ms = opts->start_timeout_ms ? opts->start_timeout_ms :
@@ -523,6 +636,56 @@ static int worker_pool_opts(struct shmrig_session *sess, struct shmrig_pool_opts
 	return 0;
 }
 
+/*
+ * Connect to the worker at sess->address and take its READY_REMOTE (its
+ * handlers' names, checked by msg_check, copied here), all within the start
+ * timeout.
+ */
+static int start_remote(struct shmrig_session *sess)
+{
+	static const struct request starting = { .kind = "its start" };
+	int64_t start = shmrig__now_ms();
+	struct msg_hdr hdr;
+	void *msg;
+	size_t len;
+	int ret;
+
+	/* no pool: nothing comes as a frame (session_internal.h) */
+	ret = shmrig_channel_connect(&sess->channel_opts, sess->address, NULL,
+				     shmrig_registry_fingerprint(sess->reg), sess->start_timeout_ms,
+				     &sess->ch);
+	if (ret) {
+		char why[ERROR_TEXT_MAX];
+
+		sess->ch = NULL;
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		return shmrig__fail(ret, "session_start: connecting to the worker at %s: %s",
+				    sess->address, why);
+	}
+	sess->worker = 0;
+	sess->worker_id = 0;
+	sess->state = STATE_RUNNING;
+	sess->stats.starts++;
+	ret = await_reply(sess, 0, 1u << MSG_READY_REMOTE, start, sess->start_timeout_ms, &starting,
+			  &msg, &len, &hdr);
+	if (ret && sess->state == STATE_RUNNING) {
+		char why[ERROR_TEXT_MAX];
+
+		snprintf(why, sizeof(why), "did not say it was ready: %s", shmrig_last_error());
+		return kill_worker(sess, ret, why);
+	}
+	if (ret)
+		return ret;
+	ret = shmrig__session_ready_names(msg, &hdr, &sess->remote_names);
+	free(msg);
+	if (ret) {
+		end_remote(sess, "out of memory for its handlers' names", STATE_DEAD);
+		return shmrig__fail(-ENOMEM, "session_start: %s", sess->last_end);
+	}
+	sess->nremote = hdr.handler;
+	return 0;
+}
+
 int shmrig_session_start(shmrig_session *sess)
 {
 	static const struct request starting = { .kind = "its start" };
@@ -538,9 +701,14 @@ int shmrig_session_start(shmrig_session *sess)
 
 	if (ret)
 		return ret;
-	if (sess->state == STATE_RUNNING)
-		return shmrig__fail(-EBUSY, "session_start: worker %d is running",
-				    (int)sess->worker);
+	if (sess->state == STATE_RUNNING) {
+		char who[ADDRESS_MAX + 32];
+
+		return shmrig__fail(-EBUSY, "session_start: %s is running",
+				    worker_words(sess, who, sizeof(who)));
+	}
+	if (sess->address)
+		return start_remote(sess);
 	ret = worker_pool_opts(sess, &pool_opts);
 	if (ret)
 		return ret;
@@ -607,6 +775,91 @@ int shmrig_session_start(shmrig_session *sess)
 	return 0;
 }
 
+/*
+ * A call to a worker at an address: its handler's index from its own list;
+ * the request flattened behind the header (our blocks released: the worker
+ * gets bytes); the RESULT's flat frame landed in blocks of our pool, then
+ * decoded.
+ */
+static int call_remote(struct shmrig_session *sess, const char *handler, double arg,
+		       const struct shmrig_value *request, struct shmrig_value *response,
+		       int timeout_ms)
+{
+	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_CALL, .arg = arg };
+	struct request r = { .kind = "call", .handler = handler };
+	char list[1024];
+	int64_t start = shmrig__now_ms();
+	void *frame, *flat, *msg;
+	size_t len, flat_len;
+	int index, ret = check_running(sess);
+
+	if (ret)
+		return ret;
+	index = find_remote(sess, handler);
+	if (index < 0)
+		return shmrig__fail(-ENOENT,
+				    "session_call: the worker at %s has no handler '%s' (it has: %s)",
+				    sess->address, handler, remote_list(sess, list, sizeof(list)));
+	timeout_ms = effective_timeout(sess, timeout_ms);
+	hdr.id = ++sess->next_id;
+	hdr.handler = (uint32_t)index;
+	r.id = hdr.id;
+
+	ret = shmrig_registry_encode(sess->reg, sess->pool, request, &frame, &len);
+	if (ret)
+		return ret;
+	ret = shmrig_frame_flatten(sess->pool, frame, len, &flat, &flat_len);
+	if (ret) {
+		/* nothing was released: the blocks are still ours */
+		(void)!shmrig_frame_discard(sess->pool, frame, len); /* best effort */
+		free(frame);
+		return ret;
+	}
+	free(frame);
+	if (flat_len > SHMRIG_CHANNEL_MAX_MSG - sizeof(hdr)) {
+		free(flat);
+		return shmrig__fail(-EMSGSIZE,
+				    "session_call: the request is %zu bytes flat, over the "
+				    "channel's %zu (nothing was sent)",
+				    flat_len, SHMRIG_CHANNEL_MAX_MSG - sizeof(hdr));
+	}
+	msg = shmrig__session_msg_build(&hdr, flat, flat_len);
+	free(flat);
+	if (!msg)
+		return shmrig__fail(-ENOMEM, "session_call: out of memory");
+	ret = send_request(sess, msg, sizeof(hdr) + flat_len, start, timeout_ms, &r);
+	free(msg);
+	if (ret)
+		return ret;
+
+	ret = await_reply(sess, hdr.id, 1u << MSG_RESULT | 1u << MSG_ERROR, start, timeout_ms, &r,
+			  &msg, &len, &hdr);
+	if (ret)
+		return ret;
+	sess->stats.calls++;
+	if (hdr.type == MSG_ERROR) {
+		ret = shmrig__fail(hdr.status, "session: the worker at %s: %s", sess->address,
+				   (char *)msg + sizeof(hdr));
+		free(msg);
+		return ret;
+	}
+	/* the worker's bytes, checked as hostile, into blocks of ours */
+	ret = shmrig_frame_unflatten(sess->pool, (char *)msg + sizeof(hdr), len - sizeof(hdr),
+				     &frame, &len);
+	free(msg);
+	if (ret == -EBADMSG || ret == -EINVAL) {
+		char why[ERROR_TEXT_MAX];
+
+		snprintf(why, sizeof(why), "sent a malformed result: %s", shmrig_last_error());
+		return kill_worker(sess, -EPROTO, why);
+	}
+	if (ret)
+		return ret; /* -ENOMEM: our pool has no room for it; the session goes on */
+	ret = shmrig_registry_decode(sess->reg, sess->pool, frame, len, response);
+	free(frame);
+	return ret;
+}
+
 int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 			const struct shmrig_value *request, struct shmrig_value *response,
 			int timeout_ms)
@@ -626,6 +879,8 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 		return ret;
 	if (!handler || !request || !response)
 		return shmrig__fail(-EINVAL, "session_call: NULL handler, request or response");
+	if (sess->address)
+		return call_remote(sess, handler, arg, request, response, timeout_ms);
 	index = find_handler(sess, handler);
 	if (index < 0)
 		return shmrig__fail(-ENOENT, "session_call: no handler '%s' (registered: %s)",
@@ -742,6 +997,11 @@ int shmrig_session_shutdown(shmrig_session *sess, int timeout_ms)
 	if (ret)
 		return ret;
 	free(msg);
+	if (sess->address) {
+		/* It said BYE: it goes on serving others, or ends as it pleases. */
+		end_remote(sess, "shut down", STATE_IDLE);
+		return 0;
+	}
 	/* It said BYE: it closes its pool and exits. */
 	status = end_worker(sess, END_EXITING, how, sizeof(how), &reaped);
 	sess->state = STATE_IDLE;
@@ -788,6 +1048,8 @@ void shmrig_session_free(shmrig_session *sess)
 	(void)!shmrig_session_shutdown(sess, 0); /* free has nobody to tell */
 	if (sess->state == STATE_RUNNING)
 		kill_worker(sess, -ECHILD, "could not be shut down");
+	free(sess->remote_names);
+	free(sess->address);
 	free(sess->handlers);
 	free(sess);
 }

@@ -19,6 +19,20 @@
  * arrives is still checked before use, and a worker that sends nonsense is
  * killed rather than trusted.
  *
+ * A worker at an address (shmrig_session_serve in another process, maybe on
+ * another host) speaks the same messages over a channel made by connect and
+ * accept, with two differences:
+ *   - it says READY_REMOTE instead of READY: the count of its handlers in
+ *     `handler`, then their names, each NUL-terminated, back to back (its
+ *     handlers are its own: the caller maps a call's name to the worker's index);
+ *   - CALL and RESULT carry a flat frame (shmrig_frame_flatten), not a frame:
+ *     the sender's blocks are released when it flattens, the receiver lands the
+ *     bytes in blocks of its own pool (shmrig_frame_unflatten) and decodes
+ *     them. Nothing is handed over, so nothing is reaped when the peer is lost.
+ * Such a channel is opened with no pool: a frame the peer sent with
+ * shmrig_channel_send_frame (which the protocol never does) is then refused by
+ * recv instead of being put in our pool where nobody would free it.
+ *
  * Who owns the blocks: the caller hands a request's blocks to the worker
  * before it sends the CALL, and the worker hands the response's blocks to the
  * caller before it sends the RESULT. A reply the caller no longer waits for
@@ -32,7 +46,8 @@
  *   wire.c      the messages: building them, sending the bare ones and ERROR
  *               and READY, checking what arrives
  *   handlers.c  the built-in handlers, the checksum, handlers' scratch memory
- *   worker.c    the worker process: its loop, dispatch to handlers, its pool and exit
+ *   worker.c    the worker: its loop and dispatch to handlers, shared by the
+ *               forked process (its pool and exit) and shmrig_session_serve
  *   session.c   the caller: create, handler registration, start, call, ping,
  *               shutdown, stats, and the end of a worker (wait, reap, remove its
  *               segments)
@@ -43,6 +58,7 @@
 #include <shmrig/options.h>
 #include <shmrig/session.h>
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +68,12 @@
 #define HANDLER_NAME_MAX 31
 /* Longest failure text carried in an ERROR. */
 #define ERROR_TEXT_MAX 512
+/* Longest READY_REMOTE payload: every name at its longest, with its NUL. */
+#define READY_NAMES_MAX (SHMRIG_SESSION_MAX_HANDLERS * (HANDLER_NAME_MAX + 1))
+/* A serving session looks at its stop flag at least this often (ms). */
+#define SERVE_SLICE_MS 100
+/* Longest address a session connects to ("HOST:PORT"). */
+#define ADDRESS_MAX 300
 
 /* The worker's exit codes (signals aside). */
 enum {
@@ -70,6 +92,7 @@ enum msg_type {
 	MSG_PONG,
 	MSG_SHUTDOWN,
 	MSG_BYE,
+	MSG_READY_REMOTE, /* a served worker's READY: its handlers' names */
 	MSG_TYPE_END
 };
 
@@ -79,7 +102,8 @@ struct msg_hdr {
 	uint16_t reserved0;
 	uint64_t id;      /* correlation id: a reply carries its request's */
 	double arg;       /* CALL: the caller's argument */
-	uint32_t handler; /* CALL: index in the handler table (the worker's is a copy) */
+	uint32_t handler; /* CALL: index in the worker's handler table (a forked worker's is
+			   * a copy of ours); READY_REMOTE: how many names follow */
 	int32_t status;   /* ERROR: a negative errno-style code */
 	uint64_t reserved1;
 };
@@ -97,8 +121,11 @@ struct handler {
 enum state {
 	STATE_IDLE,    /* no worker: never started, or shut down */
 	STATE_RUNNING, /* a worker serves */
-	STATE_DEAD,    /* the worker died or was killed; it has been reaped */
+	STATE_DEAD,    /* the worker died or was killed; it has been reaped (a remote
+			* worker: the connection was lost or dropped) */
 };
+
+typedef char handler_name[HANDLER_NAME_MAX + 1];
 
 struct shmrig_session {
 	shmrig_registry *reg;
@@ -118,8 +145,17 @@ struct shmrig_session {
 	shmrig__procid worker_id; /* from READY; 0 before */
 	shmrig_channel *ch;
 	uint64_t next_id;
-	char last_end[160]; /* how the last worker ended, for later calls' messages */
+	/* how the last worker ended, for later calls' messages */
+	char last_end[ADDRESS_MAX + ERROR_TEXT_MAX + 128];
 	struct shmrig_session_stats stats;
+	/* A session that calls a worker at an address (opts->address): NULL for
+	 * a forked worker. The connected worker's handlers, from its READY_REMOTE
+	 * (validated, copied): a call's name is looked up here, not in `handlers`. */
+	char *address;
+	handler_name *remote_names;
+	uint32_t nremote;
+	/* shmrig_session_serve_stop() sets it (from a signal handler, too) */
+	volatile sig_atomic_t stop_serving;
 };
 
 /* A handler's scratch memory: a list of nodes (handlers.c's), freed after the call. */
@@ -141,9 +177,18 @@ int shmrig__session_send_error(shmrig_channel *ch, uint64_t id, int status, cons
 /* READY, carrying our procid: the caller removes our segments by it if we die. */
 int shmrig__session_send_ready(shmrig_channel *ch);
 
+/* READY_REMOTE: the names of the session's handlers, in its order. */
+int shmrig__session_send_ready_remote(shmrig_channel *ch, const struct shmrig_session *sess);
+
 /* Check a message that arrived and copy its header out: 0 or -EPROTO. The
- * only reading of what the other process wrote; use the copy after it. */
+ * only reading of what the other process wrote; use the copy after it. A
+ * READY_REMOTE is checked whole (count, every name, the exact size): its names
+ * may then be copied with shmrig__session_ready_names. */
 int shmrig__session_msg_check(const void *msg, size_t len, struct msg_hdr *hdr);
+
+/* The names of a READY_REMOTE that passed msg_check, into a new table (*out,
+ * hdr->handler entries; free() it). 0 or -ENOMEM. */
+int shmrig__session_ready_names(const void *msg, const struct msg_hdr *hdr, handler_name **out);
 
 /* ---- handlers.c ---- */
 

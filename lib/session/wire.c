@@ -53,6 +53,49 @@ int shmrig__session_send_error(shmrig_channel *ch, uint64_t id, int status, cons
 }
 
 /*
+ * A READY_REMOTE's names: `count` of them (at most SHMRIG_SESSION_MAX_HANDLERS),
+ * each a valid handler name with its NUL, no name twice, and nothing after the
+ * last. Every byte is looked at before any is used.
+ */
+static int check_names(const char *names, size_t len, uint32_t count)
+{
+	size_t at = 0;
+
+	if (count > SHMRIG_SESSION_MAX_HANDLERS || len > READY_NAMES_MAX)
+		return shmrig__fail(-EPROTO,
+				    "session: the worker says it has %u handlers in %zu bytes "
+				    "(at most %d handlers, %d bytes)",
+				    count, len, SHMRIG_SESSION_MAX_HANDLERS, READY_NAMES_MAX);
+	for (uint32_t i = 0; i < count; i++) {
+		const char *end = at < len ? memchr(names + at, '\0', len - at) : NULL;
+
+		if (!end)
+			return shmrig__fail(-EPROTO,
+					    "session: the worker's handler name %u of %u is cut off "
+					    "(%zu bytes)",
+					    i + 1, count, len);
+		if (!shmrig__valid_name(names + at, HANDLER_NAME_MAX))
+			return shmrig__fail(-EPROTO,
+					    "session: the worker's handler name %u is not 1..%d of "
+					    "[A-Za-z0-9_.-]",
+					    i + 1, HANDLER_NAME_MAX);
+		for (size_t other = 0; other < at;) {
+			if (strcmp(names + other, names + at) == 0)
+				return shmrig__fail(-EPROTO,
+						    "session: the worker names handler '%s' twice",
+						    names + at);
+			other += strlen(names + other) + 1;
+		}
+		at = (size_t)(end - names) + 1;
+	}
+	if (at != len)
+		return shmrig__fail(-EPROTO,
+				    "session: %zu bytes follow the worker's %u handler names",
+				    len - at, count);
+	return 0;
+}
+
+/*
  * Check what arrived and copy its header out. The payload is whatever follows;
  * its kind is checked per type (a frame is checked by whoever decodes it).
  * 0 or -EPROTO (the message says what is wrong).
@@ -83,6 +126,8 @@ int shmrig__session_msg_check(const void *msg, size_t len, struct msg_hdr *hdr)
 		if (payload != sizeof(shmrig__procid))
 			return shmrig__fail(-EPROTO, "session: malformed ready message");
 		return 0;
+	case MSG_READY_REMOTE:
+		return check_names((const char *)msg + sizeof(*hdr), payload, hdr->handler);
 	default:
 		if (payload)
 			return shmrig__fail(-EPROTO, "session: message type %u carries %zu bytes",
@@ -108,4 +153,48 @@ int shmrig__session_send_ready(shmrig_channel *ch)
 	ret = shmrig_channel_send(ch, msg, sizeof(hdr) + sizeof(self), -1);
 	free(msg);
 	return ret;
+}
+
+/* READY_REMOTE: the names of the session's handlers, in its order. */
+int shmrig__session_send_ready_remote(shmrig_channel *ch, const struct shmrig_session *sess)
+{
+	struct msg_hdr hdr = { .magic = MSG_MAGIC,
+			       .type = MSG_READY_REMOTE,
+			       .handler = sess->nhandlers };
+	char names[READY_NAMES_MAX];
+	size_t len = 0;
+	void *msg;
+	int ret;
+
+	/* registration keeps every name valid and at most HANDLER_NAME_MAX long */
+	for (uint32_t i = 0; i < sess->nhandlers; i++) {
+		size_t n = strlen(sess->handlers[i].name) + 1;
+
+		memcpy(names + len, sess->handlers[i].name, n);
+		len += n;
+	}
+	msg = shmrig__session_msg_build(&hdr, names, len);
+	if (!msg)
+		return shmrig__fail(-ENOMEM, "session: out of memory");
+	ret = shmrig_channel_send(ch, msg, sizeof(hdr) + len, -1);
+	free(msg);
+	return ret;
+}
+
+int shmrig__session_ready_names(const void *msg, const struct msg_hdr *hdr, handler_name **out)
+{
+	const char *names = (const char *)msg + sizeof(*hdr);
+	handler_name *table = calloc(hdr->handler ? hdr->handler : 1, sizeof(*table));
+
+	if (!table)
+		return shmrig__fail(-ENOMEM, "session: out of memory");
+	/* checked by msg_check: each name is NUL-terminated and fits */
+	for (uint32_t i = 0; i < hdr->handler; i++) {
+		size_t n = strlen(names) + 1;
+
+		memcpy(table[i], names, n);
+		names += n;
+	}
+	*out = table;
+	return 0;
 }

@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * session worker: the forked process. It opens its own pool and its end of
- * the channel, says READY, and serves CALL, PING and SHUTDOWN until told to
- * stop or until the caller is gone; a CALL goes to the handler it names. Its
- * exit code tells the caller how it ended (EXIT_OK, EXIT_LEAK, ...).
+ * session worker: the loop that serves CALL, PING and SHUTDOWN until told to
+ * stop or until the caller is gone; a CALL goes to the handler it names. Two
+ * kinds of worker share it:
+ *   - the forked process: it opens its own pool and its end of the channel,
+ *     says READY, serves, and exits with a code that tells the caller how it
+ *     ended (EXIT_OK, EXIT_LEAK, ...);
+ *   - shmrig_session_serve(): this process, its pool, one caller accepted on a
+ *     listener (another process, maybe another host): it says READY_REMOTE,
+ *     and frames travel flat both ways (session_internal.h).
  */
 #include "session/session_internal.h"
 #include "transport/channel_internal.h"
@@ -27,6 +32,7 @@ struct worker {
 	shmrig_pool *pool;
 	shmrig_channel *ch;
 	pid_t caller;
+	bool remote; /* a served caller: frames flat, nothing handed over */
 };
 
 /*
@@ -55,6 +61,41 @@ static void reset_signals(void)
 }
 
 /*
+ * A served caller's RESULT: the frame flattened behind the header (its blocks
+ * released by the flatten: nothing of ours stays with the reply). Takes the
+ * frame (freed here); 0, or an error with `why`, the blocks freed.
+ */
+static int build_flat_result(struct worker *w, const struct msg_hdr *hdr, void *frame,
+			     size_t frame_len, void **msg, size_t *len, char *why, size_t whylen)
+{
+	void *flat;
+	size_t flat_len;
+	int ret = shmrig_frame_flatten(w->pool, frame, frame_len, &flat, &flat_len);
+
+	if (ret) {
+		snprintf(why, whylen, "flattening the response: %s", shmrig_last_error());
+		(void)!shmrig_frame_discard(w->pool, frame, frame_len); /* best effort */
+		free(frame);
+		return ret;
+	}
+	free(frame);
+	if (flat_len > SHMRIG_CHANNEL_MAX_MSG - sizeof(*hdr)) {
+		snprintf(why, whylen, "the response is %zu bytes flat, over the channel's %zu",
+			 flat_len, SHMRIG_CHANNEL_MAX_MSG - sizeof(*hdr));
+		free(flat);
+		return -EMSGSIZE;
+	}
+	*msg = shmrig__session_msg_build(hdr, flat, flat_len);
+	free(flat);
+	if (!*msg) {
+		snprintf(why, whylen, "out of memory for the reply");
+		return -ENOMEM;
+	}
+	*len = sizeof(*hdr) + flat_len;
+	return 0;
+}
+
+/*
  * The RESULT message for a response: encoded (copied into new blocks of our
  * pool) behind a header. 0, or an error with `why` saying what failed.
  */
@@ -71,6 +112,8 @@ static int build_result(struct worker *w, uint64_t id, const struct shmrig_value
 		snprintf(why, whylen, "encoding the response: %s", shmrig_last_error());
 		return ret;
 	}
+	if (w->remote)
+		return build_flat_result(w, &hdr, frame, frame_len, msg, len, why, whylen);
 	*msg = shmrig__session_msg_build(&hdr, frame, frame_len);
 	if (!*msg) {
 		(void)!shmrig_frame_discard(w->pool, frame, frame_len); /* best effort */
@@ -90,6 +133,12 @@ static int send_result(struct worker *w, void *msg, size_t len)
 	size_t frame_len = len - sizeof(struct msg_hdr);
 	int ret;
 
+	if (w->remote) {
+		/* flat: the blocks are gone already */
+		ret = shmrig_channel_send(w->ch, msg, len, -1);
+		free(msg);
+		return ret;
+	}
 	/* From here on the blocks are the caller's, whether or not it lives to read them. */
 	ret = shmrig_frame_transfer_peer(w->pool, frame, frame_len, shmrig__channel_peer_id(w->ch));
 	if (ret) {
@@ -118,18 +167,35 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 	struct shmrig_handler_call call;
 	const struct handler *h;
 	char why[ERROR_TEXT_MAX];
-	void *msg = NULL;
+	void *msg = NULL, *landed = NULL;
 	size_t msg_len = 0;
 	int ret;
 
 	if (hdr->handler >= sess->nhandlers) {
-		/* best effort: -EPROTO is the answer */
-		(void)!shmrig_frame_discard(w->pool, frame, len);
+		/* best effort: -EPROTO is the answer (a flat frame holds no block) */
+		if (!w->remote)
+			(void)!shmrig_frame_discard(w->pool, frame, len);
 		snprintf(why, sizeof(why), "no handler number %u", hdr->handler);
 		return shmrig__session_send_error(w->ch, hdr->id, -EPROTO, why);
 	}
 	h = &sess->handlers[hdr->handler];
+	if (w->remote) {
+		/* into blocks of our pool, handed to us: decoded as any frame */
+		ret = shmrig_frame_unflatten(w->pool, frame, len, &landed, &len);
+		if (ret == -EBADMSG || ret == -EINVAL) {
+			snprintf(why, sizeof(why), "%s", shmrig_last_error());
+			return shmrig__fail(-EPROTO, "the caller sent a malformed request: %s",
+					    why);
+		}
+		if (ret) {
+			snprintf(why, sizeof(why), "handler '%s': taking the request in: %s",
+				 h->name, shmrig_last_error());
+			return shmrig__session_send_error(w->ch, hdr->id, ret, why);
+		}
+		frame = landed;
+	}
 	ret = shmrig_registry_decode(sess->reg, w->pool, frame, len, &request);
+	free(landed);
 	if (ret) {
 		snprintf(why, sizeof(why), "handler '%s': decoding the request: %s", h->name,
 			 shmrig_last_error());
@@ -166,27 +232,57 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 		(void)!shmrig_value_release(&call.response);
 	(void)!shmrig_value_release(&request);
 	shmrig__session_scratch_free(&scratch);
+	sess->stats.calls++;
 	if (ret)
 		return shmrig__session_send_error(w->ch, hdr->id, ret, why);
 	return send_result(w, msg, msg_len);
 }
 
-/* Serve until SHUTDOWN or until the caller is gone. Returns an exit code. */
+/* The next message. A served caller is waited for in slices, each ending with
+ * a look at the stop flag (shmrig_session_serve_stop): -EINTR once it is set. */
+static int next_message(struct worker *w, void **msg, size_t *len)
+{
+	if (!w->remote)
+		return shmrig_channel_recv(w->ch, msg, len, -1);
+	for (;;) {
+		int ret;
+
+		if (w->sess->stop_serving)
+			return shmrig__fail(-EINTR, "asked to stop (shmrig_session_serve_stop)");
+		ret = shmrig_channel_recv(w->ch, msg, len, SERVE_SLICE_MS);
+		if (ret != -ETIMEDOUT)
+			return ret;
+	}
+}
+
+/*
+ * Serve until SHUTDOWN (0, after BYE) or until the caller is gone (-EPIPE).
+ * -EPROTO: the caller's messages made no sense; -EINTR: asked to stop (served
+ * callers only); other codes: the channel failed (-EIO, -ENOMEM...). The
+ * message says which.
+ */
 static int serve(struct worker *w)
 {
 	for (;;) {
 		struct msg_hdr hdr;
 		void *msg;
 		size_t len;
-		int ret = shmrig_channel_recv(w->ch, &msg, &len, -1);
+		int ret = next_message(w, &msg, &len);
 
-		if (ret == -EPIPE)
-			return EXIT_OK; /* the caller closed its end, or died: nobody to serve */
+		if (ret == -EPIPE || ret == -EINTR)
+			return ret; /* the caller closed its end, or died: nobody to serve */
+		if (ret == -EBADMSG || ret == -EINVAL) {
+			/* a corrupt stream, or a frame sent to an end with no pool */
+			char why[ERROR_TEXT_MAX];
+
+			snprintf(why, sizeof(why), "%s", shmrig_last_error());
+			return shmrig__fail(-EPROTO, "the caller broke the channel: %s", why);
+		}
 		if (ret)
-			return EXIT_PROTO;
+			return ret;
 		if (shmrig__session_msg_check(msg, len, &hdr)) {
 			free(msg);
-			return EXIT_PROTO;
+			return -EPROTO; /* msg_check said why */
 		}
 		switch (hdr.type) {
 		case MSG_CALL:
@@ -198,15 +294,14 @@ static int serve(struct worker *w)
 		case MSG_SHUTDOWN:
 			free(msg);
 			ret = shmrig__session_send_bare(w->ch, MSG_BYE, hdr.id, -1);
-			return ret && ret != -EPIPE ? EXIT_PROTO : EXIT_OK;
+			return ret && ret != -EPIPE ? ret : 0;
 		default:
-			ret = -EPROTO;
+			ret = shmrig__fail(-EPROTO, "the caller sent a message of type %u",
+					   hdr.type);
 		}
 		free(msg);
-		if (ret == -EPIPE)
-			return EXIT_OK;
 		if (ret)
-			return EXIT_PROTO;
+			return ret;
 	}
 }
 
@@ -246,7 +341,13 @@ _Noreturn void shmrig__session_worker_main(struct shmrig_session *sess, shmrig_c
 		shmrig_channel_close(w.ch);
 		_exit(EXIT_SETUP);
 	}
-	code = shmrig__session_send_ready(w.ch) ? EXIT_PROTO : serve(&w);
+	if (shmrig__session_send_ready(w.ch)) {
+		code = EXIT_PROTO;
+	} else {
+		ret = serve(&w);
+		/* the caller closed its end, or died: nobody to serve */
+		code = ret == 0 || ret == -EPIPE ? EXIT_OK : EXIT_PROTO;
+	}
 	shmrig_channel_close(w.ch);
 	/* Blocks the caller holds (responses) are the caller's to release; ours
 	 * still live now are leaks. pool_close finds the same ones
@@ -258,4 +359,79 @@ _Noreturn void shmrig__session_worker_main(struct shmrig_session *sess, shmrig_c
 	/* what handlers printed; the caller flushed its own buffers before fork */
 	fflush(NULL);
 	_exit(code);
+}
+
+/* ---- a caller at an address: shmrig_session_serve ---- */
+
+/* Accept one caller, in slices that each end with a look at the stop flag. */
+static int accept_caller(struct shmrig_session *sess, shmrig_channel_listener *l,
+			 uint64_t fingerprint, int timeout_ms, shmrig_channel **ch)
+{
+	int64_t start = shmrig__now_ms();
+
+	for (;;) {
+		int left = shmrig__remaining_ms(start, timeout_ms);
+		int slice = left < 0 || left > SERVE_SLICE_MS ? SERVE_SLICE_MS : left, ret;
+
+		if (sess->stop_serving)
+			return shmrig__fail(-EINTR,
+					    "session_serve: asked to stop (shmrig_session_serve_stop)");
+		/* no pool: one would take frames sent with send_frame, which the
+		 * protocol never does (session_internal.h) */
+		ret = shmrig_channel_accept(l, NULL, fingerprint, slice, ch);
+		if (ret != -ETIMEDOUT)
+			return ret;
+		if (shmrig__remaining_ms(start, timeout_ms) == 0)
+			return shmrig__fail(-ETIMEDOUT,
+					    "session_serve: no caller came within %d ms",
+					    timeout_ms);
+	}
+}
+
+int shmrig_session_serve(shmrig_session *sess, shmrig_channel_listener *l, int accept_timeout_ms)
+{
+	struct worker w = { .sess = sess, .remote = true };
+	char why[ERROR_TEXT_MAX];
+	int ret;
+
+	if (!sess || !l)
+		return shmrig__fail(-EINVAL, "session_serve: NULL session or listener");
+	if (SHMRIG_UNLIKELY(sess->fork_epoch != shmrig__fork_epoch()))
+		return shmrig__fail(-SHMRIG_EFORK,
+				    "session_serve: the session was inherited through fork: it "
+				    "belongs to the process that created it");
+	if (sess->address)
+		return shmrig__fail(-EINVAL,
+				    "session_serve: this session calls the worker at %s; a session "
+				    "that serves has no address",
+				    sess->address);
+	if (!sess->nhandlers)
+		return shmrig__fail(-EINVAL,
+				    "session_serve: no handlers registered: nothing to serve");
+	w.pool = sess->pool;
+	ret = accept_caller(sess, l, shmrig_registry_fingerprint(sess->reg), accept_timeout_ms,
+			    &w.ch);
+	if (ret == -EINTR)
+		sess->stop_serving = 0;
+	if (ret)
+		return ret;
+	ret = shmrig__session_send_ready_remote(w.ch, sess);
+	if (!ret)
+		ret = serve(&w);
+	snprintf(why, sizeof(why), "%s", ret ? shmrig_last_error() : "");
+	/* the caller's recv sees -EPIPE after what we sent */
+	shmrig_channel_close(w.ch);
+	if (ret == -EINTR)
+		sess->stop_serving = 0;
+	if (ret == -EPIPE)
+		return shmrig__fail(-EPIPE, "session_serve: the caller went away: %s", why);
+	if (ret)
+		return shmrig__fail(ret, "session_serve: %s (the connection is dropped)", why);
+	return 0;
+}
+
+void shmrig_session_serve_stop(shmrig_session *sess)
+{
+	if (sess)
+		sess->stop_serving = 1;
 }

@@ -42,6 +42,24 @@
  * A session is used by one thread at a time, in the process that created it
  * (another process gets -SHMRIG_EFORK). The registry and the pool must outlive
  * the session. Decoded responses may outlive the session and its worker.
+ *
+ * Across hosts: a worker at an address. A process serves its session's
+ * handlers with shmrig_session_serve() on a listener (shmrig_channel_listen,
+ * "ucx"); a session created with opts->address connects to it at
+ * shmrig_session_start() instead of forking. The two share nothing, so:
+ *
+ *   caller: encode request (caller's pool) -> flatten (blocks released) -> send
+ *   worker: unflatten into its pool -> decode -> handler -> encode -> release
+ *           request -> flatten (blocks released) -> send
+ *   caller: unflatten into its pool -> decode (views into blocks of its own pool)
+ *
+ * Nothing is handed over, so nothing is reaped: when the connection is lost
+ * (the worker died, its host went silent: UCX's keepalive) the call fails with
+ * -EPIPE, words naming the address, and shmrig_session_restart() connects
+ * again. The worker's handlers are its own: its ready message lists their
+ * names and a call's name is looked up there; handlers registered on a session
+ * that connects are not used. Both registries must agree (the hello compares
+ * their fingerprints), and both hosts must have the same byte order.
  */
 
 #include <shmrig/channel.h>
@@ -77,7 +95,14 @@ struct shmrig_session_opts {
 	 * shmrig_session_shutdown). */
 	const struct shmrig_pool_opts *worker_pool;
 	int call_timeout_ms;  /* 0: SHMRIG_SESSION_CALL_TIMEOUT_MS */
-	int start_timeout_ms; /* 0: SHMRIG_SESSION_START_TIMEOUT_MS */
+	int start_timeout_ms; /* 0: SHMRIG_SESSION_START_TIMEOUT_MS (a connect and
+			       * the worker's ready message, too) */
+	/* NULL: fork the worker. Else "HOST:PORT" of a worker served with
+	 * shmrig_session_serve() (shmrig_channel_connect's form; copied): start
+	 * connects to it over "ucx" (channel->backend must be NULL or "ucx";
+	 * UCX_TLS must include tcp); worker_pool is not used, nor are the
+	 * handlers registered on this session. */
+	const char *address;
 };
 
 /* What a handler sees, and fills. Filled by the library and handed to the
@@ -118,7 +143,8 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_handler_error(int err, const char *fmt, .
  * `pool` are the caller's (the pool must be open in this process). The opts,
  * and the channel and pool opts they point to, are copied.
  * Errors: -EINVAL NULL reg, pool or out, unknown flags, a negative timeout,
- * a size below 8 (of opts, opts->channel or opts->worker_pool); -E2BIG such
+ * an address that is empty or over 300 bytes, an address with a backend other
+ * than "ucx", a size below 8 (of opts, opts->channel or opts->worker_pool); -E2BIG such
  * a size above SHMRIG_SIZED_MAX, or a non-zero byte past this library's
  * struct (shmrig/common.h); -SHMRIG_EFORK the pool is not this process's;
  * -ENOMEM.
@@ -169,6 +195,15 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_session_checksum(const struct shmrig_valu
  * -EPIPE it died while starting (the message names the signal or status);
  * -ETIMEDOUT it was not ready in time (it is killed); -errno of fork. On any
  * error no worker is left running.
+ * With an address: connect to the worker there and take its handlers' names,
+ * at most start_timeout_ms. Errors: -EBUSY; the errors of
+ * shmrig_channel_connect (-ECONNREFUSED nobody serves there, -EPROTO the
+ * registries' fingerprints differ, -ETIMEDOUT, -EOPNOTSUPP no UCX, -EINVAL
+ * a bad or unresolvable address); -EPIPE the connection was lost before the
+ * worker was ready; -EPROTO its ready message is malformed (more than
+ * SHMRIG_SESSION_MAX_HANDLERS names, a bad name, a name twice, a wrong size);
+ * -ETIMEDOUT it said nothing in time; -ENOMEM. On any error the connection
+ * is closed.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_session_start(shmrig_session *sess);
 
@@ -185,6 +220,15 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_session_start(shmrig_session *sess);
  * take the request, it is killed and the session needs a restart);
  * -EPROTO the worker broke the protocol (it is killed); the handler's error;
  * the registry's encode and decode errors; -SHMRIG_EFORK.
+ * With an address, the same but: -ENOENT the worker has no such handler (the
+ * message lists the worker's); -EPIPE the connection was lost (the worker
+ * died or its host is unreachable: the message names the address; restart
+ * reconnects); -EPROTO the worker sent a malformed message or result (the
+ * connection is dropped); -EMSGSIZE the request, flat, is over
+ * SHMRIG_CHANNEL_MAX_MSG (nothing was sent); -ENOMEM our pool has no room
+ * for the result (the session goes on); shmrig_frame_flatten's errors. A
+ * worker that would not take the request, or a shutdown that times out,
+ * drops the connection instead of killing anything.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_session_call(shmrig_session *sess, const char *handler,
 						    double arg, const struct shmrig_value *request,
@@ -201,6 +245,9 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_session_ping(shmrig_session *sess, int ti
  * Errors: -ETIMEDOUT it was killed; -EPIPE it died meanwhile; -SHMRIG_ELEAK it
  * exited with blocks of its own still live (they are reaped); -ECHILD it
  * exited with another status. In every case the worker is gone afterwards.
+ * With an address: SHUTDOWN, the worker's BYE, then the connection is
+ * closed (0; the worker's serve returns 0 and its process goes on); -ETIMEDOUT
+ * no BYE in time, -EPIPE the connection was lost meanwhile: closed either way.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_session_shutdown(shmrig_session *sess, int timeout_ms);
 
@@ -208,13 +255,14 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_session_shutdown(shmrig_session *sess, in
  * Errors as shmrig_session_start. */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_session_restart(shmrig_session *sess);
 
-/* The worker's pid, or 0 when none is running. */
+/* The worker's pid, or 0 when none is running or the worker is at an address. */
 SHMRIG_API pid_t shmrig_session_worker_pid(const shmrig_session *sess);
 
 /* Output, sized (shmrig/common.h): set size (SHMRIG_SIZED()) before the call. */
 struct shmrig_session_stats {
 	uint32_t size;             /* in: the caller's sizeof; out: the bytes filled */
-	uint64_t calls;            /* calls answered: with a response or the handler's error */
+	uint64_t calls;            /* calls answered: with a response or the handler's error
+				    * (a session that serves: the calls it served) */
 	uint64_t timeouts;         /* calls, pings and shutdowns that timed out */
 	uint64_t stale_replies;    /* late answers discarded (their blocks freed) */
 	uint64_t starts;           /* workers started */
@@ -227,6 +275,41 @@ struct shmrig_session_stats {
  * -E2BIG out->size above SHMRIG_SIZED_MAX. */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_session_stats(const shmrig_session *sess,
 						     struct shmrig_session_stats *out);
+
+/*
+ * Serve the handlers registered on `sess`, in this process and with its pool,
+ * to ONE caller (a session created with an address, in another process, maybe
+ * on another host) accepted on `l` (shmrig_channel_listen; the hello compares
+ * the registries' fingerprints). The caller's requests land in `sess`'s pool
+ * (shmrig_frame_unflatten) and are released before each reply, which goes flat
+ * (our blocks released as it is made): between calls, nothing of the caller's
+ * is live in our pool, and a caller that goes away leaves nothing behind.
+ * Waits at most accept_timeout_ms for the caller (< 0: forever), then serves
+ * until it shuts down or goes. Call it again for the next caller. The session
+ * must not have an address; its handlers need not be registered before any
+ * worker's start (a forked worker of the same session may run meanwhile).
+ * Returns 0 when the caller shut down (SHUTDOWN answered with BYE).
+ * Errors: -EINVAL NULL argument, a session with an address, no handlers
+ * registered; -SHMRIG_EFORK; -ETIMEDOUT nobody came in time; -EPIPE the caller
+ * went away (closed without SHUTDOWN, died, its host went silent); -EPROTO the
+ * caller broke the protocol (a malformed message or flat frame, a fingerprint
+ * that differs from ours at the hello: the message has both); -EINTR
+ * shmrig_session_serve_stop() was called; the errors of shmrig_channel_accept
+ * (-ECONNABORTED, -ENOMEM); the channel's (-EIO). On every error but
+ * -ETIMEDOUT and the accept's the connection was taken and is closed (the
+ * caller sees -EPIPE).
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_session_serve(shmrig_session *sess,
+						     shmrig_channel_listener *l,
+						     int accept_timeout_ms);
+
+/*
+ * Make the session's shmrig_session_serve(), running or the next one, return
+ * -EINTR within about 100 ms (between calls: a handler that runs is not
+ * interrupted). Only stores a flag: safe in a signal handler (SIGINT, SIGTERM).
+ * NULL is ignored.
+ */
+SHMRIG_API void shmrig_session_serve_stop(shmrig_session *sess);
 
 /*
  * Shut down the worker if one is running (default timeout, then killed) and
