@@ -7,9 +7,14 @@
  * truncated at every byte, counts, sizes and offsets too large, content past
  * the end, non-zero padding, misaligned) are each -EBADMSG or -EINVAL and
  * leave no block behind; a pool too small for the payload is -ENOMEM, with
- * the blocks taken before it freed.
+ * the blocks taken before it freed. The same rules for bare frames (the
+ * frame without its payload, as the "ucx" channel sends it: codec/flat.h):
+ * a ref naming a block, sizes past what the message holds (their sum
+ * included, with no wrap-around) are -EBADMSG; blocks allocated for a bare
+ * frame that does not fit are all freed.
  */
 #include "helpers.h"
+#include "codec/flat.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -545,13 +550,78 @@ static void test_pool_too_small(void **state)
 	assert_int_equal(th_count_segments(th_prefix()), 0);
 }
 
+/* ---- bare frames (codec/flat.h): the checks a receiver of one applies ---- */
+
+static void test_bare_rules(void **state)
+{
+	shmrig_pool *tiny_pool = th_open_pool(2 * MiB, 8 * MiB);
+	size_t flat_len, frame_len = shmrig_frame_size(2, 0);
+	struct shmrig_ref *refs;
+	struct shmrig_frame f;
+	uint64_t payload;
+	void *data[2];
+	char *flat;
+
+	(void)state;
+	assert_non_null(tiny_pool);
+	flat = flat_by_hand(2, 1000, &flat_len);
+	refs = (struct shmrig_ref *)(flat + HEADER_SIZE);
+	/* the frame part of a flat frame is a bare frame: its payload is the sum */
+	assert_int_equal(shmrig__frame_check_bare(flat, frame_len, 2000, &f, &payload), 0);
+	assert_int_equal(payload, 2000);
+	assert_int_equal(f.nbuffers, 2);
+	/* one byte less than the buffers hold */
+	assert_error(shmrig__frame_check_bare(flat, frame_len, 1999, &f, &payload), -EBADMSG,
+		     "left");
+	/* sizes whose sum wraps around 2^64 */
+	refs[0].size = refs[0].content_size = UINT64_MAX / 2 + 64;
+	refs[1].size = refs[1].content_size = UINT64_MAX / 2 + 64;
+	assert_error(shmrig__frame_check_bare(flat, frame_len, UINT64_MAX, &f, &payload), -EBADMSG,
+		     "left");
+	refs[0].size = refs[0].content_size = 1000;
+	refs[1].size = refs[1].content_size = 1000;
+	/* a ref that names a block: the peer's, refused as the peer's fault */
+	refs[1].name[0] = 'x';
+	assert_error(shmrig__frame_check_bare(flat, frame_len, 2000, &f, &payload), -EBADMSG,
+		     "names a block");
+	refs[1].name[0] = 0;
+	refs[1].generation = 3;
+	assert_error(shmrig__frame_check_bare(flat, frame_len, 2000, &f, &payload), -EBADMSG,
+		     "names a block");
+	refs[1].generation = 0;
+	/* a ref's own fields (content_size over size): -EBADMSG here, not EBADREF */
+	refs[1].content_size = 2000;
+	assert_error(shmrig__frame_check_bare(flat, frame_len, 4000, &f, &payload), -EBADMSG,
+		     "buffer 1");
+	refs[1].content_size = 1000;
+	/* blocks for it: each ref now names a block of ours, handed and unclaimed */
+	assert_int_equal(shmrig__frame_check_bare(flat, frame_len, 2000, &f, &payload), 0);
+	assert_int_equal(shmrig__frame_bare_blocks(tiny_pool, flat, &f, data), 0);
+	assert_int_equal(th_live_blocks(tiny_pool), 2);
+	assert_int_equal(shmrig_frame_parse(flat, frame_len, &f), 0);
+	assert_int_equal(shmrig_pool_attach(tiny_pool, &f.buffers[1], &data[0]), 0);
+	assert_ptr_equal(data[0], data[1]);
+	assert_int_equal(shmrig_frame_discard(tiny_pool, flat, frame_len), 0);
+	assert_int_equal(th_live_blocks(tiny_pool), 0);
+	/* two blocks of 3.5 MiB: the first fits (the pool's limit is 8 MiB, an
+	 * arena of 2 made), the second does not; the first is freed, nothing is
+	 * left */
+	for (int i = 0; i < 2; i++)
+		refs[i] = (struct shmrig_ref){ .size = 7 * MiB / 2, .content_size = 7 * MiB / 2 };
+	assert_int_equal(shmrig__frame_check_bare(flat, frame_len, 7 * MiB, &f, &payload), 0);
+	assert_int_equal(shmrig__frame_bare_blocks(tiny_pool, flat, &f, data), -ENOMEM);
+	assert_int_equal(th_live_blocks(tiny_pool), 0);
+	free(flat);
+	assert_int_equal(shmrig_pool_close(tiny_pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_flatten_refused),
-		cmocka_unit_test(test_hostile),
-		cmocka_unit_test(test_pool_too_small),
+		cmocka_unit_test(test_round_trip), cmocka_unit_test(test_flatten_refused),
+		cmocka_unit_test(test_hostile),    cmocka_unit_test(test_pool_too_small),
+		cmocka_unit_test(test_bare_rules),
 	};
 
 	return cmocka_run_group_tests(tests, th_sweep_leftovers, th_remove_leftovers);

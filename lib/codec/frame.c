@@ -3,6 +3,7 @@
 #include "pool/handover.h"
 #include "codec/meta.h"
 #include "pool/ref_check.h"
+#include "codec/flat.h"
 
 #include <shmrig/frame.h>
 
@@ -141,10 +142,10 @@ static bool all_zero(const void *p, size_t len)
 	return true;
 }
 
-/* Give back the references a failed flatten claimed: handed to us again,
+/* Give back the references a failed take claimed: handed to us again,
  * unclaimed, as they were (a block all of whose references were claimed goes
  * back whole; one with a reference the frame did not name was never ours to
- * take whole, and its claim failed first). Best effort: the flatten failed. */
+ * take whole, and its claim failed first). Best effort: the take failed. */
 static void unclaim(shmrig_pool *pool, const struct shmrig_frame *f, const uint8_t *claimed)
 {
 	for (uint32_t i = 0; i < f->nbuffers; i++)
@@ -152,17 +153,65 @@ static void unclaim(shmrig_pool *pool, const struct shmrig_frame *f, const uint8
 			(void)!shmrig__pool_hand_out(pool, &f->buffers[i], 1);
 }
 
+int shmrig__frame_take(shmrig_pool *pool, const void *frame, size_t len, struct shmrig_frame *f,
+		       void **data)
+{
+	uint8_t small[64], *claimed = small;
+	int ret = shmrig_frame_parse(frame, len, f);
+
+	if (ret || !f->nbuffers)
+		return ret;
+	if (f->nbuffers > sizeof(small)) {
+		claimed = malloc(f->nbuffers);
+		if (!claimed)
+			return shmrig__fail(-ENOMEM, "frame: out of memory");
+	}
+	memset(claimed, 0, f->nbuffers);
+	/* Take every reference the frame hands us (a frame decoded or sent
+	 * already fails here); on failure the ones taken go back. */
+	ret = shmrig__pool_claim_refs(pool, f->buffers, f->nbuffers, claimed, data);
+	if (ret) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		unclaim(pool, f, claimed);
+		shmrig__fail(ret, "%s", why);
+	}
+	if (claimed != small)
+		free(claimed);
+	return ret;
+}
+
+void shmrig__frame_release(shmrig_pool *pool, const struct shmrig_frame *f)
+{
+	/* A free that fails leaves the block ours: pool_close reports it (the
+	 * claim proved it ours). */
+	for (uint32_t i = 0; i < f->nbuffers; i++)
+		(void)!shmrig_pool_free(pool, &f->buffers[i]);
+}
+
+void shmrig__frame_bare(const void *frame, size_t len, void *out)
+{
+	struct shmrig_frame_header h;
+
+	memcpy(out, frame, len);
+	memcpy(&h, frame, sizeof(h));
+	for (uint32_t i = 0; i < h.nbuffers; i++) {
+		/* the ref names no block on the other side: sizes and flag only */
+		struct shmrig_ref *ref =
+			(struct shmrig_ref *)((char *)out + sizeof(struct shmrig_frame_header)) + i;
+
+		memset(ref->name, 0, sizeof(ref->name));
+		ref->offset = 0;
+		ref->generation = 0;
+	}
+}
+
 int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void **flat,
 			 size_t *flat_len)
 {
 	struct shmrig_frame f;
-	/* per buffer: claimed, and where it is: on the stack up to 64 */
-	struct {
-		void *data[64];
-		uint8_t claimed[64];
-	} small;
-	uint8_t *claimed;
-	void **data;
+	void *small[64], **data = small;
 	size_t total, off;
 	char *out;
 	int ret;
@@ -185,72 +234,120 @@ int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void 
 					    i, (unsigned long long)content_size);
 		total += pad8(content_size);
 	}
-	if (f.nbuffers <= 64) {
-		data = small.data;
-		claimed = small.claimed;
-	} else {
-		data = malloc((size_t)f.nbuffers * (sizeof(*data) + 1));
+	if (f.nbuffers > 64) {
+		data = malloc((size_t)f.nbuffers * sizeof(*data));
 		if (!data)
 			return shmrig__fail(-ENOMEM, "frame_flatten: out of memory");
-		claimed = (uint8_t *)(data + f.nbuffers);
 	}
-	memset(claimed, 0, f.nbuffers);
 	out = aligned_alloc(8, total);
 	if (!out) {
 		ret = shmrig__fail(-ENOMEM, "frame_flatten: out of memory for %zu bytes", total);
 		goto done;
 	}
-	/* Take every reference the frame hands us (a frame decoded or sent
-	 * already fails here); on failure the ones taken go back. */
-	if (f.nbuffers)
-		ret = shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers, claimed, data);
+	ret = shmrig__frame_take(pool, frame, len, &f, data);
 	if (ret) {
 		char why[512];
 
 		snprintf(why, sizeof(why), "%s", shmrig_last_error());
-		unclaim(pool, &f, claimed);
 		free(out);
 		shmrig__fail(ret, "frame_flatten: %s", why);
 		goto done;
 	}
-	memcpy(out, frame, len);
+	shmrig__frame_bare(frame, len, out);
 	memset(out + len, 0, pad8(len) - len);
 	off = pad8(len);
 	for (uint32_t i = 0; i < f.nbuffers; i++) {
-		/* the ref names no block on the other side: sizes and flag only */
-		struct shmrig_ref *ref =
-			(struct shmrig_ref *)(out + sizeof(struct shmrig_frame_header)) + i;
 		size_t content_size = (size_t)f.buffers[i].content_size;
 
-		memset(ref->name, 0, sizeof(ref->name));
-		ref->offset = 0;
-		ref->generation = 0;
 		if (content_size)
 			memcpy(out + off, data[i], content_size);
 		memset(out + off + content_size, 0, pad8(content_size) - content_size);
 		off += pad8(content_size);
-		/* The bytes carry the payload now. A free that fails leaves the
-		 * block ours: pool_close reports it (the claim proved it ours). */
-		(void)!shmrig_pool_free(pool, &f.buffers[i]);
 	}
+	/* The bytes carry the payload now. */
+	shmrig__frame_release(pool, &f);
 	*flat = out;
 	*flat_len = total;
 done:
-	if (data != small.data)
+	if (data != small)
 		free(data);
+	return ret;
+}
+
+int shmrig__frame_check_bare(const void *frame, size_t len, uint64_t max_payload,
+			     struct shmrig_frame *f, uint64_t *payload)
+{
+	static const char no_name[SHMRIG_NAME_MAX];
+	uint64_t total = 0;
+	int ret = shmrig_frame_parse(frame, len, f);
+
+	if (ret) {
+		char why[512];
+
+		/* a bad ref is -SHMRIG_EBADREF there: here all is the peer's */
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		return shmrig__fail(-EBADMSG, "flat %s", why);
+	}
+	for (uint32_t i = 0; i < f->nbuffers; i++) {
+		const struct shmrig_ref *ref = &f->buffers[i];
+		uint64_t content_size = ref->content_size;
+
+		if (memcmp(ref->name, no_name, sizeof(no_name)) || ref->offset || ref->generation)
+			return shmrig__fail(-EBADMSG,
+					    "flat frame: ref %u names a block (its name, offset and "
+					    "generation must be zero)",
+					    i);
+		if (content_size > max_payload - total)
+			return shmrig__fail(-EBADMSG,
+					    "flat frame: buffer %u is %llu bytes, only %llu are left",
+					    i, (unsigned long long)content_size,
+					    (unsigned long long)(max_payload - total));
+		total += content_size;
+	}
+	*payload = total;
+	return 0;
+}
+
+int shmrig__frame_bare_blocks(shmrig_pool *pool, void *frame, const struct shmrig_frame *f,
+			      void **data)
+{
+	struct shmrig_ref *refs =
+		(struct shmrig_ref *)((char *)frame + sizeof(struct shmrig_frame_header));
+	uint32_t done;
+	int ret = 0;
+
+	/* One block per buffer, handed to us unclaimed as encode leaves them:
+	 * the decode claims them. */
+	for (done = 0; done < f->nbuffers; done++) {
+		size_t content_size = (size_t)refs[done].content_size;
+		uint32_t flags = refs[done].temporary ? SHMRIG_ALLOC_TEMPORARY : 0;
+		struct shmrig_ref ref;
+
+		ret = shmrig__pool_alloc_handed(pool, content_size, flags, 0, &ref, &data[done]);
+		if (ret)
+			break;
+		refs[done] = ref;
+	}
+	if (ret && done) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		for (uint32_t i = 0; i < done; i++)
+			(void)!shmrig__pool_drop(pool, &refs[i]); /* best effort: it failed */
+		shmrig__fail(ret, "%s", why);
+	}
 	return ret;
 }
 
 int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len, void **frame,
 			   size_t *len)
 {
-	static const char no_name[SHMRIG_NAME_MAX];
 	const char *bytes = flat;
 	struct shmrig_frame_header h;
 	struct shmrig_frame f;
-	struct shmrig_ref *refs = NULL;
+	void *small[64], **data = small;
+	uint64_t payload;
 	size_t frame_len, off;
-	uint32_t done = 0;
 	char *out;
 	int ret;
 
@@ -277,34 +374,19 @@ int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len,
 		return shmrig__fail(-ENOMEM, "frame_unflatten: out of memory for %zu bytes",
 				    frame_len);
 	memcpy(out, bytes, frame_len);
-	ret = shmrig_frame_parse(out, frame_len, &f);
-	if (ret) {
-		char why[512];
-
-		/* a bad ref is -SHMRIG_EBADREF there: here all is the flat frame's */
-		snprintf(why, sizeof(why), "%s", shmrig_last_error());
-		ret = shmrig__fail(-EBADMSG, "flat %s", why);
-		goto fail;
-	}
-	refs = (struct shmrig_ref *)(out + sizeof(h));
 	off = pad8(frame_len);
+	/* Every size against what is left, before a block is taken: the blocks
+	 * then hold at most the flat bytes (each rounded up to its class). */
+	ret = shmrig__frame_check_bare(out, frame_len, flat_len - off, &f, &payload);
+	if (ret)
+		goto fail;
 	if (!all_zero(bytes + frame_len, off - frame_len)) {
 		ret = shmrig__fail(-EBADMSG, "flat frame: the padding after the frame is not zero");
 		goto fail;
 	}
-	/* Every size against what is left, before a block is taken: the blocks
-	 * then hold at most the flat bytes (each rounded up to its class). */
 	for (uint32_t i = 0; i < f.nbuffers; i++) {
-		uint64_t content_size = refs[i].content_size;
+		uint64_t content_size = f.buffers[i].content_size;
 
-		if (memcmp(refs[i].name, no_name, sizeof(no_name)) || refs[i].offset ||
-		    refs[i].generation) {
-			ret = shmrig__fail(-EBADMSG,
-					   "flat frame: ref %u names a block (its name, offset and "
-					   "generation must be zero)",
-					   i);
-			goto fail;
-		}
 		/* flat_len - off is a multiple of 8: content_size fits, so does its padding */
 		if (content_size > flat_len - off) {
 			ret = shmrig__fail(-EBADMSG,
@@ -328,35 +410,32 @@ int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len,
 				   flat_len - off, flat_len, f.nbuffers);
 		goto fail;
 	}
-	/* One block per buffer, handed to us unclaimed as encode leaves them:
-	 * the decode claims them. */
-	off = pad8(frame_len);
-	for (; done < f.nbuffers; done++) {
-		size_t content_size = (size_t)refs[done].content_size;
-		uint32_t flags = refs[done].temporary ? SHMRIG_ALLOC_TEMPORARY : 0;
-		struct shmrig_ref ref;
-		void *p;
-
-		ret = shmrig__pool_alloc_handed(pool, content_size, flags, 0, &ref, &p);
-		if (ret)
+	if (f.nbuffers > 64) {
+		data = malloc((size_t)f.nbuffers * sizeof(*data));
+		if (!data) {
+			ret = shmrig__fail(-ENOMEM, "frame_unflatten: out of memory");
 			goto fail;
-		if (content_size)
-			memcpy(p, bytes + off, content_size);
-		off += pad8(content_size);
-		refs[done] = ref;
+		}
 	}
+	ret = shmrig__frame_bare_blocks(pool, out, &f, data);
+	if (ret)
+		goto fail;
+	off = pad8(frame_len);
+	for (uint32_t i = 0; i < f.nbuffers; i++) {
+		size_t content_size = (size_t)f.buffers[i].content_size;
+
+		if (content_size)
+			memcpy(data[i], bytes + off, content_size);
+		off += pad8(content_size);
+	}
+	if (data != small)
+		free(data);
 	*frame = out;
 	*len = frame_len;
 	return 0;
 fail:
-	if (done) {
-		char why[512];
-
-		snprintf(why, sizeof(why), "%s", shmrig_last_error());
-		for (uint32_t i = 0; i < done; i++)
-			(void)!shmrig__pool_drop(pool, &refs[i]); /* best effort: it failed */
-		shmrig__fail(ret, "%s", why);
-	}
+	if (data != small)
+		free(data);
 	free(out);
 	return ret;
 }

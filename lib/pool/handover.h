@@ -54,4 +54,13 @@ int shmrig__pool_drop(struct shmrig_pool *pool, const struct shmrig_ref *ref);
 int shmrig__pool_claim_refs(struct shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
 			    uint8_t *claimed, void **data);
 
+/*
+ * Where segment `name` is mapped in this process: 0 with *base and *size;
+ * -ENOENT not mapped now. For a transport that registers the pool's segments
+ * with its NIC once (channel_ucx.c): it asks again before each use, since the
+ * pool unmaps a large segment once its block is free (and everything at
+ * close), and another segment may then be mapped at the same address.
+ */
+int shmrig__pool_seg_span(struct shmrig_pool *pool, const char *name, void **base, size_t *size);
+
 #endif

@@ -88,6 +88,20 @@ static struct seg_local *lookup(shmrig_pool *pool, const char *name)
 	return NULL;
 }
 
+int shmrig__pool_seg_span(shmrig_pool *pool, const char *name, void **base, size_t *size)
+{
+	struct seg_local *sl;
+
+	pool_enter(pool);
+	sl = lookup(pool, name);
+	if (sl) {
+		*base = sl->base;
+		*size = sl->size;
+	}
+	pool_leave(pool);
+	return sl ? 0 : -ENOENT;
+}
+
 void shmrig__pool_insert(shmrig_pool *pool, struct seg_local *sl)
 {
 	unsigned h;

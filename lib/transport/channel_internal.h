@@ -69,14 +69,24 @@ int shmrig__ucx_listen(const struct shmrig_channel_opts *opts, const char *addre
 int shmrig__ucx_listener_address(const struct shmrig_channel_listener *l, char *buf, size_t len);
 const struct shmrig_channel_opts *shmrig__ucx_listener_opts(const struct shmrig_channel_listener *l);
 /* Wait for a connection (timeout_ms) and make ch's endpoint from it. */
-int shmrig__ucx_accept(struct shmrig_channel_listener *l, struct shmrig_channel *ch, int timeout_ms);
+int shmrig__ucx_accept(struct shmrig_channel_listener *l, struct shmrig_channel *ch,
+		       int timeout_ms);
 /* Make ch's endpoint to `address`; the connection is made as the hello goes. */
 int shmrig__ucx_connect(struct shmrig_channel *ch, const char *address);
 void shmrig__ucx_listener_close(struct shmrig_channel_listener *l);
 /* send_frame on a remote end: the frame goes flat (shmrig_frame_flatten), its
- * blocks released once it is; errors and what they leave: channel.h. */
+ * blocks released once it is, or bare, each buffer straight from its block,
+ * released once UCX has sent it (channel_ucx.c says which when); errors and
+ * what they leave: channel.h. */
 int shmrig__ucx_send_frame(struct shmrig_channel *ch, const void *frame, size_t len,
 			   int timeout_ms);
+/* For tests: the segments of our pool this remote end holds registered with
+ * UCX now (name NULL), or whether segment `name` is one of them (1 or 0). */
+uint32_t shmrig__ucx_registered(const struct shmrig_channel *ch, const char *name);
+/* For tests: send a message header of any kind claiming hdr_len bytes, then
+ * `len` bytes, as a peer that does not follow the protocol would. */
+int shmrig__ucx_send_raw(struct shmrig_channel *ch, uint32_t kind, uint64_t hdr_len,
+			 const void *bytes, size_t len);
 #endif
 
 /* Is the peer still alive? One poll of its pidfd: false only when it is known
@@ -109,6 +119,5 @@ struct stream_hdr {
 
 /* The identity (pid + start time) of a channel's peer, as its hello checked it. */
 uint64_t shmrig__channel_peer_id(const struct shmrig_channel *ch);
-
 
 #endif

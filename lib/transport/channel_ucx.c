@@ -14,14 +14,45 @@
  * in a callback (a copy, or a rendezvous to drive from inside it).
  *
  * Framing: each message is a ucx_hdr then its bytes. A frame sent on an end
- * made by accept or connect travels flat (KIND_FRAME: shmrig_frame_flatten's
- * bytes, payload included, since the peer cannot map our pool) and the
- * receiving recv unflattens it into its own pool. Two more kinds close a
- * channel cleanly: BYE ("no more from me") and BYE_ACK ("I have read up to
- * your BYE"). A closing end waits (at most the open timeout) for the ack, so
- * that its messages are read before its endpoint goes away: UCX tears down
- * an endpoint's lanes when the peer disconnects, and data still in flight on
- * them would be lost.
+ * made by accept or connect carries its payload (the peer cannot map our
+ * pool), one of two ways; the receiving recv takes either:
+ *   KIND_FRAME, flat: shmrig_frame_flatten's bytes (the payload copied once,
+ *     the blocks freed at once); recv unflattens them into its pool;
+ *   KIND_BARE: the frame with its refs stripped (shmrig__frame_bare), then
+ *     each buffer's content_size bytes back to back, unpadded; the header's
+ *     len counts both. Buffers of BARE_MIN_BUFFER or more are sends of their
+ *     own straight from their blocks (with the memh of their segment, which
+ *     is registered with UCX once: struct ucx_reg); smaller ones are copied
+ *     behind what precedes them. The blocks are freed when the sends reading
+ *     them complete (struct bare_send). recv reads the frame's header, then
+ *     the frame, checks it by unflatten's rules (codec/flat.h) against the
+ *     message's length before allocating a block, allocates the blocks in
+ *     its pool and receives each buffer straight into its block (runs of
+ *     small ones into a scratch buffer, then copied); a frame it refuses is
+ *     read to its end and dropped (struct bare_recv).
+ * Which way: bare from BARE_MIN_PAYLOAD (1 MiB) of payload, flat below
+ * ($SHMRIG_UCX_FRAMES=flat|bare forces one). Measured over UCX_TLS=tcp,self
+ * on loopback (tests/bench_ucx_frames.c; 2 CPUs shared with other work, load
+ * 5-6; three runs of 7-9 interleaved trials, medians; flat time / bare time):
+ * 0.89-1.14 at 64 B, 0.82-1.04 at 4 KiB, 1.04-1.11 at 16 KiB, 0.88-1.09 at
+ * 64 KiB, 0.90-1.03 at 256 KiB (even, within the noise), 1.05-1.37 at 1 MiB,
+ * 1.20-1.33 at 16 MiB, 11-15 at 64 MiB (flat's two 64 MiB buffers, one a
+ * side, are above glibc's mmap threshold: fresh pages faulted in for every
+ * frame, 300-450 ms a buffer on this VM; bare uses blocks already mapped).
+ * Over tcp UCX still copies: the kernel from the block into the socket (UCX
+ * sends a large stream message as am_zcopy fragments of up to 64 KiB,
+ * sendmsg from our buffer: ucx_info -d), and on the receiving side UCX from
+ * its receive segments into our block; what bare saves is our own copies
+ * (flat's buffer on both sides) and those allocations. The registration saves nothing on tcp (its memory
+ * registration is a dummy), but would on transports that pin memory (rc, dc).
+ * UCX 1.13 takes a memh with a send only with its first protocols (the
+ * default): with UCX_PROTO_ENABLE=y nothing is registered (proto_v1).
+ *
+ * Two more kinds close a channel cleanly: BYE ("no more from me") and BYE_ACK
+ * ("I have read up to your BYE"). A closing end waits (at most the open
+ * timeout) for the ack, so that its messages are read before its endpoint
+ * goes away: UCX tears down an endpoint's lanes when the peer disconnects,
+ * and data still in flight on them would be lost.
  *
  * Sends: a batch is copied into chunks that UCX owns until their requests
  * complete, so a send that times out can return with its messages taken (the
@@ -51,6 +82,8 @@
  */
 #include "transport/channel_internal.h"
 #include "base/internal.h"
+#include "codec/flat.h"
+#include "pool/handover.h"
 
 #include <shmrig/frame.h>
 
@@ -58,9 +91,11 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -81,7 +116,30 @@ enum ucx_kind {
 	KIND_BYE = 1,
 	KIND_BYE_ACK = 2,
 	KIND_FRAME = 3, /* a flat frame (shmrig_frame_flatten): recv unflattens it */
+	KIND_BARE = 4,  /* a bare frame, then each buffer's bytes: recv lands them in blocks */
 };
+
+/* How send_frame sends a frame to a remote end: the default picks by size
+ * (BARE_MIN_PAYLOAD); $SHMRIG_UCX_FRAMES=flat or =bare forces one way (for
+ * tests and measurements: tests/bench_ucx_frames.c). */
+enum frame_mode {
+	FRAMES_AUTO = 0,
+	FRAMES_FLAT,
+	FRAMES_BARE,
+};
+/* A frame whose payload is at least this goes bare; smaller ones flat (see
+ * the top of the file for the measurement). */
+#define BARE_MIN_PAYLOAD (1024 * 1024)
+/* In a bare frame, a buffer under this is copied behind the frame (or the
+ * buffer before it) instead of being a send of its own: a send costs more
+ * than copying a few KiB, and a frame of many small buffers stays few sends. */
+#define BARE_MIN_BUFFER (64 * 1024)
+/* What a remote end's notes add when UCX runs its new protocols: bare frames
+ * go without our registrations (UCX registers per send, from its cache). */
+#define NO_REGISTRATION ", no segment registration (UCX_PROTO_ENABLE=y)"
+/* A dropped bare frame's bytes are read into a scratch buffer this large, and
+ * so are runs of a bare frame's small buffers, then copied to their blocks. */
+#define DRAIN_BYTES (256 * 1024)
 
 struct ucx_hdr {
 	uint32_t magic;
@@ -97,12 +155,74 @@ struct ucx_host {
 	ucp_worker_h worker;
 	int efd;
 	unsigned refs;
+	bool user_memh; /* sends may be given our memh (see proto_v1) */
 };
 
-/* A posted send and the copy UCX reads from until it completes. */
+/*
+ * A frame sent bare: UCX reads its buffers straight from their blocks, which
+ * stay ours until every send that reads one is complete (pending counts
+ * them, plus one while the frame is being posted); then they are freed.
+ * `f` views `frame`, our copy of the frame as the caller gave it (its refs
+ * name our blocks), which the caller may free as soon as send_frame returns.
+ */
+struct bare_send {
+	uint32_t pending;
+	shmrig_pool *pool;
+	struct shmrig_frame f;
+	char frame[];
+};
+_Static_assert(offsetof(struct bare_send, frame) % 8 == 0, "the frame copy holds 8-aligned refs");
+
+/* A posted send, the copy UCX reads from until it completes (or NULL), and
+ * the bare frame whose block it reads (or NULL). */
 struct send_rec {
 	void *req;
 	void *copy;
+	struct bare_send *bare;
+};
+
+/*
+ * A segment of our pool registered with UCX (ucp_mem_map), once: its memh
+ * goes with every send from a block in it. Keyed by the segment's name, base
+ * and size as the pool maps it now; an entry whose segment the pool no longer
+ * maps so (a large segment unmapped once its block was freed: then another
+ * segment may be mapped at the same address) is unmapped before the next
+ * bare send looks anything up (reg_prune), and the rest at close. A memh is
+ * only ever used for a block we hold, whose segment the pool cannot unmap.
+ */
+struct ucx_reg {
+	char name[SHMRIG_NAME_MAX];
+	char *base;
+	size_t size;
+	ucp_mem_h memh;
+};
+
+/* A bare frame being received (recv may time out between any two steps and
+ * go on at the next call). */
+enum bare_step {
+	BARE_IDLE = 0,
+	BARE_HEAD,   /* the frame's 24-byte header, into head */
+	BARE_FRAME,  /* the rest of the frame, into frame */
+	BARE_BUFFER, /* buffer `next`'s bytes, into its block */
+	BARE_DRAIN,  /* the frame is refused: its remaining bytes are read and dropped */
+};
+
+struct bare_recv {
+	enum bare_step step;
+	uint64_t left; /* bytes of the message not read yet */
+	struct shmrig_frame_header head;
+	char *frame; /* our copy, 8-aligned; its refs name our blocks from BARE_BUFFER on */
+	size_t frame_len;
+	struct shmrig_frame f; /* views into frame */
+	void **data;           /* where each buffer's bytes go: its block */
+	bool blocks;           /* the frame's refs name blocks we allocated */
+	uint32_t next;
+	/* a run of small buffers [next, run_end) being received into st->drain
+	 * (run_bytes bytes), or run_end 0 */
+	uint32_t run_end;
+	size_t run_bytes;
+	int err; /* a drain's: said once the message is dropped */
+	char why[512];
 };
 
 struct ucx_state {
@@ -112,11 +232,19 @@ struct ucx_state {
 	ucs_status_t ep_status; /* UCS_OK until the error callback says the peer is gone */
 	bool peer_closed;       /* its BYE was read */
 	bool acked;             /* our BYE was read */
+	int64_t next_check_ms;  /* host_wait: when to ask about the forked peer's pid next */
 	bool no_err_handling;   /* a forked end over transports without peer failure
 				 * handling (posix, sysv): only the pid says "dead" */
 	struct send_rec *sends; /* posted, not yet complete */
 	uint32_t nsends;
 	uint32_t sends_cap;
+	enum frame_mode frames;
+	struct ucx_reg *regs; /* our pool's segments registered with UCX */
+	uint32_t nregs;
+	uint32_t regs_cap;
+	struct bare_recv bare;
+	char *drain;          /* DRAIN_BYTES, made at the first drain */
+	char drain_small[64]; /* ... or this, if that allocation failed */
 	/* the receive in progress: a header, then the body it announced */
 	void *rreq;
 	bool have_hdr;
@@ -139,6 +267,38 @@ struct shmrig_channel_listener {
 static int ucx_fail(int err, const char *what, ucs_status_t status)
 {
 	return shmrig__fail(err, "channel ucx: %s: %s", what, ucs_status_string(status));
+}
+
+/*
+ * Does this configuration run UCX's first protocols (UCX_PROTO_ENABLE=n, 1.13's
+ * default)? Only they take a memh given with a send: with the new ones, 1.13
+ * fails an assertion on a stream send that has one (ucp_request.inl). The
+ * configuration as UCX parsed it (environment and config files alike), read
+ * from its own printout; false if it cannot be read.
+ */
+static bool proto_v1(const ucp_config_t *config)
+{
+	static const char key[] = "UCX_PROTO_ENABLE=";
+	char *text = NULL;
+	size_t len = 0;
+	const char *line;
+	FILE *stream = open_memstream(&text, &len);
+	bool v1;
+
+	if (!stream)
+		return false;
+	ucp_config_print(config, stream, NULL, UCS_CONFIG_PRINT_CONFIG);
+	if (fclose(stream) || !text) {
+		free(text);
+		return false;
+	}
+	line = strstr(text, key);
+	/* UCX's booleans: y, yes, on, 1 and n, no, off, 0, any case */
+	v1 = line &&
+	     (strncasecmp(line + sizeof(key) - 1, "n", 1) == 0 ||
+	      strncasecmp(line + sizeof(key) - 1, "off", 3) == 0 || line[sizeof(key) - 1] == '0');
+	free(text);
+	return v1;
 }
 
 static int host_new(struct ucx_host **out)
@@ -167,6 +327,7 @@ static int host_new(struct ucx_host **out)
 	 * for that long; the environment still wins. A failure keeps UCX's. */
 	if (!getenv("UCX_KEEPALIVE_INTERVAL"))
 		(void)ucp_config_modify(config, "KEEPALIVE_INTERVAL", "1s");
+	h->user_memh = proto_v1(config);
 	status = ucp_init(&params, config, &h->context);
 	ucp_config_release(config);
 	if (status != UCS_OK) {
@@ -212,7 +373,7 @@ static void host_put(struct ucx_host *h)
 static int host_wait(struct ucx_host *h, struct shmrig_channel *ch, bool (*done)(void *), void *arg,
 		     int64_t start, int timeout_ms)
 {
-	int64_t next_check = shmrig__now_ms() + SLICE_MS;
+	struct ucx_state *st = ch ? ch->backend : NULL;
 	unsigned busy = 0;
 
 	/* Spin first: an answer that comes within microseconds (shared memory)
@@ -231,19 +392,26 @@ static int host_wait(struct ucx_host *h, struct shmrig_channel *ch, bool (*done)
 			;
 		if (done(arg))
 			return 0;
+		/* A forked peer's pid is a second witness, asked once a slice
+		 * whatever the worker does, counted across calls (a caller that
+		 * waits 100 ms or less at a time is asked too); a remote one has
+		 * none (ch->remote), and "cannot tell" counts as alive. What the
+		 * peer sent before it died is taken first. */
+		if (ch && !ch->remote && shmrig__now_ms() >= st->next_check_ms) {
+			st->next_check_ms = shmrig__now_ms() + SLICE_MS;
+			if (!shmrig__channel_peer_alive(ch)) {
+				while (ucp_worker_progress(h->worker))
+					;
+				if (done(arg))
+					return 0;
+				return shmrig__fail(-EPIPE, "channel ucx: peer pid %d is gone",
+						    (int)ch->peer);
+			}
+		}
 		left = shmrig__remaining_ms(start, timeout_ms);
 		if (left == 0)
 			return shmrig__fail(-ETIMEDOUT, "channel ucx: timed out after %d ms",
 					    timeout_ms);
-		/* A forked peer's pid is a second witness, asked once a slice
-		 * whatever the worker does; a remote one has none (ch->remote),
-		 * and "cannot tell" counts as alive. */
-		if (ch && !ch->remote && shmrig__now_ms() >= next_check) {
-			if (!shmrig__channel_peer_alive(ch))
-				return shmrig__fail(-EPIPE, "channel ucx: peer pid %d is gone",
-						    (int)ch->peer);
-			next_check = shmrig__now_ms() + SLICE_MS;
-		}
 		slice = left < 0 || left > SLICE_MS ? SLICE_MS : left;
 		status = ucp_worker_arm(h->worker);
 		if (status == UCS_ERR_BUSY) {
@@ -309,12 +477,20 @@ static void state_fill_ep_params(struct ucx_state *st, ucp_ep_params_t *p)
 static struct ucx_state *state_new(struct shmrig_channel *ch, struct ucx_host *host)
 {
 	struct ucx_state *st = calloc(1, sizeof(*st));
+	const char *frames;
 
 	if (!st)
 		return NULL;
+	frames = getenv("SHMRIG_UCX_FRAMES");
+
 	st->ch = ch;
 	st->host = host;
 	st->ep_status = UCS_OK;
+	/* a test's knob: anything else is the default */
+	if (frames && strcmp(frames, "flat") == 0)
+		st->frames = FRAMES_FLAT;
+	else if (frames && strcmp(frames, "bare") == 0)
+		st->frames = FRAMES_BARE;
 	ch->backend = st;
 	return st;
 }
@@ -329,6 +505,16 @@ static bool sends_done(void *arg)
 		if (ucp_request_check_status(st->sends[i].req) == UCS_INPROGRESS)
 			return false;
 	return true;
+}
+
+/* One send of a bare frame is done (or the frame is posted): its blocks are
+ * freed with the last. */
+static void bare_put(struct bare_send *bare)
+{
+	if (!bare || --bare->pending)
+		return;
+	shmrig__frame_release(bare->pool, &bare->f);
+	free(bare);
 }
 
 /* Release the completed sends; the first error among them, or 0. */
@@ -349,6 +535,7 @@ static int sends_collect(struct ucx_state *st)
 			ret = request_error(st, status, "stream send");
 		ucp_request_free(rec->req);
 		free(rec->copy);
+		bare_put(rec->bare);
 	}
 	st->nsends = kept;
 	return ret;
@@ -402,6 +589,25 @@ static int post_chunk(struct ucx_state *st, void *copy, size_t len)
 		return request_error(st, UCS_PTR_STATUS(req), "stream send");
 	}
 	st->sends[st->nsends++] = (struct send_rec){ .req = req, .copy = copy };
+	return 0;
+}
+
+/* Post len bytes of a bare frame's block (memh: its segment's registration,
+ * or NULL); the block stays the frame's until the send completes. Room for
+ * the record was reserved. */
+static int post_block(struct ucx_state *st, const void *data, size_t len, ucp_mem_h memh,
+		      struct bare_send *bare)
+{
+	ucp_request_param_t param = { .op_attr_mask = memh ? UCP_OP_ATTR_FIELD_MEMH : 0,
+				      .memh = memh };
+	ucs_status_ptr_t req = ucp_stream_send_nbx(st->ep, data, len, &param);
+
+	if (req == NULL) /* done already: UCX is through with the block */
+		return 0;
+	if (UCS_PTR_IS_ERR(req))
+		return request_error(st, UCS_PTR_STATUS(req), "stream send");
+	bare->pending++;
+	st->sends[st->nsends++] = (struct send_rec){ .req = req, .bare = bare };
 	return 0;
 }
 
@@ -512,13 +718,280 @@ static int frame_lost(struct shmrig_channel *ch, const void *frame, size_t len, 
 	return shmrig__fail(err, "%s (the frame's blocks are freed)", why);
 }
 
+/* The frame goes flat: one copy of the payload (shmrig_frame_flatten), the
+ * blocks freed as soon as it is made. */
+static int send_flat(struct shmrig_channel *ch, const void *frame, size_t len)
+{
+	struct ucx_state *st = ch->backend;
+	struct ucx_hdr *hdr;
+	size_t flat_len;
+	void *flat;
+	int ret;
+
+	/* Every allocation before the flatten: once it has released the
+	 * blocks, only the peer's loss or UCX's own failure can stop the send. */
+	ret = sends_reserve(st, 2);
+	if (ret)
+		return ret;
+	hdr = malloc(sizeof(*hdr));
+	if (!hdr)
+		return shmrig__fail(-ENOMEM, "channel ucx: out of memory");
+	ret = shmrig_frame_flatten(ch->pool, frame, len, &flat, &flat_len);
+	if (ret) {
+		free(hdr);
+		return ret;
+	}
+	*hdr = (struct ucx_hdr){ .magic = UCX_MAGIC, .kind = KIND_FRAME, .len = flat_len };
+	/* A small frame goes behind its header, one send (a send costs more
+	 * than copying a few KiB)... */
+	if (sizeof(*hdr) + flat_len <= CHUNK_BYTES) {
+		char *chunk = malloc(sizeof(*hdr) + flat_len);
+
+		if (chunk) {
+			memcpy(chunk, hdr, sizeof(*hdr));
+			memcpy(chunk + sizeof(*hdr), flat, flat_len);
+			free(hdr);
+			free(flat);
+			return post_chunk(st, chunk, sizeof(*hdr) + flat_len);
+		}
+	}
+	/* ... a larger one as two sends, one after the other on the stream:
+	 * the header, then the flat bytes themselves (no second copy). */
+	ret = post_chunk(st, hdr, sizeof(*hdr));
+	if (ret) {
+		free(flat);
+		return ret;
+	}
+	return post_chunk(st, flat, flat_len);
+}
+
+/* ---- registrations of our pool's segments ---- */
+
+static void reg_drop(struct ucx_state *st, uint32_t i)
+{
+	/* best effort: a memh UCX will not unmap is UCX's to leak */
+	(void)ucp_mem_unmap(st->host->context, st->regs[i].memh);
+	st->regs[i] = st->regs[--st->nregs];
+}
+
+/* Unmap the registrations of segments the pool no longer maps as they were
+ * registered (a large segment it unmapped, maybe another at its address). */
+static void reg_prune(struct ucx_state *st, shmrig_pool *pool)
+{
+	for (uint32_t i = 0; i < st->nregs;) {
+		void *base;
+		size_t size;
+
+		if (shmrig__pool_seg_span(pool, st->regs[i].name, &base, &size) ||
+		    base != st->regs[i].base || size != st->regs[i].size)
+			reg_drop(st, i);
+		else
+			i++;
+	}
+}
+
+/*
+ * The memh of the segment holding a block of ours (`ref`, which we hold, so
+ * the pool keeps its segment mapped), registered the first time the segment
+ * is seen. NULL if UCX would not register it: the send goes without, and
+ * UCX registers what its transport needs per send.
+ */
+static ucp_mem_h reg_lookup(struct ucx_state *st, shmrig_pool *pool, const struct shmrig_ref *ref)
+{
+	ucp_mem_map_params_t params = { .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
+						      UCP_MEM_MAP_PARAM_FIELD_LENGTH };
+	struct ucx_reg *reg;
+	void *base;
+	size_t size;
+
+	if (!st->host->user_memh)
+		return NULL; /* UCX registers what it needs itself (its cache) */
+	for (uint32_t i = 0; i < st->nregs; i++)
+		if (strncmp(st->regs[i].name, ref->name, SHMRIG_NAME_MAX) == 0)
+			return st->regs[i].memh; /* reg_prune checked its mapping */
+	if (shmrig__pool_seg_span(pool, ref->name, &base, &size))
+		return NULL;
+	if (st->nregs == st->regs_cap) {
+		uint32_t cap = st->regs_cap ? 2 * st->regs_cap : 16;
+		struct ucx_reg *grown = realloc(st->regs, cap * sizeof(*grown));
+
+		if (!grown)
+			return NULL;
+		st->regs = grown;
+		st->regs_cap = cap;
+	}
+	reg = &st->regs[st->nregs];
+	params.address = base;
+	params.length = size;
+	if (ucp_mem_map(st->host->context, &params, &reg->memh) != UCS_OK)
+		return NULL;
+	snprintf(reg->name, sizeof(reg->name), "%s", ref->name);
+	reg->base = base;
+	reg->size = size;
+	st->nregs++;
+	return reg->memh;
+}
+
+int shmrig__ucx_send_raw(struct shmrig_channel *ch, uint32_t kind, uint64_t hdr_len,
+			 const void *bytes, size_t len)
+{
+	struct ucx_state *st = ch->backend;
+	struct ucx_hdr hdr = { .magic = UCX_MAGIC, .kind = kind, .len = hdr_len };
+	char *chunk = malloc(sizeof(hdr) + len);
+	int ret;
+
+	if (!chunk)
+		return shmrig__fail(-ENOMEM, "channel ucx: out of memory");
+	memcpy(chunk, &hdr, sizeof(hdr));
+	if (len)
+		memcpy(chunk + sizeof(hdr), bytes, len);
+	ret = post_chunk(st, chunk, sizeof(hdr) + len);
+	return ret ? ret : sends_wait(st, shmrig__now_ms(), ch->opts.open_timeout_ms);
+}
+
+uint32_t shmrig__ucx_registered(const struct shmrig_channel *ch, const char *name)
+{
+	const struct ucx_state *st = ch->backend;
+
+	if (!name)
+		return st->nregs;
+	for (uint32_t i = 0; i < st->nregs; i++)
+		if (strncmp(st->regs[i].name, name, SHMRIG_NAME_MAX) == 0)
+			return 1;
+	return 0;
+}
+
+/* ---- bare frames: each buffer sent straight from its block ---- */
+
+/*
+ * The frame goes bare: the header and the frame with its refs stripped
+ * (shmrig__frame_bare), then each buffer's content_size bytes, back to back.
+ * A buffer of BARE_MIN_BUFFER or more is a send of its own straight from its
+ * block (with its segment's memh); smaller ones are copied behind what comes
+ * before them, into chunks as sendv makes. The blocks stay ours until the
+ * sends that read them complete (struct bare_send).
+ */
+static int send_bare(struct shmrig_channel *ch, const void *frame, size_t len,
+		     const struct shmrig_frame *parsed)
+{
+	struct ucx_state *st = ch->backend;
+	uint32_t n = parsed->nbuffers, nchunks = 1, nblocks = 0;
+	size_t chunk_bytes = sizeof(struct ucx_hdr) + len, payload = 0;
+	size_t *chunk_len;
+	char **chunks;
+	void **data;
+	struct bare_send *bare;
+	uint32_t c = 0;
+	size_t off;
+	int ret;
+
+	/* The pieces first, and every allocation: nothing is taken before the
+	 * frame is known to go. Chunk k is what comes before big buffer k. */
+	for (uint32_t i = 0; i < n; i++) {
+		size_t content_size = (size_t)parsed->buffers[i].content_size;
+
+		payload += content_size;
+		if (content_size >= BARE_MIN_BUFFER) {
+			nblocks++;
+			nchunks++;
+		}
+	}
+	chunk_len = calloc(nchunks, sizeof(*chunk_len));
+	chunks = calloc(nchunks, sizeof(*chunks));
+	data = malloc((n ? n : 1) * sizeof(*data));
+	bare = malloc(sizeof(*bare) + len);
+	if (!chunk_len || !chunks || !data || !bare) {
+		ret = shmrig__fail(-ENOMEM, "channel ucx: out of memory");
+		goto out;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		size_t content_size = (size_t)parsed->buffers[i].content_size;
+
+		if (content_size >= BARE_MIN_BUFFER) {
+			chunk_len[c++] = chunk_bytes;
+			chunk_bytes = 0;
+		} else {
+			chunk_bytes += content_size;
+		}
+	}
+	chunk_len[c] = chunk_bytes;
+	for (c = 0; c < nchunks; c++)
+		if (chunk_len[c] && !(chunks[c] = malloc(chunk_len[c]))) {
+			ret = shmrig__fail(-ENOMEM, "channel ucx: out of memory for %zu bytes",
+					   chunk_len[c]);
+			goto out;
+		}
+	ret = sends_reserve(st, nchunks + nblocks);
+	if (ret)
+		goto out;
+	ret = shmrig__frame_take(ch->pool, frame, len, &bare->f, data);
+	if (ret)
+		goto out;
+	/* Taken: from here the blocks are the bare frame's, freed when UCX is
+	 * through with them, whatever happens. */
+	memcpy(bare->frame, frame, len);
+	bare->f.buffers =
+		(const struct shmrig_ref *)(bare->frame + sizeof(struct shmrig_frame_header));
+	bare->pool = ch->pool;
+	bare->pending = 1;
+	*(struct ucx_hdr *)chunks[0] =
+		(struct ucx_hdr){ .magic = UCX_MAGIC, .kind = KIND_BARE, .len = len + payload };
+	shmrig__frame_bare(frame, len, chunks[0] + sizeof(struct ucx_hdr));
+	reg_prune(st, ch->pool);
+	c = 0;
+	off = sizeof(struct ucx_hdr) + len;
+	for (uint32_t i = 0; i <= n; i++) {
+		size_t content_size = i < n ? (size_t)bare->f.buffers[i].content_size : 0;
+
+		if (i < n && content_size < BARE_MIN_BUFFER) {
+			if (content_size)
+				memcpy(chunks[c] + off, data[i], content_size);
+			off += content_size;
+			continue;
+		}
+		/* the chunk before this big buffer (or the last one) */
+		if (chunk_len[c]) {
+			char *chunk = chunks[c];
+
+			chunks[c] = NULL;
+			ret = post_chunk(st, chunk, chunk_len[c]);
+			if (ret)
+				break;
+		}
+		c++;
+		off = 0;
+		if (i < n) {
+			ret = post_block(st, data[i], content_size,
+					 reg_lookup(st, ch->pool, &bare->f.buffers[i]), bare);
+			if (ret)
+				break;
+		}
+	}
+	bare_put(bare); /* posted (or not, on error): the sends hold it now */
+	bare = NULL;
+	if (ret && ret != -EPIPE && ret != -EIO) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		ret = shmrig__fail(-EIO, "channel ucx: sending a frame: %s", why);
+	}
+out:
+	if (chunks)
+		for (c = 0; c < nchunks; c++)
+			free(chunks[c]);
+	free(chunks);
+	free(chunk_len);
+	free(data);
+	free(bare);
+	return ret;
+}
+
 int shmrig__ucx_send_frame(struct shmrig_channel *ch, const void *frame, size_t len, int timeout_ms)
 {
 	struct ucx_state *st = ch->backend;
 	int64_t start = shmrig__now_ms();
-	struct ucx_hdr *hdr;
-	size_t flat_len;
-	void *flat;
+	struct shmrig_frame f;
+	bool bare;
 	int ret;
 
 	if (st->ep_status != UCS_OK)
@@ -536,33 +1009,34 @@ int shmrig__ucx_send_frame(struct shmrig_channel *ch, const void *frame, size_t 
 		return ret;
 	if (ret)
 		return frame_lost(ch, frame, len, ret == -EPIPE ? ret : -EIO);
-	/* Every allocation before the flatten: once it has released the
-	 * blocks, only the peer's loss or UCX's own failure can stop the send. */
-	ret = sends_reserve(st, 2);
+	/* a frame that does not parse goes the flat way, which refuses it */
+	bare = st->frames == FRAMES_BARE;
+	if (st->frames == FRAMES_AUTO && shmrig_frame_parse(frame, len, &f) == 0) {
+		uint64_t payload = 0;
+
+		for (uint32_t i = 0; i < f.nbuffers; i++)
+			payload += f.buffers[i].content_size; /* flat_fits bounded each */
+		bare = payload >= BARE_MIN_PAYLOAD;
+	}
+	if (bare) {
+		ret = shmrig_frame_parse(frame, len, &f);
+		if (ret)
+			return ret;
+		ret = send_bare(ch, frame, len, &f);
+		/* Lost half way: UCX ends the sends it has (with an error) once it
+		 * knows the peer is gone, and they free the blocks; wait for that,
+		 * so that -EPIPE finds nothing of the frame left here. */
+		if (ret == -EPIPE || ret == -EIO)
+			(void)sends_wait(st, start, timeout_ms);
+	} else {
+		ret = send_flat(ch, frame, len);
+	}
 	if (ret)
 		return ret;
-	hdr = malloc(sizeof(*hdr));
-	if (!hdr)
-		return shmrig__fail(-ENOMEM, "channel ucx: out of memory");
-	ret = shmrig_frame_flatten(ch->pool, frame, len, &flat, &flat_len);
-	if (ret) {
-		free(hdr);
-		return ret;
-	}
-	/* Two sends, one after the other on the stream: the header, then the
-	 * flat bytes themselves (no second copy). */
-	*hdr = (struct ucx_hdr){ .magic = UCX_MAGIC, .kind = KIND_FRAME, .len = flat_len };
-	ret = post_chunk(st, hdr, sizeof(*hdr));
-	if (ret)
-		free(flat);
-	else
-		ret = post_chunk(st, flat, flat_len);
-	if (!ret) {
-		/* taken: a timeout now leaves it posted for the next call */
-		ret = sends_wait(st, start, timeout_ms);
-		if (ret == -ETIMEDOUT)
-			ret = 0;
-	}
+	/* taken: a timeout now leaves it posted for the next call */
+	ret = sends_wait(st, start, timeout_ms);
+	if (ret == -ETIMEDOUT)
+		ret = 0;
 	if (ret && ret != -EPIPE && ret != -EIO) {
 		char why[512];
 
@@ -595,7 +1069,10 @@ static int recv_exact(struct ucx_state *st, void *buf, size_t len, int64_t start
 		size_t got = 0;
 		ucs_status_ptr_t req;
 
-		if (st->ep_status != UCS_OK)
+		/* A failed endpoint may still hold what a forked peer sent
+		 * before it died (its pid bounds the wait); a remote one's
+		 * receive would wait for ever: UCX does not fail it. */
+		if (st->ep_status != UCS_OK && st->ch->remote)
 			return peer_gone(st);
 		req = ucp_stream_recv_nbx(st->ep, buf, len, &got, &param);
 		if (req == NULL)
@@ -613,8 +1090,9 @@ static int recv_exact(struct ucx_state *st, void *buf, size_t len, int64_t start
 	return status == UCS_OK ? 0 : request_error(st, status, "stream receive");
 }
 
-/* The next message of any kind: its header in st->rhdr, a data or frame
- * message's body in *msg (NULL for the others). */
+/* The next message of any kind: its header in st->rhdr, a data or flat frame
+ * message's body in *msg (NULL for the others; a bare frame's is read by
+ * bare_recv, st->bare.step set). */
 static int read_next(struct ucx_state *st, void **msg, int64_t start, int timeout_ms)
 {
 	int ret;
@@ -623,14 +1101,24 @@ static int read_next(struct ucx_state *st, void **msg, int64_t start, int timeou
 		ret = recv_exact(st, &st->rhdr, sizeof(st->rhdr), start, timeout_ms);
 		if (ret)
 			return ret;
-		if (st->rhdr.magic != UCX_MAGIC || st->rhdr.kind > KIND_FRAME ||
+		if (st->rhdr.magic != UCX_MAGIC || st->rhdr.kind > KIND_BARE ||
 		    st->rhdr.len > SHMRIG_CHANNEL_MAX_MSG ||
-		    (st->rhdr.kind != KIND_DATA && st->rhdr.kind != KIND_FRAME && st->rhdr.len))
+		    (st->rhdr.kind == KIND_BARE &&
+		     st->rhdr.len < sizeof(struct shmrig_frame_header)) ||
+		    (st->rhdr.kind != KIND_DATA && st->rhdr.kind != KIND_FRAME &&
+		     st->rhdr.kind != KIND_BARE && st->rhdr.len))
 			return shmrig__fail(-EBADMSG,
 					    "channel ucx: corrupt stream (magic %08x, kind %u, "
 					    "length %llu)",
 					    st->rhdr.magic, st->rhdr.kind,
 					    (unsigned long long)st->rhdr.len);
+		if (st->rhdr.kind == KIND_BARE) {
+			/* read by steps, straight into blocks: bare_recv */
+			st->bare.step = BARE_HEAD;
+			st->bare.left = st->rhdr.len;
+			*msg = NULL;
+			return 0;
+		}
 		if (st->rhdr.kind != KIND_DATA && st->rhdr.kind != KIND_FRAME) {
 			*msg = NULL;
 			return 0;
@@ -684,6 +1172,206 @@ static int recv_frame(struct shmrig_channel *ch, void **msg, size_t *len)
 	return 0;
 }
 
+/* ---- bare frames: each buffer's bytes straight into its block ---- */
+
+/* Forget the bare frame being received: its blocks freed (if any), our copy
+ * too. Only once no receive is posted into them. */
+static void bare_reset(struct ucx_state *st, shmrig_pool *pool)
+{
+	struct bare_recv *b = &st->bare;
+
+	if (b->blocks)
+		(void)!shmrig_frame_discard(pool, b->frame, b->frame_len); /* best effort */
+	free(b->frame);
+	free(b->data);
+	*b = (struct bare_recv){ .step = BARE_IDLE };
+}
+
+/* The frame is refused (the error just failed, err): the rest of its bytes
+ * are read and dropped, and then recv says why. */
+static void bare_refuse(struct ucx_state *st, shmrig_pool *pool, int err)
+{
+	struct bare_recv *b = &st->bare;
+	uint64_t left = b->left;
+
+	bare_reset(st, pool); /* no block is allocated before a refusal */
+	snprintf(b->why, sizeof(b->why), "%s", shmrig_last_error());
+	b->step = BARE_DRAIN;
+	b->left = left;
+	b->err = err;
+	if (!st->drain)
+		st->drain = malloc(DRAIN_BYTES); /* else drain_small: slower, never fails */
+}
+
+/*
+ * Go on with the bare frame being received: 0 with *msg, *len (the frame,
+ * its refs naming blocks of our pool handed to us unclaimed, as recv_frame
+ * gives), or an error. -ETIMEDOUT leaves everything as it is for the next
+ * call. A frame refused (the same rules as shmrig_frame_unflatten: every
+ * count and size checked against the message's length before a block is
+ * allocated) is drained and dropped, and its error said: -EBADMSG, -ENOMEM,
+ * -EINVAL (no pool). The peer's loss half way: -EPIPE, the blocks freed.
+ */
+static int bare_recv(struct shmrig_channel *ch, void **msg, size_t *len, int64_t start,
+		     int timeout_ms)
+{
+	struct ucx_state *st = ch->backend;
+	struct bare_recv *b = &st->bare;
+	uint64_t payload;
+	int ret = 0;
+
+	switch (b->step) {
+	case BARE_HEAD:
+		ret = recv_exact(st, &b->head, sizeof(b->head), start, timeout_ms);
+		if (ret)
+			break;
+		b->left -= sizeof(b->head);
+		b->frame_len = shmrig_frame_size(b->head.nbuffers, b->head.meta_len);
+		if (!b->frame_len || b->frame_len - sizeof(b->head) > b->left) {
+			bare_refuse(st, ch->pool,
+				    shmrig__fail(-EBADMSG,
+						 "flat frame: its header says %u buffers and %u "
+						 "meta bytes, more than its %llu bytes hold",
+						 b->head.nbuffers, b->head.meta_len,
+						 (unsigned long long)st->rhdr.len));
+			return bare_recv(ch, msg, len, start, timeout_ms);
+		}
+		b->frame = aligned_alloc(8, (b->frame_len + 7) & ~(size_t)7);
+		if (!b->frame) {
+			bare_refuse(st, ch->pool,
+				    shmrig__fail(-ENOMEM,
+						 "channel ucx: out of memory for %zu bytes",
+						 b->frame_len));
+			return bare_recv(ch, msg, len, start, timeout_ms);
+		}
+		memcpy(b->frame, &b->head, sizeof(b->head));
+		b->step = BARE_FRAME;
+		/* fall through */
+	case BARE_FRAME:
+		if (b->frame_len > sizeof(b->head)) {
+			ret = recv_exact(st, b->frame + sizeof(b->head),
+					 b->frame_len - sizeof(b->head), start, timeout_ms);
+			if (ret)
+				break;
+		}
+		b->left -= b->frame_len - sizeof(b->head);
+		/* The same rules as unflatten's, on our own copy; the payload is
+		 * what the message has left, exactly. */
+		ret = shmrig__frame_check_bare(b->frame, b->frame_len, b->left, &b->f, &payload);
+		if (!ret && payload != b->left)
+			ret = shmrig__fail(-EBADMSG,
+					   "flat frame: %llu bytes after the frame, its buffers "
+					   "hold %llu",
+					   (unsigned long long)b->left,
+					   (unsigned long long)payload);
+		if (!ret && !ch->pool)
+			ret = shmrig__fail(-EINVAL,
+					   "channel ucx: the peer sent a frame (%llu bytes with its "
+					   "payload) and this channel has no pool to put its blocks "
+					   "in (accept or connect was given none)",
+					   (unsigned long long)st->rhdr.len);
+		if (!ret) {
+			b->data = malloc((b->f.nbuffers ? b->f.nbuffers : 1) * sizeof(*b->data));
+			if (!b->data)
+				ret = shmrig__fail(-ENOMEM, "channel ucx: out of memory");
+		}
+		if (!ret)
+			ret = shmrig__frame_bare_blocks(ch->pool, b->frame, &b->f, b->data);
+		if (ret) {
+			bare_refuse(st, ch->pool, ret);
+			return bare_recv(ch, msg, len, start, timeout_ms);
+		}
+		b->blocks = true;
+		b->next = 0;
+		b->step = BARE_BUFFER;
+		/* fall through */
+	case BARE_BUFFER:
+		while (b->next < b->f.nbuffers) {
+			size_t content_size = (size_t)b->f.buffers[b->next].content_size;
+
+			if (!b->run_end && content_size < BARE_MIN_BUFFER &&
+			    (st->drain || (st->drain = malloc(DRAIN_BYTES)))) {
+				/* A run of small buffers: one receive into the scratch
+				 * buffer, then a copy into each block (as the sender
+				 * copied them behind one another): a receive costs
+				 * more than copying a few KiB. */
+				b->run_end = b->next;
+				b->run_bytes = 0;
+				while (b->run_end < b->f.nbuffers) {
+					uint64_t next_size = b->f.buffers[b->run_end].content_size;
+
+					if (next_size >= BARE_MIN_BUFFER ||
+					    b->run_bytes + next_size > DRAIN_BYTES)
+						break;
+					b->run_bytes += (size_t)next_size;
+					b->run_end++;
+				}
+			}
+			if (b->run_end) {
+				size_t off = 0;
+
+				if (b->run_bytes) {
+					ret = recv_exact(st, st->drain, b->run_bytes, start,
+							 timeout_ms);
+					if (ret)
+						break;
+				}
+				for (; b->next < b->run_end; b->next++) {
+					size_t size = (size_t)b->f.buffers[b->next].content_size;
+
+					if (size)
+						memcpy(b->data[b->next], st->drain + off, size);
+					off += size;
+				}
+				b->left -= b->run_bytes;
+				b->run_end = 0;
+				continue;
+			}
+			if (content_size) {
+				ret = recv_exact(st, b->data[b->next], content_size, start,
+						 timeout_ms);
+				if (ret)
+					break;
+				b->left -= content_size;
+			}
+			b->next++;
+		}
+		if (ret)
+			break;
+		*msg = b->frame;
+		*len = b->frame_len;
+		b->frame = NULL;
+		b->blocks = false; /* the caller's now */
+		bare_reset(st, ch->pool);
+		return 0;
+	case BARE_DRAIN:
+		while (b->left) {
+			char *into = st->drain ? st->drain : st->drain_small;
+			size_t cap = st->drain ? DRAIN_BYTES : sizeof(st->drain_small);
+			size_t n = b->left < cap ? (size_t)b->left : cap;
+
+			ret = recv_exact(st, into, n, start, timeout_ms);
+			if (ret)
+				break;
+			b->left -= n;
+		}
+		if (ret)
+			break;
+		ret = shmrig__fail(b->err, "channel ucx: a frame from the peer is dropped: %s",
+				   b->why);
+		bare_reset(st, ch->pool);
+		return ret;
+	case BARE_IDLE:
+		return shmrig__fail(-EIO, "channel ucx: no bare frame is being received");
+	}
+	/* A receive failed. A timeout keeps it all for the next call; anything
+	 * else ends the frame (its blocks freed), unless a receive is still
+	 * posted into it: then close frees them, once UCX has let go. */
+	if (ret != -ETIMEDOUT && !st->rreq)
+		bare_reset(st, ch->pool);
+	return ret;
+}
+
 static int ucx_recv(struct shmrig_channel *ch, void **msg, size_t *len, int timeout_ms)
 {
 	struct ucx_state *st = ch->backend;
@@ -698,6 +1386,9 @@ static int ucx_recv(struct shmrig_channel *ch, void **msg, size_t *len, int time
 					    shmrig__fail(-EPIPE,
 							 "channel ucx: peer pid %d closed its end",
 							 (int)ch->peer);
+		/* a bare frame a timeout left half read goes on first */
+		if (st->bare.step != BARE_IDLE)
+			return bare_recv(ch, msg, len, start, timeout_ms);
 		ret = read_next(st, msg, start, timeout_ms);
 		if (ret)
 			return ret;
@@ -707,6 +1398,8 @@ static int ucx_recv(struct shmrig_channel *ch, void **msg, size_t *len, int time
 			return 0;
 		case KIND_FRAME:
 			return recv_frame(ch, msg, len);
+		case KIND_BARE:
+			return bare_recv(ch, msg, len, start, timeout_ms);
 		case KIND_BYE:
 			/* the peer waits for this before it lets its endpoint go */
 			st->peer_closed = true;
@@ -774,6 +1467,9 @@ static int oob_read(struct shmrig_channel *ch, void *buf, size_t len, int64_t st
 					    (int)ch->peer);
 		if (errno == EINTR)
 			continue;
+		if (errno == ECONNRESET)
+			return shmrig__fail(-EPIPE, "channel ucx: peer pid %d is gone (%s)",
+					    (int)ch->peer, strerror(errno));
 		if (errno != EAGAIN)
 			return shmrig__fail(-errno, "channel ucx: reading the peer's address: %s",
 					    strerror(errno));
@@ -847,6 +1543,13 @@ static int ucx_open(struct shmrig_channel *ch, struct shmrig_channel_pair *pair)
 			st->no_err_handling = true;
 	}
 	free(theirs);
+	/* A forked peer killed since it sent its address: its shared memory is
+	 * gone with it ("Shared memory error"). Dead by its pid, that is -EPIPE,
+	 * as for any peer that dies while we open; else UCX's own error. */
+	if (status != UCS_OK && !shmrig__channel_peer_alive(ch))
+		return shmrig__fail(-EPIPE,
+				    "channel ucx: peer pid %d is gone (ucp_ep_create to its worker: %s)",
+				    (int)ch->peer, ucs_status_string(status));
 	if (status != UCS_OK)
 		return ucx_fail(-EIO, "ucp_ep_create (to the peer's worker)", status);
 	snprintf(ch->notes, sizeof(ch->notes), "UCX %s, UCX_TLS=%s%s", ucp_get_version_string(),
@@ -870,9 +1573,25 @@ static void say_goodbye(struct ucx_state *st, int64_t start, int timeout_ms)
 	while (!st->acked && st->ep_status == UCS_OK) {
 		void *msg = NULL;
 
-		if (read_next(st, &msg, start, timeout_ms))
-			return;
-		free(msg);
+		if (st->bare.step == BARE_IDLE) {
+			if (read_next(st, &msg, start, timeout_ms))
+				return;
+			free(msg);
+			msg = NULL;
+		}
+		if (st->bare.step != BARE_IDLE) {
+			/* a bare frame sent meanwhile (or half read): read and dropped */
+			size_t len;
+			int ret = bare_recv(st->ch, &msg, &len, start, timeout_ms);
+
+			if (ret == 0) {
+				(void)!shmrig_frame_discard(st->ch->pool, msg, len);
+				free(msg);
+			} else if (ret == -ETIMEDOUT || ret == -EPIPE || ret == -EIO) {
+				return;
+			}
+			continue;
+		}
 		if (st->rhdr.kind == KIND_BYE) {
 			st->peer_closed = true;
 			if (post_control(st, KIND_BYE_ACK))
@@ -897,6 +1616,10 @@ static void ucx_close(struct shmrig_channel *ch)
 	if (ch->fork_epoch != shmrig__fork_epoch()) {
 		free(st->sends);
 		free(st->body);
+		free(st->regs);
+		free(st->bare.frame);
+		free(st->bare.data);
+		free(st->drain);
 		free(st);
 		ch->backend = NULL;
 		return;
@@ -932,11 +1655,19 @@ static void ucx_close(struct shmrig_channel *ch)
 	(void)sends_collect(st);
 	for (uint32_t i = 0; i < st->nsends; i++)
 		ucp_request_free(st->sends[i].req);
+	/* the endpoint is closed: no receive lands in a bare frame's blocks now */
+	bare_reset(st, ch->pool);
+	while (st->nregs)
+		reg_drop(st, st->nregs - 1);
 	host_put(st->host); /* NULL if open failed before it was made */
-	for (uint32_t i = 0; i < st->nsends; i++)
+	for (uint32_t i = 0; i < st->nsends; i++) {
 		free(st->sends[i].copy);
+		bare_put(st->sends[i].bare);
+	}
 	free(st->sends);
 	free(st->body);
+	free(st->regs);
+	free(st->drain);
 	free(st);
 	ch->backend = NULL;
 }
@@ -1130,8 +1861,9 @@ int shmrig__ucx_accept(struct shmrig_channel_listener *l, struct shmrig_channel 
 	status = ucp_ep_create(l->host->worker, &ep_params, &st->ep);
 	if (status != UCS_OK)
 		return ucx_fail(-ECONNABORTED, "ucp_ep_create (accepting)", status);
-	snprintf(ch->notes, sizeof(ch->notes), "UCX %s, UCX_TLS=%s, accepted",
-		 ucp_get_version_string(), getenv("UCX_TLS") ? getenv("UCX_TLS") : "(all)");
+	snprintf(ch->notes, sizeof(ch->notes), "UCX %s, UCX_TLS=%s, accepted%s",
+		 ucp_get_version_string(), getenv("UCX_TLS") ? getenv("UCX_TLS") : "(all)",
+		 l->host->user_memh ? "" : NO_REGISTRATION);
 	return 0;
 }
 
@@ -1169,9 +1901,9 @@ int shmrig__ucx_connect(struct shmrig_channel *ch, const char *address)
 	if (status != UCS_OK)
 		return shmrig__fail(-ECONNREFUSED, "channel_connect: %s: %s", address,
 				    ucs_status_string(status));
-	snprintf(ch->notes, sizeof(ch->notes), "UCX %s, UCX_TLS=%s, connected to %s",
-		 ucp_get_version_string(), getenv("UCX_TLS") ? getenv("UCX_TLS") : "(all)",
-		 address);
+	snprintf(ch->notes, sizeof(ch->notes), "UCX %s, UCX_TLS=%s, connected to %s%s",
+		 ucp_get_version_string(), getenv("UCX_TLS") ? getenv("UCX_TLS") : "(all)", address,
+		 host->user_memh ? "" : NO_REGISTRATION);
 	return 0;
 }
 

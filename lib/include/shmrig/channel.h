@@ -34,8 +34,8 @@
  * to the peer (shmrig_frame_transfer) before publishing it, so a frame in
  * flight belongs to its receiver; if the receiver dies, any survivor's
  * shmrig_pool_reap() frees them. An end made by accept or connect (whose peer
- * may be on another host) sends the frame flat instead, its payload copied
- * into the message, and the receiver's recv puts it in its own pool (below).
+ * may be on another host) sends the frame's payload with it instead, and the
+ * receiver's recv puts it in its own pool (below).
  *
  * A channel end is used by one thread at a time.
  */
@@ -58,13 +58,13 @@ typedef struct shmrig_channel_listener shmrig_channel_listener;
 
 /* Input, sized: SHMRIG_SIZED(struct shmrig_channel_opts) (shmrig/common.h). */
 struct shmrig_channel_opts {
-	uint32_t size;        /* sizeof where it was filled: SHMRIG_SIZED() */
-	uint32_t flags;       /* none yet: must be 0 */
-	const char *backend;  /* "pipe", "uring", "ring" or "ucx"; NULL: "pipe" (listen and
+	uint32_t size;       /* sizeof where it was filled: SHMRIG_SIZED() */
+	uint32_t flags;      /* none yet: must be 0 */
+	const char *backend; /* "pipe", "uring", "ring" or "ucx"; NULL: "pipe" (listen and
 			       * connect: "ucx") */
-	uint32_t slot_size;   /* ring: bytes per slot (0: 4096), a multiple of 64 */
-	uint32_t slots;       /* ring: slots per direction (0: 256), a power of two */
-	int open_timeout_ms;  /* hello exchange (0: 5000) */
+	uint32_t slot_size;  /* ring: bytes per slot (0: 4096), a multiple of 64 */
+	uint32_t slots;      /* ring: slots per direction (0: 256), a power of two */
+	int open_timeout_ms; /* hello exchange (0: 5000) */
 };
 
 /*
@@ -132,17 +132,23 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_send(shmrig_channel *ch, const vo
 /*
  * Receive the next message into a new 8-byte aligned buffer (free() it).
  * On an end made by accept or connect, a frame the peer sent with
- * shmrig_channel_send_frame() arrives flat and is unflattened here
- * (shmrig_frame_unflatten): the message is an ordinary frame whose blocks this
- * call allocated in the pool given at accept or connect, handed to us
- * unclaimed, to decode (or shmrig_frame_discard()).
+ * shmrig_channel_send_frame() arrives with its payload and is put in our pool
+ * here: the message is an ordinary frame whose blocks this call allocated in
+ * the pool given at accept or connect, handed to us unclaimed, to decode (or
+ * shmrig_frame_discard()). A flat frame is unflattened
+ * (shmrig_frame_unflatten); a bare one (see send_frame) is checked by the same
+ * rules before a block is allocated, and each buffer's bytes are received
+ * straight into its block. A recv that times out half way through a frame
+ * goes on with it at the next call.
  * Errors: -ETIMEDOUT nothing arrived in time; -EPIPE the peer is gone (its
  * messages sent before that are still delivered first); -EBADMSG the stream is
  * corrupt; -ENOMEM; -SHMRIG_EFORK an end inherited through fork (any backend).
- * A frame that cannot be unflattened is dropped (its blocks freed, the next
- * recv reads the next message) with: -EINVAL the channel has no pool (NULL at
- * accept or connect); -EBADMSG a malformed flat frame; -ENOMEM no room for
- * its blocks in the pool (at its max_bytes) or the host.
+ * A frame that cannot be put in the pool is dropped (its bytes read and
+ * discarded, its blocks freed, the next recv reads the next message) with:
+ * -EINVAL the channel has no pool (NULL at accept or connect); -EBADMSG a
+ * malformed frame; -ENOMEM no room for its blocks in the pool (at its
+ * max_bytes) or the host. A peer lost half way through a frame: -EPIPE, the
+ * blocks it had taken freed.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len,
 						    int timeout_ms);
@@ -156,11 +162,21 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **m
  * the peer lives leaves its blocks to the peer, who never learns of them.
  *
  * On a channel made by accept or connect (the peer may be on another host,
- * where our segments do not exist) the frame is flattened instead
- * (shmrig_frame_flatten: its blocks must be ours, as after encode): the
- * payload is copied once into the message and the blocks are freed here as
- * soon as it is; the peer's recv puts the payload in its own pool. Errors
- * leave the blocks in one of two states, by code:
+ * where our segments do not exist) the payload goes with the frame (its
+ * blocks must be ours, as after encode), one of two ways:
+ * - flat, a payload under 1 MiB: flattened (shmrig_frame_flatten), the
+ *   payload copied once into the message, the blocks freed as soon as it is;
+ * - bare, from 1 MiB: the frame with its refs stripped, then each buffer's
+ *   bytes sent straight from its block (buffers under 64 KiB are copied
+ *   behind the one before). The segments of our pool are registered with UCX
+ *   once each, when first seen (a segment the pool unmaps is unregistered
+ *   before the next such send; all at close). The blocks are freed when UCX
+ *   has sent them: before send_frame returns 0, unless the time ran out with
+ *   the frame taken (below): then by the next send or send_frame that finds
+ *   it done, or at close. Close the channel before its pool.
+ * The peer's recv puts the payload in its own pool. ($SHMRIG_UCX_FRAMES=flat
+ * or =bare, read when the end is made, forces one way: for tests and
+ * measurements.) Errors leave the blocks in one of two states, by code:
  * - still ours, the frame untouched (send it again, or shmrig_frame_discard
  *   it): -ETIMEDOUT (what earlier sends left posted is still going: this frame
  *   was not taken); -EMSGSIZE the frame with its payload is over
@@ -169,8 +185,11 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_recv(shmrig_channel *ch, void **m
  *   shmrig_frame_flatten;
  * - freed, nothing left to discard: -EPIPE the peer is gone or closed its end
  *   (before the frame was taken its blocks are freed here; after, they were
- *   freed when it was flattened) and -EIO UCX failed; the frame may not
- *   arrive.
+ *   freed when it was flattened, or, bare, when UCX ended the sends reading
+ *   them, which send_frame waits for within its timeout: if the time runs out
+ *   first they go when UCX lets go of them, at the latest at close) and -EIO
+ *   UCX failed (the same); the frame may not arrive. A peer whose pool has no
+ *   room for the frame drops it on its side: here send_frame returns 0.
  * A frame taken when the time runs out returns 0, as for shmrig_channel_send:
  * the next send or close finishes it.
  */
@@ -225,9 +244,9 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_listener_address(const shmrig_cha
  * -EPROTO too); -EPIPE the peer went away during the hello; -ECONNABORTED;
  * -ENOMEM; -SHMRIG_EFORK a listener inherited through fork.
  */
-SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_accept(shmrig_channel_listener *l,
-						      shmrig_pool *pool, uint64_t fingerprint,
-						      int timeout_ms, shmrig_channel **out);
+SHMRIG_NODISCARD SHMRIG_API int shmrig_channel_accept(shmrig_channel_listener *l, shmrig_pool *pool,
+						      uint64_t fingerprint, int timeout_ms,
+						      shmrig_channel **out);
 
 /* Stop listening; connections not accepted are refused. Ends already accepted
  * stay open (they keep what they share with the listener). NULL is ignored. */

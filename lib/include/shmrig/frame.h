@@ -91,6 +91,9 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_frame_discard(shmrig_pool *pool, const vo
  * Each part starts 8-aligned and is padded with zeros to 8; a ref keeps only
  * its size, content_size and temporary flag (name, offset, generation zero).
  * Integers are in host byte order, as in frames: both hosts must agree on it.
+ * A "ucx" channel may send a large frame's payload without making this form
+ * (channel.h, send_frame: bare); its receiver applies the same checks as
+ * shmrig_frame_unflatten, with the same errors.
  */
 
 /*

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SHMRIG_CODEC_FLAT_H
+#define SHMRIG_CODEC_FLAT_H
+
+/*
+ * The parts of shmrig_frame_flatten and shmrig_frame_unflatten (frame.c) that
+ * a transport uses to move a frame's payload without the flat copy: the
+ * sender takes the frame's blocks and sends a bare frame (its refs naming no
+ * block) and each buffer's bytes straight from its block; the receiver checks
+ * the bare frame by the rules unflatten applies, allocates the blocks and
+ * receives each buffer's bytes into its block (channel_ucx.c). One set of
+ * rules for both ways a frame crosses hosts.
+ */
+
+#include <shmrig/frame.h>
+
+/*
+ * Sender: take every block of the frame, as shmrig_frame_flatten does (each
+ * must be ours, handed to us and not claimed yet: after encode); *f is the
+ * parsed frame (views into `frame`) and data[i] where buffer i's bytes are
+ * mapped (the caller's array: an entry for each of the frame's buffers). On
+ * error nothing is taken: the frame is as it was. Errors: those of
+ * shmrig_frame_flatten but -EOVERFLOW.
+ */
+int shmrig__frame_take(shmrig_pool *pool, const void *frame, size_t len, struct shmrig_frame *f,
+		       void **data);
+
+/* Sender: free the blocks shmrig__frame_take took (their bytes are sent, or
+ * the send failed). f views a copy of the frame that lives that long. Best
+ * effort: a free that fails leaves the block to pool_close's report. */
+void shmrig__frame_release(shmrig_pool *pool, const struct shmrig_frame *f);
+
+/* Sender: the frame's len bytes into `out` (8-aligned), its refs stripped to
+ * size, content_size and temporary (name, offset and generation zero). */
+void shmrig__frame_bare(const void *frame, size_t len, void *out);
+
+/*
+ * Receiver: check a bare frame (our own copy, 8-aligned, len bytes): what
+ * shmrig_frame_parse checks, and that no ref names a block; *payload is the
+ * sum of its buffers' content sizes (each at most `max_payload`, and the sum
+ * too: checked as it is added, no overflow). Errors: -EBADMSG (the message
+ * says what; a bad ref is -EBADMSG here too: all is the peer's).
+ */
+int shmrig__frame_check_bare(const void *frame, size_t len, uint64_t max_payload,
+			     struct shmrig_frame *f, uint64_t *payload);
+
+/*
+ * Receiver: one block per buffer of a checked bare frame, in our pool, handed
+ * to us and unclaimed (as encode leaves them, so that decode takes the frame
+ * unchanged); each ref of `frame` is rewritten to name its block, content
+ * size and temporary flag kept, and data[i] is where its bytes go. On error
+ * every block it allocated is freed and the refs not yet rewritten are as
+ * they were (the frame is then only bytes). Errors: -ENOMEM the pool (at its
+ * max_bytes) or the host has no room; -SHMRIG_EFORK.
+ */
+int shmrig__frame_bare_blocks(shmrig_pool *pool, void *frame, const struct shmrig_frame *f,
+			      void **data);
+
+#endif
