@@ -75,7 +75,6 @@ static void bm_ucx_missing(gbench_state *st, void *arg)
 
 #include <ucp/api/ucp.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -92,7 +91,6 @@ static void bm_ucx_missing(gbench_state *st, void *arg)
 #define CHECK_SPINS 4096  /* progress calls between two looks at the clock and the peer */
 #define ADDRESS_MAX 65536 /* a worker address from the peer longer than this is refused */
 #define LABEL_MAX 256
-#define LEFTOVERS_MAX 64 /* /dev/shm entries of UCX's remembered before a run */
 
 /* Tags: the peer receives any tag (mask 0) and acts on it. */
 enum {
@@ -570,8 +568,8 @@ struct run {
 	pid_t peer;
 	int to_peer;   /* our address, then closed to hang up */
 	int from_peer; /* its notes */
-	char shm_before[LEFTOVERS_MAX][NAME_MAX + 1];
-	int nshm_before;
+	struct bench_ucx_dir dir; /* UCX_POSIX_DIR of both processes for this run */
+	char *saved_dir;          /* the UCX_POSIX_DIR before it (malloc'ed), NULL if unset */
 	bool pinned;
 	bool reported; /* the benchmark is already stopped, with the peer's words */
 };
@@ -643,43 +641,21 @@ static void report_failure(gbench_state *st, struct run *run, const char *tls)
 	report(st, "caller", side->fail_stage, side->fail_status, side->fail_words, tls);
 }
 
-/* Names of /dev/shm entries that look like UCX's. */
-static int ucx_shm_entries(char names[][NAME_MAX + 1], int max)
-{
-	DIR *dir = opendir("/dev/shm");
-	struct dirent *entry;
-	int count = 0;
-
-	if (!dir)
-		return 0;
-	while ((entry = readdir(dir)) != NULL)
-		if (strncmp(entry->d_name, "ucx_", 4) == 0 && count < max)
-			snprintf(names[count++], NAME_MAX + 1, "%s", entry->d_name);
-	closedir(dir);
-	return count;
-}
-
-/* After a run: a /dev/shm entry of UCX's that was not there before, or a SysV
- * segment created by either process, is a leak (an error, named). */
+/* After a run: a segment UCX left in the run's directory, or a SysV segment
+ * created by either process, is a leak (an error, named). The environment
+ * gets its UCX_POSIX_DIR back. */
 static void check_leftovers(gbench_state *st, struct run *run)
 {
-	char after[LEFTOVERS_MAX][NAME_MAX + 1];
-	int nafter = ucx_shm_entries(after, LEFTOVERS_MAX);
 	char message[512], line[512];
 	FILE *sysv;
 
-	for (int i = 0; i < nafter; i++) {
-		bool old = false;
-
-		for (int j = 0; j < run->nshm_before && !old; j++)
-			old = strcmp(after[i], run->shm_before[j]) == 0;
-		if (!old) {
-			snprintf(message, sizeof(message), "failed: UCX left /dev/shm/%.255s",
-				 after[i]);
-			gbench_skip(st, message);
-			return;
-		}
-	}
+	bench_ucx_dir_check(st, &run->dir);
+	if (run->saved_dir)
+		setenv("UCX_POSIX_DIR", run->saved_dir, 1);
+	else
+		unsetenv("UCX_POSIX_DIR");
+	free(run->saved_dir);
+	run->saved_dir = NULL;
 	/* key shmid perms size cpid lpid ...: cpid is the creator */
 	sysv = fopen("/proc/sysvipc/shm", "r");
 	if (!sysv)
@@ -764,9 +740,23 @@ static bool run_start(gbench_state *st, struct run *run, const struct ucx_tls *t
 	run->to_peer = run->from_peer = -1;
 	run->bytes = bytes;
 	side_init(side, true, -1, -1);
-	run->nshm_before = ucx_shm_entries(run->shm_before, LEFTOVERS_MAX);
-	if (!bench_pin_start(st, &run->pin))
+	/* UCX's posix segments of this run (both processes read it after the fork) */
+	if (getenv("UCX_POSIX_DIR") && !(run->saved_dir = strdup(getenv("UCX_POSIX_DIR")))) {
+		bench_fail_os(st, "out of memory", -ENOMEM);
 		return false;
+	}
+	ret = bench_ucx_dir_make(&run->dir);
+	if (!ret && setenv("UCX_POSIX_DIR", run->dir.path, 1))
+		ret = -errno;
+	if (ret) {
+		bench_fail_os(st, "a directory for UCX's segments in /dev/shm", ret);
+		check_leftovers(st, run);
+		return false;
+	}
+	if (!bench_pin_start(st, &run->pin)) {
+		check_leftovers(st, run);
+		return false;
+	}
 	run->pinned = true;
 	run->out = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
 	run->back = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);

@@ -3,11 +3,14 @@
  * the round-trip histogram. */
 #include "suite.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -319,4 +322,41 @@ double bench_lat_batch_end(struct bench_lat_batch *batch, struct bench_lat *lat)
 			bench_lat_record(lat, batch->mark_ns[i] - batch->mark_ns[i - 1]);
 	}
 	return (double)(end - batch->start_ns) * 1e-9;
+}
+
+/* ---- what UCX leaves in /dev/shm (suite.h) ---- */
+
+int bench_ucx_dir_make(struct bench_ucx_dir *dir)
+{
+	snprintf(dir->path, sizeof(dir->path), "/dev/shm/shmrig-bench-ucx-XXXXXX");
+	dir->made = mkdtemp(dir->path) != NULL;
+	return dir->made ? 0 : -errno;
+}
+
+/* Remove what UCX left (failing the benchmark, naming it) and the directory. */
+void bench_ucx_dir_check(gbench_state *st, struct bench_ucx_dir *dir)
+{
+	DIR *d;
+	struct dirent *entry;
+	char message[512];
+	bool reported = false;
+
+	if (!dir->made)
+		return;
+	d = opendir(dir->path);
+	while (d && (entry = readdir(d)) != NULL) {
+		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+			continue;
+		if (!reported) {
+			snprintf(message, sizeof(message), "failed: UCX left %s/%.200s", dir->path,
+				 entry->d_name);
+			gbench_skip(st, message);
+			reported = true;
+		}
+		(void)!unlinkat(dirfd(d), entry->d_name, 0);
+	}
+	if (d)
+		closedir(d);
+	rmdir(dir->path);
+	dir->made = false;
 }

@@ -134,6 +134,9 @@ int main(int argc, char **argv)
 #ifdef HAVE_BENCH_CHANNEL
 	bench_channel_register();
 #endif
+#ifdef HAVE_BENCH_CHANNEL_UCX
+	bench_channel_ucx_register();
+#endif
 #ifdef HAVE_BENCH_WIRE
 	bench_wire_register();
 #endif

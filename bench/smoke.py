@@ -33,7 +33,7 @@ ROUND_TRIP = re.compile(r"^(channel/(pipe|uring|ring)/rtt|channel/pingpong_twin/
                         r"|channel/(ring|pipe)/rtt_hogs/\d+|session/\w+/echo/\d+"
                         r"|session/(pipe_bytes_twin|copy_2proc_twin)/\d+"
                         r"|peer/iceoryx/echo/\d+|peer/ucx/\w+/rtt/\d+"
-                        r"|peer/seed_python/echo/\d+)$")
+                        r"|peer/seed_python/echo/\d+|channel/ucx/\w+/rtt/\d+)$")
 
 
 def latency_problem(row):

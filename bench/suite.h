@@ -23,6 +23,7 @@
 void bench_pool_register(void);
 void bench_codec_register(void);
 void bench_channel_register(void);
+void bench_channel_ucx_register(void);
 void bench_wire_register(void);
 void bench_peer_seed_register(void);
 void bench_peer_ucx_register(void);
@@ -47,6 +48,24 @@ void bench_fail_os(gbench_state *st, const char *what, int err);
 int bench_pin_cpu_index(int index);
 /* Pin to the first CPU; on failure the benchmark is stopped and false returned. */
 bool bench_pin(gbench_state *st);
+
+/*
+ * What UCX leaves in /dev/shm. Each run gives UCX a directory of its own for
+ * its posix segments (UCX_POSIX_DIR, a new /dev/shm/shmrig-bench-ucx-XXXXXX,
+ * in the environment of both processes before they make their UCP objects):
+ * whatever is in it after the run is ours by construction (no other process
+ * writes there) and a leak: an error, named; it is removed with the
+ * directory. /dev/shm at large is shared with other work (a test's UCX run
+ * beside ours), where another process's segment would look like ours.
+ */
+struct bench_ucx_dir {
+	char path[64];
+	bool made;
+};
+int bench_ucx_dir_make(struct bench_ucx_dir *dir);
+/* Remove what UCX left (failing the benchmark, naming it) and the directory. */
+void bench_ucx_dir_check(gbench_state *st, struct bench_ucx_dir *dir);
+
 
 /* A two-process benchmark: the caller on the topology's CPU 0, its peer (a
  * forked child, which binds itself to peer_cpu) on CPU 1, and the affinity to

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,7 +31,11 @@ static const char usage[] =
 	"channel backend. Every payload is checksummed (XXH3) end to end; every epoch\n"
 	"of a pair ends with leak checks; killed workers are reaped and restarted.\n"
 	"\n"
-	"  --backend NAME        pipe, uring or ring (default ring)\n"
+	"  --backend NAME        pipe, uring, ring or ucx (default ring); ucx runs over the\n"
+	"                        transports UCX_TLS allows (forked pairs: tcp,self or\n"
+	"                        posix,self); exit 77 if the library has no UCX\n"
+	"  --ucx-tls LIST        with --backend ucx: set UCX_TLS=LIST for the run (the\n"
+	"                        workers inherit it), e.g. tcp,self or posix,self\n"
 	"  --pairs N             producer/consumer pairs, 2 processes each (default 2)\n"
 	"  --duration SECONDS    run time (default 10; 0 with --messages: until then)\n"
 	"  --messages N          stop after N messages received in all (default: no limit)\n"
@@ -109,7 +114,8 @@ static const char usage[] =
 	"\n"
 	"Exit status: 0 clean; 1 a message lost or corrupted, a leaked block, fd or\n"
 	"segment, or a worker that failed (crashed, or hung and was killed); 2 bad\n"
-	"usage, a bad workload file (the message names the field) or a setup error.\n";
+	"usage, a bad workload file (the message names the field) or a setup error;\n"
+	"77 the backend is not in this build (ucx without libucx-dev), said why.\n";
 
 /* A pair's processes in the driver's view. */
 struct member {
@@ -129,7 +135,8 @@ struct pair {
 /* The run's totals, added up over epochs. */
 struct totals {
 	uint64_t messages, bytes, sent, lost, corrupted, gaps, dups, temporary, reverified;
-	uint64_t dropped_in_kill, enomem, skipped, timeouts, reaped, orphans, leaked_blocks;
+	uint64_t dropped_in_kill, dropped_with_producer, enomem, skipped, timeouts, reaped, orphans;
+	uint64_t leaked_blocks, ucx_left;
 	uint64_t stale_segments, swept_segments, leaked_fds, epochs, kills, stalls;
 	uint64_t refused, errors[ERR_KINDS], replays[REPLAY_KINDS];
 	uint64_t closes, closed_in_flight, closed_kept, left_after_close, swept_at_end;
@@ -145,6 +152,10 @@ static struct stress_opts opts;
 /* --workload: the file, the factor on its rates, the sampling interval */
 static const char *workload_path;
 static double rate_scale = 1, sample_ms = 10;
+/* --ucx-tls: UCX_TLS for the run (NULL: the environment's, if any) */
+static const char *ucx_tls;
+/* --backend ucx: the directory of UCX's posix segments (UCX_POSIX_DIR), "" if none */
+static char ucx_dir[96];
 static struct slot *slots;
 static struct pair pairs[STRESS_MAX_PAIRS];
 static struct totals tot;
@@ -207,6 +218,7 @@ static void parse_args(int argc, char **argv)
 		{ "workload", required_argument, 0, 'W' },
 		{ "rate-scale", required_argument, 0, 'x' },
 		{ "sample-ms", required_argument, 0, 'i' },
+		{ "ucx-tls", required_argument, 0, 'U' },
 		{ 0, 0, 0, 0 },
 	};
 	const char *sizes = DEFAULT_SIZES;
@@ -324,6 +336,11 @@ static void parse_args(int argc, char **argv)
 		case 'i':
 			sample_ms = parse_number("sample-ms", optarg, 0.1, 60000);
 			break;
+		case 'U':
+			if (!*optarg)
+				die("--ucx-tls: an empty list (e.g. tcp,self)");
+			ucx_tls = optarg;
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			exit(0);
@@ -339,6 +356,11 @@ static void parse_args(int argc, char **argv)
 			die("--%s does not go with --workload (the file says what runs)", o->name);
 		else if (given[o->val] && (o->val == 'x' || o->val == 'i') && !workload_path)
 			die("--%s goes with --workload only", o->name);
+	if (ucx_tls && strcmp(opts.backend, "ucx") != 0)
+		die("--ucx-tls goes with --backend ucx only");
+	/* Before any fork: every worker's UCX reads it when it opens its end. */
+	if (ucx_tls && setenv("UCX_TLS", ucx_tls, 1))
+		die("setenv UCX_TLS: %s", strerror(errno));
 	if (workload_path && !(opts.duration_s > 0))
 		die("--workload needs a --duration above 0");
 	if (!opts.duration_s && !opts.messages)
@@ -505,6 +527,21 @@ static void add_side(const struct member *m, const struct side *s, const char *r
 	}
 }
 
+/*
+ * Does a message the channel took live in the sender's process until it has
+ * gone out? For pipe, uring and ring, a send returns once the bytes are in
+ * the kernel's socket buffer or the shared ring, which outlive the sender.
+ * ucx copies the message into a buffer UCX sends from, in the sender (its
+ * send may return with the copy still posted, channel.h): a producer killed
+ * then takes the last messages with it. Over TCP nothing else could promise
+ * more: a process killed with unread data resets the connection, and the
+ * kernel drops its send queue.
+ */
+static bool sender_holds_taken(void)
+{
+	return strcmp(opts.backend, "ucx") == 0;
+}
+
 /* Both processes of pair i are gone: add up the epoch and check it. */
 static void end_epoch(unsigned i)
 {
@@ -526,9 +563,22 @@ static void end_epoch(unsigned i)
 	tot.closes += (uint64_t)sl->prod.closed_after_send;
 	tot.closed_in_flight += (uint64_t)sl->prod.closed_in_flight;
 	tot.closed_kept += (uint64_t)sl->prod.closed_kept;
-	if (pr->cons.killed)
+	if (pr->cons.killed) {
 		tot.dropped_in_kill += taken > got ? taken - got : 0;
-	else if (taken > got) {
+	} else if (taken > got && pr->prod.killed && sender_holds_taken()) {
+		/* ucx: what send took may still have been in the killed producer's
+		 * own memory (UCX's copy of it, not yet written to the socket or
+		 * the shared-memory FIFO): it died with it. Only the last ones can
+		 * be (a hole is a sequence gap, failed on below), at most a window
+		 * of them (the acks bound what is in flight); their blocks were
+		 * handed over, so the consumer frees them as orphans. */
+		tot.dropped_with_producer += taken - got;
+		if (taken - got > opts.window)
+			failure("pair %u epoch %u: %llu messages taken, %llu received: more than "
+				"the window (%u) died with the producer",
+				i, pr->epoch, (unsigned long long)taken, (unsigned long long)got,
+				opts.window);
+	} else if (taken > got) {
 		tot.lost += taken - got;
 		/* under a hostile peer, messages whose decode was refused are lost */
 		if (!hostile_run)
@@ -828,6 +878,11 @@ static json_t *report_json(double secs, bool pass)
 			  "pool_limit", (json_int_t)opts.pool_limit, "seed", (json_int_t)opts.seed,
 			  "prefix", opts.prefix);
 	json_t *res = json_object();
+	const char *tls = getenv("UCX_TLS");
+
+	/* what the ucx workers ran over (--ucx-tls, or the environment's) */
+	if (strcmp(opts.backend, "ucx") == 0)
+		json_object_set_new(config, "ucx_tls", tls ? json_string(tls) : json_null());
 	const struct {
 		const char *key;
 		uint64_t value;
@@ -845,6 +900,8 @@ static json_t *report_json(double secs, bool pass)
 		{ "kills_survived", tot.kills_survived },
 		{ "epochs", tot.epochs },
 		{ "dropped_with_killed_consumer", tot.dropped_in_kill },
+		{ "dropped_with_killed_producer", tot.dropped_with_producer },
+		{ "ucx_segments_left", tot.ucx_left },
 		{ "orphans_freed", tot.orphans },
 		{ "blocks_reaped", tot.reaped },
 		{ "segments_swept", tot.swept_segments },
@@ -1104,6 +1161,77 @@ static void final_sweep(void)
 		failure("%u segments with prefix %s remain after the run", left, opts.prefix);
 }
 
+/* Remove the entries of dir (our own directory); how many there were. */
+static unsigned empty_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *entry;
+	unsigned count = 0;
+
+	while (d && (entry = readdir(d)) != NULL)
+		if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0) {
+			(void)!unlinkat(dirfd(d), entry->d_name, 0);
+			count++;
+		}
+	if (d)
+		closedir(d);
+	return count;
+}
+
+/*
+ * --backend ucx: UCX's posix transport makes a segment in /dev/shm per worker
+ * and unlinks it once mapped; a worker killed in between leaves it there, and
+ * /dev/shm is shared, with nothing in the name to say whose it is. So the
+ * run's workers get a directory of their own (UCX_POSIX_DIR, named after the
+ * prefix; unless the environment names one): what is in it at the end is
+ * theirs, counted (ucx_segments_left) and removed with it. Before fork.
+ */
+static void ucx_dir_open(void)
+{
+	if (strcmp(opts.backend, "ucx") != 0 || getenv("UCX_POSIX_DIR"))
+		return;
+	snprintf(ucx_dir, sizeof(ucx_dir), "/dev/shm/shmrig-stress-ucx-%s", opts.prefix);
+	if (mkdir(ucx_dir, 0700) && errno != EEXIST)
+		die("mkdir %s: %s", ucx_dir, strerror(errno));
+	/* an earlier run of this prefix that was killed: its, so ours to remove */
+	empty_dir(ucx_dir);
+	if (setenv("UCX_POSIX_DIR", ucx_dir, 1))
+		die("setenv UCX_POSIX_DIR: %s", strerror(errno));
+}
+
+/* The run's end: what UCX left (killed workers' segments), removed; the directory too. */
+static void ucx_dir_close(void)
+{
+	if (!ucx_dir[0])
+		return;
+	tot.ucx_left = empty_dir(ucx_dir);
+	if (rmdir(ucx_dir))
+		failure("rmdir %s: %s", ucx_dir, strerror(errno));
+	/* only a SIGKILL between UCX's shm_open and its unlink leaves one */
+	if (tot.ucx_left && !tot.kills)
+		failure("UCX left %llu segments in %s and no worker was killed",
+			(unsigned long long)tot.ucx_left, ucx_dir);
+}
+
+/* A backend this build lacks ("ucx" without libucx-dev) is a skip, said why
+ * (exit 77); any other refusal is bad usage. */
+static void check_backend(void)
+{
+	struct shmrig_channel_opts co = { .size = sizeof(struct shmrig_channel_opts),
+					  .backend = opts.backend,
+					  .slots = opts.slots };
+	shmrig_channel_pair *chp;
+	int ret = shmrig_channel_pair_create(&co, &chp);
+
+	if (ret == -EOPNOTSUPP) {
+		printf("skipped: --backend %s: %s\n", opts.backend, shmrig_last_error());
+		exit(77);
+	}
+	if (ret)
+		die("--backend %s: %s", opts.backend, shmrig_last_error());
+	shmrig_channel_pair_free(chp);
+}
+
 /* The workers' pools will take the prefix: try it here (no segment is made). */
 static int check_prefix(void)
 {
@@ -1256,19 +1384,24 @@ int main(int argc, char **argv)
 		shmrig_registry_free(opts.registry);
 		return ret;
 	}
+	check_backend();
+	ucx_dir_open();
 	slots = mmap(NULL, sizeof(*slots) * opts.pairs, PROT_READ | PROT_WRITE,
 		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (slots == MAP_FAILED)
 		die("mmap of the ledger: %s", strerror(errno));
 	if (opts.progress)
-		fprintf(stderr, "shmrig-stress: %u pairs over %s, prefix %s, seed %llu\n",
-			opts.pairs, opts.backend, opts.prefix, (unsigned long long)opts.seed);
+		fprintf(stderr, "shmrig-stress: %u pairs over %s%s%s, prefix %s, seed %llu\n",
+			opts.pairs, opts.backend, getenv("UCX_TLS") ? " UCX_TLS=" : "",
+			getenv("UCX_TLS") ? getenv("UCX_TLS") : "", opts.prefix,
+			(unsigned long long)opts.seed);
 
 	t0 = now_ns();
 	run();
 	secs = (double)(now_ns() - t0) / 1e9;
 
 	final_sweep();
+	ucx_dir_close();
 	munmap(slots, sizeof(*slots) * opts.pairs);
 	shmrig_registry_free(opts.registry);
 	fds_left = fds_new_since(&fds);

@@ -29,11 +29,13 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -313,6 +315,26 @@ static int send_word(struct worker *w, uint32_t magic, uint64_t seq)
 	return 0;
 }
 
+/*
+ * A peer that is gone by its channel's word may not be dead yet: a killed
+ * process closes its sockets (the peer sees EOF, or UCX's reset) before it
+ * becomes a zombie, and until then reap rightly takes it for alive and leaves
+ * what it owns. Wait until it is dead (its pidfd readable), at most
+ * PEER_DEATH_MS; a peer that is not dying by then is reap's "alive".
+ */
+#define PEER_DEATH_MS 5000
+static void await_peer_death(const struct worker *w)
+{
+	int fd = (int)syscall(SYS_pidfd_open, w->peer, 0);
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	if (fd < 0)
+		return; /* gone already (ESRCH), or cannot tell: reap decides */
+	while (poll(&pfd, 1, PEER_DEATH_MS) < 0 && errno == EINTR)
+		;
+	close(fd);
+}
+
 /* What is left at the end of the epoch: the survivor's clean-up and checks. */
 static int finish(struct worker *w, bool audit)
 {
@@ -320,6 +342,8 @@ static int finish(struct worker *w, bool audit)
 	int ret;
 
 	set_phase(w, PH_FINISH);
+	if (w->peer_gone)
+		await_peer_death(w);
 	ret = shmrig_pool_reap(w->pool);
 	w->me->reaped = ret > 0 ? ret : 0;
 	if (ret < 0)
