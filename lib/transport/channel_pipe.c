@@ -1,14 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The "pipe" backend: a socketpair, one sendmsg and one kernel copy per
- * message. Each message is a stream_hdr then its bytes. Sends never block
- * (MSG_DONTWAIT; a full socket is waited for with poll()). A receive is one
- * blocking recv() bounded by the socket's receive timeout (SO_RCVTIMEO, a
- * slice): one syscall for a message that comes within the slice, where a
- * non-blocking read, a poll and a read again took three. Each slice with
- * nothing ends with a check that the peer still lives, so a wedged or dead
- * peer is an error in bounded time even if some other process holds a copy
- * of its socket.
+ * message. Each message is a stream_hdr then its bytes. The socket is
+ * non-blocking; waits are poll()s in slices, each slice ending with a check
+ * that the peer still lives, so a wedged or dead peer is an error in bounded
+ * time even if some other process holds a copy of its socket.
  *
  * A recv that times out in the middle of a message keeps what it has and the
  * next recv goes on from there; a send that times out in the middle of a
@@ -18,11 +14,11 @@
 #include "base/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -45,7 +41,6 @@ struct pipe_state {
 	char *pending;
 	size_t pending_len;
 	size_t pending_off;
-	int rcvtimeo_ms; /* the socket's SO_RCVTIMEO now; 0: not set */
 };
 
 int shmrig__channel_wait_fd(struct shmrig_channel *ch, short events, int64_t start, int timeout_ms)
@@ -68,25 +63,19 @@ int shmrig__channel_wait_fd(struct shmrig_channel *ch, short events, int64_t sta
 	}
 }
 
+static int set_nonblocking(int fd)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
 int shmrig__channel_socketpair(struct shmrig_channel_pair *pair)
 {
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair->fds))
 		return shmrig__fail(-errno, "channel: socketpair: %s", strerror(errno));
-	return 0;
-}
-
-/* The socket's receive timeout: set only when it changes (a setsockopt per
- * recv would cost what the blocking recv saves). */
-static int set_rcvtimeo(struct shmrig_channel *ch, int ms)
-{
-	struct pipe_state *st = ch->backend;
-	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
-
-	if (st->rcvtimeo_ms == ms)
-		return 0;
-	if (setsockopt(ch->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)))
-		return shmrig__fail(-errno, "channel: setsockopt SO_RCVTIMEO: %s", strerror(errno));
-	st->rcvtimeo_ms = ms;
 	return 0;
 }
 
@@ -105,15 +94,13 @@ static int pipe_open(struct shmrig_channel *ch, struct shmrig_channel_pair *pair
 	int ret;
 
 	(void)pair;
+	ret = set_nonblocking(ch->fd);
+	if (ret)
+		return shmrig__fail(ret, "channel: fcntl: %s", strerror(-ret));
 	ch->backend = calloc(1, sizeof(struct pipe_state));
 	if (!ch->backend)
 		return shmrig__fail(-ENOMEM, "channel: out of memory");
-	ret = set_rcvtimeo(ch, SLICE_MS);
-	if (ret) {
-		free(ch->backend);
-		ch->backend = NULL;
-	}
-	return ret;
+	return 0;
 }
 
 static int flush_pending(struct shmrig_channel *ch, int64_t start, int timeout_ms);
@@ -147,7 +134,7 @@ static int write_all(struct shmrig_channel *ch, struct iovec *iov, int iovcnt, i
 	*written = 0;
 	while (iovcnt) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
-		ssize_t n = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = sendmsg(ch->fd, &mh, MSG_NOSIGNAL);
 
 		if (n < 0) {
 			int ret;
@@ -237,28 +224,14 @@ static int pipe_sendv(struct shmrig_channel *ch, const void *const *msgs, const 
 	return ret;
 }
 
-/*
- * One read of at most len bytes, waiting until some arrive: the count (> 0)
- * or -errno. Each wait is a recv() blocking for at most a slice (or what is
- * left of the timeout); a slice that brought nothing ends with the peer's
- * liveness check, as shmrig__channel_wait_fd's do.
- */
+/* One read of at most len bytes, waiting until some arrive: the count (> 0) or -errno. */
 static ssize_t read_ready(struct shmrig_channel *ch, void *buf, size_t len, int64_t start,
 			  int timeout_ms)
 {
 	for (;;) {
-		int left = shmrig__remaining_ms(start, timeout_ms);
-		ssize_t n;
+		ssize_t n = read(ch->fd, buf, len);
 		int ret;
 
-		if (left == 0) {
-			n = recv(ch->fd, buf, len, MSG_DONTWAIT);
-		} else {
-			ret = set_rcvtimeo(ch, left < 0 || left > SLICE_MS ? SLICE_MS : left);
-			if (ret)
-				return ret;
-			n = recv(ch->fd, buf, len, 0);
-		}
 		if (n > 0)
 			return n;
 		if (n == 0)
@@ -268,11 +241,9 @@ static ssize_t read_ready(struct shmrig_channel *ch, void *buf, size_t len, int6
 			continue;
 		if (errno != EAGAIN)
 			return io_error(ch, errno);
-		if (!shmrig__channel_peer_alive(ch))
-			return shmrig__fail(-EPIPE, "channel: peer pid %d is gone", (int)ch->peer);
-		if (shmrig__remaining_ms(start, timeout_ms) == 0)
-			return shmrig__fail(-ETIMEDOUT, "channel: timed out after %d ms",
-					    timeout_ms);
+		ret = shmrig__channel_wait_fd(ch, POLLIN, start, timeout_ms);
+		if (ret)
+			return ret;
 	}
 }
 
