@@ -268,6 +268,40 @@ static void test_limit(void **state)
 	assert_int_equal(shmrig_pool_close(pool), 0);
 }
 
+/*
+ * A free large segment kept for reuse stands aside for a new arena: only
+ * blocks in use count against the limit. (It kept its room, and the second
+ * arena's alloc failed with -ENOMEM while nothing but that free segment held
+ * the bytes.)
+ */
+static void test_limit_kept_large(void **state)
+{
+	shmrig_pool *pool = open_pool(4 * MiB, 12 * MiB);
+	struct shmrig_pool_stats st = SHMRIG_SIZED(struct shmrig_pool_stats);
+	struct shmrig_ref big, refs[64];
+	unsigned n = 0;
+	void *p;
+
+	(void)state;
+	/* one arena, then a 6 MiB large block freed: its segment is kept */
+	assert_int_equal(shmrig_pool_alloc(pool, 512 * 1024, 0, 0, &refs[n++], &p), 0);
+	assert_int_equal(shmrig_pool_alloc(pool, 6 * MiB, 0, 0, &big, &p), 0);
+	assert_int_equal(shmrig_pool_free(pool, &big), 0);
+	assert_int_equal(shmrig_pool_stats(pool, &st), 0);
+	assert_true(st.created_bytes > 10 * MiB); /* 4 MiB arena + the kept 6 MiB */
+	/* fill the arena: the second one (4 MiB) needs the kept segment's room,
+	 * which is given back: two arenas, nothing else */
+	do {
+		assert_true(n < 64);
+		assert_int_equal(shmrig_pool_alloc(pool, 512 * 1024, 0, n, &refs[n], &p), 0);
+		n++;
+		assert_int_equal(shmrig_pool_stats(pool, &st), 0);
+	} while (st.created_bytes != 8 * MiB);
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal(shmrig_pool_free(pool, &refs[i]), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 /* Big classes fill their chunks: 1 MiB blocks two a chunk (one in chunk 0,
  * beside the header), not one a chunk beside an in-chunk descriptor array. */
 static void test_big_class_packing(void **state)
@@ -624,6 +658,7 @@ int main(void)
 		cmocka_unit_test(test_bad_refs),
 		cmocka_unit_test(test_foreign_segment),
 		cmocka_unit_test(test_limit),
+		cmocka_unit_test(test_limit_kept_large),
 		cmocka_unit_test(test_big_class_packing),
 		cmocka_unit_test(test_many_blocks),
 		cmocka_unit_test(test_no_page_faults),

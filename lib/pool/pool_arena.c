@@ -599,6 +599,10 @@ int shmrig__arena_new(shmrig_pool *pool, struct seg_local **out)
 	struct seg_local *sl;
 	int ret;
 
+	/* free large segments kept for reuse give their room back first: only
+	 * blocks in use may stand between us and the limit */
+	if (pool->created_bytes + pool->arena_size > pool->max_bytes)
+		shmrig__large_make_room(pool, pool->arena_size);
 	if (pool->created_bytes + pool->arena_size > pool->max_bytes)
 		return shmrig__fail(-ENOMEM,
 				    "pool: a new %zu-byte arena would pass the limit of %zu bytes "

@@ -448,6 +448,9 @@ int shmrig__large_check(struct seg_local *sl, size_t max_bytes);
 int shmrig__large_locate(struct seg_local *sl, const struct shmrig_ref *ref, struct block *b);
 void shmrig__large_release(shmrig_pool *pool, struct block *b, uint64_t word);
 void shmrig__large_recycle_all(shmrig_pool *pool);
+/* Unlink the free large segments kept for reuse that stand between the pool
+ * and `need` more bytes under max_bytes. */
+void shmrig__large_make_room(shmrig_pool *pool, size_t need);
 /* Unmap large segments of others whose block we hold no reference to and is free. */
 void shmrig__large_prune_foreign(shmrig_pool *pool);
 

@@ -88,6 +88,11 @@ void shmrig__large_recycle_all(shmrig_pool *pool)
 	recycle(pool, 0, 0);
 }
 
+void shmrig__large_make_room(shmrig_pool *pool, size_t need)
+{
+	recycle(pool, 0, need);
+}
+
 int shmrig__large_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag,
 			struct shmrig_ref *ref, void **data)
 {
