@@ -776,6 +776,35 @@ int shmrig_session_start(shmrig_session *sess)
 }
 
 /*
+ * Send a CALL (msg, len: freed here) and wait for its answer, a worker forked
+ * or at an address: 0 with *reply (free it), *reply_len and *hdr the RESULT;
+ * the handler's error, with the worker's words; those of send_request and
+ * await_reply.
+ */
+static int call_round(struct shmrig_session *sess, struct msg_hdr *hdr, void *msg, size_t len,
+		      int64_t start, int timeout_ms, const struct request *r, void **reply,
+		      size_t *reply_len)
+{
+	char who[ADDRESS_MAX + 32];
+	int ret = send_request(sess, msg, len, start, timeout_ms, r);
+
+	free(msg);
+	if (ret)
+		return ret;
+	ret = await_reply(sess, hdr->id, 1u << MSG_RESULT | 1u << MSG_ERROR, start, timeout_ms, r,
+			  reply, reply_len, hdr);
+	if (ret)
+		return ret;
+	sess->stats.calls++;
+	if (hdr->type != MSG_ERROR)
+		return 0;
+	ret = shmrig__fail(hdr->status, "session: %s: %s", worker_words(sess, who, sizeof(who)),
+			   (char *)*reply + sizeof(*hdr));
+	free(*reply);
+	return ret;
+}
+
+/*
  * A call to a worker at an address: its handler's index from its own list;
  * the request flattened behind the header (our blocks released: the worker
  * gets bytes); the RESULT's flat frame landed in blocks of our pool, then
@@ -827,22 +856,10 @@ static int call_remote(struct shmrig_session *sess, const char *handler, double 
 	free(flat);
 	if (!msg)
 		return shmrig__fail(-ENOMEM, "session_call: out of memory");
-	ret = send_request(sess, msg, sizeof(hdr) + flat_len, start, timeout_ms, &r);
-	free(msg);
+	ret = call_round(sess, &hdr, msg, sizeof(hdr) + flat_len, start, timeout_ms, &r, &msg,
+			 &len);
 	if (ret)
 		return ret;
-
-	ret = await_reply(sess, hdr.id, 1u << MSG_RESULT | 1u << MSG_ERROR, start, timeout_ms, &r,
-			  &msg, &len, &hdr);
-	if (ret)
-		return ret;
-	sess->stats.calls++;
-	if (hdr.type == MSG_ERROR) {
-		ret = shmrig__fail(hdr.status, "session: the worker at %s: %s", sess->address,
-				   (char *)msg + sizeof(hdr));
-		free(msg);
-		return ret;
-	}
 	/* the worker's bytes, checked as hostile, into blocks of ours */
 	ret = shmrig_frame_unflatten(sess->pool, (char *)msg + sizeof(hdr), len - sizeof(hdr),
 				     &frame, &len);
@@ -913,22 +930,9 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 		free(msg);
 		return lost_worker(sess, &r);
 	}
-	ret = send_request(sess, msg, sizeof(hdr) + len, start, timeout_ms, &r);
-	free(msg);
+	ret = call_round(sess, &hdr, msg, sizeof(hdr) + len, start, timeout_ms, &r, &msg, &len);
 	if (ret)
 		return ret;
-
-	ret = await_reply(sess, hdr.id, 1u << MSG_RESULT | 1u << MSG_ERROR, start, timeout_ms, &r,
-			  &msg, &len, &hdr);
-	if (ret)
-		return ret;
-	sess->stats.calls++;
-	if (hdr.type == MSG_ERROR) {
-		ret = shmrig__fail(hdr.status, "session: worker %d: %s", (int)sess->worker,
-				   (char *)msg + sizeof(hdr));
-		free(msg);
-		return ret;
-	}
 	ret = shmrig_registry_decode(sess->reg, sess->pool, (char *)msg + sizeof(hdr),
 				     len - sizeof(hdr), response);
 	free(msg);
