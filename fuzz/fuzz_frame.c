@@ -37,6 +37,8 @@
  *
  *   SHMRIG_FUZZ_WRITE_SEEDS=DIR fuzz_frame   writes those seeds to DIR and exits.
  */
+#include "seeds.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -142,66 +144,7 @@ static void write_seed(const char *dir, const char *name, const struct shmrig_va
 
 static void write_seeds(const char *dir)
 {
-	static const double matrix[2][3] = { { 1, 2, 3 }, { 4, 5, 6 } };
-	static const int64_t ids[4] = { 10, 20, 30, 40 };
-	static const float weights[4] = { 0.5f, 1.5f, 2.5f, 3.5f };
-	static const uint8_t flags[3] = { 1, 0, 1 };
-	static const char text[] = "seed bytes";
-	struct shmrig_named_array columns[2] = {
-		{ "id",
-		  { .dtype = SHMRIG_DTYPE_INT64,
-		    .ndim = 1,
-		    .shape = { 4 },
-		    .order = 'C',
-		    .data = (void *)ids } },
-		{ "weight",
-		  { .dtype = SHMRIG_DTYPE_FLOAT32,
-		    .ndim = 1,
-		    .shape = { 4 },
-		    .order = 'C',
-		    .data = (void *)weights } },
-	};
-	struct shmrig_named_array variables[2] = {
-		{ "m",
-		  { .dtype = SHMRIG_DTYPE_FLOAT64,
-		    .ndim = 2,
-		    .shape = { 2, 3 },
-		    .order = 'F',
-		    .data = (void *)matrix } },
-		{ "flags",
-		  { .dtype = SHMRIG_DTYPE_BOOL,
-		    .ndim = 1,
-		    .shape = { 3 },
-		    .order = 'C',
-		    .data = (void *)flags } },
-	};
-	struct shmrig_group group = { .name = "g", .nvariables = 2, .variables = variables };
-	struct shmrig_value v;
-
-	memset(&v, 0, sizeof(v));
-	v.kind = SHMRIG_KIND_NDARRAY;
-	v.array = variables[0].array;
-	v.array.order = 'C';
-	write_seed(dir, "ndarray", &v);
-
-	memset(&v, 0, sizeof(v));
-	v.kind = SHMRIG_KIND_TABLE;
-	v.table.nrows = 4;
-	v.table.ncolumns = 2;
-	v.table.columns = columns;
-	write_seed(dir, "table", &v);
-
-	memset(&v, 0, sizeof(v));
-	v.kind = SHMRIG_KIND_DATASET;
-	v.dataset.ngroups = 1;
-	v.dataset.groups = &group;
-	write_seed(dir, "dataset", &v);
-
-	memset(&v, 0, sizeof(v));
-	v.kind = SHMRIG_KIND_BYTES;
-	v.bytes.data = text;
-	v.bytes.len = sizeof(text) - 1;
-	write_seed(dir, "bytes", &v);
+	fuzz_seed_values(dir, "seed bytes", write_seed);
 }
 
 /* ---- the target ---- */
