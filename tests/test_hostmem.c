@@ -88,22 +88,59 @@ static void test_no_reuse_when_twice_too_big(void **state)
 	assert_int_equal(shmrig__hostmem_trim(now_ns()), 2);
 }
 
-/* At most HOSTMEM_SLOTS are kept: one more release is unmapped at once. */
+/* At most HOSTMEM_SLOTS are kept: one more release evicts the oldest, and the
+ * newest is kept (before, the newest was unmapped and its next use faulted). */
 static void test_slots_bounded(void **state)
 {
-	void *p[HOSTMEM_SLOTS + 1];
-	size_t cap[HOSTMEM_SLOTS + 1];
+	unsigned char *p[HOSTMEM_SLOTS + 1], *q;
+	size_t cap[HOSTMEM_SLOTS + 1], qcap;
 
 	(void)state;
 	for (int i = 0; i <= HOSTMEM_SLOTS; i++) {
 		p[i] = shmrig__hostmem_alloc(2 * MiB, false, &cap[i]);
 		assert_non_null(p[i]);
-		memset(p[i], i, 4096);
+		memset(p[i], i + 1, 4096);
 	}
 	for (int i = 0; i <= HOSTMEM_SLOTS; i++)
 		shmrig__hostmem_free(p[i], cap[i]);
+	assert_false(mapped(p[0], cap[0]));
+	for (int i = 1; i <= HOSTMEM_SLOTS; i++)
+		assert_true(mapped(p[i], cap[i]));
+	/* the newest is reused with its bytes (a fresh mapping would be zero) */
+	q = shmrig__hostmem_alloc(2 * MiB, false, &qcap);
+	assert_non_null(q);
+	assert_int_equal(q[0], HOSTMEM_SLOTS + 1);
+	shmrig__hostmem_free(q, qcap);
 	assert_int_equal(shmrig__hostmem_trim(now_ns()), HOSTMEM_SLOTS);
-	assert_false(mapped(p[HOSTMEM_SLOTS], cap[HOSTMEM_SLOTS]));
+}
+
+/* Kept bytes are bounded too: a release that does not fit evicts the oldest
+ * until it does; one bigger than the bound is not kept at all. */
+static void test_bytes_bounded(void **state)
+{
+	const size_t third = HOSTMEM_KEEP_BYTES / 4 + 2 * MiB;
+	unsigned char *a, *b, *c;
+	size_t ca, cb, cc;
+
+	(void)state;
+	a = shmrig__hostmem_alloc(third, false, &ca);
+	b = shmrig__hostmem_alloc(third, false, &cb);
+	c = shmrig__hostmem_alloc(2 * third, false, &cc);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_non_null(c);
+	shmrig__hostmem_free(a, ca);
+	shmrig__hostmem_free(b, cb);
+	shmrig__hostmem_free(c, cc); /* a + b + c is over the bound: a goes */
+	assert_false(mapped(a, ca));
+	assert_true(mapped(b, cb));
+	assert_true(mapped(c, cc));
+	assert_int_equal(shmrig__hostmem_trim(now_ns()), 2);
+	a = shmrig__hostmem_alloc(HOSTMEM_KEEP_BYTES + 1, false, &ca);
+	assert_non_null(a);
+	shmrig__hostmem_free(a, ca);
+	assert_false(mapped(a, ca));
+	assert_int_equal(shmrig__hostmem_trim(now_ns()), 2);
 }
 
 /* End to end: a decoded 8 MiB bytes value's copy lands in a kept mapping,
@@ -154,6 +191,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_reuse_when_twice_too_big, drop_kept,
 						drop_kept),
 		cmocka_unit_test_setup_teardown(test_slots_bounded, drop_kept, drop_kept),
+		cmocka_unit_test_setup_teardown(test_bytes_bounded, drop_kept, drop_kept),
 		cmocka_unit_test_setup_teardown(test_bytes_decode_reuses, drop_kept, drop_kept),
 	};
 

@@ -96,25 +96,45 @@ void *shmrig__hostmem_alloc(size_t size, bool zero, size_t *cap)
 
 void shmrig__hostmem_free(void *base, size_t cap)
 {
+	struct kept out[HOSTMEM_SLOTS]; /* evicted, unmapped after the lock */
+	unsigned nout = 0;
 	struct kept *slot = NULL;
 
 	if (!base)
 		return;
 	pthread_mutex_lock(&kept.lock);
 	(void)trim_locked(shmrig__now_ns());
-	if (kept.bytes + cap <= HOSTMEM_KEEP_BYTES)
-		for (unsigned i = 0; i < HOSTMEM_SLOTS && !slot; i++)
-			if (!kept.slot[i].base)
-				slot = &kept.slot[i];
-	if (slot) {
+	/* the newest release is the likeliest to be reused: make room for it by
+	 * evicting the oldest kept, rather than dropping it */
+	while (cap <= HOSTMEM_KEEP_BYTES) {
+		struct kept *oldest = NULL;
+
+		slot = NULL;
+		for (unsigned i = 0; i < HOSTMEM_SLOTS; i++) {
+			struct kept *k = &kept.slot[i];
+
+			if (!k->base)
+				slot = slot ? slot : k;
+			else if (!oldest || k->since_ns < oldest->since_ns)
+				oldest = k;
+		}
+		if (slot && kept.bytes + cap <= HOSTMEM_KEEP_BYTES)
+			break;
+		out[nout++] = *oldest;
+		kept.bytes -= oldest->cap;
+		oldest->base = NULL;
+	}
+	if (cap <= HOSTMEM_KEEP_BYTES) {
 		slot->base = base;
 		slot->cap = cap;
 		slot->since_ns = shmrig__now_ns();
 		kept.bytes += cap;
 	}
 	pthread_mutex_unlock(&kept.lock);
-	if (!slot)
+	if (cap > HOSTMEM_KEEP_BYTES)
 		munmap(base, cap);
+	for (unsigned i = 0; i < nout; i++)
+		munmap(out[i].base, out[i].cap);
 }
 
 unsigned shmrig__hostmem_trim(int64_t now)

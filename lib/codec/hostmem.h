@@ -10,8 +10,12 @@
  * transparent huge pages (where the kernel allows them), and the few most
  * recently released kept for reuse for HOSTMEM_KEEP_NS (jemalloc's decay,
  * simplified), so a consumer decoding values of like size reuses warm memory.
- * At most HOSTMEM_SLOTS mappings and HOSTMEM_KEEP_BYTES are kept; the rest,
- * and what is not reused in time, goes back to the kernel. Thread-safe.
+ * At most HOSTMEM_SLOTS mappings and HOSTMEM_KEEP_BYTES are kept: a release
+ * that finds no room evicts the oldest kept (the newest is the likeliest to be
+ * reused: a decode of 256 MiB after a few decodes of other sizes found the slots
+ * full and paid its page faults again). What is evicted, what is bigger than
+ * HOSTMEM_KEEP_BYTES and what is not reused in time goes back to the kernel.
+ * Thread-safe.
  */
 #ifndef SHMRIG_CODEC_HOSTMEM_H
 #define SHMRIG_CODEC_HOSTMEM_H
