@@ -30,6 +30,10 @@
  *                                and releases (bytes = B per call). The seed's
  *                                Python twin is peer/seed_python/echo/<B>
  *                                (bench_peer_seed.c)
+ *   session/ring/echo_view/<B>   the same over the ring with "echo_view": the
+ *                                worker hands the request's own blocks back
+ *                                (zero-copy): the caller's encode is the one
+ *                                copy, so it must beat copy_2proc_twin
  *   session/pipe_bytes_twin/<B>  the seed's way for the same bytes: B bytes
  *                                written through a pipe(2) to a forked peer,
  *                                which reads them all and writes them back
@@ -100,6 +104,11 @@
 #define ERROR_MAX 512
 
 static const char *const backends[] = { "pipe", "uring", "ring" };
+static const struct echo_case {
+	const char *backend;
+	const char *handler;
+} echo_cases[] = { { "pipe", "echo" }, { "uring", "echo" }, { "ring", "echo" },
+		   { "ring", "echo_view" } };
 static const int64_t session_sizes[] = { 64, 64 << 10, 1 << 20, 16 << 20 };
 
 
@@ -514,6 +523,7 @@ static int64_t calls_per_batch(int64_t bytes)
 }
 
 struct session_run {
+	const char *handler;
 	struct bench_pinning pin;
 	shmrig_pool *pool;
 	shmrig_registry *reg;
@@ -550,7 +560,7 @@ static int echo_check(gbench_state *st, struct session_run *run, size_t bytes)
 {
 	struct shmrig_value back;
 	uint64_t nbytes;
-	int released, ret = shmrig_session_call(run->sess, "echo", 0, &run->request, &back, 0);
+	int released, ret = shmrig_session_call(run->sess, run->handler, 0, &run->request, &back, 0);
 
 	if (ret) {
 		fail(st, "session_call", ret);
@@ -570,9 +580,10 @@ static int echo_check(gbench_state *st, struct session_run *run, size_t bytes)
 	return ret;
 }
 
-static bool session_start(gbench_state *st, struct session_run *run, const char *backend,
-			  size_t bytes)
+static bool session_start(gbench_state *st, struct session_run *run,
+			  const struct echo_case *c, size_t bytes)
 {
+	const char *backend = c->backend;
 	struct shmrig_channel_opts channel = { .size = sizeof(struct shmrig_channel_opts),
 					       .backend = backend };
 	struct shmrig_session_opts opts = { .size = sizeof(struct shmrig_session_opts),
@@ -587,6 +598,7 @@ static bool session_start(gbench_state *st, struct session_run *run, const char 
 	int ret;
 
 	memset(run, 0, sizeof(*run));
+	run->handler = c->handler;
 	if (!bench_pin_start(st, &run->pin))
 		return false;
 	run->elements = malloc(bytes);
@@ -666,7 +678,7 @@ static void bm_session_echo(gbench_state *st, void *arg)
 		for (int64_t i = 0; i < batch; i++) {
 			struct shmrig_value back;
 
-			ret = shmrig_session_call(run.sess, "echo", 0, &run.request, &back, 0);
+			ret = shmrig_session_call(run.sess, run.handler, 0, &run.request, &back, 0);
 			if (ret) {
 				fail(st, "session_call", ret);
 				break;
@@ -1041,9 +1053,10 @@ void bench_channel_register(void)
 		snprintf(name, sizeof(name), "channel/%s/paced", backends[i]);
 		register_manual(name, bm_channel_paced, (void *)backends[i], 'u', NULL, 0);
 	}
-	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
-		snprintf(name, sizeof(name), "session/%s/echo", backends[i]);
-		register_manual(name, bm_session_echo, (void *)backends[i], 'u', session_sizes,
+	for (size_t i = 0; i < sizeof(echo_cases) / sizeof(echo_cases[0]); i++) {
+		snprintf(name, sizeof(name), "session/%s/%s", echo_cases[i].backend,
+			 echo_cases[i].handler);
+		register_manual(name, bm_session_echo, (void *)&echo_cases[i], 'u', session_sizes,
 				nsizes);
 	}
 	register_manual("session/pipe_bytes_twin", bm_pipe_bytes_twin, NULL, 'u', session_sizes,

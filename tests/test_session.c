@@ -586,6 +586,68 @@ static void test_scale(void **state)
 	finish();
 }
 
+/* ---- echo_view: the request's own blocks come back ---- */
+
+static void count_in_ours(void *arg, const struct shmrig_block_info *info)
+{
+	char mine[32];
+
+	/* segment names are "<prefix>-<creator pid>-..." */
+	snprintf(mine, sizeof(mine), "-%d-", (int)getpid());
+	if (strstr(info->ref.name, mine))
+		++*(uint64_t *)arg;
+}
+
+/* Live blocks in segments this process made (the caller's pool's own). */
+static uint64_t live_in_ours(void)
+{
+	uint64_t n = 0;
+
+	assert_true(shmrig_pool_for_each_live(pool, count_in_ours, &n) >= 0);
+	return n;
+}
+
+/*
+ * "echo_view" answers with the request's blocks, handed back: the answer held
+ * is in the caller's own segments, where an "echo" answer is in the worker's
+ * (the request's blocks were freed there). A value decoded by copy (bytes)
+ * has no blocks to give back and is copied, as echo does. Nothing is left
+ * live on either side.
+ */
+static void test_echo_view(void **state)
+{
+	(void)state;
+	begin(NULL);
+	make_values();
+	assert_int_equal(shmrig_session_start(sess), 0);
+	for (int i = 0; i < nvalues; i++) {
+		struct shmrig_value out;
+
+		assert_int_equal(shmrig_session_call(sess, "echo_view", 0, &values[i], &out,
+						     TIMEOUT_MS),
+				 0);
+		th_assert_value_equal(&values[i], &out);
+		if (values[i].kind == SHMRIG_KIND_BYTES) {
+			assert_int_equal(live_in_ours(), 0);
+		} else {
+			/* leases may share a block (subrefs of a pack) */
+			assert_true(live_in_ours() > 0);
+			assert_true(live_in_ours() <= shmrig_value_leases(&out));
+		}
+		assert_int_equal(shmrig_value_release(&out), 0);
+		assert_int_equal(shmrig_session_call(sess, "echo", 0, &values[i], &out, TIMEOUT_MS),
+				 0);
+		th_assert_value_equal(&values[i], &out);
+		assert_int_equal(live_in_ours(), 0);
+		assert_int_equal(shmrig_value_release(&out), 0);
+		assert_int_equal(th_live_blocks(pool), 0);
+	}
+	free_values();
+	/* 0, not -SHMRIG_ELEAK: the worker kept nothing of what it handed back */
+	assert_int_equal(shmrig_session_shutdown(sess, TIMEOUT_MS), 0);
+	finish();
+}
+
 /* ---- a handler's failure reaches the caller ---- */
 
 static void test_handler_error(void **state)
@@ -862,6 +924,7 @@ int main(void)
 		cmocka_unit_test(test_echo_ucx),
 		cmocka_unit_test(test_checksum),
 		cmocka_unit_test(test_scale),
+		cmocka_unit_test(test_echo_view),
 		cmocka_unit_test(test_handler_error),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_wedged_worker),

@@ -212,5 +212,9 @@ int shmrig_session_add_builtin_handlers(shmrig_session *sess)
 		ret = shmrig_session_handler(sess, "checksum", checksum_handler, NULL);
 	if (!ret)
 		ret = shmrig_session_handler(sess, "scale", scale_handler, NULL);
+	if (!ret)
+		ret = shmrig_session_handler(sess, "echo_view", echo_handler, NULL);
+	if (!ret)
+		sess->handlers[sess->nhandlers - 1].pass_back = true;
 	return ret;
 }

@@ -136,6 +136,7 @@ int shmrig_session_handler(shmrig_session *sess, const char *name, shmrig_handle
 	snprintf(sess->handlers[sess->nhandlers].name, sizeof(sess->handlers[0].name), "%s", name);
 	sess->handlers[sess->nhandlers].fn = fn;
 	sess->handlers[sess->nhandlers].ctx = ctx;
+	sess->handlers[sess->nhandlers].pass_back = false;
 	sess->nhandlers++;
 	return 0;
 }

@@ -116,6 +116,9 @@ struct handler {
 	char name[HANDLER_NAME_MAX + 1];
 	shmrig_handler_fn fn;
 	void *ctx;
+	/* its response is its request: the worker hands the request's own
+	 * blocks back when it can (built-in "echo_view"), not copies */
+	bool pass_back;
 };
 
 enum state {

@@ -126,6 +126,44 @@ static int build_result(struct worker *w, uint64_t id, const struct shmrig_value
 	return 0;
 }
 
+/*
+ * The RESULT of a pass-back handler: the request's own frame, its blocks
+ * retained (the decode holds them as leases; their release after this leaves
+ * them live, ours, for send_result to hand back). Only for a forked caller and
+ * a request decoded in place, every block a lease (a copied-out or temporary
+ * buffer was freed at decode): else -EAGAIN, nothing done, and the response is
+ * encoded as any other. 0, -EAGAIN, or -ENOMEM (nothing retained).
+ */
+static int build_pass_back(struct worker *w, uint64_t id, const void *frame, size_t len,
+			   const struct shmrig_value *request, void **msg, size_t *msg_len)
+{
+	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_RESULT, .id = id };
+	struct shmrig_frame f;
+	uint32_t held = 0;
+	int ret;
+
+	if (w->remote || shmrig_frame_parse(frame, len, &f) || !f.nbuffers ||
+	    shmrig_value_leases(request) != f.nbuffers)
+		return -EAGAIN;
+	*msg = shmrig__session_msg_build(&hdr, frame, len);
+	if (!*msg)
+		return -ENOMEM;
+	for (ret = 0; held < f.nbuffers; held++) {
+		ret = shmrig_pool_retain(w->pool, &f.buffers[held]);
+		if (ret)
+			break;
+	}
+	if (ret) {
+		while (held)
+			(void)!shmrig_pool_free(w->pool, &f.buffers[--held]);
+		free(*msg);
+		*msg = NULL;
+		return -EAGAIN;
+	}
+	*msg_len = sizeof(hdr) + len;
+	return 0;
+}
+
 /* Hand a RESULT's blocks to the caller, then send it. 0 or the channel's error. */
 static int send_result(struct worker *w, void *msg, size_t len)
 {
@@ -220,9 +258,15 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 	} else {
 		char encode_why[ERROR_TEXT_MAX - 64];
 
+		ret = h->pass_back ? build_pass_back(w, hdr->id, frame, len, &request, &msg,
+						     &msg_len)
+				   : -EAGAIN;
 		/* the response may view the request or the scratch: both live until now */
-		ret = build_result(w, hdr->id, &call.response, &msg, &msg_len, encode_why,
-				   sizeof(encode_why));
+		if (ret == -EAGAIN)
+			ret = build_result(w, hdr->id, &call.response, &msg, &msg_len,
+					   encode_why, sizeof(encode_why));
+		else if (ret)
+			snprintf(encode_why, sizeof(encode_why), "out of memory for the reply");
 		if (ret)
 			snprintf(why, sizeof(why), "handler '%s': %s", h->name, encode_why);
 	}

@@ -171,6 +171,10 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_session_handler(shmrig_session *sess, con
  *               a new ndarray of the same dtype, shape and order with every
  *               element multiplied by `arg` (in the element's type: float32
  *               elements by (float)arg); other requests fail with -EINVAL
+ *   "echo_view" the response is the request, in its own blocks: the worker
+ *               hands them back (a zero-copy echo). Where it cannot (a
+ *               value decoded by copy, as bytes; a served caller, whose
+ *               frames travel flat) it copies, as "echo" does
  * Errors as shmrig_session_handler.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_session_add_builtin_handlers(shmrig_session *sess);
