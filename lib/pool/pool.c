@@ -26,7 +26,7 @@
 #define DEFAULT_ARENA_SIZE ((size_t)64 << 20)
 #define DEFAULT_MAX_BYTES ((size_t)1 << 30)
 
-_Thread_local char shmrig__thread_mark;
+_Thread_local char shmrig__thread_mark SHMRIG__TLS_FAST;
 
 void shmrig__pool_enter_locked(shmrig_pool *pool)
 {
@@ -108,6 +108,8 @@ void shmrig__pool_insert(shmrig_pool *pool, struct seg_local *sl)
 
 	sl->name = shmrig_segment_name(sl->seg);
 	sl->name_len = strlen(sl->name);
+	memset(sl->ref_name, 0, sizeof(sl->ref_name));
+	memcpy(sl->ref_name, sl->name, sl->name_len); /* < SHMRIG_NAME_MAX: names are */
 	h = name_hash(sl->name);
 	sl->hash_next = pool->buckets[h];
 	pool->buckets[h] = sl;
@@ -282,6 +284,23 @@ static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **ou
 
 /* ---- refs ---- */
 
+/* Does the ref name segment sl? Its name field equal to sl's terminated name.
+ * Refs we filled are zero-padded (ref_name): one inlined compare of the whole
+ * field, no call; any other (bytes after the terminator) takes memcmp. */
+static inline bool names_seg(const struct shmrig_ref *ref, const struct seg_local *sl)
+{
+	uint64_t diff = 0;
+
+	for (size_t i = 0; i < sizeof(ref->name); i += sizeof(uint64_t)) {
+		uint64_t a, b;
+
+		memcpy(&a, ref->name + i, sizeof(a));
+		memcpy(&b, sl->ref_name + i, sizeof(b));
+		diff |= a ^ b;
+	}
+	return !diff || memcmp(ref->name, sl->name, sl->name_len + 1) == 0;
+}
+
 /* Validate a ref and find its block, live (or handed over) with the ref's generation. */
 static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block *b, uint64_t *word)
 {
@@ -293,13 +312,13 @@ static int resolve(shmrig_pool *pool, const struct shmrig_ref *ref, struct block
 		return shmrig__fail(-EINVAL, "ref is NULL");
 	/* Most refs name a segment one of the last two named: equal to its
 	 * (terminated) name, this one is terminated too; no lookup. */
-	if (sl && memcmp(ref->name, sl->name, sl->name_len + 1) == 0) {
+	if (sl && names_seg(ref, sl)) {
 		ret = shmrig__ref_fields_check(ref);
 		if (ret)
 			return ret;
 	} else {
 		sl = pool->last[1];
-		if (sl && memcmp(ref->name, sl->name, sl->name_len + 1) == 0) {
+		if (sl && names_seg(ref, sl)) {
 			ret = shmrig__ref_fields_check(ref);
 		} else {
 			ret = shmrig__ref_check(ref);

@@ -49,6 +49,7 @@ struct seg_local {
 	shmrig_segment *seg;
 	const char *name; /* the segment's, and its length: refs are filled and matched by it */
 	size_t name_len;
+	char ref_name[SHMRIG_NAME_MAX]; /* name, zero-padded: a ref's name field in one copy */
 	char *base;
 	size_t size;
 	bool created; /* by this pool: it unlinks it when nobody else holds a block */
@@ -253,8 +254,12 @@ void shmrig__death_point(const char *name);
  * (membarrier), and waits until the opener is out; from then on everybody
  * takes the lock. Without membarrier the pool is shared from the start.
  */
-/* A thread's identity, cheaper than pthread_self(): the address of its own copy. */
-extern _Thread_local char shmrig__thread_mark;
+/* A thread's identity, cheaper than pthread_self(): the address of its own copy.
+ * Initial-exec: read at %fs plus a constant, not through __tls_get_addr (a
+ * call of ~22 instructions, two per alloc/free pair); one byte of the static
+ * TLS that glibc keeps for libraries, even for a dlopen()ed libshmrig. */
+#define SHMRIG__TLS_FAST __attribute__((tls_model("initial-exec")))
+extern _Thread_local char shmrig__thread_mark SHMRIG__TLS_FAST;
 void shmrig__pool_enter_locked(shmrig_pool *pool);
 
 static inline void pool_enter(shmrig_pool *pool)
@@ -333,7 +338,11 @@ static inline int shmrig__arena_take(struct seg_local *sl, unsigned c, uint32_t 
 {
 	if (SHMRIG_LIKELY(sl->ncache[c])) {
 		*id = shmrig__cache_get(sl, c);
-		if (SHMRIG_DEBUG_CHECKS < 1 || shmrig__cached_block_intact(sl, c, *id))
+		if (SHMRIG_DEBUG_CHECKS < 1 ||
+		    SHMRIG_LIKELY(word_state(atomic_load_explicit(&id_desc(sl, *id, c)->word,
+								  memory_order_acquire)) ==
+				  ST_CACHED) ||
+		    shmrig__cached_block_intact(sl, c, *id))
 			return 0;
 	}
 	return shmrig__arena_take_slow(sl, c, id);
@@ -357,13 +366,13 @@ static inline void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t
 			      (flags & SHMRIG__ALLOC_HANDED) ? word_make(gen, 1, 1, ST_HANDED) :
 							       word_make(gen, 1, 0, ST_LIVE),
 			      memory_order_release);
-	memset(ref, 0, sizeof(*ref));
-	memcpy(ref->name, sl->name, sl->name_len + 1);
+	memcpy(ref->name, sl->ref_name, sizeof(ref->name)); /* fixed size: inlined */
 	ref->offset = id_offset(sl, id, c);
 	ref->size = class_size(c);
 	ref->content_size = content_size;
 	ref->generation = gen;
 	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
+	memset(ref->reserved, 0, sizeof(ref->reserved));
 	*data = sl->base + ref->offset;
 }
 
