@@ -4674,7 +4674,8 @@ static int handler_full(void)
 	}
 	sess_down(&s);
 	/* the refusal must come when the session holds exactly the maximum */
-	return registered + 3 + 9 == SHMRIG_SESSION_MAX_HANDLERS ? rc : 1000 + registered;
+	/* 4 built-in handlers, 9 of sess_up */
+	return registered + 4 + 9 == SHMRIG_SESSION_MAX_HANDLERS ? rc : 1000 + registered;
 }
 
 static int builtin_handlers_twice(void)

@@ -119,6 +119,24 @@ static void round_trip(struct fx *fx, const struct shmrig_value *v)
 		expect += (sent.buffers[i].content_size + 7) & ~(uint64_t)7;
 	assert_int_equal(flat_len, expect);
 
+	/* decoded in place (a session's MSG_FLAT): equal to v, no block taken,
+	 * no lease; the views are the value's own copies, valid after the flat
+	 * bytes are gone (scribbled over here) */
+	{
+		void *copy = malloc(flat_len);
+
+		assert_non_null(copy);
+		memcpy(copy, flat, flat_len);
+		assert_int_equal(
+			shmrig__registry_decode_flat(fx->reg, fx->receiver, copy, flat_len, &out),
+			0);
+		memset(copy, 0xa5, flat_len);
+		free(copy);
+		assert_int_equal(th_live_blocks(fx->receiver), 0);
+		assert_int_equal(shmrig_value_leases(&out), 0);
+		th_assert_value_equal(v, &out);
+		assert_int_equal(shmrig_value_release(&out), 0);
+	}
 	assert_int_equal(shmrig_frame_unflatten(fx->receiver, flat, flat_len, &again, &again_len),
 			 0);
 	free(flat);
@@ -261,12 +279,15 @@ static void *copy_at(const void *src, size_t len, size_t shift, void **base)
 }
 
 /* Unflattening these len bytes fails with `code` (its message mentions
- * `word`, unless NULL) and leaves no block in the receiver's pool. */
+ * `word`, unless NULL) and leaves no block in the receiver's pool; and so
+ * does decoding them in place (shmrig__registry_decode_flat: a session's
+ * MSG_FLAT), by the same rules, its value left empty. */
 static void check_bad_flat(struct fx *fx, const void *flat, size_t len, int code, const char *word)
 {
 	void *base, *copy = copy_at(flat, len, 0, &base);
 	void *frame = (void *)1;
 	size_t frame_len = 1;
+	struct shmrig_value out;
 	int ret = shmrig_frame_unflatten(fx->receiver, copy, len, &frame, &frame_len);
 
 	if (ret != code)
@@ -274,6 +295,16 @@ static void check_bad_flat(struct fx *fx, const void *flat, size_t len, int code
 	if (word && !strstr(shmrig_last_error(), word))
 		fail_msg("error \"%s\" does not mention \"%s\"", shmrig_last_error(), word);
 	assert_ptr_equal(frame, (void *)1);
+	assert_int_equal(th_live_blocks(fx->receiver), 0);
+	memset(&out, 0xff, sizeof(out));
+	ret = shmrig__registry_decode_flat(fx->reg, fx->receiver, copy, len, &out);
+	if (ret != code)
+		fail_msg("decode_flat, %zu bytes: %d (%s), expected %d", len, ret,
+			 shmrig_last_error(), code);
+	if (word && !strstr(shmrig_last_error(), word))
+		fail_msg("decode_flat: error \"%s\" does not mention \"%s\"",
+			 shmrig_last_error(), word);
+	assert_null(out.storage);
 	assert_int_equal(th_live_blocks(fx->receiver), 0);
 	free(base);
 }

@@ -15,6 +15,7 @@
  * default "pipe", and echo over that backend alone; exit 77 without UCX.
  */
 #include "helpers.h"
+#include "session/session_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -611,11 +612,14 @@ static uint64_t live_in_ours(void)
  * "echo_view" answers with the request's blocks, handed back: the answer held
  * is in the caller's own segments, where an "echo" answer is in the worker's
  * (the request's blocks were freed there). A value decoded by copy (bytes)
- * has no blocks to give back and is copied, as echo does. Nothing is left
+ * has no blocks to give back and is copied, as echo does; so is a small value,
+ * which travels flat (MSG_FLAT) and has no block either way. Nothing is left
  * live on either side.
  */
 static void test_echo_view(void **state)
 {
+	int handed_back = 0;
+
 	(void)state;
 	begin(NULL);
 	make_values();
@@ -627,12 +631,13 @@ static void test_echo_view(void **state)
 						     TIMEOUT_MS),
 				 0);
 		th_assert_value_equal(&values[i], &out);
-		if (values[i].kind == SHMRIG_KIND_BYTES) {
+		if (values[i].kind == SHMRIG_KIND_BYTES || !shmrig_value_leases(&out)) {
 			assert_int_equal(live_in_ours(), 0);
 		} else {
 			/* leases may share a block (subrefs of a pack) */
 			assert_true(live_in_ours() > 0);
 			assert_true(live_in_ours() <= shmrig_value_leases(&out));
+			handed_back++;
 		}
 		assert_int_equal(shmrig_value_release(&out), 0);
 		assert_int_equal(shmrig_session_call(sess, "echo", 0, &values[i], &out, TIMEOUT_MS),
@@ -642,8 +647,49 @@ static void test_echo_view(void **state)
 		assert_int_equal(shmrig_value_release(&out), 0);
 		assert_int_equal(th_live_blocks(pool), 0);
 	}
+	/* the 3 MiB array and the table (17 KB) at least: over SESSION_FLAT_MAX */
+	assert_true(handed_back >= 2);
 	free_values();
 	/* 0, not -SHMRIG_ELEAK: the worker kept nothing of what it handed back */
+	assert_int_equal(shmrig_session_shutdown(sess, TIMEOUT_MS), 0);
+	finish();
+}
+
+/* ---- small values travel flat ---- */
+
+/*
+ * A value of at most SESSION_FLAT_MAX payload bytes goes in the message
+ * (MSG_FLAT) both ways: its answer holds no lease and no block is live in
+ * our pool while it is held; one byte more goes by hand-over, its answer a
+ * lease on a block of the worker's, handed to us. Both are right.
+ */
+static void test_small_flat(void **state)
+{
+	static double small[SESSION_FLAT_MAX / sizeof(double)];
+	static double over[SESSION_FLAT_MAX / sizeof(double) + 1];
+	struct shmrig_value v = { .kind = SHMRIG_KIND_NDARRAY,
+				  .array = { .dtype = SHMRIG_DTYPE_FLOAT64,
+					     .ndim = 1,
+					     .order = 'C' } },
+			    out;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(over) / sizeof(over[0]); i++)
+		over[i] = (double)i * 0.25 - 7;
+	memcpy(small, over, sizeof(small));
+	begin(NULL);
+	assert_int_equal(shmrig_session_start(sess), 0);
+	for (int round = 0; round < 2; round++) {
+		v.array.data = round ? over : small;
+		v.array.shape[0] = round ? sizeof(over) / sizeof(over[0]) :
+					   sizeof(small) / sizeof(small[0]);
+		assert_int_equal(shmrig_session_call(sess, "echo", 0, &v, &out, TIMEOUT_MS), 0);
+		th_assert_value_equal(&v, &out);
+		assert_int_equal(shmrig_value_leases(&out), round ? 1 : 0);
+		assert_int_equal(th_live_blocks(pool), round ? 1 : 0);
+		assert_int_equal(shmrig_value_release(&out), 0);
+		assert_int_equal(th_live_blocks(pool), 0);
+	}
 	assert_int_equal(shmrig_session_shutdown(sess, TIMEOUT_MS), 0);
 	finish();
 }
@@ -925,6 +971,7 @@ int main(void)
 		cmocka_unit_test(test_checksum),
 		cmocka_unit_test(test_scale),
 		cmocka_unit_test(test_echo_view),
+		cmocka_unit_test(test_small_flat),
 		cmocka_unit_test(test_handler_error),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_wedged_worker),

@@ -13,6 +13,7 @@
  */
 
 #include <shmrig/frame.h>
+#include <shmrig/registry.h>
 
 /*
  * Sender: take every block of the frame, as shmrig_frame_flatten does (each
@@ -55,5 +56,34 @@ int shmrig__frame_check_bare(const void *frame, size_t len, uint64_t max_payload
  */
 int shmrig__frame_bare_blocks(shmrig_pool *pool, void *frame, const struct shmrig_frame *f,
 			      void **data);
+
+/*
+ * Sender, a small frame: shmrig_frame_flatten's flat form behind `room` bytes
+ * (a multiple of 8) left for the caller's header, in one allocation: *out
+ * (free it), the flat form at *out + room, *flat_len bytes of it. -EAGAIN,
+ * nothing taken: the payload is over max_payload bytes. Else flatten's errors.
+ */
+int shmrig__frame_flatten_small(shmrig_pool *pool, const void *frame, size_t len, size_t room,
+				uint64_t max_payload, void **out, size_t *flat_len);
+
+/*
+ * Receiver: check a flat form in place (bytes that only we can write, 8-aligned:
+ * a message received into our memory), by unflatten's rules, and parse its
+ * frame into *f (views into `flat`); with `data` (ndata entries), data[i] is
+ * where buffer i's bytes are in `flat`. Errors: -EINVAL misaligned; -EBADMSG
+ * (the message says what); -E2BIG more buffers than ndata.
+ */
+int shmrig__frame_flat_parse(const void *flat, size_t flat_len, struct shmrig_frame *f,
+			     const void **data, uint32_t ndata);
+
+/*
+ * shmrig_registry_decode of a flat form checked and parsed in place
+ * (shmrig__frame_flat_parse; the same bytes, ours alone): no block is claimed,
+ * a buffer a codec views is copied into the value's storage, one it copies
+ * out is read from `flat`. Errors: those of shmrig_registry_decode and of
+ * shmrig__frame_flat_parse.
+ */
+int shmrig__registry_decode_flat(shmrig_registry *reg, shmrig_pool *pool, const void *flat,
+				 size_t flat_len, struct shmrig_value *out);
 
 #endif

@@ -207,11 +207,15 @@ void shmrig__frame_bare(const void *frame, size_t len, void *out)
 	}
 }
 
-int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void **flat,
-			 size_t *flat_len)
+/* shmrig_frame_flatten behind `room` bytes (a multiple of 8) of the caller's,
+ * in one allocation (*out; the flat form at *out + room, *flat_len bytes);
+ * -EAGAIN, nothing taken: the payload is over max_payload bytes. */
+static int flatten_into(shmrig_pool *pool, const void *frame, size_t len, size_t room,
+			uint64_t max_payload, void **flat, size_t *flat_len)
 {
 	struct shmrig_frame f;
 	void *small[64], **data = small;
+	uint64_t payload = 0;
 	size_t total, off;
 	char *out;
 	int ret;
@@ -223,7 +227,7 @@ int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void 
 		return ret;
 	/* Sizes first, and the memory: nothing is taken before the flat form
 	 * is known to fit. A frame is at most a few hundred MiB: no overflow. */
-	total = pad8(len);
+	total = room + pad8(len);
 	for (uint32_t i = 0; i < f.nbuffers; i++) {
 		uint64_t content_size = f.buffers[i].content_size;
 
@@ -233,6 +237,9 @@ int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void 
 					    "frame past SIZE_MAX",
 					    i, (unsigned long long)content_size);
 		total += pad8(content_size);
+		payload += content_size;
+		if (payload > max_payload)
+			return -EAGAIN;
 	}
 	if (f.nbuffers > 64) {
 		data = malloc((size_t)f.nbuffers * sizeof(*data));
@@ -253,9 +260,10 @@ int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void 
 		shmrig__fail(ret, "frame_flatten: %s", why);
 		goto done;
 	}
-	shmrig__frame_bare(frame, len, out);
-	memset(out + len, 0, pad8(len) - len);
-	off = pad8(len);
+	off = room;
+	shmrig__frame_bare(frame, len, out + off);
+	memset(out + off + len, 0, pad8(len) - len);
+	off += pad8(len);
 	for (uint32_t i = 0; i < f.nbuffers; i++) {
 		size_t content_size = (size_t)f.buffers[i].content_size;
 
@@ -267,11 +275,23 @@ int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void 
 	/* The bytes carry the payload now. */
 	shmrig__frame_release(pool, &f);
 	*flat = out;
-	*flat_len = total;
+	*flat_len = total - room;
 done:
 	if (data != small)
 		free(data);
 	return ret;
+}
+
+int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void **flat,
+			 size_t *flat_len)
+{
+	return flatten_into(pool, frame, len, 0, UINT64_MAX, flat, flat_len);
+}
+
+int shmrig__frame_flatten_small(shmrig_pool *pool, const void *frame, size_t len, size_t room,
+				uint64_t max_payload, void **out, size_t *flat_len)
+{
+	return flatten_into(pool, frame, len, room, max_payload, out, flat_len);
 }
 
 int shmrig__frame_check_bare(const void *frame, size_t len, uint64_t max_payload,
@@ -339,11 +359,89 @@ int shmrig__frame_bare_blocks(shmrig_pool *pool, void *frame, const struct shmri
 	return ret;
 }
 
+/* A flat form's header: the frame's length (*frame_len), within flat_len. */
+static int flat_frame_len(const void *flat, size_t flat_len, size_t *frame_len)
+{
+	struct shmrig_frame_header h;
+
+	if ((uintptr_t)flat % 8)
+		return shmrig__fail(-EINVAL, "frame_unflatten: buffer is not 8-byte aligned");
+	if (flat_len % 8 || flat_len < sizeof(h))
+		return shmrig__fail(-EBADMSG,
+				    "flat frame: %zu bytes (at least a %zu-byte header, a multiple "
+				    "of 8)",
+				    flat_len, sizeof(h));
+	memcpy(&h, flat, sizeof(h));
+	*frame_len = shmrig_frame_size(h.nbuffers, h.meta_len);
+	if (!*frame_len || pad8(*frame_len) > flat_len)
+		return shmrig__fail(-EBADMSG,
+				    "flat frame: its header says %u buffers and %u meta bytes, more "
+				    "than its %zu bytes hold",
+				    h.nbuffers, h.meta_len, flat_len);
+	return 0;
+}
+
+/* What follows a flat form's checked frame (f, frame_len bytes) in `bytes`:
+ * zero padding to 8, then each buffer's content_size bytes padded with zeros
+ * to 8, and nothing more. */
+static int check_flat_rest(const char *bytes, size_t flat_len, size_t frame_len,
+			   const struct shmrig_frame *f)
+{
+	size_t off = pad8(frame_len);
+
+	if (!all_zero(bytes + frame_len, off - frame_len))
+		return shmrig__fail(-EBADMSG, "flat frame: the padding after the frame is not zero");
+	for (uint32_t i = 0; i < f->nbuffers; i++) {
+		uint64_t content_size = f->buffers[i].content_size;
+
+		/* flat_len - off is a multiple of 8: content_size fits, so does its padding */
+		if (content_size > flat_len - off)
+			return shmrig__fail(-EBADMSG,
+					    "flat frame: buffer %u is %llu bytes, only %zu are left",
+					    i, (unsigned long long)content_size, flat_len - off);
+		if (!all_zero(bytes + off + content_size,
+			      pad8((size_t)content_size) - (size_t)content_size))
+			return shmrig__fail(-EBADMSG,
+					    "flat frame: the padding after buffer %u is not zero", i);
+		off += pad8((size_t)content_size);
+	}
+	if (off != flat_len)
+		return shmrig__fail(-EBADMSG,
+				    "flat frame: %zu bytes after the last buffer (%zu bytes, %u "
+				    "buffers)",
+				    flat_len - off, flat_len, f->nbuffers);
+	return 0;
+}
+
+int shmrig__frame_flat_parse(const void *flat, size_t flat_len, struct shmrig_frame *f,
+			     const void **data, uint32_t ndata)
+{
+	size_t frame_len, off;
+	uint64_t payload;
+	int ret = flat_frame_len(flat, flat_len, &frame_len);
+
+	if (!ret)
+		ret = shmrig__frame_check_bare(flat, frame_len, flat_len - pad8(frame_len), f,
+					       &payload);
+	if (!ret)
+		ret = check_flat_rest(flat, flat_len, frame_len, f);
+	if (ret || !data)
+		return ret;
+	if (f->nbuffers > ndata)
+		return shmrig__fail(-E2BIG, "flat frame: %u buffers, room for %u", f->nbuffers,
+				    ndata);
+	off = pad8(frame_len);
+	for (uint32_t i = 0; i < f->nbuffers; i++) {
+		data[i] = (const char *)flat + off;
+		off += pad8((size_t)f->buffers[i].content_size);
+	}
+	return 0;
+}
+
 int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len, void **frame,
 			   size_t *len)
 {
 	const char *bytes = flat;
-	struct shmrig_frame_header h;
 	struct shmrig_frame f;
 	void *small[64], **data = small;
 	uint64_t payload;
@@ -353,20 +451,9 @@ int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len,
 
 	if (!pool || !flat || !frame || !len)
 		return shmrig__fail(-EINVAL, "frame_unflatten: NULL argument");
-	if ((uintptr_t)flat % 8)
-		return shmrig__fail(-EINVAL, "frame_unflatten: buffer is not 8-byte aligned");
-	if (flat_len % 8 || flat_len < sizeof(h))
-		return shmrig__fail(-EBADMSG,
-				    "flat frame: %zu bytes (at least a %zu-byte header, a multiple "
-				    "of 8)",
-				    flat_len, sizeof(h));
-	memcpy(&h, flat, sizeof(h));
-	frame_len = shmrig_frame_size(h.nbuffers, h.meta_len);
-	if (!frame_len || pad8(frame_len) > flat_len)
-		return shmrig__fail(-EBADMSG,
-				    "flat frame: its header says %u buffers and %u meta bytes, more "
-				    "than its %zu bytes hold",
-				    h.nbuffers, h.meta_len, flat_len);
+	ret = flat_frame_len(flat, flat_len, &frame_len);
+	if (ret)
+		return ret;
 	/* Our copy of the frame from here (the refs of the result are written
 	 * into it): each field is read once from the flat bytes. */
 	out = aligned_alloc(8, pad8(frame_len));
@@ -374,42 +461,13 @@ int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len,
 		return shmrig__fail(-ENOMEM, "frame_unflatten: out of memory for %zu bytes",
 				    frame_len);
 	memcpy(out, bytes, frame_len);
-	off = pad8(frame_len);
 	/* Every size against what is left, before a block is taken: the blocks
 	 * then hold at most the flat bytes (each rounded up to its class). */
-	ret = shmrig__frame_check_bare(out, frame_len, flat_len - off, &f, &payload);
+	ret = shmrig__frame_check_bare(out, frame_len, flat_len - pad8(frame_len), &f, &payload);
+	if (!ret)
+		ret = check_flat_rest(bytes, flat_len, frame_len, &f);
 	if (ret)
 		goto fail;
-	if (!all_zero(bytes + frame_len, off - frame_len)) {
-		ret = shmrig__fail(-EBADMSG, "flat frame: the padding after the frame is not zero");
-		goto fail;
-	}
-	for (uint32_t i = 0; i < f.nbuffers; i++) {
-		uint64_t content_size = f.buffers[i].content_size;
-
-		/* flat_len - off is a multiple of 8: content_size fits, so does its padding */
-		if (content_size > flat_len - off) {
-			ret = shmrig__fail(-EBADMSG,
-					   "flat frame: buffer %u is %llu bytes, only %zu are left",
-					   i, (unsigned long long)content_size, flat_len - off);
-			goto fail;
-		}
-		if (!all_zero(bytes + off + content_size,
-			      pad8((size_t)content_size) - (size_t)content_size)) {
-			ret = shmrig__fail(-EBADMSG,
-					   "flat frame: the padding after buffer %u is not zero",
-					   i);
-			goto fail;
-		}
-		off += pad8((size_t)content_size);
-	}
-	if (off != flat_len) {
-		ret = shmrig__fail(-EBADMSG,
-				   "flat frame: %zu bytes after the last buffer (%zu bytes, %u "
-				   "buffers)",
-				   flat_len - off, flat_len, f.nbuffers);
-		goto fail;
-	}
 	if (f.nbuffers > 64) {
 		data = malloc((size_t)f.nbuffers * sizeof(*data));
 		if (!data) {

@@ -7,6 +7,7 @@
 #include "pool/handover.h"
 #include "codec/builtins.h"
 #include "codec/meta.h"
+#include "codec/flat.h"
 #include "codec/storage.h"
 
 #include <shmrig/frame.h>
@@ -143,6 +144,8 @@ struct shmrig_decoder {
 	uint8_t *claimed; /* per buffer: 1 its reference is ours (claimed at the start) */
 	void **data;      /* per buffer: where it is mapped (claimed ones) */
 	struct shmrig_value_storage *storage;
+	bool flat; /* data[] views a flat form's bytes (ours until decode returns): no
+		    * block, nothing claimed; a view is a copy in the storage */
 };
 
 int shmrig_registry_create(shmrig_registry **out)
@@ -800,7 +803,18 @@ int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, uint32_t f
 				    temporary ? "temporary (copied out)" : "persistent (a view)");
 	/* Claimed at the start of decode: ours, so nobody frees it under us. */
 	p = dec->data[index];
-	if (!ref->temporary) {
+	if (dec->flat) {
+		/* the message's bytes die with decode: a view gets its own copy */
+		if (!ref->temporary) {
+			void *copy = shmrig__storage_alloc_raw(
+				dec->storage, ref->content_size ? (size_t)ref->content_size : 1);
+
+			if (!copy)
+				return shmrig__fail(-ENOMEM, "decode: out of memory");
+			memcpy(copy, p, (size_t)ref->content_size);
+			p = copy;
+		}
+	} else if (!ref->temporary) {
 		ret = shmrig__storage_lease(dec->storage, ref);
 		if (ret)
 			return shmrig__fail(ret, "decode: out of memory");
@@ -851,13 +865,15 @@ static void settle_buffers(struct shmrig_decoder *dec)
 	}
 }
 
-int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *frame, size_t len,
-			   struct shmrig_value *out)
+/* Decode parsed frame f: its blocks claimed here, or with flat_data, a flat
+ * form's buffers (shmrig__registry_decode_flat). */
+static int decode_frame(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_frame *fp,
+			const void *const *flat_data, struct shmrig_value *out)
 {
-	struct shmrig_decoder dec = { .pool = pool };
+	struct shmrig_decoder dec = { .pool = pool, .flat = flat_data != NULL };
+	const struct shmrig_frame f = *fp;
 	const struct shmrig_codec *codec;
 	struct meta_memo *memo;
-	struct shmrig_frame f;
 	/* per buffer: asked, claimed, and where it is: on the stack up to 64 */
 	struct {
 		void *data[64];
@@ -868,15 +884,6 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	char list[512], why[512];
 	int ret;
 
-	if (!reg || !pool || !out)
-		return shmrig__fail(-EINVAL, "decode: NULL argument");
-	memset(out, 0, sizeof(*out));
-	ret = freeze(reg);
-	if (ret)
-		return ret;
-	ret = shmrig_frame_parse(frame, len, &f);
-	if (ret)
-		return ret;
 	dec.frame = &f;
 	if (f.nbuffers <= 64) {
 		data = small.data;
@@ -893,9 +900,13 @@ int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *
 	dec.data = data;
 	/* Claim every reference the frame hands us, first: a frame decoded twice,
 	 * or naming blocks that are not ours to take, fails here, having taken
-	 * (and then freeing) only what was handed to us. */
-	ret = f.nbuffers ? shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers, dec.claimed, data) :
-			   0;
+	 * (and then freeing) only what was handed to us. A flat form's bytes
+	 * are ours already. */
+	if (flat_data)
+		memcpy(data, flat_data, (size_t)f.nbuffers * sizeof(*data));
+	ret = f.nbuffers && !flat_data ? shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers,
+								  dec.claimed, data) :
+					 0;
 	if (ret)
 		goto settle;
 	if (f.codec_id >= reg->count) {
@@ -958,6 +969,48 @@ settle:
 	if (ret)
 		shmrig__fail(ret, "%s", why);
 	if (data != small.data)
+		free(data);
+	return ret;
+}
+
+int shmrig_registry_decode(shmrig_registry *reg, shmrig_pool *pool, const void *frame, size_t len,
+			   struct shmrig_value *out)
+{
+	struct shmrig_frame f;
+	int ret;
+
+	if (!reg || !pool || !out)
+		return shmrig__fail(-EINVAL, "decode: NULL argument");
+	memset(out, 0, sizeof(*out));
+	ret = freeze(reg);
+	if (!ret)
+		ret = shmrig_frame_parse(frame, len, &f);
+	return ret ? ret : decode_frame(reg, pool, &f, NULL, out);
+}
+
+int shmrig__registry_decode_flat(shmrig_registry *reg, shmrig_pool *pool, const void *flat,
+				 size_t flat_len, struct shmrig_value *out)
+{
+	const void *small[64], **data = small;
+	struct shmrig_frame f;
+	int ret;
+
+	if (!reg || !pool || !flat || !out)
+		return shmrig__fail(-EINVAL, "decode: NULL argument");
+	memset(out, 0, sizeof(*out));
+	ret = freeze(reg);
+	if (!ret)
+		ret = shmrig__frame_flat_parse(flat, flat_len, &f, data, 64);
+	if (ret == -E2BIG) {
+		/* over 64 buffers: checked, and parsed again with room for all */
+		data = malloc((size_t)f.nbuffers * sizeof(*data));
+		if (!data)
+			return shmrig__fail(-ENOMEM, "decode: out of memory");
+		ret = shmrig__frame_flat_parse(flat, flat_len, &f, data, f.nbuffers);
+	}
+	if (!ret)
+		ret = decode_frame(reg, pool, &f, data, out);
+	if (data != small)
 		free(data);
 	return ret;
 }

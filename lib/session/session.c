@@ -9,6 +9,7 @@
  * worker.c is the worker.
  */
 #include "session/session_internal.h"
+#include "codec/flat.h"
 #include "transport/channel_internal.h"
 #include "base/internal.h"
 #include "os/prim.h"
@@ -273,7 +274,7 @@ static void discard_reply(struct shmrig_session *sess, const struct msg_hdr *hdr
 {
 	/* best effort: nobody to tell; what stays ours is reported at pool_close.
 	 * A remote worker's RESULT is flat: bytes, no block. */
-	if (hdr->type == MSG_RESULT && !sess->address)
+	if (hdr->type == MSG_RESULT && !sess->address && !(hdr->flags & MSG_FLAT))
 		(void)!shmrig_frame_discard(sess->pool, (char *)msg + sizeof(*hdr),
 					    len - sizeof(*hdr));
 	free(msg);
@@ -914,28 +915,46 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	ret = shmrig_registry_encode(sess->reg, sess->pool, request, &frame, &len);
 	if (ret)
 		return ret;
-	msg = shmrig__session_msg_build(&hdr, frame, len);
-	if (!msg) {
+	/* A small value travels flat (MSG_FLAT), a larger one by hand-over. */
+	ret = shmrig__frame_flatten_small(sess->pool, frame, len, sizeof(hdr), SESSION_FLAT_MAX,
+					  &msg, &len);
+	if (!ret) {
+		free(frame);
+		hdr.flags = MSG_FLAT;
+		memcpy(msg, &hdr, sizeof(hdr));
+	} else if (ret != -EAGAIN) {
 		(void)!shmrig_frame_discard(sess->pool, frame, len); /* best effort */
 		free(frame);
-		return shmrig__fail(-ENOMEM, "session_call: out of memory");
-	}
-	free(frame);
-	frame = (char *)msg + sizeof(hdr);
-	/* The worker owns the request's blocks before it can see them. */
-	ret = shmrig_frame_transfer_peer(sess->pool, frame, len, shmrig__channel_peer_id(sess->ch));
-	if (ret) {
-		/* what was not handed over is still ours; what was comes back by reap
-		 * (discard fails on those, rightly) */
-		(void)!shmrig_frame_discard(sess->pool, frame, len);
-		free(msg);
-		return lost_worker(sess, &r);
+		return ret;
+	} else {
+		msg = shmrig__session_msg_build(&hdr, frame, len);
+		if (!msg) {
+			(void)!shmrig_frame_discard(sess->pool, frame, len); /* best effort */
+			free(frame);
+			return shmrig__fail(-ENOMEM, "session_call: out of memory");
+		}
+		free(frame);
+		frame = (char *)msg + sizeof(hdr);
+		/* The worker owns the request's blocks before it can see them. */
+		ret = shmrig_frame_transfer_peer(sess->pool, frame, len,
+						 shmrig__channel_peer_id(sess->ch));
+		if (ret) {
+			/* what was not handed over is still ours; what was comes back
+			 * by reap (discard fails on those, rightly) */
+			(void)!shmrig_frame_discard(sess->pool, frame, len);
+			free(msg);
+			return lost_worker(sess, &r);
+		}
 	}
 	ret = call_round(sess, &hdr, msg, sizeof(hdr) + len, start, timeout_ms, &r, &msg, &len);
 	if (ret)
 		return ret;
-	ret = shmrig_registry_decode(sess->reg, sess->pool, (char *)msg + sizeof(hdr),
-				     len - sizeof(hdr), response);
+	if (hdr.flags & MSG_FLAT)
+		ret = shmrig__registry_decode_flat(sess->reg, sess->pool, (char *)msg + sizeof(hdr),
+						   len - sizeof(hdr), response);
+	else
+		ret = shmrig_registry_decode(sess->reg, sess->pool, (char *)msg + sizeof(hdr),
+					     len - sizeof(hdr), response);
 	free(msg);
 	return ret;
 }

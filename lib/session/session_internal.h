@@ -99,7 +99,7 @@ enum msg_type {
 struct msg_hdr {
 	uint32_t magic;
 	uint16_t type;
-	uint16_t reserved0;
+	uint16_t flags;   /* CALL, RESULT: MSG_FLAT or 0; else 0 */
 	uint64_t id;      /* correlation id: a reply carries its request's */
 	double arg;       /* CALL: the caller's argument */
 	uint32_t handler; /* CALL: index in the worker's handler table (a forked worker's is
@@ -108,6 +108,17 @@ struct msg_hdr {
 	uint64_t reserved1;
 };
 _Static_assert(sizeof(struct msg_hdr) == 40, "session header layout");
+
+/*
+ * The frame behind the header is flat (shmrig_frame_flatten's form): its
+ * payload travels in the message, no block is handed over. A forked end
+ * sends a frame of at most SESSION_FLAT_MAX payload bytes so: for a small
+ * value, copying a few hundred bytes costs less than the hand-over (a
+ * transfer, a claim and a remote free, each touching a descriptor line the
+ * other CPU wrote last).
+ */
+#define MSG_FLAT 1u
+#define SESSION_FLAT_MAX 2048
 _Static_assert(sizeof(struct msg_hdr) % 8 == 0, "the frame after the header must stay 8-aligned");
 _Static_assert(offsetof(struct msg_hdr, id) == 8, "session header layout");
 _Static_assert(offsetof(struct msg_hdr, handler) == 24, "session header layout");

@@ -110,9 +110,12 @@ int shmrig__session_msg_check(const void *msg, size_t len, struct msg_hdr *hdr)
 	memcpy(hdr, msg, sizeof(*hdr));
 	payload = len - sizeof(*hdr);
 	if (hdr->magic != MSG_MAGIC || hdr->type == 0 || hdr->type >= MSG_TYPE_END ||
-	    hdr->reserved0 || hdr->reserved1)
-		return shmrig__fail(-EPROTO, "session: bad message header (magic %08x, type %u)",
-				    hdr->magic, hdr->type);
+	    hdr->reserved1 ||
+	    (hdr->flags & ~MSG_FLAT) ||
+	    (hdr->flags && hdr->type != MSG_CALL && hdr->type != MSG_RESULT))
+		return shmrig__fail(-EPROTO,
+				    "session: bad message header (magic %08x, type %u, flags %x)",
+				    hdr->magic, hdr->type, hdr->flags);
 	switch (hdr->type) {
 	case MSG_CALL:
 	case MSG_RESULT:

@@ -11,6 +11,7 @@
  *     and frames travel flat both ways (session_internal.h).
  */
 #include "session/session_internal.h"
+#include "codec/flat.h"
 #include "transport/channel_internal.h"
 #include "base/internal.h"
 
@@ -21,6 +22,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /* The session a worker serves: its handles are the parent's memory, and a
@@ -114,6 +116,21 @@ static int build_result(struct worker *w, uint64_t id, const struct shmrig_value
 	}
 	if (w->remote)
 		return build_flat_result(w, &hdr, frame, frame_len, msg, len, why, whylen);
+	/* a small value goes back flat (MSG_FLAT), a larger one by hand-over */
+	ret = shmrig__frame_flatten_small(w->pool, frame, frame_len, sizeof(hdr), SESSION_FLAT_MAX,
+					  msg, len);
+	if (ret != -EAGAIN) {
+		if (ret) {
+			snprintf(why, whylen, "flattening the response: %s", shmrig_last_error());
+			(void)!shmrig_frame_discard(w->pool, frame, frame_len); /* best effort */
+		} else {
+			hdr.flags = MSG_FLAT;
+			memcpy(*msg, &hdr, sizeof(hdr));
+			*len += sizeof(hdr);
+		}
+		free(frame);
+		return ret;
+	}
 	*msg = shmrig__session_msg_build(&hdr, frame, frame_len);
 	if (!*msg) {
 		(void)!shmrig_frame_discard(w->pool, frame, frame_len); /* best effort */
@@ -171,7 +188,7 @@ static int send_result(struct worker *w, void *msg, size_t len)
 	size_t frame_len = len - sizeof(struct msg_hdr);
 	int ret;
 
-	if (w->remote) {
+	if (w->remote || (((const struct msg_hdr *)msg)->flags & MSG_FLAT)) {
 		/* flat: the blocks are gone already */
 		ret = shmrig_channel_send(w->ch, msg, len, -1);
 		free(msg);
@@ -217,6 +234,11 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 		return shmrig__session_send_error(w->ch, hdr->id, -EPROTO, why);
 	}
 	h = &sess->handlers[hdr->handler];
+	if (hdr->flags & MSG_FLAT) {
+		/* the bytes are in the message: no block */
+		ret = shmrig__registry_decode_flat(sess->reg, w->pool, frame, len, &request);
+		goto decoded;
+	}
 	if (w->remote) {
 		/* into blocks of our pool, handed to us: decoded as any frame */
 		ret = shmrig_frame_unflatten(w->pool, frame, len, &landed, &len);
@@ -234,6 +256,7 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 	}
 	ret = shmrig_registry_decode(sess->reg, w->pool, frame, len, &request);
 	free(landed);
+decoded:
 	if (ret) {
 		snprintf(why, sizeof(why), "handler '%s': decoding the request: %s", h->name,
 			 shmrig_last_error());
