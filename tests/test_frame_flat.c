@@ -119,6 +119,18 @@ static void round_trip(struct fx *fx, const struct shmrig_value *v)
 		expect += (sent.buffers[i].content_size + 7) & ~(uint64_t)7;
 	assert_int_equal(flat_len, expect);
 
+	/* encoded flat, without the pool: the same bytes, behind the room asked */
+	{
+		void *direct;
+		size_t direct_len;
+
+		assert_int_equal(shmrig__registry_encode_flat(fx->reg, v, 40, &direct, &direct_len),
+				 0);
+		assert_int_equal(direct_len, flat_len);
+		assert_int_equal((uintptr_t)direct % 8, 0);
+		assert_memory_equal((char *)direct + 40, flat, flat_len);
+		free(direct);
+	}
 	/* decoded in place (a session's MSG_FLAT): equal to v, no block taken,
 	 * no lease; the views are the value's own copies, valid after the flat
 	 * bytes are gone (scribbled over here) */

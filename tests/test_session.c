@@ -890,14 +890,16 @@ static shmrig_pool *child_pool;
 static shmrig_registry *child_reg;
 static shmrig_session *child_sess;
 
-/* Start a worker, use it, tell the test its pid, and die without a word. */
+/* Start a worker, use it (a value over SESSION_FLAT_MAX: by hand-over, from
+ * blocks of the pool), tell the test its pid, and die without a word. */
 static int child_dies_with_worker(void *arg)
 {
+	static char big[2 * SESSION_FLAT_MAX];
 	struct shmrig_pool_opts pool_opts = { .size = sizeof(struct shmrig_pool_opts),
 					      .arena_size = 8 * MiB,
 					      .backing = SHMRIG_BACKING_PLAIN,
 					      .flags = SHMRIG_POOL_QUIET };
-	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES, .bytes = { "x", 1 } }, out;
+	struct shmrig_value v = { .kind = SHMRIG_KIND_BYTES, .bytes = { big, sizeof(big) } }, out;
 	pid_t worker;
 
 	CHILD_CHECK(shmrig_pool_open(&pool_opts, &child_pool) == 0);

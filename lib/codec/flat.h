@@ -86,4 +86,16 @@ int shmrig__frame_flat_parse(const void *flat, size_t flat_len, struct shmrig_fr
 int shmrig__registry_decode_flat(shmrig_registry *reg, shmrig_pool *pool, const void *flat,
 				 size_t flat_len, struct shmrig_value *out);
 
+/*
+ * shmrig_registry_encode without a pool: the flat form of the value's frame
+ * (shmrig_frame_flatten's, byte for byte but for the refs' size fields of
+ * large buffers), behind `room` bytes (a multiple of 8) for the caller's
+ * header, in one allocation: *out (free it); *flat_len bytes after the room.
+ * The codec's buffers are host memory, gone when this returns. -EAGAIN: the
+ * registry guards buffers (SHMRIG_REGISTRY_GUARD), which live in blocks:
+ * encode into the pool. Else the errors of shmrig_registry_encode.
+ */
+int shmrig__registry_encode_flat(shmrig_registry *reg, const struct shmrig_value *value,
+				 size_t room, void **out, size_t *flat_len);
+
 #endif

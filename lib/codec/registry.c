@@ -108,6 +108,14 @@ static int memo_unpack(struct meta_memo *m, const void *meta, size_t len)
 /* Ref lists start in place, as the metadata does (meta.h): most are small, and
  * a malloc per encode would cost more than the rest of a small encode. */
 #define INLINE_REFS 4
+/* A flat encode's buffers up to this many bytes in all need no malloc. */
+#define FLAT_SCRATCH 4096
+
+/* A flat encode's buffer that did not fit the scratch: 64-aligned, as blocks are. */
+struct flat_chunk {
+	struct flat_chunk *next;
+	_Alignas(SHMRIG_POOL_MIN_BLOCK) unsigned char data[];
+};
 
 struct shmrig_encoder {
 	/* first: the shmrig_meta_put_*() calls (meta.c) reach it by a cast */
@@ -123,6 +131,12 @@ struct shmrig_encoder {
 	struct shmrig_ref pack_ref;
 	char *pack_data;
 	size_t pack_used;
+	/* shmrig__registry_encode_flat: buffers in host memory, no block; each
+	 * ref's offset holds its buffer's address until the flat form is built */
+	bool flat;
+	size_t flat_used;               /* bytes of flat_scratch handed out */
+	struct flat_chunk *flat_chunks; /* buffers that did not fit flat_scratch */
+	_Alignas(SHMRIG_POOL_MIN_BLOCK) unsigned char flat_scratch[FLAT_SCRATCH];
 	/* SHMRIG_REGISTRY_GUARD: every buffer is followed by guard bytes (below) */
 	struct encoder_guard {
 		bool on;
@@ -528,6 +542,61 @@ static size_t guarded_pack_size(size_t capacity, size_t *room)
 	return *room + guards * GUARD;
 }
 
+/* A flat encode's buffer: host memory, 64-aligned, in the scratch while it
+ * lasts; its ref names no block (the flat form's), sized as a block or a
+ * pack's part would be, its address in offset until build_flat. */
+static int flat_buffer(struct shmrig_encoder *enc, size_t size, uint32_t alloc_flags, void **data)
+{
+	size_t need = shmrig_pack_size(size ? size : 1);
+	struct shmrig_ref ref;
+	unsigned char *p;
+	int ret;
+
+	if (enc->packing && need > enc->pack_ref.size - enc->pack_used)
+		return shmrig__fail(-ENOSPC,
+				    "codec '%s': a %zu-byte buffer does not fit the pack "
+				    "(%zu of %llu bytes used)",
+				    enc->codec_name, size, enc->pack_used,
+				    (unsigned long long)enc->pack_ref.size);
+	if (need <= FLAT_SCRATCH - enc->flat_used) {
+		p = enc->flat_scratch + enc->flat_used;
+		enc->flat_used += need;
+	} else {
+		struct flat_chunk *c;
+
+		if (need > SIZE_MAX - sizeof(*c) - SHMRIG_POOL_MIN_BLOCK)
+			return shmrig__fail(-ENOMEM, "encode: a %zu-byte buffer", size);
+		c = aligned_alloc(SHMRIG_POOL_MIN_BLOCK,
+				  shmrig_pack_size(sizeof(*c)) + need);
+		if (!c)
+			return shmrig__fail(-ENOMEM, "encode: out of memory for %zu bytes", size);
+		c->next = enc->flat_chunks;
+		enc->flat_chunks = c;
+		p = c->data;
+	}
+	memset(&ref, 0, sizeof(ref));
+	ref.size = enc->packing ? need : shmrig_pool_block_size(size);
+	ref.content_size = size;
+	ref.temporary = alloc_flags & SHMRIG_ALLOC_TEMPORARY ? 1 : 0;
+	ref.offset = (uintptr_t)p;
+	if (enc->packing)
+		enc->pack_used += need;
+	ret = add_ref(enc, &ref);
+	if (ret >= 0)
+		*data = p;
+	return ret;
+}
+
+static void flat_chunks_free(struct shmrig_encoder *enc)
+{
+	while (enc->flat_chunks) {
+		struct flat_chunk *next = enc->flat_chunks->next;
+
+		free(enc->flat_chunks);
+		enc->flat_chunks = next;
+	}
+}
+
 int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flags, void **data)
 {
 	uint32_t alloc_flags = (flags & SHMRIG_BUF_TEMPORARY) ? SHMRIG_ALLOC_TEMPORARY : 0;
@@ -543,6 +612,8 @@ int shmrig_encoder_buffer(struct shmrig_encoder *enc, size_t size, uint32_t flag
 		return add_ref(enc, NULL);
 	if (SHMRIG_UNLIKELY(enc->guard.on))
 		return guarded_buffer(enc, size, alloc_flags, data);
+	if (enc->flat)
+		return flat_buffer(enc, size, alloc_flags, data);
 	if (enc->packing) {
 		size_t need = shmrig_pack_size(size ? size : 1);
 
@@ -585,6 +656,14 @@ int shmrig_encoder_pack(struct shmrig_encoder *enc, size_t capacity)
 	if (SHMRIG_UNLIKELY(enc->guard.on)) {
 		capacity = guarded_pack_size(capacity, &enc->guard.pack_room);
 		enc->guard.pack_offset = 0;
+	}
+	if (enc->flat) {
+		/* no block: only the pack's room, so that a codec sees what it would */
+		memset(&enc->pack_ref, 0, sizeof(enc->pack_ref));
+		enc->pack_ref.size = shmrig_pool_block_size(capacity);
+		enc->pack_used = 0;
+		enc->packing = true;
+		return 0;
 	}
 	ret = shmrig_pool_alloc(enc->pool, capacity, 0, 0, &enc->pack_ref, &data);
 	if (ret)
@@ -675,15 +754,69 @@ static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len, int *e
 	return frame;
 }
 
-int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
-			   const struct shmrig_value *value, void **frame, size_t *len)
+static size_t pad8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
+/*
+ * A flat encode's result: shmrig_frame_flatten's form of its frame behind
+ * `room` bytes (one allocation, *flat_len bytes after the room): the frame,
+ * its refs naming no block, zeros to 8, each buffer's bytes and zeros to 8.
+ */
+static void *build_flat(struct shmrig_encoder *enc, int id, size_t room, size_t *flat_len,
+			int *err)
+{
+	size_t frame_len, total, off;
+	char *frame, *out;
+
+	frame = build_frame(enc, id, &frame_len, err);
+	if (!frame)
+		return NULL;
+	total = room + pad8(frame_len);
+	for (uint32_t i = 0; i < enc->nrefs; i++) {
+		uint64_t content_size = enc->refs[i].content_size;
+
+		/* each in host memory already: no sum of them passes SIZE_MAX / 2 */
+		total += pad8((size_t)content_size);
+	}
+	out = aligned_alloc(8, total);
+	if (!out) {
+		*err = shmrig__fail(-ENOMEM, "encode: out of memory for %zu bytes", total);
+		free(frame);
+		return NULL;
+	}
+	memcpy(out + room, frame, frame_len);
+	free(frame);
+	off = room + sizeof(struct shmrig_frame_header);
+	for (uint32_t i = 0; i < enc->nrefs; i++, off += sizeof(struct shmrig_ref))
+		memset(out + off + offsetof(struct shmrig_ref, offset), 0, sizeof(uint64_t));
+	off = room + frame_len;
+	memset(out + off, 0, pad8(frame_len) - frame_len);
+	off = room + pad8(frame_len);
+	for (uint32_t i = 0; i < enc->nrefs; i++) {
+		size_t content_size = (size_t)enc->refs[i].content_size;
+
+		memcpy(out + off, (const void *)(uintptr_t)enc->refs[i].offset, content_size);
+		memset(out + off + content_size, 0, pad8(content_size) - content_size);
+		off += pad8(content_size);
+	}
+	*flat_len = total - room;
+	return out;
+}
+
+/*
+ * The encode: with a pool, a frame whose buffers are blocks of it; flat (pool
+ * NULL), the flat form behind `room` bytes, its buffers host memory that is
+ * gone when this returns.
+ */
+static int encode(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_value *value,
+		  size_t room, void **frame, size_t *len)
 {
 	struct shmrig_encoder enc;
 	const struct shmrig_codec *codec;
 	int id, ret;
 
-	if (!reg || !pool || !value || !frame || !len)
-		return shmrig__fail(-EINVAL, "encode: NULL argument");
 	if ((unsigned)value->kind >= SHMRIG_KIND_COUNT)
 		return shmrig__fail(-EINVAL, "encode: unknown value kind %d", (int)value->kind);
 	ret = freeze(reg);
@@ -700,6 +833,9 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 	enc.codec_name = codec->name;
 	enc.refs = enc.inline_refs;
 	enc.cap = INLINE_REFS;
+	enc.flat = !pool;
+	enc.flat_used = 0;
+	enc.flat_chunks = NULL;
 	enc.guard.on = reg->flags & SHMRIG_REGISTRY_GUARD;
 	enc.guard.data = NULL;
 	enc.guard.cap = 0;
@@ -710,7 +846,7 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 		ret = shmrig__fail(-EPROTO, "codec '%s': encode returned %d (0 or -errno)",
 				   codec->name, ret);
 	/* The pack's own reference goes: its buffers hold the block from now on. */
-	if (enc.packing) {
+	if (enc.packing && !enc.flat) {
 		int freed = shmrig_pool_free(pool, &enc.pack_ref);
 
 		if (!ret)
@@ -736,6 +872,12 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 			shmrig__fail(ret, "codec '%s' wrote bad metadata: %s", codec->name,
 				     shmrig_last_error());
 	}
+	if (enc.flat) {
+		if (!ret)
+			*frame = build_flat(&enc, id, room, len, &ret);
+		flat_chunks_free(&enc);
+		goto done;
+	}
 	/* The frame's blocks are in flight from here: handed to ourselves,
 	 * unclaimed, until a decode claims them (here or where they are sent)
 	 * or shmrig_frame_discard takes them back. Buffers of their own were
@@ -754,10 +896,29 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 			drop_ref(pool, &enc.refs[i]);
 		shmrig__fail(ret, "%s", why);
 	}
+done:
 	shmrig__meta_writer_fini(&enc.meta);
 	if (enc.refs != enc.inline_refs)
 		free(enc.refs);
 	return ret;
+}
+
+int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
+			   const struct shmrig_value *value, void **frame, size_t *len)
+{
+	if (!reg || !pool || !value || !frame || !len)
+		return shmrig__fail(-EINVAL, "encode: NULL argument");
+	return encode(reg, pool, value, 0, frame, len);
+}
+
+int shmrig__registry_encode_flat(shmrig_registry *reg, const struct shmrig_value *value,
+				 size_t room, void **out, size_t *flat_len)
+{
+	if (!reg || !value || !out || !flat_len || room % 8)
+		return shmrig__fail(-EINVAL, "encode: NULL argument or room %zu", room);
+	if (reg->flags & SHMRIG_REGISTRY_GUARD)
+		return -EAGAIN; /* guards watch blocks: the caller encodes into the pool */
+	return encode(reg, NULL, value, room, out, flat_len);
 }
 
 /* ---- decode ---- */

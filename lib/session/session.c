@@ -879,6 +879,60 @@ static int call_remote(struct shmrig_session *sess, const char *handler, double 
 	return ret;
 }
 
+/*
+ * The CALL for `request` behind *hdr: a small value flat (MSG_FLAT set in
+ * *hdr), encoded without the pool, or flattened if the encode shows it small;
+ * else its frame, whose blocks are handed to the worker here. *msg (free it),
+ * *len the bytes after the header. Errors: encode's; -EPIPE (lost_worker) if
+ * the hand-over finds the worker gone.
+ */
+static int build_call(struct shmrig_session *sess, struct msg_hdr *hdr,
+		      const struct shmrig_value *request, const struct request *r, void **msg,
+		      size_t *len)
+{
+	void *frame;
+	int ret = -EAGAIN;
+
+	if (shmrig__session_small(request))
+		ret = shmrig__registry_encode_flat(sess->reg, request, sizeof(*hdr), msg, len);
+	if (ret == -EAGAIN) {
+		ret = shmrig_registry_encode(sess->reg, sess->pool, request, &frame, len);
+		if (ret)
+			return ret;
+		ret = shmrig__frame_flatten_small(sess->pool, frame, *len, sizeof(*hdr),
+						  SESSION_FLAT_MAX, msg, len);
+		if (ret && ret != -EAGAIN)
+			(void)!shmrig_frame_discard(sess->pool, frame, *len); /* best effort */
+		if (ret != -EAGAIN)
+			free(frame);
+	}
+	if (!ret) {
+		hdr->flags = MSG_FLAT;
+		memcpy(*msg, hdr, sizeof(*hdr));
+		return 0;
+	}
+	if (ret != -EAGAIN)
+		return ret;
+	*msg = shmrig__session_msg_build(hdr, frame, *len);
+	if (!*msg) {
+		(void)!shmrig_frame_discard(sess->pool, frame, *len); /* best effort */
+		free(frame);
+		return shmrig__fail(-ENOMEM, "session_call: out of memory");
+	}
+	free(frame);
+	frame = (char *)*msg + sizeof(*hdr);
+	/* The worker owns the request's blocks before it can see them. */
+	ret = shmrig_frame_transfer_peer(sess->pool, frame, *len, shmrig__channel_peer_id(sess->ch));
+	if (ret) {
+		/* what was not handed over is still ours; what was comes back by
+		 * reap (discard fails on those, rightly) */
+		(void)!shmrig_frame_discard(sess->pool, frame, *len);
+		free(*msg);
+		return lost_worker(sess, r);
+	}
+	return 0;
+}
+
 int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 			const struct shmrig_value *request, struct shmrig_value *response,
 			int timeout_ms)
@@ -887,7 +941,7 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	struct request r = { .kind = "call", .handler = handler };
 	char list[512];
 	int64_t start = shmrig__now_ms();
-	void *frame, *msg;
+	void *msg;
 	size_t len;
 	int index, ret;
 
@@ -912,40 +966,9 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	hdr.handler = (uint32_t)index;
 	r.id = hdr.id;
 
-	ret = shmrig_registry_encode(sess->reg, sess->pool, request, &frame, &len);
+	ret = build_call(sess, &hdr, request, &r, &msg, &len);
 	if (ret)
 		return ret;
-	/* A small value travels flat (MSG_FLAT), a larger one by hand-over. */
-	ret = shmrig__frame_flatten_small(sess->pool, frame, len, sizeof(hdr), SESSION_FLAT_MAX,
-					  &msg, &len);
-	if (!ret) {
-		free(frame);
-		hdr.flags = MSG_FLAT;
-		memcpy(msg, &hdr, sizeof(hdr));
-	} else if (ret != -EAGAIN) {
-		(void)!shmrig_frame_discard(sess->pool, frame, len); /* best effort */
-		free(frame);
-		return ret;
-	} else {
-		msg = shmrig__session_msg_build(&hdr, frame, len);
-		if (!msg) {
-			(void)!shmrig_frame_discard(sess->pool, frame, len); /* best effort */
-			free(frame);
-			return shmrig__fail(-ENOMEM, "session_call: out of memory");
-		}
-		free(frame);
-		frame = (char *)msg + sizeof(hdr);
-		/* The worker owns the request's blocks before it can see them. */
-		ret = shmrig_frame_transfer_peer(sess->pool, frame, len,
-						 shmrig__channel_peer_id(sess->ch));
-		if (ret) {
-			/* what was not handed over is still ours; what was comes back
-			 * by reap (discard fails on those, rightly) */
-			(void)!shmrig_frame_discard(sess->pool, frame, len);
-			free(msg);
-			return lost_worker(sess, &r);
-		}
-	}
 	ret = call_round(sess, &hdr, msg, sizeof(hdr) + len, start, timeout_ms, &r, &msg, &len);
 	if (ret)
 		return ret;

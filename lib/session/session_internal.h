@@ -119,6 +119,12 @@ _Static_assert(sizeof(struct msg_hdr) == 40, "session header layout");
  */
 #define MSG_FLAT 1u
 #define SESSION_FLAT_MAX 2048
+
+/* Is v's payload (its data bytes, as the built-in codecs lay them out) at
+ * most SESSION_FLAT_MAX? Then it is encoded flat, without the pool
+ * (shmrig__registry_encode_flat). A user value, or one whose sizes do not
+ * add up, is not: the pool's encode decides, and says what is wrong. */
+bool shmrig__session_small(const struct shmrig_value *v);
 _Static_assert(sizeof(struct msg_hdr) % 8 == 0, "the frame after the header must stay 8-aligned");
 _Static_assert(offsetof(struct msg_hdr, id) == 8, "session header layout");
 _Static_assert(offsetof(struct msg_hdr, handler) == 24, "session header layout");

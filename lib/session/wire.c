@@ -201,3 +201,57 @@ int shmrig__session_ready_names(const void *msg, const struct msg_hdr *hdr, hand
 	*out = table;
 	return 0;
 }
+
+/* Payload bytes of `n` arrays, or more than `limit` (stops there). */
+static uint64_t arrays_payload(const struct shmrig_named_array *arrays, uint32_t n, uint64_t limit)
+{
+	uint64_t sum = 0;
+
+	for (uint32_t i = 0; i < n && sum <= limit; i++) {
+		uint64_t nbytes;
+
+		if (shmrig_array_nbytes(&arrays[i].array, &nbytes) || nbytes > limit)
+			return UINT64_MAX;
+		sum += nbytes;
+	}
+	return sum;
+}
+
+bool shmrig__session_small(const struct shmrig_value *v)
+{
+	const uint64_t limit = SESSION_FLAT_MAX;
+	uint64_t sum = UINT64_MAX;
+
+	switch (v->kind) {
+	case SHMRIG_KIND_BYTES:
+		sum = v->bytes.len;
+		break;
+	case SHMRIG_KIND_NDARRAY:
+		if (shmrig_array_nbytes(&v->array, &sum))
+			sum = UINT64_MAX;
+		break;
+	case SHMRIG_KIND_TABLE:
+		if (v->table.columns || !v->table.ncolumns)
+			sum = arrays_payload(v->table.columns, v->table.ncolumns, limit);
+		break;
+	case SHMRIG_KIND_DATASET:
+		if (!v->dataset.groups && v->dataset.ngroups)
+			break;
+		sum = 0;
+		for (uint32_t g = 0; g < v->dataset.ngroups && sum <= limit; g++) {
+			const struct shmrig_group *grp = &v->dataset.groups[g];
+
+			if (!grp->variables && grp->nvariables) {
+				sum = UINT64_MAX;
+				break;
+			}
+			sum += arrays_payload(grp->variables, grp->nvariables, limit);
+			if (sum > limit)
+				break;
+		}
+		break;
+	default: /* a user value: its codec knows, we do not */
+		break;
+	}
+	return sum <= limit;
+}

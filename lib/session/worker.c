@@ -107,8 +107,21 @@ static int build_result(struct worker *w, uint64_t id, const struct shmrig_value
 	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_RESULT, .id = id };
 	void *frame;
 	size_t frame_len;
-	int ret;
+	int ret = -EAGAIN;
 
+	/* a small value goes back flat (MSG_FLAT), encoded without the pool */
+	if (!w->remote && shmrig__session_small(response))
+		ret = shmrig__registry_encode_flat(w->sess->reg, response, sizeof(hdr), msg, len);
+	if (!ret) {
+		hdr.flags = MSG_FLAT;
+		memcpy(*msg, &hdr, sizeof(hdr));
+		*len += sizeof(hdr);
+		return 0;
+	}
+	if (ret != -EAGAIN) {
+		snprintf(why, whylen, "encoding the response: %s", shmrig_last_error());
+		return ret;
+	}
 	ret = shmrig_registry_encode(w->sess->reg, w->pool, response, &frame, &frame_len);
 	if (ret) {
 		snprintf(why, whylen, "encoding the response: %s", shmrig_last_error());
@@ -116,7 +129,7 @@ static int build_result(struct worker *w, uint64_t id, const struct shmrig_value
 	}
 	if (w->remote)
 		return build_flat_result(w, &hdr, frame, frame_len, msg, len, why, whylen);
-	/* a small value goes back flat (MSG_FLAT), a larger one by hand-over */
+	/* one the encode shows small goes back flat too, a larger one by hand-over */
 	ret = shmrig__frame_flatten_small(w->pool, frame, frame_len, sizeof(hdr), SESSION_FLAT_MAX,
 					  msg, len);
 	if (ret != -EAGAIN) {
