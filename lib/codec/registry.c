@@ -722,7 +722,8 @@ static int choose(const shmrig_registry *reg, const struct shmrig_value *value)
 			    shmrig_kind_name(value->kind));
 }
 
-static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len, int *err)
+/* The frame's bytes (shmrig_frame_size(enc->nrefs, meta) of them) into `out`. */
+static void write_frame(const struct shmrig_encoder *enc, int id, size_t size, char *out)
 {
 	struct shmrig_frame_header h = {
 		.magic = SHMRIG_FRAME_MAGIC,
@@ -731,25 +732,39 @@ static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len, int *e
 		.nbuffers = enc->nrefs,
 		.meta_len = (uint32_t)enc->meta.size,
 	};
-	size_t size = shmrig_frame_size(enc->nrefs, enc->meta.size);
-	char *frame;
 
-	if (!size) {
+	memcpy(out, &h, sizeof(h));
+	if (enc->nrefs)
+		memcpy(out + sizeof(h), enc->refs, enc->nrefs * sizeof(*enc->refs));
+	memcpy(out + size - enc->meta.size, enc->meta.data, enc->meta.size);
+}
+
+/* The frame's size, or 0 (with *err set) over the frame limit. */
+static size_t frame_size(const struct shmrig_encoder *enc, int *err)
+{
+	size_t size = shmrig_frame_size(enc->nrefs, enc->meta.size);
+
+	if (!size)
 		*err = shmrig__fail(-E2BIG,
 				    "codec '%s': %zu bytes of metadata is over the frame limit",
 				    enc->codec_name, enc->meta.size);
+	return size;
+}
+
+static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len, int *err)
+{
+	size_t size = frame_size(enc, err);
+	char *frame;
+
+	if (!size)
 		return NULL;
-	}
 	/* 8-aligned, as frames must be; the size rounded up as aligned_alloc wants */
 	frame = aligned_alloc(8, (size + 7) & ~(size_t)7);
 	if (!frame) {
 		*err = shmrig__fail(-ENOMEM, "encode: out of memory for a %zu-byte frame", size);
 		return NULL;
 	}
-	memcpy(frame, &h, sizeof(h));
-	if (enc->nrefs)
-		memcpy(frame + sizeof(h), enc->refs, enc->nrefs * sizeof(*enc->refs));
-	memcpy(frame + size - enc->meta.size, enc->meta.data, enc->meta.size);
+	write_frame(enc, id, size, frame);
 	*len = size;
 	return frame;
 }
@@ -767,11 +782,10 @@ static size_t pad8(size_t n)
 static void *build_flat(struct shmrig_encoder *enc, int id, size_t room, size_t *flat_len,
 			int *err)
 {
-	size_t frame_len, total, off;
-	char *frame, *out;
+	size_t frame_len = frame_size(enc, err), total, off;
+	char *out;
 
-	frame = build_frame(enc, id, &frame_len, err);
-	if (!frame)
+	if (!frame_len)
 		return NULL;
 	total = room + pad8(frame_len);
 	for (uint32_t i = 0; i < enc->nrefs; i++) {
@@ -783,11 +797,9 @@ static void *build_flat(struct shmrig_encoder *enc, int id, size_t room, size_t 
 	out = aligned_alloc(8, total);
 	if (!out) {
 		*err = shmrig__fail(-ENOMEM, "encode: out of memory for %zu bytes", total);
-		free(frame);
 		return NULL;
 	}
-	memcpy(out + room, frame, frame_len);
-	free(frame);
+	write_frame(enc, id, frame_len, out + room);
 	off = room + sizeof(struct shmrig_frame_header);
 	for (uint32_t i = 0; i < enc->nrefs; i++, off += sizeof(struct shmrig_ref))
 		memset(out + off + offsetof(struct shmrig_ref, offset), 0, sizeof(uint64_t));
