@@ -111,6 +111,10 @@ static int memo_unpack(struct meta_memo *m, const void *meta, size_t len)
 /* A flat encode's buffers up to this many bytes in all need no malloc. */
 #define FLAT_SCRATCH 4096
 
+struct flat_scratch {
+	_Alignas(SHMRIG_POOL_MIN_BLOCK) unsigned char bytes[FLAT_SCRATCH];
+};
+
 /* A flat encode's buffer that did not fit the scratch: 64-aligned, as blocks are. */
 struct flat_chunk {
 	struct flat_chunk *next;
@@ -134,9 +138,10 @@ struct shmrig_encoder {
 	/* shmrig__registry_encode_flat: buffers in host memory, no block; each
 	 * ref's offset holds its buffer's address until the flat form is built */
 	bool flat;
-	size_t flat_used;               /* bytes of flat_scratch handed out */
-	struct flat_chunk *flat_chunks; /* buffers that did not fit flat_scratch */
-	_Alignas(SHMRIG_POOL_MIN_BLOCK) unsigned char flat_scratch[FLAT_SCRATCH];
+	size_t flat_used;               /* bytes of *flat_scratch handed out */
+	struct flat_chunk *flat_chunks; /* buffers that did not fit the scratch */
+	struct flat_scratch *flat_scratch; /* the flat encode's (its stack): apart,
+					    * so the pool's encode keeps a small frame */
 	/* SHMRIG_REGISTRY_GUARD: every buffer is followed by guard bytes (below) */
 	struct encoder_guard {
 		bool on;
@@ -559,7 +564,7 @@ static int flat_buffer(struct shmrig_encoder *enc, size_t size, uint32_t alloc_f
 				    enc->codec_name, size, enc->pack_used,
 				    (unsigned long long)enc->pack_ref.size);
 	if (need <= FLAT_SCRATCH - enc->flat_used) {
-		p = enc->flat_scratch + enc->flat_used;
+		p = enc->flat_scratch->bytes + enc->flat_used;
 		enc->flat_used += need;
 	} else {
 		struct flat_chunk *c;
@@ -822,8 +827,9 @@ static void *build_flat(struct shmrig_encoder *enc, int id, size_t room, size_t 
  * NULL), the flat form behind `room` bytes, its buffers host memory that is
  * gone when this returns.
  */
-static int encode(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_value *value,
-		  size_t room, void **frame, size_t *len)
+static inline __attribute__((always_inline)) int
+encode(shmrig_registry *reg, shmrig_pool *pool, bool flat, struct flat_scratch *scratch,
+       const struct shmrig_value *value, size_t room, void **frame, size_t *len)
 {
 	struct shmrig_encoder enc;
 	const struct shmrig_codec *codec;
@@ -845,9 +851,10 @@ static int encode(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_v
 	enc.codec_name = codec->name;
 	enc.refs = enc.inline_refs;
 	enc.cap = INLINE_REFS;
-	enc.flat = !pool;
+	enc.flat = flat; /* a constant at each call: the other mode's code folds away */
 	enc.flat_used = 0;
 	enc.flat_chunks = NULL;
+	enc.flat_scratch = scratch;
 	enc.guard.on = reg->flags & SHMRIG_REGISTRY_GUARD;
 	enc.guard.data = NULL;
 	enc.guard.cap = 0;
@@ -858,7 +865,7 @@ static int encode(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_v
 		ret = shmrig__fail(-EPROTO, "codec '%s': encode returned %d (0 or -errno)",
 				   codec->name, ret);
 	/* The pack's own reference goes: its buffers hold the block from now on. */
-	if (enc.packing && !enc.flat) {
+	if (!flat && enc.packing) {
 		int freed = shmrig_pool_free(pool, &enc.pack_ref);
 
 		if (!ret)
@@ -884,7 +891,7 @@ static int encode(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_v
 			shmrig__fail(ret, "codec '%s' wrote bad metadata: %s", codec->name,
 				     shmrig_last_error());
 	}
-	if (enc.flat) {
+	if (flat) {
 		if (!ret)
 			*frame = build_flat(&enc, id, room, len, &ret);
 		flat_chunks_free(&enc);
@@ -920,7 +927,7 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 {
 	if (!reg || !pool || !value || !frame || !len)
 		return shmrig__fail(-EINVAL, "encode: NULL argument");
-	return encode(reg, pool, value, 0, frame, len);
+	return encode(reg, pool, false, NULL, value, 0, frame, len);
 }
 
 int shmrig__registry_encode_flat(shmrig_registry *reg, const struct shmrig_value *value,
@@ -928,9 +935,11 @@ int shmrig__registry_encode_flat(shmrig_registry *reg, const struct shmrig_value
 {
 	if (!reg || !value || !out || !flat_len || room % 8)
 		return shmrig__fail(-EINVAL, "encode: NULL argument or room %zu", room);
+	struct flat_scratch scratch;
+
 	if (reg->flags & SHMRIG_REGISTRY_GUARD)
 		return -EAGAIN; /* guards watch blocks: the caller encodes into the pool */
-	return encode(reg, NULL, value, room, out, flat_len);
+	return encode(reg, NULL, true, &scratch, value, room, out, flat_len);
 }
 
 /* ---- decode ---- */
@@ -1040,8 +1049,9 @@ static void settle_buffers(struct shmrig_decoder *dec)
 
 /* Decode parsed frame f: its blocks claimed here, or with flat_data, a flat
  * form's buffers (shmrig__registry_decode_flat). */
-static int decode_frame(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_frame *fp,
-			const void *const *flat_data, struct shmrig_value *out)
+static inline __attribute__((always_inline)) int
+decode_frame(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_frame *fp,
+	     const void *const *flat_data, struct shmrig_value *out)
 {
 	struct shmrig_decoder dec = { .pool = pool, .flat = flat_data != NULL };
 	const struct shmrig_frame f = *fp;
