@@ -27,7 +27,9 @@
  *                                above the largest class, a large block): encode
  *                                into the pool, hand over, the worker decodes,
  *                                re-encodes into its pool, the caller decodes
- *                                and releases (bytes = B per call). The seed's
+ *                                and releases (bytes = B per call); 64 B is
+ *                                small: encoded flat into the message both ways,
+ *                                no block (SESSION_FLAT_MAX, README). The seed's
  *                                Python twin is peer/seed_python/echo/<B>
  *                                (bench_peer_seed.c)
  *   session/ring/echo_view/<B>   the same over the ring with "echo_view": the
