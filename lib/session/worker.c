@@ -172,7 +172,9 @@ static int build_pass_back(struct worker *w, uint64_t id, const void *frame, siz
 	uint32_t held = 0;
 	int ret;
 
-	if (w->remote || shmrig_frame_parse(frame, len, &f) || !f.nbuffers ||
+	/* no lease first: a flat request (no block) is not parsed as a frame,
+	 * which it is not (its refs name nothing: parse would fail, in words) */
+	if (w->remote || !shmrig_value_leases(request) || shmrig_frame_parse(frame, len, &f) ||
 	    shmrig_value_leases(request) != f.nbuffers)
 		return -EAGAIN;
 	*msg = shmrig__session_msg_build(&hdr, frame, len);
