@@ -694,6 +694,40 @@ static void test_small_flat(void **state)
 	finish();
 }
 
+/*
+ * A dataset whose second group holds a variable over SESSION_FLAT_MAX goes by
+ * hand-over, though its first group is small: the sizes are added without
+ * wrapping (a variable too big to count once made the sum wrap round to
+ * "small", and 1 MiB went flat, copied into the message).
+ */
+static void test_small_flat_dataset(void **state)
+{
+	static double tiny[1] = { 2.5 }, big[(1 << 20) / sizeof(double)];
+	struct shmrig_named_array vars[2] = {
+		{ "tiny", { .dtype = SHMRIG_DTYPE_FLOAT64, .ndim = 1, .shape = { 1 },
+			    .order = 'C', .data = tiny } },
+		{ "big", { .dtype = SHMRIG_DTYPE_FLOAT64, .ndim = 1,
+			   .shape = { sizeof(big) / sizeof(big[0]) }, .order = 'C', .data = big } },
+	};
+	struct shmrig_group grps[2] = { { .name = "a", .nvariables = 1, .variables = &vars[0] },
+					{ .name = "b", .nvariables = 1, .variables = &vars[1] } };
+	struct shmrig_value v = { .kind = SHMRIG_KIND_DATASET,
+				  .dataset = { .ngroups = 2, .groups = grps } },
+			    out;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+		big[i] = (double)i;
+	begin(NULL);
+	assert_int_equal(shmrig_session_start(sess), 0);
+	assert_int_equal(shmrig_session_call(sess, "echo", 0, &v, &out, TIMEOUT_MS), 0);
+	th_assert_value_equal(&v, &out);
+	assert_true(shmrig_value_leases(&out) > 0);
+	assert_int_equal(shmrig_value_release(&out), 0);
+	assert_int_equal(shmrig_session_shutdown(sess, TIMEOUT_MS), 0);
+	finish();
+}
+
 /* ---- a handler's failure reaches the caller ---- */
 
 static void test_handler_error(void **state)
@@ -974,6 +1008,7 @@ int main(void)
 		cmocka_unit_test(test_scale),
 		cmocka_unit_test(test_echo_view),
 		cmocka_unit_test(test_small_flat),
+		cmocka_unit_test(test_small_flat_dataset),
 		cmocka_unit_test(test_handler_error),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_wedged_worker),

@@ -202,15 +202,18 @@ int shmrig__session_ready_names(const void *msg, const struct msg_hdr *hdr, hand
 	return 0;
 }
 
-/* Payload bytes of `n` arrays, or more than `limit` (stops there). */
+/* Payload bytes of `n` arrays, or UINT64_MAX: more than `limit` (it stops
+ * there), a bad array, or no list for n > 0. Never wraps. */
 static uint64_t arrays_payload(const struct shmrig_named_array *arrays, uint32_t n, uint64_t limit)
 {
 	uint64_t sum = 0;
 
-	for (uint32_t i = 0; i < n && sum <= limit; i++) {
+	if (n && !arrays)
+		return UINT64_MAX;
+	for (uint32_t i = 0; i < n; i++) {
 		uint64_t nbytes;
 
-		if (shmrig_array_nbytes(&arrays[i].array, &nbytes) || nbytes > limit)
+		if (shmrig_array_nbytes(&arrays[i].array, &nbytes) || nbytes > limit - sum)
 			return UINT64_MAX;
 		sum += nbytes;
 	}
@@ -231,8 +234,7 @@ bool shmrig__session_small(const struct shmrig_value *v)
 			sum = UINT64_MAX;
 		break;
 	case SHMRIG_KIND_TABLE:
-		if (v->table.columns || !v->table.ncolumns)
-			sum = arrays_payload(v->table.columns, v->table.ncolumns, limit);
+		sum = arrays_payload(v->table.columns, v->table.ncolumns, limit);
 		break;
 	case SHMRIG_KIND_DATASET:
 		if (!v->dataset.groups && v->dataset.ngroups)
@@ -240,14 +242,10 @@ bool shmrig__session_small(const struct shmrig_value *v)
 		sum = 0;
 		for (uint32_t g = 0; g < v->dataset.ngroups && sum <= limit; g++) {
 			const struct shmrig_group *grp = &v->dataset.groups[g];
+			/* a group that does not fit what is left is UINT64_MAX */
+			uint64_t part = arrays_payload(grp->variables, grp->nvariables, limit - sum);
 
-			if (!grp->variables && grp->nvariables) {
-				sum = UINT64_MAX;
-				break;
-			}
-			sum += arrays_payload(grp->variables, grp->nvariables, limit);
-			if (sum > limit)
-				break;
+			sum = part == UINT64_MAX ? UINT64_MAX : sum + part;
 		}
 		break;
 	default: /* a user value: its codec knows, we do not */
