@@ -109,10 +109,10 @@ static const char *const backends[] = { "pipe", "uring", "ring" };
 static const struct echo_case {
 	const char *backend;
 	const char *handler;
-} echo_cases[] = { { "pipe", "echo" }, { "uring", "echo" }, { "ring", "echo" },
-		   { "ring", "echo_view" } };
+} echo_cases[] = {
+	{ "pipe", "echo" }, { "uring", "echo" }, { "ring", "echo" }, { "ring", "echo_view" }
+};
 static const int64_t session_sizes[] = { 64, 64 << 10, 1 << 20, 16 << 20 };
-
 
 /* Stop the benchmark with "<what>: <shmrig's words>" (err < 0) or "<what>". */
 static void fail(gbench_state *st, const char *what, int err)
@@ -562,7 +562,8 @@ static int echo_check(gbench_state *st, struct session_run *run, size_t bytes)
 {
 	struct shmrig_value back;
 	uint64_t nbytes;
-	int released, ret = shmrig_session_call(run->sess, run->handler, 0, &run->request, &back, 0);
+	int released,
+		ret = shmrig_session_call(run->sess, run->handler, 0, &run->request, &back, 0);
 
 	if (ret) {
 		fail(st, "session_call", ret);
@@ -582,8 +583,8 @@ static int echo_check(gbench_state *st, struct session_run *run, size_t bytes)
 	return ret;
 }
 
-static bool session_start(gbench_state *st, struct session_run *run,
-			  const struct echo_case *c, size_t bytes)
+static bool session_start(gbench_state *st, struct session_run *run, const struct echo_case *c,
+			  size_t bytes)
 {
 	const char *backend = c->backend;
 	struct shmrig_channel_opts channel = { .size = sizeof(struct shmrig_channel_opts),

@@ -307,8 +307,8 @@ static void bm_encode(gbench_state *st, void *arg)
  * (one reference a ref), take `times` more references a ref, and hand the
  * frame to ourselves again, every reference unclaimed.
  */
-static int rearm_frame(struct bench *b, const void *frame, size_t len,
-		       const struct shmrig_frame *f, uint64_t self, int64_t times)
+static int rearm_frame(struct bench *b, const void *frame, size_t len, const struct shmrig_frame *f,
+		       uint64_t self, int64_t times)
 {
 	int ret = 0;
 

@@ -139,9 +139,9 @@ static void round_trip(struct fx *fx, const struct shmrig_value *v)
 
 		assert_non_null(copy);
 		memcpy(copy, flat, flat_len);
-		assert_int_equal(
-			shmrig__registry_decode_flat(fx->reg, fx->receiver, copy, flat_len, &out),
-			0);
+		assert_int_equal(shmrig__registry_decode_flat(fx->reg, fx->receiver, copy, flat_len,
+							      &out),
+				 0);
 		memset(copy, 0xa5, flat_len);
 		free(copy);
 		assert_int_equal(th_live_blocks(fx->receiver), 0);
@@ -314,8 +314,8 @@ static void check_bad_flat(struct fx *fx, const void *flat, size_t len, int code
 		fail_msg("decode_flat, %zu bytes: %d (%s), expected %d", len, ret,
 			 shmrig_last_error(), code);
 	if (word && !strstr(shmrig_last_error(), word))
-		fail_msg("decode_flat: error \"%s\" does not mention \"%s\"",
-			 shmrig_last_error(), word);
+		fail_msg("decode_flat: error \"%s\" does not mention \"%s\"", shmrig_last_error(),
+			 word);
 	assert_null(out.storage);
 	assert_int_equal(th_live_blocks(fx->receiver), 0);
 	free(base);

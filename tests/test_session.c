@@ -704,10 +704,18 @@ static void test_small_flat_dataset(void **state)
 {
 	static double tiny[1] = { 2.5 }, big[(1 << 20) / sizeof(double)];
 	struct shmrig_named_array vars[2] = {
-		{ "tiny", { .dtype = SHMRIG_DTYPE_FLOAT64, .ndim = 1, .shape = { 1 },
-			    .order = 'C', .data = tiny } },
-		{ "big", { .dtype = SHMRIG_DTYPE_FLOAT64, .ndim = 1,
-			   .shape = { sizeof(big) / sizeof(big[0]) }, .order = 'C', .data = big } },
+		{ "tiny",
+		  { .dtype = SHMRIG_DTYPE_FLOAT64,
+		    .ndim = 1,
+		    .shape = { 1 },
+		    .order = 'C',
+		    .data = tiny } },
+		{ "big",
+		  { .dtype = SHMRIG_DTYPE_FLOAT64,
+		    .ndim = 1,
+		    .shape = { sizeof(big) / sizeof(big[0]) },
+		    .order = 'C',
+		    .data = big } },
 	};
 	struct shmrig_group grps[2] = { { .name = "a", .nvariables = 1, .variables = &vars[0] },
 					{ .name = "b", .nvariables = 1, .variables = &vars[1] } };

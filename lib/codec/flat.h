@@ -15,6 +15,14 @@
 #include <shmrig/frame.h>
 #include <shmrig/registry.h>
 
+#include <stddef.h>
+
+/* n rounded up to 8: each part of a flat form starts 8-aligned. */
+static inline size_t shmrig__pad8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
 /*
  * Sender: take every block of the frame, as shmrig_frame_flatten does (each
  * must be ours, handed to us and not claimed yet: after encode); *f is the

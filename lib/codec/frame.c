@@ -126,11 +126,6 @@ int shmrig_frame_discard(shmrig_pool *pool, const void *buf, size_t len)
 
 /* ---- flat frames: a frame with its payload, for a peer on another host ---- */
 
-static size_t pad8(size_t n)
-{
-	return (n + 7) & ~(size_t)7;
-}
-
 /* Are the `len` bytes at p all zero? (Padding, and a flat ref's block fields.) */
 static bool all_zero(const void *p, size_t len)
 {
@@ -221,11 +216,8 @@ void shmrig__frame_bare(const void *frame, size_t len, void *out)
 	}
 }
 
-/* shmrig_frame_flatten behind `room` bytes (a multiple of 8) of the caller's,
- * in one allocation (*out; the flat form at *out + room, *flat_len bytes);
- * -EAGAIN, nothing taken: the payload is over max_payload bytes. */
-static int flatten_into(shmrig_pool *pool, const void *frame, size_t len, size_t room,
-			uint64_t max_payload, void **flat, size_t *flat_len)
+int shmrig__frame_flatten_small(shmrig_pool *pool, const void *frame, size_t len, size_t room,
+				uint64_t max_payload, void **flat, size_t *flat_len)
 {
 	struct shmrig_frame f;
 	void *small[64], **data = small;
@@ -241,7 +233,7 @@ static int flatten_into(shmrig_pool *pool, const void *frame, size_t len, size_t
 		return ret;
 	/* Sizes first, and the memory: nothing is taken before the flat form
 	 * is known to fit. A frame is at most a few hundred MiB: no overflow. */
-	total = room + pad8(len);
+	total = room + shmrig__pad8(len);
 	for (uint32_t i = 0; i < f.nbuffers; i++) {
 		uint64_t content_size = f.buffers[i].content_size;
 
@@ -250,7 +242,7 @@ static int flatten_into(shmrig_pool *pool, const void *frame, size_t len, size_t
 					    "frame_flatten: buffer %u (%llu bytes) takes the flat "
 					    "frame past SIZE_MAX",
 					    i, (unsigned long long)content_size);
-		total += pad8(content_size);
+		total += shmrig__pad8(content_size);
 		payload += content_size;
 		if (payload > max_payload)
 			return -EAGAIN;
@@ -276,15 +268,15 @@ static int flatten_into(shmrig_pool *pool, const void *frame, size_t len, size_t
 	}
 	off = room;
 	shmrig__frame_bare(frame, len, out + off);
-	memset(out + off + len, 0, pad8(len) - len);
-	off += pad8(len);
+	memset(out + off + len, 0, shmrig__pad8(len) - len);
+	off += shmrig__pad8(len);
 	for (uint32_t i = 0; i < f.nbuffers; i++) {
 		size_t content_size = (size_t)f.buffers[i].content_size;
 
 		if (content_size)
 			memcpy(out + off, data[i], content_size);
-		memset(out + off + content_size, 0, pad8(content_size) - content_size);
-		off += pad8(content_size);
+		memset(out + off + content_size, 0, shmrig__pad8(content_size) - content_size);
+		off += shmrig__pad8(content_size);
 	}
 	/* The bytes carry the payload now. */
 	shmrig__frame_release(pool, &f);
@@ -299,13 +291,7 @@ done:
 int shmrig_frame_flatten(shmrig_pool *pool, const void *frame, size_t len, void **flat,
 			 size_t *flat_len)
 {
-	return flatten_into(pool, frame, len, 0, UINT64_MAX, flat, flat_len);
-}
-
-int shmrig__frame_flatten_small(shmrig_pool *pool, const void *frame, size_t len, size_t room,
-				uint64_t max_payload, void **out, size_t *flat_len)
-{
-	return flatten_into(pool, frame, len, room, max_payload, out, flat_len);
+	return shmrig__frame_flatten_small(pool, frame, len, 0, UINT64_MAX, flat, flat_len);
 }
 
 int shmrig__frame_check_bare(const void *frame, size_t len, uint64_t max_payload,
@@ -386,7 +372,7 @@ static int flat_frame_len(const void *flat, size_t flat_len, size_t *frame_len)
 				    flat_len, sizeof(h));
 	memcpy(&h, flat, sizeof(h));
 	*frame_len = shmrig_frame_size(h.nbuffers, h.meta_len);
-	if (!*frame_len || pad8(*frame_len) > flat_len)
+	if (!*frame_len || shmrig__pad8(*frame_len) > flat_len)
 		return shmrig__fail(-EBADMSG,
 				    "flat frame: its header says %u buffers and %u meta bytes, more "
 				    "than its %zu bytes hold",
@@ -400,10 +386,11 @@ static int flat_frame_len(const void *flat, size_t flat_len, size_t *frame_len)
 static int check_flat_rest(const char *bytes, size_t flat_len, size_t frame_len,
 			   const struct shmrig_frame *f)
 {
-	size_t off = pad8(frame_len);
+	size_t off = shmrig__pad8(frame_len);
 
 	if (!all_zero(bytes + frame_len, off - frame_len))
-		return shmrig__fail(-EBADMSG, "flat frame: the padding after the frame is not zero");
+		return shmrig__fail(-EBADMSG,
+				    "flat frame: the padding after the frame is not zero");
 	for (uint32_t i = 0; i < f->nbuffers; i++) {
 		uint64_t content_size = f->buffers[i].content_size;
 
@@ -413,10 +400,11 @@ static int check_flat_rest(const char *bytes, size_t flat_len, size_t frame_len,
 					    "flat frame: buffer %u is %llu bytes, only %zu are left",
 					    i, (unsigned long long)content_size, flat_len - off);
 		if (!all_zero(bytes + off + content_size,
-			      pad8((size_t)content_size) - (size_t)content_size))
+			      shmrig__pad8((size_t)content_size) - (size_t)content_size))
 			return shmrig__fail(-EBADMSG,
-					    "flat frame: the padding after buffer %u is not zero", i);
-		off += pad8((size_t)content_size);
+					    "flat frame: the padding after buffer %u is not zero",
+					    i);
+		off += shmrig__pad8((size_t)content_size);
 	}
 	if (off != flat_len)
 		return shmrig__fail(-EBADMSG,
@@ -434,8 +422,8 @@ int shmrig__frame_flat_parse(const void *flat, size_t flat_len, struct shmrig_fr
 	int ret = flat_frame_len(flat, flat_len, &frame_len);
 
 	if (!ret)
-		ret = shmrig__frame_check_bare(flat, frame_len, flat_len - pad8(frame_len), f,
-					       &payload);
+		ret = shmrig__frame_check_bare(flat, frame_len, flat_len - shmrig__pad8(frame_len),
+					       f, &payload);
 	if (!ret)
 		ret = check_flat_rest(flat, flat_len, frame_len, f);
 	if (ret || !data)
@@ -443,10 +431,10 @@ int shmrig__frame_flat_parse(const void *flat, size_t flat_len, struct shmrig_fr
 	if (f->nbuffers > ndata)
 		return shmrig__fail(-E2BIG, "flat frame: %u buffers, room for %u", f->nbuffers,
 				    ndata);
-	off = pad8(frame_len);
+	off = shmrig__pad8(frame_len);
 	for (uint32_t i = 0; i < f->nbuffers; i++) {
 		data[i] = (const char *)flat + off;
-		off += pad8((size_t)f->buffers[i].content_size);
+		off += shmrig__pad8((size_t)f->buffers[i].content_size);
 	}
 	return 0;
 }
@@ -469,14 +457,15 @@ int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len,
 		return ret;
 	/* Our copy of the frame from here (the refs of the result are written
 	 * into it): each field is read once from the flat bytes. */
-	out = aligned_alloc(8, pad8(frame_len));
+	out = aligned_alloc(8, shmrig__pad8(frame_len));
 	if (!out)
 		return shmrig__fail(-ENOMEM, "frame_unflatten: out of memory for %zu bytes",
 				    frame_len);
 	memcpy(out, bytes, frame_len);
 	/* Every size against what is left, before a block is taken: the blocks
 	 * then hold at most the flat bytes (each rounded up to its class). */
-	ret = shmrig__frame_check_bare(out, frame_len, flat_len - pad8(frame_len), &f, &payload);
+	ret = shmrig__frame_check_bare(out, frame_len, flat_len - shmrig__pad8(frame_len), &f,
+				       &payload);
 	if (!ret)
 		ret = check_flat_rest(bytes, flat_len, frame_len, &f);
 	if (ret)
@@ -491,13 +480,13 @@ int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len,
 	ret = shmrig__frame_bare_blocks(pool, out, &f, data);
 	if (ret)
 		goto fail;
-	off = pad8(frame_len);
+	off = shmrig__pad8(frame_len);
 	for (uint32_t i = 0; i < f.nbuffers; i++) {
 		size_t content_size = (size_t)f.buffers[i].content_size;
 
 		if (content_size)
 			memcpy(data[i], bytes + off, content_size);
-		off += pad8(content_size);
+		off += shmrig__pad8(content_size);
 	}
 	if (data != small)
 		free(data);

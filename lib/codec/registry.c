@@ -56,7 +56,7 @@ struct shmrig_registry {
 struct meta_memo {
 	msgpack_zone *zone; /* obj's nodes */
 	msgpack_object obj;
-	size_t len;         /* of bytes; 0: no valid obj */
+	size_t len; /* of bytes; 0: no valid obj */
 	unsigned char bytes[MEMO_BYTES];
 };
 
@@ -138,8 +138,8 @@ struct shmrig_encoder {
 	/* shmrig__registry_encode_flat: buffers in host memory, no block; each
 	 * ref's offset holds its buffer's address until the flat form is built */
 	bool flat;
-	size_t flat_used;               /* bytes of *flat_scratch handed out */
-	struct flat_chunk *flat_chunks; /* buffers that did not fit the scratch */
+	size_t flat_used;                  /* bytes of *flat_scratch handed out */
+	struct flat_chunk *flat_chunks;    /* buffers that did not fit the scratch */
 	struct flat_scratch *flat_scratch; /* the flat encode's (its stack): apart,
 					    * so the pool's encode keeps a small frame */
 	/* SHMRIG_REGISTRY_GUARD: every buffer is followed by guard bytes (below) */
@@ -571,8 +571,7 @@ static int flat_buffer(struct shmrig_encoder *enc, size_t size, uint32_t alloc_f
 
 		if (need > SIZE_MAX - sizeof(*c) - SHMRIG_POOL_MIN_BLOCK)
 			return shmrig__fail(-ENOMEM, "encode: a %zu-byte buffer", size);
-		c = aligned_alloc(SHMRIG_POOL_MIN_BLOCK,
-				  shmrig_pack_size(sizeof(*c)) + need);
+		c = aligned_alloc(SHMRIG_POOL_MIN_BLOCK, shmrig_pack_size(sizeof(*c)) + need);
 		if (!c)
 			return shmrig__fail(-ENOMEM, "encode: out of memory for %zu bytes", size);
 		c->next = enc->flat_chunks;
@@ -774,30 +773,24 @@ static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len, int *e
 	return frame;
 }
 
-static size_t pad8(size_t n)
-{
-	return (n + 7) & ~(size_t)7;
-}
-
 /*
  * A flat encode's result: shmrig_frame_flatten's form of its frame behind
  * `room` bytes (one allocation, *flat_len bytes after the room): the frame,
  * its refs naming no block, zeros to 8, each buffer's bytes and zeros to 8.
  */
-static void *build_flat(struct shmrig_encoder *enc, int id, size_t room, size_t *flat_len,
-			int *err)
+static void *build_flat(struct shmrig_encoder *enc, int id, size_t room, size_t *flat_len, int *err)
 {
 	size_t frame_len = frame_size(enc, err), total, off;
 	char *out;
 
 	if (!frame_len)
 		return NULL;
-	total = room + pad8(frame_len);
+	total = room + shmrig__pad8(frame_len);
 	for (uint32_t i = 0; i < enc->nrefs; i++) {
 		uint64_t content_size = enc->refs[i].content_size;
 
 		/* each in host memory already: no sum of them passes SIZE_MAX / 2 */
-		total += pad8((size_t)content_size);
+		total += shmrig__pad8((size_t)content_size);
 	}
 	out = aligned_alloc(8, total);
 	if (!out) {
@@ -809,14 +802,14 @@ static void *build_flat(struct shmrig_encoder *enc, int id, size_t room, size_t 
 	for (uint32_t i = 0; i < enc->nrefs; i++, off += sizeof(struct shmrig_ref))
 		memset(out + off + offsetof(struct shmrig_ref, offset), 0, sizeof(uint64_t));
 	off = room + frame_len;
-	memset(out + off, 0, pad8(frame_len) - frame_len);
-	off = room + pad8(frame_len);
+	memset(out + off, 0, shmrig__pad8(frame_len) - frame_len);
+	off = room + shmrig__pad8(frame_len);
 	for (uint32_t i = 0; i < enc->nrefs; i++) {
 		size_t content_size = (size_t)enc->refs[i].content_size;
 
 		memcpy(out + off, (const void *)(uintptr_t)enc->refs[i].offset, content_size);
-		memset(out + off + content_size, 0, pad8(content_size) - content_size);
-		off += pad8(content_size);
+		memset(out + off + content_size, 0, shmrig__pad8(content_size) - content_size);
+		off += shmrig__pad8(content_size);
 	}
 	*flat_len = total - room;
 	return out;
@@ -827,9 +820,10 @@ static void *build_flat(struct shmrig_encoder *enc, int id, size_t room, size_t 
  * NULL), the flat form behind `room` bytes, its buffers host memory that is
  * gone when this returns.
  */
-static inline __attribute__((always_inline)) int
-encode(shmrig_registry *reg, shmrig_pool *pool, bool flat, struct flat_scratch *scratch,
-       const struct shmrig_value *value, size_t room, void **frame, size_t *len)
+static inline __attribute__((always_inline)) int encode(shmrig_registry *reg, shmrig_pool *pool,
+							bool flat, struct flat_scratch *scratch,
+							const struct shmrig_value *value,
+							size_t room, void **frame, size_t *len)
 {
 	struct shmrig_encoder enc;
 	const struct shmrig_codec *codec;
@@ -933,10 +927,10 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 int shmrig__registry_encode_flat(shmrig_registry *reg, const struct shmrig_value *value,
 				 size_t room, void **out, size_t *flat_len)
 {
-	if (!reg || !value || !out || !flat_len || room % 8)
-		return shmrig__fail(-EINVAL, "encode: NULL argument or room %zu", room);
 	struct flat_scratch scratch;
 
+	if (!reg || !value || !out || !flat_len || room % 8)
+		return shmrig__fail(-EINVAL, "encode: NULL argument or room %zu", room);
 	if (reg->flags & SHMRIG_REGISTRY_GUARD)
 		return -EAGAIN; /* guards watch blocks: the caller encodes into the pool */
 	return encode(reg, NULL, true, &scratch, value, room, out, flat_len);
@@ -988,8 +982,10 @@ int shmrig_decoder_buffer(struct shmrig_decoder *dec, uint32_t index, uint32_t f
 	if (dec->flat) {
 		/* the message's bytes die with decode: a view gets its own copy */
 		if (!ref->temporary) {
-			void *copy = shmrig__storage_alloc_raw(
-				dec->storage, ref->content_size ? (size_t)ref->content_size : 1);
+			void *copy = shmrig__storage_alloc_raw(dec->storage,
+							       ref->content_size ?
+								       (size_t)ref->content_size :
+								       1);
 
 			if (!copy)
 				return shmrig__fail(-ENOMEM, "decode: out of memory");
@@ -1049,9 +1045,11 @@ static void settle_buffers(struct shmrig_decoder *dec)
 
 /* Decode parsed frame f: its blocks claimed here, or with flat_data, a flat
  * form's buffers (shmrig__registry_decode_flat). */
-static inline __attribute__((always_inline)) int
-decode_frame(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_frame *fp,
-	     const void *const *flat_data, struct shmrig_value *out)
+static inline __attribute__((always_inline)) int decode_frame(shmrig_registry *reg,
+							      shmrig_pool *pool,
+							      const struct shmrig_frame *fp,
+							      const void *const *flat_data,
+							      struct shmrig_value *out)
 {
 	struct shmrig_decoder dec = { .pool = pool, .flat = flat_data != NULL };
 	const struct shmrig_frame f = *fp;
@@ -1087,9 +1085,9 @@ decode_frame(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_frame 
 	 * are ours already. */
 	if (flat_data)
 		memcpy(data, flat_data, (size_t)f.nbuffers * sizeof(*data));
-	ret = f.nbuffers && !flat_data ? shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers,
-								  dec.claimed, data) :
-					 0;
+	ret = f.nbuffers && !flat_data ?
+		      shmrig__pool_claim_refs(pool, f.buffers, f.nbuffers, dec.claimed, data) :
+		      0;
 	if (ret)
 		goto settle;
 	if (f.codec_id >= reg->count) {
@@ -1133,17 +1131,15 @@ decode_frame(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_frame 
 		(void)!shmrig_value_release(out);
 		shmrig__fail(ret, "%s", why);
 	}
-unpacked:
-	{
-		struct meta_memo *none = NULL;
+unpacked : {
+	struct meta_memo *none = NULL;
 
-		if (!memo->len) /* nothing kept: give back what a large metadata took */
-			msgpack_zone_clear(memo->zone);
-		if (!atomic_compare_exchange_strong_explicit(&reg->spare_memo, &none, memo,
-							     memory_order_release,
-							     memory_order_relaxed))
-			memo_free(memo);
-	}
+	if (!memo->len) /* nothing kept: give back what a large metadata took */
+		msgpack_zone_clear(memo->zone);
+	if (!atomic_compare_exchange_strong_explicit(&reg->spare_memo, &none, memo,
+						     memory_order_release, memory_order_relaxed))
+		memo_free(memo);
+}
 settle:
 	/* frees that fail here must not replace the reason decode failed */
 	if (ret)

@@ -881,9 +881,8 @@ static int call_remote(struct shmrig_session *sess, const char *handler, double 
 
 /*
  * The CALL for `request` behind *hdr: a small value flat (MSG_FLAT set in
- * *hdr), encoded without the pool, or flattened if the encode shows it small;
- * else its frame, whose blocks are handed to the worker here. *msg (free it),
- * *len the bytes after the header. Errors: encode's; -EPIPE (lost_worker) if
+ * *hdr), else its frame, whose blocks are handed to the worker here. *msg
+ * (free it), *len its bytes in all. Errors: encode's; -EPIPE (lost_worker) if
  * the hand-over finds the worker gone.
  */
 static int build_call(struct shmrig_session *sess, struct msg_hdr *hdr,
@@ -891,42 +890,28 @@ static int build_call(struct shmrig_session *sess, struct msg_hdr *hdr,
 		      size_t *len)
 {
 	void *frame;
-	int ret = -EAGAIN;
+	size_t frame_len;
+	int ret = shmrig__session_encode(sess->reg, sess->pool, request, hdr, msg, len, &frame,
+					 &frame_len);
 
-	if (shmrig__session_small(request))
-		ret = shmrig__registry_encode_flat(sess->reg, request, sizeof(*hdr), msg, len);
-	if (ret == -EAGAIN) {
-		ret = shmrig_registry_encode(sess->reg, sess->pool, request, &frame, len);
-		if (ret)
-			return ret;
-		ret = shmrig__frame_flatten_small(sess->pool, frame, *len, sizeof(*hdr),
-						  SESSION_FLAT_MAX, msg, len);
-		if (ret && ret != -EAGAIN)
-			(void)!shmrig_frame_discard(sess->pool, frame, *len); /* best effort */
-		if (ret != -EAGAIN)
-			free(frame);
-	}
-	if (!ret) {
-		hdr->flags = MSG_FLAT;
-		memcpy(*msg, hdr, sizeof(*hdr));
-		return 0;
-	}
 	if (ret != -EAGAIN)
 		return ret;
-	*msg = shmrig__session_msg_build(hdr, frame, *len);
+	*msg = shmrig__session_msg_build(hdr, frame, frame_len);
 	if (!*msg) {
-		(void)!shmrig_frame_discard(sess->pool, frame, *len); /* best effort */
+		(void)!shmrig_frame_discard(sess->pool, frame, frame_len); /* best effort */
 		free(frame);
 		return shmrig__fail(-ENOMEM, "session_call: out of memory");
 	}
 	free(frame);
 	frame = (char *)*msg + sizeof(*hdr);
+	*len = sizeof(*hdr) + frame_len;
 	/* The worker owns the request's blocks before it can see them. */
-	ret = shmrig_frame_transfer_peer(sess->pool, frame, *len, shmrig__channel_peer_id(sess->ch));
+	ret = shmrig_frame_transfer_peer(sess->pool, frame, frame_len,
+					 shmrig__channel_peer_id(sess->ch));
 	if (ret) {
 		/* what was not handed over is still ours; what was comes back by
 		 * reap (discard fails on those, rightly) */
-		(void)!shmrig_frame_discard(sess->pool, frame, *len);
+		(void)!shmrig_frame_discard(sess->pool, frame, frame_len);
 		free(*msg);
 		return lost_worker(sess, r);
 	}
@@ -969,7 +954,7 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	ret = build_call(sess, &hdr, request, &r, &msg, &len);
 	if (ret)
 		return ret;
-	ret = call_round(sess, &hdr, msg, sizeof(hdr) + len, start, timeout_ms, &r, &msg, &len);
+	ret = call_round(sess, &hdr, msg, len, start, timeout_ms, &r, &msg, &len);
 	if (ret)
 		return ret;
 	if (hdr.flags & MSG_FLAT)

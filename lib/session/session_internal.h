@@ -108,6 +108,9 @@ struct msg_hdr {
 	uint64_t reserved1;
 };
 _Static_assert(sizeof(struct msg_hdr) == 40, "session header layout");
+_Static_assert(sizeof(struct msg_hdr) % 8 == 0, "the frame after the header must stay 8-aligned");
+_Static_assert(offsetof(struct msg_hdr, id) == 8, "session header layout");
+_Static_assert(offsetof(struct msg_hdr, handler) == 24, "session header layout");
 
 /*
  * The frame behind the header is flat (shmrig_frame_flatten's form): its
@@ -125,9 +128,19 @@ _Static_assert(sizeof(struct msg_hdr) == 40, "session header layout");
  * (shmrig__registry_encode_flat). A user value, or one whose sizes do not
  * add up, is not: the pool's encode decides, and says what is wrong. */
 bool shmrig__session_small(const struct shmrig_value *v);
-_Static_assert(sizeof(struct msg_hdr) % 8 == 0, "the frame after the header must stay 8-aligned");
-_Static_assert(offsetof(struct msg_hdr, id) == 8, "session header layout");
-_Static_assert(offsetof(struct msg_hdr, handler) == 24, "session header layout");
+
+/*
+ * A CALL's or RESULT's value, encoded behind *hdr (room for it): a small one
+ * (shmrig__session_small, or a frame of at most SESSION_FLAT_MAX payload
+ * bytes) flat, MSG_FLAT set in *hdr and copied in front: 0, *msg the message
+ * (free it), *len its bytes in all. A larger one: -EAGAIN, *frame (free it)
+ * and *frame_len its frame, its blocks handed to ourselves, for the caller to
+ * hand over. Else encode's or flatten's error, nothing left (the words in
+ * shmrig_last_error()).
+ */
+int shmrig__session_encode(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_value *v,
+			   struct msg_hdr *hdr, void **msg, size_t *len, void **frame,
+			   size_t *frame_len);
 
 struct handler {
 	char name[HANDLER_NAME_MAX + 1];

@@ -6,6 +6,7 @@
  * (session.c, worker.c) around an encoded frame with shmrig__session_msg_build.
  */
 #include "session/session_internal.h"
+#include "codec/flat.h"
 #include "transport/channel_internal.h"
 #include "base/internal.h"
 #include "os/liveness.h"
@@ -110,8 +111,7 @@ int shmrig__session_msg_check(const void *msg, size_t len, struct msg_hdr *hdr)
 	memcpy(hdr, msg, sizeof(*hdr));
 	payload = len - sizeof(*hdr);
 	if (hdr->magic != MSG_MAGIC || hdr->type == 0 || hdr->type >= MSG_TYPE_END ||
-	    hdr->reserved1 ||
-	    (hdr->flags & ~MSG_FLAT) ||
+	    hdr->reserved1 || (hdr->flags & ~MSG_FLAT) ||
 	    (hdr->flags && hdr->type != MSG_CALL && hdr->type != MSG_RESULT))
 		return shmrig__fail(-EPROTO,
 				    "session: bad message header (magic %08x, type %u, flags %x)",
@@ -243,7 +243,8 @@ bool shmrig__session_small(const struct shmrig_value *v)
 		for (uint32_t g = 0; g < v->dataset.ngroups && sum <= limit; g++) {
 			const struct shmrig_group *grp = &v->dataset.groups[g];
 			/* a group that does not fit what is left is UINT64_MAX */
-			uint64_t part = arrays_payload(grp->variables, grp->nvariables, limit - sum);
+			uint64_t part =
+				arrays_payload(grp->variables, grp->nvariables, limit - sum);
 
 			sum = part == UINT64_MAX ? UINT64_MAX : sum + part;
 		}
@@ -252,4 +253,33 @@ bool shmrig__session_small(const struct shmrig_value *v)
 		break;
 	}
 	return sum <= limit;
+}
+
+int shmrig__session_encode(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_value *v,
+			   struct msg_hdr *hdr, void **msg, size_t *len, void **frame,
+			   size_t *frame_len)
+{
+	int ret = -EAGAIN;
+
+	if (shmrig__session_small(v))
+		ret = shmrig__registry_encode_flat(reg, v, sizeof(*hdr), msg, len);
+	if (ret == -EAGAIN) {
+		ret = shmrig_registry_encode(reg, pool, v, frame, frame_len);
+		if (ret)
+			return ret;
+		/* a value whose frame shows it small goes flat too */
+		ret = shmrig__frame_flatten_small(pool, *frame, *frame_len, sizeof(*hdr),
+						  SESSION_FLAT_MAX, msg, len);
+		if (ret == -EAGAIN)
+			return ret; /* the frame, to hand over */
+		if (ret)
+			(void)!shmrig_frame_discard(pool, *frame, *frame_len); /* best effort */
+		free(*frame);
+	}
+	if (ret)
+		return ret;
+	hdr->flags = MSG_FLAT;
+	memcpy(*msg, hdr, sizeof(*hdr));
+	*len += sizeof(*hdr);
+	return 0;
 }

@@ -107,43 +107,21 @@ static int build_result(struct worker *w, uint64_t id, const struct shmrig_value
 	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_RESULT, .id = id };
 	void *frame;
 	size_t frame_len;
-	int ret = -EAGAIN;
+	int ret;
 
-	/* a small value goes back flat (MSG_FLAT), encoded without the pool */
-	if (!w->remote && shmrig__session_small(response))
-		ret = shmrig__registry_encode_flat(w->sess->reg, response, sizeof(hdr), msg, len);
-	if (!ret) {
-		hdr.flags = MSG_FLAT;
-		memcpy(*msg, &hdr, sizeof(hdr));
-		*len += sizeof(hdr);
-		return 0;
-	}
-	if (ret != -EAGAIN) {
-		snprintf(why, whylen, "encoding the response: %s", shmrig_last_error());
-		return ret;
-	}
-	ret = shmrig_registry_encode(w->sess->reg, w->pool, response, &frame, &frame_len);
-	if (ret) {
+	if (w->remote)
+		ret = shmrig_registry_encode(w->sess->reg, w->pool, response, &frame, &frame_len);
+	else /* a small value goes back flat (MSG_FLAT), a larger one (-EAGAIN) by hand-over */
+		ret = shmrig__session_encode(w->sess->reg, w->pool, response, &hdr, msg, len,
+					     &frame, &frame_len);
+	if (ret && (w->remote || ret != -EAGAIN)) {
 		snprintf(why, whylen, "encoding the response: %s", shmrig_last_error());
 		return ret;
 	}
 	if (w->remote)
 		return build_flat_result(w, &hdr, frame, frame_len, msg, len, why, whylen);
-	/* one the encode shows small goes back flat too, a larger one by hand-over */
-	ret = shmrig__frame_flatten_small(w->pool, frame, frame_len, sizeof(hdr), SESSION_FLAT_MAX,
-					  msg, len);
-	if (ret != -EAGAIN) {
-		if (ret) {
-			snprintf(why, whylen, "flattening the response: %s", shmrig_last_error());
-			(void)!shmrig_frame_discard(w->pool, frame, frame_len); /* best effort */
-		} else {
-			hdr.flags = MSG_FLAT;
-			memcpy(*msg, &hdr, sizeof(hdr));
-			*len += sizeof(hdr);
-		}
-		free(frame);
-		return ret;
-	}
+	if (!ret)
+		return 0;
 	*msg = shmrig__session_msg_build(&hdr, frame, frame_len);
 	if (!*msg) {
 		(void)!shmrig_frame_discard(w->pool, frame, frame_len); /* best effort */
@@ -252,26 +230,26 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 	if (hdr->flags & MSG_FLAT) {
 		/* the bytes are in the message: no block */
 		ret = shmrig__registry_decode_flat(sess->reg, w->pool, frame, len, &request);
-		goto decoded;
-	}
-	if (w->remote) {
-		/* into blocks of our pool, handed to us: decoded as any frame */
-		ret = shmrig_frame_unflatten(w->pool, frame, len, &landed, &len);
-		if (ret == -EBADMSG || ret == -EINVAL) {
-			snprintf(why, sizeof(why), "%s", shmrig_last_error());
-			return shmrig__fail(-EPROTO, "the caller sent a malformed request: %s",
-					    why);
+	} else {
+		if (w->remote) {
+			/* into blocks of our pool, handed to us: decoded as any frame */
+			ret = shmrig_frame_unflatten(w->pool, frame, len, &landed, &len);
+			if (ret == -EBADMSG || ret == -EINVAL) {
+				snprintf(why, sizeof(why), "%s", shmrig_last_error());
+				return shmrig__fail(-EPROTO,
+						    "the caller sent a malformed request: %s", why);
+			}
+			if (ret) {
+				snprintf(why, sizeof(why),
+					 "handler '%s': taking the request in: %s", h->name,
+					 shmrig_last_error());
+				return shmrig__session_send_error(w->ch, hdr->id, ret, why);
+			}
+			frame = landed;
 		}
-		if (ret) {
-			snprintf(why, sizeof(why), "handler '%s': taking the request in: %s",
-				 h->name, shmrig_last_error());
-			return shmrig__session_send_error(w->ch, hdr->id, ret, why);
-		}
-		frame = landed;
+		ret = shmrig_registry_decode(sess->reg, w->pool, frame, len, &request);
+		free(landed);
 	}
-	ret = shmrig_registry_decode(sess->reg, w->pool, frame, len, &request);
-	free(landed);
-decoded:
 	if (ret) {
 		snprintf(why, sizeof(why), "handler '%s': decoding the request: %s", h->name,
 			 shmrig_last_error());
@@ -296,13 +274,13 @@ decoded:
 	} else {
 		char encode_why[ERROR_TEXT_MAX - 64];
 
-		ret = h->pass_back ? build_pass_back(w, hdr->id, frame, len, &request, &msg,
-						     &msg_len)
-				   : -EAGAIN;
+		ret = h->pass_back ?
+			      build_pass_back(w, hdr->id, frame, len, &request, &msg, &msg_len) :
+			      -EAGAIN;
 		/* the response may view the request or the scratch: both live until now */
 		if (ret == -EAGAIN)
-			ret = build_result(w, hdr->id, &call.response, &msg, &msg_len,
-					   encode_why, sizeof(encode_why));
+			ret = build_result(w, hdr->id, &call.response, &msg, &msg_len, encode_why,
+					   sizeof(encode_why));
 		else if (ret)
 			snprintf(encode_why, sizeof(encode_why), "out of memory for the reply");
 		if (ret)
