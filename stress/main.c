@@ -23,6 +23,15 @@
 
 #define DEFAULT_SIZES "80:16-4K,17:4K-1M,3:1M-4M"
 #define FINISH_TIMEOUT_S 60
+/*
+ * The duration counts from when every worker is past its start (pool and
+ * channel open) or a message went through, the kills and the stalls from the
+ * first message: a startup that is slow (UCX under valgrind on a loaded runner:
+ * seconds) would otherwise eat the run, and kills due before anything moved
+ * starve it. A run whose workers are not started in this long stops, and fails
+ * saying so.
+ */
+#define START_TIMEOUT_S 60
 
 static const char usage[] =
 	"usage: shmrig-stress [options]\n"
@@ -37,7 +46,10 @@ static const char usage[] =
 	"  --ucx-tls LIST        with --backend ucx: set UCX_TLS=LIST for the run (the\n"
 	"                        workers inherit it), e.g. tcp,self or posix,self\n"
 	"  --pairs N             producer/consumer pairs, 2 processes each (default 2)\n"
-	"  --duration SECONDS    run time (default 10; 0 with --messages: until then)\n"
+	"  --duration SECONDS    run time (default 10; 0 with --messages: until then),\n"
+	"                        counted from when every worker has started (at most\n"
+	"                        60 s) or a message went through; kills and stalls\n"
+	"                        start with the first message\n"
 	"  --messages N          stop after N messages received in all (default: no limit)\n"
 	"  --sizes SPEC          weight:min-max,... log-uniform within each (default\n"
 	"                        " DEFAULT_SIZES ")\n"
@@ -1266,29 +1278,51 @@ static void no_message_failure(void)
 
 /* ---- the run ---- */
 
+/* Every running pair's two workers have their pool and channel open. */
+static bool all_started(void)
+{
+	for (unsigned i = 0; i < opts.pairs; i++)
+		if (pairs[i].running && (atomic_load(&slots[i].prod.phase) == PH_START ||
+					 atomic_load(&slots[i].cons.phase) == PH_START))
+			return false;
+	return true;
+}
+
 static void run(void)
 {
-	uint64_t t0 = now_ns(), next_kill, next_stall, next_progress = t0, deadline = 0;
-	uint64_t end_at = opts.duration_s > 0 ? t0 + (uint64_t)(opts.duration_s * 1e9) : UINT64_MAX;
-	bool stopping = false;
+	uint64_t t0 = now_ns(), next_kill = UINT64_MAX, next_stall = UINT64_MAX;
+	uint64_t next_progress = t0, deadline = 0, end_at = t0 + START_TIMEOUT_S * 1000000000ull;
+	bool started = false, armed = false, stopping = false;
 	sigset_t chld;
 
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
-	next_kill = t0 + (uint64_t)fmin(exp_interval(opts.kill_rate) * 1e9, 1e18);
-	next_stall = t0 + (uint64_t)fmin(exp_interval(opts.stall_rate) * 1e9, 1e18);
 	if (opts.inject == INJECT_HOSTILE)
 		start_hostile();
 	for (unsigned i = 0; i < opts.pairs; i++)
 		if (start_pair(i))
-			die("pair %u would not start: %s", i, tot.failures.text[tot.failures.n - 1]);
+			die("pair %u would not start: %s", i,
+			    tot.failures.text[tot.failures.n - 1]);
 	for (;;) {
 		uint64_t now = now_ns(), wake = now + 100000000u;
 		struct timespec ts;
 		bool any = false;
 
+		if (!started && (live_messages() > 0 || all_started())) {
+			started = true;
+			end_at = opts.duration_s > 0 ? now + (uint64_t)(opts.duration_s * 1e9) :
+						       UINT64_MAX;
+		}
+		if (!armed && live_messages() > 0) {
+			armed = true;
+			next_kill = now + (uint64_t)fmin(exp_interval(opts.kill_rate) * 1e9, 1e18);
+			next_stall =
+				now + (uint64_t)fmin(exp_interval(opts.stall_rate) * 1e9, 1e18);
+		}
 		if (!stopping &&
 		    (now >= end_at || (opts.messages && live_messages() >= opts.messages))) {
+			if (!started)
+				failure("the workers did not start in %d s", START_TIMEOUT_S);
 			stopping = true;
 			deadline = now + (uint64_t)FINISH_TIMEOUT_S * 1000000000u;
 			resume_stalled(now, true);
