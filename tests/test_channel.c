@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "transport/channel_internal.h"
+
 #include <shmrig/channel.h>
 #include <shmrig/frame.h>
 #include <shmrig/registry.h>
@@ -775,6 +777,71 @@ static void test_ring_spill_needs_pool(void **state)
 	assert_int_equal(finish_peer(&p), 0);
 }
 
+/* One batch (one publish): 100 bytes, a full slot, a spill; then "done". */
+static const size_t into_sizes[] = { 100, RING_INLINE_MAX, 2 * SLOT };
+
+static int child_send_batch(shmrig_channel *ch, shmrig_pool *pool)
+{
+	static unsigned char bufs[3][2 * SLOT];
+	const void *msgs[3] = { bufs[0], bufs[1], bufs[2] };
+	int64_t start = -1;
+	void *msg;
+	size_t len;
+	int ok;
+
+	(void)pool;
+	for (int i = 0; i < 3; i++)
+		th_fill(bufs[i], into_sizes[i], (unsigned)i + 1);
+	/* room in the ring: no wait, so no clock read */
+	if (shmrig__channel_sendv_from(ch, msgs, into_sizes, 3, &start, TIMEOUT_MS) || start != -1)
+		return 120;
+	if (shmrig_channel_recv(ch, &msg, &len, TIMEOUT_MS))
+		return 121;
+	ok = len == 4 && memcmp(msg, "done", 4) == 0;
+	free(msg);
+	return ok ? 0 : 122;
+}
+
+/*
+ * shmrig__channel_recv_from: a message that came in a slot and fits the
+ * caller's buffer lands there (no malloc), a larger one or a spill in a
+ * malloc'd copy; a recv that finds its message there reads no clock.
+ */
+static void test_ring_recv_into_buffer(void **state)
+{
+	shmrig_pool *pool = open_pool();
+	_Alignas(8) static unsigned char buf[256];
+	struct peer p;
+
+	(void)state;
+	p = start_peer(child_send_batch, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	for (int i = 0; i < 3; i++) {
+		int64_t start = -1;
+		void *msg;
+		size_t len;
+
+		assert_int_equal(shmrig__channel_recv_from(p.ch, buf, sizeof(buf), &msg, &len,
+							   &start, TIMEOUT_MS),
+				 0);
+		assert_int_equal(len, into_sizes[i]);
+		assert_int_equal(th_first_mismatch(msg, len, (unsigned)i + 1), len);
+		if (i == 0) {
+			/* it may have waited for the batch; in the buffer either way */
+			assert_ptr_equal(msg, buf);
+		} else {
+			/* the batch was published whole: no wait, no clock */
+			assert_int_equal(start, -1);
+			assert_ptr_not_equal(msg, buf);
+			free(msg);
+		}
+	}
+	assert_int_equal(shmrig_channel_send(p.ch, "done", 4, TIMEOUT_MS), 0);
+	assert_int_equal(finish_peer(&p), 0);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 static void test_ring_bad_options(void **state)
 {
 	static const struct {
@@ -1048,6 +1115,7 @@ int main(void)
 		CASES(use_ring),
 		cmocka_unit_test_setup(test_ring_slot_boundary, use_ring),
 		cmocka_unit_test_setup(test_ring_spill_needs_pool, use_ring),
+		cmocka_unit_test_setup(test_ring_recv_into_buffer, use_ring),
 		cmocka_unit_test_setup(test_ring_bad_options, use_ring),
 		cmocka_unit_test_setup(test_ring_spill_to_killed_peer, use_ring),
 		cmocka_unit_test_setup(test_ring_killed_mid_spill, use_ring),

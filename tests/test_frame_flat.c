@@ -124,12 +124,40 @@ static void round_trip(struct fx *fx, const struct shmrig_value *v)
 		void *direct;
 		size_t direct_len;
 
-		assert_int_equal(shmrig__registry_encode_flat(fx->reg, v, 40, &direct, &direct_len),
+		_Alignas(8) char buf[8192];
+
+		assert_int_equal(shmrig__registry_encode_flat(fx->reg, v, 40, NULL, 0, &direct,
+							      &direct_len),
 				 0);
 		assert_int_equal(direct_len, flat_len);
 		assert_int_equal((uintptr_t)direct % 8, 0);
 		assert_memory_equal((char *)direct + 40, flat, flat_len);
 		free(direct);
+		/* into the caller's buffer when it fits (no malloc), else malloc'd */
+		if (40 + flat_len <= sizeof(buf)) {
+			assert_int_equal(shmrig__registry_encode_flat(fx->reg, v, 40, buf,
+								      40 + flat_len, &direct,
+								      &direct_len),
+					 0);
+			assert_ptr_equal(direct, buf);
+			assert_int_equal(direct_len, flat_len);
+			assert_memory_equal(buf + 40, flat, flat_len);
+		}
+		assert_int_equal(shmrig__registry_encode_flat(fx->reg, v, 40, buf,
+							      40 + flat_len - 8, &direct,
+							      &direct_len),
+				 0);
+		assert_ptr_not_equal(direct, buf);
+		assert_int_equal(direct_len, flat_len);
+		assert_memory_equal((char *)direct + 40, flat, flat_len);
+		free(direct);
+		/* a buffer not 8-aligned, or a room with no buffer, is refused */
+		assert_int_equal(shmrig__registry_encode_flat(fx->reg, v, 40, buf + 4, 64, &direct,
+							      &direct_len),
+				 -EINVAL);
+		assert_int_equal(shmrig__registry_encode_flat(fx->reg, v, 40, NULL, 64, &direct,
+							      &direct_len),
+				 -EINVAL);
 	}
 	/* decoded in place (a session's MSG_FLAT): equal to v, no block taken,
 	 * no lease; the views are the value's own copies, valid after the flat

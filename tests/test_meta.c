@@ -1011,9 +1011,38 @@ static void test_peer_forms(void **state)
 	fx_close(&fx);
 }
 
+/* Every dtype's name finds it; names that differ by a byte, a length or a
+ * case, and lengths no name has, find none. */
+static void test_dtype_names(void **state)
+{
+	static const char *const wrong[] = {
+		"int9",    "uint9",   "Int8",    "bool ",  "boo",    "xint64", "uint63",
+		"float16", "float62", "float6",  "int32x", "nt32",   "uint",   "flaot64",
+		"int 64",  "int_8",   "bool8",   "uint88", "unit16", "floatt4", "i",
+	};
+
+	(void)state;
+	for (int d = SHMRIG_DTYPE_INVALID + 1; d < SHMRIG_DTYPE_COUNT; d++) {
+		const char *name = shmrig_dtype_name((enum shmrig_dtype)d);
+
+		assert_non_null(name);
+		assert_int_equal(shmrig_dtype_from_name(name, strlen(name)), d);
+		/* a prefix or the name with one more byte: none */
+		assert_int_equal(shmrig_dtype_from_name(name, strlen(name) - 1),
+				 SHMRIG_DTYPE_INVALID);
+	}
+	for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++)
+		assert_int_equal(shmrig_dtype_from_name(wrong[i], strlen(wrong[i])),
+				 SHMRIG_DTYPE_INVALID);
+	assert_int_equal(shmrig_dtype_from_name("int64\0\0\0", 8), SHMRIG_DTYPE_INVALID);
+	assert_int_equal(shmrig_dtype_from_name("in\0\08", 5), SHMRIG_DTYPE_INVALID);
+	assert_int_equal(shmrig_dtype_from_name("", 0), SHMRIG_DTYPE_INVALID);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_dtype_names),
 		cmocka_unit_test(test_put_bytes),
 		cmocka_unit_test(test_put_array),
 		cmocka_unit_test(test_every_type_round_trip),

@@ -7,7 +7,13 @@
 #include <shmrig/common.h>
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
+
+/* malloc's memory suits any fundamental type (C11 7.22.3): 8-aligned buffers
+ * (messages, frames) are plain malloc, not aligned_alloc (a layer more in
+ * glibc, ~30 instructions a call). */
+_Static_assert(_Alignof(max_align_t) >= 8, "malloc returns 8-aligned memory");
 
 /* Graded checks (meson option debug_checks): 0 bounds checks of everything
  * read from shared memory only; 1 + each block handed out from a process cache

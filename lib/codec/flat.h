@@ -98,12 +98,14 @@ int shmrig__registry_decode_flat(shmrig_registry *reg, shmrig_pool *pool, const 
  * shmrig_registry_encode without a pool: the flat form of the value's frame
  * (shmrig_frame_flatten's, byte for byte but for the refs' size fields of
  * large buffers), behind `room` bytes (a multiple of 8) for the caller's
- * header, in one allocation: *out (free it); *flat_len bytes after the room.
+ * header, in `buf` if it fits its `cap` bytes (8-aligned; NULL and 0: none),
+ * else in one allocation: *out (buf, or free it); *flat_len bytes after the
+ * room.
  * The codec's buffers are host memory, gone when this returns. -EAGAIN: the
  * registry guards buffers (SHMRIG_REGISTRY_GUARD), which live in blocks:
  * encode into the pool. Else the errors of shmrig_registry_encode.
  */
 int shmrig__registry_encode_flat(shmrig_registry *reg, const struct shmrig_value *value,
-				 size_t room, void **out, size_t *flat_len);
+				 size_t room, void *buf, size_t cap, void **out, size_t *flat_len);
 
 #endif

@@ -252,7 +252,7 @@ int shmrig__frame_flatten_small(shmrig_pool *pool, const void *frame, size_t len
 		if (!data)
 			return shmrig__fail(-ENOMEM, "frame_flatten: out of memory");
 	}
-	out = aligned_alloc(8, total);
+	out = malloc(total);
 	if (!out) {
 		ret = shmrig__fail(-ENOMEM, "frame_flatten: out of memory for %zu bytes", total);
 		goto done;
@@ -457,7 +457,7 @@ int shmrig_frame_unflatten(shmrig_pool *pool, const void *flat, size_t flat_len,
 		return ret;
 	/* Our copy of the frame from here (the refs of the result are written
 	 * into it): each field is read once from the flat bytes. */
-	out = aligned_alloc(8, shmrig__pad8(frame_len));
+	out = malloc(shmrig__pad8(frame_len));
 	if (!out)
 		return shmrig__fail(-ENOMEM, "frame_unflatten: out of memory for %zu bytes",
 				    frame_len);

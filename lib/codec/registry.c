@@ -113,6 +113,8 @@ static int memo_unpack(struct meta_memo *m, const void *meta, size_t len)
 
 struct flat_scratch {
 	_Alignas(SHMRIG_POOL_MIN_BLOCK) unsigned char bytes[FLAT_SCRATCH];
+	void *out;      /* the caller's buffer for the result, or NULL */
+	size_t out_cap; /* its bytes */
 };
 
 /* A flat encode's buffer that did not fit the scratch: 64-aligned, as blocks are. */
@@ -762,8 +764,8 @@ static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len, int *e
 
 	if (!size)
 		return NULL;
-	/* 8-aligned, as frames must be; the size rounded up as aligned_alloc wants */
-	frame = aligned_alloc(8, (size + 7) & ~(size_t)7);
+	/* malloc: 8-aligned, as frames must be (base/internal.h); the size rounded up to 8 */
+	frame = malloc((size + 7) & ~(size_t)7);
 	if (!frame) {
 		*err = shmrig__fail(-ENOMEM, "encode: out of memory for a %zu-byte frame", size);
 		return NULL;
@@ -792,7 +794,7 @@ static void *build_flat(struct shmrig_encoder *enc, int id, size_t room, size_t 
 		/* each in host memory already: no sum of them passes SIZE_MAX / 2 */
 		total += shmrig__pad8((size_t)content_size);
 	}
-	out = aligned_alloc(8, total);
+	out = total <= enc->flat_scratch->out_cap ? enc->flat_scratch->out : malloc(total);
 	if (!out) {
 		*err = shmrig__fail(-ENOMEM, "encode: out of memory for %zu bytes", total);
 		return NULL;
@@ -925,12 +927,16 @@ int shmrig_registry_encode(shmrig_registry *reg, shmrig_pool *pool,
 }
 
 int shmrig__registry_encode_flat(shmrig_registry *reg, const struct shmrig_value *value,
-				 size_t room, void **out, size_t *flat_len)
+				 size_t room, void *buf, size_t cap, void **out, size_t *flat_len)
 {
 	struct flat_scratch scratch;
 
-	if (!reg || !value || !out || !flat_len || room % 8)
-		return shmrig__fail(-EINVAL, "encode: NULL argument or room %zu", room);
+	if (!reg || !value || !out || !flat_len || room % 8 || ((uintptr_t)buf % 8) ||
+	    (cap && !buf))
+		return shmrig__fail(-EINVAL, "encode: NULL argument, room %zu or buffer %p", room,
+				    buf);
+	scratch.out = buf;
+	scratch.out_cap = cap;
 	if (reg->flags & SHMRIG_REGISTRY_GUARD)
 		return -EAGAIN; /* guards watch blocks: the caller encodes into the pool */
 	return encode(reg, NULL, true, &scratch, value, room, out, flat_len);

@@ -35,7 +35,10 @@ _Static_assert(offsetof(struct shmrig_value, bytes) == 8, "shmrig_value is froze
 _Static_assert(offsetof(struct shmrig_value, storage) == 160, "shmrig_value is frozen");
 #endif
 
-#define DTYPE(name, size) { name, sizeof(name) - 1, size }
+#define DTYPE(name, size)                    \
+	{                                    \
+		name, sizeof(name) - 1, size \
+	}
 static const struct {
 	const char *name;
 	size_t len; /* strlen(name): decode looks names up by length first */
@@ -61,15 +64,50 @@ const char *shmrig_dtype_name(enum shmrig_dtype dtype)
 									    NULL;
 }
 
+static inline uint32_t load4(const char *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
 enum shmrig_dtype shmrig_dtype_from_name(const char *name, size_t len)
 {
-	for (int d = SHMRIG_DTYPE_INVALID + 1; d < SHMRIG_DTYPE_COUNT; d++)
-		/* the last character tells most names of one length apart
-		 * ("int16"/"int32"/"int64"): memcmp only for the one that can match */
-		if (dtypes[d].len == len && dtypes[d].name[len - 1] == name[len - 1] &&
-		    memcmp(dtypes[d].name, name, len) == 0)
-			return (enum shmrig_dtype)d;
-	return SHMRIG_DTYPE_INVALID;
+	enum shmrig_dtype d;
+
+	/* Every name is 4 to 7 characters; the last and the length pick the one
+	 * candidate (a decode looks one up per array: no walk of the table), and
+	 * two 4-byte words, overlapping, compare the whole of it. */
+	if (len < 4 || len > 7)
+		return SHMRIG_DTYPE_INVALID;
+	switch (name[len - 1]) {
+	case '8':
+		d = len == 4 ? SHMRIG_DTYPE_INT8 : SHMRIG_DTYPE_UINT8;
+		break;
+	case '6':
+		d = len == 5 ? SHMRIG_DTYPE_INT16 : SHMRIG_DTYPE_UINT16;
+		break;
+	case '2':
+		d = len == 5 ? SHMRIG_DTYPE_INT32 :
+		    len == 6 ? SHMRIG_DTYPE_UINT32 :
+			       SHMRIG_DTYPE_FLOAT32;
+		break;
+	case '4':
+		d = len == 5 ? SHMRIG_DTYPE_INT64 :
+		    len == 6 ? SHMRIG_DTYPE_UINT64 :
+			       SHMRIG_DTYPE_FLOAT64;
+		break;
+	case 'l':
+		d = SHMRIG_DTYPE_BOOL;
+		break;
+	default:
+		return SHMRIG_DTYPE_INVALID;
+	}
+	if (dtypes[d].len != len || load4(name) != load4(dtypes[d].name) ||
+	    load4(name + len - 4) != load4(dtypes[d].name + len - 4))
+		return SHMRIG_DTYPE_INVALID;
+	return d;
 }
 
 int shmrig_array_nbytes(const struct shmrig_array *array, uint64_t *nbytes)

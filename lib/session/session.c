@@ -277,7 +277,7 @@ static void discard_reply(struct shmrig_session *sess, const struct msg_hdr *hdr
 	if (hdr->type == MSG_RESULT && !sess->address && !(hdr->flags & MSG_FLAT))
 		(void)!shmrig_frame_discard(sess->pool, (char *)msg + sizeof(*hdr),
 					    len - sizeof(*hdr));
-	free(msg);
+	shmrig__session_msg_free(sess, msg);
 }
 
 /* Discard the replies the worker sent until its end of the channel is closed
@@ -447,11 +447,11 @@ static int kill_worker(struct shmrig_session *sess, int err, const char *why)
 
 /* Send a request. A request the worker may not have received whole ends it:
  * whatever blocks were handed to it then come back through reap. */
-static int send_request(struct shmrig_session *sess, const void *msg, size_t len, int64_t start,
+static int send_request(struct shmrig_session *sess, const void *msg, size_t len, int64_t *start,
 			int timeout_ms, const struct request *r)
 {
 	char why[256], what[80];
-	int ret = shmrig_channel_send(sess->ch, msg, len, shmrig__remaining_ms(start, timeout_ms));
+	int ret = shmrig__channel_sendv_from(sess->ch, &msg, &len, 1, start, timeout_ms);
 
 	if (!ret)
 		return 0;
@@ -467,15 +467,16 @@ static int send_request(struct shmrig_session *sess, const void *msg, size_t len
  * ones. On success *msg (free it), *len and *hdr are the reply, whose type is
  * one of `types` (a bit per type).
  */
-static int await_reply(struct shmrig_session *sess, uint64_t id, uint32_t types, int64_t start,
+static int await_reply(struct shmrig_session *sess, uint64_t id, uint32_t types, int64_t *start,
 		       int timeout_ms, const struct request *r, void **msg, size_t *len,
 		       struct msg_hdr *hdr)
 {
 	char what[80];
 
 	for (;;) {
-		int ret = shmrig_channel_recv(sess->ch, msg, len,
-					      shmrig__remaining_ms(start, timeout_ms));
+		int ret = shmrig__channel_recv_from(sess->ch, sess->recv_buf,
+						    sizeof(sess->recv_buf), msg, len, start,
+						    timeout_ms);
 
 		if (ret == -ETIMEDOUT) {
 			char who[ADDRESS_MAX + 32];
@@ -500,7 +501,7 @@ static int await_reply(struct shmrig_session *sess, uint64_t id, uint32_t types,
 		if (ret) {
 			char why[256];
 
-			free(*msg);
+			shmrig__session_msg_free(sess, *msg);
 			snprintf(why, sizeof(why), "sent a bad message: %s", shmrig_last_error());
 			return kill_worker(sess, -EPROTO, why);
 		}
@@ -668,8 +669,8 @@ static int start_remote(struct shmrig_session *sess)
 	sess->worker_id = 0;
 	sess->state = STATE_RUNNING;
 	sess->stats.starts++;
-	ret = await_reply(sess, 0, 1u << MSG_READY_REMOTE, start, sess->start_timeout_ms, &starting,
-			  &msg, &len, &hdr);
+	ret = await_reply(sess, 0, 1u << MSG_READY_REMOTE, &start, sess->start_timeout_ms,
+			  &starting, &msg, &len, &hdr);
 	if (ret && sess->state == STATE_RUNNING) {
 		char why[ERROR_TEXT_MAX];
 
@@ -679,7 +680,7 @@ static int start_remote(struct shmrig_session *sess)
 	if (ret)
 		return ret;
 	ret = shmrig__session_ready_names(msg, &hdr, &sess->remote_names);
-	free(msg);
+	shmrig__session_msg_free(sess, msg);
 	if (ret) {
 		end_remote(sess, "out of memory for its handlers' names", STATE_DEAD);
 		return shmrig__fail(-ENOMEM, "session_start: %s", sess->last_end);
@@ -745,8 +746,8 @@ int shmrig_session_start(shmrig_session *sess)
 		kill_worker(sess, ret, "did not start");
 		return shmrig__fail(ret, "session_start: %s; %s", why, sess->last_end);
 	}
-	ret = await_reply(sess, 0, 1u << MSG_READY | 1u << MSG_ERROR, start, sess->start_timeout_ms,
-			  &starting, &msg, &len, &hdr);
+	ret = await_reply(sess, 0, 1u << MSG_READY | 1u << MSG_ERROR, &start,
+			  sess->start_timeout_ms, &starting, &msg, &len, &hdr);
 	if (ret && sess->state == STATE_RUNNING) {
 		char why[ERROR_TEXT_MAX];
 
@@ -760,7 +761,7 @@ int shmrig_session_start(shmrig_session *sess)
 		int reaped;
 
 		snprintf(why, sizeof(why), "%s", (char *)msg + sizeof(hdr));
-		free(msg);
+		shmrig__session_msg_free(sess, msg);
 		end_worker(sess, END_EXITING, how, sizeof(how), &reaped);
 		sess->state = STATE_DEAD;
 		sess->stats.deaths++;
@@ -768,7 +769,7 @@ int shmrig_session_start(shmrig_session *sess)
 				    (int)pid, why, how);
 	}
 	memcpy(&sess->worker_id, (char *)msg + sizeof(hdr), sizeof(sess->worker_id));
-	free(msg);
+	shmrig__session_msg_free(sess, msg);
 	/* it names the segments we remove if it dies: it must be itself */
 	if (shmrig__procid_pid(sess->worker_id) != pid) {
 		sess->worker_id = 0;
@@ -778,19 +779,19 @@ int shmrig_session_start(shmrig_session *sess)
 }
 
 /*
- * Send a CALL (msg, len: freed here) and wait for its answer, a worker forked
+ * Send a CALL (msg, len: let go of here, shmrig__session_msg_free) and wait for its answer, a worker forked
  * or at an address: 0 with *reply (free it), *reply_len and *hdr the RESULT;
  * the handler's error, with the worker's words; those of send_request and
  * await_reply.
  */
 static int call_round(struct shmrig_session *sess, struct msg_hdr *hdr, void *msg, size_t len,
-		      int64_t start, int timeout_ms, const struct request *r, void **reply,
+		      int64_t *start, int timeout_ms, const struct request *r, void **reply,
 		      size_t *reply_len)
 {
 	char who[ADDRESS_MAX + 32];
 	int ret = send_request(sess, msg, len, start, timeout_ms, r);
 
-	free(msg);
+	shmrig__session_msg_free(sess, msg);
 	if (ret)
 		return ret;
 	ret = await_reply(sess, hdr->id, 1u << MSG_RESULT | 1u << MSG_ERROR, start, timeout_ms, r,
@@ -802,7 +803,7 @@ static int call_round(struct shmrig_session *sess, struct msg_hdr *hdr, void *ms
 		return 0;
 	ret = shmrig__fail(hdr->status, "session: %s: %s", worker_words(sess, who, sizeof(who)),
 			   (char *)*reply + sizeof(*hdr));
-	free(*reply);
+	shmrig__session_msg_free(sess, *reply);
 	return ret;
 }
 
@@ -819,7 +820,7 @@ static int call_remote(struct shmrig_session *sess, const char *handler, double 
 	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_CALL, .arg = arg };
 	struct request r = { .kind = "call", .handler = handler };
 	char list[1024];
-	int64_t start = shmrig__now_ms();
+	int64_t start = -1; /* read when the call first waits */
 	void *frame, *flat, *msg;
 	size_t len, flat_len;
 	int index, ret = check_running(sess);
@@ -858,14 +859,14 @@ static int call_remote(struct shmrig_session *sess, const char *handler, double 
 	free(flat);
 	if (!msg)
 		return shmrig__fail(-ENOMEM, "session_call: out of memory");
-	ret = call_round(sess, &hdr, msg, sizeof(hdr) + flat_len, start, timeout_ms, &r, &msg,
+	ret = call_round(sess, &hdr, msg, sizeof(hdr) + flat_len, &start, timeout_ms, &r, &msg,
 			 &len);
 	if (ret)
 		return ret;
 	/* the worker's bytes, checked as hostile, into blocks of ours */
 	ret = shmrig_frame_unflatten(sess->pool, (char *)msg + sizeof(hdr), len - sizeof(hdr),
 				     &frame, &len);
-	free(msg);
+	shmrig__session_msg_free(sess, msg);
 	if (ret == -EBADMSG || ret == -EINVAL) {
 		char why[ERROR_TEXT_MAX];
 
@@ -891,7 +892,7 @@ static int build_call(struct shmrig_session *sess, struct msg_hdr *hdr,
 {
 	void *frame;
 	size_t frame_len;
-	int ret = shmrig__session_encode(sess->reg, sess->pool, request, hdr, msg, len, &frame,
+	int ret = shmrig__session_encode(sess, sess->pool, request, hdr, msg, len, &frame,
 					 &frame_len);
 
 	if (ret != -EAGAIN)
@@ -925,7 +926,7 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_CALL, .arg = arg };
 	struct request r = { .kind = "call", .handler = handler };
 	char list[512];
-	int64_t start = shmrig__now_ms();
+	int64_t start = -1; /* read when the call first waits */
 	void *msg;
 	size_t len;
 	int index, ret;
@@ -954,7 +955,7 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	ret = build_call(sess, &hdr, request, &r, &msg, &len);
 	if (ret)
 		return ret;
-	ret = call_round(sess, &hdr, msg, len, start, timeout_ms, &r, &msg, &len);
+	ret = call_round(sess, &hdr, msg, len, &start, timeout_ms, &r, &msg, &len);
 	if (ret)
 		return ret;
 	if (hdr.flags & MSG_FLAT)
@@ -963,14 +964,14 @@ int shmrig_session_call(shmrig_session *sess, const char *handler, double arg,
 	else
 		ret = shmrig_registry_decode(sess->reg, sess->pool, (char *)msg + sizeof(hdr),
 					     len - sizeof(hdr), response);
-	free(msg);
+	shmrig__session_msg_free(sess, msg);
 	return ret;
 }
 
 int shmrig_session_ping(shmrig_session *sess, int timeout_ms)
 {
 	struct msg_hdr hdr = { .magic = MSG_MAGIC, .type = MSG_PING };
-	int64_t start = shmrig__now_ms();
+	int64_t start = -1; /* read when the ping first waits */
 	struct request r = { .kind = "ping" };
 	void *msg;
 	size_t len;
@@ -983,12 +984,12 @@ int shmrig_session_ping(shmrig_session *sess, int timeout_ms)
 	timeout_ms = effective_timeout(sess, timeout_ms);
 	hdr.id = ++sess->next_id;
 	r.id = hdr.id;
-	ret = send_request(sess, &hdr, sizeof(hdr), start, timeout_ms, &r);
+	ret = send_request(sess, &hdr, sizeof(hdr), &start, timeout_ms, &r);
 	if (!ret)
-		ret = await_reply(sess, hdr.id, 1u << MSG_PONG, start, timeout_ms, &r, &msg, &len,
+		ret = await_reply(sess, hdr.id, 1u << MSG_PONG, &start, timeout_ms, &r, &msg, &len,
 				  &hdr);
 	if (!ret)
-		free(msg);
+		shmrig__session_msg_free(sess, msg);
 	return ret;
 }
 
@@ -1011,9 +1012,9 @@ int shmrig_session_shutdown(shmrig_session *sess, int timeout_ms)
 	timeout_ms = effective_timeout(sess, timeout_ms);
 	hdr.id = ++sess->next_id;
 	r.id = hdr.id;
-	ret = send_request(sess, &hdr, sizeof(hdr), start, timeout_ms, &r);
+	ret = send_request(sess, &hdr, sizeof(hdr), &start, timeout_ms, &r);
 	if (!ret)
-		ret = await_reply(sess, hdr.id, 1u << MSG_BYE, start, timeout_ms, &r, &msg, &len,
+		ret = await_reply(sess, hdr.id, 1u << MSG_BYE, &start, timeout_ms, &r, &msg, &len,
 				  &hdr);
 	if (ret && sess->state == STATE_RUNNING) {
 		/* timed out, or our side failed: either way the worker must go */
@@ -1028,7 +1029,7 @@ int shmrig_session_shutdown(shmrig_session *sess, int timeout_ms)
 	}
 	if (ret)
 		return ret;
-	free(msg);
+	shmrig__session_msg_free(sess, msg);
 	if (sess->address) {
 		/* It said BYE: it goes on serving others, or ends as it pleases. */
 		end_remote(sess, "shut down", STATE_IDLE);

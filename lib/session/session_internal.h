@@ -122,6 +122,9 @@ _Static_assert(offsetof(struct msg_hdr, handler) == 24, "session header layout")
  */
 #define MSG_FLAT 1u
 #define SESSION_FLAT_MAX 2048
+/* The session's buffer for a flat message (send_buf): a small value's with
+ * its header, metadata and padding fits, a large table's may not (malloc'd). */
+#define SESSION_SEND_BUF 4096
 
 /* Is v's payload (its data bytes, as the built-in codecs lay them out) at
  * most SESSION_FLAT_MAX? Then it is encoded flat, without the pool
@@ -130,17 +133,23 @@ _Static_assert(offsetof(struct msg_hdr, handler) == 24, "session header layout")
 bool shmrig__session_small(const struct shmrig_value *v);
 
 /*
- * A CALL's or RESULT's value, encoded behind *hdr (room for it): a small one
- * (shmrig__session_small, or a frame of at most SESSION_FLAT_MAX payload
- * bytes) flat, MSG_FLAT set in *hdr and copied in front: 0, *msg the message
- * (free it), *len its bytes in all. A larger one: -EAGAIN, *frame (free it)
- * and *frame_len its frame, its blocks handed to ourselves, for the caller to
- * hand over. Else encode's or flatten's error, nothing left (the words in
- * shmrig_last_error()).
+ * A CALL's or RESULT's value, encoded behind *hdr (room for it) with sess's
+ * registry: a small one (shmrig__session_small, or a frame of at most
+ * SESSION_FLAT_MAX payload bytes) flat, MSG_FLAT set in *hdr and copied in
+ * front: 0, *msg the message (in sess->send_buf if it fits: let go of it with
+ * shmrig__session_msg_free), *len its bytes in all. A larger one: -EAGAIN,
+ * *frame (free it) and *frame_len its frame, its blocks (of `pool`) handed to
+ * ourselves, for the caller to hand over. Else encode's or flatten's error,
+ * nothing left (the words in shmrig_last_error()).
  */
-int shmrig__session_encode(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_value *v,
-			   struct msg_hdr *hdr, void **msg, size_t *len, void **frame,
-			   size_t *frame_len);
+struct shmrig_session;
+int shmrig__session_encode(struct shmrig_session *sess, shmrig_pool *pool,
+			   const struct shmrig_value *v, struct msg_hdr *hdr, void **msg,
+			   size_t *len, void **frame, size_t *frame_len);
+
+/* Let go of a message shmrig__session_encode built, or one the session
+ * received: free it unless it is in sess->send_buf or sess->recv_buf. */
+void shmrig__session_msg_free(struct shmrig_session *sess, void *msg);
 
 struct handler {
 	char name[HANDLER_NAME_MAX + 1];
@@ -189,6 +198,12 @@ struct shmrig_session {
 	uint32_t nremote;
 	/* shmrig_session_serve_stop() sets it (from a signal handler, too) */
 	volatile sig_atomic_t stop_serving;
+	/* Where a flat CALL (or, in the worker, RESULT) is built, and where a
+	 * message that came in a ring slot is copied, instead of a malloc and a
+	 * free per message: one thread uses a session at a time, a message is
+	 * sent before the next is built, and let go of before the next comes. */
+	_Alignas(8) unsigned char send_buf[SESSION_SEND_BUF];
+	_Alignas(8) unsigned char recv_buf[SESSION_SEND_BUF];
 };
 
 /* A handler's scratch memory: a list of nodes (handlers.c's), freed after the call. */

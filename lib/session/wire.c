@@ -255,16 +255,17 @@ bool shmrig__session_small(const struct shmrig_value *v)
 	return sum <= limit;
 }
 
-int shmrig__session_encode(shmrig_registry *reg, shmrig_pool *pool, const struct shmrig_value *v,
-			   struct msg_hdr *hdr, void **msg, size_t *len, void **frame,
-			   size_t *frame_len)
+int shmrig__session_encode(struct shmrig_session *sess, shmrig_pool *pool,
+			   const struct shmrig_value *v, struct msg_hdr *hdr, void **msg,
+			   size_t *len, void **frame, size_t *frame_len)
 {
 	int ret = -EAGAIN;
 
 	if (shmrig__session_small(v))
-		ret = shmrig__registry_encode_flat(reg, v, sizeof(*hdr), msg, len);
+		ret = shmrig__registry_encode_flat(sess->reg, v, sizeof(*hdr), sess->send_buf,
+						   sizeof(sess->send_buf), msg, len);
 	if (ret == -EAGAIN) {
-		ret = shmrig_registry_encode(reg, pool, v, frame, frame_len);
+		ret = shmrig_registry_encode(sess->reg, pool, v, frame, frame_len);
 		if (ret)
 			return ret;
 		/* a value whose frame shows it small goes flat too */
@@ -282,4 +283,10 @@ int shmrig__session_encode(shmrig_registry *reg, shmrig_pool *pool, const struct
 	memcpy(*msg, hdr, sizeof(*hdr));
 	*len += sizeof(*hdr);
 	return 0;
+}
+
+void shmrig__session_msg_free(struct shmrig_session *sess, void *msg)
+{
+	if (msg != (void *)sess->send_buf && msg != (void *)sess->recv_buf)
+		free(msg);
 }

@@ -112,8 +112,8 @@ static int build_result(struct worker *w, uint64_t id, const struct shmrig_value
 	if (w->remote)
 		ret = shmrig_registry_encode(w->sess->reg, w->pool, response, &frame, &frame_len);
 	else /* a small value goes back flat (MSG_FLAT), a larger one (-EAGAIN) by hand-over */
-		ret = shmrig__session_encode(w->sess->reg, w->pool, response, &hdr, msg, len,
-					     &frame, &frame_len);
+		ret = shmrig__session_encode(w->sess, w->pool, response, &hdr, msg, len, &frame,
+					     &frame_len);
 	if (ret && (w->remote || ret != -EAGAIN)) {
 		snprintf(why, whylen, "encoding the response: %s", shmrig_last_error());
 		return ret;
@@ -184,7 +184,7 @@ static int send_result(struct worker *w, void *msg, size_t len)
 	if (w->remote || (((const struct msg_hdr *)msg)->flags & MSG_FLAT)) {
 		/* flat: the blocks are gone already */
 		ret = shmrig_channel_send(w->ch, msg, len, -1);
-		free(msg);
+		shmrig__session_msg_free(w->sess, msg);
 		return ret;
 	}
 	/* From here on the blocks are the caller's, whether or not it lives to read them. */
@@ -197,7 +197,7 @@ static int send_result(struct worker *w, void *msg, size_t len)
 	} else {
 		ret = shmrig_channel_send(w->ch, msg, len, -1);
 	}
-	free(msg);
+	shmrig__session_msg_free(w->sess, msg);
 	return ret;
 }
 
@@ -302,8 +302,12 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
  * a look at the stop flag (shmrig_session_serve_stop): -EINTR once it is set. */
 static int next_message(struct worker *w, void **msg, size_t *len)
 {
-	if (!w->remote)
-		return shmrig_channel_recv(w->ch, msg, len, -1);
+	if (!w->remote) {
+		int64_t start = -1;
+
+		return shmrig__channel_recv_from(w->ch, w->sess->recv_buf,
+						 sizeof(w->sess->recv_buf), msg, len, &start, -1);
+	}
 	for (;;) {
 		int ret;
 
@@ -341,7 +345,7 @@ static int serve(struct worker *w)
 		if (ret)
 			return ret;
 		if (shmrig__session_msg_check(msg, len, &hdr)) {
-			free(msg);
+			shmrig__session_msg_free(w->sess, msg);
 			return -EPROTO; /* msg_check said why */
 		}
 		switch (hdr.type) {
@@ -352,14 +356,14 @@ static int serve(struct worker *w)
 			ret = shmrig__session_send_bare(w->ch, MSG_PONG, hdr.id, -1);
 			break;
 		case MSG_SHUTDOWN:
-			free(msg);
+			shmrig__session_msg_free(w->sess, msg);
 			ret = shmrig__session_send_bare(w->ch, MSG_BYE, hdr.id, -1);
 			return ret && ret != -EPIPE ? ret : 0;
 		default:
 			ret = shmrig__fail(-EPROTO, "the caller sent a message of type %u",
 					   hdr.type);
 		}
-		free(msg);
+		shmrig__session_msg_free(w->sess, msg);
 		if (ret)
 			return ret;
 	}

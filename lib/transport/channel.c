@@ -72,7 +72,7 @@ void *shmrig__msg_alloc(size_t len)
 {
 	size_t size = len < 8 ? 8 : (len + 7) & ~(size_t)7;
 
-	return aligned_alloc(8, size);
+	return malloc(size);
 }
 
 uint64_t shmrig__channel_peer_id(const struct shmrig_channel *ch)
@@ -159,10 +159,10 @@ static int exchange_hello(struct shmrig_channel *ch, int timeout_ms)
 	size_t got;
 	int ret;
 
-	ret = ch->ops->sendv(ch, &msg, &len, 1, timeout_ms);
+	ret = shmrig__channel_sendv_from(ch, &msg, &len, 1, &start, timeout_ms);
 	if (ret)
 		return ret;
-	ret = ch->ops->recv(ch, &buf, &got, shmrig__remaining_ms(start, timeout_ms));
+	ret = shmrig__channel_recv_from(ch, NULL, 0, &buf, &got, &start, timeout_ms);
 	if (ret == -ETIMEDOUT && ch->remote)
 		return shmrig__fail(ret, "channel: no hello from the peer in %d ms", timeout_ms);
 	if (ret)
@@ -274,8 +274,21 @@ static __attribute__((noinline, cold)) int forked_error(void)
 			    "channel: an end inherited through fork (the child opens its own)");
 }
 
-int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
-			 uint32_t n, int timeout_ms)
+/* What is left of a timeout that counts from *start (< 0: from now, read into it). */
+static int left_from(int64_t *start, int timeout_ms)
+{
+	if (timeout_ms < 0)
+		return -1;
+	if (*start < 0) {
+		*start = shmrig__now_ms();
+		return timeout_ms;
+	}
+	return shmrig__remaining_ms(*start, timeout_ms);
+}
+
+/* The checks of a send: 0 or the error. */
+static inline int check_sendv(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+			      uint32_t n)
 {
 	if (!ch || (n && (!msgs || !lens)))
 		return shmrig__fail(-EINVAL, "channel_send: NULL argument");
@@ -289,7 +302,27 @@ int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs, const size
 					    "channel_send: message %u is %zu bytes (max %zu)", i,
 					    lens[i], SHMRIG_CHANNEL_MAX_MSG);
 	}
-	return n ? ch->ops->sendv(ch, msgs, lens, n, timeout_ms) : 0;
+	return 0;
+}
+
+int shmrig__channel_sendv_from(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+			       uint32_t n, int64_t *start_ms, int timeout_ms)
+{
+	int ret = check_sendv(ch, msgs, lens, n);
+
+	if (ret || !n)
+		return ret;
+	if (ch->ops->sendv_from)
+		return ch->ops->sendv_from(ch, msgs, lens, n, start_ms, timeout_ms);
+	return ch->ops->sendv(ch, msgs, lens, n, left_from(start_ms, timeout_ms));
+}
+
+int shmrig_channel_sendv(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+			 uint32_t n, int timeout_ms)
+{
+	int ret = check_sendv(ch, msgs, lens, n);
+
+	return ret || !n ? ret : ch->ops->sendv(ch, msgs, lens, n, timeout_ms);
 }
 
 int shmrig_channel_send(shmrig_channel *ch, const void *msg, size_t len, int timeout_ms)
@@ -297,13 +330,33 @@ int shmrig_channel_send(shmrig_channel *ch, const void *msg, size_t len, int tim
 	return shmrig_channel_sendv(ch, &msg, &len, 1, timeout_ms);
 }
 
-int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len, int timeout_ms)
+/* The checks of a recv: 0 or the error. */
+static inline int check_recv(shmrig_channel *ch, void **msg, size_t *len)
 {
 	if (!ch || !msg || !len)
 		return shmrig__fail(-EINVAL, "channel_recv: NULL argument");
 	if (SHMRIG_UNLIKELY(ch->fork_epoch != shmrig__fork_epoch()))
 		return forked_error();
-	return ch->ops->recv(ch, msg, len, timeout_ms);
+	return 0;
+}
+
+int shmrig__channel_recv_from(shmrig_channel *ch, void *buf, size_t cap, void **msg, size_t *len,
+			      int64_t *start_ms, int timeout_ms)
+{
+	int ret = check_recv(ch, msg, len);
+
+	if (ret)
+		return ret;
+	if (ch->ops->recv_from)
+		return ch->ops->recv_from(ch, buf, cap, msg, len, start_ms, timeout_ms);
+	return ch->ops->recv(ch, msg, len, left_from(start_ms, timeout_ms));
+}
+
+int shmrig_channel_recv(shmrig_channel *ch, void **msg, size_t *len, int timeout_ms)
+{
+	int ret = check_recv(ch, msg, len);
+
+	return ret ? ret : ch->ops->recv(ch, msg, len, timeout_ms);
 }
 
 int shmrig_channel_send_frame(shmrig_channel *ch, const void *frame, size_t len, int timeout_ms)

@@ -29,6 +29,15 @@ struct channel_ops {
 		     uint32_t n, int timeout_ms);
 	/* the next message, malloc'd 8-aligned */
 	int (*recv)(struct shmrig_channel *ch, void **msg, size_t *len, int timeout_ms);
+	/* Optional, for a backend whose send or receive often needs no wait (the
+	 * ring): the same, with the timeout counted from *start_ms, which a value
+	 * < 0 says is not read yet: the backend reads the clock into it when it
+	 * first waits, and not at all if it never does. Set, the
+	 * shmrig__channel_*_from calls use them instead of sendv and recv. */
+	int (*sendv_from)(struct shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+			  uint32_t n, int64_t *start_ms, int timeout_ms);
+	int (*recv_from)(struct shmrig_channel *ch, void *buf, size_t cap, void **msg, size_t *len,
+			 int64_t *start_ms, int timeout_ms);
 };
 
 struct shmrig_channel_pair {
@@ -98,6 +107,22 @@ bool shmrig__channel_peer_alive(struct shmrig_channel *ch);
  * (timeout < 0: forever, returns -1). */
 int64_t shmrig__now_ms(void);
 int shmrig__remaining_ms(int64_t start, int timeout_ms);
+
+/*
+ * shmrig_channel_sendv and shmrig_channel_recv for a caller with several steps
+ * under one timeout (a session's call: send the request, wait for the answer):
+ * the timeout counts from *start_ms, which a value < 0 says is not read yet;
+ * it is read from the clock (shmrig__now_ms) when a step first has to wait,
+ * never when none does (a clock read costs ~25 ns in a VM, a tenth of a ring
+ * round trip). recv_from puts a message that fits `cap` bytes in `buf`
+ * (8-aligned; NULL and 0: none) where the backend can (the ring: one that
+ * came in a slot), instead of a malloc: *msg is buf then, not to be freed.
+ * Errors as in those two.
+ */
+int shmrig__channel_sendv_from(shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+			       uint32_t n, int64_t *start_ms, int timeout_ms);
+int shmrig__channel_recv_from(shmrig_channel *ch, void *buf, size_t cap, void **msg, size_t *len,
+			      int64_t *start_ms, int timeout_ms);
 
 /* An 8-aligned buffer of len bytes (at least 8): malloc'd, free() it. NULL: ENOMEM. */
 void *shmrig__msg_alloc(size_t len);

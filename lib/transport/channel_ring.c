@@ -584,13 +584,14 @@ static int put(struct shmrig_channel *ch, struct ring_end *re, const void *msg, 
 	return 0;
 }
 
-static int ring_sendv(struct shmrig_channel *ch, const void *const *msgs, const size_t *lens,
-		      uint32_t n, int timeout_ms)
+static inline __attribute__((always_inline)) int ring_send_batch(struct shmrig_channel *ch,
+								 const void *const *msgs,
+								 const size_t *lens, uint32_t n,
+								 int64_t *start, int timeout_ms)
 {
 	struct ring_end *re = ch->backend;
 	struct ring_dir *d = &re->out;
 	uint32_t published = d->mine;
-	int64_t start = -1;
 	int ret = 0;
 
 	/* Refuse before sending any of the batch. */
@@ -616,7 +617,7 @@ static int ring_sendv(struct shmrig_channel *ch, const void *const *msgs, const 
 						       &d->ctl->consumer_sleeping);
 				published = d->mine;
 				ret = wait_change(ch, NULL, &d->ctl->head, head_word,
-						  &d->ctl->producer_sleeping, &start, timeout_ms);
+						  &d->ctl->producer_sleeping, start, timeout_ms);
 				if (ret)
 					break;
 				continue;
@@ -634,6 +635,20 @@ static int ring_sendv(struct shmrig_channel *ch, const void *const *msgs, const 
 		re->answer_due = true;
 	}
 	return ret;
+}
+
+static int ring_sendv(struct shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+		      uint32_t n, int timeout_ms)
+{
+	int64_t start = -1;
+
+	return ring_send_batch(ch, msgs, lens, n, &start, timeout_ms);
+}
+
+static int ring_sendv_from(struct shmrig_channel *ch, const void *const *msgs, const size_t *lens,
+			   uint32_t n, int64_t *start, int timeout_ms)
+{
+	return ring_send_batch(ch, msgs, lens, n, start, timeout_ms);
 }
 
 /* ---- recv ---- */
@@ -707,12 +722,14 @@ static int take_spill(struct shmrig_channel *ch, struct ring_end *re, unsigned c
 	return 0;
 }
 
-/* Take the message at our head (the ring is not empty). */
-static int take(struct shmrig_channel *ch, struct ring_end *re, void **msg, size_t *len)
+/* Take the message at our head (the ring is not empty): into `buf` if it came
+ * in the slot and fits `cap` bytes, else into a malloc'd copy. */
+static inline __attribute__((always_inline)) int take(struct shmrig_channel *ch,
+						      struct ring_end *re, void *buf, size_t cap,
+						      void **msg, size_t *len)
 {
 	unsigned char *slot = slot_at(re, &re->in, re->in.mine);
 	struct slot_hdr hdr = read_hdr(slot);
-	void *buf;
 	int ret;
 
 	if (hdr.flags & ~SLOT_SPILL) {
@@ -731,7 +748,8 @@ static int take(struct shmrig_channel *ch, struct ring_end *re, void **msg, size
 		return shmrig__fail(-EBADMSG, "channel: ring slot says %u bytes, holds at most %u",
 				    hdr.len, inline_max(re));
 	}
-	buf = shmrig__msg_alloc(hdr.len);
+	if (!buf || hdr.len > cap)
+		buf = shmrig__msg_alloc(hdr.len);
 	if (!buf)
 		return shmrig__fail(-ENOMEM, "channel: out of memory for %u bytes", hdr.len);
 	memcpy(buf, slot + sizeof(hdr), hdr.len);
@@ -741,18 +759,20 @@ static int take(struct shmrig_channel *ch, struct ring_end *re, void **msg, size
 	return 0;
 }
 
-static int ring_recv(struct shmrig_channel *ch, void **msg, size_t *len, int timeout_ms)
+static inline __attribute__((always_inline)) int ring_take_next(struct shmrig_channel *ch,
+								void *buf, size_t cap, void **msg,
+								size_t *len, int64_t *start,
+								int timeout_ms)
 {
 	struct ring_end *re = ch->backend;
 	struct ring_dir *d = &re->in;
-	int64_t start = -1;
 
 	for (;;) {
 		uint32_t tail_word, count;
 		int ret;
 
 		if (d->mine != d->peers) {
-			ret = take(ch, re, msg, len);
+			ret = take(ch, re, buf, cap, msg, len);
 			if (!ret)
 				re->answer_due = false;
 			return ret;
@@ -775,7 +795,7 @@ static int ring_recv(struct shmrig_channel *ch, void **msg, size_t *len, int tim
 		if (re->peer_gone)
 			return shmrig__fail(-EPIPE, "channel: peer pid %d is gone", (int)ch->peer);
 		ret = wait_change(ch, re->answer_due ? &re->spin : NULL, &d->ctl->tail, tail_word,
-				  &d->ctl->consumer_sleeping, &start, timeout_ms);
+				  &d->ctl->consumer_sleeping, start, timeout_ms);
 		if (ret == -EPIPE) {
 			/* Deliver what it published before it died, then -EPIPE. */
 			re->peer_gone = true;
@@ -787,6 +807,19 @@ static int ring_recv(struct shmrig_channel *ch, void **msg, size_t *len, int tim
 	}
 }
 
+static int ring_recv(struct shmrig_channel *ch, void **msg, size_t *len, int timeout_ms)
+{
+	int64_t start = -1;
+
+	return ring_take_next(ch, NULL, 0, msg, len, &start, timeout_ms);
+}
+
+static int ring_recv_from(struct shmrig_channel *ch, void *buf, size_t cap, void **msg, size_t *len,
+			  int64_t *start, int timeout_ms)
+{
+	return ring_take_next(ch, buf, cap, msg, len, start, timeout_ms);
+}
+
 const struct channel_ops shmrig__channel_ring = {
 	.name = "ring",
 	.pair_create = ring_pair_create,
@@ -795,4 +828,6 @@ const struct channel_ops shmrig__channel_ring = {
 	.close = ring_close,
 	.sendv = ring_sendv,
 	.recv = ring_recv,
+	.sendv_from = ring_sendv_from,
+	.recv_from = ring_recv_from,
 };

@@ -1239,7 +1239,7 @@ static int bare_recv(struct shmrig_channel *ch, void **msg, size_t *len, int64_t
 						 (unsigned long long)st->rhdr.len));
 			return bare_recv(ch, msg, len, start, timeout_ms);
 		}
-		b->frame = aligned_alloc(8, (b->frame_len + 7) & ~(size_t)7);
+		b->frame = malloc((b->frame_len + 7) & ~(size_t)7);
 		if (!b->frame) {
 			bare_refuse(st, ch->pool,
 				    shmrig__fail(-ENOMEM,

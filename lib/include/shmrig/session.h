@@ -215,7 +215,9 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_session_start(shmrig_session *sess);
  * Call `handler` with `request` and `arg`; on success `*response` is the
  * decoded answer (release it with shmrig_value_release). On failure
  * `*response` is zeroed. timeout_ms > 0: milliseconds; 0: the session's
- * call_timeout_ms; < 0: as long as the worker lives.
+ * call_timeout_ms; < 0: as long as the worker lives. The time counts from
+ * when the call first waits for the worker (to take the request, or to
+ * answer it): encoding the request, before, is not waiting.
  * Errors: -EINVAL NULL argument; -ENOENT no such handler (the message lists
  * them); -EPIPE no worker: it died during this call (the message names the
  * signal or exit status; the session has reaped it: restart it), or earlier,
