@@ -35,10 +35,7 @@ _Static_assert(offsetof(struct shmrig_value, bytes) == 8, "shmrig_value is froze
 _Static_assert(offsetof(struct shmrig_value, storage) == 160, "shmrig_value is frozen");
 #endif
 
-#define DTYPE(name, size)                    \
-	{                                    \
-		name, sizeof(name) - 1, size \
-	}
+#define DTYPE(name, size) { name, sizeof(name) - 1, size }
 static const struct {
 	const char *name;
 	size_t len; /* strlen(name): decode looks names up by length first */

@@ -464,8 +464,9 @@ static int send_request(struct shmrig_session *sess, const void *msg, size_t len
 
 /*
  * Wait for the reply to request `id`, discarding late replies to earlier
- * ones. On success *msg (free it), *len and *hdr are the reply, whose type is
- * one of `types` (a bit per type).
+ * ones. On success *msg (let go of it with shmrig__session_msg_free: it may
+ * be in sess->recv_buf), *len and *hdr are the reply, whose type is one of
+ * `types` (a bit per type).
  */
 static int await_reply(struct shmrig_session *sess, uint64_t id, uint32_t types, int64_t *start,
 		       int timeout_ms, const struct request *r, void **msg, size_t *len,
@@ -779,10 +780,11 @@ int shmrig_session_start(shmrig_session *sess)
 }
 
 /*
- * Send a CALL (msg, len: let go of here, shmrig__session_msg_free) and wait for its answer, a worker forked
- * or at an address: 0 with *reply (free it), *reply_len and *hdr the RESULT;
- * the handler's error, with the worker's words; those of send_request and
- * await_reply.
+ * Send a CALL (msg, len: let go of here) and wait for its answer, a worker
+ * forked or at an address: 0 with *reply (let go of it with
+ * shmrig__session_msg_free: it may be in sess->recv_buf), *reply_len and *hdr
+ * the RESULT; the handler's error, with the worker's words; those of
+ * send_request and await_reply.
  */
 static int call_round(struct shmrig_session *sess, struct msg_hdr *hdr, void *msg, size_t len,
 		      int64_t *start, int timeout_ms, const struct request *r, void **reply,

@@ -298,8 +298,10 @@ static int serve_call(struct worker *w, const struct msg_hdr *hdr, const void *f
 	return send_result(w, msg, msg_len);
 }
 
-/* The next message. A served caller is waited for in slices, each ending with
- * a look at the stop flag (shmrig_session_serve_stop): -EINTR once it is set. */
+/* The next message (a forked caller's may be in sess->recv_buf: let go of it
+ * with shmrig__session_msg_free). A served caller is waited for in slices,
+ * each ending with a look at the stop flag (shmrig_session_serve_stop): -EINTR
+ * once it is set. */
 static int next_message(struct worker *w, void **msg, size_t *len)
 {
 	if (!w->remote) {
