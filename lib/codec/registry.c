@@ -81,6 +81,19 @@ static void memo_free(struct meta_memo *m)
 	}
 }
 
+/* A decode's memo back to the registry for the next (or freed, if another
+ * decode put one back meanwhile). */
+static void memo_put_back(shmrig_registry *reg, struct meta_memo *memo)
+{
+	struct meta_memo *none = NULL;
+
+	if (!memo->len) /* nothing kept: give back what a large metadata took */
+		msgpack_zone_clear(memo->zone);
+	if (!atomic_compare_exchange_strong_explicit(&reg->spare_memo, &none, memo,
+						     memory_order_release, memory_order_relaxed))
+		memo_free(memo);
+}
+
 /*
  * m->obj = the metadata meta[0..len), checked and unpacked, or remembered.
  * msgpack-c's strings point into the bytes they were unpacked from: metadata
@@ -764,8 +777,8 @@ static void *build_frame(struct shmrig_encoder *enc, int id, size_t *len, int *e
 
 	if (!size)
 		return NULL;
-	/* malloc: 8-aligned, as frames must be (base/internal.h); the size rounded up to 8 */
-	frame = malloc((size + 7) & ~(size_t)7);
+	/* malloc: 8-aligned, as frames must be (base/internal.h) */
+	frame = malloc(shmrig__pad8(size));
 	if (!frame) {
 		*err = shmrig__fail(-ENOMEM, "encode: out of memory for a %zu-byte frame", size);
 		return NULL;
@@ -1137,15 +1150,8 @@ static inline __attribute__((always_inline)) int decode_frame(shmrig_registry *r
 		(void)!shmrig_value_release(out);
 		shmrig__fail(ret, "%s", why);
 	}
-unpacked : {
-	struct meta_memo *none = NULL;
-
-	if (!memo->len) /* nothing kept: give back what a large metadata took */
-		msgpack_zone_clear(memo->zone);
-	if (!atomic_compare_exchange_strong_explicit(&reg->spare_memo, &none, memo,
-						     memory_order_release, memory_order_relaxed))
-		memo_free(memo);
-}
+unpacked:
+	memo_put_back(reg, memo);
 settle:
 	/* frees that fail here must not replace the reason decode failed */
 	if (ret)

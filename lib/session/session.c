@@ -885,7 +885,8 @@ static int call_remote(struct shmrig_session *sess, const char *handler, double 
 /*
  * The CALL for `request` behind *hdr: a small value flat (MSG_FLAT set in
  * *hdr), else its frame, whose blocks are handed to the worker here. *msg
- * (free it), *len its bytes in all. Errors: encode's; -EPIPE (lost_worker) if
+ * (let go of it with shmrig__session_msg_free: a flat one may be in
+ * sess->send_buf), *len its bytes in all. Errors: encode's; -EPIPE (lost_worker) if
  * the hand-over finds the worker gone.
  */
 static int build_call(struct shmrig_session *sess, struct msg_hdr *hdr,
