@@ -4764,78 +4764,42 @@ static int restart_no_pool(void)
 }
 
 /*
- * A worker given 1 ms to be ready: it is killed when it is not. The channel
- * keeps an open timeout of its own (the worker's end shares it: at 1 ms the
- * worker's hello may time out first, and it exits: -EPIPE, "died while
- * starting"), so that only the wait for READY can run out. A fast machine may
- * make it in time, so the row tries a few times.
+ * A worker that stops itself (SIGSTOP) the moment it is forked, so it is
+ * never ready: the start times out and kills it. Stopped in the fork itself
+ * (an atfork child handler, while stop_forks is set), not by a thread of ours
+ * racing to find the child in /proc: under a full `scripts/test` on 2 CPUs
+ * that thread lost 50 races in a row once (the start succeeded, "got 0").
+ * Either wait can run out, the channel's hello (open_timeout_ms) or READY's
+ * (start_timeout_ms): both are -ETIMEDOUT.
  */
-/*
- * Stops (SIGSTOP) every child the main thread forks, as soon as it shows in
- * /proc/<pid>/task/<tid>/children, until told to end: a session's worker is
- * stopped long before it can open its pool, its channel and say READY.
- */
-struct stopper {
-	pid_t tid;
-	atomic_bool done;
-	atomic_int stopped;
-};
+static atomic_bool stop_forks;
 
-static void *stop_children(void *arg)
+static void stop_forked_child(void)
 {
-	struct stopper *sp = arg;
-	char path[64];
-
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)getpid(), (int)sp->tid);
-	while (!atomic_load(&sp->done)) {
-		char list[4096];
-		FILE *f = fopen(path, "r");
-		size_t n;
-
-		if (!f)
-			break;
-		n = fread(list, 1, sizeof(list) - 1, f);
-		fclose(f);
-		list[n] = '\0';
-		for (char *p = list, *end; *p; p = end) {
-			long pid = strtol(p, &end, 10);
-
-			if (end == p)
-				break;
-			if (pid > 0 && kill((pid_t)pid, SIGSTOP) == 0)
-				atomic_fetch_add(&sp->stopped, 1);
-		}
-	}
-	return NULL;
+	if (atomic_load(&stop_forks))
+		raise(SIGSTOP);
 }
 
 static int start_too_slow(void)
 {
+	static bool registered;
 	struct shmrig_session_opts so = OPTS(struct shmrig_session_opts);
 	struct shmrig_channel_opts co = link_opts("pipe");
-	struct stopper sp = { .tid = (pid_t)syscall(SYS_gettid) };
-	pthread_t thread;
 	struct sess s;
 	int rc = SETUP_FAILED;
 
-	/* the worker is stopped before or after its hello: either timeout */
 	co.open_timeout_ms = 100;
 	so.channel = &co;
 	so.start_timeout_ms = 1;
+	if (!registered) {
+		if (pthread_atfork(NULL, NULL, stop_forked_child))
+			return SETUP_FAILED;
+		registered = true;
+	}
 	if (!sess_up(&s, &so, false)) {
-		/* each worker is stopped before it is ready (the thread finds it
-		 * within microseconds; starting takes hundreds): not a race on the
-		 * machine's speed; should one get through, it is shut down and the
-		 * next start tried */
-		if (pthread_create(&thread, NULL, stop_children, &sp) == 0) {
-			for (int i = 0; i < 50; i++) {
-				rc = TESTED(shmrig_session_start(s.sess));
-				if (rc != 0 || shmrig_session_shutdown(s.sess, 5000))
-					break;
-			}
-			atomic_store(&sp.done, true);
-			pthread_join(thread, NULL);
-		}
+		atomic_store(&stop_forks, true);
+		rc = TESTED(shmrig_session_start(s.sess));
+		atomic_store(&stop_forks, false);
 	}
 	sess_down(&s);
 	return rc;
