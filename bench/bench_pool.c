@@ -384,6 +384,8 @@ static void bm_reap_live(gbench_state *st, void *arg)
  * The ring's capacity bounds the blocks in flight.
  */
 #define PUBLISH 16u
+/* The child frees at most this many refs a call (shmrig_pool_free_n). */
+#define FREE_BATCH 64u
 
 struct ref_ring {
 	alignas(64) _Atomic uint64_t tail; /* refs written (producer) */
@@ -442,15 +444,25 @@ static int consumer(struct ref_ring *ring, bool use_pool, pid_t parent)
 			continue;
 		}
 		while (head < tail) {
-			struct shmrig_ref ref = ring->slots[head % ring->capacity];
+			/* the refs from head on, up to the ring's end and FREE_BATCH:
+			 * claimed with one call and freed with one, as a consumer that
+			 * takes what has come would */
+			uint64_t at = head % ring->capacity;
+			uint32_t n = (uint32_t)(tail - head);
+			const struct shmrig_ref *refs = &ring->slots[at];
 
-			if (use_pool && (shmrig_pool_claim(pool, &ref) || shmrig_pool_free(pool, &ref)))
+			if (n > ring->capacity - at)
+				n = (uint32_t)(ring->capacity - at);
+			if (n > FREE_BATCH)
+				n = FREE_BATCH;
+			for (uint32_t i = 0; i < n; i++)
+				checksum += refs[i].offset;
+			if (use_pool && (shmrig_pool_claim_n(pool, refs, n) ||
+					 shmrig_pool_free_n(pool, refs, n)))
 				return 4;
-			checksum += ref.offset;
-			if (++head % PUBLISH == 0)
-				atomic_store_explicit(&ring->head, head, memory_order_release);
+			head += n;
+			atomic_store_explicit(&ring->head, head, memory_order_release);
 		}
-		atomic_store_explicit(&ring->head, head, memory_order_release);
 	}
 	bench_escape(&checksum);
 	if (use_pool && shmrig_pool_close(pool))

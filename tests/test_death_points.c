@@ -84,8 +84,11 @@ static int kid_take(shmrig_pool *pool, int in, int out, const char *point)
 		(void)!shmrig_pool_transfer(pool, &ref, getppid());
 		return 12;
 	}
-	arm(point); /* "free" or "remote_free" */
-	(void)!shmrig_pool_free(pool, &ref);
+	arm(point); /* "free", "remote_free", or "remote_run" (free_n's push) */
+	if (strcmp(point, "remote_run") == 0)
+		(void)!shmrig_pool_free_n(pool, &ref, 1);
+	else
+		(void)!shmrig_pool_free(pool, &ref);
 	return 13;
 }
 
@@ -305,6 +308,12 @@ static void dp_remote_free(void **state)
 	run_point("remote_free");
 }
 
+static void dp_remote_run(void **state)
+{
+	(void)state;
+	run_point("remote_run");
+}
+
 static void dp_transfer(void **state)
 {
 	(void)state;
@@ -338,11 +347,11 @@ static void dp_close(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(dp_alloc),	    cmocka_unit_test(dp_arena_create),
-		cmocka_unit_test(dp_free),
-		cmocka_unit_test(dp_remote_free), cmocka_unit_test(dp_transfer),
-		cmocka_unit_test(dp_claim),	    cmocka_unit_test(dp_reap),
-		cmocka_unit_test(dp_close),	    cmocka_unit_test(dp_chunk_reclaim),
+		cmocka_unit_test(dp_alloc),      cmocka_unit_test(dp_arena_create),
+		cmocka_unit_test(dp_free),       cmocka_unit_test(dp_remote_free),
+		cmocka_unit_test(dp_remote_run), cmocka_unit_test(dp_transfer),
+		cmocka_unit_test(dp_claim),      cmocka_unit_test(dp_reap),
+		cmocka_unit_test(dp_close),      cmocka_unit_test(dp_chunk_reclaim),
 	};
 
 	return cmocka_run_group_tests(tests, th_sweep_leftovers, th_remove_leftovers);

@@ -1433,6 +1433,102 @@ static void test_14_death_between_mark_and_push(void **state)
 	fx_close(&fx);
 }
 
+/* ---- 18: the remote list's prefetch hints written by a peer ---- */
+
+#define N18 40
+#define SEED18 180
+
+/* Claims the refs it is handed with one call, frees them with one (one push
+ * for the run), says how it went, exits. */
+static int child_free_batch(int in, int out)
+{
+	static shmrig_pool *pool;
+	struct shmrig_ref refs[N18];
+	int rc;
+
+	pool = th_open_pool(ARENA, POOL_MAX);
+	CHILD_CHECK(pool);
+	CHILD_CHECK(th_read_all(in, refs, sizeof(refs)) == 0);
+	rc = shmrig_pool_claim_n(pool, refs, N18);
+	if (!rc)
+		rc = shmrig_pool_free_n(pool, refs, N18);
+	CHILD_CHECK(th_write_all(out, &rc, sizeof(rc)) == 0);
+	return shmrig_pool_close(pool) == 0 ? 0 : 1;
+}
+
+/*
+ * The hints only say which descriptors the creator fetches ahead; the list is
+ * its links. A peer writes every hint of the class to a live block, to ids of
+ * no block and of another class, and the head's push count to nonsense, before
+ * the remote frees and again before the creator collects: every freed block
+ * still comes back exactly once, the live one never, and it stays intact.
+ */
+static void test_18_remote_hints_hostile(void **state)
+{
+	static struct fx fx; /* static: reachable in forked children (valgrind) */
+	struct shmrig_ref refs[N18], live, found[4 * N18];
+	bool seen[N18] = { false };
+	struct arena_view view;
+	struct th_peer peer;
+	unsigned c, n = 0, back = 0;
+	uint32_t live_id;
+	void *data;
+	int rc;
+
+	(void)state;
+	fx_open_sized(&fx, 8 * MiB);
+	assert_int_equal(shmrig_pool_alloc(fx.pool, 64, 0, 18, &live, &data), 0);
+	th_fill(data, 64, SEED18);
+	peer = spawn_peer(child_free_batch);
+	for (unsigned i = 0; i < N18; i++) {
+		assert_int_equal(shmrig_pool_alloc(fx.pool, 64, 0, 18, &refs[i], &data), 0);
+		assert_int_equal(shmrig_pool_transfer(fx.pool, &refs[i], peer.pid), 0);
+	}
+	view_open(&view, live.name);
+	view_block(&view, &live, &live_id, &c);
+	assert_int_equal(c, 0);
+	for (unsigned round = 0; round < 2; round++) {
+		_Atomic uint64_t *head = &view.hdr->remote[0].head;
+
+		for (unsigned i = 0; i < REMOTE_HINTS; i++)
+			atomic_store(&view.hdr->remote[0].hint[i], i % 3 == 0 ? live_id :
+								   i % 3 == 1 ? 0xfffffff0u - i :
+										1u + i);
+		atomic_store(head, (0xfffffff9ull << 32) | (uint32_t)atomic_load(head));
+		if (round == 0) {
+			assert_int_equal(th_write_all(peer.to_child, refs, sizeof(refs)), 0);
+			assert_int_equal(th_read_all(peer.from_child, &rc, sizeof(rc)), 0);
+			assert_int_equal(rc, 0);
+			assert_int_equal(finish_peer(&peer), 0);
+		}
+	}
+	shmrig_segment_close(view.seg);
+	assert_int_equal(th_live_blocks(fx.pool), 1);
+	assert_int_equal(shmrig_pool_audit(fx.pool), 0);
+	/* allocate until every freed block came back: the cache first, then the
+	 * remote list the peer's one push made */
+	while (n < 4 * N18 && back < N18) {
+		assert_int_equal(shmrig_pool_alloc(fx.pool, 64, 0, 18, &found[n], &data), 0);
+		assert_false(found[n].offset == live.offset &&
+			     strcmp(found[n].name, live.name) == 0);
+		for (unsigned i = 0; i < N18; i++)
+			if (found[n].offset == refs[i].offset &&
+			    strcmp(found[n].name, refs[i].name) == 0) {
+				assert_false(seen[i]);
+				seen[i] = true;
+				back++;
+			}
+		n++;
+	}
+	assert_int_equal(back, N18);
+	assert_int_equal(shmrig_pool_attach(fx.pool, &live, &data), 0);
+	assert_int_equal(th_first_mismatch(data, 64, SEED18), 64);
+	unchurn(fx.pool, found, n);
+	assert_int_equal(shmrig_pool_free(fx.pool, &live), 0);
+	assert_int_equal(shmrig_pool_audit(fx.pool), 0);
+	fx_close(&fx);
+}
+
 /* ---- 15: send, then close and exit ---- */
 
 #define SIZE15_SMALL (100 * KiB)
@@ -1702,11 +1798,11 @@ int main(void)
 		cmocka_unit_test_teardown(test_13_free_list_hostile, th_remove_leftovers),
 		cmocka_unit_test_teardown(test_13_next_chunk_lowered, th_remove_leftovers),
 		cmocka_unit_test_teardown(test_13_chunk_class_flipped, th_remove_leftovers),
-		cmocka_unit_test_teardown(test_14_death_between_mark_and_push,
-					  th_remove_leftovers),
+		cmocka_unit_test_teardown(test_14_death_between_mark_and_push, th_remove_leftovers),
 		cmocka_unit_test_teardown(test_15_send_close_exit, th_remove_leftovers),
 		cmocka_unit_test_teardown(test_16_walk_callback_reenters, th_remove_leftovers),
 		cmocka_unit_test_teardown(test_17_reap_many_live, th_remove_leftovers),
+		cmocka_unit_test_teardown(test_18_remote_hints_hostile, th_remove_leftovers),
 	};
 
 	return cmocka_run_group_tests(tests, th_sweep_leftovers, NULL);

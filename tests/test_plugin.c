@@ -42,7 +42,7 @@
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
-/* "0.1": the version the words of an EPROTO name */
+/* "0.2": the version the words of an EPROTO name */
 #define OURS STR(SHMRIG_VERSION_MAJOR) "." STR(SHMRIG_VERSION_MINOR)
 /* tp_major99's: "99.1" */
 #define MAJOR99 "99." STR(SHMRIG_VERSION_MINOR)
@@ -394,7 +394,7 @@ static void test_builtin(void **state)
 	assert_int_equal(shmrig_plugin_builtin(&h), 0);
 	info = shmrig_plugin_info(h);
 	assert_string_equal(info->name, "builtin");
-	assert_string_equal(info->version, "0.1.0");
+	assert_string_equal(info->version, OURS "." STR(SHMRIG_VERSION_PATCH));
 	assert_int_equal(info->abi, SHMRIG_PLUGIN_ABI);
 	assert_int_equal(info->ncodecs, 4);
 	assert_int_equal(info->nkinds, 0);

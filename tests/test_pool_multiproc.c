@@ -165,6 +165,91 @@ static void test_transfer(void **state)
 	assert_int_equal(th_count_segments(th_prefix()), 0);
 }
 
+/* ---- a batch claimed with one call and freed with one ---- */
+
+enum {
+	BATCH = 150 /* more than one run of 64, of three classes, one large block */
+};
+
+static size_t batch_size(unsigned i)
+{
+	if (i == BATCH - 1)
+		return 3 * MiB; /* a segment of its own */
+	return i < 70 || (i >= 100 && i < 120) ? 64 : i < 100 ? 5000 : 200;
+}
+
+/* Claim the batch with one call (a second claims nothing), free it with one
+ * in which one ref is stale: that one is said, every other is freed. */
+static int child_batch(shmrig_pool *pool, int in, int out)
+{
+	static struct shmrig_ref refs[BATCH], stale;
+	int rc[5];
+
+	if (th_read_all(in, refs, sizeof(refs)))
+		return 40;
+	rc[0] = shmrig_pool_claim_n(pool, refs, BATCH);
+	rc[1] = shmrig_pool_claim_n(pool, refs, BATCH);
+	stale = refs[BATCH / 2];
+	stale.generation++;
+	refs[BATCH / 2] = stale;
+	rc[2] = shmrig_pool_free_n(pool, refs, BATCH);
+	stale.generation--;
+	rc[3] = shmrig_pool_free_n(pool, &stale, 1);
+	rc[4] = shmrig_pool_free_n(pool, NULL, 1) == -EINVAL &&
+		shmrig_pool_free_n(pool, NULL, 0) == 0 &&
+		shmrig_pool_claim_n(pool, NULL, 1) == -EINVAL &&
+		shmrig_pool_claim_n(pool, NULL, 0) == 0;
+	if (th_write_all(out, rc, sizeof(rc)))
+		return 41;
+	return shmrig_pool_close(pool) == 0 ? 0 : 42;
+}
+
+static void test_batch_claim_free(void **state)
+{
+	static shmrig_pool *pool; /* reachable in forked children (valgrind) */
+	static struct shmrig_ref refs[BATCH], again[BATCH + 64];
+	struct th_peer peer;
+	void *data;
+	int rc[5];
+
+	(void)state;
+	pool = open_pool();
+	assert_non_null(pool);
+	peer = spawn_peer(child_batch);
+	for (unsigned i = 0; i < BATCH; i++) {
+		assert_int_equal(shmrig_pool_alloc(pool, batch_size(i), 0, i, &refs[i], &data), 0);
+		assert_int_equal(shmrig_pool_transfer(pool, &refs[i], peer.pid), 0);
+	}
+	assert_int_equal(th_write_all(peer.to_child, refs, sizeof(refs)), 0);
+	assert_int_equal(th_read_all(peer.from_child, rc, sizeof(rc)), 0);
+	assert_int_equal(finish_peer(&peer), 0);
+	assert_int_equal(rc[0], 0);
+	assert_int_equal(rc[1], -SHMRIG_ECLAIMED);
+	assert_int_equal(rc[2], -SHMRIG_ESTALE);
+	assert_int_equal(rc[3], 0);
+	assert_int_equal(rc[4], 1);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	/* every run was pushed: reap finds no REMOTE block the dead child left
+	 * on no list */
+	assert_int_equal(shmrig_pool_reap(pool), 0);
+	/* each was freed: a ref to it is stale */
+	for (unsigned i = 0; i < BATCH; i++)
+		assert_int_equal(shmrig_pool_attach(pool, &refs[i], &data), -SHMRIG_ESTALE);
+	/* and the arenas hand out what came back, each block once */
+	for (unsigned i = 0; i < BATCH + 64; i++)
+		assert_int_equal(shmrig_pool_alloc(pool, 64, 0, i, &again[i], &data), 0);
+	for (unsigned i = 0; i < BATCH + 64; i++)
+		for (unsigned j = 0; j < i; j++)
+			assert_false(again[i].offset == again[j].offset &&
+				     strcmp(again[i].name, again[j].name) == 0);
+	for (unsigned i = 0; i < BATCH + 64; i++)
+		assert_int_equal(shmrig_pool_free(pool, &again[i]), 0);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+	assert_int_equal(th_count_segments(th_prefix()), 0);
+}
+
 /* ---- a child killed with SIGKILL while it owns blocks ---- */
 
 enum {
@@ -497,6 +582,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_attach_across),
 		cmocka_unit_test(test_transfer),
+		cmocka_unit_test(test_batch_claim_free),
 		cmocka_unit_test(test_reap_killed_child),
 		cmocka_unit_test(test_concurrent_frees),
 		cmocka_unit_test(test_large_mappings_pruned),

@@ -557,7 +557,7 @@ static void release_block(shmrig_pool *pool, struct block *b, uint64_t word)
 		shmrig__large_release(pool, b, word);
 		return;
 	}
-	shmrig__arena_release(sl, b, word);
+	shmrig__arena_release(sl, b, word, pool->run);
 	/* The creator closed its pool and left the arena to its last owner: if
 	 * that was us, nobody needs the name any more. */
 	if (!sl->created && atomic_load_explicit(&sl->hdr->closed, memory_order_acquire)) {
@@ -660,21 +660,55 @@ int shmrig__pool_alloc_handed(shmrig_pool *pool, size_t size, uint32_t flags, ui
 	return ret;
 }
 
-int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref)
+static int free_one(shmrig_pool *pool, const struct shmrig_ref *ref)
 {
 	struct block b;
 	uint64_t word;
+	int ret = resolve_usable(pool, ref, &b, &word);
+
+	DEATH_POINT("free");
+	return ret ? ret : unref(pool, &b, word);
+}
+
+int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref)
+{
 	int ret = shmrig__pool_check(pool);
 
 	if (ret)
 		return ret;
 	pool_enter(pool);
-	ret = resolve_usable(pool, ref, &b, &word);
-	DEATH_POINT("free");
-	if (!ret)
-		ret = unref(pool, &b, word);
+	ret = free_one(pool, ref);
 	pool_leave(pool);
 	return ret;
+}
+
+int shmrig_pool_free_n(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n)
+{
+	struct remote_run run; /* ids: only the first run.n are read */
+	char why[256];
+	int first = shmrig__pool_check(pool);
+
+	if (first)
+		return first;
+	if (n && !refs)
+		return shmrig__fail(-EINVAL, "pool_free_n: refs is NULL");
+	run.n = 0;
+	pool_enter(pool);
+	pool->run = &run;
+	/* Every ref, even after one failed, as n calls of shmrig_pool_free. */
+	for (uint32_t i = 0; i < n; i++) {
+		int ret = free_one(pool, &refs[i]);
+
+		if (ret && !first) {
+			first = ret;
+			snprintf(why, sizeof(why), "%s", shmrig_last_error());
+		}
+	}
+	DEATH_POINT("remote_run"); /* the run's blocks REMOTE and ours, on no list */
+	shmrig__arena_run_flush(&run);
+	pool->run = NULL;
+	pool_leave(pool);
+	return first ? shmrig__fail(first, "%s", why) : 0;
 }
 
 /* One more reference on a resolved live block. */
@@ -769,17 +803,12 @@ static int transfer_locked(shmrig_pool *pool, const struct shmrig_ref *refs, uin
 					    ref->name, (unsigned long long)ref->offset);
 		/* Every reference goes with the block, unclaimed: the receiver's
 		 * decode claims them, once. The state first: if we die before the
-		 * owner store, the block is HANDED and ours, and reap returns it. */
-		if (!atomic_compare_exchange_strong_explicit(&b.desc->word, &word,
-							     word_make(word_gen(word),
-								       word_refs(word),
-								       word_refs(word), ST_HANDED),
-							     memory_order_acq_rel,
-							     memory_order_relaxed))
-			return shmrig__fail(-SHMRIG_ECORRUPT,
-					    "ref '%s' offset %llu: the block's word changed under "
-					    "its owner",
-					    ref->name, (unsigned long long)ref->offset);
+		 * owner store, the block is HANDED and ours, and reap returns it.
+		 * Plain stores: nobody else writes a live owner's block. */
+		atomic_store_explicit(&b.desc->word,
+				      word_make(word_gen(word), word_refs(word), word_refs(word),
+						ST_HANDED),
+				      memory_order_release);
 		DEATH_POINT("transfer");
 		atomic_store_explicit(&b.desc->owner, target, memory_order_release);
 		if (b.sl->large && !b.sl->created)
@@ -903,22 +932,39 @@ static int claim_one(shmrig_pool *pool, const struct shmrig_ref *ref, void **dat
 				    "claimed already (a frame decoded twice, or a ref to a "
 				    "block we hold for another value)",
 				    ref->name, (unsigned long long)ref->offset);
-	/* One CAS: of two decodes of one frame, only one can take the last
-	 * unclaimed reference. */
-	if (!atomic_compare_exchange_strong_explicit(&b.desc->word, &word,
-						     word_make(word_gen(word), word_refs(word),
-							       unclaimed - 1,
-							       unclaimed == 1 ? ST_LIVE :
-										ST_HANDED),
-						     memory_order_acq_rel, memory_order_relaxed))
-		return shmrig__fail(-SHMRIG_ECORRUPT,
-				    "ref '%s' offset %llu: the block's word changed under its owner",
-				    ref->name, (unsigned long long)ref->offset);
+	/* A plain store: the pool's lock orders two decodes of one frame in this
+	 * process (the second finds no unclaimed reference left), and no other
+	 * process writes the word of a block a live process owns (pool_layout.h). */
+	atomic_store_explicit(&b.desc->word,
+			      word_make(word_gen(word), word_refs(word), unclaimed - 1,
+					unclaimed == 1 ? ST_LIVE : ST_HANDED),
+			      memory_order_release);
 	DEATH_POINT("claim");
 	if (b.sl->large && !b.sl->created)
 		b.sl->held++;
 	*data = b.sl->base + ref->offset;
 	return 0;
+}
+
+/*
+ * Ask for the descriptor lines of a batch of refs, for writing, before the
+ * claims read and write them one after another: their transfers from the
+ * sender's CPU then overlap instead of following each other. Only refs into
+ * an arena of one of the last two segments resolved (no lookup, no attach);
+ * any ref the claim would refuse costs at most a useless prefetch here.
+ */
+static void prefetch_descs(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		struct seg_local *sl = pool->last[0];
+		struct block b;
+
+		if (!sl || !names_seg(&refs[i], sl))
+			sl = pool->last[1];
+		if (sl && !sl->large && names_seg(&refs[i], sl) &&
+		    shmrig__arena_place(sl, &refs[i], &b))
+			__builtin_prefetch(b.desc, 1, 3);
+	}
 }
 
 int shmrig__pool_claim_refs(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n,
@@ -929,7 +975,11 @@ int shmrig__pool_claim_refs(shmrig_pool *pool, const struct shmrig_ref *refs, ui
 
 	if (first)
 		return first;
+	if (n && !refs)
+		return shmrig__fail(-EINVAL, "pool_claim: refs is NULL");
 	pool_enter(pool);
+	if (n > 1)
+		prefetch_descs(pool, refs, n);
 	/* Every ref, even after one failed: what was handed to us with a bad
 	 * frame is ours, and the caller frees it rather than hold it for ever. */
 	for (uint32_t i = 0; i < n; i++) {
@@ -954,6 +1004,11 @@ int shmrig_pool_claim(shmrig_pool *pool, const struct shmrig_ref *ref)
 	uint8_t claimed = 0;
 
 	return shmrig__pool_claim_refs(pool, ref, 1, &claimed, NULL);
+}
+
+int shmrig_pool_claim_n(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_t n)
+{
+	return shmrig__pool_claim_refs(pool, refs, n, NULL, NULL);
 }
 
 int shmrig__pool_drop(shmrig_pool *pool, const struct shmrig_ref *ref)

@@ -221,17 +221,51 @@ static int list_pop(struct seg_local *sl, unsigned c)
 
 /* ---- the remote list: anyone pushes, the creator takes all ---- */
 
-void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, uint32_t id)
+void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, const uint32_t *ids, uint32_t n)
 {
 	_Atomic uint64_t *head = &sl->hdr->remote[c].head;
-	struct desc *d = id_desc(sl, id, c);
-	uint64_t old = atomic_load_explicit(head, memory_order_relaxed);
+	uint64_t old = atomic_load_explicit(head, memory_order_relaxed), pushes;
 
-	do
-		atomic_store_explicit(&d->next_free, (uint32_t)old, memory_order_relaxed);
-	/* release: the block's REMOTE word is visible to the collector */
-	while (!atomic_compare_exchange_weak_explicit(head, &old, id, memory_order_release,
-						      memory_order_relaxed));
+	for (uint32_t i = 0; i + 1 < n; i++)
+		atomic_store_explicit(&id_desc(sl, ids[i], c)->next_free, ids[i + 1],
+				      memory_order_relaxed);
+	do {
+		pushes = old >> 32;
+		atomic_store_explicit(&id_desc(sl, ids[n - 1], c)->next_free, (uint32_t)old,
+				      memory_order_relaxed);
+		/* the list's j-th block, ids[j], is push number pushes + n - 1 - j */
+		for (uint32_t j = 0; j < n; j++)
+			atomic_store_explicit(&sl->hdr->remote[c]
+						       .hint[(pushes + n - 1 - j) % REMOTE_HINTS],
+					      ids[j], memory_order_relaxed);
+		/* release: the blocks' REMOTE words (and the hints) are visible to the collector */
+	} while (!atomic_compare_exchange_weak_explicit(head, &old, (pushes + n) << 32 | ids[0],
+							memory_order_release,
+							memory_order_relaxed));
+}
+
+void shmrig__arena_run_flush(struct remote_run *run)
+{
+	if (run->n)
+		shmrig__arena_push_remote(run->sl, run->c, run->ids, run->n);
+	run->n = 0;
+}
+
+/* How many hinted descriptors collect_remote has in flight ahead of its walk. */
+#define HINT_AHEAD 12u
+
+/* Ask for the line of the list's j-th block's descriptor, for writing, if its
+ * hint names a block of the class (chain order: the last push first). */
+static inline void prefetch_hinted(struct seg_local *sl, unsigned c, uint64_t pushes, uint64_t j)
+{
+	uint32_t id;
+
+	if (j >= pushes || j >= REMOTE_HINTS)
+		return;
+	id = atomic_load_explicit(&sl->hdr->remote[c].hint[(pushes - 1 - j) % REMOTE_HINTS],
+				  memory_order_relaxed);
+	if (id_valid(sl, id, c))
+		__builtin_prefetch(id_desc(sl, id, c), 1, 3);
 }
 
 /*
@@ -243,14 +277,21 @@ static int collect_remote(struct seg_local *sl, unsigned c)
 {
 	_Atomic uint64_t *head = &sl->hdr->remote[c].head;
 	uint32_t id, first = NIL, last = NIL;
+	uint64_t taken, pushes, j = 0;
 
 	/* Nothing there (the usual case): no locked instruction. */
 	if ((uint32_t)atomic_load_explicit(head, memory_order_relaxed) == NIL)
 		return 0;
-	id = (uint32_t)atomic_exchange_explicit(head, NIL, memory_order_acquire);
-	/* A cycle is caught by the CAS (a block visited twice is no longer
-	 * REMOTE), so the walk ends after at most one pass over the arena. */
-	while (id != NIL) {
+	taken = atomic_exchange_explicit(head, NIL, memory_order_acquire);
+	id = (uint32_t)taken;
+	pushes = taken >> 32;
+	for (; j < HINT_AHEAD; j++)
+		prefetch_hinted(sl, c, pushes, j);
+	/* A cycle is caught by the state (a block visited twice is no longer
+	 * REMOTE), so the walk ends after at most one pass over the arena. A
+	 * block on the list is written by nobody but its arena's creator, us:
+	 * its pusher is done with it, and reapers leave REMOTE blocks alone. */
+	for (j = HINT_AHEAD; id != NIL; j++) {
 		struct desc *d;
 		uint64_t w;
 		uint32_t next;
@@ -258,20 +299,18 @@ static int collect_remote(struct seg_local *sl, unsigned c)
 
 		if (!id_valid(sl, id, c))
 			return corrupt(sl, c, true, id, "is not a block of the class");
+		prefetch_hinted(sl, c, pushes, j);
 		d = id_desc(sl, id, c);
 		next = atomic_load_explicit(&d->next_free, memory_order_relaxed);
 		w = atomic_load_explicit(&d->word, memory_order_acquire);
-		if (word_state(w) != ST_REMOTE ||
-		    !atomic_compare_exchange_strong_explicit(&d->word, &w,
-							     word_make(word_gen(w), 0, 0,
-								       to_cache ? ST_CACHED :
-										  ST_FREE),
-							     memory_order_acq_rel,
-							     memory_order_relaxed)) {
+		if (word_state(w) != ST_REMOTE) {
 			if (first != NIL)
 				list_push(sl, c, first, last);
 			return corrupt(sl, c, true, id, "is not remote-freed");
 		}
+		atomic_store_explicit(&d->word,
+				      word_make(word_gen(w), 0, 0, to_cache ? ST_CACHED : ST_FREE),
+				      memory_order_relaxed);
 		if (to_cache) {
 			atomic_store_explicit(&d->owner, sl->self, memory_order_relaxed);
 			cache_add(sl, c, id);
@@ -507,7 +546,8 @@ int shmrig__arena_take_slow(struct seg_local *sl, unsigned c, uint32_t *id)
 	}
 }
 
-void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t word)
+void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t word,
+				struct remote_run *run)
 {
 	uint32_t next_gen = gen_next(word_gen(word));
 
@@ -519,15 +559,20 @@ void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t 
 		shmrig__cache_put(sl, b->cls, b->id);
 		return;
 	}
-	/* Someone else's arena. Step 1, one CAS: REMOTE, still owned by us (a
-	 * peer that rewrote the word meanwhile makes it fail: then the block is
-	 * not ours to return). Step 2: push it where the creator collects. */
-	if (!atomic_compare_exchange_strong_explicit(&b->desc->word, &word,
-						     word_make(next_gen, 0, 0, ST_REMOTE),
-						     memory_order_acq_rel, memory_order_relaxed))
-		return;
+	/* Someone else's arena. Step 1: REMOTE, still owned by us. Step 2:
+	 * push it where the creator collects. */
+	atomic_store_explicit(&b->desc->word, word_make(next_gen, 0, 0, ST_REMOTE),
+			      memory_order_release);
 	DEATH_POINT("remote_free");
-	shmrig__arena_push_remote(sl, b->cls, b->id);
+	if (!run) {
+		shmrig__arena_push_remote(sl, b->cls, &b->id, 1);
+		return;
+	}
+	if (run->n && (run->sl != sl || run->c != b->cls || run->n == REMOTE_RUN_MAX))
+		shmrig__arena_run_flush(run);
+	run->sl = sl;
+	run->c = b->cls;
+	run->ids[run->n++] = b->id;
 }
 
 /* ---- recovery of REMOTE blocks whose pusher died before pushing ---- */

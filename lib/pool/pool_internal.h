@@ -16,6 +16,7 @@
 #include "os/segment_internal.h"
 #include "pool/handover.h"
 #include "pool/pool_layout.h"
+#include "pool/ref_check.h"
 #include "os/prim.h"
 
 #include <shmrig/pool.h>
@@ -115,6 +116,8 @@ struct shmrig_pool {
 	 * refs alternate between its own arena (requests) and its peer's
 	 * (responses), and two spare each a lookup */
 	struct seg_local *last[2];
+	/* inside shmrig_pool_free_n: where its remote frees gather; else NULL */
+	struct remote_run *run;
 	struct slab slab;
 	/* The last names that failed to attach, and how: a frame of many refs
 	 * into a few bad segments opens each once, not once a ref. */
@@ -295,7 +298,24 @@ int shmrig__arena_check(struct seg_local *sl);
  */
 int shmrig__arena_take_slow(struct seg_local *sl, unsigned c, uint32_t *id);
 bool shmrig__cached_block_intact(struct seg_local *sl, unsigned c, uint32_t id);
-void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t word);
+/*
+ * Blocks of one arena and class that a shmrig_pool_free_n call freed remotely
+ * (REMOTE, still ours, on no list yet): pushed with one CAS when the call ends,
+ * when a block of another arena or class comes, or when REMOTE_RUN_MAX are
+ * waiting. A death before the push leaves them as one death between a remote
+ * free's two steps leaves one block: REMOTE, owned by the dead, found by reap.
+ */
+#define REMOTE_RUN_MAX 64u
+struct remote_run {
+	struct seg_local *sl;
+	unsigned c;
+	uint32_t n;
+	uint32_t ids[REMOTE_RUN_MAX];
+};
+void shmrig__arena_run_flush(struct remote_run *run);
+/* run: NULL, or the free_n call's run for a remote free to join */
+void shmrig__arena_release_slow(struct seg_local *sl, struct block *b, uint64_t word,
+				struct remote_run *run);
 
 /*
  * The creator's cache of class c is a ring: blocks are taken from its front,
@@ -370,17 +390,16 @@ static inline void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t
 	ref->offset = id_offset(sl, id, c);
 	ref->size = class_size(c);
 	ref->content_size = content_size;
-	ref->generation = gen;
-	ref->temporary = (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0;
-	memset(ref->reserved, 0, sizeof(ref->reserved));
+	shmrig__ref_set_tail(ref, gen, (flags & SHMRIG_ALLOC_TEMPORARY) ? 1 : 0);
 	*data = sl->base + ref->offset;
 }
 
 /* -SHMRIG_EBADREF: the descriptor's class stamp is not the chunk's class. */
 __attribute__((cold, noinline)) int shmrig__stamp_mismatch(const struct shmrig_ref *ref);
 
-/* Find the block holding [ref->offset, ref->offset + ref->size) in arena sl. */
-static inline int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref,
+/* The block holding [ref->offset, ref->offset + ref->size) in arena sl, from
+ * the chunk's class alone (its descriptor is not read): false if there is none. */
+static inline bool shmrig__arena_place(struct seg_local *sl, const struct shmrig_ref *ref,
 				       struct block *b)
 {
 	uint64_t off = ref->offset, size = ref->size;
@@ -389,35 +408,44 @@ static inline int shmrig__arena_locate(struct seg_local *sl, const struct shmrig
 
 	b->sl = sl;
 	if (chunk >= sl->nchunks)
-		goto bounds;
+		return false;
 	b->cls = chunk_class(sl, (uint32_t)chunk);
 	if (b->cls == NCLASS)
-		goto bounds;
+		return false;
 	l = chunk_layout(sl, (uint32_t)chunk, b->cls);
 	bsize = class_size(b->cls);
 	if (rel < l->payload_offset)
-		goto bounds;
+		return false;
 	slot = (rel - l->payload_offset) >> (6 + b->cls); /* bsize is 64 << cls */
 	if (slot >= l->nblocks)
-		goto bounds;
+		return false;
 	b->start = chunk * CHUNK + l->payload_offset + slot * bsize;
 	b->size = bsize;
 	if (size > b->start + bsize - off)
-		goto bounds;
+		return false;
 	b->id = block_id((uint32_t)chunk, (uint32_t)slot);
 	b->desc = id_desc(sl, b->id, b->cls);
+	return true;
+}
+
+/* Find the block of the ref in arena sl, and check its descriptor's class stamp. */
+static inline int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref,
+				       struct block *b)
+{
+	if (!shmrig__arena_place(sl, ref, b))
+		return shmrig__fail(
+			-SHMRIG_EBADREF,
+			"ref '%s': offset %llu size %llu is not inside one block of the segment",
+			ref->name, (unsigned long long)ref->offset, (unsigned long long)ref->size);
 	/* the creator's class is its own; anyone else's was read just now */
 	if (!sl->created && SHMRIG_UNLIKELY(desc_class(b->desc->content_size) != b->cls + 1))
 		return shmrig__stamp_mismatch(ref);
 	return 0;
-bounds:
-	return shmrig__fail(-SHMRIG_EBADREF,
-			    "ref '%s': offset %llu size %llu is not inside one block of the segment",
-			    ref->name, (unsigned long long)off, (unsigned long long)size);
 }
 
 /* Free a block whose last reference we dropped (word: as we read it, ours). */
-static inline void shmrig__arena_release(struct seg_local *sl, struct block *b, uint64_t word)
+static inline void shmrig__arena_release(struct seg_local *sl, struct block *b, uint64_t word,
+					 struct remote_run *run)
 {
 	if (SHMRIG_LIKELY(sl->created && sl->ncache[b->cls] < CACHE_CAP)) {
 		atomic_store_explicit(&b->desc->word,
@@ -426,11 +454,12 @@ static inline void shmrig__arena_release(struct seg_local *sl, struct block *b, 
 		shmrig__cache_put(sl, b->cls, b->id);
 		return;
 	}
-	shmrig__arena_release_slow(sl, b, word);
+	shmrig__arena_release_slow(sl, b, word, run);
 }
-/* Put a dead owner's block (CAS from `word` won by the caller: now REMOTE,
- * owned by us) where it belongs. */
-void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, uint32_t id);
+/* Put REMOTE blocks (owned by us: freed by us, or a dead owner's whose word
+ * our CAS made REMOTE) of arena sl and class c where its creator collects:
+ * linked ids[0] first, with one CAS. */
+void shmrig__arena_push_remote(struct seg_local *sl, unsigned c, const uint32_t *ids, uint32_t n);
 /* The pushers of REMOTE blocks in an arena we created that are known dead,
  * noted while reap walks it (at most DEAD_PUSHERS_MAX; more wait a reap). */
 #define DEAD_PUSHERS_MAX 64u

@@ -38,7 +38,7 @@
 
 #define ARENA_MAGIC 0x414e455241524853ull /* "SHRARENA" */
 #define LARGE_MAGIC 0x454752414c524853ull /* "SHRLARGE" */
-#define LAYOUT_VERSION 3u
+#define LAYOUT_VERSION 4u
 #define ROLE_ARENA 'a'
 #define ROLE_LARGE 'l'
 #define CHUNK ((size_t)SHMRIG_POOL_CHUNK)
@@ -51,6 +51,8 @@ _Static_assert(CHUNK * MAX_CHUNKS == SHMRIG_POOL_ARENA_MAX, "pool.h states the a
 #define LARGE_TRAILER 128u
 /* Header table slots a chunk, for classes with at most this many blocks a chunk. */
 #define EXT_DESCS 32u
+/* Ids a remote list keeps as prefetch hints: the head's line and three more. */
+#define REMOTE_HINTS 62u
 
 /*
  * Descriptor word, changed by one atomic store or CAS per transition:
@@ -58,6 +60,14 @@ _Static_assert(CHUNK * MAX_CHUNKS == SHMRIG_POOL_ARENA_MAX, "pool.h states the a
  * `unclaimed` counts the references handed to the owner by a transfer that its
  * decode has not claimed yet: a frame can be decoded (claimed) only as many
  * times as it carries references, never twice.
+ *
+ * Who writes it. A block held by a live process (CACHED, LIVE, HANDED, and
+ * REMOTE until pushed) is written by that process alone, under its pool's
+ * lock: plain stores, no CAS (a locked instruction a transition would wait,
+ * on a line the peer's CPU wrote last, for every store before it). A block on
+ * an arena's lists (FREE; REMOTE once pushed) is written by the arena's
+ * creator alone. A CAS is where two writers can meet: reapers of a dead
+ * owner's block, and the list heads.
  */
 enum {
 	ST_FREE = 0,    /* on the arena's free list (or a free large segment) */
@@ -174,18 +184,26 @@ struct arena_hdr {
 	struct {
 		alignas(SHMRIG_CACHELINE) _Atomic uint64_t head;
 	} free_list[NCLASS];
-	/* Remote-free list heads {0:32, block id:32}: other processes push freed
-	 * blocks with one CAS; the creator takes the whole list with one exchange
-	 * (so no ABA, and no state a death can strand between two stores). */
+	/* Remote-free lists: other processes push freed blocks with one CAS;
+	 * the creator takes the whole list with one exchange (so no ABA, and no
+	 * state a death can strand between two stores). The head is {pushes
+	 * since the list was last taken:32, block id:32}. A pusher also writes
+	 * its block's id to hint[pushes % REMOTE_HINTS] before its CAS, so that
+	 * the creator can fetch the descriptors of a list's first REMOTE_HINTS
+	 * blocks all at once instead of one link after another. Only a hint:
+	 * the list is the links; a wrong hint (a race between pushers, a
+	 * scribbling peer) costs a wasted prefetch, never a block. */
 	struct {
 		alignas(SHMRIG_CACHELINE) _Atomic uint64_t head;
+		_Atomic uint32_t hint[REMOTE_HINTS];
 	} remote[NCLASS];
 	struct chunk_info chunks[];
 };
 _Static_assert(offsetof(struct arena_hdr, free_list) == 64, "arena header layout is shared");
 _Static_assert(offsetof(struct arena_hdr, remote) == 64 + 64 * NCLASS,
 	       "arena header layout is shared");
-_Static_assert(sizeof(struct arena_hdr) == 64 + 2 * 64 * NCLASS, "arena header layout is shared");
+_Static_assert(sizeof(struct arena_hdr) == 64 + 64 * NCLASS + 256 * NCLASS,
+	       "arena header layout is shared");
 
 struct large_hdr {
 	uint64_t magic;

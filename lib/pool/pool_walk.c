@@ -382,7 +382,7 @@ static void reap_one(void *arg, struct seg_local *sl, struct desc *d, unsigned c
 		return; /* a large segment's creator finds it free */
 	atomic_store_explicit(&d->owner, ctx->self, memory_order_release);
 	DEATH_POINT("reap");
-	shmrig__arena_push_remote(sl, c, id);
+	shmrig__arena_push_remote(sl, c, &id, 1);
 }
 
 int shmrig_pool_reap(shmrig_pool *pool)

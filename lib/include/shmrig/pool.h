@@ -126,6 +126,17 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_alloc(shmrig_pool *pool, size_t size
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref);
 
+/*
+ * shmrig_pool_free of each of n refs, in order, every ref even after one
+ * failed. Blocks of another process's arena go back to it with one atomic
+ * step for each run of blocks of one arena and size class (up to 64), not
+ * one each: the way to free a batch of blocks received from a peer.
+ * Returns 0, or the first ref's error (shmrig_last_error says which);
+ * -EINVAL refs NULL with n > 0; -SHMRIG_EFORK.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_free_n(shmrig_pool *pool, const struct shmrig_ref *refs,
+						   uint32_t n);
+
 /* Take one more reference (the owner only). Errors as shmrig_pool_free, -EOVERFLOW. */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_retain(shmrig_pool *pool, const struct shmrig_ref *ref);
 
@@ -183,6 +194,16 @@ SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_transfer_peer(shmrig_pool *pool,
  * not ours; the errors of shmrig_pool_attach.
  */
 SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_claim(shmrig_pool *pool, const struct shmrig_ref *ref);
+
+/*
+ * shmrig_pool_claim of each of n refs, in order, every ref even after one
+ * failed; the blocks' descriptors are fetched all at once first, so a batch
+ * costs about one transfer from the sender's CPU, not one a ref. Returns 0,
+ * or the first ref's error (shmrig_last_error says which); -EINVAL refs NULL
+ * with n > 0.
+ */
+SHMRIG_NODISCARD SHMRIG_API int shmrig_pool_claim_n(shmrig_pool *pool,
+						    const struct shmrig_ref *refs, uint32_t n);
 
 /*
  * A ref to the part [offset, offset + size) of a block the caller owns, with
