@@ -396,6 +396,29 @@ static void test_no_page_faults(void **state)
 #endif
 }
 
+/* free_n of our own blocks: as many frees; a stale ref among them is the
+ * error, and every other is freed all the same. */
+static void test_free_n_own(void **state)
+{
+	struct shmrig_ref refs[10];
+	shmrig_pool *pool = open_pool(4 * MiB, 64 * MiB);
+	void *data;
+
+	(void)state;
+	for (unsigned i = 0; i < 10; i++)
+		assert_int_equal(shmrig_pool_alloc(pool, i < 5 ? 64 : 3 * MiB, 0, i, &refs[i],
+						   &data),
+				 0);
+	assert_int_equal(shmrig_pool_free(pool, &refs[3]), 0);
+	assert_int_equal(shmrig_pool_free_n(pool, refs, 10), -SHMRIG_ESTALE);
+	assert_int_equal(th_live_blocks(pool), 0);
+	assert_int_equal(shmrig_pool_free_n(pool, refs, 0), 0);
+	assert_int_equal(shmrig_pool_free_n(pool, NULL, 1), -EINVAL);
+	assert_int_equal(shmrig_pool_free_n(NULL, refs, 1), -EINVAL);
+	assert_int_equal(shmrig_pool_audit(pool), 0);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 static void test_retain(void **state)
 {
 	shmrig_pool *pool = open_pool(4 * MiB, 64 * MiB);
@@ -662,6 +685,7 @@ int main(void)
 		cmocka_unit_test(test_big_class_packing),
 		cmocka_unit_test(test_many_blocks),
 		cmocka_unit_test(test_no_page_faults),
+		cmocka_unit_test(test_free_n_own),
 		cmocka_unit_test(test_retain),
 		cmocka_unit_test(test_slab),
 		cmocka_unit_test(test_large_reuse),
