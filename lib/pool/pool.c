@@ -676,8 +676,10 @@ int shmrig__pool_alloc_handed(shmrig_pool *pool, size_t size, uint32_t flags, ui
  * inlined: it cannot tell that resolve_usable() sets it whenever it returns 0
  * (its errors come back through shmrig__fail). Setting it first would cost
  * 11 of pool_alloc_free's 396 instructions. */
+#if !defined(__clang__) /* clang has no such warning, and refuses the name */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 HOT int free_one(shmrig_pool *pool, const struct shmrig_ref *ref)
 {
 	struct block b;
@@ -728,7 +730,9 @@ int shmrig_pool_free_n(shmrig_pool *pool, const struct shmrig_ref *refs, uint32_
 	pool_leave(pool);
 	return first ? shmrig__fail(first, "%s", why) : 0;
 }
+#if !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 /* One more reference on a resolved live block. */
 static int take_ref(const struct block *b, uint64_t word, const char *name)
