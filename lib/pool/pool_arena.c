@@ -81,6 +81,14 @@ int shmrig__stamp_mismatch(const struct shmrig_ref *ref)
 			    ref->name, (unsigned long long)ref->offset);
 }
 
+int shmrig__not_in_block(const struct shmrig_ref *ref)
+{
+	return shmrig__fail(-SHMRIG_EBADREF,
+			    "ref '%s': offset %llu size %llu is not inside one block of the segment",
+			    ref->name, (unsigned long long)ref->offset,
+			    (unsigned long long)ref->size);
+}
+
 /* Is `id` a block of a chunk of class c? (validates links read from shared memory) */
 static bool id_valid(struct seg_local *sl, uint32_t id, unsigned c)
 {

@@ -116,6 +116,9 @@ struct shmrig_pool {
 	 * refs alternate between its own arena (requests) and its peer's
 	 * (responses), and two spare each a lookup */
 	struct seg_local *last[2];
+	/* the arena (ours) each class's last block came from: alloc tries its
+	 * cache first, with no walk over the segments; NULL: none yet */
+	struct seg_local *hot[NCLASS];
 	/* inside shmrig_pool_free_n: where its remote frees gather; else NULL */
 	struct remote_run *run;
 	struct slab slab;
@@ -354,17 +357,21 @@ static inline void shmrig__cache_put(struct seg_local *sl, unsigned c, uint32_t 
 /* A block of class c for the creator: 0 with *id, -ENOSPC (the arena has no
  * room), -SHMRIG_ECORRUPT (a shared list failed a check: it is abandoned, and
  * the next call goes on without it). */
+static inline bool shmrig__arena_take_cached(struct seg_local *sl, unsigned c, uint32_t *id)
+{
+	if (!SHMRIG_LIKELY(sl->ncache[c]))
+		return false;
+	*id = shmrig__cache_get(sl, c);
+	return SHMRIG_DEBUG_CHECKS < 1 ||
+	       SHMRIG_LIKELY(word_state(atomic_load_explicit(&id_desc(sl, *id, c)->word,
+							     memory_order_acquire)) == ST_CACHED) ||
+	       shmrig__cached_block_intact(sl, c, *id);
+}
+
 static inline int shmrig__arena_take(struct seg_local *sl, unsigned c, uint32_t *id)
 {
-	if (SHMRIG_LIKELY(sl->ncache[c])) {
-		*id = shmrig__cache_get(sl, c);
-		if (SHMRIG_DEBUG_CHECKS < 1 ||
-		    SHMRIG_LIKELY(word_state(atomic_load_explicit(&id_desc(sl, *id, c)->word,
-								  memory_order_acquire)) ==
-				  ST_CACHED) ||
-		    shmrig__cached_block_intact(sl, c, *id))
-			return 0;
-	}
+	if (shmrig__arena_take_cached(sl, c, id))
+		return 0;
 	return shmrig__arena_take_slow(sl, c, id);
 }
 
@@ -396,11 +403,14 @@ static inline void shmrig__arena_give(struct seg_local *sl, unsigned c, uint32_t
 
 /* -SHMRIG_EBADREF: the descriptor's class stamp is not the chunk's class. */
 __attribute__((cold, noinline)) int shmrig__stamp_mismatch(const struct shmrig_ref *ref);
+/* -SHMRIG_EBADREF: the ref's range is not inside one block of its arena. */
+__attribute__((cold, noinline)) int shmrig__not_in_block(const struct shmrig_ref *ref);
 
 /* The block holding [ref->offset, ref->offset + ref->size) in arena sl, from
  * the chunk's class alone (its descriptor is not read): false if there is none. */
-static inline bool shmrig__arena_place(struct seg_local *sl, const struct shmrig_ref *ref,
-				       struct block *b)
+static inline __attribute__((always_inline)) bool shmrig__arena_place(struct seg_local *sl,
+								      const struct shmrig_ref *ref,
+								      struct block *b)
 {
 	uint64_t off = ref->offset, size = ref->size;
 	uint64_t chunk = off / CHUNK, rel = off % CHUNK, slot, bsize;
@@ -428,15 +438,15 @@ static inline bool shmrig__arena_place(struct seg_local *sl, const struct shmrig
 	return true;
 }
 
-/* Find the block of the ref in arena sl, and check its descriptor's class stamp. */
-static inline int shmrig__arena_locate(struct seg_local *sl, const struct shmrig_ref *ref,
-				       struct block *b)
+/* Find the block of the ref in arena sl, and check its descriptor's class stamp.
+ * Always inlined, its errors out of line: at -O2 (the default build) gcc kept
+ * it a call of 89 instructions on every free. */
+static inline __attribute__((always_inline)) int shmrig__arena_locate(struct seg_local *sl,
+								      const struct shmrig_ref *ref,
+								      struct block *b)
 {
-	if (!shmrig__arena_place(sl, ref, b))
-		return shmrig__fail(
-			-SHMRIG_EBADREF,
-			"ref '%s': offset %llu size %llu is not inside one block of the segment",
-			ref->name, (unsigned long long)ref->offset, (unsigned long long)ref->size);
+	if (SHMRIG_UNLIKELY(!shmrig__arena_place(sl, ref, b)))
+		return shmrig__not_in_block(ref);
 	/* the creator's class is its own; anyone else's was read just now */
 	if (!sl->created && SHMRIG_UNLIKELY(desc_class(b->desc->content_size) != b->cls + 1))
 		return shmrig__stamp_mismatch(ref);
