@@ -303,7 +303,7 @@ static int attach_seg(shmrig_pool *pool, const char *name, struct seg_local **ou
 /* Does the ref name segment sl? Its name field equal to sl's terminated name.
  * Refs we filled are zero-padded (ref_name): one inlined compare of the whole
  * field, no call; any other (bytes after the terminator) takes memcmp. */
-static inline bool names_seg(const struct shmrig_ref *ref, const struct seg_local *sl)
+static inline bool names_equal(const struct shmrig_ref *ref, const struct seg_local *sl)
 {
 	_Static_assert(sizeof(ref->name) == 64 && sizeof(sl->ref_name) == 64, "four 16-byte words");
 #ifdef __SSE2__
@@ -316,8 +316,7 @@ static inline bool names_seg(const struct shmrig_ref *ref, const struct seg_loca
 				    _mm_or_si128(NAME_XOR(32), NAME_XOR(48)));
 #undef NAME_XOR
 
-	if (_mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xffff)
-		return true;
+	return _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xffff;
 #else
 	uint64_t diff = 0;
 
@@ -328,10 +327,13 @@ static inline bool names_seg(const struct shmrig_ref *ref, const struct seg_loca
 		memcpy(&b, sl->ref_name + i, sizeof(b));
 		diff |= a ^ b;
 	}
-	if (!diff)
-		return true;
+	return !diff;
 #endif
-	return memcmp(ref->name, sl->name, sl->name_len + 1) == 0;
+}
+
+static inline bool names_seg(const struct shmrig_ref *ref, const struct seg_local *sl)
+{
+	return names_equal(ref, sl) || memcmp(ref->name, sl->name, sl->name_len + 1) == 0;
 }
 
 /* Validate a ref and find its block, live (or handed over) with the ref's generation. */
@@ -737,6 +739,43 @@ HOT int free_one(shmrig_pool *pool, const struct shmrig_ref *ref)
 	return ret ? ret : unref(pool, &b, word);
 }
 
+/*
+ * shmrig_pool_free's usual case in straight-line code, nothing out of line in
+ * it: a ref naming, byte for byte, the arena of ours a ref named last; its
+ * block live, ours, with one reference; its class's cache with room. Every
+ * check of free_one() on that path, none skipped; any other case, and every
+ * error, goes free_one()'s whole way (which checks all again and says what
+ * was wrong). true: freed.
+ */
+static inline bool free_fast(shmrig_pool *pool, const struct shmrig_ref *ref)
+{
+	struct seg_local *sl = pool->last[0];
+	struct block b;
+	uint64_t word;
+	uint32_t flags;
+
+	if (!ref || !sl || !sl->created || sl->large || !names_equal(ref, sl))
+		return false;
+	memcpy(&flags, &ref->temporary, sizeof(flags)); /* shmrig__ref_fields_check */
+	if (flags > 1 || ref->content_size > ref->size || ref->offset % SHMRIG_POOL_MIN_BLOCK ||
+	    !shmrig__arena_place(sl, ref, &b))
+		return false;
+	word = atomic_load_explicit(&b.desc->word, memory_order_acquire);
+	if (word_gen(word) != ref->generation || word_state(word) != ST_LIVE ||
+	    word_refs(word) != 1 || word_unclaimed(word) != 0 ||
+	    atomic_load_explicit(&b.desc->owner, memory_order_acquire) != pool->self ||
+	    sl->ncache[b.cls] >= CACHE_CAP)
+		return false;
+	DEATH_POINT("free");
+	shmrig__arena_release(sl, &b, word, NULL); /* into the cache: it has room */
+	return true;
+}
+
+__attribute__((noinline)) static int free_slow(shmrig_pool *pool, const struct shmrig_ref *ref)
+{
+	return free_one(pool, ref);
+}
+
 int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref)
 {
 	int ret = shmrig__pool_check(pool);
@@ -744,7 +783,7 @@ int shmrig_pool_free(shmrig_pool *pool, const struct shmrig_ref *ref)
 	if (ret)
 		return ret;
 	pool_enter(pool);
-	ret = free_one(pool, ref);
+	ret = free_fast(pool, ref) ? 0 : free_slow(pool, ref);
 	pool_leave(pool);
 	return ret;
 }
