@@ -10,6 +10,7 @@
  */
 #include "base/internal.h"
 #include "codec/builtins.h"
+#include "os/prim.h"
 
 #include <shmrig/registry.h>
 
@@ -40,7 +41,7 @@ static int put_array(struct shmrig_encoder *enc, const struct shmrig_array *arra
 	int index = shmrig_encoder_buffer(enc, (size_t)nbytes, 0, &data);
 
 	if (index >= 0 && nbytes)
-		memcpy(data, array->data, (size_t)nbytes);
+		shmrig__copy_shared(data, array->data, (size_t)nbytes);
 	return index;
 }
 
@@ -378,7 +379,7 @@ static int bytes_encode(void *ctx, struct shmrig_encoder *enc, const struct shmr
 	if (ret < 0)
 		return ret;
 	if (value->bytes.len)
-		memcpy(data, value->bytes.data, (size_t)value->bytes.len);
+		shmrig__copy_shared(data, value->bytes.data, (size_t)value->bytes.len);
 	ret = shmrig_meta_put_map(enc, 1);
 	return ret ? ret : put_uint_pair(enc, "len", value->bytes.len);
 }

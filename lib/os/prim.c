@@ -2,6 +2,10 @@
 #include "os/prim.h"
 #include "base/internal.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include <errno.h>
 #include <fcntl.h>
 #include <mntent.h>
@@ -156,4 +160,50 @@ void shmrig__membarrier(void)
 	 * then a full barrier of our own is the best left to do. */
 	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
 		atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* The size from which shmrig__copy_shared streams: this CPU's L2 cache, read once. */
+static size_t stream_from(void)
+{
+	static _Atomic size_t from;
+	size_t n = atomic_load_explicit(&from, memory_order_relaxed);
+
+	if (!n) {
+		long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+
+		n = l2 > 0 ? (size_t)l2 : (size_t)1 << 20;
+		atomic_store_explicit(&from, n, memory_order_relaxed);
+	}
+	return n;
+}
+
+void shmrig__copy_shared(void *dst, const void *src, size_t n)
+{
+#ifdef __SSE2__
+	if (n >= stream_from()) {
+		char *d = dst;
+		const char *s = src;
+		size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+
+		memcpy(d, s, head); /* up to the first 16-byte boundary of dst */
+		d += head;
+		s += head;
+		n -= head;
+		for (; n >= 64; n -= 64, d += 64, s += 64) {
+			__m128i a = _mm_loadu_si128((const __m128i *)s);
+			__m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+			__m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+			__m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+
+			_mm_stream_si128((__m128i *)d, a);
+			_mm_stream_si128((__m128i *)(d + 16), b);
+			_mm_stream_si128((__m128i *)(d + 32), c);
+			_mm_stream_si128((__m128i *)(d + 48), e);
+		}
+		memcpy(d, s, n);
+		_mm_sfence();
+		return;
+	}
+#endif
+	memcpy(dst, src, n);
 }
