@@ -177,7 +177,7 @@ static size_t stream_from(void)
 	return n;
 }
 
-void shmrig__copy_shared(void *dst, const void *src, size_t n)
+void shmrig__copy_shared_large(void *dst, const void *src, size_t n)
 {
 #ifdef __SSE2__
 	if (n >= stream_from()) {

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -124,7 +125,15 @@ static inline void shmrig__cpu_relax(void)
  * stores are fenced before it returns: a later store (a channel's release of
  * the message) cannot pass them.
  */
-void shmrig__copy_shared(void *dst, const void *src, size_t n);
+void shmrig__copy_shared_large(void *dst, const void *src, size_t n);
+
+static inline void shmrig__copy_shared(void *dst, const void *src, size_t n)
+{
+	if (n < ((size_t)256 << 10)) /* below any L2 cache: a plain copy, no call */
+		memcpy(dst, src, n);
+	else
+		shmrig__copy_shared_large(dst, src, n);
+}
 
 static inline void shmrig__lock_give(shmrig__lock *lock)
 {
