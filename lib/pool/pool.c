@@ -599,10 +599,15 @@ HOT int class_alloc(shmrig_pool *pool, size_t size, uint32_t flags, uint32_t tag
 	 * dozen registers around it on every alloc). */
 	sl = pool->hot[c];
 	if (!SHMRIG_LIKELY(sl && shmrig__arena_take_cached(sl, c, &id))) {
-		int ret = class_take(pool, c, size, &sl, &id);
+		/* their own variables: sl's and id's addresses stay out of the usual path */
+		struct seg_local *taken_sl;
+		uint32_t taken_id;
+		int ret = class_take(pool, c, size, &taken_sl, &taken_id);
 
 		if (ret)
 			return ret;
+		sl = taken_sl;
+		id = taken_id;
 	}
 	DEATH_POINT("alloc"); /* taken from the cache, not yet ours in the descriptor */
 	shmrig__arena_give(sl, c, id, size, tag, flags, ref, data);
@@ -767,7 +772,7 @@ static inline bool free_fast(shmrig_pool *pool, const struct shmrig_ref *ref)
 	    sl->ncache[b.cls] >= CACHE_CAP)
 		return false;
 	DEATH_POINT("free");
-	shmrig__arena_release(sl, &b, word, NULL); /* into the cache: it has room */
+	shmrig__arena_release_cached(sl, b.desc, b.cls, b.id, word);
 	return true;
 }
 

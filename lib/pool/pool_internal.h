@@ -454,14 +454,20 @@ static inline __attribute__((always_inline)) int shmrig__arena_locate(struct seg
 }
 
 /* Free a block whose last reference we dropped (word: as we read it, ours). */
+/* The creator's free into its cache, which has room: the next generation. */
+static inline void shmrig__arena_release_cached(struct seg_local *sl, struct desc *d, unsigned c,
+						uint32_t id, uint64_t word)
+{
+	atomic_store_explicit(&d->word, word_make(gen_next(word_gen(word)), 0, 0, ST_CACHED),
+			      memory_order_release);
+	shmrig__cache_put(sl, c, id);
+}
+
 static inline void shmrig__arena_release(struct seg_local *sl, struct block *b, uint64_t word,
 					 struct remote_run *run)
 {
 	if (SHMRIG_LIKELY(sl->created && sl->ncache[b->cls] < CACHE_CAP)) {
-		atomic_store_explicit(&b->desc->word,
-				      word_make(gen_next(word_gen(word)), 0, 0, ST_CACHED),
-				      memory_order_release);
-		shmrig__cache_put(sl, b->cls, b->id);
+		shmrig__arena_release_cached(sl, b->desc, b->cls, b->id, word);
 		return;
 	}
 	shmrig__arena_release_slow(sl, b, word, run);
