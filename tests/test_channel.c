@@ -715,6 +715,36 @@ static int child_echo_ring_sizes(shmrig_channel *ch, shmrig_pool *pool)
 	return echo_sizes(ch, ring_sizes, RING_NSIZES);
 }
 
+/*
+ * A peer that exited, its ends closed, with SIGPIPE at its default (which
+ * ends the process): sends fail with -EPIPE within the bound and no signal
+ * comes. A pipe(2) nobody reads would raise SIGPIPE in the writer; a socket
+ * is sent to with MSG_NOSIGNAL (channel_pipe.c, channel_uring.c).
+ */
+static void test_peer_exited_no_sigpipe(void **state)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL }, saved;
+	shmrig_pool *pool = open_pool();
+	static unsigned char chunk[64 * 1024];
+	struct peer p;
+	int64_t t0;
+	int ret = 0;
+
+	(void)state;
+	assert_int_equal(sigaction(SIGPIPE, &dfl, &saved), 0);
+	p = start_peer(child_idle, pool, FINGERPRINT);
+	assert_int_equal(p.open_ret, 0);
+	assert_int_equal(th_wait_child(p.pid, TIMEOUT_MS), 0);
+	t0 = now_ms();
+	for (int i = 0; i < 100000 && ret == 0; i++)
+		ret = shmrig_channel_send(p.ch, chunk, sizeof(chunk), -1);
+	assert_int_equal(ret, -EPIPE);
+	assert_true(now_ms() - t0 < DEAD_PEER_BOUND_MS);
+	assert_int_equal(sigaction(SIGPIPE, &saved, NULL), 0);
+	shmrig_channel_close(p.ch);
+	assert_int_equal(shmrig_pool_close(pool), 0);
+}
+
 /* slot_size - 8 bytes fit a slot, one more spills: both round-trip intact. */
 static void test_ring_slot_boundary(void **state)
 {
@@ -1113,6 +1143,8 @@ int main(void)
 		CASES(use_pipe),
 		CASES(use_uring),
 		CASES(use_ring),
+		cmocka_unit_test_setup(test_peer_exited_no_sigpipe, use_pipe),
+		cmocka_unit_test_setup(test_peer_exited_no_sigpipe, use_uring),
 		cmocka_unit_test_setup(test_ring_slot_boundary, use_ring),
 		cmocka_unit_test_setup(test_ring_spill_needs_pool, use_ring),
 		cmocka_unit_test_setup(test_ring_recv_into_buffer, use_ring),

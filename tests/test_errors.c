@@ -3765,32 +3765,54 @@ static shmrig_channel_pair *link_pair;
 static shmrig_channel *peer_end;
 static shmrig_channel *forked_end;
 
-/* The one socket of the peer (its channel's; it closed the other end at open). */
-static int own_socket(void)
+static int access_mode(int fd)
+{
+	return fcntl(fd, F_GETFL) & O_ACCMODE;
+}
+
+/* Is fds[i] a non-blocking pipe's write end whose read end is one of fds[]
+ * too? (A worker holds both ends of its handlers' gate pipe as well, blocking.) */
+static bool own_pipe_write_end(const int *fds, int n, int i)
+{
+	struct stat st, other;
+
+	if (fstat(fds[i], &st) || !S_ISFIFO(st.st_mode) ||
+	    (fcntl(fds[i], F_GETFL) & (O_ACCMODE | O_NONBLOCK)) != (O_WRONLY | O_NONBLOCK))
+		return false;
+	for (int j = 0; j < n; j++)
+		if (j != i && !fstat(fds[j], &other) && other.st_ino == st.st_ino &&
+		    other.st_dev == st.st_dev && access_mode(fds[j]) == O_RDONLY)
+			return true;
+	return false;
+}
+
+/* The peer's outgoing stream: its channel's socket (uring: it closed the other
+ * end at open), or the write end of its outgoing pipe (pipe: the one pipe it
+ * holds both ends of, non-blocking; channel_pipe.c says why). */
+static int own_stream(void)
 {
 	DIR *dir = opendir("/proc/self/fd");
+	int fds[256], n = 0;
 	struct dirent *ent;
-	int found = -1;
+	struct stat st;
 
 	if (!dir)
 		return -1;
-	while (found < 0 && (ent = readdir(dir))) {
-		int fd = atoi(ent->d_name);
-		struct stat st;
-
-		if (ent->d_name[0] != '.' && fd != dirfd(dir) && !fstat(fd, &st) &&
-		    S_ISSOCK(st.st_mode))
-			found = fd;
-	}
+	while (n < 256 && (ent = readdir(dir)))
+		if (ent->d_name[0] != '.' && atoi(ent->d_name) != dirfd(dir))
+			fds[n++] = atoi(ent->d_name);
 	closedir(dir);
-	return found;
+	for (int i = 0; i < n; i++)
+		if ((!fstat(fds[i], &st) && S_ISSOCK(st.st_mode)) || own_pipe_write_end(fds, n, i))
+			return fds[i];
+	return -1;
 }
 
 /* A peer that breaks the stream framing: bytes no message header starts with. */
 static int write_garbage(void)
 {
 	unsigned char garbage[32];
-	int fd = own_socket();
+	int fd = own_stream();
 
 	memset(garbage, 0xab, sizeof(garbage));
 	return fd < 0 || th_write_all(fd, garbage, sizeof(garbage)) ? -1 : 0;

@@ -6,8 +6,10 @@
  * channel: moves messages (usually frames) between two processes.
  *
  * Backends, chosen by name, behind one API:
- *   "pipe"   a socketpair: one syscall and one kernel copy per message (the
- *            seed's way, and the baseline)
+ *   "pipe"   a pipe(2) each way: one syscall and one kernel copy per message
+ *            (the seed's way, and the baseline); never a SIGPIPE: each end
+ *            keeps its outgoing pipe's read end open, so a send to a dead
+ *            peer fills the pipe, then fails with -EPIPE as below
  *   "uring"  io_uring (liburing) over a socketpair: a batch of messages is one
  *            submission, completions are reaped many per wait; the socket is a
  *            registered file and reads go to a registered buffer; SQPOLL on
@@ -27,7 +29,7 @@
  * (0 or 1) naming its peer's pid. Open exchanges a hello (protocol version and
  * registry fingerprint); a mismatch is -EPROTO on both sides. Then send and
  * recv. A dead peer makes send and recv fail within a bounded time (EOF on the
- * socket, or a futex timeout and a liveness check of the peer's pid and start
+ * pipe or socket, or a futex timeout and a liveness check of the peer's pid and start
  * time), never hang.
  *
  * Frames and their blocks: shmrig_channel_send_frame() hands a frame's blocks
@@ -68,7 +70,7 @@ struct shmrig_channel_opts {
 };
 
 /*
- * Make the resources both ends share (socketpair, ring segment), before fork.
+ * Make the resources both ends share (pipes, socketpair, ring segment), before fork.
  * opts NULL: every default.
  * Errors: -EINVAL bad options or unknown backend (the message lists them),
  * opts->size below 8; -EOPNOTSUPP "ucx" in a library built without UCX;
