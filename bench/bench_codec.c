@@ -28,9 +28,9 @@
  * Method: the input bytes are deterministic (splitmix64 of the index; larger
  * inputs repeat the first MiB: no codec compresses, so repeats cost nothing).
  * Each body pins its thread to the first CPU, opens its own pool (max_bytes
- * 2 GiB, so that a 256 MiB block fits), warms it with one untimed round of the
- * timed operation (arenas and large segments created and pre-faulted, the
- * cache hot) and checks that no block is live before the timed loop; after it
+ * 2 GiB, so that a 256 MiB block fits), warms it with untimed rounds of the
+ * timed operation until two in a row agree (warm_up(): arenas and large
+ * segments created and pre-faulted, the cache hot, the VM settled) and checks that no block is live before the timed loop; after it
  * every block is freed and shmrig_pool_close() must return 0. Batches shrink
  * with the bytes copied (1000 operations at 64 B, 16 at 1 MiB, 1 from 16 MiB
  * on; decodes of views always 1000) so that the shim stays out of small
@@ -182,6 +182,36 @@ static void bench_close(gbench_state *st, struct bench *b)
 	free(b->input);
 }
 
+/*
+ * The untimed warm-up: op, again until two runs in a row take times within a
+ * quarter of each other, at most WARM_MAX runs. On the development VM the
+ * first runs after a set-up that faulted in hundreds of MiB can stall for
+ * 80-360 ms with no page fault counted (a 256 MiB memcpy: 15 ms, then once
+ * 364.7 ms; a bytes decode 17 ms, then once 218.4 ms), and such runs came right
+ * after a warm-up that faulted (300-570 ms). With one warm-up run, that stall
+ * fell in the first timed iteration, which Google Benchmark reports alone
+ * once it exceeds the min time: a median of 3 repetitions at 6.6x memcpy.
+ */
+#define WARM_MAX 8
+
+static int warm_up(int (*op)(void *ctx), void *ctx)
+{
+	uint64_t last = 0;
+
+	for (int i = 0; i < WARM_MAX; i++) {
+		uint64_t t0 = bench_now_ns();
+		int ret = op(ctx);
+		uint64_t t = bench_now_ns() - t0;
+
+		if (ret)
+			return ret;
+		if (i && 4 * t <= 5 * last && 4 * last <= 5 * t)
+			break;
+		last = t;
+	}
+	return 0;
+}
+
 /* ---- the values ---- */
 
 enum codec_case {
@@ -271,6 +301,18 @@ static int encode_discard(struct bench *b, const struct shmrig_value *value)
 	return ret;
 }
 
+struct encode_op {
+	struct bench *b;
+	const struct shmrig_value *value;
+};
+
+static int encode_op(void *ctx)
+{
+	struct encode_op *op = ctx;
+
+	return encode_discard(op->b, op->value);
+}
+
 static void bm_encode(gbench_state *st, void *arg)
 {
 	enum codec_case c = (enum codec_case)(intptr_t)arg;
@@ -283,7 +325,7 @@ static void bm_encode(gbench_state *st, void *arg)
 	if (!bench_open(st, &b, size))
 		return;
 	build_value(&in, c, b.input, size);
-	ret = encode_discard(&b, &in.value);
+	ret = warm_up(encode_op, &(struct encode_op){ &b, &in.value });
 	if (ret)
 		bench_fail(st, "encode (warm-up)", ret);
 	else if (check_no_live(st, &b, "live blocks after the warm-up"))
@@ -339,6 +381,23 @@ static int decode_release(struct bench *b, const void *frame, size_t len)
 	return shmrig_value_release(&out);
 }
 
+struct decode_op {
+	struct bench *b;
+	const void *frame;
+	size_t len;
+	const struct shmrig_frame *f;
+	uint64_t self;
+};
+
+/* One more decode of the frame, armed for it first. */
+static int decode_op(void *ctx)
+{
+	struct decode_op *op = ctx;
+	int ret = rearm_frame(op->b, op->frame, op->len, op->f, op->self, 1);
+
+	return ret ? ret : decode_release(op->b, op->frame, op->len);
+}
+
 static void bm_decode(gbench_state *st, void *arg)
 {
 	enum codec_case c = (enum codec_case)(intptr_t)arg;
@@ -363,9 +422,7 @@ static void bm_decode(gbench_state *st, void *arg)
 	if (!ret)
 		ret = shmrig_frame_parse(frame, len, &f);
 	if (!ret)
-		ret = rearm_frame(&b, frame, len, &f, self, 1);
-	if (!ret)
-		ret = decode_release(&b, frame, len); /* warm-up */
+		ret = warm_up(decode_op, &(struct decode_op){ &b, frame, len, &f, self });
 	while (!ret && gbench_loop(st, batch)) {
 		gbench_pause(st);
 		ret = rearm_frame(&b, frame, len, &f, self, batch);
@@ -406,6 +463,21 @@ static void bm_decode(gbench_state *st, void *arg)
 
 /* ---- the twins ---- */
 
+struct memcpy_op {
+	void *dst;
+	const void *src;
+	size_t size;
+};
+
+static int memcpy_op(void *ctx)
+{
+	struct memcpy_op *op = ctx;
+
+	memcpy(op->dst, op->src, op->size);
+	bench_escape(op->dst);
+	return 0;
+}
+
 static void bm_memcpy(gbench_state *st, void *arg)
 {
 	size_t size = (size_t)gbench_range(st, 0);
@@ -424,7 +496,7 @@ static void bm_memcpy(gbench_state *st, void *arg)
 		bench_close(st, &b);
 		return;
 	}
-	memcpy(dst, b.input, size); /* warm-up */
+	(void)warm_up(memcpy_op, &(struct memcpy_op){ dst, b.input, size });
 	while (gbench_loop(st, batch)) {
 		for (int64_t i = 0; i < batch; i++) {
 			memcpy(dst, b.input, size);
