@@ -43,7 +43,7 @@ struct channel_ops {
 struct shmrig_channel_pair {
 	const struct channel_ops *ops;
 	struct shmrig_channel_opts opts;
-	int fds[2]; /* socketpair for pipe and uring; -1 if unused */
+	int fds[2]; /* socketpair for uring and ucx; -1 if unused */
 	void *backend;
 };
 
@@ -59,7 +59,7 @@ struct shmrig_channel {
 	struct shmrig__watch peer_watch; /* a pidfd on the peer, held while the channel is open */
 	shmrig__procid peer_id;          /* = peer_watch.id: pid + start time (a reused pid is
 					  * not our peer) */
-	int fd;                          /* our socket end (pipe, uring); -1 otherwise */
+	int fd; /* our socket end (uring, ucx), or incoming pipe (pipe); -1 otherwise */
 	unsigned fork_epoch;             /* of the process that opened it */
 	void *backend;
 	char notes[256];
@@ -131,7 +131,7 @@ void *shmrig__msg_alloc(size_t len);
  * check of the peer's life. 0, -ETIMEDOUT, -EPIPE (peer gone) or -errno. */
 int shmrig__channel_wait_fd(struct shmrig_channel *ch, short events, int64_t start, int timeout_ms);
 
-/* pair->fds = a SOCK_STREAM socketpair (pipe and uring). */
+/* pair->fds = a SOCK_STREAM socketpair (uring, ucx; pipe has pipes of its own). */
 int shmrig__channel_socketpair(struct shmrig_channel_pair *pair);
 
 /* Stream framing shared by pipe and uring: each message is a header then the bytes. */

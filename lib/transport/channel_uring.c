@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The "uring" backend: io_uring (liburing) over the same socketpair and stream
- * framing as "pipe" (each message is a stream_hdr then its bytes). One message
- * costs about what it costs over "pipe"; the gain is batching:
+ * The "uring" backend: io_uring (liburing) over a socketpair (sent to with
+ * MSG_NOSIGNAL), with the stream framing of "pipe" (each message is a
+ * stream_hdr then its bytes). One message costs about what it costs over a
+ * socket without io_uring; the gain is batching:
  *
  *  - sendv: a batch is ONE sendmsg SQE whose iovecs are each message's header
  *    and bytes, sent with MSG_WAITALL so the kernel finishes it without coming
@@ -20,7 +21,7 @@
  *
  * Every wait is io_uring_submit_and_wait_timeout() in slices of SLICE_MS, each
  * ending with a check that the peer still lives, as shmrig__channel_wait_fd()
- * does for "pipe".
+ * does for "pipe" and the socket of "ucx".
  *
  * Timeouts and what is in flight (the kernel must never write into or read
  * from memory we no longer own):
