@@ -715,6 +715,40 @@ static int child_echo_ring_sizes(shmrig_channel *ch, shmrig_pool *pool)
 	return echo_sizes(ch, ring_sizes, RING_NSIZES);
 }
 
+/* An end of a pipe pair opened twice in one process: -EINVAL, the first open untouched. */
+static void test_pipe_end_opened_twice(void **state)
+{
+	/* static: the child inherits these, and valgrind must find them reachable */
+	static shmrig_channel_pair *pair;
+	static shmrig_channel *child_ch;
+	struct shmrig_channel_opts opts = { .size = sizeof(opts), .backend = "pipe" };
+	shmrig_channel *ch, *again;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(shmrig_channel_pair_create(&opts, &pair), 0);
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int ret = shmrig_channel_open(pair, 1, getppid(), NULL, FINGERPRINT, &child_ch);
+
+		shmrig_channel_pair_free(pair);
+		if (!ret)
+			ret = child_wait_for_word(child_ch, NULL);
+		shmrig_channel_close(child_ch);
+		_exit(ret ? 1 : 0);
+	}
+	assert_int_equal(shmrig_channel_open(pair, 0, pid, NULL, FINGERPRINT, &ch), 0);
+	assert_int_equal(shmrig_channel_open(pair, 0, pid, NULL, FINGERPRINT, &again), -EINVAL);
+	assert_non_null(strstr(shmrig_last_error(), "opened already"));
+	shmrig_channel_pair_free(pair);
+	/* the first end still works: the peer gets its word and exits 0 */
+	assert_int_equal(shmrig_channel_send(ch, "w", 1, TIMEOUT_MS), 0);
+	shmrig_channel_close(ch);
+	assert_int_equal(th_wait_child(pid, TIMEOUT_MS), 0);
+}
+
 /*
  * A peer that exited, its ends closed, with SIGPIPE at its default (which
  * ends the process): sends fail with -EPIPE within the bound and no signal
@@ -1144,6 +1178,7 @@ int main(void)
 		CASES(use_uring),
 		CASES(use_ring),
 		cmocka_unit_test_setup(test_peer_exited_no_sigpipe, use_pipe),
+		cmocka_unit_test(test_pipe_end_opened_twice),
 		cmocka_unit_test_setup(test_peer_exited_no_sigpipe, use_uring),
 		cmocka_unit_test_setup(test_ring_slot_boundary, use_ring),
 		cmocka_unit_test_setup(test_ring_spill_needs_pool, use_ring),
